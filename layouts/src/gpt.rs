@@ -1,0 +1,260 @@
+//! GPT partition types, partition placement and partition device names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::size::{Size, MIB};
+
+/// A partition type nix-dabei knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownType {
+    /// Name used in plans.
+    pub name: &'static str,
+    /// sgdisk's short code.
+    pub code: &'static str,
+    /// The type GUID.
+    pub guid: &'static str,
+}
+
+/// Every partition type plans may name.
+pub const KNOWN_TYPES: &[KnownType] = &[
+    KnownType { name: "esp", code: "EF00", guid: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" },
+    KnownType { name: "bios-boot", code: "EF02", guid: "21686148-6449-6E6F-744E-656564454649" },
+    KnownType { name: "linux", code: "8300", guid: "0FC63DAF-8483-4772-8E79-3D69D8477DE4" },
+    KnownType { name: "linux-root-x86-64", code: "8304", guid: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" },
+    KnownType { name: "swap", code: "8200", guid: "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" },
+    KnownType { name: "luks", code: "8309", guid: "CA7D7CCB-63ED-4C53-861C-1742536059CC" },
+    KnownType { name: "zfs", code: "BF01", guid: "6A898CC3-1DD2-11B2-99A6-080020736631" },
+    KnownType { name: "raid", code: "FD00", guid: "A19D880F-05FC-4D3B-A006-743F0F84911E" },
+    KnownType { name: "lvm", code: "8E00", guid: "E6D6D379-F507-44C2-A23C-238F2A3DF928" },
+];
+
+/// The type GUID (upper case) for a type written as a name, an sgdisk code or a GUID.
+pub fn type_guid(written: &str) -> Option<String> {
+    let known = KNOWN_TYPES
+        .iter()
+        .find(|t| t.name.eq_ignore_ascii_case(written) || t.code.eq_ignore_ascii_case(written));
+    if let Some(known) = known {
+        return Some(known.guid.to_string());
+    }
+    is_guid(written).then(|| written.to_ascii_uppercase())
+}
+
+/// The plan name of a type GUID, where it has one.
+pub fn type_name(guid: &str) -> Option<&'static str> {
+    KNOWN_TYPES.iter().find(|t| t.guid.eq_ignore_ascii_case(guid)).map(|t| t.name)
+}
+
+/// True for text of the form `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX` (hex digits).
+pub fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Where one partition lies on its disk, in logical sectors (both ends included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// First sector.
+    pub first_lba: u64,
+    /// Last sector.
+    pub last_lba: u64,
+}
+
+impl Extent {
+    /// Number of sectors.
+    pub fn sectors(&self) -> u64 {
+        self.last_lba - self.first_lba + 1
+    }
+}
+
+/// The usable area of a GPT disk, in logical sectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Bytes per logical sector.
+    pub sector_size: u64,
+    /// Sectors on the disk.
+    pub total_sectors: u64,
+}
+
+/// Room for the 128 entries of 128 bytes that every GPT header describes.
+const ENTRY_ARRAY_BYTES: u64 = 128 * 128;
+
+impl Geometry {
+    /// The geometry of a disk of `size_bytes` with `sector_size`-byte sectors.
+    pub fn new(size_bytes: u64, sector_size: u64) -> Self {
+        Geometry { sector_size, total_sectors: size_bytes / sector_size }
+    }
+
+    fn entry_sectors(&self) -> u64 {
+        ENTRY_ARRAY_BYTES.div_ceil(self.sector_size)
+    }
+
+    /// First sector a partition may use (after the protective MBR, header and entries).
+    pub fn first_usable(&self) -> u64 {
+        2 + self.entry_sectors()
+    }
+
+    /// Last sector a partition may use (before the backup entries and header).
+    pub fn last_usable(&self) -> Option<u64> {
+        self.total_sectors.checked_sub(2 + self.entry_sectors())
+    }
+
+    /// Sectors in one alignment unit (1 MiB).
+    pub fn alignment(&self) -> u64 {
+        (MIB / self.sector_size).max(1)
+    }
+
+    fn align_up(&self, lba: u64) -> u64 {
+        lba.div_ceil(self.alignment()) * self.alignment()
+    }
+
+    fn align_down(&self, lba: u64) -> u64 {
+        lba / self.alignment() * self.alignment()
+    }
+}
+
+/// Why partitions could not be placed on a disk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    /// The disk is too small to hold a partition table at all.
+    #[error("the disk is too small for a GPT partition table")]
+    DiskTooSmall,
+    /// A partition does not fit in what is left.
+    #[error("does not fit: needs {needed} bytes from {start} bytes on, but the disk can hold partitions only up to {end} bytes")]
+    DoesNotFit {
+        /// Index of the partition in the list.
+        index: usize,
+        /// Bytes the partition needs.
+        needed: u64,
+        /// Byte offset where it would start.
+        start: u64,
+        /// Byte offset where usable space ends.
+        end: u64,
+    },
+    /// Nothing is left for a "rest" partition.
+    #[error("nothing is left for \"rest\" ({left} bytes remain after the partitions around it)")]
+    NothingLeft {
+        /// Index of the partition in the list.
+        index: usize,
+        /// Bytes that remained.
+        left: u64,
+    },
+    /// More than one partition asks for the rest of the disk.
+    #[error("only one partition per disk can take the rest of the disk")]
+    TwoRests {
+        /// Index of the second one.
+        index: usize,
+    },
+}
+
+impl AllocError {
+    /// Index of the partition at fault, if one is.
+    pub fn partition_index(&self) -> Option<usize> {
+        match self {
+            AllocError::DiskTooSmall => None,
+            AllocError::DoesNotFit { index, .. }
+            | AllocError::NothingLeft { index, .. }
+            | AllocError::TwoRests { index } => Some(*index),
+        }
+    }
+}
+
+/// Places partitions of the given sizes, in order, each starting on a 1 MiB boundary. A `Rest` partition
+/// takes everything the partitions after it do not need, ending on a 1 MiB boundary.
+pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, AllocError> {
+    let last_usable = geometry.last_usable().ok_or(AllocError::DiskTooSmall)?;
+    let end_exclusive = last_usable + 1;
+    if geometry.align_up(geometry.first_usable()) >= end_exclusive {
+        return Err(AllocError::DiskTooSmall);
+    }
+    if let Some(second) = sizes.iter().enumerate().filter(|(_, s)| **s == Size::Rest).nth(1) {
+        return Err(AllocError::TwoRests { index: second.0 });
+    }
+    let sectors_of = |bytes: u64| bytes.div_ceil(geometry.sector_size).max(1);
+    let bytes_at = |lba: u64| lba * geometry.sector_size;
+    let mut extents = Vec::with_capacity(sizes.len());
+    let mut cursor = geometry.first_usable();
+    for (index, size) in sizes.iter().enumerate() {
+        let start = geometry.align_up(cursor);
+        let last = match size {
+            Size::Bytes(bytes) => {
+                let last = start.checked_add(sectors_of(*bytes) - 1);
+                match last {
+                    Some(last) if last <= last_usable => last,
+                    _ => {
+                        return Err(AllocError::DoesNotFit {
+                            index,
+                            needed: *bytes,
+                            start: bytes_at(start),
+                            end: bytes_at(end_exclusive),
+                        })
+                    }
+                }
+            }
+            Size::Rest => {
+                let reserved: u64 = sizes[index + 1..]
+                    .iter()
+                    .filter_map(|s| s.bytes())
+                    .map(|bytes| geometry.align_up(sectors_of(bytes)))
+                    .sum();
+                let end = end_exclusive.checked_sub(reserved).map(|e| geometry.align_down(e));
+                match end {
+                    Some(end) if end > start => end - 1,
+                    _ => {
+                        let left = end_exclusive.saturating_sub(start).saturating_sub(reserved);
+                        return Err(AllocError::NothingLeft { index, left: bytes_at(left) });
+                    }
+                }
+            }
+        };
+        extents.push(Extent { first_lba: start, last_lba: last });
+        cursor = last + 1;
+    }
+    Ok(extents)
+}
+
+/// The device node of partition `number` of the disk at `disk`: `-partN` for udev's by-id and by-path
+/// links, `pN` when the disk name ends in a digit (nvme0n1, mmcblk0, loop0), `N` otherwise (sda, vda).
+pub fn partition_device(disk: &str, number: u32) -> String {
+    if disk.starts_with("/dev/disk/by-") {
+        format!("{disk}-part{number}")
+    } else if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{disk}p{number}")
+    } else {
+        format!("{disk}{number}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_follow_the_kernel() {
+        assert_eq!(partition_device("/dev/sda", 1), "/dev/sda1");
+        assert_eq!(partition_device("/dev/vdb", 2), "/dev/vdb2");
+        assert_eq!(partition_device("/dev/nvme0n1", 1), "/dev/nvme0n1p1");
+        assert_eq!(partition_device("/dev/mmcblk0", 3), "/dev/mmcblk0p3");
+        assert_eq!(partition_device("/dev/loop7", 1), "/dev/loop7p1");
+        assert_eq!(partition_device("/dev/disk/by-id/virtio-a1", 2), "/dev/disk/by-id/virtio-a1-part2");
+    }
+
+    #[test]
+    fn types_by_name_code_or_guid() {
+        assert_eq!(type_guid("esp").as_deref(), Some("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+        assert_eq!(type_guid("bf01").as_deref(), Some("6A898CC3-1DD2-11B2-99A6-080020736631"));
+        assert_eq!(
+            type_guid("0fc63daf-8483-4772-8e79-3d69d8477de4").as_deref(),
+            Some("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+        );
+        assert_eq!(type_guid("ext4"), None);
+    }
+
+    #[test]
+    fn first_partition_starts_at_one_mebibyte() {
+        let g512 = Geometry::new(1 << 30, 512);
+        let g4k = Geometry::new(1 << 30, 4096);
+        assert_eq!(allocate(g512, &[Size::Rest]).expect("fits")[0].first_lba, 2048);
+        assert_eq!(allocate(g4k, &[Size::Rest]).expect("fits")[0].first_lba, 256);
+    }
+}

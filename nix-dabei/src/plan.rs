@@ -1,0 +1,158 @@
+//! `nix-dabei plan`: a dry run of a preset or a plan file.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use layouts::presets::{self, DiskFacts, Encryption, PresetKind, PresetOptions};
+use layouts::{CompileOptions, Identity, Plan, PlanFormat};
+
+/// Arguments of `nix-dabei plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A plan file (TOML, or JSON when it ends in .json) to show instead of a preset.
+    #[arg(conflicts_with_all = ["preset", "disk"])]
+    pub file: Option<PathBuf>,
+    /// Build the plan from a preset.
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// A disk for the preset (repeat for mirrors); a stable path such as /dev/disk/by-id/... is best.
+    #[arg(long = "disk", value_name = "PATH")]
+    pub disk: Vec<String>,
+    /// Encrypt: ZFS native encryption, or LUKS2 under the pool (or the ext4 root) with "luks".
+    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "native")]
+    pub encrypt: Option<EncryptKind>,
+    /// A swap partition of this size on every disk (such as 8G).
+    #[arg(long, value_name = "SIZE")]
+    pub swap: Option<String>,
+    /// Name of the ZFS pool.
+    #[arg(long, default_value = "rpool")]
+    pub pool: String,
+    /// Host name of the installed system.
+    #[arg(long, default_value = "nixos")]
+    pub hostname: String,
+    /// Flake to install, such as github:me/machines#web1.
+    #[arg(long)]
+    pub flake: Option<String>,
+    /// Plan for disks that are not attached: each --disk is assumed to have this size and 512-byte sectors,
+    /// and no identity is recorded.
+    #[arg(long, value_name = "SIZE")]
+    pub offline_size: Option<String>,
+    /// Write the plan to this file (TOML, or JSON when it ends in .json).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Print the steps as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The directory the new system is mounted under.
+    #[arg(long, default_value = "/mnt")]
+    pub target: String,
+}
+
+/// The presets.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Preset {
+    /// One disk: an ESP and a ZFS pool.
+    Single,
+    /// Two or more disks: an ESP on each and a ZFS mirror.
+    Mirror,
+    /// One disk: an ESP and an ext4 root.
+    Ext4,
+}
+
+/// Kinds of encryption.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EncryptKind {
+    /// ZFS native encryption.
+    Native,
+    /// LUKS2.
+    Luks,
+}
+
+/// Reads a plan file, naming the file in every error.
+pub fn read_plan_file(path: &PathBuf) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.display().to_string();
+    Ok(Plan::from_text(&text, PlanFormat::from_file_name(&name), &name)?)
+}
+
+/// What the machine says about each disk, for a preset.
+fn disk_facts(paths: &[String], offline_size: Option<&str>) -> Result<Vec<DiskFacts>> {
+    if let Some(size) = offline_size {
+        let bytes = layouts::size::parse_bytes(size).with_context(|| format!("--offline-size: {size:?} is not a size"))?;
+        return Ok(paths.iter().map(|p| DiskFacts::offline(p.clone(), bytes)).collect());
+    }
+    let disks = partitioner::discover().context("cannot list the machine's disks")?;
+    paths
+        .iter()
+        .map(|path| {
+            let disk = partitioner::find_disk(&disks, path)?;
+            partitioner::ensure_free(disk)?;
+            Ok(DiskFacts {
+                device: if path.starts_with("/dev/disk/") { path.clone() } else { disk.preferred_path().to_string() },
+                size: Some(disk.size),
+                logical_sector_size: disk.logical_sector_size,
+                physical_sector_size: Some(disk.physical_sector_size),
+                identity: Identity { serial: disk.serial.clone(), wwn: disk.wwn.clone(), model: disk.model.clone() },
+            })
+        })
+        .collect()
+}
+
+/// Builds the plan the arguments describe.
+pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
+    if let Some(file) = &args.file {
+        return read_plan_file(file);
+    }
+    let Some(preset) = args.preset else {
+        bail!("give a plan file, or --preset single|mirror|ext4 with --disk");
+    };
+    if args.disk.is_empty() {
+        bail!("--preset needs at least one --disk");
+    }
+    let kind = match preset {
+        Preset::Single => PresetKind::Single,
+        Preset::Mirror => PresetKind::Mirror,
+        Preset::Ext4 => PresetKind::Ext4,
+    };
+    let mut options = PresetOptions::new(kind, disk_facts(&args.disk, args.offline_size.as_deref())?);
+    options.encryption = match args.encrypt {
+        None => Encryption::None,
+        Some(EncryptKind::Native) => Encryption::ZfsNative,
+        Some(EncryptKind::Luks) => Encryption::Luks,
+    };
+    if let Some(swap) = &args.swap {
+        options.swap = Some(layouts::size::parse_bytes(swap).with_context(|| format!("--swap: {swap:?} is not a size"))?);
+    }
+    options.pool_name = args.pool.clone();
+    options.hostname = args.hostname.clone();
+    options.flake = args.flake.clone();
+    let plan = presets::build(&options)?;
+    plan.validate()?;
+    Ok(plan)
+}
+
+/// Runs `nix-dabei plan`.
+pub fn run(args: PlanArgs) -> Result<()> {
+    let plan = plan_from_args(&args)?;
+    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
+    if let Some(output) = &args.output {
+        let name = output.display().to_string();
+        let text = match PlanFormat::from_file_name(&name) {
+            PlanFormat::Json => plan.to_json() + "\n",
+            PlanFormat::Toml => plan.to_toml(),
+        };
+        std::fs::write(output, text).with_context(|| format!("cannot write {name}"))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "steps": steps.steps, "teardown": steps.teardown }))?);
+    } else {
+        let destructive = steps.steps.iter().filter(|s| s.destructive).count();
+        println!("Plan for host {} ({} steps, {destructive} destroy data). Nothing has been written.\n", plan.hostname, steps.steps.len());
+        print!("{}", steps.render());
+        if let Some(output) = &args.output {
+            println!("\nPlan written to {}.", output.display());
+        }
+    }
+    Ok(())
+}

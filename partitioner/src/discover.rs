@@ -1,0 +1,446 @@
+//! Discovery: every whole disk of the machine, what is on it and what uses it, from sysfs, /proc and
+//! libblkid, with udev's properties added when udevd runs.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DiskError;
+use crate::probe::{probe_signatures, Signature};
+use crate::safety::{self, InUse};
+
+/// A device number, `major:minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DevNo {
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+}
+
+impl DevNo {
+    fn parse(text: &str) -> Option<Self> {
+        let (major, minor) = text.trim().split_once(':')?;
+        Some(DevNo { major: major.parse().ok()?, minor: minor.parse().ok()? })
+    }
+
+    fn from_rdev(rdev: u64) -> Self {
+        DevNo { major: nix::sys::stat::major(rdev) as u32, minor: nix::sys::stat::minor(rdev) as u32 }
+    }
+}
+
+/// One partition of a disk, as the kernel sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// Kernel name, such as `vda1`.
+    pub name: String,
+    /// Device node.
+    pub path: String,
+    /// Partition number.
+    pub number: u32,
+    /// Start in bytes.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// GPT partition name, where udev or the table tells it.
+    pub label: Option<String>,
+    /// Signatures found on it.
+    pub signatures: Vec<Signature>,
+    /// Devices built on it (dm, md).
+    pub holders: Vec<String>,
+    /// Where it is mounted.
+    pub mountpoints: Vec<String>,
+    /// Whether it is active swap.
+    pub swap: bool,
+    /// Device number.
+    pub devno: DevNo,
+}
+
+/// A whole disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Kernel name, such as `vda` or `nvme0n1`.
+    pub name: String,
+    /// Device node, `/dev/<name>`.
+    pub path: String,
+    /// Stable links to it under /dev/disk/by-id and /dev/disk/by-path (when udev made them).
+    pub stable_paths: Vec<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Serial number.
+    pub serial: Option<String>,
+    /// World Wide Name.
+    pub wwn: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Logical sector size in bytes.
+    pub logical_sector_size: u32,
+    /// Physical sector size in bytes.
+    pub physical_sector_size: u32,
+    /// Spinning disk.
+    pub rotational: bool,
+    /// Removable medium.
+    pub removable: bool,
+    /// Read-only.
+    pub read_only: bool,
+    /// How it is attached: virtio, nvme, sata, scsi, usb, mmc, loop.
+    pub transport: Option<String>,
+    /// Whether it accepts discards.
+    pub discard: bool,
+    /// For loop devices, the file behind it.
+    pub backing_file: Option<String>,
+    /// Partition table type found (gpt, dos).
+    pub partition_table: Option<String>,
+    /// Signatures on the whole disk.
+    pub signatures: Vec<Signature>,
+    /// Its partitions.
+    pub partitions: Vec<PartitionInfo>,
+    /// Devices built on the whole disk (dm, md).
+    pub holders: Vec<String>,
+    /// Where the whole disk is mounted.
+    pub mountpoints: Vec<String>,
+    /// Whether the whole disk is active swap.
+    pub swap: bool,
+    /// Device number.
+    pub devno: DevNo,
+    /// Every reason it must not be written; empty when it is free to use.
+    pub in_use: Vec<InUse>,
+}
+
+impl DiskInfo {
+    /// The best path to record in a plan: a by-id link when there is one (serial-based ones first, then
+    /// WWN-based ones), else a by-path link, else the kernel name.
+    pub fn preferred_path(&self) -> &str {
+        let by_id = |wwn: bool| {
+            self.stable_paths.iter().find(|p| {
+                p.starts_with("/dev/disk/by-id/") && p.contains("/by-id/wwn-") == wwn && !p.contains("/by-id/nvme-eui.")
+            })
+        };
+        by_id(false)
+            .or_else(|| by_id(true))
+            .or_else(|| self.stable_paths.iter().find(|p| p.starts_with("/dev/disk/by-path/")))
+            .map_or(self.path.as_str(), String::as_str)
+    }
+
+    /// True when nothing makes the disk unsafe to write.
+    pub fn is_free(&self) -> bool {
+        self.in_use.is_empty()
+    }
+}
+
+/// Where discovery looks; tests may point it elsewhere.
+#[derive(Debug, Clone)]
+pub struct SystemRoots {
+    /// Usually `/sys`.
+    pub sys: PathBuf,
+    /// Usually `/proc`.
+    pub proc: PathBuf,
+    /// Usually `/dev`.
+    pub dev: PathBuf,
+}
+
+impl Default for SystemRoots {
+    fn default() -> Self {
+        SystemRoots { sys: "/sys".into(), proc: "/proc".into(), dev: "/dev".into() }
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn read_number(path: &Path) -> Option<u64> {
+    read_trimmed(path)?.parse().ok()
+}
+
+/// Kernel devices that are not disks to install on: memory disks, device-mapper and md devices (they are
+/// reported as holders), optical drives and floppies.
+fn is_candidate(name: &str) -> bool {
+    !["ram", "zram", "dm-", "md", "sr", "fd", "zd"].iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// What the running system uses: mounts and swap by device number, and the ZFS pools it has imported.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    mounts: HashMap<DevNo, Vec<String>>,
+    swaps: Vec<DevNo>,
+    pub(crate) imported_pools: Vec<String>,
+    pub(crate) system_devices: HashMap<DevNo, String>,
+}
+
+impl Usage {
+    fn read(roots: &SystemRoots) -> Result<Self, DiskError> {
+        let mut usage = Usage::default();
+        let mountinfo = roots.proc.join("self/mountinfo");
+        let text = fs::read_to_string(&mountinfo).map_err(|source| DiskError::Read { path: mountinfo.clone(), source })?;
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (Some(devno), Some(mountpoint)) = (fields.get(2).and_then(|d| DevNo::parse(d)), fields.get(4)) else { continue };
+            let mountpoint = unescape_mount(mountpoint);
+            // Mount sources like /dev/vda1 name the device even when the device number is a filesystem's
+            // anonymous one (btrfs); the number covers everything else.
+            let separator = fields.iter().position(|f| *f == "-");
+            let source_devno = separator
+                .and_then(|s| fields.get(s + 2))
+                .filter(|s| s.starts_with("/dev/"))
+                .and_then(|s| fs::metadata(s).ok())
+                .filter(|m| m.file_type().is_block_device())
+                .map(|m| DevNo::from_rdev(m.rdev()));
+            for number in [Some(devno), source_devno].into_iter().flatten() {
+                let list = usage.mounts.entry(number).or_default();
+                if !list.contains(&mountpoint) {
+                    list.push(mountpoint.clone());
+                }
+                if ["/", "/nix/store", "/nix/.ro-store", "/iso", "/run/rootfsbase"].contains(&mountpoint.as_str()) {
+                    usage.system_devices.insert(number, mountpoint.clone());
+                }
+            }
+        }
+        if let Ok(swaps) = fs::read_to_string(roots.proc.join("swaps")) {
+            for line in swaps.lines().skip(1) {
+                let Some(path) = line.split_whitespace().next() else { continue };
+                if let Ok(meta) = fs::metadata(unescape_mount(path)) {
+                    if meta.file_type().is_block_device() {
+                        usage.swaps.push(DevNo::from_rdev(meta.rdev()));
+                    }
+                }
+            }
+        }
+        // An imported pool has a kstat directory; this works without running `zpool`.
+        if let Ok(entries) = fs::read_dir(roots.proc.join("spl/kstat/zfs")) {
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    usage.imported_pools.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        Ok(usage)
+    }
+}
+
+/// /proc/self/mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mount(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let digits: String = chars.clone().take(3).collect();
+            if digits.len() == 3 && digits.chars().all(|d| ('0'..='7').contains(&d)) {
+                if let Ok(value) = u8::from_str_radix(&digits, 8) {
+                    out.push(value as char);
+                    for _ in 0..3 {
+                        chars.next();
+                    }
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn list_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Links under /dev/disk/by-* that point at each kernel name.
+fn stable_links(roots: &SystemRoots) -> HashMap<String, Vec<String>> {
+    let mut links: HashMap<String, Vec<String>> = HashMap::new();
+    for kind in ["by-id", "by-path"] {
+        let dir = roots.dev.join("disk").join(kind);
+        for name in list_names(&dir) {
+            let link = dir.join(&name);
+            if let Ok(target) = fs::canonicalize(&link) {
+                if let Some(kernel) = target.file_name() {
+                    links.entry(kernel.to_string_lossy().into_owned()).or_default().push(link.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    links
+}
+
+fn transport_of(sys_device: &Path, name: &str) -> Option<String> {
+    if name.starts_with("loop") {
+        return Some("loop".to_string());
+    }
+    let resolved = fs::canonicalize(sys_device).ok()?.to_string_lossy().into_owned();
+    let transport = if resolved.contains("/virtio") {
+        "virtio"
+    } else if resolved.contains("/nvme") {
+        "nvme"
+    } else if resolved.contains("/usb") {
+        "usb"
+    } else if resolved.contains("/mmc") {
+        "mmc"
+    } else if resolved.contains("/ata") {
+        "sata"
+    } else if resolved.contains("/host") {
+        "scsi"
+    } else {
+        return None;
+    };
+    Some(transport.to_string())
+}
+
+/// The serial from SCSI VPD page 0x80: a 4-byte header, then the serial.
+fn vpd_serial(path: &Path) -> Option<String> {
+    let bytes = fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(bytes.get(4..)?).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+struct UdevFacts {
+    model: Option<String>,
+    serial: Option<String>,
+    wwn: Option<String>,
+    bus: Option<String>,
+    part_names: HashMap<String, String>,
+}
+
+/// udev's view of a disk, when udevd runs (its database exists).
+fn udev_facts(name: &str, partitions: &[String]) -> Option<UdevFacts> {
+    if !Path::new("/run/udev/data").is_dir() {
+        return None;
+    }
+    let device = udev::Device::from_subsystem_sysname("block".to_string(), name.to_string()).ok()?;
+    let property = |dev: &udev::Device, key: &str| dev.property_value(key).map(|v| v.to_string_lossy().trim().to_string()).filter(|v| !v.is_empty());
+    let mut part_names = HashMap::new();
+    for part in partitions {
+        if let Ok(dev) = udev::Device::from_subsystem_sysname("block".to_string(), part.clone()) {
+            if let Some(label) = property(&dev, "ID_PART_ENTRY_NAME") {
+                part_names.insert(part.clone(), label);
+            }
+        }
+    }
+    Some(UdevFacts {
+        model: property(&device, "ID_MODEL").map(|m| m.replace('_', " ")),
+        serial: property(&device, "ID_SERIAL_SHORT"),
+        wwn: property(&device, "ID_WWN"),
+        bus: property(&device, "ID_BUS"),
+        part_names,
+    })
+}
+
+/// Every whole disk of this machine, with its partitions, signatures and uses.
+pub fn discover() -> Result<Vec<DiskInfo>, DiskError> {
+    discover_in(&SystemRoots::default())
+}
+
+/// [`discover`] with other roots for /sys, /proc and /dev.
+pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
+    let usage = Usage::read(roots)?;
+    let links = stable_links(roots);
+    let block = roots.sys.join("block");
+    let names = list_names(&block);
+    if names.is_empty() {
+        return Err(DiskError::Read { path: block, source: std::io::Error::new(std::io::ErrorKind::NotFound, "no block devices listed") });
+    }
+    let mut disks = Vec::new();
+    for name in names.into_iter().filter(|n| is_candidate(n)) {
+        let dir = block.join(&name);
+        let size = read_number(&dir.join("size")).unwrap_or(0) * 512;
+        if size == 0 {
+            continue; // detached loop devices, empty card readers
+        }
+        if let Some(disk) = describe(roots, &usage, &links, &name, &dir, size) {
+            disks.push(disk);
+        }
+    }
+    Ok(disks)
+}
+
+fn describe(roots: &SystemRoots, usage: &Usage, links: &HashMap<String, Vec<String>>, name: &str, dir: &Path, size: u64) -> Option<DiskInfo> {
+    let devno = DevNo::parse(&read_trimmed(&dir.join("dev"))?)?;
+    let queue = dir.join("queue");
+    let part_names: Vec<String> = list_names(dir).into_iter().filter(|p| dir.join(p).join("partition").exists()).collect();
+    let udev = udev_facts(name, &part_names);
+    let device_dir = dir.join("device");
+    let serial = udev.as_ref().and_then(|u| u.serial.clone())
+        .or_else(|| read_trimmed(&dir.join("serial")))
+        .or_else(|| read_trimmed(&device_dir.join("serial")))
+        .or_else(|| vpd_serial(&device_dir.join("vpd_pg80")));
+    let wwn = udev.as_ref().and_then(|u| u.wwn.clone())
+        .or_else(|| read_trimmed(&device_dir.join("wwid")))
+        .or_else(|| read_trimmed(&dir.join("wwid")));
+    let model = udev.as_ref().and_then(|u| u.model.clone()).or_else(|| read_trimmed(&device_dir.join("model")));
+    let path = roots.dev.join(name).to_string_lossy().into_owned();
+    let mut partitions = Vec::new();
+    for part in &part_names {
+        let part_dir = dir.join(part);
+        let Some(part_devno) = read_trimmed(&part_dir.join("dev")).and_then(|d| DevNo::parse(&d)) else { continue };
+        let part_path = roots.dev.join(part).to_string_lossy().into_owned();
+        partitions.push(PartitionInfo {
+            name: part.clone(),
+            number: read_number(&part_dir.join("partition")).unwrap_or(0) as u32,
+            start: read_number(&part_dir.join("start")).unwrap_or(0) * 512,
+            size: read_number(&part_dir.join("size")).unwrap_or(0) * 512,
+            label: udev.as_ref().and_then(|u| u.part_names.get(part).cloned()),
+            signatures: probe_signatures(Path::new(&part_path)).unwrap_or_default(),
+            holders: list_names(&part_dir.join("holders")),
+            mountpoints: usage.mounts.get(&part_devno).cloned().unwrap_or_default(),
+            swap: usage.swaps.contains(&part_devno),
+            devno: part_devno,
+            path: part_path,
+        });
+    }
+    partitions.sort_by_key(|p| p.number);
+    let signatures = probe_signatures(Path::new(&path)).unwrap_or_default();
+    let partition_table = signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
+    let mut stable_paths = links.get(name).cloned().unwrap_or_default();
+    stable_paths.sort();
+    let mut disk = DiskInfo {
+        name: name.to_string(),
+        path,
+        stable_paths,
+        model,
+        serial,
+        wwn,
+        size,
+        logical_sector_size: read_number(&queue.join("logical_block_size")).unwrap_or(512) as u32,
+        physical_sector_size: read_number(&queue.join("physical_block_size")).unwrap_or(512) as u32,
+        rotational: read_number(&queue.join("rotational")) == Some(1),
+        removable: read_number(&dir.join("removable")) == Some(1),
+        read_only: read_number(&dir.join("ro")) == Some(1),
+        transport: udev.as_ref().and_then(|u| u.bus.clone()).filter(|b| b != "scsi" && b != "ata").or_else(|| transport_of(&device_dir, name)),
+        discard: read_number(&queue.join("discard_max_bytes")).unwrap_or(0) > 0,
+        backing_file: read_trimmed(&dir.join("loop/backing_file")),
+        partition_table,
+        signatures: signatures.into_iter().filter(|s| s.usage.as_deref() != Some("partition_table")).collect(),
+        partitions,
+        holders: list_names(&dir.join("holders")),
+        mountpoints: usage.mounts.get(&devno).cloned().unwrap_or_default(),
+        swap: usage.swaps.contains(&devno),
+        devno,
+        in_use: Vec::new(),
+    };
+    disk.in_use = safety::reasons(&disk, usage);
+    Some(disk)
+}
+
+/// Finds the disk a path names (a kernel name or any link to it). Partitions are refused.
+pub fn find_disk<'a>(disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError> {
+    let resolved = fs::canonicalize(path).map_err(|e| DiskError::NotADisk { path: path.to_string(), reason: format!("cannot be resolved: {e}") })?;
+    let meta = fs::metadata(&resolved).map_err(|e| DiskError::NotADisk { path: path.to_string(), reason: e.to_string() })?;
+    if !meta.file_type().is_block_device() {
+        return Err(DiskError::NotADisk { path: path.to_string(), reason: "is not a block device".to_string() });
+    }
+    let devno = DevNo::from_rdev(meta.rdev());
+    if let Some(disk) = disks.iter().find(|d| d.devno == devno) {
+        return Ok(disk);
+    }
+    let partition_of = disks.iter().find(|d| d.partitions.iter().any(|p| p.devno == devno));
+    let reason = match partition_of {
+        Some(disk) => format!("is a partition of {}; give the whole disk", disk.path),
+        None => "is not a whole disk".to_string(),
+    };
+    Err(DiskError::NotADisk { path: path.to_string(), reason })
+}

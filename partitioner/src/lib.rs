@@ -1,0 +1,32 @@
+//! nix-dabei's disk layer: finds the machine's disks, says which are unsafe to touch and why, wipes them
+//! and writes GPT partition tables.
+//!
+//! It works from sysfs, /proc and libblkid alone, adds udev's properties when udevd runs, and talks to
+//! the kernel through ioctls. It runs no external programs.
+
+pub mod discover;
+pub mod error;
+mod ioctl;
+pub mod probe;
+pub mod safety;
+pub mod table;
+
+pub use discover::{discover, find_disk, DiskInfo, PartitionInfo};
+pub use error::DiskError;
+pub use probe::{probe_signatures, wipe_device, Signature};
+pub use safety::{check_identity, ensure_free, InUse};
+pub use table::{read_partition_table, write_partition_table};
+
+/// Wipes a whole disk: every signature on each of its current partitions, then on the disk itself
+/// (partition tables included, both copies), and discards every block when `discard` is set and the
+/// device supports it.
+pub fn wipe_disk(disk: &DiskInfo, discard: bool) -> Result<(), DiskError> {
+    for partition in &disk.partitions {
+        wipe_device(std::path::Path::new(&partition.path))?;
+    }
+    wipe_device(std::path::Path::new(&disk.path))?;
+    if discard && disk.discard {
+        probe::discard_device(std::path::Path::new(&disk.path))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Writing a plan's GPT and making the kernel see it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gptman::{GPTPartitionEntry, GPT};
+use layouts::steps::GptPartition;
+
+use crate::error::DiskError;
+use crate::ioctl;
+
+/// How long to wait for partition device nodes (and udev's links) to appear.
+pub const PARTITION_WAIT: Duration = Duration::from_secs(30);
+
+/// A GUID written as text, in the mixed-endian byte order GPT stores.
+pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[index * 2..index * 2 + 2], 16).ok()?;
+    }
+    bytes[0..4].reverse();
+    bytes[4..6].reverse();
+    bytes[6..8].reverse();
+    Some(bytes)
+}
+
+/// The text form of a GUID stored in GPT byte order (upper case).
+pub fn guid_text(bytes: &[u8; 16]) -> String {
+    let mut b = *bytes;
+    b[0..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    let hex: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+fn table_error(device: &str, message: impl Into<String>) -> DiskError {
+    DiskError::Table { device: device.to_string(), message: message.into() }
+}
+
+fn random_guid() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        bytes = nanos.to_le_bytes();
+    }
+    bytes[7] = (bytes[7] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    bytes
+}
+
+/// A partition as read back from a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableEntry {
+    /// Number.
+    pub number: u32,
+    /// GPT name.
+    pub name: String,
+    /// Type GUID, upper case.
+    pub type_guid: String,
+    /// Partition UUID, upper case.
+    pub uuid: String,
+    /// First sector.
+    pub first_lba: u64,
+    /// Last sector.
+    pub last_lba: u64,
+}
+
+/// Writes a protective MBR and a GPT holding exactly `partitions`, after checking the disk still has the
+/// planned size and sector size, then makes the kernel see the partitions and waits for their nodes.
+pub fn write_partition_table(device: &str, logical_sector_size: u32, disk_size: u64, partitions: &[GptPartition]) -> Result<(), DiskError> {
+    let mut file = OpenOptions::new().read(true).write(true).open(device).map_err(|e| DiskError::device(device, "open", e))?;
+    let size = ioctl::size_bytes(&file).or_else(|_| file.metadata().map(|m| m.len())).map_err(|e| DiskError::device(device, "read size", e))?;
+    if size != disk_size {
+        return Err(table_error(device, format!("the disk has {size} bytes, the plan was made for {disk_size}")));
+    }
+    let sector = ioctl::logical_sector_size(&file).unwrap_or(512);
+    if sector != logical_sector_size {
+        return Err(table_error(device, format!("the disk has {sector}-byte sectors, the plan was made for {logical_sector_size}")));
+    }
+    let sector = u64::from(sector);
+    let mut gpt = GPT::new_from(&mut file, sector, random_guid()).map_err(|e| table_error(device, e.to_string()))?;
+    gpt.align = (1 << 20) / sector;
+    for partition in partitions {
+        let type_guid = guid_bytes(&partition.type_guid).ok_or_else(|| table_error(device, format!("partition {}: {:?} is not a GUID", partition.number, partition.type_guid)))?;
+        let uuid = guid_bytes(&partition.uuid).ok_or_else(|| table_error(device, format!("partition {}: {:?} is not a UUID", partition.number, partition.uuid)))?;
+        gpt[partition.number] = GPTPartitionEntry {
+            partition_type_guid: type_guid,
+            unique_partition_guid: uuid,
+            starting_lba: partition.extent.first_lba,
+            ending_lba: partition.extent.last_lba,
+            attribute_bits: 0,
+            partition_name: partition.name.as_str().into(),
+        };
+    }
+    gpt.write_into(&mut file).map_err(|e| table_error(device, e.to_string()))?;
+    GPT::write_protective_mbr_into(&mut file, sector).map_err(|e| table_error(device, e.to_string()))?;
+    file.sync_all().map_err(|e| DiskError::device(device, "flush", e))?;
+    announce_partitions(device, &file, sector, partitions)?;
+    wait_for_nodes(device, partitions.iter().map(|p| p.device.as_str()), PARTITION_WAIT)
+}
+
+/// Reads the GPT of a device; `None` when it has none.
+pub fn read_partition_table(device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
+    let mut file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
+    let Ok(gpt) = GPT::find_from(&mut file) else { return Ok(None) };
+    Ok(Some(
+        gpt.iter()
+            .filter(|(_, entry)| entry.is_used())
+            .map(|(number, entry)| TableEntry {
+                number,
+                name: entry.partition_name.as_str().to_string(),
+                type_guid: guid_text(&entry.partition_type_guid),
+                uuid: guid_text(&entry.unique_partition_guid),
+                first_lba: entry.starting_lba,
+                last_lba: entry.ending_lba,
+            })
+            .collect(),
+    ))
+}
+
+/// Kernel names of the partitions the kernel currently knows for a disk, with their numbers.
+fn kernel_partitions(disk_name: &str) -> Vec<u32> {
+    let dir = Path::new("/sys/class/block").join(disk_name);
+    let mut numbers: Vec<u32> = fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| fs::read_to_string(e.path().join("partition")).ok())
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    numbers.sort_unstable();
+    numbers
+}
+
+/// Makes the kernel see the partitions just written: BLKRRPART, or where the kernel will not scan this
+/// device (loop devices without partition scanning), BLKPG deletes and adds, partition by partition.
+pub fn announce_partitions(device: &str, file: &File, sector: u64, partitions: &[GptPartition]) -> Result<(), DiskError> {
+    if ioctl::reread_partitions(file).is_ok() {
+        return Ok(());
+    }
+    let disk_name = fs::canonicalize(device)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    for number in kernel_partitions(&disk_name) {
+        ioctl::delete_partition(file, number).map_err(|e| DiskError::device(device, format!("remove old partition {number} from the kernel"), e))?;
+    }
+    for partition in partitions {
+        let start = partition.extent.first_lba * sector;
+        let length = partition.extent.sectors() * sector;
+        ioctl::add_partition(file, partition.number, start, length).map_err(|e| DiskError::device(device, format!("add partition {} to the kernel", partition.number), e))?;
+    }
+    Ok(())
+}
+
+/// Waits until every path exists (device nodes from devtmpfs, links from udev).
+pub fn wait_for_nodes<'a>(device: &str, paths: impl Iterator<Item = &'a str>, limit: Duration) -> Result<(), DiskError> {
+    let paths: Vec<&str> = paths.collect();
+    let start = Instant::now();
+    loop {
+        let missing: Vec<String> = paths.iter().filter(|p| !Path::new(p).exists()).map(|p| p.to_string()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(DiskError::PartitionsMissing { device: device.to_string(), seconds: limit.as_secs(), missing });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_use_gpt_byte_order() {
+        let esp = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+        let bytes = guid_bytes(esp).expect("guid");
+        assert_eq!(bytes[..4], [0x28, 0x73, 0x2A, 0xC1]);
+        assert_eq!(bytes[8..10], [0xBA, 0x4B]);
+        assert_eq!(guid_text(&bytes), esp);
+    }
+}
