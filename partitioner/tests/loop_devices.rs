@@ -1,0 +1,237 @@
+//! The disk layer on real loop devices: run as root. This host's kernel scans no partitions on loop
+//! devices by itself, so the partitions here appear through BLKPG, as they would on any such device.
+
+use layouts::presets::{build, DiskFacts, PresetKind, PresetOptions};
+use layouts::steps::GptPartition;
+use layouts::{CompileOptions, Identity, Operation};
+use partitioner::{check_identity, discover, ensure_free, find_disk, wipe_disk, write_partition_table, DiskInfo, InUse};
+use vm_tests::loopdev::{require_root, run, serialize, LoopDisk, Mounted, SwapOn};
+
+const SIZE: u64 = 2 << 30;
+
+fn facts(disk: &DiskInfo) -> DiskFacts {
+    DiskFacts {
+        device: disk.path.clone(),
+        size: Some(disk.size),
+        logical_sector_size: disk.logical_sector_size,
+        physical_sector_size: Some(disk.physical_sector_size),
+        identity: Identity { serial: disk.serial.clone(), wwn: disk.wwn.clone(), model: disk.model.clone() },
+    }
+}
+
+fn this_disk(device: &str) -> DiskInfo {
+    let disks = discover().expect("discovery");
+    find_disk(&disks, device).expect("the loop device is listed").clone()
+}
+
+/// The partition table a single-disk plan with swap writes to `device`.
+fn planned_table(device: &str) -> (layouts::Plan, Vec<GptPartition>, u32, u64) {
+    let disk = this_disk(device);
+    let mut options = PresetOptions::new(PresetKind::Single, vec![facts(&disk)]);
+    options.swap = Some(256 << 20);
+    let plan = build(&options).expect("preset");
+    let steps = plan.compile(&CompileOptions::default()).expect("compiles");
+    let table = steps
+        .steps
+        .iter()
+        .find_map(|s| match &s.operation {
+            Operation::PartitionTable { partitions, logical_sector_size, disk_size, .. } => Some((partitions.clone(), *logical_sector_size, *disk_size)),
+            _ => None,
+        })
+        .expect("a partition table step");
+    (plan, table.0, table.1, table.2)
+}
+
+fn partition_and_check(sector: u32) {
+    let _lock = serialize();
+    let disk = LoopDisk::new(SIZE, sector).expect("loop device");
+    let (_, partitions, logical, size) = planned_table(&disk.device);
+    assert_eq!(logical, sector);
+    wipe_disk(&this_disk(&disk.device), false).expect("wipe");
+    write_partition_table(&disk.device, logical, size, &partitions).expect("write table");
+
+    // sgdisk reads the same table back, and finds nothing wrong with it.
+    let printed = run("sgdisk", &["-p", &disk.device]).expect("sgdisk -p");
+    assert!(printed.contains(&format!("Sector size (logical/physical): {sector}/")), "{printed}");
+    let rows: Vec<Vec<&str>> = printed
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Number"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{printed}");
+    for (row, planned) in rows.iter().zip(&partitions) {
+        assert_eq!(row[0], planned.number.to_string());
+        assert_eq!(row[1], planned.extent.first_lba.to_string(), "{printed}");
+        assert_eq!(row[2], planned.extent.last_lba.to_string(), "{printed}");
+        assert_eq!(row.last().copied(), Some(planned.name.as_str()));
+        assert_eq!(planned.extent.first_lba * u64::from(sector) % (1 << 20), 0, "not 1 MiB aligned");
+    }
+    let codes: Vec<&str> = rows.iter().map(|r| r[r.len() - 2]).collect();
+    assert_eq!(codes, ["EF00", "8200", "BF01"]);
+    let verified = run("sgdisk", &["-v", &disk.device]).expect("sgdisk -v");
+    assert!(verified.contains("No problems found"), "{verified}");
+
+    // The kernel sees the partitions, and blkid reads their names, types and UUIDs.
+    for planned in &partitions {
+        let node = disk.partition(planned.number);
+        assert_eq!(planned.device, node);
+        let export = run("blkid", &["-p", "-o", "export", &node]).expect("blkid");
+        assert!(export.contains(&format!("PART_ENTRY_NAME={}", planned.name)), "{export}");
+        assert!(export.contains(&format!("PART_ENTRY_UUID={}", planned.uuid)), "{export}");
+        assert!(export.contains(&format!("PART_ENTRY_TYPE={}", planned.type_guid.to_lowercase())), "{export}");
+    }
+    let found = this_disk(&disk.device);
+    assert_eq!(found.partition_table.as_deref(), Some("gpt"));
+    let starts: Vec<(u32, u64, u64)> = found.partitions.iter().map(|p| (p.number, p.start, p.size)).collect();
+    let planned: Vec<(u32, u64, u64)> = partitions
+        .iter()
+        .map(|p| (p.number, p.extent.first_lba * u64::from(sector), p.extent.sectors() * u64::from(sector)))
+        .collect();
+    assert_eq!(starts, planned);
+    let read_back = partitioner::read_partition_table(&disk.device).expect("read").expect("a GPT");
+    assert_eq!(read_back.iter().map(|e| e.uuid.to_lowercase()).collect::<Vec<_>>(), partitions.iter().map(|p| p.uuid.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn gpt_on_512_byte_sectors() {
+    if require_root() {
+        partition_and_check(512);
+    }
+}
+
+#[test]
+fn gpt_on_4096_byte_sectors() {
+    if require_root() {
+        partition_and_check(4096);
+    }
+}
+
+fn partitioned_loop() -> LoopDisk {
+    let disk = LoopDisk::new(SIZE, 512).expect("loop device");
+    let (_, partitions, logical, size) = planned_table(&disk.device);
+    write_partition_table(&disk.device, logical, size, &partitions).expect("write table");
+    disk
+}
+
+#[test]
+fn a_mounted_partition_makes_the_disk_unusable() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = partitioned_loop();
+    let esp = disk.partition(1);
+    // This host kernel mounts ext4 but not vfat.
+    run("mkfs.ext4", &["-q", &esp]).expect("mkfs");
+    let mounted = Mounted::new(&esp).expect("mount");
+    let found = this_disk(&disk.device);
+    let mountpoint = mounted.target.to_string_lossy().into_owned();
+    assert!(found.in_use.contains(&InUse::Mounted { device: esp.clone(), mountpoint: mountpoint.clone() }), "{:?}", found.in_use);
+    let refusal = ensure_free(&found).expect_err("refused").to_string();
+    assert!(refusal.contains(&format!("{esp} is mounted at {mountpoint}")), "{refusal}");
+    drop(mounted);
+    assert!(this_disk(&disk.device).in_use.is_empty());
+}
+
+#[test]
+fn active_swap_makes_the_disk_unusable() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = partitioned_loop();
+    let swap = disk.partition(2);
+    run("mkswap", &[&swap]).expect("mkswap");
+    let active = SwapOn::new(&swap).expect("swapon");
+    let found = this_disk(&disk.device);
+    assert!(found.in_use.contains(&InUse::ActiveSwap { device: swap.clone() }), "{:?}", found.in_use);
+    assert!(ensure_free(&found).expect_err("refused").to_string().contains(&format!("{swap} is active swap")));
+    drop(active);
+    assert!(this_disk(&disk.device).in_use.is_empty());
+}
+
+#[test]
+fn a_different_disk_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = LoopDisk::new(SIZE, 512).expect("loop device");
+    let (plan, ..) = planned_table(&disk.device);
+    let found = this_disk(&disk.device);
+    let planned = &plan.disks["main"];
+    check_identity("main", planned, &found).expect("the same disk is accepted");
+
+    let mut other_size = planned.clone();
+    other_size.size = Some(SIZE * 2);
+    let error = check_identity("main", &other_size, &found).expect_err("size differs").to_string();
+    assert!(error.contains("size was \"4294967296\" when planned, now \"2147483648\""), "{error}");
+
+    let mut other_serial = planned.clone();
+    other_serial.identity.serial = Some("WD-1234".into());
+    let error = check_identity("main", &other_serial, &found).expect_err("serial differs").to_string();
+    assert!(error.contains("serial was \"WD-1234\" when planned, now \"(none)\""), "{error}");
+}
+
+#[test]
+fn wiping_leaves_no_signature() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = partitioned_loop();
+    run("mkfs.vfat", &[&disk.partition(1)]).expect("mkfs.vfat");
+    run("mkswap", &[&disk.partition(2)]).expect("mkswap");
+    run("mkfs.ext4", &["-q", &disk.partition(3)]).expect("mkfs.ext4");
+    let before = run("wipefs", &[&disk.device]).expect("wipefs");
+    assert!(before.contains("gpt") && before.contains("PMBR"), "{before}");
+    assert!(!run("wipefs", &[&disk.partition(3)]).expect("wipefs").is_empty());
+
+    wipe_disk(&this_disk(&disk.device), false).expect("wipe");
+    for device in [disk.device.clone(), disk.partition(1), disk.partition(2), disk.partition(3)] {
+        let left = run("wipefs", &[&device]).expect("wipefs");
+        assert!(left.trim().is_empty(), "{device} still has: {left}");
+    }
+    // The backup GPT at the end is gone too: sgdisk finds no table at all.
+    let verify = std::process::Command::new("sgdisk").args(["-v", &disk.device]).output().expect("sgdisk");
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(text.contains("Creating new GPT entries") || text.contains("GPT: not present"), "{text}");
+}
+
+#[test]
+fn luks_headers_are_wiped() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = partitioned_loop();
+    let part = disk.partition(3);
+    let mut child = std::process::Command::new("cryptsetup")
+        .args(["luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", &part])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cryptsetup");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(b"a test key").expect("key");
+    assert!(child.wait().expect("cryptsetup").success());
+    assert!(run("wipefs", &[&part]).expect("wipefs").contains("crypto_LUKS"));
+    wipe_disk(&this_disk(&disk.device), false).expect("wipe");
+    assert_eq!(run("wipefs", &[&part]).expect("wipefs").trim(), "");
+    let is_luks = std::process::Command::new("cryptsetup").args(["isLuks", &part]).status().expect("isLuks");
+    assert!(!is_luks.success(), "the LUKS header survived");
+}
+
+#[test]
+fn partitions_are_not_disks() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = partitioned_loop();
+    let disks = discover().expect("discovery");
+    let error = find_disk(&disks, &disk.partition(1)).expect_err("a partition").to_string();
+    assert_eq!(error, format!("{}: is a partition of {}; give the whole disk", disk.partition(1), disk.device));
+    let error = find_disk(&disks, "/dev/does-not-exist").expect_err("missing").to_string();
+    assert!(error.starts_with("/dev/does-not-exist: cannot be resolved"), "{error}");
+}

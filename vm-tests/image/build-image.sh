@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the VM test image: Debian's kernel (uncompressed, for a fast PVH boot) and an initrd with the ZFS
+# modules, the programs nix-dabei calls, busybox, systemd-udevd and the init in this folder. Cached, keyed
+# by everything it is built from; prints the folder holding vmlinux and initrd.img.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
+
+kver=$(kernel_abi)
+zfs_dir=$("$here/build-zfs.sh")
+programs=(
+    /usr/sbin/zpool /usr/sbin/zfs /usr/sbin/zgenhostid /sbin/mount.zfs /usr/sbin/zdb
+    /usr/sbin/cryptsetup /usr/sbin/sgdisk /usr/sbin/sfdisk
+    /usr/sbin/mkfs.vfat /usr/sbin/mkfs.fat /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs /usr/sbin/mkfs.xfs /usr/sbin/mkfs.btrfs
+    /usr/sbin/mkswap /usr/sbin/swapon /usr/sbin/swapoff /usr/sbin/blkid /usr/sbin/wipefs /usr/sbin/blkdiscard
+    /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/bin/findmnt /usr/bin/lsblk
+    /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe
+    /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dropbear /usr/bin/dropbearkey
+)
+modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
+    dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
+    ext4 vfat nls_cp437 nls_iso8859_1 xfs btrfs loop)
+inputs_hash=$( {
+    cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install"
+    echo "$kver $(candidate_version "linux-image-$kver") $zfs_dir"
+    for p in "${programs[@]}"; do [ -e "$p" ] && dpkg -S "$(readlink -f "$p")" 2>/dev/null | head -n1; done | sort -u |
+        while IFS=: read -r pkg _; do dpkg-query -W -f='${Package} ${Version}\n' "${pkg%%,*}" 2>/dev/null; done
+} | sha256sum | cut -c1-16)
+out="$cache_root/image-$kver-$inputs_hash"
+if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.img" ]; then
+    echo "$out"
+    exit 0
+fi
+start=$(date +%s)
+work=$(mktemp -d "$cache_root/image-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# The kernel and its modules, from the Debian package (not installed on the host).
+deb=$(fetch_deb "linux-image-$kver")
+dpkg-deb -x "$deb" "$work/kernel"
+extra="$work/kernel/lib/modules/$kver/extra"
+mkdir -p "$extra"
+cp "$zfs_dir/zfs.ko" "$zfs_dir/spl.ko" "$extra/"
+depmod -b "$work/kernel" "$kver"
+
+# An uncompressed vmlinux: qemu boots it through PVH, skipping the slow decompression under TCG.
+extract_vmlinux() { # bzImage out
+    local image=$1 target=$2 magic tool offset
+    for pair in "fd377a585a00:xz -dc" "28b52ffd:zstd -dc" "1f8b0800:gzip -dc" "425a68:bzip2 -dc"; do
+        magic=${pair%%:*}; tool=${pair#*:}
+        for offset in $(LC_ALL=C grep -obUaP "$(echo "$magic" | sed 's/../\\x&/g')" "$image" | cut -d: -f1); do
+            if tail -c "+$((offset + 1))" "$image" | $tool > "$target" 2>/dev/null || [ -s "$target" ]; then
+                if file "$target" | grep -q ELF; then return 0; fi
+            fi
+        done
+    done
+    echo "build-image: cannot extract vmlinux from $image" >&2
+    return 1
+}
+mkdir -p "$out.tmp"
+extract_vmlinux "$work/kernel/boot/vmlinuz-$kver" "$out.tmp/vmlinux"
+
+root="$work/root"
+# Merged /usr, as on the host, so that every path ldd names lands in one place.
+mkdir -p "$root"/{usr/bin,usr/sbin,usr/lib,usr/lib64,usr/local/bin,etc,proc,sys,dev,run,tmp,mnt,host,root,var/lib}
+for dir in bin sbin lib lib64; do ln -s "usr/$dir" "$root/$dir"; done
+
+copy_with_libs() { # program
+    local program=$1 lib
+    [ -e "$program" ] || { echo "build-image: missing $program" >&2; return 1; }
+    mkdir -p "$root$(dirname "$program")"
+    cp -L "$program" "$root$program"
+    for lib in $(ldd "$program" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+        [ -e "$root$lib" ] && continue
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
+for program in "${programs[@]}"; do copy_with_libs "$program"; done
+# Libraries systemd-udevd and libcryptsetup open at run time rather than link.
+for lib in /usr/lib/x86_64-linux-gnu/libkmod.so.2 /usr/lib/x86_64-linux-gnu/libblkid.so.1 \
+    /usr/lib/x86_64-linux-gnu/libudev.so.1 /usr/lib/x86_64-linux-gnu/libcryptsetup.so.12 \
+    /usr/lib/x86_64-linux-gnu/libgcc_s.so.1; do
+    [ -e "$lib" ] && copy_with_libs "$lib"
+done
+cp /usr/bin/busybox "$root/bin/busybox"
+for applet in $("$root/bin/busybox" --list); do
+    [ -e "$root/bin/$applet" ] || [ -e "$root/usr/bin/$applet" ] || [ -e "$root/usr/sbin/$applet" ] ||
+        [ -e "$root/sbin/$applet" ] || ln -s busybox "$root/bin/$applet"
+done
+
+# udev: rules and helpers, for /dev/disk/by-id links and /dev/zvol.
+mkdir -p "$root/usr/lib/udev" "$root/etc/udev"
+cp -r /usr/lib/udev/rules.d "$root/usr/lib/udev/"
+for helper in ata_id scsi_id zvol_id vdev_id; do
+    [ -e "/usr/lib/udev/$helper" ] && copy_with_libs "/usr/lib/udev/$helper"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\ndisk:x:6:\ntty:x:5:\nkmem:x:15:\ninput:x:101:\nkvm:x:102:\nvideo:x:44:\naudio:x:29:\nsgx:x:103:\nrender:x:104:\ncdrom:x:24:\ndialout:x:20:\ntape:x:26:\n' > "$root/etc/group"
+: > "$root/etc/fstab"
+ln -sf /proc/self/mounts "$root/etc/mtab"
+
+# Kernel modules with everything they depend on.
+for module in "${modules[@]}"; do
+    modprobe -d "$work/kernel" -S "$kver" --show-depends "$module" 2>/dev/null | awk '$1 == "insmod" {print $2}'
+done | sort -u | while read -r ko; do
+    rel=${ko#"$work/kernel"}
+    mkdir -p "$root$(dirname "$rel")"
+    cp "$ko" "$root$rel"
+done
+cp "$work/kernel/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/" 2>/dev/null || true
+depmod -b "$root" "$kver"
+
+install -m 0755 "$here/init" "$root/init"
+install -m 0755 "$here/nixos-install" "$root/usr/local/bin/nixos-install"
+echo "$kver" > "$root/etc/nix-dabei-vm-kernel"
+
+(cd "$root" && find . -print0 | sort -z | cpio --null -o -H newc --quiet) > "$out.tmp/initrd.img"
+# A second cpio can be appended only after 4-byte alignment; pad to 512 to be safe.
+size=$(stat -c %s "$out.tmp/initrd.img")
+pad=$(( (512 - size % 512) % 512 ))
+[ "$pad" -gt 0 ] && head -c "$pad" /dev/zero >> "$out.tmp/initrd.img"
+rm -rf "$out" && mv "$out.tmp" "$out"
+echo "build-image: $(du -h "$out/initrd.img" | cut -f1) initrd, $(du -h "$out/vmlinux" | cut -f1) vmlinux in $(( $(date +%s) - start )) s" >&2
+echo "$out"

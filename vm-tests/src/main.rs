@@ -1,0 +1,88 @@
+//! `vm-tests`: builds the test image (cached) and runs the VM scenarios, printing the time of each and a
+//! closing "N passed, N failed" line.
+//!
+//! Usage: `vm-tests [image | list | SCENARIO...]`. Logs are kept under target/vm-tests/<scenario>/.
+
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use vm_tests::vm;
+
+fn work_root() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("vm-tests")
+}
+
+/// The nix-dabei binary the scenarios run: NIX_DABEI_BIN, or the release build next to this one.
+fn nix_dabei_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NIX_DABEI_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let me = std::env::current_exe()?;
+    let candidate = me.parent().context("no folder")?.join("nix-dabei");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!("no nix-dabei binary next to {}: build it (cargo build --release -p nix-dabei) or set NIX_DABEI_BIN", me.display())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("vm-tests: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<bool> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all = scenarios::all();
+    if args.first().map(String::as_str) == Some("list") {
+        for scenario in &all {
+            println!("{}", scenario.name);
+        }
+        return Ok(true);
+    }
+    let started = Instant::now();
+    let image = vm::build_image()?;
+    println!("vm-tests: image ready in {:.1} s ({})", started.elapsed().as_secs_f64(), image.initrd.display());
+    if args.first().map(String::as_str) == Some("image") {
+        return Ok(true);
+    }
+    let selected: Vec<&scenarios::Scenario> = if args.is_empty() {
+        all.iter().collect()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &args {
+            chosen.push(all.iter().find(|s| s.name == name).with_context(|| format!("no scenario {name:?} (see `vm-tests list`)"))?);
+        }
+        chosen
+    };
+    let binary = nix_dabei_binary()?;
+    let (mut passed, mut failed) = (0, 0);
+    for scenario in selected {
+        let outcome = scenarios::run(scenario, &image, &binary, &work_root());
+        match outcome {
+            Ok(report) => {
+                passed += 1;
+                println!("vm-tests: {} passed in {:.1} s ({})", scenario.name, report.total.as_secs_f64(), report.boots_summary());
+            }
+            Err(error) => {
+                failed += 1;
+                println!("vm-tests: {} FAILED: {error:#}", scenario.name);
+            }
+        }
+    }
+    println!("vm-tests: all scenarios took {:.1} s", started.elapsed().as_secs_f64());
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
