@@ -1,1 +1,19 @@
-//! installer
+//! nix-dabei's executor: turns a plan's steps into an installed system, safely and resumably.
+//!
+//! [`execute::preview`] checks the plan's disks (present, the planned identity, free when they will be
+//! wiped) and probes every step; [`execute::execute`] runs what is not done yet, in dependency order,
+//! reporting [`Event`]s and keeping a journal under /run/nix-dabei. LUKS goes through libcryptsetup,
+//! ZFS through a typed wrapper over `zpool`/`zfs`; [`command`] is the only module that runs programs.
+
+pub mod command;
+pub mod events;
+pub mod execute;
+pub mod journal;
+pub mod luks;
+pub mod secret;
+pub mod system;
+pub mod zfs;
+
+pub use events::Event;
+pub use execute::{execute, preview, teardown, InstallError, Mode, Options, Outlook, Preview, Report, Secrets, StepError, WipeTarget};
+pub use secret::Secret;

@@ -71,7 +71,17 @@ impl Plan {
         if let Some(uuid) = self.disks.get(disk).and_then(|d| d.partitions.get(partition)).and_then(|p| p.uuid.clone()) {
             return uuid.to_ascii_lowercase();
         }
-        let seed = format!("{}\0{disk}\0{partition}", self.effective_host_id());
+        self.derived_uuid(&format!("{disk}\0{partition}"))
+    }
+
+    /// The UUID of the LUKS header named `name`, derived like partition UUIDs so that a re-run can
+    /// recognise its own header.
+    pub fn luks_uuid(&self, name: &str) -> String {
+        self.derived_uuid(&format!("luks\0{name}"))
+    }
+
+    fn derived_uuid(&self, what: &str) -> String {
+        let seed = format!("{}\0{what}", self.effective_host_id());
         let high = fnv1a(seed.as_bytes(), 0x6e69_782d_6461_6265);
         let low = fnv1a(seed.as_bytes(), 0x692d_7061_7274_7575);
         // Version 4 and the RFC 4122 variant, so tools treat it as an ordinary random UUID.
@@ -190,7 +200,7 @@ impl Builder<'_> {
             Content::Filesystem(fs) => {
                 let mkfs = self.push(
                     format!("mkfs:{owner}"),
-                    format!("Make a {} filesystem on {owner}", fs.format.fs_type()),
+                    format!("Make {} {} filesystem on {owner}", if fs.format == crate::model::Format::Ext4 { "an" } else { "a" }, fs.format.fs_type()),
                     vec![device.to_string()],
                     disk,
                     vec![provider.to_string()],
@@ -232,7 +242,13 @@ impl Builder<'_> {
                     vec![device.to_string()],
                     disk,
                     vec![provider.to_string()],
-                    Operation::LuksFormat { device: device.to_string(), name: luks.name.clone(), label: luks.label.clone(), key: luks.key.clone() },
+                    Operation::LuksFormat {
+                        device: device.to_string(),
+                        name: luks.name.clone(),
+                        uuid: self.plan.luks_uuid(&luks.name),
+                        label: luks.label.clone(),
+                        key: luks.key.clone(),
+                    },
                 );
                 let mapped = format!("/dev/mapper/{}", luks.name);
                 let open = self.push(

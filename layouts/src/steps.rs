@@ -38,6 +38,8 @@ pub enum Operation {
         device: String,
         /// The name it will be opened as.
         name: String,
+        /// The header's UUID.
+        uuid: String,
         /// LUKS label.
         label: Option<String>,
         /// Where the key comes from: "prompt" or "file:///path".
@@ -265,8 +267,8 @@ impl fmt::Display for Operation {
                 }
                 Ok(())
             }
-            Operation::LuksFormat { device, label, key, .. } => {
-                write!(f, "cryptsetup luksFormat --type luks2 --pbkdf argon2id")?;
+            Operation::LuksFormat { device, label, key, uuid, .. } => {
+                write!(f, "cryptsetup luksFormat --type luks2 --pbkdf argon2id --uuid {uuid}")?;
                 if let Some(label) = label {
                     write!(f, " --label {label}")?;
                 }

@@ -1,0 +1,118 @@
+//! The one module that runs external programs. Every failure names the command line, its exit status
+//! and its stderr. Secrets go to a program's standard input, never to its arguments or environment.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+
+/// A program that failed, or could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The program could not be started.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The program ran and failed.
+    #[error("`{command}` failed ({status}): {}", if stderr.is_empty() { "no message" } else { stderr.as_str() })]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Exit status, as printed.
+        status: String,
+        /// What it printed on stderr, trimmed.
+        stderr: String,
+    },
+}
+
+/// The programs nix-dabei may run; checked before an install starts.
+pub const PROGRAMS: &[&str] = &["zpool", "zfs", "mkfs.vfat", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs", "mkswap", "swapon", "swapoff", "udevadm"];
+
+fn command_line(program: &str, args: &[String]) -> String {
+    std::iter::once(program.to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs a program with `input` on its standard input; returns its standard output.
+pub fn run(program: &str, args: &[String], input: Option<&[u8]>) -> Result<String, CommandError> {
+    let command = command_line(program, args);
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A program that exits without reading its input closes the pipe; its status says why.
+        let _ = stdin.write_all(input);
+    }
+    let output = child.wait_with_output().map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    if !output.status.success() {
+        return Err(CommandError::Failed {
+            command,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs a program, handing each line it prints (stdout and stderr) to `on_line` as it comes.
+pub fn stream(program: &str, args: &[String], on_line: &mut dyn FnMut(&str)) -> Result<(), CommandError> {
+    let command = command_line(program, args);
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    let stderr = child.stderr.take();
+    let (sender, receiver) = std::sync::mpsc::channel::<String>();
+    let err_sender = sender.clone();
+    let stderr_thread = std::thread::spawn(move || {
+        let mut collected = String::new();
+        if let Some(pipe) = stderr {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                collected.push_str(&line);
+                collected.push('\n');
+                let _ = err_sender.send(line);
+            }
+        }
+        collected
+    });
+    if let Some(stdout) = child.stdout.take() {
+        let out_sender = sender;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out_sender.send(line);
+            }
+        });
+    }
+    for line in receiver {
+        on_line(&line);
+    }
+    let stderr_text = stderr_thread.join().unwrap_or_default();
+    let status = child.wait().map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    if !status.success() {
+        let tail: Vec<&str> = stderr_text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(CommandError::Failed { command, status: status.to_string(), stderr: tail.join("\n") });
+    }
+    Ok(())
+}
+
+/// Whether a program can be found on PATH.
+pub fn available(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Reads everything from a reader into a string, for small outputs.
+pub fn read_all(mut reader: impl Read) -> std::io::Result<String> {
+    let mut text = String::new();
+    reader.read_to_string(&mut text)?;
+    Ok(text)
+}

@@ -1,0 +1,752 @@
+//! The executor: checks the disks, works out which steps are already done, and runs the rest in
+//! dependency order, independent steps on different disks at the same time.
+//!
+//! Every step is probed before it runs: done steps are skipped, so a finished or half-finished install
+//! can be run again; what conflicts with the plan is refused before anything is written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use layouts::steps::{Operation, Step, Steps};
+use layouts::Plan;
+use partitioner::{DiskError, DiskInfo};
+
+use crate::command::{self, CommandError};
+use crate::events::Event;
+use crate::journal::Journal;
+use crate::luks::{self, LuksError};
+use crate::secret::Secret;
+use crate::system;
+use crate::zfs::{self, ZfsError};
+
+/// What to do with the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Create everything that is not there yet, then write the NixOS module (and install, with a flake).
+    Apply,
+    /// Only open, import and mount what an earlier apply created; never write.
+    Mount,
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Apply or mount.
+    pub mode: Mode,
+    /// Weak key derivation for LUKS and ZFS (tests under emulation only).
+    pub weak_kdf: bool,
+    /// Where the journal goes.
+    pub journal_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { mode: Mode::Apply, weak_kdf: false, journal_dir: Journal::default_dir() }
+    }
+}
+
+/// The keys a run may need.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// The passphrase for every key located at "prompt".
+    pub passphrase: Option<Secret>,
+}
+
+impl Secrets {
+    /// The key for a key location: the passphrase for "prompt", a file's contents for "file://".
+    pub fn key(&self, location: &str) -> Result<Secret, StepError> {
+        if let Some(path) = location.strip_prefix("file://") {
+            return Secret::from_file(Path::new(path)).map_err(|source| StepError::Io { action: format!("read the key file {path}"), source });
+        }
+        self.passphrase.clone().ok_or(StepError::NoPassphrase)
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A program failed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// ZFS failed.
+    #[error(transparent)]
+    Zfs(#[from] ZfsError),
+    /// LUKS failed.
+    #[error(transparent)]
+    Luks(#[from] LuksError),
+    /// The disk layer failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A system call or file failed.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A key is needed and no passphrase was given.
+    #[error("a passphrase is needed: give --passphrase-file, --passphrase-stdin, or run on a terminal")]
+    NoPassphrase,
+    /// What is on the machine conflicts with the plan.
+    #[error("{0}")]
+    Conflict(String),
+    /// Mount mode met a step that would write.
+    #[error("the plan has not been applied here yet: this step would write ({0})")]
+    NotApplied(String),
+}
+
+/// Why a run was refused or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A disk is missing, not the planned one, or in use.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// Disks that will be wiped were not confirmed.
+    #[error("not confirmed: {}; nothing was written", .0.join(", "))]
+    NotConfirmed(Vec<String>),
+    /// What is on the machine conflicts with the plan.
+    #[error("the machine does not match the plan; nothing was written:\n  {}", .0.join("\n  "))]
+    Conflicts(Vec<String>),
+    /// A step touches a device outside the plan's disks.
+    #[error("step {step} would write {device}, which is not on a disk of the plan")]
+    OutsidePlan {
+        /// The step.
+        step: String,
+        /// The device.
+        device: String,
+    },
+    /// A step failed.
+    #[error("step {id} ({description}) failed: {source}")]
+    Step {
+        /// The step.
+        id: String,
+        /// Its description.
+        description: String,
+        /// What went wrong.
+        source: StepError,
+    },
+    /// The journal could not be written.
+    #[error("cannot write the journal: {0}")]
+    Journal(std::io::Error),
+}
+
+/// What a probe found for a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outlook {
+    /// Already done; why we think so.
+    Done(String),
+    /// Will run; whether it destroys data.
+    Todo {
+        /// It destroys whatever the device holds.
+        destroys: bool,
+    },
+    /// Something on the machine conflicts with the plan.
+    Conflict(String),
+}
+
+/// A disk that a run will wipe, for confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WipeTarget {
+    /// Plan name.
+    pub disk: String,
+    /// Device path from the plan.
+    pub device: String,
+    /// Kernel path.
+    pub kernel_path: String,
+    /// Model.
+    pub model: Option<String>,
+    /// Serial.
+    pub serial: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl WipeTarget {
+    /// What a person types to confirm this disk: its serial, or its plan name when it has none.
+    pub fn confirmation_word(&self) -> &str {
+        self.serial.as_deref().unwrap_or(&self.disk)
+    }
+
+    /// Whether `given` (from --yes-wipe) names this disk: its plan name, plan path, kernel path or serial.
+    pub fn is_named_by(&self, given: &str) -> bool {
+        given == self.disk || given == self.device || given == self.kernel_path || Some(given) == self.serial.as_deref() || system::same_device(given, &self.kernel_path)
+    }
+}
+
+/// The outcome of checking a plan against the machine, before anything is written.
+#[derive(Debug)]
+pub struct Preview {
+    /// Every step with what its probe found.
+    pub steps: Vec<(Step, Outlook)>,
+    /// The disks the run will wipe.
+    pub wipes: Vec<WipeTarget>,
+}
+
+impl Preview {
+    /// True when every step is already done.
+    pub fn nothing_to_do(&self) -> bool {
+        self.steps.iter().all(|(_, o)| matches!(o, Outlook::Done(_)))
+    }
+}
+
+/// Checks the plan's disks (present, the same identity, free when they will be wiped) and probes every
+/// step. Writes nothing.
+pub fn preview(plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview, InstallError> {
+    let disks = partitioner::discover()?;
+    let mut found: HashMap<String, DiskInfo> = HashMap::new();
+    for (name, planned) in &plan.disks {
+        let disk = partitioner::find_disk(&disks, &planned.device)?;
+        partitioner::check_identity(name, planned, disk)?;
+        found.insert(name.clone(), disk.clone());
+    }
+    let journal = Journal::open(&options.journal_dir, &plan_id(plan), &plan.hostname).map_err(InstallError::Journal)?;
+    let mut outlooks: HashMap<String, Outlook> = HashMap::new();
+    let mut result = Vec::new();
+    for step in &steps.steps {
+        let pending_destruction = step.after.iter().any(|dep| matches!(outlooks.get(dep), Some(Outlook::Todo { destroys: true })));
+        let outlook = if pending_destruction {
+            Outlook::Todo { destroys: step.operation.destroys_data() }
+        } else {
+            match &step.operation {
+                Operation::Wipe { .. } => {
+                    let table = steps.steps.iter().find(|s| s.disk == step.disk && matches!(s.operation, Operation::PartitionTable { .. }));
+                    match table.map(|t| probe(plan, t, &journal)) {
+                        Some(Outlook::Done(_)) => Outlook::Done("the disk already has the planned partition table".into()),
+                        _ => Outlook::Todo { destroys: true },
+                    }
+                }
+                _ => probe(plan, step, &journal),
+            }
+        };
+        outlooks.insert(step.id.clone(), outlook.clone());
+        result.push((step.clone(), outlook));
+    }
+    let conflicts: Vec<String> = result
+        .iter()
+        .filter_map(|(step, outlook)| match outlook {
+            Outlook::Conflict(why) => Some(format!("{}: {why}", step.id)),
+            _ => None,
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        return Err(InstallError::Conflicts(conflicts));
+    }
+    let mut wipes = Vec::new();
+    for (step, outlook) in &result {
+        if let (Operation::Wipe { device, .. }, Outlook::Todo { .. }, Some(name)) = (&step.operation, outlook, &step.disk) {
+            let disk = &found[name];
+            if options.mode == Mode::Mount {
+                return Err(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: StepError::NotApplied("the disk has no partition table from this plan".into()) });
+            }
+            partitioner::ensure_free(disk)?;
+            wipes.push(WipeTarget {
+                disk: name.clone(),
+                device: device.clone(),
+                kernel_path: disk.path.clone(),
+                model: disk.model.clone(),
+                serial: disk.serial.clone(),
+                size: disk.size,
+            });
+        }
+    }
+    ensure_inside_plan(&result, &found)?;
+    Ok(Preview { steps: result, wipes })
+}
+
+/// Refuses any step that would write a device which exists now and is not one of the plan's disks, a
+/// partition of one, or a mapping or volume built on them.
+fn ensure_inside_plan(steps: &[(Step, Outlook)], disks: &HashMap<String, DiskInfo>) -> Result<(), InstallError> {
+    let names: HashSet<&str> = disks.values().map(|d| d.name.as_str()).collect();
+    for (step, outlook) in steps {
+        if !matches!(outlook, Outlook::Todo { destroys: true }) {
+            continue;
+        }
+        for device in &step.devices {
+            if device.starts_with("/dev/mapper/") || device.starts_with("/dev/zvol/") || !device.starts_with('/') {
+                continue;
+            }
+            let Some(kernel) = system::kernel_name(device) else { continue };
+            let parent = std::fs::canonicalize(format!("/sys/class/block/{kernel}"))
+                .ok()
+                .and_then(|p| {
+                    if p.join("partition").exists() {
+                        p.parent().and_then(|q| q.file_name()).map(|n| n.to_string_lossy().into_owned())
+                    } else {
+                        Some(kernel.clone())
+                    }
+                });
+            if !parent.as_deref().is_some_and(|p| names.contains(p)) {
+                return Err(InstallError::OutsidePlan { step: step.id.clone(), device: device.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stable id for a plan: a hash of its JSON form.
+pub fn plan_id(plan: &Plan) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in plan.to_json().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn signature_kinds(device: &str) -> Vec<String> {
+    partitioner::probe_signatures(Path::new(device)).map(|s| s.into_iter().map(|s| s.kind).collect()).unwrap_or_default()
+}
+
+fn exists(device: &str) -> bool {
+    Path::new(device).exists()
+}
+
+fn blank_or(device: &str, wanted: &str) -> Outlook {
+    let kinds = signature_kinds(device);
+    if kinds.iter().any(|k| k == wanted) {
+        Outlook::Done(format!("{device} already holds {wanted}"))
+    } else if let Some(other) = kinds.first() {
+        Outlook::Conflict(format!("{device} holds {other}, the plan puts {wanted} there; wipe the disk to start over"))
+    } else {
+        Outlook::Todo { destroys: true }
+    }
+}
+
+/// Whether the step is already done, still to do, or conflicts with what is there.
+pub fn probe(plan: &Plan, step: &Step, journal: &Journal) -> Outlook {
+    match &step.operation {
+        Operation::Wipe { .. } => Outlook::Todo { destroys: true },
+        Operation::PartitionTable { device, partitions, .. } => match partitioner::read_partition_table(device) {
+            Ok(Some(entries)) => {
+                let same = entries.len() == partitions.len()
+                    && entries.iter().zip(partitions).all(|(e, p)| {
+                        e.number == p.number
+                            && e.first_lba == p.extent.first_lba
+                            && e.last_lba == p.extent.last_lba
+                            && e.uuid.eq_ignore_ascii_case(&p.uuid)
+                            && e.type_guid.eq_ignore_ascii_case(&p.type_guid)
+                            && e.name == p.name
+                    });
+                if same {
+                    Outlook::Done("the planned partition table is there".into())
+                } else {
+                    Outlook::Todo { destroys: true }
+                }
+            }
+            _ => Outlook::Todo { destroys: true },
+        },
+        Operation::LuksFormat { device, uuid, .. } => {
+            if !exists(device) {
+                return Outlook::Todo { destroys: true };
+            }
+            match luks::header_uuid(device) {
+                Some(found) if found.eq_ignore_ascii_case(uuid) => Outlook::Done(format!("{device} has this plan's LUKS header")),
+                Some(found) => Outlook::Conflict(format!("{device} holds another LUKS header ({found})")),
+                None => blank_or(device, "crypto_LUKS"),
+            }
+        }
+        Operation::LuksOpen { device, name, .. } => match system::mapper_slaves(name) {
+            None => Outlook::Todo { destroys: false },
+            Some(slaves) if system::kernel_name(device).is_some_and(|k| slaves.contains(&k)) => Outlook::Done(format!("/dev/mapper/{name} is open")),
+            Some(slaves) => Outlook::Conflict(format!("/dev/mapper/{name} is open on {}, not on {device}", slaves.join(", "))),
+        },
+        Operation::ZpoolCreate { pool, vdevs, .. } => {
+            match zfs::imported_pools() {
+                Ok(pools) if pools.contains(pool) => {
+                    return match zfs::locked_encryption_roots(pool) {
+                        Ok(locked) if locked.is_empty() => Outlook::Done(format!("pool {pool} is imported")),
+                        _ => Outlook::Todo { destroys: false },
+                    };
+                }
+                Ok(_) => {}
+                Err(error) => return Outlook::Conflict(format!("cannot list ZFS pools: {error}")),
+            }
+            let members: Vec<&String> = vdevs.iter().flat_map(|v| &v.devices).collect();
+            let labels: Vec<Option<String>> = members
+                .iter()
+                .map(|m| {
+                    partitioner::probe_signatures(Path::new(m.as_str()))
+                        .ok()
+                        .and_then(|sigs| sigs.into_iter().next())
+                        .map(|s| if s.kind == "zfs_member" { format!("zfs:{}", s.label.unwrap_or_default()) } else { s.kind })
+                })
+                .collect();
+            if !members.is_empty() && labels.iter().all(|l| l.as_deref() == Some(&format!("zfs:{pool}"))) {
+                return Outlook::Todo { destroys: false };
+            }
+            match members.iter().zip(&labels).find(|(_, l)| l.is_some()) {
+                Some((member, Some(label))) => Outlook::Conflict(format!("{member} holds {label}, not a member of a new pool {pool}")),
+                _ => Outlook::Todo { destroys: true },
+            }
+        }
+        Operation::ZfsCreate { dataset, volume_size, .. } => match zfs::dataset(dataset, &[]) {
+            Ok(Some(found)) => {
+                let want = if volume_size.is_some() { "VOLUME" } else { "FILESYSTEM" };
+                if found.kind == want {
+                    Outlook::Done(format!("{dataset} exists"))
+                } else {
+                    Outlook::Conflict(format!("{dataset} exists as a {}, the plan wants a {}", found.kind.to_lowercase(), want.to_lowercase()))
+                }
+            }
+            Ok(None) => Outlook::Todo { destroys: false },
+            Err(error) => Outlook::Conflict(error.to_string()),
+        },
+        Operation::Mkfs { device, format, .. } => {
+            if !exists(device) {
+                Outlook::Todo { destroys: true }
+            } else {
+                blank_or(device, format.fs_type())
+            }
+        }
+        Operation::Mkswap { device, .. } => {
+            if !exists(device) {
+                Outlook::Todo { destroys: true }
+            } else {
+                blank_or(device, "swap")
+            }
+        }
+        Operation::Mount { source, target, .. } => match system::mounted_at(target) {
+            Ok(Some(entry)) if entry.source == *source || system::same_device(&entry.source, source) => Outlook::Done(format!("{source} is mounted at {target}")),
+            Ok(Some(entry)) => Outlook::Conflict(format!("{target} has {} mounted, not {source}", entry.source)),
+            Ok(None) => Outlook::Todo { destroys: false },
+            Err(error) => Outlook::Conflict(format!("cannot read the mount table: {error}")),
+        },
+        Operation::Swapon { device } => match system::is_swap_active(device) {
+            Ok(true) => Outlook::Done(format!("swap on {device} is active")),
+            _ => Outlook::Todo { destroys: false },
+        },
+        Operation::WriteNixosModule { path } => {
+            if std::fs::read_to_string(path).is_ok_and(|text| text == layouts::nixos::module(plan)) {
+                Outlook::Done(format!("{path} is up to date"))
+            } else {
+                Outlook::Todo { destroys: false }
+            }
+        }
+        Operation::NixosInstall { .. } => {
+            if journal.applied(&step.id) {
+                Outlook::Done("an earlier run of this plan installed it".into())
+            } else {
+                Outlook::Todo { destroys: false }
+            }
+        }
+        Operation::Unmount { target } => match system::mounted_at(target) {
+            Ok(Some(_)) => Outlook::Todo { destroys: false },
+            _ => Outlook::Done(format!("{target} is not mounted")),
+        },
+        Operation::Swapoff { device } => match system::is_swap_active(device) {
+            Ok(true) => Outlook::Todo { destroys: false },
+            _ => Outlook::Done(format!("swap on {device} is off")),
+        },
+        Operation::ZpoolExport { pool } => match zfs::imported_pools() {
+            Ok(pools) if pools.contains(pool) => Outlook::Todo { destroys: false },
+            _ => Outlook::Done(format!("pool {pool} is not imported")),
+        },
+        Operation::LuksClose { name } => match system::mapper_slaves(name) {
+            Some(_) => Outlook::Todo { destroys: false },
+            None => Outlook::Done(format!("/dev/mapper/{name} is closed")),
+        },
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Steps applied.
+    pub applied: usize,
+    /// Steps found done.
+    pub skipped: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+struct Runner<'a> {
+    plan: &'a Plan,
+    options: &'a Options,
+    secrets: &'a Secrets,
+    emit: &'a (dyn Fn(Event) + Sync),
+}
+
+/// Runs the steps of a preview. Every disk the preview will wipe must be in `confirmed` (named by plan
+/// name, path or serial), or nothing is written.
+pub fn execute(
+    plan: &Plan,
+    preview: &Preview,
+    confirmed: &[String],
+    secrets: &Secrets,
+    options: &Options,
+    emit: &(dyn Fn(Event) + Sync),
+) -> Result<Report, InstallError> {
+    let missing: Vec<String> = preview
+        .wipes
+        .iter()
+        .filter(|w| !confirmed.iter().any(|c| w.is_named_by(c)))
+        .map(|w| format!("wiping disk {} ({})", w.disk, w.device))
+        .collect();
+    if !missing.is_empty() {
+        return Err(InstallError::NotConfirmed(missing));
+    }
+    let steps: Vec<&Step> = preview.steps.iter().map(|(s, _)| s).filter(|s| runs_in(options.mode, s)).collect();
+    let runner = Runner { plan, options, secrets, emit };
+    runner.run(&steps)
+}
+
+/// Runs teardown steps (unmount, swapoff, export, close), skipping what is already undone.
+pub fn teardown(plan: &Plan, steps: &Steps, options: &Options, emit: &(dyn Fn(Event) + Sync)) -> Result<Report, InstallError> {
+    let secrets = Secrets::default();
+    let runner = Runner { plan, options, secrets: &secrets, emit };
+    let list: Vec<&Step> = steps.teardown.iter().collect();
+    runner.run(&list)
+}
+
+fn runs_in(mode: Mode, step: &Step) -> bool {
+    mode == Mode::Apply || !matches!(step.operation, Operation::WriteNixosModule { .. } | Operation::NixosInstall { .. })
+}
+
+impl Runner<'_> {
+    fn run(&self, steps: &[&Step]) -> Result<Report, InstallError> {
+        let start = Instant::now();
+        (self.emit)(Event::Started { host: self.plan.hostname.clone(), steps: steps.len() });
+        let journal = std::sync::Mutex::new(Journal::open(&self.options.journal_dir, &plan_id(self.plan), &self.plan.hostname).map_err(InstallError::Journal)?);
+        let journal = &journal;
+        let ids: HashSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        let mut finished: HashSet<String> = HashSet::new();
+        let mut remaining: Vec<&Step> = steps.to_vec();
+        let (mut applied, mut skipped) = (0, 0);
+        let mut failure = None;
+        while !remaining.is_empty() && failure.is_none() {
+            let ready: Vec<usize> = (0..remaining.len())
+                .filter(|&i| remaining[i].after.iter().all(|d| finished.contains(d) || !ids.contains(d.as_str())))
+                .collect();
+            let Some(&first) = ready.first() else { break };
+            // Steps on different disks run together; a step on no single disk runs alone.
+            let mut batch = vec![first];
+            if let Some(disk) = &remaining[first].disk {
+                let mut busy: HashSet<&String> = HashSet::from([disk]);
+                for &i in &ready[1..] {
+                    if let Some(other) = &remaining[i].disk {
+                        if busy.insert(other) {
+                            batch.push(i);
+                        }
+                    }
+                }
+            }
+            let outcomes: Vec<(usize, Result<Option<String>, StepError>, f64)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|&i| {
+                        let step = remaining[i];
+                        scope.spawn(move || {
+                            let started = Instant::now();
+                            let result = self.run_step(step, journal);
+                            (i, result, started.elapsed().as_secs_f64())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+            for (i, result, seconds) in outcomes {
+                let step = remaining[i];
+                let mut journal = journal.lock().unwrap_or_else(|p| p.into_inner());
+                match result {
+                    Ok(Some(reason)) => {
+                        skipped += 1;
+                        journal.record(&step.id, "skipped", seconds, None).map_err(InstallError::Journal)?;
+                        (self.emit)(Event::StepSkipped { id: step.id.clone(), description: step.description.clone(), reason });
+                    }
+                    Ok(None) => {
+                        applied += 1;
+                        journal.record(&step.id, "applied", seconds, None).map_err(InstallError::Journal)?;
+                        (self.emit)(Event::StepFinished { id: step.id.clone(), description: step.description.clone(), seconds });
+                    }
+                    Err(error) => {
+                        journal.record(&step.id, "failed", seconds, Some(error.to_string())).map_err(InstallError::Journal)?;
+                        (self.emit)(Event::StepFailed { id: step.id.clone(), description: step.description.clone(), seconds, error: error.to_string() });
+                        failure.get_or_insert(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: error });
+                    }
+                }
+                finished.insert(step.id.clone());
+            }
+            let mut index = 0;
+            remaining.retain(|_| {
+                let keep = !batch.contains(&index);
+                index += 1;
+                keep
+            });
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        (self.emit)(Event::Finished { ok: failure.is_none(), applied, skipped, seconds });
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(Report { applied, skipped, seconds }),
+        }
+    }
+
+    /// Probes and, when needed, performs one step; `Some(reason)` when it was already done.
+    fn run_step(&self, step: &Step, journal: &std::sync::Mutex<Journal>) -> Result<Option<String>, StepError> {
+        let outlook = {
+            let journal = journal.lock().unwrap_or_else(|p| p.into_inner());
+            probe(self.plan, step, &journal)
+        };
+        match outlook {
+            Outlook::Done(reason) => return Ok(Some(reason)),
+            Outlook::Conflict(why) => return Err(StepError::Conflict(why)),
+            Outlook::Todo { destroys: true } if self.options.mode == Mode::Mount => return Err(StepError::NotApplied(step.operation.to_string())),
+            Outlook::Todo { .. } => {}
+        }
+        (self.emit)(Event::StepStarted { id: step.id.clone(), description: step.description.clone() });
+        self.perform(step)?;
+        Ok(None)
+    }
+
+    fn perform(&self, step: &Step) -> Result<(), StepError> {
+        let io = |action: String| move |source: std::io::Error| StepError::Io { action, source };
+        match &step.operation {
+            Operation::Wipe { device, discard } => {
+                let disks = partitioner::discover()?;
+                let disk = partitioner::find_disk(&disks, device)?;
+                partitioner::ensure_free(disk)?;
+                partitioner::wipe_disk(disk, *discard)?;
+            }
+            Operation::PartitionTable { device, logical_sector_size, disk_size, partitions } => {
+                partitioner::write_partition_table(device, *logical_sector_size, *disk_size, partitions)?;
+                settle_udev();
+            }
+            Operation::LuksFormat { device, uuid, label, key, .. } => {
+                let key = self.secrets.key(key)?;
+                luks::format(device, uuid, label.as_deref(), &key, self.options.weak_kdf)?;
+            }
+            Operation::LuksOpen { device, name, key, allow_discards } => {
+                let key = self.secrets.key(key)?;
+                luks::open(device, name, &key, *allow_discards)?;
+                partitioner::table::wait_for_nodes(device, std::iter::once(format!("/dev/mapper/{name}").as_str()), partitioner::table::PARTITION_WAIT)?;
+            }
+            Operation::ZpoolCreate { pool, altroot, vdevs, root_fs_options, .. } => {
+                let imported = zfs::imported_pools()?.contains(pool);
+                let member = vdevs.iter().flat_map(|v| &v.devices).next();
+                let existing = member.is_some_and(|m| partitioner::probe_signatures(Path::new(m)).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str()))));
+                if !imported && existing {
+                    import(pool, altroot)?;
+                } else if !imported {
+                    let mut args = step.operation.zpool_create_args().unwrap_or_default();
+                    let encrypted = root_fs_options.get("encryption").is_some_and(|e| e != "off");
+                    if encrypted && self.options.weak_kdf && !root_fs_options.contains_key("pbkdf2iters") {
+                        args.splice(2..2, ["-O".to_string(), "pbkdf2iters=100000".to_string()]);
+                    }
+                    let key = match root_fs_options.get("keylocation").map(String::as_str) {
+                        _ if !encrypted => None,
+                        Some(location) if location.starts_with("file://") => None,
+                        _ => Some(self.secrets.key("prompt")?),
+                    };
+                    zfs::create_pool(&args, key.as_ref())?;
+                }
+                self.unlock(pool)?;
+            }
+            Operation::ZfsCreate { properties, .. } => {
+                let encrypted = properties.get("encryption").is_some_and(|e| e != "off");
+                let prompt = properties.get("keylocation").is_none_or(|l| l == "prompt");
+                let key = if encrypted && prompt { Some(self.secrets.key("prompt")?) } else { None };
+                let mut args = step.operation.zfs_create_args().unwrap_or_default();
+                if encrypted && self.options.weak_kdf && !properties.contains_key("pbkdf2iters") {
+                    args.splice(1..1, ["-o".to_string(), "pbkdf2iters=100000".to_string()]);
+                }
+                zfs::create_dataset(&args, key.as_ref())?;
+                if step.operation.zfs_create_args().is_some() {
+                    if let Operation::ZfsCreate { dataset, volume_size: Some(_), .. } = &step.operation {
+                        settle_udev();
+                        let node = format!("/dev/zvol/{dataset}");
+                        partitioner::table::wait_for_nodes(dataset, std::iter::once(node.as_str()), partitioner::table::PARTITION_WAIT)?;
+                    }
+                }
+            }
+            Operation::Mkfs { device, format, label, options } => {
+                let (program, force, label_flag): (&str, &[&str], &str) = match format {
+                    layouts::Format::Vfat => ("mkfs.vfat", &["-F", "32"], "-n"),
+                    layouts::Format::Ext4 => ("mkfs.ext4", &["-F", "-q"], "-L"),
+                    layouts::Format::Xfs => ("mkfs.xfs", &["-f", "-q"], "-L"),
+                    layouts::Format::Btrfs => ("mkfs.btrfs", &["-f", "-q"], "-L"),
+                };
+                let mut args: Vec<String> = force.iter().map(|s| s.to_string()).collect();
+                if let Some(label) = label {
+                    args.extend([label_flag.to_string(), label.clone()]);
+                }
+                args.extend(options.iter().cloned());
+                args.push(device.clone());
+                command::run(program, &args, None)?;
+            }
+            Operation::Mkswap { device, label } => {
+                let mut args = Vec::new();
+                if let Some(label) = label {
+                    args.extend(["-L".to_string(), label.clone()]);
+                }
+                args.push(device.clone());
+                command::run("mkswap", &args, None)?;
+            }
+            Operation::Mount { source, target, fs_type, options } => {
+                system::mount(source, target, fs_type, options).map_err(io(format!("mount {source} at {target}")))?;
+            }
+            Operation::Swapon { device } => {
+                command::run("swapon", &[device.clone()], None)?;
+            }
+            Operation::WriteNixosModule { path } => {
+                let path = Path::new(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+                }
+                std::fs::write(path, layouts::nixos::module(self.plan)).map_err(io(format!("write {}", path.display())))?;
+            }
+            Operation::NixosInstall { root, flake } => {
+                let args: Vec<String> = ["--root", root, "--flake", flake, "--no-root-passwd", "--no-channel-copy"].iter().map(|s| s.to_string()).collect();
+                command::stream("nixos-install", &args, &mut |line| (self.emit)(Event::StepOutput { id: step.id.clone(), line: line.to_string() }))?;
+            }
+            Operation::Unmount { target } => system::unmount(target).map_err(io(format!("unmount {target}")))?,
+            Operation::Swapoff { device } => {
+                command::run("swapoff", &[device.clone()], None)?;
+            }
+            Operation::ZpoolExport { pool } => zfs::export_pool(pool)?,
+            Operation::LuksClose { name } => luks::close(name)?,
+        }
+        Ok(())
+    }
+
+    /// Loads the keys of every locked encryption root of a pool.
+    fn unlock(&self, pool: &str) -> Result<(), StepError> {
+        for (root, location) in zfs::locked_encryption_roots(pool)? {
+            let key = if location.starts_with("file://") { None } else { Some(self.secrets.key("prompt")?) };
+            zfs::load_key(&root, key.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+fn import(pool: &str, altroot: &str) -> Result<(), StepError> {
+    match zfs::import_pool(pool, altroot) {
+        Ok(()) => Ok(()),
+        // A pool that was not exported (the machine went down mid-install) needs -f; its disks are the
+        // plan's own, checked by identity.
+        Err(ZfsError::Command(CommandError::Failed { stderr, .. })) if stderr.contains("-f") => {
+            command::run("zpool", &["import".into(), "-f".into(), "-N".into(), "-R".into(), altroot.into(), pool.into()], None)?;
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Lets udev finish creating links for new devices, when udevd runs.
+fn settle_udev() {
+    if Path::new("/run/udev/control").exists() && command::available("udevadm") {
+        let _ = command::run("udevadm", &["settle".to_string(), "--timeout=30".to_string()], None);
+    }
+}
+
+/// Which of the plan's disks each step belongs to, for frontends that group steps.
+pub fn steps_by_disk(steps: &Steps) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for step in &steps.steps {
+        if let Some(disk) = &step.disk {
+            map.entry(disk.clone()).or_default().push(step.id.clone());
+        }
+    }
+    map
+}

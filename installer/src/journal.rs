@@ -1,0 +1,78 @@
+//! The journal: a JSON file under /run/nix-dabei recording each step's outcome, rewritten atomically
+//! after every step, so that a later run (or a person) can see how far an install got.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where journals go unless NIX_DABEI_STATE_DIR says otherwise.
+pub const DEFAULT_DIR: &str = "/run/nix-dabei";
+
+/// One step's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// applied, skipped or failed.
+    pub outcome: String,
+    /// Seconds since the epoch when it ended.
+    pub at: u64,
+    /// How long it ran.
+    pub seconds: f64,
+    /// The error, for a failed step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The journal of one plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    /// Identifies the plan (a hash of its JSON form).
+    pub plan: String,
+    /// Host name of the plan.
+    pub host: String,
+    /// Outcomes by step id.
+    pub steps: BTreeMap<String, Entry>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens the journal of `plan` in `dir`, keeping earlier outcomes of the same plan.
+    pub fn open(dir: &Path, plan: &str, host: &str) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join("journal.json");
+        let existing: Option<Journal> = fs::read_to_string(&path).ok().and_then(|text| serde_json::from_str(&text).ok());
+        let mut journal = match existing {
+            Some(journal) if journal.plan == plan => journal,
+            _ => Journal { plan: plan.to_string(), host: host.to_string(), steps: BTreeMap::new(), path: PathBuf::new() },
+        };
+        journal.path = path;
+        Ok(journal)
+    }
+
+    /// The directory journals go to: NIX_DABEI_STATE_DIR or /run/nix-dabei.
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("NIX_DABEI_STATE_DIR").map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from)
+    }
+
+    /// Records an outcome and writes the journal.
+    pub fn record(&mut self, id: &str, outcome: &str, seconds: f64, error: Option<String>) -> std::io::Result<()> {
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.steps.insert(id.to_string(), Entry { outcome: outcome.to_string(), at, seconds, error });
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let temporary = self.path.with_extension("json.tmp");
+        fs::write(&temporary, text)?;
+        fs::rename(&temporary, &self.path)
+    }
+
+    /// Whether a step was applied by an earlier run of the same plan.
+    pub fn applied(&self, id: &str) -> bool {
+        self.steps.get(id).is_some_and(|e| e.outcome == "applied")
+    }
+
+    /// Where the journal is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,233 @@
+//! `nix-dabei apply`, `install`, `mount` and `unmount`: a plan carried out on this machine.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use installer::{Event, Mode, Options, Outlook, Preview, Secret, Secrets};
+use layouts::size::human;
+use layouts::{CompileOptions, Content, Plan};
+
+use crate::plan::read_plan_file;
+
+/// Arguments of `nix-dabei apply` and `nix-dabei install`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan file.
+    pub file: PathBuf,
+    /// Confirm wiping this disk (its plan name, path or serial); repeat for every disk that will be wiped.
+    #[arg(long = "yes-wipe", value_name = "DISK")]
+    pub yes_wipe: Vec<String>,
+    /// Confirm wiping every disk of the plan.
+    #[arg(long)]
+    pub yes_wipe_all: bool,
+    /// Install NixOS from this flake after the disks are ready (overrides the plan's flake).
+    #[arg(long, value_name = "REF")]
+    pub flake: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Print one JSON event per line instead of progress for people.
+    #[arg(long)]
+    pub json: bool,
+    /// The directory the new system is mounted under.
+    #[arg(long, default_value = "/mnt")]
+    pub target: String,
+}
+
+/// Where passphrases come from. They never go on the command line.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Read the passphrase from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_stdin")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Read the passphrase from the first line of standard input.
+    #[arg(long)]
+    pub passphrase_stdin: bool,
+}
+
+/// Arguments of `nix-dabei mount` and `nix-dabei unmount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The plan file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Print one JSON event per line.
+    #[arg(long)]
+    pub json: bool,
+    /// The directory the system is mounted under.
+    #[arg(long, default_value = "/mnt")]
+    pub target: String,
+}
+
+/// Whether applying or mounting the plan needs a passphrase (a key located at "prompt").
+pub fn needs_passphrase(plan: &Plan) -> bool {
+    fn content(c: &Content) -> bool {
+        match c {
+            Content::Luks(luks) => luks.key == "prompt" || content(&luks.content),
+            _ => false,
+        }
+    }
+    let encrypted_prompt = |props: &std::collections::BTreeMap<String, String>| {
+        props.get("encryption").is_some_and(|e| e != "off") && props.get("keylocation").is_none_or(|l| l == "prompt")
+    };
+    plan.disks.values().flat_map(|d| d.partitions.values()).filter_map(|p| p.content.as_ref()).any(content)
+        || plan.pools.values().any(|pool| {
+            encrypted_prompt(&pool.root_fs_options)
+                || pool.datasets.values().any(|d| encrypted_prompt(&d.properties) || d.content.as_ref().is_some_and(content))
+        })
+}
+
+fn read_secrets(plan: &Plan, keys: &KeyArgs, confirm_twice: bool) -> Result<Secrets> {
+    if !needs_passphrase(plan) {
+        return Ok(Secrets::default());
+    }
+    let passphrase = if let Some(path) = &keys.passphrase_file {
+        Secret::from_file(path).with_context(|| format!("cannot read the passphrase file {}", path.display()))?
+    } else if keys.passphrase_stdin {
+        Secret::from_stdin().context("cannot read the passphrase from standard input")?
+    } else if std::io::stdin().is_terminal() {
+        Secret::prompt("Passphrase for the encrypted disks: ", confirm_twice).context("cannot read the passphrase")?
+    } else {
+        bail!("the plan encrypts with a passphrase: give --passphrase-file FILE or --passphrase-stdin");
+    };
+    if passphrase.is_empty() {
+        bail!("the passphrase is empty");
+    }
+    Ok(Secrets { passphrase: Some(passphrase) })
+}
+
+fn options(mode: Mode) -> Options {
+    Options { mode, weak_kdf: std::env::var_os("NIX_DABEI_WEAK_KDF").is_some(), ..Options::default() }
+}
+
+/// Prints events for people, or as JSON lines.
+fn printer(json: bool, total: usize) -> impl Fn(Event) + Sync {
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    move |event: Event| {
+        if json {
+            println!("{}", event.to_json_line());
+            return;
+        }
+        let number = |c: &std::sync::atomic::AtomicUsize| c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        match event {
+            Event::Started { .. } | Event::StepStarted { .. } => {}
+            Event::StepOutput { line, .. } => println!("      | {line}"),
+            Event::StepSkipped { description, reason, .. } => println!("[{:>2}/{total}] {description}: already done ({reason})", number(&counter)),
+            Event::StepFinished { description, seconds, .. } => println!("[{:>2}/{total}] {description}: done in {seconds:.1} s", number(&counter)),
+            Event::StepFailed { description, error, .. } => println!("[{:>2}/{total}] {description}: FAILED\n      {error}", number(&counter)),
+            Event::Finished { ok, applied, skipped, seconds } => {
+                let verdict = if ok { "finished" } else { "stopped" };
+                println!("\n{verdict} after {seconds:.1} s: {applied} step(s) applied, {skipped} already done");
+            }
+        }
+    }
+}
+
+fn print_review(preview: &Preview) {
+    println!("Steps (on this machine now):");
+    for (index, (step, outlook)) in preview.steps.iter().enumerate() {
+        let state = match outlook {
+            Outlook::Done(_) => "done    ",
+            Outlook::Todo { destroys: true } => "DESTROYS",
+            Outlook::Todo { destroys: false } => "to do   ",
+            Outlook::Conflict(_) => "CONFLICT",
+        };
+        println!("{:>3}. {state} {}", index + 1, step.description);
+    }
+    if !preview.wipes.is_empty() {
+        println!("\nThese disks will be wiped, and everything on them lost:");
+        for wipe in &preview.wipes {
+            println!(
+                "  {} {} model {} serial {} size {}",
+                wipe.disk,
+                wipe.device,
+                wipe.model.as_deref().unwrap_or("-"),
+                wipe.serial.as_deref().unwrap_or("-"),
+                human(wipe.size)
+            );
+        }
+    }
+}
+
+/// Confirmed disk names: from the flags, or typed at the terminal (each disk's serial).
+fn confirm(preview: &Preview, args: &ApplyArgs) -> Result<Vec<String>> {
+    if args.yes_wipe_all {
+        return Ok(preview.wipes.iter().map(|w| w.disk.clone()).collect());
+    }
+    let mut confirmed = args.yes_wipe.clone();
+    let unconfirmed: Vec<_> = preview.wipes.iter().filter(|w| !confirmed.iter().any(|c| w.is_named_by(c))).collect();
+    if unconfirmed.is_empty() {
+        return Ok(confirmed);
+    }
+    if args.json || !std::io::stdin().is_terminal() {
+        let names: Vec<String> = unconfirmed.iter().map(|w| format!("--yes-wipe {}", w.disk)).collect();
+        bail!("refusing to wipe without confirmation; nothing was written. Confirm with {} (or --yes-wipe-all)", names.join(" "));
+    }
+    for wipe in unconfirmed {
+        let word = wipe.confirmation_word();
+        eprint!("Type {word:?} to wipe disk {} ({}, {}): ", wipe.disk, wipe.device, human(wipe.size));
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if line.trim() != word {
+            bail!("not confirmed; nothing was written");
+        }
+        confirmed.push(wipe.disk.clone());
+    }
+    Ok(confirmed)
+}
+
+/// Runs `nix-dabei apply` (and `install`).
+pub fn apply(args: ApplyArgs) -> Result<()> {
+    let mut plan = read_plan_file(&args.file)?;
+    if let Some(flake) = &args.flake {
+        plan.flake = Some(flake.clone());
+    }
+    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
+    let options = options(Mode::Apply);
+    let preview = installer::preview(&plan, &steps, &options)?;
+    if !args.json {
+        print_review(&preview);
+        println!();
+    }
+    let confirmed = confirm(&preview, &args)?;
+    let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, true)? };
+    let emit = printer(args.json, preview.steps.len());
+    let result = installer::execute(&plan, &preview, &confirmed, &secrets, &options, &emit);
+    match result {
+        Ok(_) => {
+            if !args.json {
+                println!("The new system is mounted at {}; `nix-dabei unmount {}` exports and closes it.", args.target, args.file.display());
+            }
+            Ok(())
+        }
+        Err(error) => {
+            if !args.json {
+                eprintln!("Everything is left as it is for inspection; running apply again resumes.");
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// Runs `nix-dabei mount`.
+pub fn mount(args: MountArgs) -> Result<()> {
+    let plan = read_plan_file(&args.file)?;
+    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
+    let options = options(Mode::Mount);
+    let preview = installer::preview(&plan, &steps, &options)?;
+    let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, false)? };
+    let emit = printer(args.json, preview.steps.len());
+    installer::execute(&plan, &preview, &[], &secrets, &options, &emit)?;
+    Ok(())
+}
+
+/// Runs `nix-dabei unmount`.
+pub fn unmount(args: MountArgs) -> Result<()> {
+    let plan = read_plan_file(&args.file)?;
+    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
+    let emit = printer(args.json, steps.teardown.len());
+    installer::teardown(&plan, &steps, &options(Mode::Mount), &emit)?;
+    Ok(())
+}
