@@ -209,16 +209,7 @@ pub fn preview(plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview,
         let outlook = if pending_destruction {
             Outlook::Todo { destroys: step.operation.destroys_data() }
         } else {
-            match &step.operation {
-                Operation::Wipe { .. } => {
-                    let table = steps.steps.iter().find(|s| s.disk == step.disk && matches!(s.operation, Operation::PartitionTable { .. }));
-                    match table.map(|t| probe(plan, t, &journal)) {
-                        Some(Outlook::Done(_)) => Outlook::Done("the disk already has the planned partition table".into()),
-                        _ => Outlook::Todo { destroys: true },
-                    }
-                }
-                _ => probe(plan, step, &journal),
-            }
+            probe_among(&steps.steps, plan, step, &journal)
         };
         outlooks.insert(step.id.clone(), outlook.clone());
         result.push((step.clone(), outlook));
@@ -293,6 +284,19 @@ pub fn plan_id(plan: &Plan) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+/// [`probe`], with a wipe judged by its disk's partition table: a disk that already has the planned
+/// table is not wiped again.
+pub fn probe_among(all: &[Step], plan: &Plan, step: &Step, journal: &Journal) -> Outlook {
+    if !matches!(step.operation, Operation::Wipe { .. }) {
+        return probe(plan, step, journal);
+    }
+    let table = all.iter().find(|s| s.disk == step.disk && matches!(s.operation, Operation::PartitionTable { .. }));
+    match table.map(|t| probe(plan, t, journal)) {
+        Some(Outlook::Done(_)) => Outlook::Done("the disk already has the planned partition table".into()),
+        _ => Outlook::Todo { destroys: true },
+    }
 }
 
 fn signature_kinds(device: &str) -> Vec<String> {
@@ -463,6 +467,7 @@ pub struct Report {
 
 struct Runner<'a> {
     plan: &'a Plan,
+    all: Vec<Step>,
     options: &'a Options,
     secrets: &'a Secrets,
     emit: &'a (dyn Fn(Event) + Sync),
@@ -488,14 +493,14 @@ pub fn execute(
         return Err(InstallError::NotConfirmed(missing));
     }
     let steps: Vec<&Step> = preview.steps.iter().map(|(s, _)| s).filter(|s| runs_in(options.mode, s)).collect();
-    let runner = Runner { plan, options, secrets, emit };
+    let runner = Runner { plan, all: preview.steps.iter().map(|(s, _)| s.clone()).collect(), options, secrets, emit };
     runner.run(&steps)
 }
 
 /// Runs teardown steps (unmount, swapoff, export, close), skipping what is already undone.
 pub fn teardown(plan: &Plan, steps: &Steps, options: &Options, emit: &(dyn Fn(Event) + Sync)) -> Result<Report, InstallError> {
     let secrets = Secrets::default();
-    let runner = Runner { plan, options, secrets: &secrets, emit };
+    let runner = Runner { plan, all: steps.teardown.clone(), options, secrets: &secrets, emit };
     let list: Vec<&Step> = steps.teardown.iter().collect();
     runner.run(&list)
 }
@@ -559,6 +564,7 @@ impl Runner<'_> {
                         applied += 1;
                         journal.record(&step.id, "applied", seconds, None).map_err(InstallError::Journal)?;
                         (self.emit)(Event::StepFinished { id: step.id.clone(), description: step.description.clone(), seconds });
+                        power_off_if_asked(&step.id);
                     }
                     Err(error) => {
                         journal.record(&step.id, "failed", seconds, Some(error.to_string())).map_err(InstallError::Journal)?;
@@ -587,7 +593,7 @@ impl Runner<'_> {
     fn run_step(&self, step: &Step, journal: &std::sync::Mutex<Journal>) -> Result<Option<String>, StepError> {
         let outlook = {
             let journal = journal.lock().unwrap_or_else(|p| p.into_inner());
-            probe(self.plan, step, &journal)
+            probe_among(&self.all, self.plan, step, &journal)
         };
         match outlook {
             Outlook::Done(reason) => return Ok(Some(reason)),
@@ -730,6 +736,15 @@ fn import(pool: &str, altroot: &str) -> Result<(), StepError> {
             Ok(())
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Tests of resuming cut the power right after a chosen step, as a crash would: no unmount, no export,
+/// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id; only ever used in the test VM.
+fn power_off_if_asked(id: &str) {
+    if std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER").is_ok_and(|wanted| wanted == id) {
+        eprintln!("nix-dabei: test hook: powering off after step {id}");
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     }
 }
 

@@ -55,7 +55,9 @@ fn args(list: &[&str]) -> Vec<String> {
 
 fn json<T: serde::de::DeserializeOwned>(program: &str, arguments: Vec<String>) -> Result<T, ZfsError> {
     let output = command::run(program, &arguments, None)?;
-    serde_json::from_str(&output).map_err(|source| ZfsError::Json { command: format!("{program} {}", arguments.join(" ")), source })
+    // With nothing to report (no pools) the commands print nothing at all.
+    let output = if output.trim().is_empty() { "{}" } else { output.as_str() };
+    serde_json::from_str(output).map_err(|source| ZfsError::Json { command: format!("{program} {}", arguments.join(" ")), source })
 }
 
 /// The names of the imported pools.

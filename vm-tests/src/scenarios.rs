@@ -169,7 +169,190 @@ zpool export tank
     }
 }
 
+/// Shims that record the arguments of the programs that handle keys, so the host can check that no
+/// passphrase ever reached a command line.
+const ARGV_SHIMS: &str = r#"
+mkdir -p /host/shims
+for program in zpool zfs mkfs.vfat mkfs.ext4 mkswap nixos-install; do
+    real=$(command -v "$program")
+    printf '#!/bin/sh\necho "%s $*" >> /host/out/argv.log\nexec %s "$@"\n' "$program" "$real" > "/host/shims/$program"
+    chmod +x "/host/shims/$program"
+done
+export PATH=/host/shims:$PATH
+"#;
+
+/// Boot 2 of every layout scenario: open, import and mount from scratch with nix-dabei, then report what
+/// the system sees for the host to check.
+const VERIFY_BOOT: &str = r#"
+nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount.jsonl
+cat /mnt/home/hello.txt > /host/out/hello.txt
+cat /proc/mounts > /host/out/mounts.txt
+ls /dev/disk/by-partuuid > /host/out/partuuids.txt
+blkid -o export > /host/out/blkid.txt
+cp /mnt/etc/nixos/nix-dabei.nix /host/out/nix-dabei.nix
+if [ -f /mnt/var/log/nix-dabei-install-standin ]; then cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt; fi
+if zpool list -H -o name | grep -q .; then
+    zpool status -j --json-int > /host/out/zpool-status.json
+    zfs get -j -p -o name,property,value mountpoint,encryption,keystatus,compression > /host/out/zfs-get.json
+fi
+cp /run/nix-dabei/journal.json /host/out/journal-boot2.json
+nix-dabei unmount /host/plan.toml --json > /host/out/unmount2.jsonl
+"#;
+
+/// The line of [`apply_boot`] that makes the plan.
+const PLAN_LINE: &str = "nix-dabei plan ARGS --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt";
+
+/// Boot 1 of a layout scenario: plan, apply, write a file, apply again (a no-op), unmount.
+fn apply_boot(plan_args: &str) -> String {
+    let plan_line = PLAN_LINE.replace("ARGS", plan_args);
+    format!(
+        r#"{ARGV_SHIMS}
+nix-dabei disks --json > /host/out/disks.json
+{plan_line}
+nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply1.jsonl
+mkdir -p /mnt/home
+echo "written in boot 1" > /mnt/home/hello.txt
+nix-dabei apply /host/plan.toml --json > /host/out/apply2.jsonl
+cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
+nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
+"#
+    )
+}
+
+fn events(path: &Path) -> Result<Vec<Value>> {
+    read(path)?.lines().map(|l| serde_json::from_str(l).with_context(|| format!("{}: not a JSON event: {l}", path.display()))).collect()
+}
+
+/// The closing event of a run, checked to be a success.
+fn finished(path: &Path) -> Result<Value> {
+    let list = events(path)?;
+    let last = list.last().cloned().with_context(|| format!("{} is empty", path.display()))?;
+    ensure!(last["event"] == "finished" && last["ok"] == true, "{} did not finish well: {last}", path.display());
+    ensure!(!list.iter().any(|e| e["event"] == "step-failed"), "{}: a step failed", path.display());
+    Ok(last)
+}
+
+/// Checks a layout scenario's results against its plan.
+fn verify_layout(share: &Path) -> Result<()> {
+    let plan = layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("plan.toml: {e}"))?;
+    let steps = plan.compile(&layouts::CompileOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = share.join("out");
+    let first = finished(&out.join("apply1.jsonl"))?;
+    ensure!(first["applied"].as_u64() > Some(0), "the first apply applied nothing");
+    let second = finished(&out.join("apply2.jsonl"))?;
+    ensure!(second["applied"] == 0, "the second apply was not a no-op: {second}");
+    finished(&out.join("mount.jsonl"))?;
+    finished(&out.join("unmount1.jsonl"))?;
+    finished(&out.join("unmount2.jsonl"))?;
+    ensure!(read(&out.join("hello.txt"))?.trim() == "written in boot 1", "the file written in boot 1 is gone");
+
+    // Every planned mount is there, with its filesystem type.
+    let mounts = read(&out.join("mounts.txt"))?;
+    for step in &steps.steps {
+        if let layouts::Operation::Mount { target, fs_type, source, .. } = &step.operation {
+            let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some(target.as_str()));
+            let line = line.with_context(|| format!("{target} is not mounted in boot 2"))?;
+            ensure!(line.split(' ').nth(2) == Some(fs_type.as_str()), "{target} is not {fs_type}: {line}");
+            if fs_type == "zfs" {
+                ensure!(line.starts_with(&format!("{source} ")), "{target} holds {line}, not {source}");
+            }
+        }
+    }
+    // Partitions carry the planned UUIDs, which the NixOS module uses.
+    let partuuids = read(&out.join("partuuids.txt"))?;
+    for (disk, d) in &plan.disks {
+        for part in d.partitions.keys() {
+            let uuid = plan.partition_uuid(disk, part);
+            ensure!(partuuids.lines().any(|l| l == uuid), "no partition with UUID {uuid} ({disk}/{part})");
+        }
+    }
+    let module = read(&out.join("nix-dabei.nix"))?;
+    ensure!(module == layouts::nixos::module(&plan), "the NixOS module in the target differs from the plan's");
+    // The stand-in nixos-install ran with the flake, after everything was mounted.
+    let standin = read(&out.join("standin.txt"))?;
+    ensure!(standin.contains("flake=path:/etc/nixos#vm") && standin.contains("root=/mnt"), "nixos-install did not run as expected: {standin}");
+
+    for (name, pool) in &plan.pools {
+        let status = read_json(&out.join("zpool-status.json"))?;
+        ensure!(status["pools"][name]["state"] == "ONLINE", "pool {name} is not online");
+        let members = plan.pool_members(name).len();
+        let expected = match pool.mode.keyword() {
+            Some(kind) => vec![(kind.trim_end_matches('1').to_string(), members)],
+            None => vec![("disk".to_string(), 1); members],
+        };
+        let shape: Vec<(String, usize)> = vdev_shape(&status, name)?.into_iter().map(|(k, n)| (k.trim_end_matches('1').to_string(), n)).collect();
+        ensure!(shape == expected, "pool {name} has vdevs {shape:?}, the plan says {expected:?}");
+        let props = read_json(&out.join("zfs-get.json"))?;
+        let property = |dataset: &str, key: &str| props["datasets"][dataset]["properties"][key]["value"].as_str().map(str::to_string);
+        let encryption = pool.root_fs_options.get("encryption").cloned().unwrap_or_else(|| "off".into());
+        ensure!(property(name, "encryption").as_deref() == Some(encryption.as_str()), "pool {name}: encryption is {:?}, planned {encryption}", property(name, "encryption"));
+        for (dataset, planned) in &pool.datasets {
+            let full = format!("{name}/{dataset}");
+            if planned.mountpoint.is_some() {
+                ensure!(property(&full, "mountpoint").as_deref() == Some("legacy"), "{full} is not a legacy mount");
+            }
+            if encryption != "off" {
+                ensure!(property(&full, "keystatus").as_deref() == Some("available"), "{full} is still locked");
+            }
+        }
+    }
+    // No passphrase reached a command line, the journal or the console.
+    let argv = read(&out.join("argv.log"))?;
+    ensure!(argv.contains("zpool ") || plan.pools.is_empty(), "the argument log recorded no zpool call");
+    for file in ["argv.log", "journal-boot1.json", "journal-boot2.json", "apply1.jsonl", "plan.txt"] {
+        ensure!(!read(&out.join(file))?.contains(PASSPHRASE), "the passphrase appears in {file}");
+    }
+    ensure!(!read(&share.join("plan.toml"))?.contains(PASSPHRASE), "the passphrase appears in the plan");
+    Ok(())
+}
+
+fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario {
+    let disk_args: Vec<String> = disks.iter().map(|d| format!("--disk {}", d.by_id())).collect();
+    Scenario {
+        name,
+        boots: vec![apply_boot(&format!("{plan_args} {}", disk_args.join(" "))), VERIFY_BOOT.to_string()],
+        disks,
+        verify: verify_layout,
+    }
+}
+
+/// Boot 1 of the resume scenario: the power goes off right after the pool is created.
+const INTERRUPTED_BOOT: &str = r#"
+nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-r0 --disk /dev/disk/by-id/virtio-r1 --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt
+echo "about to lose power" > /host/out/interrupted
+NIX_DABEI_TEST_POWER_OFF_AFTER=zpool-create:rpool nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply0.jsonl
+echo "the power did not go off" > /host/out/interrupted
+"#;
+
 /// Every scenario, in the order CI runs them.
 pub fn all() -> Vec<Scenario> {
-    vec![harness()]
+    let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
+    let mut resume = layout("resume", vec![gib("r0", 3, Bus::Virtio), gib("r1", 3, Bus::Virtio)], "");
+    resume.boots.insert(0, INTERRUPTED_BOOT.to_string());
+    resume.boots[1] = apply_boot("").replace(&PLAN_LINE.replace("ARGS", ""), r#"test "$(cat /host/out/interrupted)" = "about to lose power""#);
+    resume.verify = verify_resume;
+    vec![
+        harness(),
+        layout("single-zfs", vec![gib("s0", 3, Bus::Virtio)], "--preset single --swap 256M"),
+        layout("mirror-zfs", vec![gib("m0", 3, Bus::Virtio), gib("m1", 3, Bus::Nvme)], "--preset mirror"),
+        layout("mirror-native", vec![gib("n0", 3, Bus::Virtio), gib("n1", 3, Bus::Scsi)], "--preset mirror --encrypt"),
+        layout("zfs-on-luks", vec![gib("l0", 3, Bus::Virtio), gib("l1", 3, Bus::Virtio)], "--preset mirror --encrypt luks --swap 256M"),
+        layout("ext4-single", vec![gib("e0", 3, Bus::Nvme)], "--preset ext4 --swap 256M"),
+        resume,
+    ]
+}
+
+/// The resume scenario: the interrupted run stopped right after the pool, the next one finished it
+/// without redoing the destructive steps, and the result is a normal install.
+fn verify_resume(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let interrupted = events(&out.join("apply0.jsonl"))?;
+    let last = interrupted.last().context("no events from the interrupted run")?;
+    ensure!(last["event"] == "step-finished" && last["id"] == "zpool-create:rpool", "the interrupted run ended with {last}");
+    let resumed = events(&out.join("apply1.jsonl"))?;
+    for id in ["wipe:disk0", "gpt:disk0", "wipe:disk1", "gpt:disk1", "mkfs:disk0/esp", "mkfs:disk1/esp"] {
+        ensure!(resumed.iter().any(|e| e["event"] == "step-skipped" && e["id"] == id), "the resumed run did not skip {id}");
+        ensure!(!resumed.iter().any(|e| e["event"] == "step-started" && e["id"] == id), "the resumed run redid {id}");
+    }
+    verify_layout(share)
 }
