@@ -549,7 +549,16 @@ impl Runner<'_> {
                         })
                     })
                     .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                handles
+                    .into_iter()
+                    .zip(&batch)
+                    .map(|(handle, &i)| {
+                        handle.join().unwrap_or_else(|panic| {
+                            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                            (i, Err(StepError::Conflict(format!("internal error: {}", message.unwrap_or_else(|| "the step panicked".into())))), 0.0)
+                        })
+                    })
+                    .collect()
             });
             for (i, result, seconds) in outcomes {
                 let step = remaining[i];
@@ -579,6 +588,14 @@ impl Runner<'_> {
                 let keep = !batch.contains(&index);
                 index += 1;
                 keep
+            });
+        }
+        if failure.is_none() && !remaining.is_empty() {
+            let stuck: Vec<&str> = remaining.iter().map(|s| s.id.as_str()).collect();
+            failure = Some(InstallError::Step {
+                id: stuck[0].to_string(),
+                description: remaining[0].description.clone(),
+                source: StepError::Conflict(format!("steps never became ready: {}", stuck.join(", "))),
             });
         }
         let seconds = start.elapsed().as_secs_f64();

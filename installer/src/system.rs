@@ -1,7 +1,7 @@
 //! What the running system has mounted, swapped on and mapped, and the mount and unmount calls.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::mount::{umount2, MntFlags, MsFlags};
 
@@ -97,12 +97,19 @@ pub fn is_swap_active(device: &str) -> std::io::Result<bool> {
     Ok(active_swaps()?.contains(&resolved))
 }
 
-/// The kernel names of the devices under `/dev/mapper/<name>`, or `None` when it is not open.
+/// The kernel names of the devices under `/dev/mapper/<name>`, or `None` when it is not open. Found by
+/// the name sysfs gives each dm device: /dev/mapper entries may be nodes rather than links.
 pub fn mapper_slaves(name: &str) -> Option<Vec<String>> {
-    let node = fs::canonicalize(format!("/dev/mapper/{name}")).ok()?;
-    let kernel = node.file_name()?.to_string_lossy().into_owned();
-    let slaves = Path::new("/sys/block").join(kernel).join("slaves");
-    Some(fs::read_dir(slaves).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+    let entries = fs::read_dir("/sys/block").ok()?;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_named = fs::read_to_string(dir.join("dm/name")).is_ok_and(|n| n.trim() == name);
+        if is_named {
+            let slaves = fs::read_dir(dir.join("slaves")).ok()?;
+            return Some(slaves.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect());
+        }
+    }
+    None
 }
 
 /// The kernel name a device path resolves to (`/dev/disk/by-id/x-part2` -> `vda2`).

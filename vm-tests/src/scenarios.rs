@@ -36,6 +36,8 @@ pub struct Scenario {
     pub boots: Vec<String>,
     /// Checks of what the guest left in the share, on the host.
     pub verify: fn(&Path) -> Result<()>,
+    /// Boots (from 1) that end by losing power on purpose, without reporting an exit status.
+    pub power_loss_boots: Vec<u32>,
 }
 
 /// What a passing scenario took.
@@ -82,9 +84,12 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
         let boot = index as u32 + 1;
         let result = machine.boot(image, boot, &format!("{PRELUDE}{script}"), BOOT_LIMIT)?;
         boots.push(result.elapsed);
+        let power_lost = scenario.power_loss_boots.contains(&boot);
         let failure = if result.timed_out {
             Some(format!("boot {boot} hit its time limit of {} s", BOOT_LIMIT.as_secs()))
-        } else if result.exit_code != Some(0) {
+        } else if power_lost && result.exit_code.is_some() {
+            Some(format!("boot {boot} should have lost power but ended with {:?}", result.exit_code))
+        } else if !power_lost && result.exit_code != Some(0) {
             Some(format!("boot {boot} ended with {:?}", result.exit_code))
         } else {
             None
@@ -166,6 +171,7 @@ zpool export tank
         disks: vec![DiskSpec::virtio("h0", 2 * GIB), DiskSpec { serial: "h1".into(), size: 2 * GIB, bus: Bus::Virtio }],
         boots: vec![boot1.to_string(), boot2.to_string()],
         verify: verify_harness,
+        power_loss_boots: vec![],
     }
 }
 
@@ -313,6 +319,7 @@ fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario
         boots: vec![apply_boot(&format!("{plan_args} {}", disk_args.join(" "))), VERIFY_BOOT.to_string()],
         disks,
         verify: verify_layout,
+        power_loss_boots: vec![],
     }
 }
 
@@ -331,6 +338,7 @@ pub fn all() -> Vec<Scenario> {
     resume.boots.insert(0, INTERRUPTED_BOOT.to_string());
     resume.boots[1] = apply_boot("").replace(&PLAN_LINE.replace("ARGS", ""), r#"test "$(cat /host/out/interrupted)" = "about to lose power""#);
     resume.verify = verify_resume;
+    resume.power_loss_boots = vec![1];
     vec![
         harness(),
         layout("single-zfs", vec![gib("s0", 3, Bus::Virtio)], "--preset single --swap 256M"),
