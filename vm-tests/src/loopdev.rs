@@ -65,7 +65,13 @@ impl LoopDisk {
         let sector = sector_size.to_string();
         let device = run("losetup", &["--find", "--show", "--sector-size", &sector, &path]);
         match device {
-            Ok(device) => Ok(LoopDisk { device: device.trim().to_string(), file }),
+            Ok(device) => {
+                // Partitions added with BLKPG outlive a detach on this kernel; a reused loop device
+                // must not come with its predecessor's partitions.
+                let device = device.trim().to_string();
+                let _ = Command::new("partx").args(["-d", &device]).output();
+                Ok(LoopDisk { device, file })
+            }
             Err(error) => {
                 let _ = std::fs::remove_file(&file);
                 Err(error)
@@ -92,6 +98,7 @@ fn unique() -> u64 {
 
 impl Drop for LoopDisk {
     fn drop(&mut self) {
+        let _ = Command::new("partx").args(["-d", &self.device]).output();
         let _ = Command::new("losetup").args(["-d", &self.device]).status();
         let _ = std::fs::remove_file(&self.file);
     }

@@ -1,0 +1,177 @@
+//! The executor on real loop devices (run as root): apply, re-apply as a no-op, refusals that write
+//! nothing, conflicts, and a bystander disk that is never touched. The host kernel here mounts ext4 and
+//! xfs (not vfat, and has no device-mapper), so these plans use those; the VM scenarios cover the rest.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use installer::{Event, InstallError, Mode, Options, Secrets};
+use layouts::{CompileOptions, Content, Disk, Filesystem, Format, Identity, Partition, Plan, Size};
+use vm_tests::loopdev::{require_root, run, serialize, LoopDisk};
+
+fn filesystem(format: Format, mountpoint: &str) -> Content {
+    Content::Filesystem(Filesystem { format, mountpoint: Some(mountpoint.into()), mount_options: vec![], label: None, mkfs_options: vec![] })
+}
+
+fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
+    let size = std::fs::metadata(device).ok().and_then(|_| run("blockdev", &["--getsize64", device]).ok()).and_then(|s| s.trim().parse().ok());
+    Disk {
+        device: device.into(),
+        size,
+        logical_sector_size: 512,
+        physical_sector_size: None,
+        identity: Identity::default(),
+        discard: false,
+        partitions: partitions
+            .into_iter()
+            .map(|(name, size, content)| (name.to_string(), Partition { size, kind: None, label: None, uuid: None, content: Some(content) }))
+            .collect(),
+    }
+}
+
+struct Setup {
+    plan: Plan,
+    disks: Vec<LoopDisk>,
+    bystander: LoopDisk,
+    target: PathBuf,
+    options: Options,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let a = LoopDisk::new(1 << 30, 512).expect("loop a");
+        let b = LoopDisk::new(1 << 30, 512).expect("loop b");
+        let bystander = LoopDisk::new(64 << 20, 512).expect("loop bystander");
+        run("mkfs.ext4", &["-q", "-L", "precious", &bystander.device]).expect("bystander filesystem");
+        let mut disks = IndexMap::new();
+        disks.insert("a".to_string(), disk(&a.device, vec![("root", Size::Rest, filesystem(Format::Ext4, "/"))]));
+        disks.insert("b".to_string(), disk(&b.device, vec![("data", Size::Bytes(512 << 20), filesystem(Format::Xfs, "/srv"))]));
+        let plan = Plan { version: 1, hostname: "looptest".into(), host_id: None, flake: None, disks, pools: IndexMap::new() };
+        plan.validate().expect("a valid plan");
+        let target = std::env::temp_dir().join(format!("nix-dabei-target-{}", std::process::id()));
+        let options = Options { mode: Mode::Apply, weak_kdf: true, journal_dir: target.with_extension("state") };
+        Setup { plan, disks: vec![a, b], bystander, target, options }
+    }
+
+    fn steps(&self) -> layouts::Steps {
+        self.plan.compile(&CompileOptions { target: self.target.to_string_lossy().into_owned() }).expect("compiles")
+    }
+
+    fn apply(&self, confirmed: &[String]) -> Result<installer::Report, InstallError> {
+        let steps = self.steps();
+        let preview = installer::preview(&self.plan, &steps, &self.options)?;
+        installer::execute(&self.plan, &preview, confirmed, &Secrets::default(), &self.options, &|_: Event| {})
+    }
+
+    fn teardown(&self) {
+        let _ = installer::teardown(&self.plan, &self.steps(), &self.options, &|_: Event| {});
+    }
+
+    fn bystander_sum(&self) -> String {
+        run("sha256sum", &[&self.bystander.device]).expect("sha256sum")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.teardown();
+        let _ = std::fs::remove_dir_all(&self.options.journal_dir);
+    }
+}
+
+fn all(setup: &Setup) -> Vec<String> {
+    setup.plan.disks.keys().cloned().collect()
+}
+
+#[test]
+fn apply_then_apply_again_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    let before = setup.bystander_sum();
+    let report = setup.apply(&all(&setup)).expect("apply");
+    assert!(report.applied >= 6, "{report:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let root = setup.target.to_string_lossy().into_owned();
+    assert!(mounts.lines().any(|l| l.contains(&format!("{}p1 {root} ext4", setup.disks[0].device))), "{mounts}");
+    assert!(mounts.lines().any(|l| l.contains(&format!("{}p1 {root}/srv xfs", setup.disks[1].device))), "{mounts}");
+    let module = std::fs::read_to_string(setup.target.join("etc/nixos/nix-dabei.nix")).expect("module written");
+    assert!(module.contains("fileSystems.\"/srv\""), "{module}");
+    std::fs::write(setup.target.join("srv/kept"), "data").expect("write into the target");
+
+    // A second run finds everything done and needs no confirmation.
+    let again = setup.apply(&[]).expect("second apply");
+    assert_eq!(again.applied, 0, "{again:?}");
+    assert_eq!(std::fs::read_to_string(setup.target.join("srv/kept")).expect("still there"), "data");
+
+    // The journal recorded each step; teardown then unmounts everything.
+    let journal = std::fs::read_to_string(setup.options.journal_dir.join("journal.json")).expect("journal");
+    assert!(journal.contains("\"mkfs:b/data\"") && journal.contains("\"skipped\""), "{journal}");
+    setup.teardown();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(!mounts.contains(&root), "still mounted: {mounts}");
+    assert_eq!(setup.bystander_sum(), before, "the bystander disk changed");
+}
+
+#[test]
+fn unconfirmed_disks_are_not_touched() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    run("mkfs.ext4", &["-q", "-L", "old", &setup.disks[1].device]).expect("old data");
+    let error = setup.apply(&["a".to_string()]).expect_err("b is not confirmed");
+    assert!(matches!(&error, InstallError::NotConfirmed(list) if list.len() == 1), "{error}");
+    assert!(error.to_string().contains(&format!("wiping disk b ({})", setup.disks[1].device)), "{error}");
+    // Nothing was written to either disk.
+    assert!(run("wipefs", &[&setup.disks[1].device]).expect("wipefs").contains("ext4"));
+    assert_eq!(run("wipefs", &[&setup.disks[0].device]).expect("wipefs").trim(), "");
+}
+
+#[test]
+fn a_disk_of_another_identity_is_refused_before_anything() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    setup.plan.disks["b"].identity.serial = Some("S3RIAL".into());
+    let error = setup.apply(&all(&setup)).expect_err("refused");
+    assert!(error.to_string().contains("is not the disk the plan was made for: serial was \"S3RIAL\""), "{error}");
+    assert_eq!(run("wipefs", &[&setup.disks[0].device]).expect("wipefs").trim(), "", "disk a was written");
+}
+
+#[test]
+fn a_mounted_disk_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    run("mkfs.ext4", &["-q", &setup.disks[1].device]).expect("mkfs");
+    let mounted = vm_tests::loopdev::Mounted::new(&setup.disks[1].device).expect("mount");
+    let error = setup.apply(&all(&setup)).expect_err("refused");
+    assert!(error.to_string().contains(&format!("{} is mounted at", setup.disks[1].device)), "{error}");
+    drop(mounted);
+    assert_eq!(run("wipefs", &[&setup.disks[0].device]).expect("wipefs").trim(), "", "disk a was written");
+}
+
+#[test]
+fn something_foreign_where_the_plan_puts_a_filesystem_is_a_conflict() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    setup.apply(&all(&setup)).expect("apply");
+    setup.teardown();
+    let data = format!("{}p1", setup.disks[1].device);
+    run("mkfs.btrfs", &["-q", "-f", &data]).expect("someone else's filesystem");
+    let error = setup.apply(&[]).expect_err("conflict");
+    let text = error.to_string();
+    assert!(text.contains("mkfs:b/data") && text.contains("holds btrfs, the plan puts xfs there"), "{text}");
+    assert!(run("wipefs", &[&data]).expect("wipefs").contains("btrfs"), "the foreign filesystem was touched");
+}
