@@ -1,7 +1,7 @@
 //! `vm-tests`: builds the test image (cached) and runs the VM scenarios, printing the time of each and a
 //! closing "N passed, N failed" line.
 //!
-//! Usage: `vm-tests [image | list | SCENARIO...]`. Logs are kept under target/vm-tests/<scenario>/.
+//! Usage: `vm-tests [image | list | bench | SCENARIO...]`. Logs are kept under target/vm-tests/<scenario>/.
 
 mod scenarios;
 
@@ -45,7 +45,11 @@ fn main() -> ExitCode {
 
 fn run() -> Result<bool> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let all = scenarios::all();
+    let mut all = scenarios::all();
+    // The benchmark runs only when named: it prints figures rather than testing.
+    if args.first().map(String::as_str) == Some("bench") {
+        all.push(scenarios::bench());
+    }
     if args.first().map(String::as_str) == Some("list") {
         for scenario in &all {
             println!("{}", scenario.name);

@@ -17,7 +17,8 @@ const BOOT_LIMIT: Duration = Duration::from_secs(300);
 /// The passphrase the encrypted scenarios use; it reaches the guest as a file, never an argument.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
-/// Shell run before every scenario script.
+/// Shell run before every scenario script. The guest's shell is busybox, which runs its own applets
+/// (mount, mkfs.vfat, ...) before anything on PATH: scripts name util-linux tools by full path.
 const PRELUDE: &str = r#"set -eu
 export PATH=/host/bin:$PATH
 # Test-only: weak key derivation so that LUKS and ZFS keys are quick to derive under emulation.
@@ -363,4 +364,77 @@ fn verify_resume(share: &Path) -> Result<()> {
         ensure!(!resumed.iter().any(|e| e["event"] == "step-started" && e["id"] == id), "the resumed run redid {id}");
     }
     verify_layout(share)
+}
+
+/// The benchmark: in one boot, the same encrypted two-disk mirror is made by a plain shell script and by
+/// `nix-dabei apply`, each timed; apply's peak memory is sampled from /proc.
+pub fn bench() -> Scenario {
+    let script = r#"
+D0=/dev/disk/by-id/virtio-b0 D1=/dev/disk/by-id/virtio-b1
+now() { cut -d' ' -f1 /proc/uptime; }
+start=$(now)
+for d in $D0 $D1; do wipefs -a -q "$d"; done
+for d in $D0 $D1; do sgdisk -n1:1M:+1G -t1:EF00 -n2:0:0 -t2:BF01 "$d" >/dev/null; done
+udevadm settle
+/usr/sbin/mkfs.vfat -F 32 $D0-part1 >/dev/null; /usr/sbin/mkfs.vfat -F 32 $D1-part1 >/dev/null
+cat /host/passphrase | zpool create -f -o ashift=12 -o autotrim=on -O acltype=posixacl -O compression=zstd \
+    -O encryption=aes-256-gcm -O keyformat=passphrase -O keylocation=prompt -O pbkdf2iters=100000 \
+    -O mountpoint=none -O relatime=on -O xattr=sa -R /mnt rpool mirror $D0-part2 $D1-part2
+for ds in root nix home var; do zfs create -o mountpoint=legacy rpool/$ds; done
+/usr/bin/mount -t zfs rpool/root /mnt
+mkdir -p /mnt/boot /mnt/boot-1 /mnt/nix /mnt/home /mnt/var
+/usr/bin/mount -o umask=0077 $D0-part1 /mnt/boot; /usr/bin/mount -o umask=0077 $D1-part1 /mnt/boot-1
+for ds in nix home var; do /usr/bin/mount -t zfs rpool/$ds /mnt/$ds; done
+mkdir -p /mnt/etc/nixos && echo '{ }' > /mnt/etc/nixos/nix-dabei.nix
+end=$(now)
+echo "script $start $end" > /host/out/times
+/usr/bin/umount -R /mnt; zpool export rpool
+for d in $D0 $D1; do wipefs -a -q $d-part1 $d-part2 "$d"; done
+
+nix-dabei plan --preset mirror --encrypt --disk $D0 --disk $D1 -o /host/plan.toml > /dev/null
+start=$(now)
+nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply.jsonl &
+pid=$!
+peak=0
+while kill -0 $pid 2>/dev/null; do
+    hwm=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null || true)
+    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
+    sleep 0.05
+done
+wait $pid
+end=$(now)
+echo "apply $start $end" >> /host/out/times
+echo "peak_rss_kib $peak" >> /host/out/times
+nix-dabei unmount /host/plan.toml > /dev/null
+"#;
+    Scenario {
+        name: "bench",
+        disks: vec![DiskSpec::virtio("b0", 3 * GIB), DiskSpec::virtio("b1", 3 * GIB)],
+        boots: vec![script.to_string()],
+        verify: print_bench,
+        power_loss_boots: vec![],
+    }
+}
+
+fn print_bench(share: &Path) -> Result<()> {
+    let times = read(&share.join("out/times"))?;
+    let mut figures = std::collections::BTreeMap::new();
+    for line in times.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [name, start, end] => {
+                let seconds = end.parse::<f64>()? - start.parse::<f64>()?;
+                figures.insert(name.to_string(), seconds);
+            }
+            ["peak_rss_kib", kib] => {
+                figures.insert("peak_rss_mib".to_string(), kib.parse::<f64>()? / 1024.0);
+            }
+            _ => bail!("unexpected line in times: {line}"),
+        }
+    }
+    let (script, apply, peak) = (figures["script"], figures["apply"], figures["peak_rss_mib"]);
+    finished(&share.join("out/apply.jsonl"))?;
+    println!("bench: encrypted 2-disk mirror in the VM: shell script {script:.1} s, nix-dabei apply {apply:.1} s, ratio {:.2} (target <= 1.0)", apply / script);
+    println!("bench: peak RSS of nix-dabei apply {peak:.1} MiB (target < 20 MiB)");
+    Ok(())
 }
