@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "nix-dabei", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,11 +30,45 @@ enum Command {
     Mount(apply::MountArgs),
     /// Unmount, swap off, export the pools and close LUKS, in reverse order.
     Unmount(apply::MountArgs),
+    /// The interactive installer for a console (also what `nix-dabei` alone starts on a terminal).
+    Tui(TuiArgs),
+}
+
+/// Arguments of `nix-dabei tui`.
+#[derive(Debug, clap::Args)]
+struct TuiArgs {
+    /// Go through every screen and show what would run, writing nothing to any disk.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where to save the plan the answers make.
+    #[arg(long, value_name = "FILE")]
+    save: Option<std::path::PathBuf>,
+    /// Draw with ASCII only (the default when TERM=linux).
+    #[arg(long)]
+    ascii: bool,
+}
+
+fn run_tui(args: TuiArgs) -> anyhow::Result<()> {
+    let mut options = tui::TuiOptions { dry_run: args.dry_run, ..tui::TuiOptions::default() };
+    if let Some(save) = args.save {
+        options.save_path = save;
+    }
+    options.ascii |= args.ascii;
+    tui::run(options).map_err(anyhow::Error::msg)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let command = match cli.command {
+        Some(command) => command,
+        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => Command::Tui(TuiArgs { dry_run: false, save: None, ascii: false }),
+        None => {
+            eprintln!("nix-dabei: give a command (see nix-dabei --help); the installer starts by itself only on a terminal");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Command::Tui(args) => run_tui(args),
         Command::Plan(args) => plan::run(args),
         Command::Disks(args) => disks::run(args),
         Command::Apply(args) => apply::apply(args),

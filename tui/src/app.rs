@@ -1,0 +1,565 @@
+//! The installer's state and how keys and engine events change it. No I/O happens here: `update`
+//! returns [`Command`]s that the runtime carries out, so every transition is testable.
+
+use std::collections::BTreeSet;
+
+use layouts::presets::{Encryption, PresetKind};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// The screens, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// What this is and what it will do.
+    Welcome,
+    /// Choose the disks.
+    Disks,
+    /// Choose the layout.
+    Layout,
+    /// Host name and flake.
+    Host,
+    /// The passphrase, twice.
+    Passphrase,
+    /// Every step, the disks to be wiped, and the confirmation.
+    Review,
+    /// Progress.
+    Run,
+    /// How it ended.
+    Result,
+}
+
+/// A disk as the disks screen shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskRow {
+    /// Stable path.
+    pub path: String,
+    /// Model.
+    pub model: String,
+    /// Serial.
+    pub serial: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Why it cannot be used; empty when it can.
+    pub in_use: Vec<String>,
+    /// What a plan records about it.
+    pub facts: layouts::presets::DiskFacts,
+}
+
+impl DiskRow {
+    /// Whether it can be chosen.
+    pub fn usable(&self) -> bool {
+        self.in_use.is_empty()
+    }
+}
+
+/// Swap sizes offered, in GiB (0: none).
+pub const SWAP_CHOICES: [u64; 6] = [0, 1, 2, 4, 8, 16];
+/// Compression choices for the pool.
+pub const COMPRESSION_CHOICES: [&str; 3] = ["zstd", "lz4", "off"];
+/// Ashift choices (0: from the disks).
+pub const ASHIFT_CHOICES: [u32; 3] = [0, 12, 13];
+
+/// The layout answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutChoice {
+    /// Which preset.
+    pub kind: PresetKind,
+    /// Encryption.
+    pub encryption: Encryption,
+    /// Index into [`SWAP_CHOICES`].
+    pub swap: usize,
+    /// Index into [`ASHIFT_CHOICES`].
+    pub ashift: usize,
+    /// Index into [`COMPRESSION_CHOICES`].
+    pub compression: usize,
+    /// Which field has the cursor.
+    pub field: usize,
+}
+
+/// Fields of the layout screen.
+pub const LAYOUT_FIELDS: usize = 5;
+
+/// A text field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Input {
+    /// Its text.
+    pub text: String,
+}
+
+impl Input {
+    fn key(&mut self, key: KeyEvent) -> bool {
+        match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.text.push(c);
+                true
+            }
+            KeyCode::Backspace => {
+                self.text.pop();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Clears the text (passphrases leave memory as soon as they are used).
+    pub fn clear(&mut self) {
+        // Overwrite before freeing, as with secrets elsewhere.
+        let len = self.text.len();
+        self.text.clear();
+        self.text.extend(std::iter::repeat_n('\0', len));
+        self.text.clear();
+    }
+}
+
+/// A step as the review shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewStep {
+    /// What it does.
+    pub description: String,
+    /// done, to do, destroys.
+    pub state: String,
+    /// Whether it destroys data.
+    pub destructive: bool,
+}
+
+/// A disk that will be wiped, as the review lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewWipe {
+    /// Path.
+    pub device: String,
+    /// Model.
+    pub model: String,
+    /// Serial.
+    pub serial: String,
+    /// Size.
+    pub size: u64,
+}
+
+/// What the review shows, prepared by the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// Every step.
+    pub steps: Vec<ReviewStep>,
+    /// The disks to be wiped.
+    pub wipes: Vec<ReviewWipe>,
+    /// Where the plan was saved.
+    pub saved_to: Option<String>,
+}
+
+/// Progress of the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunState {
+    /// Steps in the run.
+    pub total: usize,
+    /// Steps finished or skipped.
+    pub done: usize,
+    /// The step running now.
+    pub current: Option<String>,
+    /// Output and progress lines, newest last.
+    pub log: Vec<String>,
+    /// Seconds since the start.
+    pub elapsed: u64,
+    /// Asking whether to quit.
+    pub confirm_quit: bool,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: steps applied and skipped.
+    Success {
+        /// Applied.
+        applied: usize,
+        /// Skipped.
+        skipped: usize,
+    },
+    /// Stopped with this error.
+    Failure(String),
+}
+
+/// The word typed to confirm wiping.
+pub const CONFIRM_WORD: &str = "wipe";
+
+/// Everything the installer shows.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The current screen.
+    pub screen: Screen,
+    /// The machine's disks.
+    pub disks: Vec<DiskRow>,
+    /// Cursor on the disks screen.
+    pub disk_cursor: usize,
+    /// Chosen disks (indexes).
+    pub chosen: BTreeSet<usize>,
+    /// Layout answers.
+    pub layout: LayoutChoice,
+    /// Host name.
+    pub hostname: Input,
+    /// Flake reference.
+    pub flake: Input,
+    /// Which host field has the cursor.
+    pub host_field: usize,
+    /// Passphrase, twice.
+    pub passphrase: [Input; 2],
+    /// Which passphrase field has the cursor.
+    pub passphrase_field: usize,
+    /// The review, once prepared.
+    pub review: Option<Review>,
+    /// Scroll position in the review.
+    pub review_scroll: usize,
+    /// The confirmation typed so far.
+    pub confirm: Input,
+    /// Progress.
+    pub run: RunState,
+    /// How it ended.
+    pub outcome: Option<Outcome>,
+    /// A message for the user on the current screen.
+    pub notice: Option<String>,
+    /// Simulate the run: nothing is written.
+    pub dry_run: bool,
+    /// Draw with ASCII only (the Linux console).
+    pub ascii: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// A key was pressed.
+    Key(KeyEvent),
+    /// The review is ready, or could not be prepared.
+    Prepared(Result<Review, String>),
+    /// The engine reported progress.
+    Engine(installer::Event),
+    /// The run ended.
+    Finished(Outcome),
+    /// A second passed.
+    Tick,
+}
+
+/// What the runtime should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Build the plan from the answers, save it, and preview it against the machine.
+    Prepare,
+    /// Run the install (or simulate it).
+    Install,
+    /// Leave.
+    Quit,
+}
+
+impl Model {
+    /// A fresh installer over these disks.
+    pub fn new(disks: Vec<DiskRow>, dry_run: bool, ascii: bool) -> Self {
+        let first_usable = disks.iter().position(DiskRow::usable).unwrap_or(0);
+        Model {
+            screen: Screen::Welcome,
+            disks,
+            disk_cursor: first_usable,
+            chosen: BTreeSet::new(),
+            layout: LayoutChoice { kind: PresetKind::Single, encryption: Encryption::None, swap: 0, ashift: 0, compression: 0, field: 0 },
+            hostname: Input { text: "nixos".into() },
+            flake: Input::default(),
+            host_field: 0,
+            passphrase: [Input::default(), Input::default()],
+            passphrase_field: 0,
+            review: None,
+            review_scroll: 0,
+            confirm: Input::default(),
+            run: RunState::default(),
+            outcome: None,
+            notice: None,
+            dry_run,
+            ascii,
+        }
+    }
+
+    /// The presets the chosen disks allow.
+    pub fn allowed_kinds(&self) -> Vec<PresetKind> {
+        if self.chosen.len() >= 2 {
+            vec![PresetKind::Mirror]
+        } else {
+            vec![PresetKind::Single, PresetKind::Ext4]
+        }
+    }
+
+    /// The encryptions the chosen layout allows.
+    pub fn allowed_encryptions(&self) -> Vec<Encryption> {
+        if self.layout.kind == PresetKind::Ext4 {
+            vec![Encryption::None, Encryption::Luks]
+        } else {
+            vec![Encryption::None, Encryption::ZfsNative, Encryption::Luks]
+        }
+    }
+
+    fn needs_passphrase(&self) -> bool {
+        self.layout.encryption != Encryption::None
+    }
+
+    /// The screen before the current one.
+    fn previous(&self) -> Screen {
+        match self.screen {
+            Screen::Welcome | Screen::Disks => Screen::Welcome,
+            Screen::Layout => Screen::Disks,
+            Screen::Host => Screen::Layout,
+            Screen::Passphrase => Screen::Host,
+            Screen::Review if self.needs_passphrase() => Screen::Passphrase,
+            Screen::Review => Screen::Host,
+            other => other,
+        }
+    }
+
+    fn go(&mut self, screen: Screen) {
+        self.notice = None;
+        self.screen = screen;
+    }
+}
+
+fn cycle<T: PartialEq + Copy>(list: &[T], current: T, forward: bool) -> T {
+    let index = list.iter().position(|x| *x == current).unwrap_or(0);
+    let next = if forward { (index + 1) % list.len() } else { (index + list.len() - 1) % list.len() };
+    list[next]
+}
+
+/// Changes the model for a message; returns what the runtime must do.
+pub fn update(model: &mut Model, msg: Msg) -> Vec<Command> {
+    match msg {
+        Msg::Tick => {
+            if model.screen == Screen::Run && model.outcome.is_none() {
+                model.run.elapsed += 1;
+            }
+            vec![]
+        }
+        Msg::Prepared(Ok(review)) => {
+            model.review = Some(review);
+            model.review_scroll = 0;
+            model.confirm = Input::default();
+            vec![]
+        }
+        Msg::Prepared(Err(error)) => {
+            model.review = None;
+            model.notice = Some(error);
+            vec![]
+        }
+        Msg::Engine(event) => {
+            engine_event(model, event);
+            vec![]
+        }
+        Msg::Finished(outcome) => {
+            if matches!(outcome, Outcome::Success { .. }) {
+                model.run.current = None;
+            }
+            model.outcome = Some(outcome);
+            model.run.confirm_quit = false;
+            model.go(Screen::Result);
+            vec![]
+        }
+        Msg::Key(key) => on_key(model, key),
+    }
+}
+
+fn engine_event(model: &mut Model, event: installer::Event) {
+    use installer::Event;
+    let run = &mut model.run;
+    match event {
+        Event::Started { steps, .. } => {
+            run.total = steps;
+            run.done = 0;
+        }
+        Event::StepStarted { description, .. } => {
+            run.log.push(format!("> {description}"));
+            run.current = Some(description);
+        }
+        Event::StepOutput { line, .. } => run.log.push(format!("  {line}")),
+        Event::StepSkipped { description, reason, .. } => {
+            run.done += 1;
+            run.log.push(format!("= {description}: already done ({reason})"));
+        }
+        Event::StepFinished { description, seconds, .. } => {
+            run.done += 1;
+            run.log.push(format!("+ {description} ({seconds:.1} s)"));
+        }
+        Event::StepFailed { description, error, .. } => run.log.push(format!("! {description}: {error}")),
+        Event::Finished { .. } => run.current = None,
+    }
+    let excess = run.log.len().saturating_sub(500);
+    run.log.drain(..excess);
+}
+
+fn is_quit(key: &KeyEvent) -> bool {
+    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)
+}
+
+fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
+    if model.screen == Screen::Run {
+        if model.run.confirm_quit {
+            match key.code {
+                KeyCode::Char('y') => return vec![Command::Quit],
+                _ => model.run.confirm_quit = false,
+            }
+        } else if is_quit(&key) || key.code == KeyCode::Char('q') {
+            model.run.confirm_quit = true;
+        }
+        return vec![];
+    }
+    let typing = matches!(model.screen, Screen::Host | Screen::Passphrase | Screen::Review);
+    if is_quit(&key) || (key.code == KeyCode::Char('q') && !typing) {
+        return vec![Command::Quit];
+    }
+    if key.code == KeyCode::Esc {
+        if model.screen != Screen::Result {
+            let previous = model.previous();
+            model.go(previous);
+        }
+        return vec![];
+    }
+    match model.screen {
+        Screen::Welcome => {
+            if key.code == KeyCode::Enter {
+                model.go(Screen::Disks);
+            }
+        }
+        Screen::Disks => disks_key(model, key),
+        Screen::Layout => layout_key(model, key),
+        Screen::Host => {
+            match key.code {
+                KeyCode::Tab | KeyCode::Down | KeyCode::Up | KeyCode::BackTab => model.host_field = 1 - model.host_field,
+                KeyCode::Enter => {
+                    let name = model.hostname.text.trim();
+                    let valid = !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !name.starts_with('-');
+                    if !valid {
+                        model.notice = Some(format!("{name:?} is not a host name: letters, digits and '-'"));
+                    } else if model.needs_passphrase() {
+                        model.go(Screen::Passphrase);
+                    } else {
+                        model.go(Screen::Review);
+                        model.review = None;
+                        return vec![Command::Prepare];
+                    }
+                }
+                _ => {
+                    let field = if model.host_field == 0 { &mut model.hostname } else { &mut model.flake };
+                    field.key(key);
+                }
+            }
+        }
+        Screen::Passphrase => match key.code {
+            KeyCode::Tab | KeyCode::Down | KeyCode::Up | KeyCode::BackTab => model.passphrase_field = 1 - model.passphrase_field,
+            KeyCode::Enter => {
+                if model.passphrase[0].text.is_empty() {
+                    model.notice = Some("the passphrase is empty".into());
+                } else if model.passphrase[0].text != model.passphrase[1].text {
+                    model.notice = Some("the two passphrases differ".into());
+                    model.passphrase[1].clear();
+                    model.passphrase_field = 1;
+                } else {
+                    model.go(Screen::Review);
+                    model.review = None;
+                    return vec![Command::Prepare];
+                }
+            }
+            _ => {
+                model.passphrase[model.passphrase_field].key(key);
+            }
+        },
+        Screen::Review => match key.code {
+            KeyCode::Down | KeyCode::PageDown => model.review_scroll += if key.code == KeyCode::Down { 1 } else { 10 },
+            KeyCode::Up | KeyCode::PageUp => model.review_scroll = model.review_scroll.saturating_sub(if key.code == KeyCode::Up { 1 } else { 10 }),
+            KeyCode::Enter => {
+                if model.review.is_none() {
+                    return vec![];
+                }
+                if model.confirm.text.trim() == CONFIRM_WORD {
+                    model.confirm = Input::default();
+                    model.run = RunState::default();
+                    model.outcome = None;
+                    model.go(Screen::Run);
+                    return vec![Command::Install];
+                }
+                model.notice = Some(format!("type {CONFIRM_WORD:?} and press Enter to start"));
+            }
+            _ => {
+                model.confirm.key(key);
+            }
+        },
+        Screen::Result => match key.code {
+            KeyCode::Char('r') if matches!(model.outcome, Some(Outcome::Failure(_))) => {
+                model.run = RunState::default();
+                model.outcome = None;
+                model.go(Screen::Run);
+                return vec![Command::Install];
+            }
+            KeyCode::Enter => return vec![Command::Quit],
+            _ => {}
+        },
+        Screen::Run => {}
+    }
+    vec![]
+}
+
+fn disks_key(model: &mut Model, key: KeyEvent) {
+    let count = model.disks.len();
+    match key.code {
+        KeyCode::Down | KeyCode::Char('j') if count > 0 => model.disk_cursor = (model.disk_cursor + 1) % count,
+        KeyCode::Up | KeyCode::Char('k') if count > 0 => model.disk_cursor = (model.disk_cursor + count - 1) % count,
+        KeyCode::Char(' ') => {
+            let Some(disk) = model.disks.get(model.disk_cursor) else { return };
+            if !disk.usable() {
+                model.notice = Some(format!("{} cannot be used: {}", disk.path, disk.in_use.join("; ")));
+            } else if !model.chosen.remove(&model.disk_cursor) {
+                model.chosen.insert(model.disk_cursor);
+                model.notice = None;
+            }
+        }
+        KeyCode::Enter => {
+            if model.chosen.is_empty() {
+                model.notice = Some("choose at least one disk with Space".into());
+                return;
+            }
+            let allowed = model.allowed_kinds();
+            if !allowed.contains(&model.layout.kind) {
+                model.layout.kind = allowed[0];
+            }
+            if !model.allowed_encryptions().contains(&model.layout.encryption) {
+                model.layout.encryption = Encryption::None;
+            }
+            model.go(Screen::Layout);
+        }
+        _ => {}
+    }
+}
+
+fn layout_key(model: &mut Model, key: KeyEvent) {
+    let forward = match key.code {
+        KeyCode::Down | KeyCode::Tab => {
+            model.layout.field = (model.layout.field + 1) % LAYOUT_FIELDS;
+            return;
+        }
+        KeyCode::Up | KeyCode::BackTab => {
+            model.layout.field = (model.layout.field + LAYOUT_FIELDS - 1) % LAYOUT_FIELDS;
+            return;
+        }
+        KeyCode::Enter => {
+            model.go(Screen::Host);
+            return;
+        }
+        KeyCode::Right | KeyCode::Char(' ') | KeyCode::Char('l') => true,
+        KeyCode::Left | KeyCode::Char('h') => false,
+        _ => return,
+    };
+    let layout = &mut model.layout;
+    match layout.field {
+        0 => {
+            let kinds = model.allowed_kinds();
+            model.layout.kind = cycle(&kinds, model.layout.kind, forward);
+            if !model.allowed_encryptions().contains(&model.layout.encryption) {
+                model.layout.encryption = Encryption::None;
+            }
+        }
+        1 => {
+            let options = model.allowed_encryptions();
+            model.layout.encryption = cycle(&options, model.layout.encryption, forward);
+        }
+        2 => layout.swap = cycle(&[0, 1, 2, 3, 4, 5], layout.swap, forward),
+        3 => layout.ashift = cycle(&[0, 1, 2], layout.ashift, forward),
+        _ => layout.compression = cycle(&[0, 1, 2], layout.compression, forward),
+    }
+}

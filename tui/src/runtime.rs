@@ -1,0 +1,232 @@
+//! Runs the installer on a terminal: draws the model, turns keys into messages, and carries out the
+//! commands `update` returns, with the install itself on a worker thread whose events come back as
+//! messages.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use installer::{Event, Mode, Options, Outlook, Secret, Secrets};
+use layouts::presets::{self, DiskFacts, PresetOptions};
+use layouts::{CompileOptions, Identity, Plan};
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
+
+use crate::app::{self, Command, DiskRow, Model, Msg, Outcome, Review, ReviewStep, ReviewWipe, ASHIFT_CHOICES, COMPRESSION_CHOICES, SWAP_CHOICES};
+
+/// How the installer runs.
+#[derive(Debug, Clone)]
+pub struct TuiOptions {
+    /// Simulate the run; nothing is written.
+    pub dry_run: bool,
+    /// Where the plan is saved.
+    pub save_path: PathBuf,
+    /// The directory the new system is mounted under.
+    pub target: String,
+    /// Draw with ASCII only; the default on the Linux console (TERM=linux).
+    pub ascii: bool,
+}
+
+impl Default for TuiOptions {
+    fn default() -> Self {
+        TuiOptions {
+            dry_run: false,
+            save_path: installer::journal::Journal::default_dir().join("plan.toml"),
+            target: "/mnt".into(),
+            ascii: std::env::var("TERM").is_ok_and(|t| t == "linux") || std::env::var_os("NIX_DABEI_ASCII").is_some(),
+        }
+    }
+}
+
+/// The machine's disks as the disks screen lists them.
+pub fn disk_rows() -> Result<Vec<DiskRow>, String> {
+    let disks = partitioner::discover().map_err(|e| e.to_string())?;
+    Ok(disks
+        .into_iter()
+        .map(|disk| DiskRow {
+            path: disk.preferred_path().to_string(),
+            model: disk.model.clone().unwrap_or_else(|| "-".into()),
+            serial: disk.serial.clone().unwrap_or_else(|| "-".into()),
+            size: disk.size,
+            in_use: disk.in_use.iter().map(ToString::to_string).collect(),
+            facts: DiskFacts {
+                device: disk.preferred_path().to_string(),
+                size: Some(disk.size),
+                logical_sector_size: disk.logical_sector_size,
+                physical_sector_size: Some(disk.physical_sector_size),
+                identity: Identity { serial: disk.serial.clone(), wwn: disk.wwn.clone(), model: disk.model.clone() },
+            },
+        })
+        .collect())
+}
+
+/// The plan the answers describe.
+pub fn plan_from_answers(model: &Model) -> Result<Plan, String> {
+    let disks: Vec<DiskFacts> = model.chosen.iter().filter_map(|&i| model.disks.get(i)).map(|d| d.facts.clone()).collect();
+    let mut options = PresetOptions::new(model.layout.kind, disks);
+    options.encryption = model.layout.encryption;
+    options.swap = match SWAP_CHOICES[model.layout.swap] {
+        0 => None,
+        gib => Some(gib << 30),
+    };
+    options.hostname = model.hostname.text.trim().to_string();
+    let flake = model.flake.text.trim();
+    options.flake = (!flake.is_empty()).then(|| flake.to_string());
+    let mut plan = presets::build(&options).map_err(|e| e.to_string())?;
+    for pool in plan.pools.values_mut() {
+        if let Some(ashift) = Some(ASHIFT_CHOICES[model.layout.ashift]).filter(|a| *a != 0) {
+            pool.options.insert("ashift".into(), ashift.to_string());
+        }
+        pool.root_fs_options.insert("compression".into(), COMPRESSION_CHOICES[model.layout.compression].to_string());
+    }
+    plan.validate().map_err(|e| e.to_string())?;
+    Ok(plan)
+}
+
+fn engine_options() -> Options {
+    Options { mode: Mode::Apply, weak_kdf: std::env::var_os("NIX_DABEI_WEAK_KDF").is_some(), ..Options::default() }
+}
+
+/// Builds, saves and previews the plan.
+fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String> {
+    let plan = plan_from_answers(model)?;
+    let steps = plan.compile(&CompileOptions { target: options.target.clone() }).map_err(|e| e.to_string())?;
+    if let Some(dir) = options.save_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&options.save_path, plan.to_toml()).map_err(|e| format!("cannot save the plan to {}: {e}", options.save_path.display()))?;
+    let preview = installer::preview(&plan, &steps, &engine_options()).map_err(|e| e.to_string())?;
+    let review = Review {
+        steps: preview
+            .steps
+            .iter()
+            .map(|(step, outlook)| ReviewStep {
+                description: step.description.clone(),
+                state: match outlook {
+                    Outlook::Done(_) => "done",
+                    Outlook::Todo { destroys: true } => "DESTROYS",
+                    Outlook::Todo { destroys: false } => "to do",
+                    Outlook::Conflict(_) => "CONFLICT",
+                }
+                .to_string(),
+                destructive: matches!(outlook, Outlook::Todo { destroys: true }),
+            })
+            .collect(),
+        wipes: preview
+            .wipes
+            .iter()
+            .map(|w| ReviewWipe { device: w.device.clone(), model: w.model.clone().unwrap_or_else(|| "-".into()), serial: w.serial.clone().unwrap_or_else(|| "-".into()), size: w.size })
+            .collect(),
+        saved_to: Some(options.save_path.display().to_string()),
+    };
+    Ok((plan, review))
+}
+
+/// Runs the install (or its simulation) on a worker thread.
+fn start_install(plan: Plan, passphrase: Option<Secret>, options: &TuiOptions, sender: Sender<Msg>) {
+    let target = options.target.clone();
+    let dry_run = options.dry_run;
+    std::thread::spawn(move || {
+        let send = |msg: Msg| {
+            let _ = sender.send(msg);
+        };
+        let outcome = (|| -> Result<Outcome, String> {
+            let steps = plan.compile(&CompileOptions { target }).map_err(|e| e.to_string())?;
+            let engine = engine_options();
+            let preview = installer::preview(&plan, &steps, &engine).map_err(|e| e.to_string())?;
+            if dry_run {
+                return Ok(simulate(&preview, &send));
+            }
+            let confirmed: Vec<String> = preview.wipes.iter().map(|w| w.disk.clone()).collect();
+            let secrets = Secrets { passphrase };
+            let emit = |event: Event| {
+                let _ = sender.send(Msg::Engine(event));
+            };
+            let report = installer::execute(&plan, &preview, &confirmed, &secrets, &engine, &emit).map_err(|e| e.to_string())?;
+            Ok(Outcome::Success { applied: report.applied, skipped: report.skipped })
+        })();
+        send(Msg::Finished(outcome.unwrap_or_else(Outcome::Failure)));
+    });
+}
+
+/// The events a run would send, without running anything.
+fn simulate(preview: &installer::Preview, send: &dyn Fn(Msg)) -> Outcome {
+    send(Msg::Engine(Event::Started { host: String::new(), steps: preview.steps.len() }));
+    let (mut applied, mut skipped) = (0, 0);
+    for (step, outlook) in &preview.steps {
+        std::thread::sleep(Duration::from_millis(40));
+        if let Outlook::Done(reason) = outlook {
+            skipped += 1;
+            send(Msg::Engine(Event::StepSkipped { id: step.id.clone(), description: step.description.clone(), reason: reason.clone() }));
+        } else {
+            applied += 1;
+            send(Msg::Engine(Event::StepStarted { id: step.id.clone(), description: step.description.clone() }));
+            send(Msg::Engine(Event::StepOutput { id: step.id.clone(), line: format!("would run: {}", step.operation) }));
+            send(Msg::Engine(Event::StepFinished { id: step.id.clone(), description: step.description.clone(), seconds: 0.0 }));
+        }
+    }
+    Outcome::Success { applied, skipped }
+}
+
+/// Runs the installer until the user leaves. The terminal is restored on exit and on panic.
+pub fn run(options: TuiOptions) -> Result<(), String> {
+    let disks = disk_rows()?;
+    let mut model = Model::new(disks, options.dry_run, options.ascii);
+    let mut terminal = ratatui::try_init().map_err(|e| format!("cannot use the terminal: {e}"))?;
+    let (sender, receiver): (Sender<Msg>, Receiver<Msg>) = mpsc::channel();
+    let mut plan: Option<Plan> = None;
+    let mut last_tick = Instant::now();
+    let result = loop {
+        if let Err(error) = terminal.draw(|frame| crate::view::view(&model, frame)) {
+            break Err(error.to_string());
+        }
+        let mut messages = Vec::new();
+        match event::poll(Duration::from_millis(100)) {
+            Ok(true) => match event::read() {
+                Ok(TermEvent::Key(key)) if key.kind == KeyEventKind::Press => messages.push(Msg::Key(key)),
+                Ok(_) => {} // resizes redraw on the next pass
+                Err(error) => break Err(error.to_string()),
+            },
+            Ok(false) => {}
+            Err(error) => break Err(error.to_string()),
+        }
+        messages.extend(receiver.try_iter());
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            messages.push(Msg::Tick);
+        }
+        let mut quit = false;
+        for message in messages {
+            for command in app::update(&mut model, message) {
+                match command {
+                    Command::Quit => quit = true,
+                    Command::Prepare => match prepare(&model, &options) {
+                        Ok((prepared, review)) => {
+                            plan = Some(prepared);
+                            let _ = sender.send(Msg::Prepared(Ok(review)));
+                        }
+                        Err(error) => {
+                            let _ = sender.send(Msg::Prepared(Err(error)));
+                        }
+                    },
+                    Command::Install => {
+                        let secret = (!model.passphrase[0].text.is_empty()).then(|| Secret::new(model.passphrase[0].text.clone().into_bytes()));
+                        match &plan {
+                            Some(plan) => start_install(plan.clone(), secret, &options, sender.clone()),
+                            None => {
+                                let _ = sender.send(Msg::Finished(Outcome::Failure("no plan was prepared".into())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if quit {
+            break Ok(());
+        }
+    };
+    for field in &mut model.passphrase {
+        field.clear();
+    }
+    ratatui::restore();
+    result
+}
