@@ -15,7 +15,7 @@ programs=(
     /usr/sbin/mkswap /usr/sbin/swapon /usr/sbin/swapoff /usr/sbin/blkid /usr/sbin/wipefs /usr/sbin/blkdiscard
     /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/bin/findmnt /usr/bin/lsblk
     /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe
-    /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dropbear /usr/bin/dropbearkey
+    /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/tmux
 )
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
@@ -95,6 +95,11 @@ cp -r /usr/lib/udev/rules.d "$root/usr/lib/udev/"
 for helper in ata_id scsi_id zvol_id vdev_id; do
     [ -e "/usr/lib/udev/$helper" ] && copy_with_libs "/usr/lib/udev/$helper"
 done
+# Terminal descriptions for tmux (the TUI test) and the Linux console.
+mkdir -p "$root/usr/share/terminfo"
+cp -r /lib/terminfo/. "$root/usr/share/terminfo/"
+mkdir -p "$root/usr/lib/locale"
+cp -r /usr/lib/locale/C.utf8 "$root/usr/lib/locale/"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\ndisk:x:6:\ntty:x:5:\nkmem:x:15:\ninput:x:101:\nkvm:x:102:\nvideo:x:44:\naudio:x:29:\nsgx:x:103:\nrender:x:104:\ncdrom:x:24:\ndialout:x:20:\ntape:x:26:\n' > "$root/etc/group"
 : > "$root/etc/fstab"

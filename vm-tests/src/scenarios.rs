@@ -244,8 +244,14 @@ fn verify_layout(share: &Path) -> Result<()> {
     let plan = layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("plan.toml: {e}"))?;
     let steps = plan.compile(&layouts::CompileOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let out = share.join("out");
-    let first = finished(&out.join("apply1.jsonl"))?;
-    ensure!(first["applied"].as_u64() > Some(0), "the first apply applied nothing");
+    if out.join("tui.txt").exists() {
+        // Installed through the TUI: its last screen says so.
+        let screen = read(&out.join("tui.txt"))?;
+        ensure!(screen.contains("Installed.") && screen.contains("step(s) applied"), "the TUI did not finish:\n{screen}");
+    } else {
+        let first = finished(&out.join("apply1.jsonl"))?;
+        ensure!(first["applied"].as_u64() > Some(0), "the first apply applied nothing");
+    }
     let second = finished(&out.join("apply2.jsonl"))?;
     ensure!(second["applied"] == 0, "the second apply was not a no-op: {second}");
     finished(&out.join("mount.jsonl"))?;
@@ -306,8 +312,10 @@ fn verify_layout(share: &Path) -> Result<()> {
     // No passphrase reached a command line, the journal or the console.
     let argv = read(&out.join("argv.log"))?;
     ensure!(argv.contains("zpool ") || plan.pools.is_empty(), "the argument log recorded no zpool call");
-    for file in ["argv.log", "journal-boot1.json", "journal-boot2.json", "apply1.jsonl", "plan.txt"] {
-        ensure!(!read(&out.join(file))?.contains(PASSPHRASE), "the passphrase appears in {file}");
+    for file in ["argv.log", "journal-boot1.json", "journal-boot2.json", "apply1.jsonl", "plan.txt", "tui.txt"] {
+        if let Ok(text) = fs::read_to_string(out.join(file)) {
+            ensure!(!text.contains(PASSPHRASE), "the passphrase appears in {file}");
+        }
     }
     ensure!(!read(&share.join("plan.toml"))?.contains(PASSPHRASE), "the passphrase appears in the plan");
     Ok(())
@@ -332,6 +340,54 @@ NIX_DABEI_TEST_POWER_OFF_AFTER=zpool-create:rpool nix-dabei apply /host/plan.tom
 echo "the power did not go off" > /host/out/interrupted
 "#;
 
+/// Boot 1 of the TUI scenario: a person's keystrokes, sent through tmux, install an encrypted mirror.
+const TUI_BOOT: &str = r#"
+export TERM=screen
+wait_for() {
+    i=0
+    until tmux capture-pane -p -t tui > /host/out/tui.txt 2>/dev/null && grep -q "$1" /host/out/tui.txt; do
+        i=$((i + 1))
+        if [ $i -gt 600 ]; then say "waited for: $1"; cat /host/out/tui.txt; exit 1; fi
+        sleep 0.2
+    done
+}
+press() { for key in "$@"; do tmux send-keys -t tui "$key"; sleep 0.2; done; }
+type_text() { tmux send-keys -t tui -l "$1"; sleep 0.2; }
+export LC_ALL=C.UTF-8
+tmux -u new-session -d -s tui -x 120 -y 40 "env PATH=$PATH NIX_DABEI_WEAK_KDF=1 nix-dabei tui --save /host/plan.toml; echo exited-\$? > /host/out/tui-exit; sleep 60"
+wait_for "Install NixOS onto this machine"
+press Enter
+wait_for "Choose the disks"
+press Space Down Space Enter
+wait_for "ZFS mirror"
+press Down Right
+wait_for "ZFS native"
+press Enter
+wait_for "Host name"
+press BSpace BSpace BSpace BSpace BSpace
+type_text tuihost
+press Tab
+type_text "path:/etc/nixos#vm"
+press Enter
+wait_for "Repeat it"
+type_text "$(cat /host/passphrase)"
+press Tab
+type_text "$(cat /host/passphrase)"
+press Enter
+wait_for "These disks will be WIPED"
+type_text wipe
+press Enter
+wait_for "Installed."
+press Enter
+until [ -f /host/out/tui-exit ]; do sleep 0.2; done
+test "$(cat /host/out/tui-exit)" = exited-0
+mkdir -p /mnt/home
+echo "written in boot 1" > /mnt/home/hello.txt
+nix-dabei apply /host/plan.toml --json > /host/out/apply2.jsonl
+cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
+nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
+"#;
+
 /// Every scenario, in the order CI runs them.
 pub fn all() -> Vec<Scenario> {
     let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
@@ -347,6 +403,13 @@ pub fn all() -> Vec<Scenario> {
         layout("mirror-native", vec![gib("n0", 3, Bus::Virtio), gib("n1", 3, Bus::Scsi)], "--preset mirror --encrypt"),
         layout("zfs-on-luks", vec![gib("l0", 3, Bus::Virtio), gib("l1", 3, Bus::Virtio)], "--preset mirror --encrypt luks --swap 256M"),
         layout("ext4-single", vec![gib("e0", 3, Bus::Nvme)], "--preset ext4 --swap 256M"),
+        Scenario {
+            name: "tui-install",
+            disks: vec![gib("t0", 3, Bus::Virtio), gib("t1", 3, Bus::Virtio)],
+            boots: vec![format!("{ARGV_SHIMS}{TUI_BOOT}"), VERIFY_BOOT.to_string()],
+            verify: verify_layout,
+            power_loss_boots: vec![],
+        },
         resume,
     ]
 }
