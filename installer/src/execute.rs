@@ -56,6 +56,14 @@ pub struct Secrets {
 impl Secrets {
     /// The key for a key location: the passphrase for "prompt", a file's contents for "file://".
     pub fn key(&self, location: &str) -> Result<Secret, StepError> {
+        self.key_or_file(location, None)
+    }
+
+    /// [`Secrets::key`], with a passphrase file that a plan names taking the place of the passphrase.
+    pub fn key_or_file(&self, location: &str, passphrase_file: Option<&str>) -> Result<Secret, StepError> {
+        if let (Some(path), false) = (passphrase_file, location.starts_with("file://")) {
+            return Secret::from_file(Path::new(path)).map_err(|source| StepError::Io { action: format!("read the passphrase file {path}"), source });
+        }
         if let Some(path) = location.strip_prefix("file://") {
             return Secret::from_file(Path::new(path)).map_err(|source| StepError::Io { action: format!("read the key file {path}"), source });
         }
@@ -636,12 +644,12 @@ impl Runner<'_> {
                 partitioner::write_partition_table(device, *logical_sector_size, *disk_size, partitions)?;
                 settle_udev();
             }
-            Operation::LuksFormat { device, uuid, label, key, .. } => {
-                let key = self.secrets.key(key)?;
+            Operation::LuksFormat { device, uuid, label, key, passphrase_file, .. } => {
+                let key = self.secrets.key_or_file(key, passphrase_file.as_deref())?;
                 luks::format(device, uuid, label.as_deref(), &key, self.options.weak_kdf)?;
             }
-            Operation::LuksOpen { device, name, key, allow_discards } => {
-                let key = self.secrets.key(key)?;
+            Operation::LuksOpen { device, name, key, allow_discards, passphrase_file } => {
+                let key = self.secrets.key_or_file(key, passphrase_file.as_deref())?;
                 luks::open(device, name, &key, *allow_discards)?;
                 partitioner::table::wait_for_nodes(device, std::iter::once(format!("/dev/mapper/{name}").as_str()), partitioner::table::PARTITION_WAIT)?;
             }

@@ -24,7 +24,7 @@ fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
         discard: false,
         partitions: partitions
             .into_iter()
-            .map(|(name, size, content)| (name.to_string(), Partition { size, kind: None, label: None, uuid: None, content: Some(content) }))
+            .map(|(name, size, content)| (name.to_string(), Partition { size, kind: None, label: None, uuid: None, attributes: vec![], content: Some(content) }))
             .collect(),
     }
 }

@@ -14,7 +14,7 @@ fn large_plan() -> Plan {
             size: Size::Bytes(1 << 30),
             kind: Some("esp".into()),
             label: None,
-            uuid: None,
+            uuid: None, attributes: vec![],
             content: Some(Content::Filesystem(Filesystem {
                 format: Format::Vfat,
                 mountpoint: Some(if index == 0 { "/boot".into() } else { format!("/boot-{index}") }),
@@ -23,7 +23,7 @@ fn large_plan() -> Plan {
                 mkfs_options: vec![],
             })),
         });
-        partitions.insert("zfs".to_string(), Partition { size: Size::Rest, kind: Some("zfs".into()), label: None, uuid: None, content: Some(Content::Zfs(ZfsMember { pool: "tank".into() })) });
+        partitions.insert("zfs".to_string(), Partition { size: Size::Rest, kind: Some("zfs".into()), label: None, uuid: None, attributes: vec![], content: Some(Content::Zfs(ZfsMember { pool: "tank".into() })) });
         disks.insert(format!("d{index:02}"), Disk {
             device: format!("/dev/disk/by-id/ata-DISK_{index:02}"),
             size: Some(16 << 40),

@@ -15,7 +15,7 @@ fn main() {
             size: Size::Bytes(512 << 20),
             kind: Some("esp".to_string()),
             label: None,
-            uuid: None,
+            uuid: None, attributes: vec![],
             content: Some(Content::Filesystem(Filesystem {
                 format: Format::Vfat,
                 mountpoint: Some(if index == 0 { "/boot".to_string() } else { format!("/boot-{index}") }),
@@ -28,7 +28,7 @@ fn main() {
             size: Size::Rest,
             kind: Some("zfs".to_string()),
             label: None,
-            uuid: None,
+            uuid: None, attributes: vec![],
             content: Some(Content::Zfs(ZfsMember { pool: "tank".to_string() })),
         });
         disks.insert(format!("d{index}"), Disk {

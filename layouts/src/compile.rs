@@ -170,6 +170,7 @@ impl Builder<'_> {
                     type_guid: gpt::type_guid(&kind).unwrap_or_default(),
                     uuid: plan.partition_uuid(disk_name, part_name),
                     extent,
+                    attributes: part.attributes.clone(),
                     device: gpt::partition_device(&device, number),
                 });
             }
@@ -248,6 +249,7 @@ impl Builder<'_> {
                         uuid: self.plan.luks_uuid(&luks.name),
                         label: luks.label.clone(),
                         key: luks.key.clone(),
+                        passphrase_file: luks.passphrase_file.clone(),
                     },
                 );
                 let mapped = format!("/dev/mapper/{}", luks.name);
@@ -257,7 +259,13 @@ impl Builder<'_> {
                     vec![device.to_string(), mapped.clone()],
                     disk,
                     vec![format],
-                    Operation::LuksOpen { device: device.to_string(), name: luks.name.clone(), key: luks.key.clone(), allow_discards: luks.allow_discards },
+                    Operation::LuksOpen {
+                        device: device.to_string(),
+                        name: luks.name.clone(),
+                        key: luks.key.clone(),
+                        passphrase_file: luks.passphrase_file.clone(),
+                        allow_discards: luks.allow_discards,
+                    },
                 );
                 self.content(&luks.content, &mapped, &open, owner, disk);
             }

@@ -145,6 +145,12 @@ pub enum AllocError {
         /// Index of the second one.
         index: usize,
     },
+    /// A partition that ends relative to the disk's end comes after one that takes the rest.
+    #[error("a partition that ends before the disk's end cannot follow one that takes the rest")]
+    EndAfterRest {
+        /// Its index.
+        index: usize,
+    },
 }
 
 impl AllocError {
@@ -154,7 +160,8 @@ impl AllocError {
             AllocError::DiskTooSmall => None,
             AllocError::DoesNotFit { index, .. }
             | AllocError::NothingLeft { index, .. }
-            | AllocError::TwoRests { index } => Some(*index),
+            | AllocError::TwoRests { index }
+            | AllocError::EndAfterRest { index } => Some(*index),
         }
     }
 }
@@ -169,6 +176,11 @@ pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, Alloc
     }
     if let Some(second) = sizes.iter().enumerate().filter(|(_, s)| **s == Size::Rest).nth(1) {
         return Err(AllocError::TwoRests { index: second.0 });
+    }
+    if let Some(rest) = sizes.iter().position(|s| *s == Size::Rest) {
+        if let Some(offset) = sizes[rest..].iter().position(|s| matches!(s, Size::AllBut(_))) {
+            return Err(AllocError::EndAfterRest { index: rest + offset });
+        }
     }
     let sectors_of = |bytes: u64| bytes.div_ceil(geometry.sector_size).max(1);
     let bytes_at = |lba: u64| lba * geometry.sector_size;
@@ -189,6 +201,13 @@ pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, Alloc
                             end: bytes_at(end_exclusive),
                         })
                     }
+                }
+            }
+            Size::AllBut(bytes) => {
+                let end = end_exclusive.checked_sub(sectors_of(*bytes)).map(|e| geometry.align_down(e));
+                match end {
+                    Some(end) if end > start => end - 1,
+                    _ => return Err(AllocError::NothingLeft { index, left: bytes_at(end_exclusive.saturating_sub(start)) }),
                 }
             }
             Size::Rest => {

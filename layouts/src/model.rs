@@ -134,6 +134,10 @@ pub struct Partition {
     /// Partition UUID; defaults to one derived from the host id, disk and partition names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+    /// GPT attribute bits to set (0: required by the platform, 2: legacy BIOS bootable, 60-63: type
+    /// specific).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<u32>,
     /// What the partition holds; nothing when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
@@ -224,6 +228,12 @@ pub struct Swap {
     /// Swap label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// How the installed system discards freed swap: "once", "pages" or "both".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard_policy: Option<String>,
+    /// Resume from hibernation from this swap.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resume_device: bool,
 }
 
 /// A LUKS2 container.
@@ -239,6 +249,10 @@ pub struct Luks {
     /// LUKS label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// With `key = "prompt"`: read the passphrase from this file when formatting instead of asking;
+    /// the booted system still asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<String>,
     /// Pass discards through to the disk.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub allow_discards: bool,

@@ -49,6 +49,8 @@ struct SwapDevice {
     device: String,
     random_encryption: bool,
     priority: Option<i32>,
+    discard_policy: Option<String>,
+    resume: bool,
 }
 
 struct LuksDevice {
@@ -78,7 +80,13 @@ impl Collected {
                     });
                 }
             }
-            Content::Swap(swap) => self.swaps.push(SwapDevice { device: device.to_string(), random_encryption: swap.random_encryption, priority: swap.priority }),
+            Content::Swap(swap) => self.swaps.push(SwapDevice {
+                device: device.to_string(),
+                random_encryption: swap.random_encryption,
+                priority: swap.priority,
+                discard_policy: swap.discard_policy.clone(),
+                resume: swap.resume_device,
+            }),
             Content::Luks(luks) => {
                 self.luks.push(LuksDevice {
                     name: luks.name.clone(),
@@ -194,9 +202,15 @@ pub fn module(plan: &Plan) -> String {
             if let Some(priority) = swap.priority {
                 fields.push(format!("priority = {priority};"));
             }
+            if let Some(policy) = &swap.discard_policy {
+                fields.push(format!("discardPolicy = {};", nix_string(policy)));
+            }
             let _ = writeln!(out, "    {{ {} }}", fields.join(" "));
         }
         let _ = writeln!(out, "  ];");
+    }
+    if let Some(resume) = found.swaps.iter().find(|s| s.resume) {
+        let _ = writeln!(out, "  boot.resumeDevice = {};", nix_string(&resume.device));
     }
     if !esps.is_empty() {
         let _ = writeln!(out, "  # GRUB on every ESP, so that each disk can boot alone.");

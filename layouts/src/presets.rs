@@ -149,7 +149,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
             size: Size::Bytes(ESP_SIZE),
             kind: Some("esp".to_string()),
             label: None,
-            uuid: None,
+            uuid: None, attributes: vec![],
             content: Some(Content::Filesystem(Filesystem {
                 format: Format::Vfat,
                 mountpoint: Some(esp_mount),
@@ -163,8 +163,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                 size: Size::Bytes(swap),
                 kind: Some("swap".to_string()),
                 label: None,
-                uuid: None,
-                content: Some(Content::Swap(Swap { random_encryption: options.encryption != Encryption::None, priority: None, label: None })),
+                uuid: None, attributes: vec![],
+                content: Some(Content::Swap(Swap { random_encryption: options.encryption != Encryption::None, ..Swap::default() })),
             });
         }
         let (part_name, inner) = match options.kind {
@@ -181,11 +181,11 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
             }
         };
         let (kind, content) = match options.encryption {
-            Encryption::Luks => ("luks", Content::Luks(Luks { name: luks_name, key: "prompt".to_string(), label: None, allow_discards: true, content: Box::new(inner) })),
+            Encryption::Luks => ("luks", Content::Luks(Luks { name: luks_name, key: "prompt".to_string(), label: None, passphrase_file: None, allow_discards: true, content: Box::new(inner) })),
             _ if options.kind == PresetKind::Ext4 => ("linux", inner),
             _ => ("zfs", inner),
         };
-        partitions.insert(part_name.to_string(), Partition { size: Size::Rest, kind: Some(kind.to_string()), label: None, uuid: None, content: Some(content) });
+        partitions.insert(part_name.to_string(), Partition { size: Size::Rest, kind: Some(kind.to_string()), label: None, uuid: None, attributes: vec![], content: Some(content) });
         disks.insert(name, Disk {
             device: facts.device.clone(),
             size: facts.size,

@@ -15,11 +15,13 @@ pub enum Size {
     Bytes(u64),
     /// Whatever is left of the disk after every other partition.
     Rest,
+    /// Up to this many bytes before the end of the disk ("-1G"); the partitions after it use that space.
+    AllBut(u64),
 }
 
 /// A size string that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a size (use bytes, or a number with K, M, G, T or P, or \"rest\")")]
+#[error("{0:?} is not a size (use bytes, or a number with K, M, G, T or P, \"rest\", or \"-N\" to end N before the disk's end)")]
 pub struct SizeError(pub String);
 
 impl Size {
@@ -27,7 +29,7 @@ impl Size {
     pub fn bytes(self) -> Option<u64> {
         match self {
             Size::Bytes(b) => Some(b),
-            Size::Rest => None,
+            Size::Rest | Size::AllBut(_) => None,
         }
     }
 }
@@ -38,8 +40,11 @@ impl FromStr for Size {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || SizeError(text.to_string());
         let trimmed = text.trim();
-        if trimmed.eq_ignore_ascii_case("rest") || trimmed == "100%" {
+        if trimmed.eq_ignore_ascii_case("rest") || trimmed == "100%" || trimmed == "-0" {
             return Ok(Size::Rest);
+        }
+        if let Some(from_end) = trimmed.strip_prefix('-') {
+            return parse_bytes(from_end).map(Size::AllBut).ok_or_else(bad);
         }
         parse_bytes(trimmed).map(Size::Bytes).ok_or_else(bad)
     }
@@ -118,6 +123,7 @@ impl fmt::Display for Size {
         match self {
             Size::Bytes(b) => f.write_str(&format_exact(*b)),
             Size::Rest => f.write_str("rest"),
+            Size::AllBut(b) => write!(f, "-{}", format_exact(*b)),
         }
     }
 }
@@ -170,18 +176,20 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_size() {
-        for bad in ["12X", "", "G", "-1G", "1..5G", ".5G", "1.5", "99999999999P", "1 0G"] {
+        assert_eq!("-1G".parse(), Ok(Size::AllBut(1 << 30)));
+        assert_eq!("-0".parse(), Ok(Size::Rest));
+        for bad in ["12X", "", "G", "--1G", "1..5G", ".5G", "1.5", "99999999999P", "1 0G"] {
             assert_eq!(bad.parse::<Size>(), Err(SizeError(bad.to_string())), "{bad}");
         }
         assert_eq!(
             SizeError("12X".into()).to_string(),
-            "\"12X\" is not a size (use bytes, or a number with K, M, G, T or P, or \"rest\")"
+            "\"12X\" is not a size (use bytes, or a number with K, M, G, T or P, \"rest\", or \"-N\" to end N before the disk's end)"
         );
     }
 
     #[test]
     fn formats_round_trip() {
-        for text in ["512M", "1G", "3T", "1536K", "1000"] {
+        for text in ["512M", "1G", "3T", "1536K", "1000", "-2G"] {
             let size: Size = text.parse().expect("size");
             assert_eq!(size.to_string(), text);
         }

@@ -44,6 +44,9 @@ pub enum Operation {
         label: Option<String>,
         /// Where the key comes from: "prompt" or "file:///path".
         key: String,
+        /// A file holding the passphrase for formatting, instead of asking.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase_file: Option<String>,
     },
     /// Open a LUKS2 device as `/dev/mapper/<name>`.
     LuksOpen {
@@ -53,6 +56,9 @@ pub enum Operation {
         name: String,
         /// Where the key comes from: "prompt" or "file:///path".
         key: String,
+        /// A file holding the passphrase, instead of asking.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase_file: Option<String>,
         /// Pass discards through.
         allow_discards: bool,
     },
@@ -166,6 +172,9 @@ pub struct GptPartition {
     /// Where it lies.
     #[serde(flatten)]
     pub extent: Extent,
+    /// GPT attribute bits to set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<u32>,
     /// The device node it will have.
     pub device: String,
 }
@@ -274,7 +283,7 @@ impl fmt::Display for Operation {
                 }
                 write!(f, " {device} (key: {key})")
             }
-            Operation::LuksOpen { device, name, allow_discards, key } => {
+            Operation::LuksOpen { device, name, allow_discards, key, .. } => {
                 write!(f, "cryptsetup open")?;
                 if *allow_discards {
                     write!(f, " --allow-discards")?;

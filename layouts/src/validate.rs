@@ -166,6 +166,11 @@ impl Checker {
             if let Some(first) = self.labels.insert(label.clone(), part_path.join("label")) {
                 self.report(part_path.join("label"), format!("partition label {label:?} is used twice (also by {first})"));
             }
+            for (index, bit) in part.attributes.iter().enumerate() {
+                if *bit > 63 {
+                    self.report(part_path.join("attributes").join(format!("[{index}]")), format!("{bit} is not a GPT attribute bit (0 to 63)"));
+                }
+            }
             if let Some(uuid) = &part.uuid {
                 if !gpt::is_guid(uuid) {
                     self.report(part_path.join("uuid"), format!("{uuid:?} is not a UUID"));
@@ -212,7 +217,13 @@ impl Checker {
                 }
                 self.options(&fs.mount_options, &path.join("filesystem").join("mount_options"));
             }
-            Content::Swap(_) => {}
+            Content::Swap(swap) => {
+                if let Some(policy) = &swap.discard_policy {
+                    if !["once", "pages", "both"].contains(&policy.as_str()) {
+                        self.report(path.join("swap").join("discard_policy"), format!("{policy:?} is not a discard policy (once, pages or both)"));
+                    }
+                }
+            }
             Content::Luks(luks) => {
                 let luks_path = path.join("luks");
                 if inside_luks {
@@ -226,6 +237,13 @@ impl Checker {
                 }
                 if !valid_key_location(&luks.key) {
                     self.report(luks_path.join("key"), format!("{:?} gives no way to get the key: use \"prompt\" or \"file:///path/to/keyfile\"", luks.key));
+                }
+                if let Some(file) = &luks.passphrase_file {
+                    if !file.starts_with('/') {
+                        self.report(luks_path.join("passphrase_file"), format!("{file:?} is not an absolute path"));
+                    } else if luks.key != "prompt" {
+                        self.report(luks_path.join("passphrase_file"), "a passphrase file goes with key = \"prompt\"; with a key file it is not used");
+                    }
                 }
                 self.content(plan, &luks.content, &luks_path.join("content"), true);
             }

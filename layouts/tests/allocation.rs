@@ -41,6 +41,7 @@ proptest! {
             match size {
                 Size::Bytes(bytes) => prop_assert_eq!(extent.sectors(), bytes.div_ceil(sector)),
                 Size::Rest => prop_assert_eq!((extent.last_lba + 1) % geometry.alignment(), 0, "rest does not end aligned"),
+                Size::AllBut(_) => unreachable!("not generated here"),
             }
         }
         for pair in extents.windows(2) {
@@ -59,6 +60,29 @@ proptest! {
     fn sizes_print_and_parse_back(bytes in 1u64..(1u64 << 52)) {
         let size = Size::Bytes(bytes);
         prop_assert_eq!(size.to_string().parse::<Size>(), Ok(size));
+    }
+}
+
+proptest! {
+    #[test]
+    fn ending_before_the_end_leaves_room_behind(before in 1u64..64, gap in 1u64..512, after in proptest::collection::vec(1u64..64, 0..3)) {
+        let geometry = Geometry::new(4 << 30, 512);
+        let mut sizes = vec![Size::Bytes(before * MIB), Size::AllBut(gap * MIB)];
+        sizes.extend(after.iter().map(|m| Size::Bytes(m * MIB)));
+        let fits = after.iter().sum::<u64>() <= gap;
+        match allocate(geometry, &sizes) {
+            Ok(extents) => {
+                let end_bytes = (extents[1].last_lba + 1) * 512;
+                prop_assert!(end_bytes <= (4u64 << 30) - gap * MIB, "ends too late");
+                prop_assert!(end_bytes + gap * MIB + MIB > (4u64 << 30) - 33 * 512, "ends too early");
+                prop_assert_eq!((extents[1].last_lba + 1) % geometry.alignment(), 0);
+                for pair in extents.windows(2) {
+                    prop_assert!(pair[0].last_lba < pair[1].first_lba);
+                }
+                prop_assert!(fits || after.iter().sum::<u64>() <= gap + 1, "placed partitions that cannot fit");
+            }
+            Err(_) => prop_assert!(!fits || after.iter().sum::<u64>() + 1 >= gap, "refused a layout that fits"),
+        }
     }
 }
 

@@ -65,7 +65,7 @@ pub struct MountArgs {
 pub fn needs_passphrase(plan: &Plan) -> bool {
     fn content(c: &Content) -> bool {
         match c {
-            Content::Luks(luks) => luks.key == "prompt" || content(&luks.content),
+            Content::Luks(luks) => (luks.key == "prompt" && luks.passphrase_file.is_none()) || content(&luks.content),
             _ => false,
         }
     }

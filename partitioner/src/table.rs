@@ -95,7 +95,7 @@ pub fn write_partition_table(device: &str, logical_sector_size: u32, disk_size: 
             unique_partition_guid: uuid,
             starting_lba: partition.extent.first_lba,
             ending_lba: partition.extent.last_lba,
-            attribute_bits: 0,
+            attribute_bits: partition.attributes.iter().filter(|bit| **bit < 64).fold(0, |bits, bit| bits | (1u64 << bit)),
             partition_name: partition.name.as_str().into(),
         };
     }
