@@ -66,6 +66,9 @@ fn split_options(options: &[String]) -> (MsFlags, String) {
             "noexec" => flags |= MsFlags::MS_NOEXEC,
             "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
             "lazytime" => flags |= MsFlags::MS_LAZYTIME,
+            // Options for mount(8) and fstab, not for the kernel.
+            "nofail" | "auto" | "noauto" | "user" | "users" | "nouser" | "owner" | "group" | "_netdev" => {}
+            other if other.starts_with("x-") || other.starts_with("comment=") => {}
             other => data.push(other.to_string()),
         }
     }

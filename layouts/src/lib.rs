@@ -22,6 +22,7 @@
 //! exact [`Operation`].
 
 pub mod compile;
+pub mod disko;
 pub mod error;
 pub mod gpt;
 pub mod graph;

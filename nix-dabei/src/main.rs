@@ -2,6 +2,7 @@
 
 mod apply;
 mod disks;
+mod disko;
 mod plan;
 
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ enum Command {
     Mount(apply::MountArgs),
     /// Unmount, swap off, export the pools and close LUKS, in reverse order.
     Unmount(apply::MountArgs),
+    /// Read a disko configuration and write it as a plan.
+    ImportDisko(disko::ImportArgs),
+    /// Write a plan as a disko configuration.
+    ExportDisko(disko::ExportArgs),
     /// The interactive installer for a console (also what `nix-dabei` alone starts on a terminal).
     Tui(TuiArgs),
 }
@@ -80,6 +85,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Mount(args) => apply::mount(args),
+        Command::ImportDisko(args) => disko::import(args),
+        Command::ExportDisko(args) => disko::export(args),
         Command::Unmount(args) => apply::unmount(args),
     };
     match result {

@@ -79,6 +79,14 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     fs::create_dir_all(share.join("bin"))?;
     fs::copy(binary, share.join("bin/nix-dabei")).with_context(|| format!("cannot copy {}", binary.display()))?;
     fs::write(share.join("passphrase"), PASSPHRASE)?;
+    // disko's example configurations, for the import scenarios.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/disko-examples");
+    if examples.is_dir() {
+        fs::create_dir_all(share.join("disko"))?;
+        for entry in fs::read_dir(&examples)?.flatten() {
+            fs::copy(entry.path(), share.join("disko").join(entry.file_name()))?;
+        }
+    }
     let start = std::time::Instant::now();
     let mut boots = Vec::new();
     for (index, script) in scenario.boots.iter().enumerate() {
@@ -191,6 +199,7 @@ export PATH=/host/shims:$PATH
 /// Boot 2 of every layout scenario: open, import and mount from scratch with nix-dabei, then report what
 /// the system sees for the host to check.
 const VERIFY_BOOT: &str = r#"
+if [ -f /host/secret.key ]; then cp /host/secret.key /tmp/secret.key; fi
 nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount.jsonl
 cat /mnt/home/hello.txt > /host/out/hello.txt
 cat /proc/mounts > /host/out/mounts.txt
@@ -388,6 +397,20 @@ cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
 nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
 "#;
 
+/// Boot 1 of a disko scenario: import one of disko's examples onto this VM's disks, then as
+/// [`apply_boot`].
+fn disko_boot(example: &str, devices: &str) -> String {
+    apply_boot("").replace(
+        &PLAN_LINE.replace("ARGS", ""),
+        &format!(
+            "printf '%s' 'disko example key' > /host/secret.key\ncp /host/secret.key /tmp/secret.key\n\
+             nix-dabei import-disko /host/disko/{example}.json {devices} -o /host/plan.toml 2> /host/out/import-warnings.txt\n\
+             nix-dabei plan /host/plan.toml --flake path:/etc/nixos#vm > /host/out/plan.txt\n\
+             sed -i '1i flake = \"path:/etc/nixos#vm\"' /host/plan.toml"
+        ),
+    )
+}
+
 /// Every scenario, in the order CI runs them.
 pub fn all() -> Vec<Scenario> {
     let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
@@ -411,6 +434,20 @@ pub fn all() -> Vec<Scenario> {
             power_loss_boots: vec![],
         },
         resume,
+        Scenario {
+            name: "disko-zfs",
+            disks: vec![gib("z0", 3, Bus::Virtio), gib("z1", 3, Bus::Virtio)],
+            boots: vec![disko_boot("zfs", "--device x=/dev/disk/by-id/virtio-z0 --device y=/dev/disk/by-id/virtio-z1"), VERIFY_BOOT.to_string()],
+            verify: verify_layout,
+            power_loss_boots: vec![],
+        },
+        Scenario {
+            name: "disko-zfs-encrypted-root",
+            disks: vec![gib("k0", 3, Bus::Nvme)],
+            boots: vec![disko_boot("zfs-encrypted-root", "--device root=/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_k0"), VERIFY_BOOT.to_string()],
+            verify: verify_layout,
+            power_loss_boots: vec![],
+        },
     ]
 }
 

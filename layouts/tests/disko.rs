@@ -1,0 +1,217 @@
+//! disko interop: disko's own examples (evaluated to JSON, in ../shared/disko-examples), and trickier
+//! forms of our own. Supported examples import, plan and are snapshotted; unsupported ones are refused
+//! with the attribute path at fault; export then import gives the same plan, also through nix-instantiate.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use layouts::{disko, CompileOptions, Content, Plan, Size};
+use serde_json::{json, Value};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/disko-examples")
+}
+
+fn example(name: &str) -> Value {
+    let path = examples().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("json")
+}
+
+/// Sizes and host id, as `import-disko --offline-size 64G` fills them in.
+fn with_facts(mut plan: Plan) -> Plan {
+    for disk in plan.disks.values_mut() {
+        disk.size = Some(64 << 30);
+    }
+    if plan.host_id.is_none() {
+        plan.host_id = Some(plan.effective_host_id());
+    }
+    plan
+}
+
+fn imported(value: &Value) -> Plan {
+    with_facts(disko::import(value).unwrap_or_else(|e| panic!("import: {e}")).plan)
+}
+
+const SUPPORTED: &[&str] = &["gpt-bios-compat", "luks-interactive-login", "simple-efi", "swap", "zfs-encrypted-root", "zfs"];
+
+#[test]
+fn supported_examples_import_and_plan() {
+    for name in SUPPORTED {
+        let plan = imported(&example(name));
+        let steps = plan.compile(&CompileOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        insta::assert_snapshot!(format!("{name}-plan"), plan.to_toml());
+        insta::assert_snapshot!(format!("{name}-steps"), steps.render());
+    }
+}
+
+#[test]
+fn unsupported_examples_are_refused_at_their_path() {
+    let cases = [
+        ("btrfs-subvolumes", "disko.devices.disk.main.content.partitions.root.content: btrfs with subvolumes is not supported"),
+        ("legacy-table", "disko.devices.disk.main.content: legacy (MBR) partition tables are not supported"),
+        ("luks-lvm", "disko.devices.lvm_vg: LVM is not supported"),
+        ("mdadm", "disko.devices.mdadm: mdadm RAID is not supported"),
+    ];
+    for (name, expected) in cases {
+        let error = disko::import(&example(name)).expect_err(name).to_string();
+        assert!(error.lines().next().is_some_and(|l| l.starts_with(expected)), "{name}: {error}");
+    }
+    // Its types are supported, but nothing is mounted at "/": a plan needs a root.
+    let plan = imported(&example("multi-device-no-deps"));
+    let error = plan.validate().expect_err("no root").to_string();
+    assert!(error.contains("nothing is mounted at \"/\""), "{error}");
+}
+
+#[test]
+fn disko_defaults_are_applied() {
+    let plan = imported(&example("swap"));
+    let disk = &plan.disks["main"];
+    let order: Vec<&str> = disk.partitions.keys().map(String::as_str).collect();
+    assert_eq!(order, ["ESP", "encryptedSwap", "root", "plainSwap"], "priority 9001 for 100% goes last, then names");
+    assert_eq!(disk.partitions["root"].size, Size::AllBut(1 << 30));
+    assert_eq!(disk.partitions["plainSwap"].kind.as_deref(), Some("swap"), "swap content defaults to 8200");
+    assert_eq!(disk.partitions["root"].kind.as_deref(), Some("linux"));
+    let steps = plan.compile(&CompileOptions::default()).expect("compiles");
+    let table = steps.steps.iter().find_map(|s| match &s.operation {
+        layouts::Operation::PartitionTable { partitions, .. } => Some(partitions.clone()),
+        _ => None,
+    });
+    let table = table.expect("a table");
+    assert_eq!(table[3].extent.sectors() * 512, 1 << 30, "the last partition gets the 1G the root leaves");
+    assert_eq!(table[2].name, "disk-main-root", "disko's label");
+
+    let bios = imported(&example("gpt-bios-compat"));
+    let boot = &bios.disks["main"].partitions["boot"];
+    assert_eq!(boot.kind.as_deref(), Some("bios-boot"));
+    assert_eq!(boot.attributes, [0]);
+    assert_eq!(bios.disks["main"].partitions.keys().next().map(String::as_str), Some("boot"), "EF02 has priority 100");
+
+    let luks = imported(&example("luks-interactive-login"));
+    match &luks.disks["main"].partitions["luks"].content {
+        Some(Content::Luks(l)) => {
+            assert_eq!(l.passphrase_file.as_deref(), Some("/tmp/secret.key"));
+            assert_eq!(l.key, "prompt");
+            assert!(l.allow_discards);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hooks_are_reported_not_dropped() {
+    let result = disko::import(&example("zfs")).expect("imports");
+    assert!(result.warnings.iter().any(|w| w.starts_with("disko.devices.zpool.zroot.postCreateHook: not carried over")), "{:?}", result.warnings);
+}
+
+fn nix_eval(file: &Path) -> Value {
+    let output = Command::new("nix-instantiate").args(["--eval", "--strict", "--json"]).arg(file).output().expect("nix-instantiate (scripts/setup installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+fn round_trip(plan: &Plan, name: &str) {
+    let text = disko::export(plan).unwrap_or_else(|e| panic!("{name}: export: {e}"));
+    let dir = std::env::temp_dir().join(format!("nix-dabei-disko-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join(format!("{name}.nix"));
+    std::fs::write(&file, &text).expect("write");
+    let evaluated = nix_eval(&file);
+    let back = imported(&evaluated);
+    let mut expected = plan.clone();
+    for disk in expected.disks.values_mut() {
+        disk.identity = Default::default();
+        disk.physical_sector_size = None;
+        disk.logical_sector_size = 512;
+        disk.size = Some(64 << 30);
+    }
+    assert_eq!(back, expected, "{name}: export, evaluate, import changed the plan:\n{text}");
+}
+
+#[test]
+fn export_then_import_gives_the_same_plan() {
+    for name in SUPPORTED {
+        round_trip(&imported(&example(name)), name);
+    }
+    use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
+    for (kind, encryption) in [(PresetKind::Mirror, Encryption::ZfsNative), (PresetKind::Single, Encryption::Luks), (PresetKind::Ext4, Encryption::None)] {
+        let count = if kind == PresetKind::Mirror { 2 } else { 1 };
+        let mut options = PresetOptions::new(kind, (0..count).map(|i| DiskFacts::offline(format!("/dev/vd{}", ["a", "b"][i]), 64 << 30)).collect());
+        options.encryption = encryption;
+        options.swap = Some(1 << 30);
+        let plan = build(&options).expect("preset");
+        round_trip(&plan, &format!("preset-{kind:?}-{encryption:?}"));
+    }
+}
+
+#[test]
+fn trickier_forms() {
+    let long = "a-partition-name-that-is-much-too-long-for-gpt";
+    let config = json!({
+        "disk": {
+            "my disk": {
+                "type": "disk",
+                "device": "/dev/sda",
+                "content": {
+                    "type": "gpt",
+                    "partitions": {
+                        "z last": { "size": "100%", "content": { "type": "zfs", "pool": "tank" } },
+                        "a first": { "priority": 1, "start": "1M", "end": "+512M", "type": "EF00", "content": { "type": "filesystem", "format": "vfat", "mountpoint": "/boot" } },
+                        "middle": { "end": "-8G", "content": { "type": "filesystem", "format": "xfs", "mountpoint": "/srv", "extraArgs": ["-L", "srv", "-m", "crc=1"] } },
+                        "tail": { "priority": 9000, "size": "4G", "content": { "type": "swap", "extraArgs": ["-L", "swap"] } },
+                        (long): { "size": "1G" }
+                    }
+                }
+            },
+            "second": {
+                "type": "disk",
+                "device": "/dev/sdb",
+                "content": { "type": "gpt", "partitions": { "zfs": { "size": "100%", "content": { "type": "zfs", "pool": "tank" } } } }
+            }
+        },
+        "zpool": {
+            "tank": {
+                "type": "zpool",
+                "mode": { "type": "topology", "vdev": [ { "mode": "mirror", "members": ["my disk", "second"] } ] },
+                "rootFsOptions": { "mountpoint": "none" },
+                "datasets": { "root/home/alice": { "type": "zfs_fs", "mountpoint": "/home/alice" }, "root": { "type": "zfs_fs", "mountpoint": "/" } }
+            }
+        }
+    });
+    let result = disko::import(&config).expect("imports");
+    let plan = with_facts(result.plan.clone());
+    let disk = &plan.disks["my disk"];
+    let order: Vec<&str> = disk.partitions.keys().map(String::as_str).collect();
+    assert_eq!(order, ["a first", long, "middle", "tail", "z last"]);
+    assert_eq!(disk.partitions["a first"].size, Size::Bytes(512 << 20));
+    assert_eq!(disk.partitions["middle"].size, Size::AllBut(8 << 30));
+    let label = disk.partitions[long].label.clone().expect("a shortened label");
+    assert_eq!(label.chars().count(), 36);
+    assert!(result.warnings.iter().any(|w| w.contains("longer than GPT allows")), "{:?}", result.warnings);
+    assert!(result.warnings.iter().any(|w| w.contains("parent dataset \"root/home\" added")), "{:?}", result.warnings);
+    match &disk.partitions["middle"].content {
+        Some(Content::Filesystem(fs)) => {
+            assert_eq!(fs.label.as_deref(), Some("srv"));
+            assert_eq!(fs.mkfs_options, ["-m", "crc=1"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(plan.pools["tank"].vdevs[0].members, ["my disk/z last", "second/zfs"]);
+    plan.compile(&CompileOptions::default()).expect("plans");
+    round_trip(&plan, "tricky");
+
+    let bad = json!({ "disk": { "d": { "type": "disk", "device": "/dev/sda", "content": { "type": "gpt", "partitions": {
+        "p": { "size": "50%", "content": { "type": "filesystem", "format": "ntfs", "mountpoint": "/" } },
+        "q": { "start": "10G", "size": "1G" },
+        "r": { "size": "1G", "hybrid": { "mbrPartitionType": "0x0c" } }
+    } } } }, "nodev": { "/tmp": { "fsType": "tmpfs" } } });
+    let error = disko::import(&bad).expect_err("refused").to_string();
+    for expected in [
+        "nodev: nodev (tmpfs) mounts are not supported",
+        "disk.d.content.partitions.p.size: \"50%\" is not a size",
+        "disk.d.content.partitions.q.start: \"10G\"",
+        "disk.d.content.partitions.r.hybrid: is not supported by nix-dabei",
+    ] {
+        assert!(error.contains(expected), "missing {expected:?} in:\n{error}");
+    }
+}
