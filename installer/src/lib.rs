@@ -9,6 +9,7 @@ pub mod command;
 pub mod events;
 pub mod execute;
 pub mod journal;
+pub mod kexec;
 pub mod luks;
 pub mod secret;
 pub mod system;

@@ -3,6 +3,7 @@
 mod apply;
 mod disks;
 mod disko;
+mod kexec;
 mod plan;
 
 use std::process::ExitCode;
@@ -35,6 +36,10 @@ enum Command {
     ImportDisko(disko::ImportArgs),
     /// Write a plan as a disko configuration.
     ExportDisko(disko::ExportArgs),
+    /// On a rescue system: boot the RAM OS with kexec, carrying over SSH keys and network settings.
+    Kexec(kexec::KexecArgs),
+    /// In the RAM OS: restore the keys and network settings `kexec` carried over.
+    RestoreNetwork(kexec::RestoreArgs),
     /// The interactive installer for a console (also what `nix-dabei` alone starts on a terminal).
     Tui(TuiArgs),
 }
@@ -86,6 +91,8 @@ fn main() -> ExitCode {
         }
         Command::Mount(args) => apply::mount(args),
         Command::ImportDisko(args) => disko::import(args),
+        Command::Kexec(args) => kexec::run(args),
+        Command::RestoreNetwork(args) => kexec::restore(args),
         Command::ExportDisko(args) => disko::export(args),
         Command::Unmount(args) => apply::unmount(args),
     };

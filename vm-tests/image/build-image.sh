@@ -15,7 +15,7 @@ programs=(
     /usr/sbin/mkswap /usr/sbin/swapon /usr/sbin/swapoff /usr/sbin/blkid /usr/sbin/wipefs /usr/sbin/blkdiscard
     /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/bin/findmnt /usr/bin/lsblk
     /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe
-    /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/tmux
+    /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dropbearconvert /usr/bin/tmux /usr/sbin/ip
 )
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
@@ -23,11 +23,14 @@ modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net
 inputs_hash=$( {
     cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install"
     echo "$kver $(candidate_version "linux-image-$kver") $zfs_dir"
-    for p in "${programs[@]}"; do [ -e "$p" ] && dpkg -S "$(readlink -f "$p")" 2>/dev/null | head -n1; done | sort -u |
+    for p in "${programs[@]}"; do
+        # Merged /usr: dpkg may know the file under /bin or /sbin.
+        { dpkg -S "$(readlink -f "$p")" 2>/dev/null || dpkg -S "${p#/usr}" 2>/dev/null || true; } | head -n1
+    done | sort -u |
         while IFS=: read -r pkg _; do dpkg-query -W -f='${Package} ${Version}\n' "${pkg%%,*}" 2>/dev/null; done
 } | sha256sum | cut -c1-16)
 out="$cache_root/image-$kver-$inputs_hash"
-if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.img" ]; then
+if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.img" ] && [ -f "$out/bzImage" ]; then
     echo "$out"
     exit 0
 fi
@@ -59,6 +62,8 @@ extract_vmlinux() { # bzImage out
 }
 mkdir -p "$out.tmp"
 extract_vmlinux "$work/kernel/boot/vmlinuz-$kver" "$out.tmp/vmlinux"
+# The compressed kernel too, for kexec from inside the VM.
+cp "$work/kernel/boot/vmlinuz-$kver" "$out.tmp/bzImage"
 
 root="$work/root"
 # Merged /usr, as on the host, so that every path ldd names lands in one place.

@@ -39,6 +39,9 @@ pub struct Scenario {
     pub verify: fn(&Path) -> Result<()>,
     /// Boots (from 1) that end by losing power on purpose, without reporting an exit status.
     pub power_loss_boots: Vec<u32>,
+    /// For a scenario with one boot and networking: what the host does while the guest runs, given
+    /// the share and the host port forwarded to the guest's SSH port.
+    pub driver: Option<fn(&Path, u16) -> Result<()>>,
 }
 
 /// What a passing scenario took.
@@ -89,6 +92,9 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     }
     let start = std::time::Instant::now();
     let mut boots = Vec::new();
+    if let Some(driver) = scenario.driver {
+        return run_driven(scenario, driver, machine, image, start);
+    }
     for (index, script) in scenario.boots.iter().enumerate() {
         let boot = index as u32 + 1;
         let result = machine.boot(image, boot, &format!("{PRELUDE}{script}"), BOOT_LIMIT)?;
@@ -181,6 +187,7 @@ zpool export tank
         boots: vec![boot1.to_string(), boot2.to_string()],
         verify: verify_harness,
         power_loss_boots: vec![],
+            driver: None,
     }
 }
 
@@ -338,6 +345,7 @@ fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario
         disks,
         verify: verify_layout,
         power_loss_boots: vec![],
+            driver: None,
     }
 }
 
@@ -432,14 +440,17 @@ pub fn all() -> Vec<Scenario> {
             boots: vec![format!("{ARGV_SHIMS}{TUI_BOOT}"), VERIFY_BOOT.to_string()],
             verify: verify_layout,
             power_loss_boots: vec![],
+            driver: None,
         },
         resume,
+        kexec_scenario(),
         Scenario {
             name: "disko-zfs",
             disks: vec![gib("z0", 3, Bus::Virtio), gib("z1", 3, Bus::Virtio)],
             boots: vec![disko_boot("zfs", "--device x=/dev/disk/by-id/virtio-z0 --device y=/dev/disk/by-id/virtio-z1"), VERIFY_BOOT.to_string()],
             verify: verify_layout,
             power_loss_boots: vec![],
+            driver: None,
         },
         Scenario {
             name: "disko-zfs-encrypted-root",
@@ -447,6 +458,7 @@ pub fn all() -> Vec<Scenario> {
             boots: vec![disko_boot("zfs-encrypted-root", "--device root=/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_k0"), VERIFY_BOOT.to_string()],
             verify: verify_layout,
             power_loss_boots: vec![],
+            driver: None,
         },
     ]
 }
@@ -513,6 +525,7 @@ nix-dabei unmount /host/plan.toml > /dev/null
         boots: vec![script.to_string()],
         verify: print_bench,
         power_loss_boots: vec![],
+            driver: None,
     }
 }
 
@@ -537,4 +550,139 @@ fn print_bench(share: &Path) -> Result<()> {
     println!("bench: encrypted 2-disk mirror in the VM: shell script {script:.1} s, nix-dabei apply {apply:.1} s, ratio {:.2} (target <= 1.0)", apply / script);
     println!("bench: peak RSS of nix-dabei apply {peak:.1} MiB (target < 20 MiB)");
     Ok(())
+}
+
+/// Runs a scenario whose host side talks to the guest over SSH while it runs.
+fn run_driven(scenario: &Scenario, driver: fn(&Path, u16) -> Result<()>, mut machine: Machine, image: &Image, start: std::time::Instant) -> Result<Report> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    machine.extra_args = vec!["-nic".into(), format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22")];
+    let share = machine.share();
+    fs::copy(&image.bzimage, share.join("bzImage"))?;
+    fs::copy(&image.initrd, share.join("initrd.img"))?;
+    let mut running = machine.start(image, 1, &format!("{PRELUDE}{}", scenario.boots[0]))?;
+    let driven = driver(&share, port);
+    if driven.is_err() {
+        running.kill();
+    }
+    let result = running.wait(BOOT_LIMIT * 2)?;
+    let log = vm::tail(&result.log, 60);
+    driven.with_context(|| format!("console log {}:\n{log}", result.log.display()))?;
+    ensure!(!result.timed_out && result.exit_code == Some(0), "the guest ended with {:?}; console log {}:\n{log}", result.exit_code, result.log.display());
+    let bystander = fs::read(machine.disk_file(BYSTANDER))?;
+    ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
+    Ok(Report { total: start.elapsed(), boots: vec![result.elapsed] })
+}
+
+/// The guest side of the kexec scenario: a "rescue" system with a static address and SSH, which the
+/// host tells to kexec into the test image; there, nix-dabei restores what it carried over.
+const KEXEC_BOOT: &str = r#"
+iface=$(ls /sys/class/net | grep -v '^lo$' | head -n1)
+start_ssh() {
+    mkdir -p /etc/dropbear
+    dropbearconvert openssh dropbear /etc/ssh/ssh_host_ed25519_key /etc/dropbear/host_key 2>/dev/null
+    dropbear -r /etc/dropbear/host_key -p 22
+}
+if [ "$NIX_DABEI_BOOT" = 1 ]; then
+    say "rescue system on $iface"
+    ip link set dev "$iface" up
+    ip address add 10.0.2.15/24 dev "$iface"
+    ip route add default via 10.0.2.2 dev "$iface"
+    printf 'nameserver 10.0.2.3\n' > /etc/resolv.conf
+    mkdir -p /root/.ssh /etc/ssh
+    cp /host/test_key.pub /root/.ssh/authorized_keys
+    ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+    start_ssh
+    touch /host/out/rescue-ready
+    # The host runs nix-dabei kexec over SSH; this boot ends with the switch.
+    sleep 600
+    exit 1
+fi
+say "RAM OS after kexec"
+test -d /etc/nix-dabei/kexec
+nix-dabei restore-network /etc/nix-dabei/kexec > /host/out/restore.txt
+start_ssh
+touch /host/out/ramos-ready
+i=0
+until [ -f /host/out/installed ]; do
+    i=$((i + 1)); [ $i -lt 900 ] || exit 1
+    sleep 1
+done
+"#;
+
+fn ssh(share: &Path, port: u16, strict: &str, command: &str) -> Result<std::process::Output> {
+    let output = std::process::Command::new("ssh")
+        .args(["-p", &port.to_string(), "-i"])
+        .arg(share.join("test_key"))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", share.join("known_hosts").display()))
+        .args(["-o", &format!("StrictHostKeyChecking={strict}"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", command])
+        .output()?;
+    Ok(output)
+}
+
+fn wait_for_file(path: &Path, limit: Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        ensure!(start.elapsed() < limit, "{} did not appear within {} s", path.display(), limit.as_secs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+const GUEST_PATH: &str = "export PATH=/host/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin NIX_DABEI_WEAK_KDF=1;";
+
+/// The host side of the kexec scenario.
+fn drive_kexec(share: &Path, port: u16) -> Result<()> {
+    let out = share.join("out");
+    fs::create_dir_all(&out)?;
+    let key = share.join("test_key");
+    let generated = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status()?;
+    ensure!(generated.success(), "ssh-keygen failed");
+    wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
+    let first = ssh(share, port, "accept-new", "uname -r")?;
+    ensure!(first.status.success(), "ssh into the rescue system failed: {}", String::from_utf8_lossy(&first.stderr));
+    let kexec = ssh(
+        share,
+        port,
+        "yes",
+        &format!("{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.img --delay 2 --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'"),
+    )?;
+    fs::write(out.join("kexec.txt"), [kexec.stdout.clone(), kexec.stderr.clone()].concat())?;
+    ensure!(kexec.status.success(), "nix-dabei kexec failed: {}", String::from_utf8_lossy(&kexec.stderr));
+    wait_for_file(&out.join("ramos-ready"), Duration::from_secs(180))?;
+    // The same host key (strict checking) and the carried authorized key let us in.
+    let address = ssh(share, port, "yes", "ip -4 -o address show")?;
+    ensure!(address.status.success(), "ssh into the RAM OS failed: {}", String::from_utf8_lossy(&address.stderr));
+    let addresses = String::from_utf8_lossy(&address.stdout);
+    ensure!(addresses.contains("10.0.2.15/24"), "the static address was not carried over: {addresses}");
+    let install = ssh(
+        share,
+        port,
+        "yes",
+        &format!(
+            "{GUEST_PATH} nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-x0 --disk /dev/disk/by-id/virtio-x1 -o /host/plan.toml >/dev/null && \
+             nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json && nix-dabei unmount /host/plan.toml --json"
+        ),
+    )?;
+    let events = String::from_utf8_lossy(&install.stdout).into_owned();
+    fs::write(out.join("install.jsonl"), &events)?;
+    ensure!(install.status.success(), "the install over SSH failed: {}\n{events}", String::from_utf8_lossy(&install.stderr));
+    let finished: Vec<Value> = events.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|e: &Value| e["event"] == "finished").collect();
+    ensure!(finished.len() == 2 && finished.iter().all(|e| e["ok"] == true), "the install did not finish well: {events}");
+    let restore = read(&out.join("restore.txt"))?;
+    ensure!(restore.contains("restored authorized_keys for root") && restore.contains("restored host key ssh_host_ed25519_key"), "{restore}");
+    let _ = ssh(share, port, "yes", "touch /host/out/installed");
+    Ok(())
+}
+
+/// The kexec scenario.
+pub fn kexec_scenario() -> Scenario {
+    Scenario {
+        name: "kexec-ssh",
+        disks: vec![DiskSpec::virtio("x0", 3 * GIB), DiskSpec::virtio("x1", 3 * GIB)],
+        boots: vec![KEXEC_BOOT.to_string()],
+        verify: |_| Ok(()),
+        power_loss_boots: vec![],
+        driver: Some(drive_kexec),
+    }
 }

@@ -52,6 +52,8 @@ pub struct Image {
     pub vmlinux: PathBuf,
     /// The initrd.
     pub initrd: PathBuf,
+    /// The compressed kernel, for kexec inside the VM.
+    pub bzimage: PathBuf,
 }
 
 /// Builds the image (cached) with the scripts in vm-tests/image.
@@ -62,7 +64,7 @@ pub fn build_image() -> Result<Image> {
         bail!("building the VM image failed ({})", output.status);
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    Ok(Image { vmlinux: dir.join("vmlinux"), initrd: dir.join("initrd.img") })
+    Ok(Image { vmlinux: dir.join("vmlinux"), initrd: dir.join("initrd.img"), bzimage: dir.join("bzImage") })
 }
 
 /// A machine: its disks (kept across boots) and its share folder.
@@ -139,6 +141,12 @@ impl Machine {
 
     /// Boots once: runs `script` in the guest with the share at /host, within `limit`.
     pub fn boot(&self, image: &Image, boot: u32, script: &str, limit: Duration) -> Result<BootResult> {
+        let running = self.start(image, boot, script)?;
+        running.wait(limit)
+    }
+
+    /// Starts a boot and returns at once, for tests that talk to the guest while it runs.
+    pub fn start(&self, image: &Image, boot: u32, script: &str) -> Result<Running> {
         let share = self.share();
         fs::write(share.join("run.sh"), script)?;
         let _ = fs::remove_file(share.join("exit-code"));
@@ -167,7 +175,24 @@ impl Machine {
             command.args(["-nic", "none"]);
         }
         let start = Instant::now();
-        let mut child = command.spawn().context("cannot start qemu-system-x86_64")?;
+        let child = command.spawn().context("cannot start qemu-system-x86_64")?;
+        Ok(Running { child, start, log, share })
+    }
+}
+
+/// A boot in progress.
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    start: Instant,
+    log: PathBuf,
+    share: PathBuf,
+}
+
+impl Running {
+    /// Waits for the guest to power off, killing it after `limit`.
+    pub fn wait(mut self, limit: Duration) -> Result<BootResult> {
+        let Running { ref mut child, start, ref log, ref share } = self;
         let mut timed_out = false;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -192,7 +217,13 @@ impl Machine {
             std::thread::sleep(Duration::from_millis(100));
         }
         let exit_code = fs::read_to_string(share.join("exit-code")).ok().and_then(|s| s.trim().parse().ok());
-        Ok(BootResult { exit_code, elapsed: start.elapsed(), log, timed_out })
+        Ok(BootResult { exit_code, elapsed: start.elapsed(), log: log.clone(), timed_out })
+    }
+
+    /// Stops the guest at once.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

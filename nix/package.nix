@@ -1,0 +1,44 @@
+# The nix-dabei command, built from this repository with the C libraries it links: libblkid
+# (util-linux), libcryptsetup and libudev (systemd).
+{ lib
+, rustPlatform
+, pkg-config
+, util-linux
+, cryptsetup
+, systemdMinimal
+}:
+
+rustPlatform.buildRustPackage {
+  pname = "nix-dabei";
+  version = (lib.importTOML ../Cargo.toml).workspace.package.version;
+
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../layouts
+      ../partitioner
+      ../installer
+      ../tui
+      ../vm-tests
+      ../nix-dabei
+    ];
+  };
+
+  cargoLock.lockFile = ../Cargo.lock;
+  cargoBuildFlags = [ "--package" "nix-dabei" ];
+
+  nativeBuildInputs = [ pkg-config rustPlatform.bindgenHook ];
+  buildInputs = [ util-linux cryptsetup systemdMinimal ];
+
+  # The tests need root, loop devices and a VM; they run in this repository's CI instead.
+  doCheck = false;
+
+  meta = {
+    description = "Install NixOS onto the disks of a machine reached by SSH or a console";
+    mainProgram = "nix-dabei";
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+  };
+}
