@@ -8,8 +8,16 @@ use std::process::Command;
 use layouts::{disko, CompileOptions, Content, Plan, Size};
 use serde_json::{json, Value};
 
+/// disko's examples live in the shared folder beside the repository (NIX_DABEI_DISKO_EXAMPLES overrides).
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/disko-examples")
+    if let Some(dir) = std::env::var_os("NIX_DABEI_DISKO_EXAMPLES") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("shared/disko-examples"))
+        .find(|dir| dir.is_dir())
+        .expect("shared/disko-examples beside the repository")
 }
 
 fn example(name: &str) -> Value {

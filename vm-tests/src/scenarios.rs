@@ -83,8 +83,10 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     fs::copy(binary, share.join("bin/nix-dabei")).with_context(|| format!("cannot copy {}", binary.display()))?;
     fs::write(share.join("passphrase"), PASSPHRASE)?;
     // disko's example configurations, for the import scenarios.
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/disko-examples");
-    if examples.is_dir() {
+    let examples = std::env::var_os("NIX_DABEI_DISKO_EXAMPLES").map(std::path::PathBuf::from).or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(|d| d.join("shared/disko-examples")).find(|d| d.is_dir())
+    });
+    if let Some(examples) = examples {
         fs::create_dir_all(share.join("disko"))?;
         for entry in fs::read_dir(&examples)?.flatten() {
             fs::copy(entry.path(), share.join("disko").join(entry.file_name()))?;

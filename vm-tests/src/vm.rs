@@ -104,7 +104,9 @@ impl Machine {
             let file = fs::File::create(dir.join(format!("{}.img", disk.serial)))?;
             file.set_len(disk.size)?;
         }
-        Ok(Machine { dir, disks, memory_mib: 2048, extra_args: Vec::new() })
+        // NIX_DABEI_VM_MEMORY (MiB) finds the smallest guest that still works.
+        let memory_mib = std::env::var("NIX_DABEI_VM_MEMORY").ok().and_then(|m| m.parse().ok()).unwrap_or(2048);
+        Ok(Machine { dir, disks, memory_mib, extra_args: Vec::new() })
     }
 
     /// The image file of a disk.
