@@ -213,7 +213,7 @@ nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /hos
 cat /mnt/home/hello.txt > /host/out/hello.txt
 cat /proc/mounts > /host/out/mounts.txt
 ls /dev/disk/by-partuuid > /host/out/partuuids.txt
-blkid -o export > /host/out/blkid.txt
+/usr/sbin/blkid -o export > /host/out/blkid.txt
 cp /mnt/etc/nixos/nix-dabei.nix /host/out/nix-dabei.nix
 if [ -f /mnt/var/log/nix-dabei-install-standin ]; then cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt; fi
 if zpool list -H -o name | grep -q .; then
@@ -295,6 +295,24 @@ fn verify_layout(share: &Path) -> Result<()> {
         for part in d.partitions.keys() {
             let uuid = plan.partition_uuid(disk, part);
             ensure!(partuuids.lines().any(|l| l == uuid), "no partition with UUID {uuid} ({disk}/{part})");
+        }
+    }
+    // blkid sees on every partition what the plan put there.
+    let blkid = read(&out.join("blkid.txt"))?;
+    let blocks: Vec<&str> = blkid.split("\n\n").collect();
+    for (disk, d) in &plan.disks {
+        for (part, p) in &d.partitions {
+            let uuid = plan.partition_uuid(disk, part);
+            let expected = match &p.content {
+                Some(layouts::Content::Filesystem(fs)) => Some(format!("TYPE={}", fs.format.fs_type())),
+                Some(layouts::Content::Swap(swap)) if !swap.random_encryption => Some("TYPE=swap".to_string()),
+                Some(layouts::Content::Luks(_)) => Some("TYPE=crypto_LUKS".to_string()),
+                Some(layouts::Content::Zfs(member)) => Some(format!("LABEL={}", member.pool)),
+                _ => None,
+            };
+            let Some(expected) = expected else { continue };
+            let block = blocks.iter().find(|b| b.lines().any(|l| l == format!("PARTUUID={uuid}"))).with_context(|| format!("blkid does not list {disk}/{part} (PARTUUID {uuid})"))?;
+            ensure!(block.lines().any(|l| l == expected), "{disk}/{part}: blkid says\n{block}\nbut the plan puts {expected} there");
         }
     }
     let module = read(&out.join("nix-dabei.nix"))?;
