@@ -237,6 +237,7 @@ nix-dabei disks --json > /host/out/disks.json
 nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply1.jsonl
 mkdir -p /mnt/home
 echo "written in boot 1" > /mnt/home/hello.txt
+nix-dabei disks --json > /host/out/disks-in-use.json
 nix-dabei apply /host/plan.toml --json > /host/out/apply2.jsonl
 cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
 nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
@@ -296,6 +297,32 @@ fn verify_layout(share: &Path) -> Result<()> {
             let uuid = plan.partition_uuid(disk, part);
             ensure!(partuuids.lines().any(|l| l == uuid), "no partition with UUID {uuid} ({disk}/{part})");
         }
+    }
+    // Discovery saw each planned disk with udev's stable path, its serial and size; once installed, the
+    // disks are in use (mounted, in an imported pool) and the bystander is still free.
+    if let Ok(text) = fs::read_to_string(out.join("disks.json")) {
+        let before: Value = serde_json::from_str(&text)?;
+        let after = read_json(&out.join("disks-in-use.json"))?;
+        let find = |list: &Value, device: &str| list["disks"].as_array().and_then(|disks| disks.iter().find(|d| d["stable_paths"].as_array().is_some_and(|p| p.iter().any(|p| p == device))).cloned());
+        for (name, disk) in &plan.disks {
+            let seen = find(&before, &disk.device).with_context(|| format!("nix-dabei disks did not list {}", disk.device))?;
+            ensure!(seen["in_use"].as_array().is_some_and(Vec::is_empty), "{name} was in use before the install: {seen}");
+            ensure!(seen["size"].as_u64() == disk.size, "{name}: size {} differs from the plan", seen["size"]);
+            ensure!(seen["serial"].as_str() == disk.identity.serial.as_deref(), "{name}: serial {} differs from the plan", seen["serial"]);
+            let used = find(&after, &disk.device).with_context(|| format!("{} vanished", disk.device))?;
+            let reasons: Vec<String> = used["in_use"].as_array().map(|r| r.iter().map(|x| x["reason"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default();
+            ensure!(!reasons.is_empty(), "{name} is not in use after the install");
+            let in_pool = plan.pools.keys().any(|p| plan.pool_members(p).iter().any(|(d, _)| d == name));
+            let luks = disk.partitions.values().any(|p| matches!(p.content, Some(layouts::Content::Luks(_))));
+            if in_pool && !luks {
+                ensure!(reasons.iter().any(|r| r == "imported-pool"), "{name} is not reported in an imported pool: {reasons:?}");
+            }
+            if luks {
+                ensure!(reasons.iter().any(|r| r == "holders"), "{name}: its open LUKS mapping is not reported: {reasons:?}");
+            }
+        }
+        let bystander = find(&after, &format!("/dev/disk/by-id/virtio-{BYSTANDER}")).context("the bystander is not listed")?;
+        ensure!(bystander["in_use"].as_array().is_some_and(Vec::is_empty), "the bystander looks in use: {bystander}");
     }
     // blkid sees on every partition what the plan put there.
     let blkid = read(&out.join("blkid.txt"))?;
@@ -420,6 +447,7 @@ until [ -f /host/out/tui-exit ]; do sleep 0.2; done
 test "$(cat /host/out/tui-exit)" = exited-0
 mkdir -p /mnt/home
 echo "written in boot 1" > /mnt/home/hello.txt
+nix-dabei disks --json > /host/out/disks-in-use.json
 nix-dabei apply /host/plan.toml --json > /host/out/apply2.jsonl
 cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
 nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
