@@ -1,7 +1,7 @@
 //! The one module that runs external programs. Every failure names the command line, its exit status
 //! and its stderr. Secrets go to a program's standard input, never to its arguments or environment.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 /// A program that failed, or could not be started.
@@ -108,11 +108,4 @@ pub fn available(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false)
-}
-
-/// Reads everything from a reader into a string, for small outputs.
-pub fn read_all(mut reader: impl Read) -> std::io::Result<String> {
-    let mut text = String::new();
-    reader.read_to_string(&mut text)?;
-    Ok(text)
 }

@@ -4,7 +4,7 @@
 //! Every step is probed before it runs: done steps are skipped, so a finished or half-finished install
 //! can be run again; what conflicts with the plan is refused before anything is written.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -133,7 +133,7 @@ pub enum InstallError {
         /// Its description.
         description: String,
         /// What went wrong.
-        source: StepError,
+        source: Box<StepError>,
     },
     /// The journal could not be written.
     #[error("cannot write the journal: {0}")]
@@ -237,7 +237,7 @@ pub fn preview(plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview,
         if let (Operation::Wipe { device, .. }, Outlook::Todo { .. }, Some(name)) = (&step.operation, outlook, &step.disk) {
             let disk = &found[name];
             if options.mode == Mode::Mount {
-                return Err(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: StepError::NotApplied("the disk has no partition table from this plan".into()) });
+                return Err(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: Box::new(StepError::NotApplied("the disk has no partition table from this plan".into())) });
             }
             partitioner::ensure_free(disk)?;
             wipes.push(WipeTarget {
@@ -586,7 +586,7 @@ impl Runner<'_> {
                     Err(error) => {
                         journal.record(&step.id, "failed", seconds, Some(error.to_string())).map_err(InstallError::Journal)?;
                         (self.emit)(Event::StepFailed { id: step.id.clone(), description: step.description.clone(), seconds, error: error.to_string() });
-                        failure.get_or_insert(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: error });
+                        failure.get_or_insert(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: Box::new(error) });
                     }
                 }
                 finished.insert(step.id.clone());
@@ -603,7 +603,7 @@ impl Runner<'_> {
             failure = Some(InstallError::Step {
                 id: stuck[0].to_string(),
                 description: remaining[0].description.clone(),
-                source: StepError::Conflict(format!("steps never became ready: {}", stuck.join(", "))),
+                source: Box::new(StepError::Conflict(format!("steps never became ready: {}", stuck.join(", ")))),
             });
         }
         let seconds = start.elapsed().as_secs_f64();
@@ -683,12 +683,11 @@ impl Runner<'_> {
                     args.splice(1..1, ["-o".to_string(), "pbkdf2iters=100000".to_string()]);
                 }
                 zfs::create_dataset(&args, key.as_ref())?;
-                if step.operation.zfs_create_args().is_some() {
-                    if let Operation::ZfsCreate { dataset, volume_size: Some(_), .. } = &step.operation {
-                        settle_udev();
-                        let node = format!("/dev/zvol/{dataset}");
-                        partitioner::table::wait_for_nodes(dataset, std::iter::once(node.as_str()), partitioner::table::PARTITION_WAIT)?;
-                    }
+                if let Operation::ZfsCreate { dataset, volume_size: Some(_), .. } = &step.operation {
+                    // A volume's node comes from udev; what is made on it next needs the node.
+                    settle_udev();
+                    let node = format!("/dev/zvol/{dataset}");
+                    partitioner::table::wait_for_nodes(dataset, std::iter::once(node.as_str()), partitioner::table::PARTITION_WAIT)?;
                 }
             }
             Operation::Mkfs { device, format, label, options } => {
@@ -718,7 +717,7 @@ impl Runner<'_> {
                 system::mount(source, target, fs_type, options).map_err(io(format!("mount {source} at {target}")))?;
             }
             Operation::Swapon { device } => {
-                command::run("swapon", &[device.clone()], None)?;
+                command::run("swapon", std::slice::from_ref(device), None)?;
             }
             Operation::WriteNixosModule { path } => {
                 let path = Path::new(path);
@@ -733,7 +732,7 @@ impl Runner<'_> {
             }
             Operation::Unmount { target } => system::unmount(target).map_err(io(format!("unmount {target}")))?,
             Operation::Swapoff { device } => {
-                command::run("swapoff", &[device.clone()], None)?;
+                command::run("swapoff", std::slice::from_ref(device), None)?;
             }
             Operation::ZpoolExport { pool } => zfs::export_pool(pool)?,
             Operation::LuksClose { name } => luks::close(name)?,
@@ -778,15 +777,4 @@ fn settle_udev() {
     if Path::new("/run/udev/control").exists() && command::available("udevadm") {
         let _ = command::run("udevadm", &["settle".to_string(), "--timeout=30".to_string()], None);
     }
-}
-
-/// Which of the plan's disks each step belongs to, for frontends that group steps.
-pub fn steps_by_disk(steps: &Steps) -> BTreeMap<String, Vec<String>> {
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for step in &steps.steps {
-        if let Some(disk) = &step.disk {
-            map.entry(disk.clone()).or_default().push(step.id.clone());
-        }
-    }
-    map
 }

@@ -151,7 +151,7 @@ pub fn toml_location(text: &str, path: &FieldPath) -> Option<Location> {
     for segment in path.segments() {
         let found = if let Some(index) = segment.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
             let index: usize = index.parse().ok()?;
-            array.and_then(|items| items.iter().nth(index))
+            array.and_then(|items| items.get(index))
         } else {
             table.and_then(|t| {
                 t.iter().find(|(key, _)| key.get_ref().as_ref() == segment.as_str()).map(|(key, value)| {

@@ -27,6 +27,13 @@ pub struct ApplyArgs {
     pub flake: Option<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How a run reports, and where the system is mounted.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
     /// Print one JSON event per line instead of progress for people.
     #[arg(long)]
     pub json: bool,
@@ -53,12 +60,8 @@ pub struct MountArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// Print one JSON event per line.
-    #[arg(long)]
-    pub json: bool,
-    /// The directory the system is mounted under.
-    #[arg(long, default_value = "/mnt")]
-    pub target: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Whether applying or mounting the plan needs a passphrase (a key located at "prompt").
@@ -161,7 +164,7 @@ fn confirm(preview: &Preview, args: &ApplyArgs) -> Result<Vec<String>> {
     if unconfirmed.is_empty() {
         return Ok(confirmed);
     }
-    if args.json || !std::io::stdin().is_terminal() {
+    if args.output.json || !std::io::stdin().is_terminal() {
         let names: Vec<String> = unconfirmed.iter().map(|w| format!("--yes-wipe {}", w.disk)).collect();
         bail!("refusing to wipe without confirmation; nothing was written. Confirm with {} (or --yes-wipe-all)", names.join(" "));
     }
@@ -184,26 +187,26 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
     if let Some(flake) = &args.flake {
         plan.flake = Some(flake.clone());
     }
-    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
+    let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
     let options = options(Mode::Apply);
     let preview = installer::preview(&plan, &steps, &options)?;
-    if !args.json {
+    if !args.output.json {
         print_review(&preview);
         println!();
     }
     let confirmed = confirm(&preview, &args)?;
     let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, true)? };
-    let emit = printer(args.json, preview.steps.len());
+    let emit = printer(args.output.json, preview.steps.len());
     let result = installer::execute(&plan, &preview, &confirmed, &secrets, &options, &emit);
     match result {
         Ok(_) => {
-            if !args.json {
-                println!("The new system is mounted at {}; `nix-dabei unmount {}` exports and closes it.", args.target, args.file.display());
+            if !args.output.json {
+                println!("The new system is mounted at {}; `nix-dabei unmount {}` exports and closes it.", args.output.target, args.file.display());
             }
             Ok(())
         }
         Err(error) => {
-            if !args.json {
+            if !args.output.json {
                 eprintln!("Everything is left as it is for inspection; running apply again resumes.");
             }
             Err(error.into())
@@ -214,11 +217,11 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
 /// Runs `nix-dabei mount`.
 pub fn mount(args: MountArgs) -> Result<()> {
     let plan = read_plan_file(&args.file)?;
-    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
+    let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
     let options = options(Mode::Mount);
     let preview = installer::preview(&plan, &steps, &options)?;
     let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, false)? };
-    let emit = printer(args.json, preview.steps.len());
+    let emit = printer(args.output.json, preview.steps.len());
     installer::execute(&plan, &preview, &[], &secrets, &options, &emit)?;
     Ok(())
 }
@@ -226,8 +229,8 @@ pub fn mount(args: MountArgs) -> Result<()> {
 /// Runs `nix-dabei unmount`.
 pub fn unmount(args: MountArgs) -> Result<()> {
     let plan = read_plan_file(&args.file)?;
-    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
-    let emit = printer(args.json, steps.teardown.len());
+    let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
+    let emit = printer(args.output.json, steps.teardown.len());
     installer::teardown(&plan, &steps, &options(Mode::Mount), &emit)?;
     Ok(())
 }
