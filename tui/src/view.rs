@@ -100,6 +100,7 @@ fn welcome(model: &Model, frame: &mut Frame, area: Rect) {
 }
 
 fn disks(model: &Model, frame: &mut Frame, area: Rect) {
+    let path_width = model.disks.iter().map(|d| d.path.chars().count()).max().unwrap_or(20).clamp(20, 44) as u16;
     let rows = model.disks.iter().enumerate().map(|(index, disk)| {
         let mark = if model.chosen.contains(&index) { "[x]" } else if disk.usable() { "[ ]" } else { " - " };
         let usage = if disk.usable() { "free".to_string() } else { disk.in_use.join("; ") };
@@ -111,7 +112,8 @@ fn disks(model: &Model, frame: &mut Frame, area: Rect) {
     });
     let table = Table::new(
         rows,
-        [Constraint::Length(3), Constraint::Percentage(34), Constraint::Percentage(16), Constraint::Percentage(14), Constraint::Length(9), Constraint::Min(10)],
+        // The path is what identifies a disk: as wide as the longest one (within reason), then the usage.
+        [Constraint::Length(3), Constraint::Length(path_width), Constraint::Length(10), Constraint::Length(10), Constraint::Length(8), Constraint::Fill(1)],
     )
     .header(Row::new(vec!["", "PATH", "MODEL", "SERIAL", "SIZE", "USE"]).style(Style::new().add_modifier(Modifier::BOLD)))
     .block(block(model, "Choose the disks to install on (they will be wiped)"));
