@@ -1,0 +1,79 @@
+//! `nix-dabei apply` on a terminal asks for each disk to be confirmed by typing its serial (or, without
+//! one, its plan name); a wrong answer leaves the disk as it was.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vm_tests::loopdev::{require_root, run, serialize, LoopDisk};
+
+const SESSION: &str = "nix-dabei-confirm-test";
+
+fn screen() -> String {
+    run("tmux", &["capture-pane", "-p", "-J", "-S", "-50", "-t", SESSION]).unwrap_or_default()
+}
+
+fn wait_for(wanted: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let shown = screen();
+        if shown.contains(wanted) {
+            return shown;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "waited for {wanted:?}; the screen shows:\n{shown}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn answer(command: &str, typed: &str) -> String {
+    let _ = Command::new("tmux").args(["kill-session", "-t", SESSION]).output();
+    run("tmux", &["new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50", command]).expect("tmux");
+    wait_for("to wipe disk main");
+    run("tmux", &["send-keys", "-t", SESSION, "-l", typed]).expect("type");
+    run("tmux", &["send-keys", "-t", SESSION, "Enter"]).expect("enter");
+    let shown = wait_for("exited-");
+    let _ = Command::new("tmux").args(["kill-session", "-t", SESSION]).output();
+    shown
+}
+
+#[test]
+fn wiping_is_confirmed_by_typing_the_disk() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = LoopDisk::new(1 << 30, 512).expect("loop");
+    run("mkfs.ext4", &["-q", "-L", "precious", &disk.device]).expect("old data");
+    let size = run("blockdev", &["--getsize64", &disk.device]).expect("size");
+    let dir = std::env::temp_dir().join(format!("nix-dabei-confirm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let plan = dir.join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "hostname = \"confirm\"\n[disks.main]\ndevice = \"{}\"\nsize = {}\n[disks.main.partitions.root]\nsize = \"rest\"\ncontent.filesystem = {{ format = \"ext4\", mountpoint = \"/\" }}\n",
+            disk.device,
+            size.trim()
+        ),
+    )
+    .expect("plan");
+    let target = dir.join("target");
+    let binary = env!("CARGO_BIN_EXE_nix-dabei");
+    let command = format!(
+        "NIX_DABEI_STATE_DIR={} {binary} apply {} --target {}; echo exited-$?; sleep 30",
+        dir.join("state").display(),
+        plan.display(),
+        target.display()
+    );
+
+    let refused = answer(&command, "yes");
+    assert!(refused.contains("not confirmed; nothing was written") && refused.contains("exited-1"), "{refused}");
+    assert!(run("wipefs", &[&disk.device]).expect("wipefs").contains("ext4"), "the disk was touched");
+
+    let accepted = answer(&command, "main");
+    assert!(accepted.contains("exited-0"), "{accepted}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(mounts.contains(&format!("{}p1 {} ext4", disk.device, target.display())), "{mounts}");
+    let unmounted = run(binary, &["unmount", &plan.to_string_lossy(), "--target", &target.to_string_lossy()]);
+    assert!(unmounted.is_ok(), "{unmounted:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
