@@ -1,38 +1,16 @@
 //! `nix-dabei apply` on a terminal asks for each disk to be confirmed by typing its serial (or, without
 //! one, its plan name); a wrong answer leaves the disk as it was.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use vm_tests::loopdev::{require_root, run, serialize, LoopDisk};
+use vm_tests::tmux::Session;
 
-const SESSION: &str = "nix-dabei-confirm-test";
-
-fn screen() -> String {
-    run("tmux", &["capture-pane", "-p", "-J", "-S", "-50", "-t", SESSION]).unwrap_or_default()
-}
-
-fn wait_for(wanted: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let shown = screen();
-        if shown.contains(wanted) {
-            return shown;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "waited for {wanted:?}; the screen shows:\n{shown}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
+/// Runs `command`, answers its confirmation question with `typed`, and returns the final screen.
 fn answer(command: &str, typed: &str) -> String {
-    let _ = Command::new("tmux").args(["kill-session", "-t", SESSION]).output();
-    run("tmux", &["new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50", command]).expect("tmux");
-    wait_for("to wipe disk main");
-    run("tmux", &["send-keys", "-t", SESSION, "-l", typed]).expect("type");
-    run("tmux", &["send-keys", "-t", SESSION, "Enter"]).expect("enter");
-    let shown = wait_for("exited-");
-    let _ = Command::new("tmux").args(["kill-session", "-t", SESSION]).output();
-    shown
+    let session = Session::start("nix-dabei-confirm-test", 200, 50, command);
+    session.wait_for("to wipe disk main");
+    session.text(typed);
+    session.keys(&["Enter"]);
+    session.wait_for("exited-")
 }
 
 #[test]

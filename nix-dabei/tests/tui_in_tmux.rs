@@ -2,52 +2,8 @@
 //! mirror install on two loop devices. Nothing may be written to the disks; the saved plan must be one
 //! that `nix-dabei plan` accepts.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use vm_tests::loopdev::{require_root, run, serialize, LoopDisk};
-
-const SESSION: &str = "nix-dabei-tui-test";
-
-fn tmux(args: &[&str]) -> String {
-    run("tmux", args).unwrap_or_else(|e| panic!("tmux {args:?}: {e}"))
-}
-
-fn keys(keys: &[&str]) {
-    for key in keys {
-        tmux(&["send-keys", "-t", SESSION, key]);
-        std::thread::sleep(Duration::from_millis(150));
-    }
-}
-
-fn text(literal: &str) {
-    tmux(&["send-keys", "-t", SESSION, "-l", literal]);
-    std::thread::sleep(Duration::from_millis(150));
-}
-
-fn screen() -> String {
-    tmux(&["capture-pane", "-p", "-t", SESSION])
-}
-
-fn wait_for(wanted: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let shown = screen();
-        if shown.contains(wanted) {
-            return shown;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "waited for {wanted:?}; the screen shows:\n{shown}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-struct Session;
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", SESSION]).output();
-    }
-}
+use vm_tests::tmux::Session;
 
 #[test]
 fn a_dry_run_install_through_every_screen() {
@@ -72,51 +28,49 @@ fn a_dry_run_install_through_every_screen() {
     let plan_path = dir.join("plan.toml");
     let binary = env!("CARGO_BIN_EXE_nix-dabei");
     let command = format!("NIX_DABEI_STATE_DIR={} {binary} tui --dry-run --save {}; echo exited-$?; sleep 30", dir.display(), plan_path.display());
-    let _ = Command::new("tmux").args(["kill-session", "-t", SESSION]).output();
-    tmux(&["new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", &command]);
-    let _session = Session;
+    let tui = Session::start("nix-dabei-tui-test", 120, 40, &command);
 
-    wait_for("Install NixOS onto this machine's disks.");
-    keys(&["Enter"]);
-    let shown = wait_for("Choose the disks");
+    tui.wait_for("Install NixOS onto this machine's disks.");
+    tui.keys(&["Enter"]);
+    let shown = tui.wait_for("Choose the disks");
     assert!(shown.contains(&a.device) && shown.contains(&b.device), "{shown}");
     for _ in first_usable..pa {
-        keys(&["Down"]);
+        tui.keys(&["Down"]);
     }
-    keys(&["Space"]);
+    tui.keys(&["Space"]);
     for _ in pa..pb {
-        keys(&["Down"]);
+        tui.keys(&["Down"]);
     }
-    keys(&["Space"]);
-    let shown = screen();
+    tui.keys(&["Space"]);
+    let shown = tui.screen();
     assert_eq!(shown.matches("[x]").count(), 2, "{shown}");
-    keys(&["Enter"]);
-    wait_for("ZFS mirror (an ESP on every disk)");
-    keys(&["Down", "Right"]);
-    wait_for("ZFS native (passphrase)");
-    keys(&["Enter"]);
-    wait_for("Host name");
-    keys(&["BSpace", "BSpace", "BSpace", "BSpace", "BSpace"]);
-    text("tmuxhost");
-    keys(&["Tab"]);
-    text("github:me/machines#tmuxhost");
-    keys(&["Enter"]);
-    wait_for("Repeat it");
-    text("correct horse");
-    keys(&["Tab"]);
-    text("correct horse");
-    let shown = screen();
+    tui.keys(&["Enter"]);
+    tui.wait_for("ZFS mirror (an ESP on every disk)");
+    tui.keys(&["Down", "Right"]);
+    tui.wait_for("ZFS native (passphrase)");
+    tui.keys(&["Enter"]);
+    tui.wait_for("Host name");
+    tui.keys(&["BSpace", "BSpace", "BSpace", "BSpace", "BSpace"]);
+    tui.text("tmuxhost");
+    tui.keys(&["Tab"]);
+    tui.text("github:me/machines#tmuxhost");
+    tui.keys(&["Enter"]);
+    tui.wait_for("Repeat it");
+    tui.text("correct horse");
+    tui.keys(&["Tab"]);
+    tui.text("correct horse");
+    let shown = tui.screen();
     assert!(!shown.contains("correct horse"), "the passphrase is shown:\n{shown}");
-    keys(&["Enter"]);
-    let shown = wait_for("These disks will be WIPED");
+    tui.keys(&["Enter"]);
+    let shown = tui.wait_for("These disks will be WIPED");
     assert!(shown.contains(&format!("{}  -  serial -  4 GiB", a.device)), "{shown}");
     assert!(shown.contains("DESTROYS Wipe disk disk0"), "{shown}");
-    text("wipe");
-    keys(&["Enter"]);
-    let shown = wait_for("Dry run finished: nothing was written.");
+    tui.text("wipe");
+    tui.keys(&["Enter"]);
+    let shown = tui.wait_for("Dry run finished: nothing was written.");
     assert!(shown.contains("applied"), "{shown}");
-    keys(&["Enter"]);
-    wait_for("exited-0");
+    tui.keys(&["Enter"]);
+    tui.wait_for("exited-0");
 
     // Nothing was written, and the saved plan is one the CLI accepts.
     assert_eq!(run("wipefs", &[&a.device]).expect("wipefs"), before);

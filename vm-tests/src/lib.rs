@@ -5,4 +5,5 @@
 //! - the `vm-tests` binary: a qemu VM with a real kernel, ZFS, LUKS, udev and kexec, for the rest.
 
 pub mod loopdev;
+pub mod tmux;
 pub mod vm;

@@ -224,25 +224,31 @@ cp /run/nix-dabei/journal.json /host/out/journal-boot2.json
 nix-dabei unmount /host/plan.toml --json > /host/out/unmount2.jsonl
 "#;
 
-/// The line of [`apply_boot`] that makes the plan.
-const PLAN_LINE: &str = "nix-dabei plan ARGS --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt";
-
-/// Boot 1 of a layout scenario: plan, apply, write a file, apply again (a no-op), unmount.
-fn apply_boot(plan_args: &str) -> String {
-    let plan_line = PLAN_LINE.replace("ARGS", plan_args);
-    format!(
-        r#"{ARGV_SHIMS}
-nix-dabei disks --json > /host/out/disks.json
-{plan_line}
-nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply1.jsonl
+/// What boot 1 of every install scenario does once the system is installed: write a file into the
+/// target, look at the disks, apply again (a no-op), keep the journal, unmount.
+const AFTER_INSTALL: &str = r#"
 mkdir -p /mnt/home
 echo "written in boot 1" > /mnt/home/hello.txt
 nix-dabei disks --json > /host/out/disks-in-use.json
 nix-dabei apply /host/plan.toml --json > /host/out/apply2.jsonl
 cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
 nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
-"#
+"#;
+
+/// Boot 1 of a layout scenario: `make_plan` writes /host/plan.toml, then apply and [`AFTER_INSTALL`].
+fn install_boot(make_plan: &str) -> String {
+    format!(
+        r#"{ARGV_SHIMS}
+nix-dabei disks --json > /host/out/disks.json
+{make_plan}
+nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply1.jsonl
+{AFTER_INSTALL}"#
     )
+}
+
+/// Boot 1 of a preset scenario.
+fn apply_boot(plan_args: &str) -> String {
+    install_boot(&format!("nix-dabei plan {plan_args} --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt"))
 }
 
 fn events(path: &Path) -> Result<Vec<Value>> {
@@ -445,19 +451,11 @@ wait_for "Installed."
 press Enter
 until [ -f /host/out/tui-exit ]; do sleep 0.2; done
 test "$(cat /host/out/tui-exit)" = exited-0
-mkdir -p /mnt/home
-echo "written in boot 1" > /mnt/home/hello.txt
-nix-dabei disks --json > /host/out/disks-in-use.json
-nix-dabei apply /host/plan.toml --json > /host/out/apply2.jsonl
-cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
-nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
 "#;
 
-/// Boot 1 of a disko scenario: import one of disko's examples onto this VM's disks, then as
-/// [`apply_boot`].
+/// Boot 1 of a disko scenario: import one of disko's examples onto this VM's disks, then install.
 fn disko_boot(example: &str, devices: &str) -> String {
-    apply_boot("").replace(
-        &PLAN_LINE.replace("ARGS", ""),
+    install_boot(
         &format!(
             "printf '%s' 'disko example key' > /host/secret.key\ncp /host/secret.key /tmp/secret.key\n\
              nix-dabei import-disko /host/disko/{example}.json {devices} -o /host/plan.toml 2> /host/out/import-warnings.txt\n\
@@ -472,7 +470,7 @@ pub fn all() -> Vec<Scenario> {
     let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
     let mut resume = layout("resume", vec![gib("r0", 3, Bus::Virtio), gib("r1", 3, Bus::Virtio)], "");
     resume.boots.insert(0, INTERRUPTED_BOOT.to_string());
-    resume.boots[1] = apply_boot("").replace(&PLAN_LINE.replace("ARGS", ""), r#"test "$(cat /host/out/interrupted)" = "about to lose power""#);
+    resume.boots[1] = install_boot(r#"test "$(cat /host/out/interrupted)" = "about to lose power""#);
     resume.verify = verify_resume;
     resume.power_loss_boots = vec![1];
     vec![
@@ -485,7 +483,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "tui-install",
             disks: vec![gib("t0", 3, Bus::Virtio), gib("t1", 3, Bus::Virtio)],
-            boots: vec![format!("{ARGV_SHIMS}{TUI_BOOT}"), VERIFY_BOOT.to_string()],
+            boots: vec![format!("{ARGV_SHIMS}{TUI_BOOT}{AFTER_INSTALL}"), VERIFY_BOOT.to_string()],
             verify: verify_layout,
             power_loss_boots: vec![],
             driver: None,
