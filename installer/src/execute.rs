@@ -12,13 +12,14 @@ use layouts::steps::{Operation, Step, Steps};
 use layouts::Plan;
 use partitioner::{DiskError, DiskInfo};
 
-use crate::command::{self, CommandError};
+use crate::command::CommandError;
 use crate::events::Event;
 use crate::journal::Journal;
-use crate::luks::{self, LuksError};
+use crate::luks::LuksError;
+use crate::ops::{self, ProbeContext, RunContext};
 use crate::secret::Secret;
-use crate::system;
-use crate::zfs::{self, ZfsError};
+use crate::system::System;
+use crate::zfs::ZfsError;
 
 /// What to do with the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,9 +178,14 @@ impl WipeTarget {
         self.serial.as_deref().unwrap_or(&self.disk)
     }
 
-    /// Whether `given` (from --yes-wipe) names this disk: its plan name, plan path, kernel path or serial.
-    pub fn is_named_by(&self, given: &str) -> bool {
-        given == self.disk || given == self.device || given == self.kernel_path || Some(given) == self.serial.as_deref() || system::same_device(given, &self.kernel_path)
+    /// Whether `given` (from --yes-wipe) names this disk: its plan name, plan path, kernel path, serial,
+    /// or another path to the same device.
+    pub fn is_named_by(&self, given: &str, system: &dyn System) -> bool {
+        given == self.disk
+            || given == self.device
+            || given == self.kernel_path
+            || Some(given) == self.serial.as_deref()
+            || system.same_device(given, &self.kernel_path)
     }
 }
 
@@ -201,11 +207,11 @@ impl Preview {
 
 /// Checks the plan's disks (present, the same identity, free when they will be wiped) and probes every
 /// step. Writes nothing.
-pub fn preview(plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview, InstallError> {
-    let disks = partitioner::discover()?;
+pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview, InstallError> {
+    let disks = system.discover()?;
     let mut found: HashMap<String, DiskInfo> = HashMap::new();
     for (name, planned) in &plan.disks {
-        let disk = partitioner::find_disk(&disks, &planned.device)?;
+        let disk = system.find_disk(&disks, &planned.device)?;
         partitioner::check_identity(name, planned, disk)?;
         found.insert(name.clone(), disk.clone());
     }
@@ -217,7 +223,7 @@ pub fn preview(plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview,
         let outlook = if pending_destruction {
             Outlook::Todo { destroys: step.operation.destroys_data() }
         } else {
-            probe_among(&steps.steps, plan, step, &journal)
+            probe(system, plan, &steps.steps, step, &journal)
         };
         outlooks.insert(step.id.clone(), outlook.clone());
         result.push((step.clone(), outlook));
@@ -234,7 +240,7 @@ pub fn preview(plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview,
     }
     let mut wipes = Vec::new();
     for (step, outlook) in &result {
-        if let (Operation::Wipe { device, .. }, Outlook::Todo { .. }, Some(name)) = (&step.operation, outlook, &step.disk) {
+        if let (Operation::Wipe(layouts::steps::Wipe { device, .. }), Outlook::Todo { .. }, Some(name)) = (&step.operation, outlook, &step.disk) {
             let disk = &found[name];
             if options.mode == Mode::Mount {
                 return Err(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: Box::new(StepError::NotApplied("the disk has no partition table from this plan".into())) });
@@ -250,13 +256,13 @@ pub fn preview(plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview,
             });
         }
     }
-    ensure_inside_plan(&result, &found)?;
+    ensure_inside_plan(system, &result, &found)?;
     Ok(Preview { steps: result, wipes })
 }
 
 /// Refuses any step that would write a device which exists now and is not one of the plan's disks, a
 /// partition of one, or a mapping or volume built on them.
-fn ensure_inside_plan(steps: &[(Step, Outlook)], disks: &HashMap<String, DiskInfo>) -> Result<(), InstallError> {
+fn ensure_inside_plan(system: &dyn System, steps: &[(Step, Outlook)], disks: &HashMap<String, DiskInfo>) -> Result<(), InstallError> {
     let names: HashSet<&str> = disks.values().map(|d| d.name.as_str()).collect();
     for (step, outlook) in steps {
         if !matches!(outlook, Outlook::Todo { destroys: true }) {
@@ -266,17 +272,11 @@ fn ensure_inside_plan(steps: &[(Step, Outlook)], disks: &HashMap<String, DiskInf
             if device.starts_with("/dev/mapper/") || device.starts_with("/dev/zvol/") || !device.starts_with('/') {
                 continue;
             }
-            let Some(kernel) = system::kernel_name(device) else { continue };
-            let parent = std::fs::canonicalize(format!("/sys/class/block/{kernel}"))
-                .ok()
-                .and_then(|p| {
-                    if p.join("partition").exists() {
-                        p.parent().and_then(|q| q.file_name()).map(|n| n.to_string_lossy().into_owned())
-                    } else {
-                        Some(kernel.clone())
-                    }
-                });
-            if !parent.as_deref().is_some_and(|p| names.contains(p)) {
+            // A device that does not exist yet is a partition this plan will make.
+            if system.kernel_name(device).is_none() {
+                continue;
+            }
+            if !system.whole_disk_of(device).is_some_and(|disk| names.contains(disk.as_str())) {
                 return Err(InstallError::OutsidePlan { step: step.id.clone(), device: device.clone() });
             }
         }
@@ -294,171 +294,13 @@ pub fn plan_id(plan: &Plan) -> String {
     format!("{hash:016x}")
 }
 
-/// [`probe`], with a wipe judged by its disk's partition table: a disk that already has the planned
-/// table is not wiped again.
-pub fn probe_among(all: &[Step], plan: &Plan, step: &Step, journal: &Journal) -> Outlook {
-    if !matches!(step.operation, Operation::Wipe { .. }) {
-        return probe(plan, step, journal);
-    }
-    let table = all.iter().find(|s| s.disk == step.disk && matches!(s.operation, Operation::PartitionTable { .. }));
-    match table.map(|t| probe(plan, t, journal)) {
-        Some(Outlook::Done(_)) => Outlook::Done("the disk already has the planned partition table".into()),
-        _ => Outlook::Todo { destroys: true },
-    }
-}
-
-fn signature_kinds(device: &str) -> Vec<String> {
-    partitioner::probe_signatures(Path::new(device)).map(|s| s.into_iter().map(|s| s.kind).collect()).unwrap_or_default()
-}
-
-fn exists(device: &str) -> bool {
-    Path::new(device).exists()
-}
-
-fn blank_or(device: &str, wanted: &str) -> Outlook {
-    let kinds = signature_kinds(device);
-    if kinds.iter().any(|k| k == wanted) {
-        Outlook::Done(format!("{device} already holds {wanted}"))
-    } else if let Some(other) = kinds.first() {
-        Outlook::Conflict(format!("{device} holds {other}, the plan puts {wanted} there; wipe the disk to start over"))
-    } else {
-        Outlook::Todo { destroys: true }
-    }
-}
-
-/// Whether the step is already done, still to do, or conflicts with what is there.
-pub fn probe(plan: &Plan, step: &Step, journal: &Journal) -> Outlook {
-    match &step.operation {
-        Operation::Wipe { .. } => Outlook::Todo { destroys: true },
-        Operation::PartitionTable { device, partitions, .. } => match partitioner::read_partition_table(device) {
-            Ok(Some(entries)) => {
-                let same = entries.len() == partitions.len()
-                    && entries.iter().zip(partitions).all(|(e, p)| {
-                        e.number == p.number
-                            && e.first_lba == p.extent.first_lba
-                            && e.last_lba == p.extent.last_lba
-                            && e.uuid.eq_ignore_ascii_case(&p.uuid)
-                            && e.type_guid.eq_ignore_ascii_case(&p.type_guid)
-                            && e.name == p.name
-                    });
-                if same {
-                    Outlook::Done("the planned partition table is there".into())
-                } else {
-                    Outlook::Todo { destroys: true }
-                }
-            }
-            _ => Outlook::Todo { destroys: true },
-        },
-        Operation::LuksFormat { device, uuid, .. } => {
-            if !exists(device) {
-                return Outlook::Todo { destroys: true };
-            }
-            match luks::header_uuid(device) {
-                Some(found) if found.eq_ignore_ascii_case(uuid) => Outlook::Done(format!("{device} has this plan's LUKS header")),
-                Some(found) => Outlook::Conflict(format!("{device} holds another LUKS header ({found})")),
-                None => blank_or(device, "crypto_LUKS"),
-            }
-        }
-        Operation::LuksOpen { device, name, .. } => match system::mapper_slaves(name) {
-            None => Outlook::Todo { destroys: false },
-            Some(slaves) if system::kernel_name(device).is_some_and(|k| slaves.contains(&k)) => Outlook::Done(format!("/dev/mapper/{name} is open")),
-            Some(slaves) => Outlook::Conflict(format!("/dev/mapper/{name} is open on {}, not on {device}", slaves.join(", "))),
-        },
-        Operation::ZpoolCreate { pool, vdevs, .. } => {
-            match zfs::imported_pools() {
-                Ok(pools) if pools.contains(pool) => {
-                    return match zfs::locked_encryption_roots(pool) {
-                        Ok(locked) if locked.is_empty() => Outlook::Done(format!("pool {pool} is imported")),
-                        _ => Outlook::Todo { destroys: false },
-                    };
-                }
-                Ok(_) => {}
-                Err(error) => return Outlook::Conflict(format!("cannot list ZFS pools: {error}")),
-            }
-            let members: Vec<&String> = vdevs.iter().flat_map(|v| &v.devices).collect();
-            let labels: Vec<Option<String>> = members
-                .iter()
-                .map(|m| {
-                    partitioner::probe_signatures(Path::new(m.as_str()))
-                        .ok()
-                        .and_then(|sigs| sigs.into_iter().next())
-                        .map(|s| if s.kind == "zfs_member" { format!("zfs:{}", s.label.unwrap_or_default()) } else { s.kind })
-                })
-                .collect();
-            if !members.is_empty() && labels.iter().all(|l| l.as_deref() == Some(&format!("zfs:{pool}"))) {
-                return Outlook::Todo { destroys: false };
-            }
-            match members.iter().zip(&labels).find(|(_, l)| l.is_some()) {
-                Some((member, Some(label))) => Outlook::Conflict(format!("{member} holds {label}, not a member of a new pool {pool}")),
-                _ => Outlook::Todo { destroys: true },
-            }
-        }
-        Operation::ZfsCreate { dataset, volume_size, .. } => match zfs::dataset(dataset, &[]) {
-            Ok(Some(found)) => {
-                let want = if volume_size.is_some() { "VOLUME" } else { "FILESYSTEM" };
-                if found.kind == want {
-                    Outlook::Done(format!("{dataset} exists"))
-                } else {
-                    Outlook::Conflict(format!("{dataset} exists as a {}, the plan wants a {}", found.kind.to_lowercase(), want.to_lowercase()))
-                }
-            }
-            Ok(None) => Outlook::Todo { destroys: false },
-            Err(error) => Outlook::Conflict(error.to_string()),
-        },
-        Operation::Mkfs { device, format, .. } => {
-            if !exists(device) {
-                Outlook::Todo { destroys: true }
-            } else {
-                blank_or(device, format.fs_type())
-            }
-        }
-        Operation::Mkswap { device, .. } => {
-            if !exists(device) {
-                Outlook::Todo { destroys: true }
-            } else {
-                blank_or(device, "swap")
-            }
-        }
-        Operation::Mount { source, target, .. } => match system::mounted_at(target) {
-            Ok(Some(entry)) if entry.source == *source || system::same_device(&entry.source, source) => Outlook::Done(format!("{source} is mounted at {target}")),
-            Ok(Some(entry)) => Outlook::Conflict(format!("{target} has {} mounted, not {source}", entry.source)),
-            Ok(None) => Outlook::Todo { destroys: false },
-            Err(error) => Outlook::Conflict(format!("cannot read the mount table: {error}")),
-        },
-        Operation::Swapon { device } => match system::is_swap_active(device) {
-            Ok(true) => Outlook::Done(format!("swap on {device} is active")),
-            _ => Outlook::Todo { destroys: false },
-        },
-        Operation::WriteNixosModule { path } => {
-            if std::fs::read_to_string(path).is_ok_and(|text| text == layouts::nixos::module(plan)) {
-                Outlook::Done(format!("{path} is up to date"))
-            } else {
-                Outlook::Todo { destroys: false }
-            }
-        }
-        Operation::NixosInstall { .. } => {
-            if journal.applied(&step.id) {
-                Outlook::Done("an earlier run of this plan installed it".into())
-            } else {
-                Outlook::Todo { destroys: false }
-            }
-        }
-        Operation::Unmount { target } => match system::mounted_at(target) {
-            Ok(Some(_)) => Outlook::Todo { destroys: false },
-            _ => Outlook::Done(format!("{target} is not mounted")),
-        },
-        Operation::Swapoff { device } => match system::is_swap_active(device) {
-            Ok(true) => Outlook::Todo { destroys: false },
-            _ => Outlook::Done(format!("swap on {device} is off")),
-        },
-        Operation::ZpoolExport { pool } => match zfs::imported_pools() {
-            Ok(pools) if pools.contains(pool) => Outlook::Todo { destroys: false },
-            _ => Outlook::Done(format!("pool {pool} is not imported")),
-        },
-        Operation::LuksClose { name } => match system::mapper_slaves(name) {
-            Some(_) => Outlook::Todo { destroys: false },
-            None => Outlook::Done(format!("/dev/mapper/{name} is closed")),
-        },
+/// Whether a step is already done, still to do, or conflicts with what is there, asked of its
+/// operation type.
+fn probe(system: &dyn System, plan: &Plan, all: &[Step], step: &Step, journal: &Journal) -> Outlook {
+    let cx = ProbeContext { system, plan, steps: all, journal, step };
+    match ops::of(&step.operation) {
+        Some(op) => op.probe(&cx),
+        None => Outlook::Conflict(format!("this nix-dabei cannot perform {}", step.operation)),
     }
 }
 
@@ -474,6 +316,7 @@ pub struct Report {
 }
 
 struct Runner<'a> {
+    system: &'a dyn System,
     plan: &'a Plan,
     all: Vec<Step>,
     options: &'a Options,
@@ -484,6 +327,7 @@ struct Runner<'a> {
 /// Runs the steps of a preview. Every disk the preview will wipe must be in `confirmed` (named by plan
 /// name, path or serial), or nothing is written.
 pub fn execute(
+    system: &dyn System,
     plan: &Plan,
     preview: &Preview,
     confirmed: &[String],
@@ -494,27 +338,28 @@ pub fn execute(
     let missing: Vec<String> = preview
         .wipes
         .iter()
-        .filter(|w| !confirmed.iter().any(|c| w.is_named_by(c)))
+        .filter(|w| !confirmed.iter().any(|c| w.is_named_by(c, system)))
         .map(|w| format!("wiping disk {} ({})", w.disk, w.device))
         .collect();
     if !missing.is_empty() {
         return Err(InstallError::NotConfirmed(missing));
     }
     let steps: Vec<&Step> = preview.steps.iter().map(|(s, _)| s).filter(|s| runs_in(options.mode, s)).collect();
-    let runner = Runner { plan, all: preview.steps.iter().map(|(s, _)| s.clone()).collect(), options, secrets, emit };
+    let all = preview.steps.iter().map(|(s, _)| s.clone()).collect();
+    let runner = Runner { system, plan, all, options, secrets, emit };
     runner.run(&steps)
 }
 
 /// Runs teardown steps (unmount, swapoff, export, close), skipping what is already undone.
-pub fn teardown(plan: &Plan, steps: &Steps, options: &Options, emit: &(dyn Fn(Event) + Sync)) -> Result<Report, InstallError> {
+pub fn teardown(system: &dyn System, plan: &Plan, steps: &Steps, options: &Options, emit: &(dyn Fn(Event) + Sync)) -> Result<Report, InstallError> {
     let secrets = Secrets::default();
-    let runner = Runner { plan, all: steps.teardown.clone(), options, secrets: &secrets, emit };
+    let runner = Runner { system, plan, all: steps.teardown.clone(), options, secrets: &secrets, emit };
     let list: Vec<&Step> = steps.teardown.iter().collect();
     runner.run(&list)
 }
 
 fn runs_in(mode: Mode, step: &Step) -> bool {
-    mode == Mode::Apply || !matches!(step.operation, Operation::WriteNixosModule { .. } | Operation::NixosInstall { .. })
+    mode == Mode::Apply || !matches!(step.operation, Operation::WriteNixosModule(_) | Operation::NixosInstall(_))
 }
 
 impl Runner<'_> {
@@ -618,7 +463,7 @@ impl Runner<'_> {
     fn run_step(&self, step: &Step, journal: &std::sync::Mutex<Journal>) -> Result<Option<String>, StepError> {
         let outlook = {
             let journal = journal.lock().unwrap_or_else(|p| p.into_inner());
-            probe_among(&self.all, self.plan, step, &journal)
+            probe(self.system, self.plan, &self.all, step, &journal)
         };
         match outlook {
             Outlook::Done(reason) => return Ok(Some(reason)),
@@ -627,139 +472,10 @@ impl Runner<'_> {
             Outlook::Todo { .. } => {}
         }
         (self.emit)(Event::StepStarted { id: step.id.clone(), description: step.description.clone() });
-        self.perform(step)?;
+        let cx = RunContext { system: self.system, plan: self.plan, options: self.options, secrets: self.secrets, emit: self.emit, step };
+        let op = ops::of(&step.operation).ok_or_else(|| StepError::Conflict(format!("this nix-dabei cannot perform {}", step.operation)))?;
+        op.perform(&cx)?;
         Ok(None)
-    }
-
-    fn perform(&self, step: &Step) -> Result<(), StepError> {
-        let io = |action: String| move |source: std::io::Error| StepError::Io { action, source };
-        match &step.operation {
-            Operation::Wipe { device, discard } => {
-                let disks = partitioner::discover()?;
-                let disk = partitioner::find_disk(&disks, device)?;
-                partitioner::ensure_free(disk)?;
-                partitioner::wipe_disk(disk, *discard)?;
-            }
-            Operation::PartitionTable { device, logical_sector_size, disk_size, partitions } => {
-                partitioner::write_partition_table(device, *logical_sector_size, *disk_size, partitions)?;
-                settle_udev();
-            }
-            Operation::LuksFormat { device, uuid, label, key, passphrase_file, .. } => {
-                let key = self.secrets.key_or_file(key, passphrase_file.as_deref())?;
-                luks::format(device, uuid, label.as_deref(), &key, self.options.weak_kdf)?;
-            }
-            Operation::LuksOpen { device, name, key, allow_discards, passphrase_file } => {
-                let key = self.secrets.key_or_file(key, passphrase_file.as_deref())?;
-                luks::open(device, name, &key, *allow_discards)?;
-                partitioner::table::wait_for_nodes(device, std::iter::once(format!("/dev/mapper/{name}").as_str()), partitioner::table::PARTITION_WAIT)?;
-            }
-            Operation::ZpoolCreate { pool, altroot, vdevs, root_fs_options, .. } => {
-                let imported = zfs::imported_pools()?.contains(pool);
-                let member = vdevs.iter().flat_map(|v| &v.devices).next();
-                let existing = member.is_some_and(|m| partitioner::probe_signatures(Path::new(m)).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str()))));
-                if !imported && existing {
-                    import(pool, altroot)?;
-                } else if !imported {
-                    let mut args = step.operation.zpool_create_args().unwrap_or_default();
-                    let encrypted = root_fs_options.get("encryption").is_some_and(|e| e != "off");
-                    if encrypted && self.options.weak_kdf && !root_fs_options.contains_key("pbkdf2iters") {
-                        args.splice(2..2, ["-O".to_string(), "pbkdf2iters=100000".to_string()]);
-                    }
-                    let key = match root_fs_options.get("keylocation").map(String::as_str) {
-                        _ if !encrypted => None,
-                        Some(location) if location.starts_with("file://") => None,
-                        _ => Some(self.secrets.key("prompt")?),
-                    };
-                    zfs::create_pool(&args, key.as_ref())?;
-                }
-                self.unlock(pool)?;
-            }
-            Operation::ZfsCreate { properties, .. } => {
-                let encrypted = properties.get("encryption").is_some_and(|e| e != "off");
-                let prompt = properties.get("keylocation").is_none_or(|l| l == "prompt");
-                let key = if encrypted && prompt { Some(self.secrets.key("prompt")?) } else { None };
-                let mut args = step.operation.zfs_create_args().unwrap_or_default();
-                if encrypted && self.options.weak_kdf && !properties.contains_key("pbkdf2iters") {
-                    args.splice(1..1, ["-o".to_string(), "pbkdf2iters=100000".to_string()]);
-                }
-                zfs::create_dataset(&args, key.as_ref())?;
-                if let Operation::ZfsCreate { dataset, volume_size: Some(_), .. } = &step.operation {
-                    // A volume's node comes from udev; what is made on it next needs the node.
-                    settle_udev();
-                    let node = format!("/dev/zvol/{dataset}");
-                    partitioner::table::wait_for_nodes(dataset, std::iter::once(node.as_str()), partitioner::table::PARTITION_WAIT)?;
-                }
-            }
-            Operation::Mkfs { device, format, label, options } => {
-                let (program, force, label_flag): (&str, &[&str], &str) = match format {
-                    layouts::Format::Vfat => ("mkfs.vfat", &["-F", "32"], "-n"),
-                    layouts::Format::Ext4 => ("mkfs.ext4", &["-F", "-q"], "-L"),
-                    layouts::Format::Xfs => ("mkfs.xfs", &["-f", "-q"], "-L"),
-                    layouts::Format::Btrfs => ("mkfs.btrfs", &["-f", "-q"], "-L"),
-                };
-                let mut args: Vec<String> = force.iter().map(|s| s.to_string()).collect();
-                if let Some(label) = label {
-                    args.extend([label_flag.to_string(), label.clone()]);
-                }
-                args.extend(options.iter().cloned());
-                args.push(device.clone());
-                command::run(program, &args, None)?;
-            }
-            Operation::Mkswap { device, label } => {
-                let mut args = Vec::new();
-                if let Some(label) = label {
-                    args.extend(["-L".to_string(), label.clone()]);
-                }
-                args.push(device.clone());
-                command::run("mkswap", &args, None)?;
-            }
-            Operation::Mount { source, target, fs_type, options } => {
-                system::mount(source, target, fs_type, options).map_err(io(format!("mount {source} at {target}")))?;
-            }
-            Operation::Swapon { device } => {
-                command::run("swapon", std::slice::from_ref(device), None)?;
-            }
-            Operation::WriteNixosModule { path } => {
-                let path = Path::new(path);
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-                }
-                std::fs::write(path, layouts::nixos::module(self.plan)).map_err(io(format!("write {}", path.display())))?;
-            }
-            Operation::NixosInstall { root, flake } => {
-                let args: Vec<String> = ["--root", root, "--flake", flake, "--no-root-passwd", "--no-channel-copy"].iter().map(|s| s.to_string()).collect();
-                command::stream("nixos-install", &args, &mut |line| (self.emit)(Event::StepOutput { id: step.id.clone(), line: line.to_string() }))?;
-            }
-            Operation::Unmount { target } => system::unmount(target).map_err(io(format!("unmount {target}")))?,
-            Operation::Swapoff { device } => {
-                command::run("swapoff", std::slice::from_ref(device), None)?;
-            }
-            Operation::ZpoolExport { pool } => zfs::export_pool(pool)?,
-            Operation::LuksClose { name } => luks::close(name)?,
-        }
-        Ok(())
-    }
-
-    /// Loads the keys of every locked encryption root of a pool.
-    fn unlock(&self, pool: &str) -> Result<(), StepError> {
-        for (root, location) in zfs::locked_encryption_roots(pool)? {
-            let key = if location.starts_with("file://") { None } else { Some(self.secrets.key("prompt")?) };
-            zfs::load_key(&root, key.as_ref())?;
-        }
-        Ok(())
-    }
-}
-
-fn import(pool: &str, altroot: &str) -> Result<(), StepError> {
-    match zfs::import_pool(pool, altroot) {
-        Ok(()) => Ok(()),
-        // A pool that was not exported (the machine went down mid-install) needs -f; its disks are the
-        // plan's own, checked by identity.
-        Err(ZfsError::Command(CommandError::Failed { stderr, .. })) if stderr.contains("-f") => {
-            command::run("zpool", &["import".into(), "-f".into(), "-N".into(), "-R".into(), altroot.into(), pool.into()], None)?;
-            Ok(())
-        }
-        Err(error) => Err(error.into()),
     }
 }
 
@@ -769,12 +485,5 @@ fn power_off_if_asked(id: &str) {
     if std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER").is_ok_and(|wanted| wanted == id) {
         eprintln!("nix-dabei: test hook: powering off after step {id}");
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
-    }
-}
-
-/// Lets udev finish creating links for new devices, when udevd runs.
-fn settle_udev() {
-    if Path::new("/run/udev/control").exists() && command::available("udevadm") {
-        let _ = command::run("udevadm", &["settle".to_string(), "--timeout=30".to_string()], None);
     }
 }

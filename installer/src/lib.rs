@@ -2,15 +2,20 @@
 //!
 //! [`execute::preview`] checks the plan's disks (present, the planned identity, free when they will be
 //! wiped) and probes every step; [`execute::execute`] runs what is not done yet, in dependency order,
-//! reporting [`Event`]s and keeping a journal under /run/nix-dabei. LUKS goes through libcryptsetup,
-//! ZFS through a typed wrapper over `zpool`/`zfs`; [`command`] is the only module that runs programs.
+//! reporting [`Event`]s and keeping a journal under /run/nix-dabei. Each operation type is probed and
+//! performed by its own module (beside its node type in `layouts::nodes`), and everything that reads or
+//! writes the machine goes through the [`System`] seam: [`RealSystem`] here, [`SimSystem`] in memory for
+//! tests and dry runs. LUKS goes through libcryptsetup, ZFS through a typed wrapper over `zpool`/`zfs`;
+//! [`command`] is the only module that runs programs.
+
+#![warn(missing_docs)]
 
 pub mod command;
 pub mod events;
 pub mod execute;
 pub mod journal;
-pub mod kexec;
 pub mod luks;
+mod ops;
 pub mod secret;
 pub mod system;
 pub mod zfs;
@@ -18,3 +23,4 @@ pub mod zfs;
 pub use events::Event;
 pub use execute::{execute, preview, teardown, InstallError, Mode, Options, Outlook, Preview, Report, Secrets, StepError, WipeTarget};
 pub use secret::Secret;
+pub use system::{RealSystem, SimSystem, System};

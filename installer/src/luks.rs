@@ -7,6 +7,8 @@ use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf
 use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat};
 use libcryptsetup_rs::{CryptInit, CryptPbkdfType, Either, LibcryptErr};
 
+use layouts::nodes::luks::LUKS_PARAMETERS;
+
 use crate::secret::Secret;
 
 /// What libcryptsetup said while the current operation ran; it would print to stderr otherwise.
@@ -54,10 +56,12 @@ fn failure<'a>(device: &'a str, action: &'static str) -> impl FnOnce(LibcryptErr
 /// Key derivation settings: argon2id with libcryptsetup's benchmark by default; `weak` (tests only)
 /// uses 4 iterations of 8 MiB so that emulated machines are quick.
 fn pbkdf(weak: bool) -> CryptPbkdfType {
+    let parameters = LUKS_PARAMETERS;
     if weak {
+        // Tests under emulation only: argon2id at its cheapest, so that a header takes no time to make.
         CryptPbkdfType {
             type_: CryptKdf::Argon2Id,
-            hash: Some("sha256".to_string()),
+            hash: Some(parameters.hash.to_string()),
             time_ms: 0,
             iterations: 4,
             max_memory_kb: 8192,
@@ -67,11 +71,11 @@ fn pbkdf(weak: bool) -> CryptPbkdfType {
     } else {
         CryptPbkdfType {
             type_: CryptKdf::Argon2Id,
-            hash: Some("sha256".to_string()),
-            time_ms: 2000,
+            hash: Some(parameters.hash.to_string()),
+            time_ms: parameters.iter_time_ms,
             iterations: 0,
-            max_memory_kb: 1024 * 1024,
-            parallel_threads: 4,
+            max_memory_kb: parameters.memory_kib,
+            parallel_threads: parameters.parallel,
             flags: CryptPbkdf::empty(),
         }
     }
@@ -85,7 +89,13 @@ pub fn format(device: &str, uuid: &str, label: Option<&str>, key: &Secret, weak:
     crypt.settings_handle().set_pbkdf_type(&pbkdf(weak)).map_err(failure(device, "set key derivation"))?;
     crypt
         .context_handle()
-        .format::<()>(EncryptionFormat::Luks2, ("aes", "xts-plain64"), Some(uuid), Either::Right(512 / 8), None)
+        .format::<()>(
+            EncryptionFormat::Luks2,
+            (LUKS_PARAMETERS.cipher, LUKS_PARAMETERS.cipher_mode),
+            Some(uuid),
+            Either::Right(LUKS_PARAMETERS.key_bits / 8),
+            None,
+        )
         .map_err(failure(device, "format"))?;
     if let Some(label) = label {
         crypt.context_handle().set_label(Some(label), None).map_err(failure(device, "set label"))?;

@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::command::{self, CommandError};
+use layouts::CommandLine;
+
+use crate::command::CommandError;
 use crate::secret::Secret;
+use crate::system::System;
 
 #[derive(Debug, Deserialize)]
 struct PoolList {
@@ -49,68 +52,61 @@ pub enum ZfsError {
     },
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+fn command(program: &str, args: &[&str]) -> CommandLine {
+    CommandLine::new(program, args.iter().copied())
 }
 
-fn json<T: serde::de::DeserializeOwned>(program: &str, arguments: Vec<String>) -> Result<T, ZfsError> {
-    let output = command::run(program, &arguments, None)?;
+fn json<T: serde::de::DeserializeOwned>(sys: &dyn System, line: CommandLine) -> Result<T, ZfsError> {
+    let output = sys.run(&line, None)?;
     // With nothing to report (no pools) the commands print nothing at all.
     let output = if output.trim().is_empty() { "{}" } else { output.as_str() };
-    serde_json::from_str(output).map_err(|source| ZfsError::Json { command: format!("{program} {}", arguments.join(" ")), source })
+    serde_json::from_str(output).map_err(|source| ZfsError::Json { command: line.to_string(), source })
 }
 
 /// The names of the imported pools.
-pub fn imported_pools() -> Result<Vec<String>, ZfsError> {
-    let list: PoolList = json("zpool", args(&["list", "-j"]))?;
+pub fn imported_pools(sys: &dyn System) -> Result<Vec<String>, ZfsError> {
+    let list: PoolList = json(sys, command("zpool", &["list", "-j"]))?;
     Ok(list.pools.into_keys().collect())
 }
 
-/// `zpool status -j --json-int` of one pool, as JSON.
-pub fn pool_status(pool: &str) -> Result<serde_json::Value, ZfsError> {
-    json("zpool", args(&["status", "-j", "--json-int", pool]))
-}
-
-/// `zpool create` with the given arguments; the passphrase, when one is needed, on standard input.
-pub fn create_pool(arguments: &[String], passphrase: Option<&Secret>) -> Result<(), ZfsError> {
-    command::run("zpool", arguments, passphrase.map(Secret::expose))?;
+/// Runs `zpool create` (or any zpool command) with the key, if any, on standard input.
+pub fn zpool(sys: &dyn System, line: &CommandLine, passphrase: Option<&Secret>) -> Result<(), ZfsError> {
+    sys.run(line, passphrase)?;
     Ok(())
 }
 
 /// Imports a pool without mounting anything, under `altroot`.
-pub fn import_pool(pool: &str, altroot: &str) -> Result<(), ZfsError> {
-    command::run("zpool", &args(&["import", "-N", "-R", altroot, pool]), None)?;
+pub fn import_pool(sys: &dyn System, pool: &str, altroot: &str, force: bool) -> Result<(), ZfsError> {
+    let mut args = vec!["import"];
+    if force {
+        args.push("-f");
+    }
+    args.extend(["-N", "-R", altroot, pool]);
+    sys.run(&command("zpool", &args), None)?;
     Ok(())
 }
 
-/// Exports a pool.
-pub fn export_pool(pool: &str) -> Result<(), ZfsError> {
-    command::run("zpool", &args(&["export", pool]), None)?;
-    Ok(())
-}
-
-/// One dataset as `zfs list` and `zfs get` report it.
+/// A dataset's type (`FILESYSTEM`, `VOLUME`) and the properties asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
-    /// "FILESYSTEM" or "VOLUME".
+    /// FILESYSTEM, VOLUME or SNAPSHOT.
     pub kind: String,
-    /// The properties asked for, as text.
+    /// Property values as text.
     pub properties: BTreeMap<String, String>,
 }
 
-/// A dataset with the given properties, or `None` when it does not exist.
-pub fn dataset(name: &str, properties: &[&str]) -> Result<Option<Dataset>, ZfsError> {
-    let mut arguments = args(&["get", "-j", "-p", "-o", "name,property,value"]);
+/// Reads a dataset, or `None` when it does not exist.
+pub fn dataset(sys: &dyn System, name: &str, properties: &[&str]) -> Result<Option<Dataset>, ZfsError> {
     let mut wanted: Vec<&str> = vec!["type"];
     wanted.extend(properties);
-    arguments.push(wanted.join(","));
-    arguments.push(name.to_string());
-    let output = match command::run("zfs", &arguments, None) {
+    let wanted = wanted.join(",");
+    let line = command("zfs", &["get", "-j", "-p", "-o", "name,property,value", &wanted, name]);
+    let output = match sys.run(&line, None) {
         Ok(output) => output,
         Err(CommandError::Failed { stderr, .. }) if stderr.contains("does not exist") => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    let list: DatasetList = serde_json::from_str(&output).map_err(|source| ZfsError::Json { command: format!("zfs {}", arguments.join(" ")), source })?;
+    let list: DatasetList = serde_json::from_str(&output).map_err(|source| ZfsError::Json { command: line.to_string(), source })?;
     Ok(list.datasets.into_iter().next().map(|(_, entry)| {
         let properties: BTreeMap<String, String> = entry
             .properties
@@ -122,15 +118,15 @@ pub fn dataset(name: &str, properties: &[&str]) -> Result<Option<Dataset>, ZfsEr
     }))
 }
 
-/// `zfs create` with the given arguments; the passphrase, when one is needed, on standard input.
-pub fn create_dataset(arguments: &[String], passphrase: Option<&Secret>) -> Result<(), ZfsError> {
-    command::run("zfs", arguments, passphrase.map(Secret::expose))?;
+/// Runs `zfs create` (or any zfs command) with the key, if any, on standard input.
+pub fn zfs(sys: &dyn System, line: &CommandLine, passphrase: Option<&Secret>) -> Result<(), ZfsError> {
+    sys.run(line, passphrase)?;
     Ok(())
 }
 
-/// Every encryption root under `pool` whose key is not loaded, with its key location.
-pub fn locked_encryption_roots(pool: &str) -> Result<Vec<(String, String)>, ZfsError> {
-    let list: DatasetList = json("zfs", args(&["get", "-j", "-r", "-p", "encryptionroot,keystatus,keylocation", pool]))?;
+/// The encryption roots of a pool whose key is not loaded, with their key locations.
+pub fn locked_encryption_roots(sys: &dyn System, pool: &str) -> Result<Vec<(String, String)>, ZfsError> {
+    let list: DatasetList = json(sys, command("zfs", &["get", "-j", "-r", "-p", "encryptionroot,keystatus,keylocation", pool]))?;
     let mut locked = Vec::new();
     for (name, entry) in list.datasets {
         let property = |key: &str| entry.properties.get(key).and_then(|v| v.value.as_str().map(str::to_string)).unwrap_or_default();
@@ -141,8 +137,8 @@ pub fn locked_encryption_roots(pool: &str) -> Result<Vec<(String, String)>, ZfsE
     Ok(locked)
 }
 
-/// Loads the key of an encryption root: from its key file, or the passphrase on standard input.
-pub fn load_key(dataset: &str, passphrase: Option<&Secret>) -> Result<(), ZfsError> {
-    command::run("zfs", &args(&["load-key", dataset]), passphrase.map(Secret::expose))?;
+/// Loads the key of an encryption root.
+pub fn load_key(sys: &dyn System, dataset: &str, passphrase: Option<&Secret>) -> Result<(), ZfsError> {
+    sys.run(&command("zfs", &["load-key", dataset]), passphrase)?;
     Ok(())
 }

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
-use installer::{Event, InstallError, Mode, Options, Secrets};
+use installer::{Event, InstallError, Mode, Options, RealSystem, Secrets};
 use layouts::{CompileOptions, Content, Disk, Filesystem, Format, Identity, Partition, Plan, Size};
-use vm_tests::loopdev::{require_root, run, serialize, LoopDisk};
+use testkit::loopdev::{require_root, run, serialize, LoopDisk};
 
 fn filesystem(format: Format, mountpoint: &str) -> Content {
     Content::Filesystem(Filesystem { format, mountpoint: Some(mountpoint.into()), mount_options: vec![], label: None, mkfs_options: vec![] })
@@ -59,12 +59,12 @@ impl Setup {
 
     fn apply(&self, confirmed: &[String]) -> Result<installer::Report, InstallError> {
         let steps = self.steps();
-        let preview = installer::preview(&self.plan, &steps, &self.options)?;
-        installer::execute(&self.plan, &preview, confirmed, &Secrets::default(), &self.options, &|_: Event| {})
+        let preview = installer::preview(&RealSystem, &self.plan, &steps, &self.options)?;
+        installer::execute(&RealSystem, &self.plan, &preview, confirmed, &Secrets::default(), &self.options, &|_: Event| {})
     }
 
     fn teardown(&self) {
-        let _ = installer::teardown(&self.plan, &self.steps(), &self.options, &|_: Event| {});
+        let _ = installer::teardown(&RealSystem, &self.plan, &self.steps(), &self.options, &|_: Event| {});
     }
 
     fn bystander_sum(&self) -> String {
@@ -152,7 +152,7 @@ fn a_mounted_disk_is_refused() {
     let _lock = serialize();
     let setup = Setup::new();
     run("mkfs.ext4", &["-q", &setup.disks[1].device]).expect("mkfs");
-    let mounted = vm_tests::loopdev::Mounted::new(&setup.disks[1].device).expect("mount");
+    let mounted = testkit::loopdev::Mounted::new(&setup.disks[1].device).expect("mount");
     let error = setup.apply(&all(&setup)).expect_err("refused");
     assert!(error.to_string().contains(&format!("{} is mounted at", setup.disks[1].device)), "{error}");
     drop(mounted);

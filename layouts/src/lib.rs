@@ -20,23 +20,31 @@
 //! via [`presets::build`]) is validated ([`Plan::validate`]) and compiled ([`Plan::compile`]) into
 //! [`Steps`], each with an id, a description, the devices it touches, whether it destroys data and the
 //! exact [`Operation`].
+//!
+//! Every kind of storage is one module under [`nodes`] with the same interface; see that module for
+//! what a new node type provides.
+
+#![warn(missing_docs)]
 
 pub mod compile;
 pub mod disko;
 pub mod error;
-pub mod gpt;
 pub mod graph;
 pub mod model;
 pub mod nixos;
+pub mod nodes;
 pub mod parse;
 pub mod presets;
 pub mod size;
 pub mod steps;
 pub mod validate;
 
+/// GPT geometry and the disk node type (kept at this path for other installers).
+pub use nodes::gpt;
+
 pub use compile::CompileOptions;
 pub use error::{FieldPath, Location, PlanError, Problem};
 pub use model::*;
 pub use parse::PlanFormat;
 pub use size::Size;
-pub use steps::{Operation, Step, Steps};
+pub use steps::{CommandLine, Operation, OperationKind, Step, Steps};

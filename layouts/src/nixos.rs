@@ -6,8 +6,8 @@
 
 use std::fmt::Write;
 
-use crate::model::{Content, DatasetKind, Plan};
-use crate::validate::normalize_mountpoint;
+use crate::model::{Content, Plan};
+use crate::nodes::mount::normal;
 
 /// How the installed system finds a partition: by its GPT partition UUID, which nix-dabei sets.
 fn partition_path(plan: &Plan, disk: &str, partition: &str) -> String {
@@ -38,72 +38,60 @@ fn nix_list(items: &[String]) -> String {
     format!("[ {} ]", quoted.join(" "))
 }
 
-struct FileSystem {
+/// One `fileSystems` entry.
+#[derive(Debug)]
+pub(crate) struct FileSystemEntry {
     mountpoint: String,
     device: String,
     fs_type: String,
     options: Vec<String>,
 }
 
-struct SwapDevice {
-    device: String,
-    random_encryption: bool,
-    priority: Option<i32>,
-    discard_policy: Option<String>,
-    resume: bool,
+impl FileSystemEntry {
+    pub(crate) fn new(mountpoint: &str, device: &str, fs_type: &str, options: &[String]) -> Self {
+        FileSystemEntry { mountpoint: normal(mountpoint), device: device.to_string(), fs_type: fs_type.to_string(), options: options.to_vec() }
+    }
 }
 
-struct LuksDevice {
-    name: String,
-    device: String,
-    allow_discards: bool,
-    key_file: Option<String>,
+/// One `swapDevices` entry.
+#[derive(Debug)]
+pub(crate) struct SwapEntry {
+    pub device: String,
+    pub random_encryption: bool,
+    pub priority: Option<i32>,
+    pub discard_policy: Option<String>,
+    pub resume: bool,
 }
 
-#[derive(Default)]
-struct Collected {
-    file_systems: Vec<FileSystem>,
-    swaps: Vec<SwapDevice>,
-    luks: Vec<LuksDevice>,
+/// One `boot.initrd.luks.devices` entry.
+#[derive(Debug)]
+pub(crate) struct LuksEntry {
+    pub name: String,
+    pub device: String,
+    pub allow_discards: bool,
+    pub key_file: Option<String>,
 }
 
-impl Collected {
-    fn content(&mut self, content: &Content, device: &str) {
-        match content {
-            Content::Filesystem(fs) => {
-                if let Some(mountpoint) = &fs.mountpoint {
-                    self.file_systems.push(FileSystem {
-                        mountpoint: normalize_mountpoint(mountpoint).unwrap_or_else(|_| mountpoint.clone()),
-                        device: device.to_string(),
-                        fs_type: fs.format.fs_type().to_string(),
-                        options: fs.mount_options.clone(),
-                    });
-                }
-            }
-            Content::Swap(swap) => self.swaps.push(SwapDevice {
-                device: device.to_string(),
-                random_encryption: swap.random_encryption,
-                priority: swap.priority,
-                discard_policy: swap.discard_policy.clone(),
-                resume: swap.resume_device,
-            }),
-            Content::Luks(luks) => {
-                self.luks.push(LuksDevice {
-                    name: luks.name.clone(),
-                    device: device.to_string(),
-                    allow_discards: luks.allow_discards,
-                    key_file: luks.key.strip_prefix("file://").map(str::to_string),
-                });
-                self.content(&luks.content, &format!("/dev/mapper/{}", luks.name));
-            }
-            Content::Zfs(_) => {}
-        }
+/// What the node types contribute to the module; rendered as Nix by [`module`].
+#[derive(Debug, Default)]
+pub(crate) struct ModuleParts {
+    pub file_systems: Vec<FileSystemEntry>,
+    pub swaps: Vec<SwapEntry>,
+    pub luks: Vec<LuksEntry>,
+    /// A pool or dataset uses ZFS native encryption.
+    pub native_encryption: bool,
+}
+
+impl ModuleParts {
+    /// Adds a content's part, through its node type; `device` is how the installed system finds it.
+    pub(crate) fn content(&mut self, content: &Content, device: &str) {
+        content.node().nixos(self, device);
     }
 }
 
 /// The NixOS module for a plan, as Nix source.
 pub fn module(plan: &Plan) -> String {
-    let mut found = Collected::default();
+    let mut found = ModuleParts::default();
     let mut esps = Vec::new();
     for (disk_name, disk) in &plan.disks {
         for (part_name, part) in &disk.partitions {
@@ -111,46 +99,15 @@ pub fn module(plan: &Plan) -> String {
             if let Some(content) = &part.content {
                 found.content(content, &device);
             }
-            let is_esp = part.kind.as_deref().and_then(crate::gpt::type_guid).as_deref().and_then(crate::gpt::type_name) == Some("esp")
-                || (part.kind.is_none() && crate::compile::default_type(part.content.as_ref()) == "esp");
-            if let (true, Some(Content::Filesystem(fs))) = (is_esp, &part.content) {
+            if let (true, Some(Content::Filesystem(fs))) = (part.is_esp(), &part.content) {
                 if let Some(mountpoint) = &fs.mountpoint {
-                    esps.push(normalize_mountpoint(mountpoint).unwrap_or_else(|_| mountpoint.clone()));
+                    esps.push(normal(mountpoint));
                 }
             }
         }
     }
-    let mut native_encryption = false;
     for (pool_name, pool) in &plan.pools {
-        if pool.root_fs_options.get("encryption").is_some_and(|e| e != "off") {
-            native_encryption = true;
-        }
-        if let Some(mountpoint) = &pool.mountpoint {
-            found.file_systems.push(FileSystem { mountpoint: mountpoint.clone(), device: pool_name.clone(), fs_type: "zfs".into(), options: vec![] });
-        }
-        for (dataset_name, dataset) in &pool.datasets {
-            let full = format!("{pool_name}/{dataset_name}");
-            if dataset.properties.get("encryption").is_some_and(|e| e != "off") {
-                native_encryption = true;
-            }
-            match dataset.kind {
-                DatasetKind::Filesystem => {
-                    if let Some(mountpoint) = &dataset.mountpoint {
-                        found.file_systems.push(FileSystem {
-                            mountpoint: normalize_mountpoint(mountpoint).unwrap_or_else(|_| mountpoint.clone()),
-                            device: full,
-                            fs_type: "zfs".into(),
-                            options: dataset.mount_options.clone(),
-                        });
-                    }
-                }
-                DatasetKind::Volume => {
-                    if let Some(content) = &dataset.content {
-                        found.content(content, &format!("/dev/zvol/{full}"));
-                    }
-                }
-            }
-        }
+        pool.nixos(&mut found, pool_name);
     }
     found.file_systems.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     esps.sort();
@@ -165,7 +122,7 @@ pub fn module(plan: &Plan) -> String {
         let _ = writeln!(out, "  networking.hostId = {};", nix_string(&plan.effective_host_id()));
         let _ = writeln!(out, "  boot.supportedFilesystems = [ \"zfs\" ];");
         let _ = writeln!(out, "  boot.zfs.devNodes = \"/dev/disk/by-partuuid\";");
-        if native_encryption {
+        if found.native_encryption {
             let _ = writeln!(out, "  # Ask for the pool's passphrase at boot.");
             let _ = writeln!(out, "  boot.zfs.requestEncryptionCredentials = true;");
         }

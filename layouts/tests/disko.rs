@@ -82,7 +82,7 @@ fn disko_defaults_are_applied() {
     assert_eq!(disk.partitions["root"].kind.as_deref(), Some("linux"));
     let steps = plan.compile(&CompileOptions::default()).expect("compiles");
     let table = steps.steps.iter().find_map(|s| match &s.operation {
-        layouts::Operation::PartitionTable { partitions, .. } => Some(partitions.clone()),
+        layouts::Operation::PartitionTable(table) => Some(table.partitions.clone()),
         _ => None,
     });
     let table = table.expect("a table");

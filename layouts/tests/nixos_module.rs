@@ -47,7 +47,7 @@ fn every_preset_module_parses_and_evaluates_to_the_plan() {
             .steps
             .iter()
             .filter_map(|s| match &s.operation {
-                Operation::Mount { target, .. } => Some(target.strip_prefix("/mnt").filter(|t| !t.is_empty()).unwrap_or("/").to_string()),
+                Operation::Mount(mount) => Some(mount.target.strip_prefix("/mnt").filter(|t| !t.is_empty()).unwrap_or("/").to_string()),
                 _ => None,
             })
             .collect();

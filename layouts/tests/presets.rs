@@ -67,7 +67,7 @@ fn mirror_gives_every_disk_a_bootable_esp() {
         .steps
         .iter()
         .filter_map(|s| match &s.operation {
-            Operation::Mount { fs_type, target, .. } if fs_type == "vfat" => Some(target.as_str()),
+            Operation::Mount(mount) if mount.fs_type == "vfat" => Some(mount.target.as_str()),
             _ => None,
         })
         .collect();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use installer::{Event, Mode, Options, Outlook, Preview, Secret, Secrets};
+use installer::{Event, Mode, Options, Outlook, Preview, RealSystem, Secret, Secrets};
 use layouts::size::human;
 use layouts::{CompileOptions, Content, Plan};
 
@@ -160,7 +160,7 @@ fn confirm(preview: &Preview, args: &ApplyArgs) -> Result<Vec<String>> {
         return Ok(preview.wipes.iter().map(|w| w.disk.clone()).collect());
     }
     let mut confirmed = args.yes_wipe.clone();
-    let unconfirmed: Vec<_> = preview.wipes.iter().filter(|w| !confirmed.iter().any(|c| w.is_named_by(c))).collect();
+    let unconfirmed: Vec<_> = preview.wipes.iter().filter(|w| !confirmed.iter().any(|c| w.is_named_by(c, &RealSystem))).collect();
     if unconfirmed.is_empty() {
         return Ok(confirmed);
     }
@@ -189,7 +189,7 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
     }
     let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
     let options = options(Mode::Apply);
-    let preview = installer::preview(&plan, &steps, &options)?;
+    let preview = installer::preview(&RealSystem, &plan, &steps, &options)?;
     if !args.output.json {
         print_review(&preview);
         println!();
@@ -197,7 +197,7 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
     let confirmed = confirm(&preview, &args)?;
     let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, true)? };
     let emit = printer(args.output.json, preview.steps.len());
-    let result = installer::execute(&plan, &preview, &confirmed, &secrets, &options, &emit);
+    let result = installer::execute(&RealSystem, &plan, &preview, &confirmed, &secrets, &options, &emit);
     match result {
         Ok(_) => {
             if !args.output.json {
@@ -219,10 +219,10 @@ pub fn mount(args: MountArgs) -> Result<()> {
     let plan = read_plan_file(&args.file)?;
     let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
     let options = options(Mode::Mount);
-    let preview = installer::preview(&plan, &steps, &options)?;
+    let preview = installer::preview(&RealSystem, &plan, &steps, &options)?;
     let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, false)? };
     let emit = printer(args.output.json, preview.steps.len());
-    installer::execute(&plan, &preview, &[], &secrets, &options, &emit)?;
+    installer::execute(&RealSystem, &plan, &preview, &[], &secrets, &options, &emit)?;
     Ok(())
 }
 
@@ -231,6 +231,6 @@ pub fn unmount(args: MountArgs) -> Result<()> {
     let plan = read_plan_file(&args.file)?;
     let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
     let emit = printer(args.output.json, steps.teardown.len());
-    installer::teardown(&plan, &steps, &options(Mode::Mount), &emit)?;
+    installer::teardown(&RealSystem, &plan, &steps, &options(Mode::Mount), &emit)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use installer::kexec;
+use handover as kexec;
 
 /// Arguments of `nix-dabei kexec`.
 #[derive(Debug, Args)]

@@ -1,8 +1,8 @@
 //! `nix-dabei apply` on a terminal asks for each disk to be confirmed by typing its serial (or, without
 //! one, its plan name); a wrong answer leaves the disk as it was.
 
-use vm_tests::loopdev::{require_root, run, serialize, LoopDisk};
-use vm_tests::tmux::Session;
+use testkit::loopdev::{require_root, run, serialize, LoopDisk};
+use testkit::tmux::Session;
 
 /// Runs `command`, answers its confirmation question with `typed`, and returns the final screen.
 fn answer(command: &str, typed: &str) -> String {

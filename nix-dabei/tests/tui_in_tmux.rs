@@ -2,8 +2,8 @@
 //! mirror install on two loop devices. Nothing may be written to the disks; the saved plan must be one
 //! that `nix-dabei plan` accepts.
 
-use vm_tests::loopdev::{require_root, run, serialize, LoopDisk};
-use vm_tests::tmux::Session;
+use testkit::loopdev::{require_root, run, serialize, LoopDisk};
+use testkit::tmux::Session;
 
 #[test]
 fn a_dry_run_install_through_every_screen() {

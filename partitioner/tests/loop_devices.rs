@@ -5,7 +5,7 @@ use layouts::presets::{build, DiskFacts, PresetKind, PresetOptions};
 use layouts::steps::GptPartition;
 use layouts::{CompileOptions, Identity, Operation};
 use partitioner::{check_identity, discover, ensure_free, find_disk, wipe_disk, write_partition_table, DiskInfo, InUse};
-use vm_tests::loopdev::{require_root, run, serialize, LoopDisk, Mounted, SwapOn};
+use testkit::loopdev::{require_root, run, serialize, LoopDisk, Mounted, SwapOn};
 
 const SIZE: u64 = 2 << 30;
 
@@ -35,7 +35,7 @@ fn planned_table(device: &str) -> (layouts::Plan, Vec<GptPartition>, u32, u64) {
         .steps
         .iter()
         .find_map(|s| match &s.operation {
-            Operation::PartitionTable { partitions, logical_sector_size, disk_size, .. } => Some((partitions.clone(), *logical_sector_size, *disk_size)),
+            Operation::PartitionTable(table) => Some((table.partitions.clone(), table.logical_sector_size, table.disk_size)),
             _ => None,
         })
         .expect("a partition table step");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use installer::{Event, Mode, Options, Outlook, Secret, Secrets};
+use installer::{Event, Mode, Options, Outlook, RealSystem, Secret, Secrets, SimSystem, System};
 use layouts::presets::{self, DiskFacts, PresetOptions};
 use layouts::{CompileOptions, Identity, Plan};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
@@ -94,7 +94,7 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     std::fs::write(&options.save_path, plan.to_toml()).map_err(|e| format!("cannot save the plan to {}: {e}", options.save_path.display()))?;
-    let preview = installer::preview(&plan, &steps, &engine_options()).map_err(|e| e.to_string())?;
+    let preview = installer::preview(&RealSystem, &plan, &steps, &engine_options()).map_err(|e| e.to_string())?;
     let review = Review {
         steps: preview
             .steps
@@ -121,50 +121,44 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
     Ok((plan, review))
 }
 
-/// Runs the install (or its simulation) on a worker thread.
+/// Runs the install (or, for a dry run, the same engine on a simulated copy of the disks) on a worker
+/// thread.
 fn start_install(plan: Plan, passphrase: Option<Secret>, options: &TuiOptions, sender: Sender<Msg>) {
     let target = options.target.clone();
     let dry_run = options.dry_run;
     std::thread::spawn(move || {
-        let send = |msg: Msg| {
-            let _ = sender.send(msg);
+        let emit = |event: Event| {
+            let _ = sender.send(Msg::Engine(event));
         };
         let outcome = (|| -> Result<Outcome, String> {
             let steps = plan.compile(&CompileOptions { target }).map_err(|e| e.to_string())?;
-            let engine = engine_options();
-            let preview = installer::preview(&plan, &steps, &engine).map_err(|e| e.to_string())?;
-            if dry_run {
-                return Ok(simulate(&preview, &send));
-            }
+            let mut engine = engine_options();
+            let simulated;
+            let system: &dyn System = if dry_run {
+                // Blank copies of this machine's disks, in memory: every step is probed and performed by
+                // the real executor, and nothing reaches a disk.
+                simulated = SimSystem::with_disks(RealSystem.discover().map_err(|e| e.to_string())?);
+                engine.journal_dir = std::env::temp_dir().join(format!("nix-dabei-dry-run-{}", std::process::id()));
+                &simulated
+            } else {
+                &RealSystem
+            };
+            let passphrase = match passphrase {
+                None if dry_run => Some(Secret::new(b"dry run".to_vec())),
+                other => other,
+            };
+            let preview = installer::preview(system, &plan, &steps, &engine).map_err(|e| e.to_string())?;
             let confirmed: Vec<String> = preview.wipes.iter().map(|w| w.disk.clone()).collect();
             let secrets = Secrets { passphrase };
-            let emit = |event: Event| {
-                let _ = sender.send(Msg::Engine(event));
-            };
-            let report = installer::execute(&plan, &preview, &confirmed, &secrets, &engine, &emit).map_err(|e| e.to_string())?;
+            let report = installer::execute(system, &plan, &preview, &confirmed, &secrets, &engine, &emit);
+            if dry_run {
+                let _ = std::fs::remove_dir_all(&engine.journal_dir);
+            }
+            let report = report.map_err(|e| e.to_string())?;
             Ok(Outcome::Success { applied: report.applied, skipped: report.skipped })
         })();
-        send(Msg::Finished(outcome.unwrap_or_else(Outcome::Failure)));
+        let _ = sender.send(Msg::Finished(outcome.unwrap_or_else(Outcome::Failure)));
     });
-}
-
-/// The events a run would send, without running anything.
-fn simulate(preview: &installer::Preview, send: &dyn Fn(Msg)) -> Outcome {
-    send(Msg::Engine(Event::Started { host: String::new(), steps: preview.steps.len() }));
-    let (mut applied, mut skipped) = (0, 0);
-    for (step, outlook) in &preview.steps {
-        std::thread::sleep(Duration::from_millis(40));
-        if let Outlook::Done(reason) = outlook {
-            skipped += 1;
-            send(Msg::Engine(Event::StepSkipped { id: step.id.clone(), description: step.description.clone(), reason: reason.clone() }));
-        } else {
-            applied += 1;
-            send(Msg::Engine(Event::StepStarted { id: step.id.clone(), description: step.description.clone() }));
-            send(Msg::Engine(Event::StepOutput { id: step.id.clone(), line: format!("would run: {}", step.operation) }));
-            send(Msg::Engine(Event::StepFinished { id: step.id.clone(), description: step.description.clone(), seconds: 0.0 }));
-        }
-    }
-    Outcome::Success { applied, skipped }
 }
 
 /// Runs the installer until the user leaves. The terminal is restored on exit and on panic.

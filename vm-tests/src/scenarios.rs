@@ -287,7 +287,7 @@ fn verify_layout(share: &Path) -> Result<()> {
     // Every planned mount is there, with its filesystem type.
     let mounts = read(&out.join("mounts.txt"))?;
     for step in &steps.steps {
-        if let layouts::Operation::Mount { target, fs_type, source, .. } = &step.operation {
+        if let layouts::Operation::Mount(layouts::steps::Mount { target, fs_type, source, .. }) = &step.operation {
             let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some(target.as_str()));
             let line = line.with_context(|| format!("{target} is not mounted in boot 2"))?;
             ensure!(line.split(' ').nth(2) == Some(fs_type.as_str()), "{target} is not {fs_type}: {line}");

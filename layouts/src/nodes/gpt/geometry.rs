@@ -1,4 +1,4 @@
-//! GPT partition types, partition placement and partition device names.
+//! GPT geometry: partition types, 1 MiB-aligned placement and partition device names.
 
 use serde::{Deserialize, Serialize};
 

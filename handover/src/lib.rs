@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::command::{self, CommandError};
+use installer::command::{self, CommandError};
 
 /// Where the handed-over files live in the RAM OS.
 pub const HANDOVER_DIR: &str = "etc/nix-dabei/kexec";

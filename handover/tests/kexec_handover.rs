@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use installer::kexec::{cpio, memory_needed, restore, HandoverFile, HANDOVER_DIR};
+use handover::{cpio, memory_needed, restore, HandoverFile, HANDOVER_DIR};
 
 fn files() -> Vec<HandoverFile> {
     vec![

@@ -1,4 +1,4 @@
-//! What the running system has mounted, swapped on and mapped, and the mount and unmount calls.
+//! Linux facts and calls the real system uses: the mount table, active swaps, device-mapper names, mount(2).
 
 use std::fs;
 use std::path::PathBuf;

@@ -1,0 +1,40 @@
+//! Writing the NixOS module and running nixos-install.
+
+use layouts::steps::{NixosInstall, WriteNixosModule};
+
+use super::{io, Perform, ProbeContext, RunContext};
+use crate::events::Event;
+use crate::execute::{Outlook, StepError};
+
+impl Perform for WriteNixosModule {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        if cx.system.read_file(&self.path).is_ok_and(|text| text == layouts::nixos::module(cx.plan)) {
+            Outlook::Done(format!("{} is up to date", self.path))
+        } else {
+            Outlook::Todo { destroys: false }
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        cx.system.write_file(&self.path, &layouts::nixos::module(cx.plan)).map_err(io(format!("write {}", self.path)))
+    }
+}
+
+impl Perform for NixosInstall {
+    /// An install leaves nothing a probe can check cheaply; the journal says whether this plan's install
+    /// finished before.
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        if cx.journal.applied(&cx.step.id) {
+            Outlook::Done("an earlier run of this plan installed it".into())
+        } else {
+            Outlook::Todo { destroys: false }
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let line = layouts::OperationKind::command(self).ok_or_else(|| StepError::Conflict("nixos-install has no command line".into()))?;
+        let id = &cx.step.id;
+        cx.system.stream(&line, &mut |text| (cx.emit)(Event::StepOutput { id: id.clone(), line: text.to_string() }))?;
+        Ok(())
+    }
+}

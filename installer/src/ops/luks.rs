@@ -1,0 +1,62 @@
+//! Formatting, opening and closing LUKS2 containers.
+
+use layouts::steps::{LuksClose, LuksFormat, LuksOpen};
+
+use super::{blank_or, Perform, ProbeContext, RunContext};
+use crate::execute::{Outlook, StepError};
+
+impl Perform for LuksFormat {
+    /// Done when the device carries this plan's header (its UUID is derived from the plan).
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        let device = &self.device;
+        if !cx.system.exists(device) {
+            return Outlook::Todo { destroys: true };
+        }
+        match cx.system.luks_header_uuid(device) {
+            Some(found) if found.eq_ignore_ascii_case(&self.uuid) => Outlook::Done(format!("{device} has this plan's LUKS header")),
+            Some(found) => Outlook::Conflict(format!("{device} holds another LUKS header ({found})")),
+            None => blank_or(cx.system, device, "crypto_LUKS"),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let key = cx.secrets.key_or_file(&self.key, self.passphrase_file.as_deref())?;
+        cx.system.luks_format(self, &key, cx.options.weak_kdf)?;
+        Ok(())
+    }
+}
+
+impl Perform for LuksOpen {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        let name = &self.name;
+        match cx.system.mapping_of(name) {
+            None => Outlook::Todo { destroys: false },
+            Some(under) if cx.system.kernel_name(&self.device).is_some_and(|k| under.contains(&k)) => {
+                Outlook::Done(format!("/dev/mapper/{name} is open"))
+            }
+            Some(under) => Outlook::Conflict(format!("/dev/mapper/{name} is open on {}, not on {}", under.join(", "), self.device)),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let key = cx.secrets.key_or_file(&self.key, self.passphrase_file.as_deref())?;
+        cx.system.luks_open(self, &key)?;
+        let mapped = format!("/dev/mapper/{}", self.name);
+        cx.system.wait_for_nodes(&self.device, &[mapped.as_str()])?;
+        Ok(())
+    }
+}
+
+impl Perform for LuksClose {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match cx.system.mapping_of(&self.name) {
+            Some(_) => Outlook::Todo { destroys: false },
+            None => Outlook::Done(format!("/dev/mapper/{} is closed", self.name)),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        cx.system.luks_close(&self.name)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! How each operation is probed and performed: one module per node type, beside the operation types in
+//! `layouts::nodes`. Every probe says whether its step is done, still to do, or in conflict with what
+//! is on the machine; every perform goes through the [`System`] seam and, where it runs a program, runs
+//! exactly the command line the step prints ([`layouts::OperationKind::command`]).
+//!
+//! A new operation type implements [`Perform`] here and gets one line in [`of`].
+
+mod fs;
+mod gpt;
+mod install;
+mod luks;
+mod mount;
+mod swap;
+mod zfs;
+
+use layouts::steps::{Operation, Step};
+use layouts::Plan;
+
+use crate::events::Event;
+use crate::execute::{Options, Outlook, Secrets, StepError};
+use crate::journal::Journal;
+use crate::system::System;
+
+/// What a probe may look at.
+#[derive(Clone, Copy)]
+pub(crate) struct ProbeContext<'a> {
+    pub system: &'a dyn System,
+    pub plan: &'a Plan,
+    /// Every step of the run, for probes that judge a step by another (a wipe by its partition table).
+    pub steps: &'a [Step],
+    pub journal: &'a Journal,
+    /// The step being probed.
+    pub step: &'a Step,
+}
+
+/// What performing a step may use.
+#[derive(Clone, Copy)]
+pub(crate) struct RunContext<'a> {
+    pub system: &'a dyn System,
+    pub plan: &'a Plan,
+    pub options: &'a Options,
+    pub secrets: &'a Secrets,
+    pub emit: &'a (dyn Fn(Event) + Sync),
+    /// The step being performed.
+    pub step: &'a Step,
+}
+
+/// The executor's side of an operation type.
+pub(crate) trait Perform {
+    /// Whether the step is done, to do, or conflicts with the machine. Reads only.
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook;
+    /// Does the step.
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError>;
+}
+
+/// The executor's side of an operation: the registry, one line per operation type. `None` for an
+/// operation type this executor does not know (a newer plan library).
+pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
+    Some(match operation {
+        Operation::Wipe(op) => op as &dyn Perform,
+        Operation::PartitionTable(op) => op,
+        Operation::LuksFormat(op) => op,
+        Operation::LuksOpen(op) => op,
+        Operation::ZpoolCreate(op) => op,
+        Operation::ZfsCreate(op) => op,
+        Operation::Mkfs(op) => op,
+        Operation::Mkswap(op) => op,
+        Operation::Mount(op) => op,
+        Operation::Swapon(op) => op,
+        Operation::WriteNixosModule(op) => op,
+        Operation::NixosInstall(op) => op,
+        Operation::Unmount(op) => op,
+        Operation::Swapoff(op) => op,
+        Operation::ZpoolExport(op) => op,
+        Operation::LuksClose(op) => op,
+        _ => return None,
+    })
+}
+
+/// A device that must hold `wanted` (a libblkid type): done when it does, to do when it is blank, a
+/// conflict when it holds something else.
+pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str) -> Outlook {
+    if !system.exists(device) {
+        return Outlook::Todo { destroys: true };
+    }
+    let kinds: Vec<String> = system.signatures(device).map(|s| s.into_iter().map(|s| s.kind).collect()).unwrap_or_default();
+    if kinds.iter().any(|k| k == wanted) {
+        Outlook::Done(format!("{device} already holds {wanted}"))
+    } else if let Some(other) = kinds.first() {
+        Outlook::Conflict(format!("{device} holds {other}, the plan puts {wanted} there; wipe the disk to start over"))
+    } else {
+        Outlook::Todo { destroys: true }
+    }
+}
+
+/// Runs an operation's own command line, the one the step prints.
+pub(crate) fn run_own_command(cx: &RunContext<'_>) -> Result<(), StepError> {
+    let line = cx.step.operation.command().ok_or_else(|| StepError::Conflict(format!("{} runs no program", cx.step.id)))?;
+    cx.system.run(&line, None)?;
+    Ok(())
+}
+
+/// A closure that wraps an I/O error with what was being done.
+pub(crate) fn io(action: String) -> impl FnOnce(std::io::Error) -> StepError {
+    move |source| StepError::Io { action, source }
+}

@@ -1,0 +1,37 @@
+//! Mounting and unmounting under the target root.
+
+use layouts::steps::{Mount, Unmount};
+
+use super::{io, Perform, ProbeContext, RunContext};
+use crate::execute::{Outlook, StepError};
+
+impl Perform for Mount {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        let (source, target) = (&self.source, &self.target);
+        match cx.system.mounted_at(target) {
+            Ok(Some(entry)) if entry.source == *source || cx.system.same_device(&entry.source, source) => {
+                Outlook::Done(format!("{source} is mounted at {target}"))
+            }
+            Ok(Some(entry)) => Outlook::Conflict(format!("{target} has {} mounted, not {source}", entry.source)),
+            Ok(None) => Outlook::Todo { destroys: false },
+            Err(error) => Outlook::Conflict(format!("cannot read the mount table: {error}")),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        cx.system.mount(self).map_err(io(format!("mount {} at {}", self.source, self.target)))
+    }
+}
+
+impl Perform for Unmount {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match cx.system.mounted_at(&self.target) {
+            Ok(Some(_)) => Outlook::Todo { destroys: false },
+            _ => Outlook::Done(format!("{} is not mounted", self.target)),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        cx.system.unmount(&self.target).map_err(io(format!("unmount {}", self.target)))
+    }
+}

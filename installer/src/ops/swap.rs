@@ -1,0 +1,42 @@
+//! Making, enabling and disabling swap.
+
+use layouts::steps::{Mkswap, Swapoff, Swapon};
+
+use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
+use crate::execute::{Outlook, StepError};
+
+impl Perform for Mkswap {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        blank_or(cx.system, &self.device, "swap")
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}
+
+impl Perform for Swapon {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match cx.system.swap_active(&self.device) {
+            Ok(true) => Outlook::Done(format!("swap on {} is active", self.device)),
+            _ => Outlook::Todo { destroys: false },
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}
+
+impl Perform for Swapoff {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match cx.system.swap_active(&self.device) {
+            Ok(true) => Outlook::Todo { destroys: false },
+            _ => Outlook::Done(format!("swap on {} is off", self.device)),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}

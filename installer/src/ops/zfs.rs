@@ -1,0 +1,145 @@
+//! Creating, importing and exporting pools, and creating datasets.
+
+use layouts::nodes::zfs::encrypted;
+use layouts::steps::{ZfsCreate, ZpoolCreate, ZpoolExport};
+use layouts::OperationKind;
+
+use super::{run_own_command, Perform, ProbeContext, RunContext};
+use crate::command::CommandError;
+use crate::execute::{Outlook, StepError};
+use crate::zfs::{self, ZfsError};
+
+/// Under test emulation, native encryption's key derivation is cut to ZFS's minimum.
+const WEAK_PBKDF2_ITERATIONS: &str = "pbkdf2iters=100000";
+
+impl Perform for ZpoolCreate {
+    /// Done when the pool is imported with its keys loaded; to do without destroying anything when every
+    /// member already carries this pool's label (it only needs importing).
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        let pool = &self.pool;
+        match zfs::imported_pools(cx.system) {
+            Ok(pools) if pools.contains(pool) => {
+                return match zfs::locked_encryption_roots(cx.system, pool) {
+                    Ok(locked) if locked.is_empty() => Outlook::Done(format!("pool {pool} is imported")),
+                    _ => Outlook::Todo { destroys: false },
+                };
+            }
+            Ok(_) => {}
+            Err(error) => return Outlook::Conflict(format!("cannot list ZFS pools: {error}")),
+        }
+        let members: Vec<&String> = self.vdevs.iter().flat_map(|v| &v.devices).collect();
+        let labels: Vec<Option<String>> = members
+            .iter()
+            .map(|m| {
+                cx.system
+                    .signatures(m)
+                    .ok()
+                    .and_then(|sigs| sigs.into_iter().next())
+                    .map(|s| if s.kind == "zfs_member" { format!("zfs:{}", s.label.unwrap_or_default()) } else { s.kind })
+            })
+            .collect();
+        if !members.is_empty() && labels.iter().all(|l| l.as_deref() == Some(&format!("zfs:{pool}"))) {
+            return Outlook::Todo { destroys: false };
+        }
+        match members.iter().zip(&labels).find(|(_, l)| l.is_some()) {
+            Some((member, Some(label))) => Outlook::Conflict(format!("{member} holds {label}, not a member of a new pool {pool}")),
+            _ => Outlook::Todo { destroys: true },
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let pool = &self.pool;
+        let imported = zfs::imported_pools(cx.system)?.contains(pool);
+        let member = self.vdevs.iter().flat_map(|v| &v.devices).next();
+        let existing =
+            member.is_some_and(|m| cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str()))));
+        if !imported && existing {
+            import(cx, pool, &self.altroot)?;
+        } else if !imported {
+            let mut line = self.command().ok_or_else(|| StepError::Conflict("zpool create has no command line".into()))?;
+            let is_encrypted = encrypted(&self.root_fs_options);
+            if is_encrypted && cx.options.weak_kdf && !self.root_fs_options.contains_key("pbkdf2iters") {
+                line.args.splice(2..2, ["-O".to_string(), WEAK_PBKDF2_ITERATIONS.to_string()]);
+            }
+            let key = match self.root_fs_options.get("keylocation").map(String::as_str) {
+                _ if !is_encrypted => None,
+                Some(location) if location.starts_with("file://") => None,
+                _ => Some(cx.secrets.key("prompt")?),
+            };
+            zfs::zpool(cx.system, &line, key.as_ref())?;
+        }
+        unlock(cx, pool)
+    }
+}
+
+/// Imports a pool this plan created earlier. A pool that was not exported (the machine went down
+/// mid-install) needs `-f`; its disks are the plan's own, checked by identity.
+fn import(cx: &RunContext<'_>, pool: &str, altroot: &str) -> Result<(), StepError> {
+    match zfs::import_pool(cx.system, pool, altroot, false) {
+        Ok(()) => Ok(()),
+        Err(ZfsError::Command(CommandError::Failed { stderr, .. })) if stderr.contains("-f") => {
+            zfs::import_pool(cx.system, pool, altroot, true)?;
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Loads the keys of every locked encryption root of a pool.
+fn unlock(cx: &RunContext<'_>, pool: &str) -> Result<(), StepError> {
+    for (root, location) in zfs::locked_encryption_roots(cx.system, pool)? {
+        let key = if location.starts_with("file://") { None } else { Some(cx.secrets.key("prompt")?) };
+        zfs::load_key(cx.system, &root, key.as_ref())?;
+    }
+    Ok(())
+}
+
+impl Perform for ZfsCreate {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        let dataset = &self.dataset;
+        match zfs::dataset(cx.system, dataset, &[]) {
+            Ok(Some(found)) => {
+                let want = if self.volume_size.is_some() { "VOLUME" } else { "FILESYSTEM" };
+                if found.kind == want {
+                    Outlook::Done(format!("{dataset} exists"))
+                } else {
+                    let (have, want) = (found.kind.to_lowercase(), want.to_lowercase());
+                    Outlook::Conflict(format!("{dataset} exists as a {have}, the plan wants a {want}"))
+                }
+            }
+            Ok(None) => Outlook::Todo { destroys: false },
+            Err(error) => Outlook::Conflict(error.to_string()),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let is_encrypted = encrypted(&self.properties);
+        let prompt = self.properties.get("keylocation").is_none_or(|l| l == "prompt");
+        let key = if is_encrypted && prompt { Some(cx.secrets.key("prompt")?) } else { None };
+        let mut line = self.command().ok_or_else(|| StepError::Conflict("zfs create has no command line".into()))?;
+        if is_encrypted && cx.options.weak_kdf && !self.properties.contains_key("pbkdf2iters") {
+            line.args.splice(1..1, ["-o".to_string(), WEAK_PBKDF2_ITERATIONS.to_string()]);
+        }
+        zfs::zfs(cx.system, &line, key.as_ref())?;
+        if self.volume_size.is_some() {
+            // A volume's node comes from udev; what is made on it next needs the node.
+            cx.system.settle();
+            let node = format!("/dev/zvol/{}", self.dataset);
+            cx.system.wait_for_nodes(&self.dataset, &[node.as_str()])?;
+        }
+        Ok(())
+    }
+}
+
+impl Perform for ZpoolExport {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match zfs::imported_pools(cx.system) {
+            Ok(pools) if pools.contains(&self.pool) => Outlook::Todo { destroys: false },
+            _ => Outlook::Done(format!("pool {} is not imported", self.pool)),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}

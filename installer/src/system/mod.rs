@@ -1,0 +1,84 @@
+//! The engine seam: everything the executor asks of the machine, as one trait with two implementations.
+//!
+//! [`RealSystem`] is the machine nix-dabei runs on (sysfs, libblkid, ioctls, libcryptsetup, mount(2),
+//! and programs through [`crate::command`]). [`SimSystem`] keeps disks, partition tables, signatures,
+//! LUKS mappings, pools, mounts and files in memory, so that the scheduler, the probes and resuming run
+//! in ordinary tests without root, and the TUI's dry run goes through the real engine without writing.
+
+mod linux;
+mod real;
+pub mod sim;
+
+use std::fmt;
+
+use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
+use partitioner::table::TableEntry;
+use partitioner::{DiskError, DiskInfo, Signature};
+
+use crate::command::CommandError;
+use crate::luks::LuksError;
+use crate::secret::Secret;
+
+pub use linux::MountEntry;
+pub use real::RealSystem;
+pub use sim::SimSystem;
+
+/// What the executor asks of a machine. Every call that reads or writes the machine goes through here.
+pub trait System: fmt::Debug + Send + Sync {
+    /// Every whole disk, with its partitions, signatures and the reasons it is in use.
+    fn discover(&self) -> Result<Vec<DiskInfo>, DiskError>;
+    /// The disk among `disks` that `path` names (a kernel name or any link to it).
+    fn find_disk<'a>(&self, disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError>;
+    /// The kernel name of the whole disk that holds `device` (the disk itself for a disk), when it is one.
+    fn whole_disk_of(&self, device: &str) -> Option<String>;
+    /// Whether two paths name the same device.
+    fn same_device(&self, a: &str, b: &str) -> bool;
+    /// The kernel name of a device (`vda2`, `dm-0`).
+    fn kernel_name(&self, device: &str) -> Option<String>;
+    /// Whether a device node or file exists.
+    fn exists(&self, path: &str) -> bool;
+
+    /// Every signature on a device.
+    fn signatures(&self, device: &str) -> Result<Vec<Signature>, DiskError>;
+    /// Removes every signature from a disk and its current partitions (and discards, when asked and able).
+    fn wipe_disk(&self, disk: &DiskInfo, discard: bool) -> Result<(), DiskError>;
+    /// The GPT on a disk, or `None` when it has none.
+    fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError>;
+    /// Writes a GPT and a protective MBR, and makes the kernel see the partitions.
+    fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError>;
+    /// Waits until the device nodes exist.
+    fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError>;
+    /// Lets udev finish creating links for new devices, where udevd runs.
+    fn settle(&self);
+
+    /// Makes a LUKS2 header with [`layouts::nodes::luks::LUKS_PARAMETERS`] (or a fast key derivation,
+    /// for tests under emulation).
+    fn luks_format(&self, op: &LuksFormat, key: &Secret, weak_kdf: bool) -> Result<(), LuksError>;
+    /// The UUID of the LUKS2 header on a device, if it has one.
+    fn luks_header_uuid(&self, device: &str) -> Option<String>;
+    /// Opens a LUKS2 device as `/dev/mapper/<name>`.
+    fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError>;
+    /// Closes a mapping.
+    fn luks_close(&self, name: &str) -> Result<(), LuksError>;
+    /// The kernel names of the devices under an open mapping, or `None` when it is not open.
+    fn mapping_of(&self, name: &str) -> Option<Vec<String>>;
+
+    /// Runs a program with `input` on its standard input; returns its standard output.
+    fn run(&self, command: &CommandLine, input: Option<&Secret>) -> Result<String, CommandError>;
+    /// Runs a program, handing each line it prints to `on_line` as it comes.
+    fn stream(&self, command: &CommandLine, on_line: &mut dyn FnMut(&str)) -> Result<(), CommandError>;
+
+    /// Mounts, creating the mountpoint.
+    fn mount(&self, op: &Mount) -> std::io::Result<()>;
+    /// Unmounts.
+    fn unmount(&self, target: &str) -> std::io::Result<()>;
+    /// What is mounted at a path (the top of the stack).
+    fn mounted_at(&self, target: &str) -> std::io::Result<Option<MountEntry>>;
+    /// Whether a device is active swap.
+    fn swap_active(&self, device: &str) -> std::io::Result<bool>;
+
+    /// Reads a text file.
+    fn read_file(&self, path: &str) -> std::io::Result<String>;
+    /// Writes a text file, creating its directory.
+    fn write_file(&self, path: &str, contents: &str) -> std::io::Result<()>;
+}

@@ -1,0 +1,130 @@
+//! The machine nix-dabei runs on.
+
+use std::path::Path;
+
+use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
+use partitioner::table::TableEntry;
+use partitioner::{DiskError, DiskInfo, Signature};
+
+use super::linux::{self, MountEntry};
+use super::System;
+use crate::command::{self, CommandError};
+use crate::luks::{self, LuksError};
+use crate::secret::Secret;
+
+/// The real machine: sysfs, libblkid, ioctls, libcryptsetup, mount(2) and programs on PATH.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealSystem;
+
+impl System for RealSystem {
+    fn discover(&self) -> Result<Vec<DiskInfo>, DiskError> {
+        partitioner::discover()
+    }
+
+    fn find_disk<'a>(&self, disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError> {
+        partitioner::find_disk(disks, path)
+    }
+
+    fn whole_disk_of(&self, device: &str) -> Option<String> {
+        let kernel = linux::kernel_name(device)?;
+        let sysfs = std::fs::canonicalize(format!("/sys/class/block/{kernel}")).ok()?;
+        if sysfs.join("partition").exists() {
+            sysfs.parent().and_then(|q| q.file_name()).map(|n| n.to_string_lossy().into_owned())
+        } else {
+            Some(kernel)
+        }
+    }
+
+    fn same_device(&self, a: &str, b: &str) -> bool {
+        linux::same_device(a, b)
+    }
+
+    fn kernel_name(&self, device: &str) -> Option<String> {
+        linux::kernel_name(device)
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        Path::new(path).exists()
+    }
+
+    fn signatures(&self, device: &str) -> Result<Vec<Signature>, DiskError> {
+        partitioner::probe_signatures(Path::new(device))
+    }
+
+    fn wipe_disk(&self, disk: &DiskInfo, discard: bool) -> Result<(), DiskError> {
+        partitioner::wipe_disk(disk, discard)
+    }
+
+    fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
+        partitioner::read_partition_table(device)
+    }
+
+    fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError> {
+        partitioner::write_partition_table(&table.device, table.logical_sector_size, table.disk_size, &table.partitions)
+    }
+
+    fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError> {
+        partitioner::table::wait_for_nodes(device, nodes.iter().copied(), partitioner::table::PARTITION_WAIT)
+    }
+
+    fn settle(&self) {
+        if Path::new("/run/udev/control").exists() && command::available("udevadm") {
+            let _ = command::run("udevadm", &["settle".to_string(), "--timeout=30".to_string()], None);
+        }
+    }
+
+    fn luks_format(&self, op: &LuksFormat, key: &Secret, weak_kdf: bool) -> Result<(), LuksError> {
+        luks::format(&op.device, &op.uuid, op.label.as_deref(), key, weak_kdf)
+    }
+
+    fn luks_header_uuid(&self, device: &str) -> Option<String> {
+        luks::header_uuid(device)
+    }
+
+    fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError> {
+        luks::open(&op.device, &op.name, key, op.allow_discards)
+    }
+
+    fn luks_close(&self, name: &str) -> Result<(), LuksError> {
+        luks::close(name)
+    }
+
+    fn mapping_of(&self, name: &str) -> Option<Vec<String>> {
+        linux::mapper_slaves(name)
+    }
+
+    fn run(&self, line: &CommandLine, input: Option<&Secret>) -> Result<String, CommandError> {
+        command::run(&line.program, &line.args, input.map(Secret::expose))
+    }
+
+    fn stream(&self, line: &CommandLine, on_line: &mut dyn FnMut(&str)) -> Result<(), CommandError> {
+        command::stream(&line.program, &line.args, on_line)
+    }
+
+    fn mount(&self, op: &Mount) -> std::io::Result<()> {
+        linux::mount(&op.source, &op.target, &op.fs_type, &op.options)
+    }
+
+    fn unmount(&self, target: &str) -> std::io::Result<()> {
+        linux::unmount(target)
+    }
+
+    fn mounted_at(&self, target: &str) -> std::io::Result<Option<MountEntry>> {
+        linux::mounted_at(target)
+    }
+
+    fn swap_active(&self, device: &str) -> std::io::Result<bool> {
+        linux::is_swap_active(device)
+    }
+
+    fn read_file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn write_file(&self, path: &str, contents: &str) -> std::io::Result<()> {
+        if let Some(dir) = Path::new(path).parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, contents)
+    }
+}

@@ -1,0 +1,768 @@
+//! A machine in memory: disks with partition tables and signatures, LUKS headers and mappings, ZFS pools
+//! and datasets, mounts, swaps and files. It answers the executor as the real machine would (including
+//! the JSON of `zpool list -j` and `zfs get -j`), records every program it is asked to run, and can
+//! lose power after a chosen number of changes, so that resuming can be tried at every step boundary.
+//!
+//! Changes are atomic here (a program either ran or did not); what a cut *inside* a program leaves
+//! behind is tried on real devices in the VM.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use layouts::gpt::partition_device;
+use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
+use partitioner::discover::DevNo;
+use partitioner::table::TableEntry;
+use partitioner::{DiskError, DiskInfo, InUse, PartitionInfo, Signature};
+use serde_json::{json, Map, Value};
+
+use super::{MountEntry, System};
+use crate::command::CommandError;
+use crate::luks::LuksError;
+use crate::secret::Secret;
+
+#[derive(Debug, Default)]
+struct SimDataset {
+    volume: bool,
+    encryption_root: Option<String>,
+    keylocation: String,
+}
+
+#[derive(Debug, Default)]
+struct SimPool {
+    imported: bool,
+    exported_cleanly: bool,
+    datasets: BTreeMap<String, SimDataset>,
+    /// Encryption roots whose key is loaded.
+    unlocked: BTreeSet<String>,
+    key: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    disks: Vec<DiskInfo>,
+    /// Partition tables by the disk's kernel path.
+    tables: HashMap<String, Vec<TableEntry>>,
+    /// Signatures by canonical device path.
+    signatures: HashMap<String, Vec<Signature>>,
+    /// LUKS headers by canonical device path: UUID and key.
+    luks: HashMap<String, (String, Vec<u8>)>,
+    /// Open mappings: name to canonical device path.
+    mappings: BTreeMap<String, String>,
+    pools: BTreeMap<String, SimPool>,
+    mounts: Vec<MountEntry>,
+    swaps: BTreeSet<String>,
+    files: BTreeMap<String, String>,
+    commands: Vec<CommandLine>,
+    changes: usize,
+    power_cut_at: Option<usize>,
+    powered_off: bool,
+    next_uuid: u64,
+}
+
+/// The simulated machine. See the module documentation.
+#[derive(Debug, Default)]
+pub struct SimSystem {
+    state: Mutex<State>,
+}
+
+/// Why a change did not happen: the simulated power is off.
+const POWER_CUT: &str = "simulated power cut";
+
+fn not_found(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotFound, format!("{what} does not exist"))
+}
+
+fn failed(line: &CommandLine, stderr: impl Into<String>) -> CommandError {
+    CommandError::Failed { command: line.to_string(), status: "exit status: 1".into(), stderr: stderr.into() }
+}
+
+impl SimSystem {
+    /// A machine with these disks, each blank (no table, no signatures, not in use).
+    pub fn with_disks(disks: Vec<DiskInfo>) -> Self {
+        let disks = disks
+            .into_iter()
+            .map(|mut disk| {
+                disk.partitions.clear();
+                disk.signatures.clear();
+                disk.in_use.clear();
+                disk.holders.clear();
+                disk.mountpoints.clear();
+                disk.swap = false;
+                disk.partition_table = None;
+                disk
+            })
+            .collect();
+        SimSystem { state: Mutex::new(State { disks, ..State::default() }) }
+    }
+
+    /// A blank disk `/dev/<kernel>` with the link `/dev/disk/by-id/<id>`, 512-byte sectors.
+    pub fn disk(kernel: &str, id: &str, size: u64, serial: &str) -> DiskInfo {
+        DiskInfo {
+            name: kernel.to_string(),
+            path: format!("/dev/{kernel}"),
+            stable_paths: vec![format!("/dev/disk/by-id/{id}")],
+            model: Some("SIMULATED".into()),
+            serial: Some(serial.to_string()),
+            wwn: None,
+            size,
+            logical_sector_size: 512,
+            physical_sector_size: 4096,
+            rotational: false,
+            removable: false,
+            read_only: false,
+            transport: Some("virtio".into()),
+            discard: true,
+            backing_file: None,
+            partition_table: None,
+            signatures: vec![],
+            partitions: vec![],
+            holders: vec![],
+            mountpoints: vec![],
+            swap: false,
+            devno: DevNo { major: 254, minor: 0 },
+            in_use: vec![],
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every program run so far, queries included, in order.
+    pub fn commands(&self) -> Vec<CommandLine> {
+        self.lock().commands.clone()
+    }
+
+    /// How many changes (writes of any kind) were made so far.
+    pub fn changes(&self) -> usize {
+        self.lock().changes
+    }
+
+    /// The power goes off before the change after the next `changes` ones: that change and every one
+    /// after it fails, as on a machine that went down.
+    pub fn cut_power_after(&self, changes: usize) {
+        let mut state = self.lock();
+        state.power_cut_at = Some(state.changes + changes);
+    }
+
+    /// Power comes back: what lived in memory (mounts, swaps, mappings, imported pools, loaded keys) is
+    /// gone; what was written to the disks stays. Pools were not exported.
+    pub fn reboot(&self) {
+        let mut state = self.lock();
+        state.powered_off = false;
+        state.power_cut_at = None;
+        state.mounts.clear();
+        state.swaps.clear();
+        state.mappings.clear();
+        for pool in state.pools.values_mut() {
+            pool.imported = false;
+            pool.unlocked.clear();
+        }
+    }
+
+    /// What is mounted, in mount order.
+    pub fn mounts(&self) -> Vec<MountEntry> {
+        self.lock().mounts.clone()
+    }
+
+    /// The contents of a file written through the system.
+    pub fn file(&self, path: &str) -> Option<String> {
+        self.lock().files.get(path).cloned()
+    }
+}
+
+impl State {
+    /// Counts a change, or refuses it when the power is (or goes) off.
+    fn change(&mut self) -> Result<(), std::io::Error> {
+        if self.powered_off || self.power_cut_at == Some(self.changes) {
+            self.powered_off = true;
+            return Err(std::io::Error::other(POWER_CUT));
+        }
+        self.changes += 1;
+        Ok(())
+    }
+
+    fn uuid(&mut self) -> String {
+        self.next_uuid += 1;
+        format!("5157{:04x}-0000-4000-8000-{:012x}", self.next_uuid, self.next_uuid)
+    }
+
+    /// A path as the kernel names it: links to disks and their partitions resolve to `/dev/<kernel>...`.
+    fn canonical(&self, path: &str) -> String {
+        for disk in &self.disks {
+            if path == disk.path {
+                return disk.path.clone();
+            }
+            for link in &disk.stable_paths {
+                if path == link {
+                    return disk.path.clone();
+                }
+                if let Some(number) = path.strip_prefix(link.as_str()).and_then(|r| r.strip_prefix("-part")).and_then(|n| n.parse().ok()) {
+                    return partition_device(&disk.path, number);
+                }
+            }
+        }
+        path.to_string()
+    }
+
+    fn disk_of(&self, canonical: &str) -> Option<(&DiskInfo, Option<u32>)> {
+        for disk in &self.disks {
+            if canonical == disk.path {
+                return Some((disk, None));
+            }
+            for entry in self.tables.get(&disk.path).into_iter().flatten() {
+                if partition_device(&disk.path, entry.number) == canonical {
+                    return Some((disk, Some(entry.number)));
+                }
+            }
+        }
+        None
+    }
+
+    fn dataset_exists(&self, name: &str) -> bool {
+        let pool = name.split('/').next().unwrap_or(name);
+        self.pools.get(pool).is_some_and(|p| p.imported && p.datasets.contains_key(name))
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        let canonical = self.canonical(path);
+        if self.disk_of(&canonical).is_some() {
+            return true;
+        }
+        if let Some(name) = canonical.strip_prefix("/dev/mapper/") {
+            return self.mappings.contains_key(name);
+        }
+        if let Some(name) = canonical.strip_prefix("/dev/zvol/") {
+            return self.dataset_exists(name) && self.pools.values().any(|p| p.datasets.get(name).is_some_and(|d| d.volume));
+        }
+        self.files.contains_key(path)
+    }
+
+    fn holders(&self, canonical: &str) -> Vec<String> {
+        self.mappings.iter().filter(|(_, device)| *device == canonical).map(|(name, _)| format!("dm-{name}")).collect()
+    }
+
+    fn in_use(&self, device: &str, signatures: &[Signature], in_use: &mut Vec<InUse>) {
+        for mount in self.mounts.iter().filter(|m| m.source == device) {
+            in_use.push(InUse::Mounted { device: device.to_string(), mountpoint: mount.target.clone() });
+        }
+        if self.swaps.contains(device) {
+            in_use.push(InUse::ActiveSwap { device: device.to_string() });
+        }
+        let holders = self.holders(device);
+        if !holders.is_empty() {
+            in_use.push(InUse::Holders { device: device.to_string(), holders });
+        }
+        for pool in signatures.iter().filter_map(Signature::zfs_pool) {
+            if self.pools.get(pool).is_some_and(|p| p.imported) {
+                in_use.push(InUse::ImportedPool { device: device.to_string(), pool: pool.to_string() });
+            }
+        }
+    }
+
+    fn discover(&self) -> Vec<DiskInfo> {
+        let mut disks = self.disks.clone();
+        for disk in &mut disks {
+            let sector = u64::from(disk.logical_sector_size);
+            disk.signatures = self.signatures.get(&disk.path).cloned().unwrap_or_default();
+            disk.partition_table = self.tables.contains_key(&disk.path).then(|| "gpt".to_string());
+            let mut in_use = disk.in_use.clone();
+            self.in_use(&disk.path, &disk.signatures, &mut in_use);
+            disk.partitions = self
+                .tables
+                .get(&disk.path)
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    let path = partition_device(&disk.path, entry.number);
+                    let signatures = self.signatures.get(&path).cloned().unwrap_or_default();
+                    self.in_use(&path, &signatures, &mut in_use);
+                    PartitionInfo {
+                        name: path.trim_start_matches("/dev/").to_string(),
+                        path: path.clone(),
+                        number: entry.number,
+                        start: entry.first_lba * sector,
+                        size: (entry.last_lba - entry.first_lba + 1) * sector,
+                        label: Some(entry.name.clone()),
+                        holders: self.holders(&path),
+                        mountpoints: self.mounts.iter().filter(|m| m.source == path).map(|m| m.target.clone()).collect(),
+                        swap: self.swaps.contains(&path),
+                        devno: DevNo { major: disk.devno.major, minor: disk.devno.minor + entry.number },
+                        signatures,
+                    }
+                })
+                .collect();
+            disk.in_use = in_use;
+        }
+        disks
+    }
+
+    fn set_signature(&mut self, device: &str, kind: &str, label: Option<String>, uuid: String) {
+        let usage = match kind {
+            "crypto_LUKS" => "crypto",
+            "zfs_member" | "swap" => "other",
+            _ => "filesystem",
+        };
+        let signature = Signature { kind: kind.to_string(), usage: Some(usage.to_string()), label, uuid: Some(uuid) };
+        self.signatures.insert(device.to_string(), vec![signature]);
+    }
+
+    /// Runs a program as the machine would; `Ok` holds its standard output.
+    fn run(&mut self, line: &CommandLine, input: Option<&Secret>) -> Result<String, CommandError> {
+        self.commands.push(line.clone());
+        let args: Vec<&str> = line.args.iter().map(String::as_str).collect();
+        let writes = !matches!((line.program.as_str(), args.first()), ("zpool", Some(&"list")) | ("zfs", Some(&"get")) | ("udevadm", _));
+        if writes {
+            self.change().map_err(|e| failed(line, e.to_string()))?;
+        }
+        match line.program.as_str() {
+            program if program.starts_with("mkfs.") || program == "mkswap" => {
+                let device = self.canonical(args.last().copied().unwrap_or_default());
+                if !self.exists(&device) {
+                    return Err(failed(line, format!("{device}: No such file or directory")));
+                }
+                let label = args.windows(2).find(|w| w[0] == "-L" || w[0] == "-n").map(|w| w[1].to_string());
+                let kind = program.strip_prefix("mkfs.").unwrap_or("swap");
+                let uuid = self.uuid();
+                self.set_signature(&device, kind, label, uuid);
+                Ok(String::new())
+            }
+            "swapon" | "swapoff" => {
+                let device = self.canonical(args.last().copied().unwrap_or_default());
+                if line.program == "swapoff" {
+                    self.swaps.remove(&device);
+                } else if self.signatures.get(&device).is_some_and(|s| s.iter().any(|s| s.kind == "swap")) {
+                    self.swaps.insert(device);
+                } else {
+                    return Err(failed(line, format!("swapon: {device}: read swap header failed")));
+                }
+                Ok(String::new())
+            }
+            "zpool" => self.zpool(line, &args, input),
+            "zfs" => self.zfs(line, &args, input),
+            "udevadm" => Ok(String::new()),
+            "nixos-install" => {
+                let root = args.windows(2).find(|w| w[0] == "--root").map(|w| w[1].trim_end_matches('/').to_string()).unwrap_or_default();
+                if !self.mounts.iter().any(|m| m.target == root) {
+                    return Err(failed(line, format!("nothing is mounted at {root}")));
+                }
+                Ok("simulated: the system would be built and installed here\n".into())
+            }
+            other => Err(CommandError::Spawn { command: line.to_string(), source: not_found(other) }),
+        }
+    }
+
+    fn zpool(&mut self, line: &CommandLine, args: &[&str], input: Option<&Secret>) -> Result<String, CommandError> {
+        match args.first().copied() {
+            Some("list") => {
+                let pools: Map<String, Value> = self.pools.iter().filter(|(_, p)| p.imported).map(|(n, _)| (n.clone(), json!({}))).collect();
+                Ok(if pools.is_empty() { String::new() } else { json!({ "pools": pools }).to_string() })
+            }
+            Some("create") => {
+                let mut root_options = BTreeMap::new();
+                let mut words = args[1..].iter();
+                let mut name = None;
+                while let Some(word) = words.next() {
+                    match *word {
+                        "-f" => {}
+                        "-o" | "-R" => {
+                            words.next();
+                        }
+                        "-O" => {
+                            if let Some((k, v)) = words.next().and_then(|kv| kv.split_once('=')) {
+                                root_options.insert(k.to_string(), v.to_string());
+                            }
+                        }
+                        pool => {
+                            name = Some(pool.to_string());
+                            break;
+                        }
+                    }
+                }
+                let name = name.ok_or_else(|| failed(line, "missing pool name"))?;
+                let keywords = ["mirror", "raidz1", "raidz2", "raidz3", "log", "cache", "spare"];
+                let members: Vec<String> = words.filter(|w| !keywords.contains(w)).map(|w| self.canonical(w)).collect();
+                if self.pools.get(&name).is_some_and(|p| p.imported) {
+                    return Err(failed(line, format!("cannot create '{name}': pool already exists")));
+                }
+                if let Some(missing) = members.iter().find(|m| !self.exists(m)) {
+                    return Err(failed(line, format!("cannot open '{missing}': no such device")));
+                }
+                let encrypted = root_options.get("encryption").is_some_and(|e| e != "off");
+                let keylocation = root_options.get("keylocation").cloned().unwrap_or_else(|| "prompt".into());
+                let key = input.map(|k| k.expose().to_vec()).unwrap_or_default();
+                if encrypted && keylocation == "prompt" && key.is_empty() {
+                    return Err(failed(line, "no key given on standard input"));
+                }
+                let mut pool = SimPool { imported: true, key, ..SimPool::default() };
+                let root = SimDataset { volume: false, encryption_root: encrypted.then(|| name.clone()), keylocation };
+                pool.datasets.insert(name.clone(), root);
+                if encrypted {
+                    pool.unlocked.insert(name.clone());
+                }
+                for member in &members {
+                    let uuid = self.uuid();
+                    self.set_signature(member, "zfs_member", Some(name.clone()), uuid);
+                }
+                self.pools.insert(name, pool);
+                Ok(String::new())
+            }
+            Some("import") => {
+                let force = args.contains(&"-f");
+                let name = args.last().copied().unwrap_or_default().to_string();
+                let pool = self.pools.get_mut(&name).ok_or_else(|| failed(line, format!("cannot import '{name}': no such pool available")))?;
+                if pool.imported {
+                    return Err(failed(line, format!("cannot import '{name}': a pool with that name already exists")));
+                }
+                if !pool.exported_cleanly && !force {
+                    return Err(failed(line, format!("cannot import '{name}': pool was previously in use from another system. The pool can be imported, use 'zpool import -f' to import the pool.")));
+                }
+                pool.imported = true;
+                pool.exported_cleanly = false;
+                Ok(String::new())
+            }
+            Some("export") => {
+                let name = args.last().copied().unwrap_or_default().to_string();
+                let busy = self.mounts.iter().any(|m| m.source == name || m.source.starts_with(&format!("{name}/")));
+                let pool = self.pools.get_mut(&name).filter(|p| p.imported).ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
+                if busy {
+                    return Err(failed(line, format!("cannot export '{name}': pool is busy")));
+                }
+                pool.imported = false;
+                pool.exported_cleanly = true;
+                pool.unlocked.clear();
+                Ok(String::new())
+            }
+            _ => Err(failed(line, "not simulated")),
+        }
+    }
+
+    fn zfs(&mut self, line: &CommandLine, args: &[&str], input: Option<&Secret>) -> Result<String, CommandError> {
+        let name = args.last().copied().unwrap_or_default().to_string();
+        let pool_name = name.split('/').next().unwrap_or_default().to_string();
+        let missing = || failed(line, format!("cannot open '{name}': dataset does not exist"));
+        match args.first().copied() {
+            Some("get") if args.contains(&"-r") => {
+                let pool = self.pools.get(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
+                let datasets: Map<String, Value> = pool
+                    .datasets
+                    .iter()
+                    .map(|(ds, d)| {
+                        let root = d.encryption_root.clone().unwrap_or_else(|| "-".into());
+                        let status = match &d.encryption_root {
+                            None => "-",
+                            Some(root) if pool.unlocked.contains(root) => "available",
+                            Some(_) => "unavailable",
+                        };
+                        let properties = json!({
+                            "encryptionroot": { "value": root },
+                            "keystatus": { "value": status },
+                            "keylocation": { "value": d.keylocation },
+                        });
+                        (ds.clone(), json!({ "type": if d.volume { "VOLUME" } else { "FILESYSTEM" }, "properties": properties }))
+                    })
+                    .collect();
+                Ok(json!({ "datasets": datasets }).to_string())
+            }
+            Some("get") => {
+                let pool = self.pools.get(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
+                let dataset = pool.datasets.get(&name).ok_or_else(missing)?;
+                let kind = if dataset.volume { "volume" } else { "filesystem" };
+                Ok(json!({ "datasets": { name.clone(): { "type": kind.to_uppercase(), "properties": { "type": { "value": kind } } } } }).to_string())
+            }
+            Some("create") => {
+                let mut properties = BTreeMap::new();
+                let mut volume = false;
+                let mut words = args[1..args.len() - 1].iter();
+                while let Some(word) = words.next() {
+                    match *word {
+                        "-V" => {
+                            volume = true;
+                            words.next();
+                        }
+                        "-o" => {
+                            if let Some((k, v)) = words.next().and_then(|kv| kv.split_once('=')) {
+                                properties.insert(k.to_string(), v.to_string());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let parent = name.rsplit_once('/').map(|(p, _)| p.to_string()).ok_or_else(|| failed(line, "no parent"))?;
+                let pool = self.pools.get_mut(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
+                let inherited = pool.datasets.get(&parent).ok_or_else(|| failed(line, format!("cannot create '{name}': parent does not exist")))?;
+                if pool.datasets.contains_key(&name) {
+                    return Err(failed(line, format!("cannot create '{name}': dataset already exists")));
+                }
+                let encrypted = properties.get("encryption").is_some_and(|e| e != "off");
+                let keylocation = properties.get("keylocation").cloned().unwrap_or_else(|| "prompt".into());
+                let dataset = if encrypted {
+                    if keylocation == "prompt" && input.is_none() {
+                        return Err(failed(line, "no key given on standard input"));
+                    }
+                    pool.unlocked.insert(name.clone());
+                    SimDataset { volume, encryption_root: Some(name.clone()), keylocation }
+                } else {
+                    if inherited.encryption_root.as_ref().is_some_and(|root| !pool.unlocked.contains(root)) {
+                        return Err(failed(line, format!("cannot create '{name}': encryption key not loaded")));
+                    }
+                    SimDataset { volume, encryption_root: inherited.encryption_root.clone(), keylocation: inherited.keylocation.clone() }
+                };
+                pool.datasets.insert(name, dataset);
+                Ok(String::new())
+            }
+            Some("load-key") => {
+                let pool = self.pools.get_mut(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
+                let key = input.map(|k| k.expose().to_vec()).unwrap_or_default();
+                let file_key = pool.datasets.get(&name).is_some_and(|d| d.keylocation.starts_with("file://"));
+                if !file_key && key != pool.key {
+                    return Err(failed(line, "Key load error: Incorrect key provided"));
+                }
+                pool.unlocked.insert(name);
+                Ok(String::new())
+            }
+            _ => Err(failed(line, "not simulated")),
+        }
+    }
+}
+
+fn device_error(device: &str, action: &str, source: std::io::Error) -> DiskError {
+    DiskError::Device { device: device.to_string(), action: action.to_string(), source }
+}
+
+fn luks_error(device: &str, action: &'static str, error: impl ToString) -> LuksError {
+    LuksError { device: device.to_string(), action, error: error.to_string(), messages: vec![] }
+}
+
+impl System for SimSystem {
+    fn discover(&self) -> Result<Vec<DiskInfo>, DiskError> {
+        Ok(self.lock().discover())
+    }
+
+    fn find_disk<'a>(&self, disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError> {
+        let state = self.lock();
+        let canonical = state.canonical(path);
+        if let Some(disk) = disks.iter().find(|d| d.path == canonical) {
+            return Ok(disk);
+        }
+        let reason = match state.disk_of(&canonical) {
+            Some((disk, Some(_))) => format!("is a partition of {}; give the whole disk", disk.path),
+            _ => "cannot be resolved: no such device".to_string(),
+        };
+        Err(DiskError::NotADisk { path: path.to_string(), reason })
+    }
+
+    fn whole_disk_of(&self, device: &str) -> Option<String> {
+        let state = self.lock();
+        state.disk_of(&state.canonical(device)).map(|(disk, _)| disk.name.clone())
+    }
+
+    fn same_device(&self, a: &str, b: &str) -> bool {
+        let state = self.lock();
+        state.canonical(a) == state.canonical(b)
+    }
+
+    fn kernel_name(&self, device: &str) -> Option<String> {
+        let state = self.lock();
+        if !state.exists(device) {
+            return None;
+        }
+        let canonical = state.canonical(device);
+        match canonical.strip_prefix("/dev/mapper/") {
+            Some(name) => Some(format!("dm-{name}")),
+            None => canonical.rsplit('/').next().map(str::to_string),
+        }
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.lock().exists(path)
+    }
+
+    fn signatures(&self, device: &str) -> Result<Vec<Signature>, DiskError> {
+        let state = self.lock();
+        if !state.exists(device) {
+            return Err(device_error(device, "open", not_found(device)));
+        }
+        Ok(state.signatures.get(&state.canonical(device)).cloned().unwrap_or_default())
+    }
+
+    fn wipe_disk(&self, disk: &DiskInfo, _discard: bool) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.change().map_err(|e| device_error(&disk.path, "wipe", e))?;
+        let numbers: Vec<u32> = state.tables.get(&disk.path).into_iter().flatten().map(|e| e.number).collect();
+        for number in numbers {
+            let partition = partition_device(&disk.path, number);
+            state.signatures.remove(&partition);
+            state.luks.remove(&partition);
+        }
+        state.signatures.remove(&disk.path);
+        state.luks.remove(&disk.path);
+        state.tables.remove(&disk.path);
+        Ok(())
+    }
+
+    fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
+        let state = self.lock();
+        let canonical = state.canonical(device);
+        if !state.disks.iter().any(|d| d.path == canonical) {
+            return Err(device_error(device, "open", not_found(device)));
+        }
+        Ok(state.tables.get(&canonical).cloned())
+    }
+
+    fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        let canonical = state.canonical(&table.device);
+        let size = state.disks.iter().find(|d| d.path == canonical).map(|d| d.size);
+        let Some(size) = size else {
+            return Err(device_error(&table.device, "open", not_found(&table.device)));
+        };
+        if size != table.disk_size {
+            let message = format!("the disk has {size} bytes, the plan was made for {}", table.disk_size);
+            return Err(DiskError::Table { device: table.device.clone(), message });
+        }
+        state.change().map_err(|e| device_error(&table.device, "write the partition table", e))?;
+        let entries = table
+            .partitions
+            .iter()
+            .map(|p| TableEntry {
+                number: p.number,
+                name: p.name.clone(),
+                type_guid: p.type_guid.to_ascii_uppercase(),
+                uuid: p.uuid.to_ascii_uppercase(),
+                first_lba: p.extent.first_lba,
+                last_lba: p.extent.last_lba,
+            })
+            .collect();
+        state.tables.insert(canonical, entries);
+        Ok(())
+    }
+
+    fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError> {
+        let state = self.lock();
+        let missing: Vec<String> = nodes.iter().filter(|n| !state.exists(n)).map(|n| n.to_string()).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DiskError::PartitionsMissing { device: device.to_string(), seconds: 0, missing })
+        }
+    }
+
+    fn settle(&self) {}
+
+    fn luks_format(&self, op: &LuksFormat, key: &Secret, _weak_kdf: bool) -> Result<(), LuksError> {
+        let mut state = self.lock();
+        let device = state.canonical(&op.device);
+        if !state.exists(&device) {
+            return Err(luks_error(&op.device, "open", "no such device"));
+        }
+        state.change().map_err(|e| luks_error(&op.device, "format", e))?;
+        state.luks.insert(device.clone(), (op.uuid.clone(), key.expose().to_vec()));
+        state.set_signature(&device, "crypto_LUKS", op.label.clone(), op.uuid.clone());
+        Ok(())
+    }
+
+    fn luks_header_uuid(&self, device: &str) -> Option<String> {
+        let state = self.lock();
+        state.luks.get(&state.canonical(device)).map(|(uuid, _)| uuid.clone())
+    }
+
+    fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError> {
+        let mut state = self.lock();
+        let device = state.canonical(&op.device);
+        let Some((_, stored)) = state.luks.get(&device) else {
+            return Err(luks_error(&op.device, "read the LUKS header", "no LUKS header"));
+        };
+        if stored.as_slice() != key.expose() {
+            return Err(luks_error(&op.device, "unlock", "Operation not permitted (os error 1)"));
+        }
+        if state.mappings.contains_key(&op.name) {
+            return Err(luks_error(&op.device, "unlock", "the mapping exists"));
+        }
+        state.change().map_err(|e| luks_error(&op.device, "unlock", e))?;
+        state.mappings.insert(op.name.clone(), device);
+        Ok(())
+    }
+
+    fn luks_close(&self, name: &str) -> Result<(), LuksError> {
+        let mut state = self.lock();
+        let path = format!("/dev/mapper/{name}");
+        if !state.mappings.contains_key(name) {
+            return Err(luks_error(&path, "find", "not open"));
+        }
+        state.change().map_err(|e| luks_error(&path, "close", e))?;
+        state.mappings.remove(name);
+        Ok(())
+    }
+
+    fn mapping_of(&self, name: &str) -> Option<Vec<String>> {
+        let state = self.lock();
+        let device = state.mappings.get(name)?;
+        Some(vec![device.rsplit('/').next().unwrap_or(device).to_string()])
+    }
+
+    fn run(&self, line: &CommandLine, input: Option<&Secret>) -> Result<String, CommandError> {
+        self.lock().run(line, input)
+    }
+
+    fn stream(&self, line: &CommandLine, on_line: &mut dyn FnMut(&str)) -> Result<(), CommandError> {
+        let output = self.lock().run(line, None)?;
+        output.lines().for_each(on_line);
+        Ok(())
+    }
+
+    fn mount(&self, op: &Mount) -> std::io::Result<()> {
+        let mut state = self.lock();
+        let source = state.canonical(&op.source);
+        let present = if op.fs_type == "zfs" {
+            let pool = source.split('/').next().unwrap_or_default();
+            let unlocked = state.pools.get(pool).is_some_and(|p| {
+                p.datasets.get(&source).and_then(|d| d.encryption_root.as_ref()).is_none_or(|root| p.unlocked.contains(root))
+            });
+            state.dataset_exists(&source) && unlocked
+        } else {
+            state.signatures.get(&source).is_some_and(|s| s.iter().any(|s| s.kind == op.fs_type))
+        };
+        if !present {
+            return Err(not_found(&format!("a {} filesystem on {source}", op.fs_type)));
+        }
+        state.change()?;
+        let target = op.target.trim_end_matches('/').to_string();
+        state.mounts.push(MountEntry { target, fs_type: op.fs_type.clone(), source });
+        Ok(())
+    }
+
+    fn unmount(&self, target: &str) -> std::io::Result<()> {
+        let mut state = self.lock();
+        let target = target.trim_end_matches('/');
+        let Some(index) = state.mounts.iter().rposition(|m| m.target == target) else {
+            return Err(std::io::Error::from_raw_os_error(22));
+        };
+        state.change()?;
+        state.mounts.remove(index);
+        Ok(())
+    }
+
+    fn mounted_at(&self, target: &str) -> std::io::Result<Option<MountEntry>> {
+        let target = target.trim_end_matches('/');
+        let target = if target.is_empty() { "/" } else { target };
+        Ok(self.lock().mounts.iter().rev().find(|m| m.target == target).cloned())
+    }
+
+    fn swap_active(&self, device: &str) -> std::io::Result<bool> {
+        let state = self.lock();
+        Ok(state.swaps.contains(&state.canonical(device)))
+    }
+
+    fn read_file(&self, path: &str) -> std::io::Result<String> {
+        self.lock().files.get(path).cloned().ok_or_else(|| not_found(path))
+    }
+
+    fn write_file(&self, path: &str, contents: &str) -> std::io::Result<()> {
+        let mut state = self.lock();
+        state.change()?;
+        state.files.insert(path.to_string(), contents.to_string());
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! The executor on the simulated system (no root, no devices): every preset applied, re-applied as a
+//! no-op, torn down and mounted again; the command lines run equal to those `plan` prints; a power cut
+//! at every change boundary resumed to completion; refusals that change nothing.
+
+use installer::{Event, InstallError, Mode, Options, Outlook, Report, Secret, Secrets, SimSystem};
+use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
+use layouts::{CompileOptions, Identity, Operation, Plan, Steps};
+
+const GIB: u64 = 1 << 30;
+
+fn machine() -> SimSystem {
+    SimSystem::with_disks(vec![
+        SimSystem::disk("vda", "virtio-disk0", 20 * GIB, "disk0"),
+        SimSystem::disk("vdb", "virtio-disk1", 20 * GIB, "disk1"),
+        SimSystem::disk("vdc", "virtio-bystander", 2 * GIB, "bystander"),
+    ])
+}
+
+fn facts(id: &str, serial: &str) -> DiskFacts {
+    DiskFacts {
+        device: format!("/dev/disk/by-id/{id}"),
+        size: Some(20 * GIB),
+        logical_sector_size: 512,
+        physical_sector_size: Some(4096),
+        identity: Identity { serial: Some(serial.into()), wwn: None, model: None },
+    }
+}
+
+/// Every preset with every encryption it takes, with and without swap.
+fn presets() -> Vec<(String, Plan)> {
+    let mut plans = Vec::new();
+    for kind in [PresetKind::Single, PresetKind::Mirror, PresetKind::Ext4] {
+        for encryption in [Encryption::None, Encryption::ZfsNative, Encryption::Luks] {
+            for swap in [None, Some(GIB)] {
+                let disks = match kind {
+                    PresetKind::Mirror => vec![facts("virtio-disk0", "disk0"), facts("virtio-disk1", "disk1")],
+                    _ => vec![facts("virtio-disk0", "disk0")],
+                };
+                let mut options = PresetOptions::new(kind, disks);
+                options.encryption = encryption;
+                options.swap = swap;
+                options.flake = Some("github:me/machines#sim".into());
+                if let Ok(plan) = build(&options) {
+                    plans.push((format!("{kind:?}-{encryption:?}-swap{}", swap.is_some()), plan));
+                }
+            }
+        }
+    }
+    assert_eq!(plans.len(), 16, "every preset and encryption that go together");
+    plans
+}
+
+fn options(mode: Mode) -> Options {
+    let dir = std::env::temp_dir().join(format!("nix-dabei-engine-{}-{:?}", std::process::id(), std::thread::current().id()));
+    Options { mode, weak_kdf: false, journal_dir: dir }
+}
+
+fn secrets() -> Secrets {
+    Secrets { passphrase: Some(Secret::new(b"correct horse".to_vec())) }
+}
+
+fn steps(plan: &Plan) -> Steps {
+    plan.compile(&CompileOptions::default()).expect("compiles")
+}
+
+fn confirm_all(plan: &Plan) -> Vec<String> {
+    plan.disks.keys().cloned().collect()
+}
+
+fn apply(system: &SimSystem, plan: &Plan, mode: Mode) -> Result<Report, InstallError> {
+    let options = options(mode);
+    let preview = installer::preview(system, plan, &steps(plan), &options)?;
+    installer::execute(system, plan, &preview, &confirm_all(plan), &secrets(), &options, &|_: Event| {})
+}
+
+fn fresh_journal() {
+    let _ = std::fs::remove_dir_all(options(Mode::Apply).journal_dir);
+}
+
+#[test]
+fn every_preset_applies_then_reapplies_as_a_no_op() {
+    for (name, plan) in presets() {
+        fresh_journal();
+        let system = machine();
+        let all = steps(&plan);
+        let report = apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((report.applied, report.skipped), (all.steps.len(), 0), "{name}: every step runs once");
+
+        let preview = installer::preview(&system, &plan, &all, &options(Mode::Apply)).expect("preview");
+        let not_done: Vec<_> = preview.steps.iter().filter(|(_, o)| !matches!(o, Outlook::Done(_))).map(|(s, _)| &s.id).collect();
+        assert!(not_done.is_empty(), "{name}: not done after apply: {not_done:?}");
+        assert!(preview.wipes.is_empty(), "{name}: a second run would wipe");
+        let changes = system.changes();
+        let again = apply(&system, &plan, Mode::Apply).expect("second apply");
+        assert_eq!((again.applied, again.skipped), (0, all.steps.len()), "{name}");
+        assert_eq!(system.changes(), changes, "{name}: the second apply changed something");
+
+        let root = system.mounts().into_iter().find(|m| m.target == "/mnt").unwrap_or_else(|| panic!("{name}: / not mounted"));
+        assert!(root.fs_type == "zfs" || root.fs_type == "ext4", "{name}: {root:?}");
+        let module = system.file("/mnt/etc/nixos/nix-dabei.nix").expect("the module was written");
+        assert_eq!(module, layouts::nixos::module(&plan), "{name}");
+        let bystander = system.commands().iter().flat_map(|c| c.args.clone()).filter(|a| a.contains("vdc") || a.contains("bystander")).count();
+        assert_eq!(bystander, 0, "{name}: a program was pointed at the bystander disk");
+    }
+}
+
+#[test]
+fn every_program_runs_with_the_command_line_plan_prints() {
+    for (name, plan) in presets() {
+        fresh_journal();
+        let system = machine();
+        apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ran = system.commands();
+        let mut checked = 0;
+        for step in &steps(&plan).steps {
+            let Some(command) = step.operation.command() else { continue };
+            assert_eq!(step.operation.to_string(), command.to_string(), "{name}: {} prints something else than it runs", step.id);
+            assert_eq!(ran.iter().filter(|c| **c == command).count(), 1, "{name}: {} ran other than `{command}`: {ran:#?}", step.id);
+            checked += 1;
+        }
+        assert!(checked >= 3, "{name}: only {checked} steps run programs");
+    }
+}
+
+#[test]
+fn teardown_then_mount_brings_everything_back_without_writing() {
+    for (name, plan) in presets() {
+        fresh_journal();
+        let system = machine();
+        apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mounted = system.mounts();
+        installer::teardown(&system, &plan, &steps(&plan), &options(Mode::Mount), &|_: Event| {}).expect("teardown");
+        assert!(system.mounts().is_empty(), "{name}: still mounted after teardown");
+
+        let before = system.commands().len();
+        let report = apply(&system, &plan, Mode::Mount).unwrap_or_else(|e| panic!("{name}: mount: {e}"));
+        assert!(report.applied > 0, "{name}");
+        assert_eq!(system.mounts(), mounted, "{name}: mount gives other mounts than apply");
+        let creating = ["mkfs.", "mkswap", "create", "nixos-install"];
+        let wrote: Vec<_> = system.commands()[before..]
+            .iter()
+            .filter(|c| creating.iter().any(|w| c.program.starts_with(w) || c.args.first().is_some_and(|a| a == w)))
+            .map(ToString::to_string)
+            .collect();
+        assert!(wrote.is_empty(), "{name}: mount ran {wrote:?}");
+    }
+}
+
+#[test]
+fn a_power_cut_at_every_change_is_resumed_to_the_same_result() {
+    let mut tried = 0;
+    for (name, plan) in presets().into_iter().filter(|(n, _)| n.ends_with("swaptrue") || n.starts_with("Mirror")) {
+        fresh_journal();
+        let reference = machine();
+        apply(&reference, &plan, Mode::Apply).expect("uninterrupted apply");
+        let total = reference.changes();
+        for cut in 0..total {
+            fresh_journal();
+            let system = machine();
+            system.cut_power_after(cut);
+            let interrupted = apply(&system, &plan, Mode::Apply);
+            assert!(interrupted.is_err(), "{name}: the run went through a cut after {cut} changes");
+            system.reboot();
+            apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: resume after {cut} of {total} changes: {e}"));
+            let again = apply(&system, &plan, Mode::Apply).expect("third run");
+            assert_eq!(again.applied, 0, "{name}: not a no-op after resuming from cut {cut}");
+            assert_eq!(system.mounts(), reference.mounts(), "{name}: cut {cut} ends with other mounts");
+            tried += 1;
+        }
+    }
+    println!("power cuts tried: {tried}");
+    assert!(tried > 100, "only {tried} cut points");
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let (_, plan) = presets().into_iter().find(|(n, _)| n == "Mirror-Luks-swaptrue").expect("preset");
+    fresh_journal();
+    let system = machine();
+    let all = steps(&plan);
+
+    // Not confirmed.
+    let preview = installer::preview(&system, &plan, &all, &options(Mode::Apply)).expect("preview");
+    assert_eq!(preview.wipes.len(), 2);
+    let refused = installer::execute(&system, &plan, &preview, &["disk0".into()], &secrets(), &options(Mode::Apply), &|_: Event| {});
+    assert!(matches!(refused, Err(InstallError::NotConfirmed(ref d)) if d.len() == 1), "{refused:?}");
+
+    // Another disk behind the planned path.
+    let mut other = plan.clone();
+    other.disks[1].identity.serial = Some("someone-else".into());
+    let refused = installer::preview(&system, &other, &steps(&other), &options(Mode::Apply));
+    assert!(refused.is_err_and(|e| e.to_string().contains("someone-else")));
+
+    // Mount mode on disks that were never applied.
+    let refused = apply(&system, &plan, Mode::Mount);
+    assert!(refused.is_err_and(|e| e.to_string().contains("has not been applied")));
+
+    // No passphrase for an encrypted layout: the run stops at the LUKS header, and nothing is made on
+    // what would have been inside it.
+    let preview = installer::preview(&system, &plan, &all, &options(Mode::Apply)).expect("preview");
+    let refused = installer::execute(&system, &plan, &preview, &confirm_all(&plan), &Secrets::default(), &options(Mode::Apply), &|_: Event| {});
+    let error = refused.expect_err("ran without a passphrase").to_string();
+    assert!(error.contains("luks-format") && error.contains("passphrase"), "{error}");
+    let inside: Vec<String> = system
+        .commands()
+        .iter()
+        .filter(|c| c.args.iter().any(|a| a.starts_with("/dev/mapper/")) || c.args.first().is_some_and(|a| a == "create"))
+        .map(ToString::to_string)
+        .collect();
+    assert!(inside.is_empty(), "{inside:?}");
+}
+
+#[test]
+fn steps_on_different_disks_run_side_by_side() {
+    let (_, plan) = presets().into_iter().find(|(n, _)| n == "Mirror-None-swapfalse").expect("preset");
+    fresh_journal();
+    let system = machine();
+    let started = std::sync::Mutex::new(Vec::new());
+    let options = options(Mode::Apply);
+    let preview = installer::preview(&system, &plan, &steps(&plan), &options).expect("preview");
+    let emit = |event: Event| {
+        if let Event::StepStarted { id, .. } = event {
+            started.lock().expect("lock").push(id);
+        }
+    };
+    installer::execute(&system, &plan, &preview, &confirm_all(&plan), &secrets(), &options, &emit).expect("apply");
+    let started = started.into_inner().expect("lock");
+    let position = |id: &str| started.iter().position(|s| s == id).unwrap_or_else(|| panic!("{id} never started"));
+    // Both wipes before either partition table: the scheduler ran them as one batch.
+    assert!(position("wipe:disk1") < position("gpt:disk0"), "{started:?}");
+    assert!(matches!(steps(&plan).steps[0].operation, Operation::Wipe(_)));
+}

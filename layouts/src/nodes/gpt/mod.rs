@@ -1,0 +1,592 @@
+//! Whole disks with a GPT: the disk's identity, its partitions and their placement, the wipe that
+//! starts over and the partition table write.
+
+mod geometry;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use geometry::*;
+
+use super::{default_type, Site};
+use crate::compile::Builder;
+use crate::disko::{Reader, Writer};
+use crate::error::FieldPath;
+use crate::model::Plan;
+use crate::size::{format_exact, human, parse_bytes, Size};
+use crate::steps::{Operation, OperationKind};
+use crate::validate::{valid_name, Checker};
+
+fn default_sector() -> u32 {
+    512
+}
+
+fn is_default_sector(value: &u32) -> bool {
+    *value == 512
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// One whole disk and the partitions to create on it. Every disk in a plan is wiped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// A stable path to the disk, such as `/dev/disk/by-id/nvme-...`; kernel names like `/dev/sda` work
+    /// but can change between boots.
+    pub device: String,
+    /// Size in bytes, as seen when the plan was made. Needed to place the partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Logical sector size in bytes (512 or 4096).
+    #[serde(default = "default_sector", skip_serializing_if = "is_default_sector")]
+    pub logical_sector_size: u32,
+    /// Physical sector size in bytes; decides the ZFS ashift of pools on this disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_sector_size: Option<u32>,
+    /// Who the disk is: checked again before anything is written.
+    #[serde(default, skip_serializing_if = "Identity::is_empty")]
+    pub identity: Identity,
+    /// Issue a discard (TRIM) for the whole disk when wiping it, where the device supports it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub discard: bool,
+    /// The GPT partitions, in table order.
+    #[serde(default)]
+    pub partitions: IndexMap<String, Partition>,
+}
+
+/// The identity of a disk as recorded in a plan. Applying a plan to a disk whose recorded identity
+/// differs is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Serial number reported by the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// World Wide Name, where the device has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// Model string, for people reading the plan; not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl Identity {
+    /// True when nothing was recorded (a plan made for disks that were not attached).
+    pub fn is_empty(&self) -> bool {
+        self.serial.is_none() && self.wwn.is_none() && self.model.is_none()
+    }
+}
+
+/// A GPT partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// Size, or `"rest"` for what remains of the disk. Starts are aligned to 1 MiB.
+    pub size: Size,
+    /// Partition type: `esp`, `linux`, `swap`, `luks`, `zfs`, `bios-boot`, an sgdisk code such as
+    /// `BF01`, or a type GUID. Defaults from the content.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// GPT partition name; defaults to `disk-<disk>-<partition>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Partition UUID; defaults to one derived from the host id, disk and partition names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// GPT attribute bits to set (0: required by the platform, 2: legacy BIOS bootable, 60-63: type
+    /// specific).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<u32>,
+    /// What the partition holds; nothing when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<super::Content>,
+}
+
+impl Partition {
+    /// The partition type as written in the plan, or the one its content implies.
+    pub fn effective_type(&self) -> String {
+        self.kind.clone().unwrap_or_else(|| default_type(self.content.as_ref()).to_string())
+    }
+
+    /// True for an EFI system partition, named so or implied by its content.
+    pub fn is_esp(&self) -> bool {
+        type_guid(&self.effective_type()).as_deref().and_then(type_name) == Some("esp")
+    }
+}
+
+/// The GPT partition name a partition gets when the plan gives none.
+pub fn default_partition_label(disk: &str, partition: &str) -> String {
+    format!("disk-{disk}-{partition}")
+}
+
+/// Remove every signature (filesystems, LUKS, ZFS labels, RAID superblocks, partition tables) from the
+/// disk and from its current partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wipe {
+    /// The whole disk.
+    pub device: String,
+    /// Discard every block as well, where the device supports it.
+    pub discard: bool,
+}
+
+impl OperationKind for Wipe {
+    fn destroys_data(&self) -> bool {
+        true
+    }
+
+    /// The wipefs equivalent of what the executor does through libblkid.
+    fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "wipefs --all {}*", self.device)?;
+        if self.discard {
+            write!(f, "; blkdiscard {}", self.device)?;
+        }
+        Ok(())
+    }
+}
+
+/// Write a new GPT with a protective MBR, then make the kernel see its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionTable {
+    /// The whole disk.
+    pub device: String,
+    /// Logical sector size the LBAs below count in.
+    pub logical_sector_size: u32,
+    /// The disk's size in bytes, as planned; checked before writing.
+    pub disk_size: u64,
+    /// The partitions, in table order.
+    pub partitions: Vec<GptPartition>,
+}
+
+impl OperationKind for PartitionTable {
+    fn destroys_data(&self) -> bool {
+        true
+    }
+
+    fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "write GPT to {} ({}-byte sectors):", self.device, self.logical_sector_size)?;
+        for p in &self.partitions {
+            let size = p.extent.sectors() * u64::from(self.logical_sector_size);
+            let kind = type_name(&p.type_guid).unwrap_or(&p.type_guid);
+            let (first, last) = (p.extent.first_lba, p.extent.last_lba);
+            write!(f, " {}={first}..{last} {} {kind} {:?};", p.number, human(size), p.name)?;
+        }
+        Ok(())
+    }
+}
+
+/// One partition of a [`PartitionTable`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GptPartition {
+    /// Partition number, from 1.
+    pub number: u32,
+    /// GPT partition name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: String,
+    /// Partition UUID.
+    pub uuid: String,
+    /// Where it lies.
+    #[serde(flatten)]
+    pub extent: Extent,
+    /// GPT attribute bits to set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<u32>,
+    /// The device node it will have.
+    pub device: String,
+}
+
+/// Checks that no two disks of the plan name the same device, serial or WWN.
+pub(crate) fn validate_identities(check: &mut Checker, plan: &Plan) {
+    let mut devices: HashMap<&str, &str> = HashMap::new();
+    let mut serials: HashMap<&str, &str> = HashMap::new();
+    let mut wwns: HashMap<&str, &str> = HashMap::new();
+    for (name, disk) in &plan.disks {
+        let path = FieldPath::root().join("disks").join(name.clone());
+        if let Some(first) = devices.insert(disk.device.as_str(), name) {
+            check.report(path.join("device"), format!("{} is used twice: disk {first:?} is the same device", disk.device));
+        }
+        if let Some(serial) = disk.identity.serial.as_deref().filter(|s| !s.is_empty()) {
+            if let Some(first) = serials.insert(serial, name) {
+                let message = format!("serial {serial:?} is used twice: disk {first:?} is the same disk");
+                check.report(path.join("identity").join("serial"), message);
+            }
+        }
+        if let Some(wwn) = disk.identity.wwn.as_deref().filter(|s| !s.is_empty()) {
+            if let Some(first) = wwns.insert(wwn, name) {
+                check.report(path.join("identity").join("wwn"), format!("WWN {wwn:?} is used twice: disk {first:?} is the same disk"));
+            }
+        }
+    }
+}
+
+impl Disk {
+    /// Reports every problem of this disk and its partitions.
+    pub(crate) fn validate(&self, check: &mut Checker, plan: &Plan, name: &str) {
+        let path = FieldPath::root().join("disks").join(name);
+        if !valid_name(name) {
+            check.report(path.clone(), format!("{name:?} is not a usable disk name (no '/', not empty)"));
+        }
+        if !self.device.starts_with('/') {
+            check.report(path.join("device"), format!("{:?} is not an absolute device path", self.device));
+        }
+        if self.logical_sector_size != 512 && self.logical_sector_size != 4096 {
+            check.report(path.join("logical_sector_size"), format!("{} is not a sector size (512 or 4096)", self.logical_sector_size));
+        }
+        if let Some(physical) = self.physical_sector_size {
+            if !physical.is_power_of_two() || physical < self.logical_sector_size || physical > 65536 {
+                let message = format!(
+                    "{physical} is not a physical sector size (a power of two from the logical sector size to 65536)"
+                );
+                check.report(path.join("physical_sector_size"), message);
+            }
+        }
+        if self.partitions.is_empty() {
+            check.report(path.join("partitions"), "the disk has no partitions");
+        }
+        for (part_name, part) in &self.partitions {
+            part.validate(check, plan, name, part_name, &path.join("partitions").join(part_name.clone()));
+        }
+        self.validate_allocation(check, name, &path);
+    }
+
+    fn validate_allocation(&self, check: &mut Checker, name: &str, path: &FieldPath) {
+        let Some(size) = self.size else {
+            let message = format!(
+                "the size of disk {name:?} is not known: make the plan on the machine with the disk attached, or write its size in bytes"
+            );
+            check.report(path.join("size"), message);
+            return;
+        };
+        if self.logical_sector_size != 512 && self.logical_sector_size != 4096 {
+            return;
+        }
+        let geometry = Geometry::new(size, u64::from(self.logical_sector_size));
+        let sizes: Vec<Size> = self.partitions.values().map(|p| p.size).collect();
+        if let Err(error) = allocate(geometry, &sizes) {
+            let field = match error.partition_index().and_then(|i| self.partitions.get_index(i)) {
+                Some((part_name, _)) => path.join("partitions").join(part_name.clone()).join("size"),
+                None => path.join("size"),
+            };
+            let message = match error {
+                AllocError::DoesNotFit { needed, start, end, .. } => format!(
+                    "{} does not fit: it would start at {} but disk {name:?} ({}) has room up to {}",
+                    human(needed),
+                    human(start),
+                    human(size),
+                    human(end)
+                ),
+                other => other.to_string(),
+            };
+            check.report(field, message);
+        }
+    }
+
+    /// The wipe, the partition table, and the contents of every partition.
+    pub(crate) fn compile(&self, build: &mut Builder<'_>, disk_name: &str) {
+        let device = self.device.clone();
+        // Validation has made sure of both; a plan compiled without it gets no steps for this disk.
+        let Some(size) = self.size else { return };
+        let geometry = Geometry::new(size, u64::from(self.logical_sector_size));
+        let sizes: Vec<Size> = self.partitions.values().map(|p| p.size).collect();
+        let Ok(extents) = allocate(geometry, &sizes) else { return };
+        let wipe = build.push(
+            format!("wipe:{disk_name}"),
+            format!("Wipe disk {disk_name} ({device}, {}): every signature and partition table", human(size)),
+            vec![device.clone()],
+            Some(disk_name),
+            vec![],
+            Operation::Wipe(Wipe { device: device.clone(), discard: self.discard }),
+        );
+        let mut partitions = Vec::new();
+        for (index, ((part_name, part), extent)) in self.partitions.iter().zip(extents).enumerate() {
+            let number = index as u32 + 1;
+            partitions.push(GptPartition {
+                number,
+                name: part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name)),
+                type_guid: type_guid(&part.effective_type()).unwrap_or_default(),
+                uuid: build.plan.partition_uuid(disk_name, part_name),
+                extent,
+                attributes: part.attributes.clone(),
+                device: partition_device(&device, number),
+            });
+        }
+        let table = build.push(
+            format!("gpt:{disk_name}"),
+            format!("Write a GPT with {} partition(s) to disk {disk_name} ({device})", partitions.len()),
+            vec![device.clone()],
+            Some(disk_name),
+            vec![wipe],
+            Operation::PartitionTable(PartitionTable {
+                device: device.clone(),
+                logical_sector_size: self.logical_sector_size,
+                disk_size: size,
+                partitions: partitions.clone(),
+            }),
+        );
+        for ((part_name, part), entry) in self.partitions.iter().zip(partitions) {
+            if let Some(content) = &part.content {
+                let owner = format!("{disk_name}/{part_name}");
+                build.content(content, &Site { device: &entry.device, provider: &table, owner: &owner, disk: Some(disk_name) });
+            }
+        }
+    }
+
+    /// The disk as disko's `type = "disk"` with a gpt content.
+    pub(crate) fn to_disko(&self, w: &mut Writer, disk_name: &str) {
+        w.open(disk_name);
+        w.string("type", "disk");
+        w.string("device", &self.device);
+        w.open("content");
+        w.string("type", "gpt");
+        w.open("partitions");
+        for (index, (part_name, part)) in self.partitions.iter().enumerate() {
+            w.open(part_name);
+            // disko orders by priority: keep the plan's order.
+            w.line(&format!("priority = {};", 1000 + index));
+            match part.size {
+                Size::Bytes(bytes) => w.string("size", &format_exact(bytes)),
+                Size::Rest => w.string("size", "100%"),
+                Size::AllBut(bytes) => w.string("end", &format!("-{}", format_exact(bytes))),
+            }
+            w.string("type", &code_of(&part.effective_type()));
+            w.string("label", &part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name)));
+            if let Some(uuid) = &part.uuid {
+                w.string("uuid", uuid);
+            }
+            if !part.attributes.is_empty() {
+                let bits: Vec<String> = part.attributes.iter().map(u32::to_string).collect();
+                w.line(&format!("attributes = [ {} ];", bits.join(" ")));
+            }
+            if let Some(content) = &part.content {
+                w.content(content);
+            }
+            w.close();
+        }
+        w.close();
+        w.close();
+        w.close();
+    }
+}
+
+impl Partition {
+    fn validate(&self, check: &mut Checker, plan: &Plan, disk_name: &str, part_name: &str, path: &FieldPath) {
+        if !valid_name(part_name) {
+            check.report(path.clone(), format!("{part_name:?} is not a usable partition name (no '/', not empty)"));
+        }
+        if let Some(kind) = &self.kind {
+            match type_guid(kind) {
+                None => check.report(
+                    path.join("type"),
+                    format!("{kind:?} is not a partition type (esp, bios-boot, linux, swap, luks, zfs, raid, lvm, an sgdisk code or a GUID)"),
+                ),
+                Some(guid) if type_name(&guid) == Some("esp") => {
+                    let vfat = matches!(&self.content, Some(super::Content::Filesystem(fs)) if fs.format == super::filesystem::Format::Vfat);
+                    if !vfat {
+                        check.report(path.join("content"), "an EFI system partition must hold a vfat filesystem");
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        let label = self.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name));
+        if label.encode_utf16().count() > 36 {
+            check.report(path.join("label"), format!("{label:?} is longer than the 36 characters a GPT partition name holds"));
+        }
+        check.claim_partition_label(&label, path.join("label"));
+        for (index, bit) in self.attributes.iter().enumerate() {
+            if *bit > 63 {
+                check.report(path.join("attributes").join(format!("[{index}]")), format!("{bit} is not a GPT attribute bit (0 to 63)"));
+            }
+        }
+        if let Some(uuid) = &self.uuid {
+            if !is_guid(uuid) {
+                check.report(path.join("uuid"), format!("{uuid:?} is not a UUID"));
+            }
+        }
+        if let Some(content) = &self.content {
+            check.content(plan, content, &path.join("content"), false);
+        }
+    }
+}
+
+/// sgdisk type codes and the plan names they stand for.
+const CODES: &[(&str, &str)] = &[
+    ("EF00", "esp"),
+    ("EF02", "bios-boot"),
+    ("8300", "linux"),
+    ("8304", "linux-root-x86-64"),
+    ("8200", "swap"),
+    ("8309", "luks"),
+    ("BF01", "zfs"),
+    ("FD00", "raid"),
+    ("8E00", "lvm"),
+];
+
+fn code_of(kind: &str) -> String {
+    CODES.iter().find(|(_, n)| *n == kind).map_or_else(|| kind.to_string(), |(c, _)| c.to_string())
+}
+
+/// A label of at most 36 characters that stays unique: a prefix and a hash of the whole.
+fn shorten_label(label: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in label.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let prefix: String = label.chars().take(27).collect();
+    format!("{prefix}-{:08x}", hash as u32)
+}
+
+/// Reads disko's `type = "disk"` with a gpt content. Disks carry no size or identity: disko has none.
+pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &FieldPath) -> Option<Disk> {
+    let object = r.object(value, path)?;
+    r.only(object, path, &["type", "device", "content", "imageSize", "imageName", "name"]);
+    for key in ["imageSize", "imageName"] {
+        if object.contains_key(key) {
+            r.warn(format!("{}: not carried over: only disko's VM images use it", path.join(key)));
+        }
+    }
+    let Some(device) = r.string(object, "device", path) else {
+        r.refuse(&path.join("device"), "is missing");
+        return None;
+    };
+    let content_path = path.join("content");
+    let content = r.object(object.get("content").unwrap_or(&Value::Null), &content_path)?;
+    let kind = r.string(content, "type", &content_path).unwrap_or_default();
+    match kind.as_str() {
+        "gpt" => {}
+        "table" => {
+            r.refuse(&content_path, "legacy (MBR) partition tables are not supported: use gpt");
+            return None;
+        }
+        other => {
+            r.refuse(&content_path.join("type"), format!("{other:?} directly on the disk is not supported: partition it with gpt"));
+            return None;
+        }
+    }
+    r.only(content, &content_path, &["type", "partitions", "efiGptPartitionFirst"]);
+    if content.get("efiGptPartitionFirst") == Some(&Value::Bool(false)) {
+        r.refuse(&content_path.join("efiGptPartitionFirst"), "hybrid MBRs are not supported");
+    }
+    let parts_path = content_path.join("partitions");
+    let mut partitions: Vec<(u32, String, Partition)> = Vec::new();
+    if let Some(parts) = content.get("partitions").and_then(|p| r.object(p, &parts_path)) {
+        for (key, value) in parts {
+            if let Some(part) = partition_from_disko(r, name, key, value, &parts_path.join(key.clone())) {
+                partitions.push(part);
+            }
+        }
+    }
+    // disko orders partitions by priority, then by name.
+    partitions.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    Some(Disk {
+        device,
+        size: None,
+        logical_sector_size: 512,
+        physical_sector_size: None,
+        identity: Identity::default(),
+        discard: false,
+        partitions: partitions.into_iter().map(|(_, key, part)| (key, part)).collect(),
+    })
+}
+
+/// disko's `size`/`start`/`end` as a plan size, or the reason it has none.
+fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPath) -> Option<Size> {
+    let start = r.string(object, "start", path).unwrap_or_else(|| "0".into());
+    let start_bytes = match start.as_str() {
+        "0" => 0,
+        other => match parse_bytes(other) {
+            Some(bytes) if bytes <= 1 << 20 => bytes,
+            _ => {
+                let message = format!(
+                    "{other:?}: partitions start where the one before ends (1 MiB aligned); only \"0\" or \"1M\" is supported"
+                );
+                r.refuse(&path.join("start"), message);
+                return None;
+            }
+        },
+    };
+    let size_text = r.string(object, "size", path);
+    let end_text = r.string(object, "end", path);
+    match (size_text.as_deref(), end_text.as_deref()) {
+        (Some("100%"), _) => Some(Size::Rest),
+        (Some(text), _) => match parse_bytes(text) {
+            Some(bytes) => Some(Size::Bytes(bytes)),
+            None => {
+                r.refuse(&path.join("size"), format!("{text:?} is not a size (a number with K, M, G, T or P, or \"100%\")"));
+                None
+            }
+        },
+        (None, Some("100%" | "-0")) => Some(Size::Rest),
+        (None, Some(end)) => {
+            let parsed = if let Some(rest) = end.strip_prefix('-') {
+                parse_bytes(rest).map(Size::AllBut)
+            } else if let Some(rest) = end.strip_prefix('+') {
+                parse_bytes(rest).map(Size::Bytes)
+            } else {
+                parse_bytes(end).and_then(|e| e.checked_sub(start_bytes.max(1 << 20))).filter(|b| *b > 0).map(Size::Bytes)
+            };
+            if parsed.is_none() {
+                r.refuse(&path.join("end"), format!("{end:?} is not an end (\"-1G\", \"+1G\", an offset after the start, or \"100%\")"));
+            }
+            parsed
+        }
+        (None, None) => {
+            r.refuse(path, "has neither size nor end");
+            None
+        }
+    }
+}
+
+/// One partition of a disko gpt, with the priority disko sorts by.
+fn partition_from_disko(r: &mut Reader, disk: &str, key: &str, value: &Value, path: &FieldPath) -> Option<(u32, String, Partition)> {
+    let object = r.object(value, path)?;
+    let known =
+        ["size", "start", "end", "type", "label", "priority", "content", "uuid", "attributes", "name", "alignment", "device", "_index"];
+    r.only(object, path, &known);
+    if object.contains_key("alignment") && object.get("alignment") != Some(&Value::from(0)) {
+        r.refuse(&path.join("alignment"), "nix-dabei aligns every partition to 1 MiB");
+    }
+    let name = r.string(object, "name", path).unwrap_or_else(|| key.to_string());
+    let size = size_from_disko(r, object, path)?;
+    let content = object.get("content").and_then(|c| r.content(c, &path.join("content"), false));
+    let default_code = if matches!(content, Some(super::Content::Swap(_))) { "8200" } else { "8300" };
+    let code = r.string(object, "type", path).unwrap_or_else(|| default_code.into());
+    let kind = CODES.iter().find(|(c, _)| c.eq_ignore_ascii_case(&code)).map_or(code.clone(), |(_, n)| n.to_string());
+    let default_priority = if code.eq_ignore_ascii_case("EF02") {
+        100
+    } else if size == Size::Rest {
+        9001
+    } else {
+        1000
+    };
+    let priority = object.get("priority").and_then(Value::as_u64).map_or(default_priority, |p| p as u32);
+    // A label equal to disko's default is the plan's default too.
+    let mut label = r.string(object, "label", path).filter(|l| *l != default_partition_label(disk, key));
+    if label.is_none() {
+        let default = default_partition_label(disk, &name);
+        if default.encode_utf16().count() > 36 {
+            let short = shorten_label(&default);
+            r.warn(format!("{}: the label {default:?} is longer than GPT allows; using {short:?}", path.join("label")));
+            label = Some(short);
+        } else if name != key {
+            label = Some(default);
+        }
+    }
+    let attributes = match object.get("attributes") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(bits)) => bits.iter().filter_map(|b| b.as_u64().map(|b| b as u32)).collect(),
+        Some(_) => {
+            r.refuse(&path.join("attributes"), "is not a list of bit numbers");
+            vec![]
+        }
+    };
+    let uuid = r.string(object, "uuid", path);
+    Some((priority, key.to_string(), Partition { size, kind: Some(kind), label, uuid, attributes, content }))
+}

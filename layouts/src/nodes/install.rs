@@ -1,0 +1,78 @@
+//! The last steps of a plan: write the NixOS module of the layout, then install NixOS from a flake.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::Builder;
+use crate::steps::{CommandLine, Operation, OperationKind};
+
+/// Where the NixOS module for a layout is written, relative to the target root.
+pub const NIXOS_MODULE_PATH: &str = "etc/nixos/nix-dabei.nix";
+
+/// Write the NixOS module that describes this layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteNixosModule {
+    /// Where, including the target root.
+    pub path: String,
+}
+
+impl OperationKind for WriteNixosModule {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "write {}", self.path)
+    }
+}
+
+/// Install NixOS from a flake into the target root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NixosInstall {
+    /// The target root.
+    pub root: String,
+    /// Flake reference.
+    pub flake: String,
+}
+
+impl OperationKind for NixosInstall {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    fn command(&self) -> Option<CommandLine> {
+        let args = ["--root", &self.root, "--flake", &self.flake, "--no-root-passwd", "--no-channel-copy"];
+        Some(CommandLine::new("nixos-install", args))
+    }
+}
+
+/// The module step after every mount and swap, and the install after it when the plan names a flake.
+pub(crate) fn compile(build: &mut Builder<'_>) {
+    let after: Vec<String> = build
+        .steps
+        .iter()
+        .filter(|s| matches!(s.operation, Operation::Mount(_) | Operation::Swapon(_)))
+        .map(|s| s.id.clone())
+        .collect();
+    let root = build.options.target.clone();
+    let path = format!("{}/{NIXOS_MODULE_PATH}", root.trim_end_matches('/'));
+    let module = build.push(
+        "nixos-module".to_string(),
+        format!("Write the NixOS module for this layout to {path}"),
+        vec![],
+        None,
+        after,
+        Operation::WriteNixosModule(WriteNixosModule { path }),
+    );
+    if let Some(flake) = build.plan.flake.clone() {
+        build.push(
+            "nixos-install".to_string(),
+            format!("Install NixOS from {flake} into {root}"),
+            vec![],
+            None,
+            vec![module],
+            Operation::NixosInstall(NixosInstall { root, flake }),
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! Node types: one module per kind of storage, each with the same interface.
+//!
+//! A node type module holds everything about its kind: the plan model (serde types), validation, the
+//! steps it compiles to (operation structs with their exact command lines), its part of the NixOS
+//! module, and its disko import and export. The framework modules ([`crate::validate`],
+//! [`crate::compile`], [`crate::nixos`], [`crate::disko`]) walk the plan and hand each node to its
+//! module; they know no node's details.
+//!
+//! Two node types sit at the top of a plan: [`gpt`] (disks and their partition tables) and [`zfs`]
+//! (pools and datasets). The others are *contents*: what a partition, a LUKS container or a ZFS volume
+//! holds. A content type implements [`ContentNode`] and is registered in three places, one line each:
+//! a variant of [`Content`], its arm in [`Content::node`], and its entry in [`DISKO_CONTENT`].
+//! Its operations are registered in [`crate::steps::Operation`].
+
+pub mod filesystem;
+pub mod gpt;
+pub mod install;
+pub mod luks;
+pub mod mount;
+pub mod swap;
+pub mod zfs;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::Builder;
+use crate::disko::{Object, Reader, Writer};
+use crate::error::FieldPath;
+use crate::model::Plan;
+use crate::nixos::ModuleParts;
+use crate::validate::Checker;
+
+/// Where a content sits: its device and the step that provides that device.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Site<'a> {
+    /// The block device the content is made on.
+    pub device: &'a str,
+    /// The step after which the device exists.
+    pub provider: &'a str,
+    /// `disk/partition`, or the volume's dataset name: what step ids and messages call it.
+    pub owner: &'a str,
+    /// The plan disk, for steps that touch one disk only.
+    pub disk: Option<&'a str>,
+}
+
+/// The interface every content type provides.
+pub(crate) trait ContentNode {
+    /// Reports every problem of this content, each with its field path (the path ends at `content`).
+    fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, inside_luks: bool);
+    /// Adds the steps that create this content on its site, and the mounts it offers.
+    fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>);
+    /// Adds this content's part of the NixOS module; `device` is the stable path the installed system uses.
+    fn nixos(&self, module: &mut ModuleParts, device: &str);
+    /// Writes this content as disko attributes (inside `content = { ... }`).
+    fn to_disko(&self, w: &mut Writer);
+    /// The GPT partition type a partition holding this content gets when the plan names none.
+    fn partition_type(&self) -> &'static str;
+}
+
+/// A function that reads one disko content type; `inside_luks` is set within a LUKS container.
+pub(crate) type DiskoContentReader = fn(&mut Reader, &Object, &FieldPath, bool) -> Option<Content>;
+
+/// disko's content `type` names and the node types that read them.
+pub(crate) const DISKO_CONTENT: &[(&str, DiskoContentReader)] = &[
+    ("filesystem", filesystem::from_disko),
+    ("swap", swap::from_disko),
+    ("luks", luks::from_disko),
+    ("zfs", zfs::member_from_disko),
+];
+
+/// What a partition, a LUKS container or a ZFS volume holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Content {
+    /// A filesystem.
+    Filesystem(filesystem::Filesystem),
+    /// Swap space.
+    Swap(swap::Swap),
+    /// A LUKS2 container and what it holds.
+    Luks(luks::Luks),
+    /// A member of a ZFS pool.
+    Zfs(zfs::ZfsMember),
+}
+
+impl Content {
+    /// The content's node type.
+    pub(crate) fn node(&self) -> &dyn ContentNode {
+        match self {
+            Content::Filesystem(node) => node,
+            Content::Swap(node) => node,
+            Content::Luks(node) => node,
+            Content::Zfs(node) => node,
+        }
+    }
+
+    /// The kind of content, as written in plans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Content::Filesystem(_) => "filesystem",
+            Content::Swap(_) => "swap",
+            Content::Luks(_) => "luks",
+            Content::Zfs(_) => "zfs",
+        }
+    }
+
+    /// The content inside any LUKS containers.
+    pub fn innermost(&self) -> &Content {
+        match self {
+            Content::Luks(luks) => luks.content.innermost(),
+            other => other,
+        }
+    }
+
+    /// The GPT partition type for this content when the plan names none.
+    pub fn partition_type(&self) -> &'static str {
+        self.node().partition_type()
+    }
+}
+
+/// The partition type a partition gets from its content when the plan names none.
+pub fn default_type(content: Option<&Content>) -> &'static str {
+    content.map_or("linux", Content::partition_type)
+}
