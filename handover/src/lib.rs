@@ -2,6 +2,8 @@
 //! authorized keys, the SSH host keys, addresses, routes, DNS servers), pack it as a cpio appended to
 //! the RAM OS initrd, load it, and switch a moment later, detached. In the RAM OS, restore it.
 
+#![warn(missing_docs)]
+
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -31,7 +33,10 @@ pub enum KexecError {
     #[error(transparent)]
     Command(#[from] CommandError),
     /// Not enough memory for the RAM OS.
-    #[error("not enough memory: the RAM OS needs about {needed_mib} MiB but only {available_mib} MiB are available; use a machine with more memory")]
+    #[error(
+        "not enough memory: the RAM OS needs about {needed_mib} MiB but only {available_mib} MiB are \
+        available; use a machine with more memory"
+    )]
     NotEnoughMemory {
         /// What it needs.
         needed_mib: u64,
@@ -67,25 +72,39 @@ pub struct HandoverFile {
 /// Collects keys and network settings from the running (rescue) system.
 pub fn collect() -> Result<Vec<HandoverFile>, KexecError> {
     let mut files = Vec::new();
-    let mut add = |name: &str, data: Vec<u8>, mode: u32| files.push(HandoverFile { path: format!("{HANDOVER_DIR}/{name}"), data, mode });
+    let mut add = |name: &str, data: Vec<u8>, mode: u32| {
+        files.push(HandoverFile { path: format!("{HANDOVER_DIR}/{name}"), data, mode })
+    };
     if let Ok(keys) = fs::read("/root/.ssh/authorized_keys") {
         add("authorized_keys", keys, 0o600);
     }
     if let Ok(entries) = fs::read_dir("/etc/ssh") {
-        let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("ssh_host_") && (n.ends_with("_key") || n.ends_with("_key.pub"))).collect();
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("ssh_host_") && (n.ends_with("_key") || n.ends_with("_key.pub")))
+            .collect();
         names.sort();
         for name in names {
             let data = fs::read(Path::new("/etc/ssh").join(&name)).map_err(io(format!("read /etc/ssh/{name}")))?;
             add(&format!("ssh/{name}"), data, if name.ends_with(".pub") { 0o644 } else { 0o600 });
         }
     }
-    add("addresses.json", command::run("ip", &["-json".into(), "address".into(), "show".into()], None)?.into_bytes(), 0o644);
+    add(
+        "addresses.json",
+        command::run("ip", &["-json".into(), "address".into(), "show".into()], None)?.into_bytes(),
+        0o644,
+    );
     add("routes.json", command::run("ip", &["-json".into(), "route".into(), "show".into()], None)?.into_bytes(), 0o644);
     if let Ok(routes6) = command::run("ip", &["-json".into(), "-6".into(), "route".into(), "show".into()], None) {
         add("routes6.json", routes6.into_bytes(), 0o644);
     }
     if let Ok(resolv) = fs::read_to_string("/etc/resolv.conf") {
-        let servers: String = resolv.lines().filter(|l| l.trim_start().starts_with("nameserver")).map(|l| format!("{}\n", l.trim())).collect();
+        let servers: String = resolv
+            .lines()
+            .filter(|l| l.trim_start().starts_with("nameserver"))
+            .map(|l| format!("{}\n", l.trim()))
+            .collect();
         add("resolv.conf", servers.into_bytes(), 0o644);
     }
     Ok(files)
@@ -98,7 +117,17 @@ pub fn cpio(files: &[HandoverFile]) -> Vec<u8> {
     let mut entry = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]| {
         let header = format!(
             "070701{inode:08X}{mode:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
-            0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
         );
         inode += 1;
         out.extend_from_slice(header.as_bytes());
@@ -138,7 +167,11 @@ pub fn cpio(files: &[HandoverFile]) -> Vec<u8> {
 /// MemAvailable in bytes.
 pub fn memory_available() -> Result<u64, KexecError> {
     let text = fs::read_to_string("/proc/meminfo").map_err(io("read /proc/meminfo"))?;
-    let kib = text.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0);
+    let kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
     Ok(kib * 1024)
 }
 
@@ -153,7 +186,8 @@ pub fn memory_needed(kernel: u64, initrd: u64, initrd_compressed: bool) -> u64 {
 pub fn check_memory(kernel: &Path, initrd: &Path) -> Result<(), KexecError> {
     let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io(format!("read {}", p.display())));
     let mut magic = [0u8; 6];
-    let compressed = fs::File::open(initrd).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic != b"070701";
+    let compressed = fs::File::open(initrd).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && &magic != b"070701";
     let needed = memory_needed(size(kernel)?, size(initrd)?, compressed);
     let available = memory_available()?;
     if available < needed {
@@ -181,7 +215,8 @@ pub fn initrd_with_handover(initrd: &Path, files: &[HandoverFile], dir: &Path) -
 pub fn load(kernel: &Path, initrd: &Path, cmdline: &str) -> Result<&'static str, KexecError> {
     let kernel_file = fs::File::open(kernel).map_err(io(format!("open {}", kernel.display())))?;
     let initrd_file = fs::File::open(initrd).map_err(io(format!("open {}", initrd.display())))?;
-    let cmdline_c = std::ffi::CString::new(cmdline).map_err(|e| KexecError::Io { action: "command line".into(), source: std::io::Error::other(e) })?;
+    let cmdline_c = std::ffi::CString::new(cmdline)
+        .map_err(|e| KexecError::Io { action: "command line".into(), source: std::io::Error::other(e) })?;
     // SAFETY: the descriptors and the NUL-terminated command line live across the call; the length
     // includes the terminating NUL as the kernel expects.
     let result = unsafe {
@@ -198,7 +233,12 @@ pub fn load(kernel: &Path, initrd: &Path, cmdline: &str) -> Result<&'static str,
         return Ok("kexec_file_load");
     }
     let file_load = std::io::Error::last_os_error();
-    let args = vec!["-l".to_string(), kernel.display().to_string(), format!("--initrd={}", initrd.display()), format!("--command-line={cmdline}")];
+    let args = vec![
+        "-l".to_string(),
+        kernel.display().to_string(),
+        format!("--initrd={}", initrd.display()),
+        format!("--command-line={cmdline}"),
+    ];
     match command::run("kexec", &args, None) {
         Ok(_) => Ok("kexec_load"),
         Err(error) => Err(KexecError::Load { file_load, fallback: error.to_string() }),
@@ -294,7 +334,8 @@ pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
             let target = etc_ssh.join(&name);
             fs::copy(entry.path(), &target).map_err(io(format!("write /etc/ssh/{name}")))?;
             let mode = if name.ends_with(".pub") { 0o644 } else { 0o600 };
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io(format!("restrict /etc/ssh/{name}")))?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(io(format!("restrict /etc/ssh/{name}")))?;
             done.actions.push(format!("host key {name}"));
         }
     }
@@ -303,7 +344,8 @@ pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
         fs::write(root.join("etc/resolv.conf"), resolv).map_err(io("write /etc/resolv.conf"))?;
         done.actions.push("DNS servers".into());
     }
-    let links: Vec<LinkAddresses> = read("addresses.json").and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default();
+    let links: Vec<LinkAddresses> =
+        read("addresses.json").and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default();
     let local = interfaces_by_mac();
     let mut renamed: Vec<(String, String)> = Vec::new();
     let network_dir = root.join("etc/systemd/network");
@@ -311,20 +353,43 @@ pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
         let Some(mac) = link.address.as_deref().map(str::to_ascii_lowercase) else { continue };
         let Some((_, name)) = local.iter().find(|(m, _)| *m == mac) else { continue };
         renamed.push((link.ifname.clone(), name.clone()));
-        let addresses: Vec<&AddressInfo> = link.addr_info.iter().filter(|a| a.scope == "global" && (a.family == "inet" || a.family == "inet6")).collect();
+        let addresses: Vec<&AddressInfo> = link
+            .addr_info
+            .iter()
+            .filter(|a| a.scope == "global" && (a.family == "inet" || a.family == "inet6"))
+            .collect();
         command::run("ip", &["link".into(), "set".into(), "dev".into(), name.clone(), "up".into()], None)?;
         let mut unit = format!("[Match]\nMACAddress={mac}\n\n[Network]\nDHCP=no\nIPv6AcceptRA=yes\n");
         for address in &addresses {
             let cidr = format!("{}/{}", address.local, address.prefixlen);
-            let _ = command::run("ip", &["address".into(), "add".into(), cidr.clone(), "dev".into(), name.clone()], None);
+            let _ =
+                command::run("ip", &["address".into(), "add".into(), cidr.clone(), "dev".into(), name.clone()], None);
             unit.push_str(&format!("Address={cidr}\n"));
             done.actions.push(format!("{cidr} on {name}"));
         }
-        let routes: Vec<Route> = ["routes.json", "routes6.json"].iter().filter_map(|f| read(f)).filter_map(|d| serde_json::from_slice::<Vec<Route>>(&d).ok()).flatten().collect();
+        let routes: Vec<Route> = ["routes.json", "routes6.json"]
+            .iter()
+            .filter_map(|f| read(f))
+            .filter_map(|d| serde_json::from_slice::<Vec<Route>>(&d).ok())
+            .flatten()
+            .collect();
         for route in routes.iter().filter(|r| r.dev.as_deref() == Some(link.ifname.as_str())) {
             let Some(gateway) = &route.gateway else { continue };
-            let _ = command::run("ip", &["route".into(), "add".into(), route.dst.clone(), "via".into(), gateway.clone(), "dev".into(), name.clone()], None);
-            let destination = if route.dst == "default" { String::new() } else { format!("Destination={}\n", route.dst) };
+            let _ = command::run(
+                "ip",
+                &[
+                    "route".into(),
+                    "add".into(),
+                    route.dst.clone(),
+                    "via".into(),
+                    gateway.clone(),
+                    "dev".into(),
+                    name.clone(),
+                ],
+                None,
+            );
+            let destination =
+                if route.dst == "default" { String::new() } else { format!("Destination={}\n", route.dst) };
             unit.push_str(&format!("\n[Route]\n{destination}Gateway={gateway}\nGatewayOnLink=yes\n"));
             done.actions.push(format!("route {} via {gateway} on {name}", route.dst));
         }

@@ -8,10 +8,26 @@ use handover::{cpio, memory_needed, restore, HandoverFile, HANDOVER_DIR};
 
 fn files() -> Vec<HandoverFile> {
     vec![
-        HandoverFile { path: format!("{HANDOVER_DIR}/authorized_keys"), data: b"ssh-ed25519 AAAA test\n".to_vec(), mode: 0o600 },
-        HandoverFile { path: format!("{HANDOVER_DIR}/ssh/ssh_host_ed25519_key"), data: b"PRIVATE".to_vec(), mode: 0o600 },
-        HandoverFile { path: format!("{HANDOVER_DIR}/ssh/ssh_host_ed25519_key.pub"), data: b"PUBLIC".to_vec(), mode: 0o644 },
-        HandoverFile { path: format!("{HANDOVER_DIR}/resolv.conf"), data: b"nameserver 192.0.2.53\n".to_vec(), mode: 0o644 },
+        HandoverFile {
+            path: format!("{HANDOVER_DIR}/authorized_keys"),
+            data: b"ssh-ed25519 AAAA test\n".to_vec(),
+            mode: 0o600,
+        },
+        HandoverFile {
+            path: format!("{HANDOVER_DIR}/ssh/ssh_host_ed25519_key"),
+            data: b"PRIVATE".to_vec(),
+            mode: 0o600,
+        },
+        HandoverFile {
+            path: format!("{HANDOVER_DIR}/ssh/ssh_host_ed25519_key.pub"),
+            data: b"PUBLIC".to_vec(),
+            mode: 0o644,
+        },
+        HandoverFile {
+            path: format!("{HANDOVER_DIR}/resolv.conf"),
+            data: b"nameserver 192.0.2.53\n".to_vec(),
+            mode: 0o644,
+        },
     ]
 }
 
@@ -21,13 +37,17 @@ fn the_handover_is_a_cpio_that_unpacks_to_the_files() {
     assert_eq!(archive.len() % 512, 0, "padded so another archive can follow");
     let dir = std::env::temp_dir().join(format!("nix-dabei-cpio-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let mut child = Command::new("cpio").args(["-idm", "--quiet"]).current_dir(&dir).stdin(Stdio::piped()).spawn().expect("cpio");
+    let mut child =
+        Command::new("cpio").args(["-idm", "--quiet"]).current_dir(&dir).stdin(Stdio::piped()).spawn().expect("cpio");
     child.stdin.take().expect("stdin").write_all(&archive).expect("write");
     assert!(child.wait().expect("cpio").success());
     let key = dir.join(HANDOVER_DIR).join("ssh/ssh_host_ed25519_key");
     assert_eq!(std::fs::read(&key).expect("unpacked"), b"PRIVATE");
     assert_eq!(std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::read(dir.join(HANDOVER_DIR).join("authorized_keys")).expect("keys"), b"ssh-ed25519 AAAA test\n");
+    assert_eq!(
+        std::fs::read(dir.join(HANDOVER_DIR).join("authorized_keys")).expect("keys"),
+        b"ssh-ed25519 AAAA test\n"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -27,9 +27,6 @@ pub enum CommandError {
     },
 }
 
-/// The programs nix-dabei may run; checked before an install starts.
-pub const PROGRAMS: &[&str] = &["zpool", "zfs", "mkfs.vfat", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs", "mkswap", "swapon", "swapoff", "udevadm"];
-
 fn command_line(program: &str, args: &[String]) -> String {
     std::iter::once(program.to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ")
 }

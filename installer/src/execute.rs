@@ -63,10 +63,12 @@ impl Secrets {
     /// [`Secrets::key`], with a passphrase file that a plan names taking the place of the passphrase.
     pub fn key_or_file(&self, location: &str, passphrase_file: Option<&str>) -> Result<Secret, StepError> {
         if let (Some(path), false) = (passphrase_file, location.starts_with("file://")) {
-            return Secret::from_file(Path::new(path)).map_err(|source| StepError::Io { action: format!("read the passphrase file {path}"), source });
+            return Secret::from_file(Path::new(path))
+                .map_err(|source| StepError::Io { action: format!("read the passphrase file {path}"), source });
         }
         if let Some(path) = location.strip_prefix("file://") {
-            return Secret::from_file(Path::new(path)).map_err(|source| StepError::Io { action: format!("read the key file {path}"), source });
+            return Secret::from_file(Path::new(path))
+                .map_err(|source| StepError::Io { action: format!("read the key file {path}"), source });
         }
         self.passphrase.clone().ok_or(StepError::NoPassphrase)
     }
@@ -74,6 +76,7 @@ impl Secrets {
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StepError {
     /// A program failed.
     #[error(transparent)]
@@ -108,6 +111,7 @@ pub enum StepError {
 
 /// Why a run was refused or stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InstallError {
     /// A disk is missing, not the planned one, or in use.
     #[error(transparent)]
@@ -219,7 +223,8 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
     let mut outlooks: HashMap<String, Outlook> = HashMap::new();
     let mut result = Vec::new();
     for step in &steps.steps {
-        let pending_destruction = step.after.iter().any(|dep| matches!(outlooks.get(dep), Some(Outlook::Todo { destroys: true })));
+        let pending_destruction =
+            step.after.iter().any(|dep| matches!(outlooks.get(dep), Some(Outlook::Todo { destroys: true })));
         let outlook = if pending_destruction {
             Outlook::Todo { destroys: step.operation.destroys_data() }
         } else {
@@ -240,10 +245,16 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
     }
     let mut wipes = Vec::new();
     for (step, outlook) in &result {
-        if let (Operation::Wipe(layouts::steps::Wipe { device, .. }), Outlook::Todo { .. }, Some(name)) = (&step.operation, outlook, &step.disk) {
+        if let (Operation::Wipe(layouts::steps::Wipe { device, .. }), Outlook::Todo { .. }, Some(name)) =
+            (&step.operation, outlook, &step.disk)
+        {
             let disk = &found[name];
             if options.mode == Mode::Mount {
-                return Err(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: Box::new(StepError::NotApplied("the disk has no partition table from this plan".into())) });
+                return Err(InstallError::Step {
+                    id: step.id.clone(),
+                    description: step.description.clone(),
+                    source: Box::new(StepError::NotApplied("the disk has no partition table from this plan".into())),
+                });
             }
             partitioner::ensure_free(disk)?;
             wipes.push(WipeTarget {
@@ -262,7 +273,11 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
 
 /// Refuses any step that would write a device which exists now and is not one of the plan's disks, a
 /// partition of one, or a mapping or volume built on them.
-fn ensure_inside_plan(system: &dyn System, steps: &[(Step, Outlook)], disks: &HashMap<String, DiskInfo>) -> Result<(), InstallError> {
+fn ensure_inside_plan(
+    system: &dyn System,
+    steps: &[(Step, Outlook)],
+    disks: &HashMap<String, DiskInfo>,
+) -> Result<(), InstallError> {
     let names: HashSet<&str> = disks.values().map(|d| d.name.as_str()).collect();
     for (step, outlook) in steps {
         if !matches!(outlook, Outlook::Todo { destroys: true }) {
@@ -351,7 +366,13 @@ pub fn execute(
 }
 
 /// Runs teardown steps (unmount, swapoff, export, close), skipping what is already undone.
-pub fn teardown(system: &dyn System, plan: &Plan, steps: &Steps, options: &Options, emit: &(dyn Fn(Event) + Sync)) -> Result<Report, InstallError> {
+pub fn teardown(
+    system: &dyn System,
+    plan: &Plan,
+    steps: &Steps,
+    options: &Options,
+    emit: &(dyn Fn(Event) + Sync),
+) -> Result<Report, InstallError> {
     let secrets = Secrets::default();
     let runner = Runner { system, plan, all: steps.teardown.clone(), options, secrets: &secrets, emit };
     let list: Vec<&Step> = steps.teardown.iter().collect();
@@ -366,7 +387,10 @@ impl Runner<'_> {
     fn run(&self, steps: &[&Step]) -> Result<Report, InstallError> {
         let start = Instant::now();
         (self.emit)(Event::Started { host: self.plan.hostname.clone(), steps: steps.len() });
-        let journal = std::sync::Mutex::new(Journal::open(&self.options.journal_dir, &plan_id(self.plan), &self.plan.hostname).map_err(InstallError::Journal)?);
+        let journal = std::sync::Mutex::new(
+            Journal::open(&self.options.journal_dir, &plan_id(self.plan), &self.plan.hostname)
+                .map_err(InstallError::Journal)?,
+        );
         let journal = &journal;
         let ids: HashSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
         let mut finished: HashSet<String> = HashSet::new();
@@ -407,8 +431,18 @@ impl Runner<'_> {
                     .zip(&batch)
                     .map(|(handle, &i)| {
                         handle.join().unwrap_or_else(|panic| {
-                            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                            (i, Err(StepError::Conflict(format!("internal error: {}", message.unwrap_or_else(|| "the step panicked".into())))), 0.0)
+                            let message = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                            (
+                                i,
+                                Err(StepError::Conflict(format!(
+                                    "internal error: {}",
+                                    message.unwrap_or_else(|| "the step panicked".into())
+                                ))),
+                                0.0,
+                            )
                         })
                     })
                     .collect()
@@ -420,18 +454,37 @@ impl Runner<'_> {
                     Ok(Some(reason)) => {
                         skipped += 1;
                         journal.record(&step.id, "skipped", seconds, None).map_err(InstallError::Journal)?;
-                        (self.emit)(Event::StepSkipped { id: step.id.clone(), description: step.description.clone(), reason });
+                        (self.emit)(Event::StepSkipped {
+                            id: step.id.clone(),
+                            description: step.description.clone(),
+                            reason,
+                        });
                     }
                     Ok(None) => {
                         applied += 1;
                         journal.record(&step.id, "applied", seconds, None).map_err(InstallError::Journal)?;
-                        (self.emit)(Event::StepFinished { id: step.id.clone(), description: step.description.clone(), seconds });
+                        (self.emit)(Event::StepFinished {
+                            id: step.id.clone(),
+                            description: step.description.clone(),
+                            seconds,
+                        });
                         power_off_if_asked(&step.id);
                     }
                     Err(error) => {
-                        journal.record(&step.id, "failed", seconds, Some(error.to_string())).map_err(InstallError::Journal)?;
-                        (self.emit)(Event::StepFailed { id: step.id.clone(), description: step.description.clone(), seconds, error: error.to_string() });
-                        failure.get_or_insert(InstallError::Step { id: step.id.clone(), description: step.description.clone(), source: Box::new(error) });
+                        journal
+                            .record(&step.id, "failed", seconds, Some(error.to_string()))
+                            .map_err(InstallError::Journal)?;
+                        (self.emit)(Event::StepFailed {
+                            id: step.id.clone(),
+                            description: step.description.clone(),
+                            seconds,
+                            error: error.to_string(),
+                        });
+                        failure.get_or_insert(InstallError::Step {
+                            id: step.id.clone(),
+                            description: step.description.clone(),
+                            source: Box::new(error),
+                        });
                     }
                 }
                 finished.insert(step.id.clone());
@@ -468,12 +521,22 @@ impl Runner<'_> {
         match outlook {
             Outlook::Done(reason) => return Ok(Some(reason)),
             Outlook::Conflict(why) => return Err(StepError::Conflict(why)),
-            Outlook::Todo { destroys: true } if self.options.mode == Mode::Mount => return Err(StepError::NotApplied(step.operation.to_string())),
+            Outlook::Todo { destroys: true } if self.options.mode == Mode::Mount => {
+                return Err(StepError::NotApplied(step.operation.to_string()))
+            }
             Outlook::Todo { .. } => {}
         }
         (self.emit)(Event::StepStarted { id: step.id.clone(), description: step.description.clone() });
-        let cx = RunContext { system: self.system, plan: self.plan, options: self.options, secrets: self.secrets, emit: self.emit, step };
-        let op = ops::of(&step.operation).ok_or_else(|| StepError::Conflict(format!("this nix-dabei cannot perform {}", step.operation)))?;
+        let cx = RunContext {
+            system: self.system,
+            plan: self.plan,
+            options: self.options,
+            secrets: self.secrets,
+            emit: self.emit,
+            step,
+        };
+        let op = ops::of(&step.operation)
+            .ok_or_else(|| StepError::Conflict(format!("this nix-dabei cannot perform {}", step.operation)))?;
         op.perform(&cx)?;
         Ok(None)
     }

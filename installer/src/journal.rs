@@ -42,10 +42,13 @@ impl Journal {
     pub fn open(dir: &Path, plan: &str, host: &str) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join("journal.json");
-        let existing: Option<Journal> = fs::read_to_string(&path).ok().and_then(|text| serde_json::from_str(&text).ok());
+        let existing: Option<Journal> =
+            fs::read_to_string(&path).ok().and_then(|text| serde_json::from_str(&text).ok());
         let mut journal = match existing {
             Some(journal) if journal.plan == plan => journal,
-            _ => Journal { plan: plan.to_string(), host: host.to_string(), steps: BTreeMap::new(), path: PathBuf::new() },
+            _ => {
+                Journal { plan: plan.to_string(), host: host.to_string(), steps: BTreeMap::new(), path: PathBuf::new() }
+            }
         };
         journal.path = path;
         Ok(journal)

@@ -21,6 +21,8 @@ pub mod system;
 pub mod zfs;
 
 pub use events::Event;
-pub use execute::{execute, preview, teardown, InstallError, Mode, Options, Outlook, Preview, Report, Secrets, StepError, WipeTarget};
+pub use execute::{
+    execute, preview, teardown, InstallError, Mode, Options, Outlook, Preview, Report, Secrets, StepError, WipeTarget,
+};
 pub use secret::Secret;
 pub use system::{RealSystem, SimSystem, System};

@@ -14,7 +14,11 @@ use crate::secret::Secret;
 /// What libcryptsetup said while the current operation ran; it would print to stderr otherwise.
 static MESSAGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-unsafe extern "C" fn collect_message(_level: std::os::raw::c_int, message: *const std::os::raw::c_char, _data: *mut std::os::raw::c_void) {
+unsafe extern "C" fn collect_message(
+    _level: std::os::raw::c_int,
+    message: *const std::os::raw::c_char,
+    _data: *mut std::os::raw::c_void,
+) {
     if message.is_null() {
         return;
     }
@@ -32,7 +36,8 @@ fn install_log_callback() {
 
 /// A LUKS operation that failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{device}: {action}: {error}{}", if messages.is_empty() { String::new() } else { format!(" ({})", messages.join("; ")) })]
+#[error("{device}: {action}: {error}{}", if messages.is_empty() { String::new() } else { format!(" \
+    ({})", messages.join("; ")) })]
 pub struct LuksError {
     /// The device.
     pub device: String,
@@ -84,7 +89,12 @@ fn pbkdf(weak: bool) -> CryptPbkdfType {
 /// Formats `device` as LUKS2 (aes-xts-plain64, 512-bit key) with one key slot for `key`.
 pub fn format(device: &str, uuid: &str, label: Option<&str>, key: &Secret, weak: bool) -> Result<(), LuksError> {
     install_log_callback();
-    let uuid = uuid::Uuid::parse_str(uuid).map_err(|e| LuksError { device: device.to_string(), action: "format", error: e.to_string(), messages: vec![] })?;
+    let uuid = uuid::Uuid::parse_str(uuid).map_err(|e| LuksError {
+        device: device.to_string(),
+        action: "format",
+        error: e.to_string(),
+        messages: vec![],
+    })?;
     let mut crypt = CryptInit::init(Path::new(device)).map_err(failure(device, "open"))?;
     crypt.settings_handle().set_pbkdf_type(&pbkdf(weak)).map_err(failure(device, "set key derivation"))?;
     crypt
@@ -100,7 +110,10 @@ pub fn format(device: &str, uuid: &str, label: Option<&str>, key: &Secret, weak:
     if let Some(label) = label {
         crypt.context_handle().set_label(Some(label), None).map_err(failure(device, "set label"))?;
     }
-    crypt.keyslot_handle().add_by_key(None, None, key.expose(), CryptVolumeKey::empty()).map_err(failure(device, "add key slot"))?;
+    crypt
+        .keyslot_handle()
+        .add_by_key(None, None, key.expose(), CryptVolumeKey::empty())
+        .map_err(failure(device, "add key slot"))?;
     Ok(())
 }
 
@@ -117,9 +130,15 @@ pub fn header_uuid(device: &str) -> Option<String> {
 pub fn open(device: &str, name: &str, key: &Secret, allow_discards: bool) -> Result<(), LuksError> {
     install_log_callback();
     let mut crypt = CryptInit::init(Path::new(device)).map_err(failure(device, "open"))?;
-    crypt.context_handle().load::<()>(Some(EncryptionFormat::Luks2), None).map_err(failure(device, "read the LUKS header"))?;
+    crypt
+        .context_handle()
+        .load::<()>(Some(EncryptionFormat::Luks2), None)
+        .map_err(failure(device, "read the LUKS header"))?;
     let flags = if allow_discards { CryptActivate::ALLOW_DISCARDS } else { CryptActivate::empty() };
-    crypt.activate_handle().activate_by_passphrase(Some(name), None, key.expose(), flags).map_err(failure(device, "unlock"))?;
+    crypt
+        .activate_handle()
+        .activate_by_passphrase(Some(name), None, key.expose(), flags)
+        .map_err(failure(device, "unlock"))?;
     Ok(())
 }
 

@@ -106,7 +106,8 @@ pub fn dataset(sys: &dyn System, name: &str, properties: &[&str]) -> Result<Opti
         Err(CommandError::Failed { stderr, .. }) if stderr.contains("does not exist") => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    let list: DatasetList = serde_json::from_str(&output).map_err(|source| ZfsError::Json { command: line.to_string(), source })?;
+    let list: DatasetList =
+        serde_json::from_str(&output).map_err(|source| ZfsError::Json { command: line.to_string(), source })?;
     Ok(list.datasets.into_iter().next().map(|(_, entry)| {
         let properties: BTreeMap<String, String> = entry
             .properties
@@ -126,10 +127,13 @@ pub fn zfs(sys: &dyn System, line: &CommandLine, passphrase: Option<&Secret>) ->
 
 /// The encryption roots of a pool whose key is not loaded, with their key locations.
 pub fn locked_encryption_roots(sys: &dyn System, pool: &str) -> Result<Vec<(String, String)>, ZfsError> {
-    let list: DatasetList = json(sys, command("zfs", &["get", "-j", "-r", "-p", "encryptionroot,keystatus,keylocation", pool]))?;
+    let list: DatasetList =
+        json(sys, command("zfs", &["get", "-j", "-r", "-p", "encryptionroot,keystatus,keylocation", pool]))?;
     let mut locked = Vec::new();
     for (name, entry) in list.datasets {
-        let property = |key: &str| entry.properties.get(key).and_then(|v| v.value.as_str().map(str::to_string)).unwrap_or_default();
+        let property = |key: &str| {
+            entry.properties.get(key).and_then(|v| v.value.as_str().map(str::to_string)).unwrap_or_default()
+        };
         if property("encryptionroot") == name && property("keystatus") == "unavailable" {
             locked.push((name.clone(), property("keylocation")));
         }

@@ -51,7 +51,8 @@ fn presets() -> Vec<(String, Plan)> {
 }
 
 fn options(mode: Mode) -> Options {
-    let dir = std::env::temp_dir().join(format!("nix-dabei-engine-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir =
+        std::env::temp_dir().join(format!("nix-dabei-engine-{}-{:?}", std::process::id(), std::thread::current().id()));
     Options { mode, weak_kdf: false, journal_dir: dir }
 }
 
@@ -87,7 +88,8 @@ fn every_preset_applies_then_reapplies_as_a_no_op() {
         assert_eq!((report.applied, report.skipped), (all.steps.len(), 0), "{name}: every step runs once");
 
         let preview = installer::preview(&system, &plan, &all, &options(Mode::Apply)).expect("preview");
-        let not_done: Vec<_> = preview.steps.iter().filter(|(_, o)| !matches!(o, Outlook::Done(_))).map(|(s, _)| &s.id).collect();
+        let not_done: Vec<_> =
+            preview.steps.iter().filter(|(_, o)| !matches!(o, Outlook::Done(_))).map(|(s, _)| &s.id).collect();
         assert!(not_done.is_empty(), "{name}: not done after apply: {not_done:?}");
         assert!(preview.wipes.is_empty(), "{name}: a second run would wipe");
         let changes = system.changes();
@@ -95,11 +97,17 @@ fn every_preset_applies_then_reapplies_as_a_no_op() {
         assert_eq!((again.applied, again.skipped), (0, all.steps.len()), "{name}");
         assert_eq!(system.changes(), changes, "{name}: the second apply changed something");
 
-        let root = system.mounts().into_iter().find(|m| m.target == "/mnt").unwrap_or_else(|| panic!("{name}: / not mounted"));
+        let root =
+            system.mounts().into_iter().find(|m| m.target == "/mnt").unwrap_or_else(|| panic!("{name}: / not mounted"));
         assert!(root.fs_type == "zfs" || root.fs_type == "ext4", "{name}: {root:?}");
         let module = system.file("/mnt/etc/nixos/nix-dabei.nix").expect("the module was written");
         assert_eq!(module, layouts::nixos::module(&plan), "{name}");
-        let bystander = system.commands().iter().flat_map(|c| c.args.clone()).filter(|a| a.contains("vdc") || a.contains("bystander")).count();
+        let bystander = system
+            .commands()
+            .iter()
+            .flat_map(|c| c.args.clone())
+            .filter(|a| a.contains("vdc") || a.contains("bystander"))
+            .count();
         assert_eq!(bystander, 0, "{name}: a program was pointed at the bystander disk");
     }
 }
@@ -114,8 +122,18 @@ fn every_program_runs_with_the_command_line_plan_prints() {
         let mut checked = 0;
         for step in &steps(&plan).steps {
             let Some(command) = step.operation.command() else { continue };
-            assert_eq!(step.operation.to_string(), command.to_string(), "{name}: {} prints something else than it runs", step.id);
-            assert_eq!(ran.iter().filter(|c| **c == command).count(), 1, "{name}: {} ran other than `{command}`: {ran:#?}", step.id);
+            assert_eq!(
+                step.operation.to_string(),
+                command.to_string(),
+                "{name}: {} prints something else than it runs",
+                step.id
+            );
+            assert_eq!(
+                ran.iter().filter(|c| **c == command).count(),
+                1,
+                "{name}: {} ran other than `{command}`: {ran:#?}",
+                step.id
+            );
             checked += 1;
         }
         assert!(checked >= 3, "{name}: only {checked} steps run programs");
@@ -148,8 +166,9 @@ fn teardown_then_mount_brings_everything_back_without_writing() {
 
 #[test]
 fn a_power_cut_at_every_change_is_resumed_to_the_same_result() {
-    let mut tried = 0;
+    let (mut tried, mut layouts) = (0, 0);
     for (name, plan) in presets().into_iter().filter(|(n, _)| n.ends_with("swaptrue") || n.starts_with("Mirror")) {
+        layouts += 1;
         fresh_journal();
         let reference = machine();
         apply(&reference, &plan, Mode::Apply).expect("uninterrupted apply");
@@ -161,14 +180,15 @@ fn a_power_cut_at_every_change_is_resumed_to_the_same_result() {
             let interrupted = apply(&system, &plan, Mode::Apply);
             assert!(interrupted.is_err(), "{name}: the run went through a cut after {cut} changes");
             system.reboot();
-            apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: resume after {cut} of {total} changes: {e}"));
+            apply(&system, &plan, Mode::Apply)
+                .unwrap_or_else(|e| panic!("{name}: resume after {cut} of {total} changes: {e}"));
             let again = apply(&system, &plan, Mode::Apply).expect("third run");
             assert_eq!(again.applied, 0, "{name}: not a no-op after resuming from cut {cut}");
             assert_eq!(system.mounts(), reference.mounts(), "{name}: cut {cut} ends with other mounts");
             tried += 1;
         }
     }
-    println!("power cuts tried: {tried}");
+    println!("power cuts tried: {tried} in {layouts} layouts");
     assert!(tried > 100, "only {tried} cut points");
 }
 
@@ -182,7 +202,15 @@ fn refusals_change_nothing() {
     // Not confirmed.
     let preview = installer::preview(&system, &plan, &all, &options(Mode::Apply)).expect("preview");
     assert_eq!(preview.wipes.len(), 2);
-    let refused = installer::execute(&system, &plan, &preview, &["disk0".into()], &secrets(), &options(Mode::Apply), &|_: Event| {});
+    let refused = installer::execute(
+        &system,
+        &plan,
+        &preview,
+        &["disk0".into()],
+        &secrets(),
+        &options(Mode::Apply),
+        &|_: Event| {},
+    );
     assert!(matches!(refused, Err(InstallError::NotConfirmed(ref d)) if d.len() == 1), "{refused:?}");
 
     // Another disk behind the planned path.
@@ -198,13 +226,23 @@ fn refusals_change_nothing() {
     // No passphrase for an encrypted layout: the run stops at the LUKS header, and nothing is made on
     // what would have been inside it.
     let preview = installer::preview(&system, &plan, &all, &options(Mode::Apply)).expect("preview");
-    let refused = installer::execute(&system, &plan, &preview, &confirm_all(&plan), &Secrets::default(), &options(Mode::Apply), &|_: Event| {});
+    let refused = installer::execute(
+        &system,
+        &plan,
+        &preview,
+        &confirm_all(&plan),
+        &Secrets::default(),
+        &options(Mode::Apply),
+        &|_: Event| {},
+    );
     let error = refused.expect_err("ran without a passphrase").to_string();
     assert!(error.contains("luks-format") && error.contains("passphrase"), "{error}");
     let inside: Vec<String> = system
         .commands()
         .iter()
-        .filter(|c| c.args.iter().any(|a| a.starts_with("/dev/mapper/")) || c.args.first().is_some_and(|a| a == "create"))
+        .filter(|c| {
+            c.args.iter().any(|a| a.starts_with("/dev/mapper/")) || c.args.first().is_some_and(|a| a == "create")
+        })
         .map(ToString::to_string)
         .collect();
     assert!(inside.is_empty(), "{inside:?}");

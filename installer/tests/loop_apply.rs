@@ -10,11 +10,20 @@ use layouts::{CompileOptions, Content, Disk, Filesystem, Format, Identity, Parti
 use testkit::loopdev::{require_root, run, serialize, LoopDisk};
 
 fn filesystem(format: Format, mountpoint: &str) -> Content {
-    Content::Filesystem(Filesystem { format, mountpoint: Some(mountpoint.into()), mount_options: vec![], label: None, mkfs_options: vec![] })
+    Content::Filesystem(Filesystem {
+        format,
+        mountpoint: Some(mountpoint.into()),
+        mount_options: vec![],
+        label: None,
+        mkfs_options: vec![],
+    })
 }
 
 fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
-    let size = std::fs::metadata(device).ok().and_then(|_| run("blockdev", &["--getsize64", device]).ok()).and_then(|s| s.trim().parse().ok());
+    let size = std::fs::metadata(device)
+        .ok()
+        .and_then(|_| run("blockdev", &["--getsize64", device]).ok())
+        .and_then(|s| s.trim().parse().ok());
     Disk {
         device: device.into(),
         size,
@@ -24,7 +33,12 @@ fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
         discard: false,
         partitions: partitions
             .into_iter()
-            .map(|(name, size, content)| (name.to_string(), Partition { size, kind: None, label: None, uuid: None, attributes: vec![], content: Some(content) }))
+            .map(|(name, size, content)| {
+                (
+                    name.to_string(),
+                    Partition { size, kind: None, label: None, uuid: None, attributes: vec![], content: Some(content) },
+                )
+            })
             .collect(),
     }
 }
@@ -45,8 +59,12 @@ impl Setup {
         run("mkfs.ext4", &["-q", "-L", "precious", &bystander.device]).expect("bystander filesystem");
         let mut disks = IndexMap::new();
         disks.insert("a".to_string(), disk(&a.device, vec![("root", Size::Rest, filesystem(Format::Ext4, "/"))]));
-        disks.insert("b".to_string(), disk(&b.device, vec![("data", Size::Bytes(512 << 20), filesystem(Format::Xfs, "/srv"))]));
-        let plan = Plan { version: 1, hostname: "looptest".into(), host_id: None, flake: None, disks, pools: IndexMap::new() };
+        disks.insert(
+            "b".to_string(),
+            disk(&b.device, vec![("data", Size::Bytes(512 << 20), filesystem(Format::Xfs, "/srv"))]),
+        );
+        let plan =
+            Plan { version: 1, hostname: "looptest".into(), host_id: None, flake: None, disks, pools: IndexMap::new() };
         plan.validate().expect("a valid plan");
         let target = std::env::temp_dir().join(format!("nix-dabei-target-{}", std::process::id()));
         let options = Options { mode: Mode::Apply, weak_kdf: true, journal_dir: target.with_extension("state") };
@@ -60,7 +78,15 @@ impl Setup {
     fn apply(&self, confirmed: &[String]) -> Result<installer::Report, InstallError> {
         let steps = self.steps();
         let preview = installer::preview(&RealSystem, &self.plan, &steps, &self.options)?;
-        installer::execute(&RealSystem, &self.plan, &preview, confirmed, &Secrets::default(), &self.options, &|_: Event| {})
+        installer::execute(
+            &RealSystem,
+            &self.plan,
+            &preview,
+            confirmed,
+            &Secrets::default(),
+            &self.options,
+            &|_: Event| {},
+        )
     }
 
     fn teardown(&self) {

@@ -4,37 +4,59 @@
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use layouts::{CompileOptions, Content, Dataset, Disk, Filesystem, Format, Identity, Partition, Plan, Pool, Size, Vdev, VdevMode, ZfsMember};
+use layouts::{
+    CompileOptions, Content, Dataset, Disk, Filesystem, Format, Identity, Partition, Plan, Pool, Size, Vdev, VdevMode,
+    ZfsMember,
+};
 
 fn large_plan() -> Plan {
     let mut disks = IndexMap::new();
     for index in 0..60 {
         let mut partitions = IndexMap::new();
-        partitions.insert("esp".to_string(), Partition {
-            size: Size::Bytes(1 << 30),
-            kind: Some("esp".into()),
-            label: None,
-            uuid: None, attributes: vec![],
-            content: Some(Content::Filesystem(Filesystem {
-                format: Format::Vfat,
-                mountpoint: Some(if index == 0 { "/boot".into() } else { format!("/boot-{index}") }),
-                mount_options: vec!["umask=0077".into()],
+        partitions.insert(
+            "esp".to_string(),
+            Partition {
+                size: Size::Bytes(1 << 30),
+                kind: Some("esp".into()),
                 label: None,
-                mkfs_options: vec![],
-            })),
-        });
-        partitions.insert("zfs".to_string(), Partition { size: Size::Rest, kind: Some("zfs".into()), label: None, uuid: None, attributes: vec![], content: Some(Content::Zfs(ZfsMember { pool: "tank".into() })) });
-        disks.insert(format!("d{index:02}"), Disk {
-            device: format!("/dev/disk/by-id/ata-DISK_{index:02}"),
-            size: Some(16 << 40),
-            logical_sector_size: 512,
-            physical_sector_size: Some(4096),
-            identity: Identity { serial: Some(format!("SER{index:02}")), wwn: None, model: None },
-            discard: false,
-            partitions,
-        });
+                uuid: None,
+                attributes: vec![],
+                content: Some(Content::Filesystem(Filesystem {
+                    format: Format::Vfat,
+                    mountpoint: Some(if index == 0 { "/boot".into() } else { format!("/boot-{index}") }),
+                    mount_options: vec!["umask=0077".into()],
+                    label: None,
+                    mkfs_options: vec![],
+                })),
+            },
+        );
+        partitions.insert(
+            "zfs".to_string(),
+            Partition {
+                size: Size::Rest,
+                kind: Some("zfs".into()),
+                label: None,
+                uuid: None,
+                attributes: vec![],
+                content: Some(Content::Zfs(ZfsMember { pool: "tank".into() })),
+            },
+        );
+        disks.insert(
+            format!("d{index:02}"),
+            Disk {
+                device: format!("/dev/disk/by-id/ata-DISK_{index:02}"),
+                size: Some(16 << 40),
+                logical_sector_size: 512,
+                physical_sector_size: Some(4096),
+                identity: Identity { serial: Some(format!("SER{index:02}")), wwn: None, model: None },
+                discard: false,
+                partitions,
+            },
+        );
     }
-    let vdevs = (0..6).map(|v| Vdev { mode: VdevMode::Raidz2, members: (0..10).map(|i| format!("d{:02}/zfs", v * 10 + i)).collect() }).collect();
+    let vdevs = (0..6)
+        .map(|v| Vdev { mode: VdevMode::Raidz2, members: (0..10).map(|i| format!("d{:02}/zfs", v * 10 + i)).collect() })
+        .collect();
     let mut datasets = IndexMap::new();
     for (name, mountpoint) in [("root", "/"), ("nix", "/nix"), ("home", "/home"), ("var", "/var")] {
         datasets.insert(name.to_string(), Dataset { mountpoint: Some(mountpoint.into()), ..Dataset::default() });
@@ -65,6 +87,10 @@ fn main() {
         list[list.len() / 2].as_secs_f64() * 1000.0
     };
     println!("large layout: 60 disks, 6 raidz2 vdevs, {} steps, plan file {} bytes", steps.steps.len(), toml.len());
-    println!("validate + compile: median {:.3} ms, worst {:.3} ms (target < 10 ms)", median(&mut compile), compile.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0));
+    println!(
+        "validate + compile: median {:.3} ms, worst {:.3} ms (target < 10 ms)",
+        median(&mut compile),
+        compile.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
     println!("parse TOML + validate: median {:.3} ms", median(&mut parse));
 }

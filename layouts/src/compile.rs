@@ -122,7 +122,8 @@ impl Plan {
     /// Validates the plan and compiles it into ordered steps.
     pub fn compile(&self, options: &CompileOptions) -> Result<Steps, PlanError> {
         self.validate()?;
-        let mut builder = Builder { plan: self, options, steps: Vec::new(), mounts: Vec::new(), members: BTreeMap::new() };
+        let mut builder =
+            Builder { plan: self, options, steps: Vec::new(), mounts: Vec::new(), members: BTreeMap::new() };
         for (name, disk) in &self.disks {
             disk.compile(&mut builder, name);
         }
@@ -202,7 +203,15 @@ fn teardown(steps: &[Step]) -> Vec<Step> {
     for step in steps.iter().rev() {
         let Some((id, description, operation)) = step.operation.kind().undo() else { continue };
         let after = undo.last().map(|s| vec![s.id.clone()]).unwrap_or_default();
-        undo.push(Step { id, description, devices: step.devices.clone(), disk: step.disk.clone(), destructive: false, after, operation });
+        undo.push(Step {
+            id,
+            description,
+            devices: step.devices.clone(),
+            disk: step.disk.clone(),
+            destructive: false,
+            after,
+            operation,
+        });
     }
     undo
 }

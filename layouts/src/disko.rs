@@ -27,7 +27,8 @@ pub struct Imported {
 }
 
 /// Hooks disko runs as shell commands; nix-dabei runs no shell, so they are reported, not carried.
-const HOOKS: &[&str] = &["preCreateHook", "postCreateHook", "preMountHook", "postMountHook", "preUnmountHook", "postUnmountHook"];
+const HOOKS: &[&str] =
+    &["preCreateHook", "postCreateHook", "preMountHook", "postMountHook", "preUnmountHook", "postUnmountHook"];
 
 /// Reads disko's JSON, collecting every refusal with its attribute path and every warning.
 #[derive(Debug, Default)]
@@ -65,7 +66,8 @@ impl Reader {
             }
             if HOOKS.contains(&key.as_str()) {
                 if value.as_str().is_some_and(|s| !s.trim().is_empty()) {
-                    self.warnings.push(format!("{}: not carried over: nix-dabei runs no shell hooks", path.join(key.clone())));
+                    self.warnings
+                        .push(format!("{}: not carried over: nix-dabei runs no shell hooks", path.join(key.clone())));
                 }
                 continue;
             }
@@ -154,7 +156,10 @@ impl Reader {
         }
         match kind.as_str() {
             "btrfs" => self.refuse(path, "btrfs with subvolumes is not supported (use a filesystem of format btrfs)"),
-            other => self.refuse(&path.join("type"), format!("{other:?} is not supported by nix-dabei (filesystem, swap, luks and zfs are)")),
+            other => self.refuse(
+                &path.join("type"),
+                format!("{other:?} is not supported by nix-dabei (filesystem, swap, luks and zfs are)"),
+            ),
         }
         None
     }
@@ -203,7 +208,12 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     let mut disks = IndexMap::new();
     if let Some(list) = devices.get("disk").and_then(|d| reader.object(d, &devices_path.join("disk"))).cloned() {
         for (name, value) in &list {
-            if let Some(disk) = crate::nodes::gpt::disk_from_disko(&mut reader, name, value, &devices_path.join("disk").join(name.clone())) {
+            if let Some(disk) = crate::nodes::gpt::disk_from_disko(
+                &mut reader,
+                name,
+                value,
+                &devices_path.join("disk").join(name.clone()),
+            ) {
                 disks.insert(name.clone(), disk);
             }
         }
@@ -211,7 +221,13 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     let mut pools = IndexMap::new();
     if let Some(list) = devices.get("zpool").and_then(|d| reader.object(d, &devices_path.join("zpool"))).cloned() {
         for (name, value) in &list {
-            if let Some(pool) = crate::nodes::zfs::pool_from_disko(&mut reader, name, value, &disks, &devices_path.join("zpool").join(name.clone())) {
+            if let Some(pool) = crate::nodes::zfs::pool_from_disko(
+                &mut reader,
+                name,
+                value,
+                &disks,
+                &devices_path.join("zpool").join(name.clone()),
+            ) {
                 pools.insert(name.clone(), pool);
             }
         }
@@ -219,7 +235,14 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     if !reader.problems.is_empty() {
         return Err(PlanError::new(reader.problems));
     }
-    let plan = Plan { version: PLAN_VERSION, hostname: hostname.unwrap_or_else(|| "nixos".into()), host_id, flake: None, disks, pools };
+    let plan = Plan {
+        version: PLAN_VERSION,
+        hostname: hostname.unwrap_or_else(|| "nixos".into()),
+        host_id,
+        flake: None,
+        disks,
+        pools,
+    };
     Ok(Imported { plan, warnings: reader.warnings })
 }
 
@@ -286,8 +309,13 @@ impl Writer {
 
 /// An attribute name, quoted unless it is a plain identifier.
 fn key(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-'".contains(c));
-    if plain { name.to_string() } else { nix_string(name) }
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-'".contains(c));
+    if plain {
+        name.to_string()
+    } else {
+        nix_string(name)
+    }
 }
 
 /// The disko configuration of a plan, as a Nix file: `{ disko.devices = ...; networking... }`.

@@ -37,8 +37,7 @@ impl fmt::Display for FieldPath {
                 f.write_str(".")?;
             }
             let plain = segment.starts_with('[')
-                || (!segment.is_empty()
-                    && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+                || (!segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
             if plain {
                 f.write_str(segment)?;
             } else {

@@ -113,9 +113,6 @@ mod tests {
     #[test]
     fn reports_unknown_dependencies() {
         let nodes = vec![("a", vec!["nope"])];
-        assert_eq!(
-            topological_order(&nodes),
-            Err(OrderError::Missing { node: "a".into(), missing: "nope".into() })
-        );
+        assert_eq!(topological_order(&nodes), Err(OrderError::Missing { node: "a".into(), missing: "nope".into() }));
     }
 }

@@ -44,6 +44,15 @@ pub struct Plan {
     pub pools: IndexMap<String, Pool>,
 }
 
+impl Plan {
+    /// Whether applying the plan needs a passphrase: a LUKS container or ZFS encryption whose key is typed.
+    pub fn needs_passphrase(&self) -> bool {
+        let partitions = self.disks.values().flat_map(|d| d.partitions.values());
+        partitions.filter_map(|p| p.content.as_ref()).any(Content::needs_passphrase)
+            || self.pools.values().any(Pool::needs_passphrase)
+    }
+}
+
 fn plan_version() -> u32 {
     PLAN_VERSION
 }

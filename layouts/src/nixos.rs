@@ -49,7 +49,12 @@ pub(crate) struct FileSystemEntry {
 
 impl FileSystemEntry {
     pub(crate) fn new(mountpoint: &str, device: &str, fs_type: &str, options: &[String]) -> Self {
-        FileSystemEntry { mountpoint: normal(mountpoint), device: device.to_string(), fs_type: fs_type.to_string(), options: options.to_vec() }
+        FileSystemEntry {
+            mountpoint: normal(mountpoint),
+            device: device.to_string(),
+            fs_type: fs_type.to_string(),
+            options: options.to_vec(),
+        }
     }
 }
 
@@ -113,7 +118,11 @@ pub fn module(plan: &Plan) -> String {
     esps.sort();
 
     let mut out = String::new();
-    let _ = writeln!(out, "# The disk layout of {}, written by nix-dabei. Import it from the host's configuration.", plan.hostname);
+    let _ = writeln!(
+        out,
+        "# The disk layout of {}, written by nix-dabei. Import it from the host's configuration.",
+        plan.hostname
+    );
     let _ = writeln!(out, "{{ lib, ... }}:");
     let _ = writeln!(out, "{{");
     let _ = writeln!(out, "  networking.hostName = lib.mkDefault {};", nix_string(&plan.hostname));

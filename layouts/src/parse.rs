@@ -80,19 +80,13 @@ fn path_of(path: &serde_path_to_error::Path) -> FieldPath {
 pub fn read_toml<T: DeserializeOwned>(text: &str) -> Result<T, PlanError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|error| {
         let location = error.span().map(|span| Location::of_offset(text, span.start));
-        PlanError::new(vec![Problem {
-            path: FieldPath::root(),
-            message: error.message().trim().to_string(),
-            location,
-        }])
+        PlanError::new(vec![Problem { path: FieldPath::root(), message: error.message().trim().to_string(), location }])
     })?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = path_of(error.path());
         let inner = error.into_inner();
-        let location = inner
-            .span()
-            .map(|span| Location::of_offset(text, span.start))
-            .or_else(|| toml_location(text, &path));
+        let location =
+            inner.span().map(|span| Location::of_offset(text, span.start)).or_else(|| toml_location(text, &path));
         PlanError::new(vec![Problem { path, message: inner.message().trim().to_string(), location }])
     })
 }

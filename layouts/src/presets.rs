@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
 
-use crate::model::{Content, Dataset, Disk, Filesystem, Format, Identity, Luks, Partition, Plan, Pool, Swap, VdevMode, ZfsMember, PLAN_VERSION};
+use crate::model::{
+    Content, Dataset, Disk, Filesystem, Format, Identity, Luks, Partition, Plan, Pool, Swap, VdevMode, ZfsMember,
+    PLAN_VERSION,
+};
 use crate::size::Size;
 
 /// Size of every EFI system partition.
@@ -29,7 +32,13 @@ impl DiskFacts {
     /// A disk known only by path and size (512-byte sectors), as when planning for a machine that is not
     /// at hand.
     pub fn offline(device: impl Into<String>, size: u64) -> Self {
-        DiskFacts { device: device.into(), size: Some(size), logical_sector_size: 512, physical_sector_size: None, identity: Identity::default() }
+        DiskFacts {
+            device: device.into(),
+            size: Some(size),
+            logical_sector_size: 512,
+            physical_sector_size: None,
+            identity: Identity::default(),
+        }
     }
 }
 
@@ -90,12 +99,21 @@ pub struct PresetOptions {
 impl PresetOptions {
     /// Options for `kind` on `disks` with every other answer at its default.
     pub fn new(kind: PresetKind, disks: Vec<DiskFacts>) -> Self {
-        PresetOptions { kind, disks, encryption: Encryption::None, swap: None, pool_name: "rpool".to_string(), hostname: "nixos".to_string(), flake: None }
+        PresetOptions {
+            kind,
+            disks,
+            encryption: Encryption::None,
+            swap: None,
+            pool_name: "rpool".to_string(),
+            hostname: "nixos".to_string(),
+            flake: None,
+        }
     }
 }
 
 /// Answers a preset cannot build a plan from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PresetError {
     /// No such preset.
     #[error("{0:?} is not a preset (single, mirror or ext4)")]
@@ -145,62 +163,106 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
         let luks_name = if single_disk { "cryptroot".to_string() } else { format!("crypt{index}") };
         let mut partitions = IndexMap::new();
         let esp_mount = if index == 0 { "/boot".to_string() } else { format!("/boot-{index}") };
-        partitions.insert("esp".to_string(), Partition {
-            size: Size::Bytes(ESP_SIZE),
-            kind: Some("esp".to_string()),
-            label: None,
-            uuid: None, attributes: vec![],
-            content: Some(Content::Filesystem(Filesystem {
-                format: Format::Vfat,
-                mountpoint: Some(esp_mount),
-                mount_options: vec!["umask=0077".to_string()],
+        partitions.insert(
+            "esp".to_string(),
+            Partition {
+                size: Size::Bytes(ESP_SIZE),
+                kind: Some("esp".to_string()),
                 label: None,
-                mkfs_options: vec![],
-            })),
-        });
+                uuid: None,
+                attributes: vec![],
+                content: Some(Content::Filesystem(Filesystem {
+                    format: Format::Vfat,
+                    mountpoint: Some(esp_mount),
+                    mount_options: vec!["umask=0077".to_string()],
+                    label: None,
+                    mkfs_options: vec![],
+                })),
+            },
+        );
         if let Some(swap) = options.swap {
-            partitions.insert("swap".to_string(), Partition {
-                size: Size::Bytes(swap),
-                kind: Some("swap".to_string()),
-                label: None,
-                uuid: None, attributes: vec![],
-                content: Some(Content::Swap(Swap { random_encryption: options.encryption != Encryption::None, ..Swap::default() })),
-            });
+            partitions.insert(
+                "swap".to_string(),
+                Partition {
+                    size: Size::Bytes(swap),
+                    kind: Some("swap".to_string()),
+                    label: None,
+                    uuid: None,
+                    attributes: vec![],
+                    content: Some(Content::Swap(Swap {
+                        random_encryption: options.encryption != Encryption::None,
+                        ..Swap::default()
+                    })),
+                },
+            );
         }
         let (part_name, inner) = match options.kind {
-            PresetKind::Ext4 => ("root", Content::Filesystem(Filesystem {
-                format: Format::Ext4,
-                mountpoint: Some("/".to_string()),
-                mount_options: vec![],
-                label: None,
-                mkfs_options: vec![],
-            })),
+            PresetKind::Ext4 => (
+                "root",
+                Content::Filesystem(Filesystem {
+                    format: Format::Ext4,
+                    mountpoint: Some("/".to_string()),
+                    mount_options: vec![],
+                    label: None,
+                    mkfs_options: vec![],
+                }),
+            ),
             PresetKind::Single | PresetKind::Mirror => {
                 let name = if options.encryption == Encryption::Luks { "luks" } else { "zfs" };
                 (name, Content::Zfs(ZfsMember { pool: options.pool_name.clone() }))
             }
         };
         let (kind, content) = match options.encryption {
-            Encryption::Luks => ("luks", Content::Luks(Luks { name: luks_name, key: "prompt".to_string(), label: None, passphrase_file: None, allow_discards: true, content: Box::new(inner) })),
+            Encryption::Luks => (
+                "luks",
+                Content::Luks(Luks {
+                    name: luks_name,
+                    key: "prompt".to_string(),
+                    label: None,
+                    passphrase_file: None,
+                    allow_discards: true,
+                    content: Box::new(inner),
+                }),
+            ),
             _ if options.kind == PresetKind::Ext4 => ("linux", inner),
             _ => ("zfs", inner),
         };
-        partitions.insert(part_name.to_string(), Partition { size: Size::Rest, kind: Some(kind.to_string()), label: None, uuid: None, attributes: vec![], content: Some(content) });
-        disks.insert(name, Disk {
-            device: facts.device.clone(),
-            size: facts.size,
-            logical_sector_size: facts.logical_sector_size,
-            physical_sector_size: facts.physical_sector_size,
-            identity: facts.identity.clone(),
-            discard: false,
-            partitions,
-        });
+        partitions.insert(
+            part_name.to_string(),
+            Partition {
+                size: Size::Rest,
+                kind: Some(kind.to_string()),
+                label: None,
+                uuid: None,
+                attributes: vec![],
+                content: Some(content),
+            },
+        );
+        disks.insert(
+            name,
+            Disk {
+                device: facts.device.clone(),
+                size: facts.size,
+                logical_sector_size: facts.logical_sector_size,
+                physical_sector_size: facts.physical_sector_size,
+                identity: facts.identity.clone(),
+                discard: false,
+                partitions,
+            },
+        );
     }
     let mut pools = IndexMap::new();
     if options.kind != PresetKind::Ext4 {
         pools.insert(options.pool_name.clone(), zfs_pool(options));
     }
-    let mut plan = Plan { version: PLAN_VERSION, hostname: options.hostname.clone(), host_id: None, flake: options.flake.clone(), disks, pools };
+    let mut plan = Plan {
+        version: PLAN_VERSION,
+        hostname: options.hostname.clone(),
+        host_id: None,
+        flake: options.flake.clone(),
+        disks,
+        pools,
+    };
     plan.host_id = Some(plan.effective_host_id());
     Ok(plan)
 }
@@ -219,7 +281,11 @@ fn zfs_pool(options: &PresetOptions) -> Pool {
         ("mountpoint", "none"),
     ]);
     if options.encryption == Encryption::ZfsNative {
-        root_fs_options.extend(properties(&[("encryption", "aes-256-gcm"), ("keyformat", "passphrase"), ("keylocation", "prompt")]));
+        root_fs_options.extend(properties(&[
+            ("encryption", "aes-256-gcm"),
+            ("keyformat", "passphrase"),
+            ("keylocation", "prompt"),
+        ]));
     }
     let dataset = |mountpoint: &str, props: &[(&str, &str)]| Dataset {
         mountpoint: Some(mountpoint.to_string()),

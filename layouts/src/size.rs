@@ -21,7 +21,10 @@ pub enum Size {
 
 /// A size string that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a size (use bytes, or a number with K, M, G, T or P, \"rest\", or \"-N\" to end N before the disk's end)")]
+#[error(
+    "{0:?} is not a size (use bytes, or a number with K, M, G, T or P, \"rest\", or \"-N\" to end N before \
+    the disk's end)"
+)]
 pub struct SizeError(pub String);
 
 impl Size {
@@ -53,18 +56,13 @@ impl FromStr for Size {
 /// Parses "4096", "512M", "1G", "1.5GiB", "2T" into bytes. Units are binary (K = 1024), as sgdisk and
 /// disko read them; a trailing "B" or "iB" is accepted.
 pub fn parse_bytes(text: &str) -> Option<u64> {
-    let digits_end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
     if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
         return None;
     }
     let unit = unit.trim();
-    let unit = unit
-        .strip_suffix("iB")
-        .or_else(|| unit.strip_suffix('B').filter(|u| !u.is_empty()))
-        .unwrap_or(unit);
+    let unit = unit.strip_suffix("iB").or_else(|| unit.strip_suffix('B').filter(|u| !u.is_empty())).unwrap_or(unit);
     let shift = match unit {
         "" => 0,
         "K" | "k" => 10,
@@ -146,9 +144,7 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size::Bytes(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size::Bytes)
-                    .map_err(|_| E::custom(SizeError(v.to_string())))
+                u64::try_from(v).map(Size::Bytes).map_err(|_| E::custom(SizeError(v.to_string())))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
                 v.parse().map_err(E::custom)
@@ -183,7 +179,8 @@ mod tests {
         }
         assert_eq!(
             SizeError("12X".into()).to_string(),
-            "\"12X\" is not a size (use bytes, or a number with K, M, G, T or P, \"rest\", or \"-N\" to end N before the disk's end)"
+            "\"12X\" is not a size (use bytes, or a number with K, M, G, T or P, \"rest\", or \"-N\" to end N \
+                before the disk's end)"
         );
     }
 

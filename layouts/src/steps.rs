@@ -39,8 +39,7 @@ impl CommandLine {
 
 /// Quotes a word for a POSIX shell when it needs quoting, so that the review can be pasted into one.
 pub fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%^".contains(c));
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%^".contains(c));
     if plain {
         word.to_string()
     } else {

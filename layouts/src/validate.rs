@@ -44,12 +44,15 @@ impl Checker {
     fn plan(&mut self, plan: &Plan) {
         let root = FieldPath::root();
         if plan.version != PLAN_VERSION {
-            let message = format!("version {} is not supported (this build reads version {PLAN_VERSION})", plan.version);
+            let message =
+                format!("version {} is not supported (this build reads version {PLAN_VERSION})", plan.version);
             self.report(root.join("version"), message);
         }
         if !valid_hostname(&plan.hostname) {
-            let message =
-                format!("{:?} is not a host name (1 to 63 letters, digits and '-', not starting or ending with '-')", plan.hostname);
+            let message = format!(
+                "{:?} is not a host name (1 to 63 letters, digits and '-', not starting or ending with '-')",
+                plan.hostname
+            );
             self.report(root.join("hostname"), message);
         }
         if let Some(id) = &plan.host_id {

@@ -9,20 +9,26 @@ use proptest::prelude::*;
 fn sizes() -> impl Strategy<Value = Vec<Size>> {
     let fixed = (1u64..4096).prop_map(|kib| Size::Bytes(kib * 1024));
     let mib = (1u64..2048).prop_map(|m| Size::Bytes(m * MIB));
-    proptest::collection::vec(prop_oneof![fixed, mib], 1..8).prop_flat_map(|list| {
-        let len = list.len();
-        (Just(list), proptest::option::of(0..=len))
-    }).prop_map(|(mut list, rest_at)| {
-        if let Some(at) = rest_at {
-            list.insert(at, Size::Rest);
-        }
-        list
-    })
+    proptest::collection::vec(prop_oneof![fixed, mib], 1..8)
+        .prop_flat_map(|list| {
+            let len = list.len();
+            (Just(list), proptest::option::of(0..=len))
+        })
+        .prop_map(|(mut list, rest_at)| {
+            if let Some(at) = rest_at {
+                list.insert(at, Size::Rest);
+            }
+            list
+        })
 }
 
 proptest! {
     #[test]
-    fn placement_is_sound(sizes in sizes(), disk_mib in 16u64..65536, sector in prop_oneof![Just(512u64), Just(4096u64)]) {
+    fn placement_is_sound(
+        sizes in sizes(),
+        disk_mib in 16u64..65536,
+        sector in prop_oneof![Just(512u64), Just(4096u64)],
+    ) {
         let geometry = Geometry::new(disk_mib * MIB, sector);
         let Ok(extents) = allocate(geometry, &sizes) else {
             // Refused: then the fixed sizes alone, aligned, really do not fit.
@@ -40,7 +46,8 @@ proptest! {
             prop_assert!(extent.last_lba >= extent.first_lba);
             match size {
                 Size::Bytes(bytes) => prop_assert_eq!(extent.sectors(), bytes.div_ceil(sector)),
-                Size::Rest => prop_assert_eq!((extent.last_lba + 1) % geometry.alignment(), 0, "rest does not end aligned"),
+                Size::Rest => prop_assert_eq!((extent.last_lba + 1) % geometry.alignment(), 0, "rest does not \
+                    end aligned"),
                 Size::AllBut(_) => unreachable!("not generated here"),
             }
         }
@@ -52,7 +59,8 @@ proptest! {
             let next_start = extents.get(rest + 1).map_or(last_usable + 1, |e| e.first_lba);
             let gap_after = next_start - (extents[rest].last_lba + 1);
             let trailing = sizes.len() - rest;
-            prop_assert!(gap_after < geometry.alignment() * trailing as u64 + 64, "rest left {} sectors unused", gap_after);
+            prop_assert!(gap_after < geometry.alignment() * trailing as u64 + 64, "rest left {} sectors \
+                unused", gap_after);
         }
     }
 
@@ -65,7 +73,11 @@ proptest! {
 
 proptest! {
     #[test]
-    fn ending_before_the_end_leaves_room_behind(before in 1u64..64, gap in 1u64..512, after in proptest::collection::vec(1u64..64, 0..3)) {
+    fn ending_before_the_end_leaves_room_behind(
+        before in 1u64..64,
+        gap in 1u64..512,
+        after in proptest::collection::vec(1u64..64, 0..3),
+    ) {
         let geometry = Geometry::new(4 << 30, 512);
         let mut sizes = vec![Size::Bytes(before * MIB), Size::AllBut(gap * MIB)];
         sizes.extend(after.iter().map(|m| Size::Bytes(m * MIB)));

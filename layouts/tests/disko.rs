@@ -41,7 +41,8 @@ fn imported(value: &Value) -> Plan {
     with_facts(disko::import(value).unwrap_or_else(|e| panic!("import: {e}")).plan)
 }
 
-const SUPPORTED: &[&str] = &["gpt-bios-compat", "luks-interactive-login", "simple-efi", "swap", "zfs-encrypted-root", "zfs"];
+const SUPPORTED: &[&str] =
+    &["gpt-bios-compat", "luks-interactive-login", "simple-efi", "swap", "zfs-encrypted-root", "zfs"];
 
 #[test]
 fn supported_examples_import_and_plan() {
@@ -56,7 +57,10 @@ fn supported_examples_import_and_plan() {
 #[test]
 fn unsupported_examples_are_refused_at_their_path() {
     let cases = [
-        ("btrfs-subvolumes", "disko.devices.disk.main.content.partitions.root.content: btrfs with subvolumes is not supported"),
+        (
+            "btrfs-subvolumes",
+            "disko.devices.disk.main.content.partitions.root.content: btrfs with subvolumes is not supported",
+        ),
         ("legacy-table", "disko.devices.disk.main.content: legacy (MBR) partition tables are not supported"),
         ("luks-lvm", "disko.devices.lvm_vg: LVM is not supported"),
         ("mdadm", "disko.devices.mdadm: mdadm RAID is not supported"),
@@ -109,11 +113,19 @@ fn disko_defaults_are_applied() {
 #[test]
 fn hooks_are_reported_not_dropped() {
     let result = disko::import(&example("zfs")).expect("imports");
-    assert!(result.warnings.iter().any(|w| w.starts_with("disko.devices.zpool.zroot.postCreateHook: not carried over")), "{:?}", result.warnings);
+    assert!(
+        result.warnings.iter().any(|w| w.starts_with("disko.devices.zpool.zroot.postCreateHook: not carried over")),
+        "{:?}",
+        result.warnings
+    );
 }
 
 fn nix_eval(file: &Path) -> Value {
-    let output = Command::new("nix-instantiate").args(["--eval", "--strict", "--json"]).arg(file).output().expect("nix-instantiate (scripts/setup installs it)");
+    let output = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .arg(file)
+        .output()
+        .expect("nix-instantiate (scripts/setup installs it)");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("json")
 }
@@ -142,9 +154,16 @@ fn export_then_import_gives_the_same_plan() {
         round_trip(&imported(&example(name)), name);
     }
     use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
-    for (kind, encryption) in [(PresetKind::Mirror, Encryption::ZfsNative), (PresetKind::Single, Encryption::Luks), (PresetKind::Ext4, Encryption::None)] {
+    for (kind, encryption) in [
+        (PresetKind::Mirror, Encryption::ZfsNative),
+        (PresetKind::Single, Encryption::Luks),
+        (PresetKind::Ext4, Encryption::None),
+    ] {
         let count = if kind == PresetKind::Mirror { 2 } else { 1 };
-        let mut options = PresetOptions::new(kind, (0..count).map(|i| DiskFacts::offline(format!("/dev/vd{}", ["a", "b"][i]), 64 << 30)).collect());
+        let mut options = PresetOptions::new(
+            kind,
+            (0..count).map(|i| DiskFacts::offline(format!("/dev/vd{}", ["a", "b"][i]), 64 << 30)).collect(),
+        );
         options.encryption = encryption;
         options.swap = Some(1 << 30);
         let plan = build(&options).expect("preset");
@@ -164,9 +183,20 @@ fn trickier_forms() {
                     "type": "gpt",
                     "partitions": {
                         "z last": { "size": "100%", "content": { "type": "zfs", "pool": "tank" } },
-                        "a first": { "priority": 1, "start": "1M", "end": "+512M", "type": "EF00", "content": { "type": "filesystem", "format": "vfat", "mountpoint": "/boot" } },
-                        "middle": { "end": "-8G", "content": { "type": "filesystem", "format": "xfs", "mountpoint": "/srv", "extraArgs": ["-L", "srv", "-m", "crc=1"] } },
-                        "tail": { "priority": 9000, "size": "4G", "content": { "type": "swap", "extraArgs": ["-L", "swap"] } },
+                        "a first": {
+                            "priority": 1, "start": "1M", "end": "+512M", "type": "EF00",
+                            "content": { "type": "filesystem", "format": "vfat", "mountpoint": "/boot" }
+                        },
+                        "middle": {
+                            "end": "-8G",
+                            "content": {
+                                "type": "filesystem", "format": "xfs", "mountpoint": "/srv",
+                                "extraArgs": ["-L", "srv", "-m", "crc=1"]
+                            }
+                        },
+                        "tail": {
+                            "priority": 9000, "size": "4G", "content": { "type": "swap", "extraArgs": ["-L", "swap"] }
+                        },
                         (long): { "size": "1G" }
                     }
                 }
@@ -174,7 +204,10 @@ fn trickier_forms() {
             "second": {
                 "type": "disk",
                 "device": "/dev/sdb",
-                "content": { "type": "gpt", "partitions": { "zfs": { "size": "100%", "content": { "type": "zfs", "pool": "tank" } } } }
+                "content": {
+                    "type": "gpt",
+                    "partitions": { "zfs": { "size": "100%", "content": { "type": "zfs", "pool": "tank" } } }
+                }
             }
         },
         "zpool": {
@@ -182,7 +215,10 @@ fn trickier_forms() {
                 "type": "zpool",
                 "mode": { "type": "topology", "vdev": [ { "mode": "mirror", "members": ["my disk", "second"] } ] },
                 "rootFsOptions": { "mountpoint": "none" },
-                "datasets": { "root/home/alice": { "type": "zfs_fs", "mountpoint": "/home/alice" }, "root": { "type": "zfs_fs", "mountpoint": "/" } }
+                "datasets": {
+                    "root/home/alice": { "type": "zfs_fs", "mountpoint": "/home/alice" },
+                    "root": { "type": "zfs_fs", "mountpoint": "/" }
+                }
             }
         }
     });

@@ -8,7 +8,8 @@ use layouts::{CompileOptions, Operation};
 use serde_json::Value;
 
 fn nix(args: &[&str]) -> String {
-    let output = Command::new("nix-instantiate").args(args).output().expect("nix-instantiate is installed (scripts/setup)");
+    let output =
+        Command::new("nix-instantiate").args(args).output().expect("nix-instantiate is installed (scripts/setup)");
     assert!(output.status.success(), "nix-instantiate {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -38,7 +39,13 @@ fn every_preset_module_parses_and_evaluates_to_the_plan() {
         std::fs::write(&file, &module).expect("write");
         let path = file.to_string_lossy().into_owned();
         nix(&["--parse", &path]);
-        let json = nix(&["--eval", "--strict", "--json", "-E", &format!("(import {path}) {{ lib = {{ mkDefault = x: x; }}; }}")]);
+        let json = nix(&[
+            "--eval",
+            "--strict",
+            "--json",
+            "-E",
+            &format!("(import {path}) {{ lib = {{ mkDefault = x: x; }}; }}"),
+        ]);
         let config: Value = serde_json::from_str(&json).expect("json");
 
         assert_eq!(config["networking"]["hostName"], format!("host{index}"));
@@ -47,12 +54,15 @@ fn every_preset_module_parses_and_evaluates_to_the_plan() {
             .steps
             .iter()
             .filter_map(|s| match &s.operation {
-                Operation::Mount(mount) => Some(mount.target.strip_prefix("/mnt").filter(|t| !t.is_empty()).unwrap_or("/").to_string()),
+                Operation::Mount(mount) => {
+                    Some(mount.target.strip_prefix("/mnt").filter(|t| !t.is_empty()).unwrap_or("/").to_string())
+                }
                 _ => None,
             })
             .collect();
         planned.sort();
-        let mut declared: Vec<String> = config["fileSystems"].as_object().expect("fileSystems").keys().cloned().collect();
+        let mut declared: Vec<String> =
+            config["fileSystems"].as_object().expect("fileSystems").keys().cloned().collect();
         declared.sort();
         assert_eq!(declared, planned, "{module}");
         let esps = config["boot"]["loader"]["grub"]["mirroredBoots"].as_array().expect("grub mirroredBoots").len();
@@ -62,14 +72,22 @@ fn every_preset_module_parses_and_evaluates_to_the_plan() {
         assert_eq!(luks, if encryption == Encryption::Luks { count } else { 0 });
         if kind != PresetKind::Ext4 {
             assert_eq!(config["networking"]["hostId"], plan.effective_host_id());
-            assert_eq!(config["boot"]["zfs"]["requestEncryptionCredentials"] == true, encryption == Encryption::ZfsNative);
+            assert_eq!(
+                config["boot"]["zfs"]["requestEncryptionCredentials"] == true,
+                encryption == Encryption::ZfsNative
+            );
             assert_eq!(config["fileSystems"]["/"]["device"], "rpool/root");
         } else {
             assert!(config["networking"]["hostId"].is_null());
         }
         for fs in config["fileSystems"].as_object().expect("fs").values() {
             let device = fs["device"].as_str().expect("device");
-            assert!(device.starts_with("/dev/disk/by-partuuid/") || device.starts_with("/dev/mapper/") || device.starts_with("rpool/"), "{device}");
+            assert!(
+                device.starts_with("/dev/disk/by-partuuid/")
+                    || device.starts_with("/dev/mapper/")
+                    || device.starts_with("rpool/"),
+                "{device}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

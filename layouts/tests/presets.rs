@@ -107,7 +107,9 @@ fn presets_refuse_what_they_cannot_build() {
 
 #[test]
 fn a_plan_survives_toml_and_json() {
-    for options in [preset(PresetKind::Mirror, Encryption::Luks, Some(1 << 30)), preset(PresetKind::Ext4, Encryption::None, None)] {
+    for options in
+        [preset(PresetKind::Mirror, Encryption::Luks, Some(1 << 30)), preset(PresetKind::Ext4, Encryption::None, None)]
+    {
         let plan = build(&options).expect("builds");
         assert_eq!(Plan::from_toml(&plan.to_toml()).expect("toml reads back"), plan);
         assert_eq!(Plan::from_json(&plan.to_json()).expect("json reads back"), plan);
@@ -137,4 +139,41 @@ fn every_step_waits_only_for_earlier_steps() {
     let export = teardown.iter().position(|id| id.starts_with("zpool-export")).expect("exports");
     let last_unmount = teardown.iter().rposition(|id| id.starts_with("unmount")).expect("unmounts");
     assert!(last_unmount < export && export < first_close, "{teardown:?}");
+}
+
+#[test]
+fn a_passphrase_is_needed_exactly_when_a_key_is_typed() {
+    for kind in [PresetKind::Single, PresetKind::Mirror, PresetKind::Ext4] {
+        for encryption in [Encryption::None, Encryption::ZfsNative, Encryption::Luks] {
+            let Ok(mut plan) = build(&preset(kind, encryption, None)) else { continue };
+            let typed = encryption != Encryption::None;
+            assert_eq!(plan.needs_passphrase(), typed, "{kind:?} {encryption:?}");
+            // A key file in place of the typed passphrase: nothing to ask.
+            for pool in plan.pools.values_mut() {
+                if pool.root_fs_options.contains_key("encryption") {
+                    pool.root_fs_options.insert("keylocation".into(), "file:///etc/zfs.key".into());
+                }
+            }
+            for part in plan.disks.values_mut().flat_map(|d| d.partitions.values_mut()) {
+                if let Some(layouts::Content::Luks(luks)) = &mut part.content {
+                    luks.key = "file:///etc/luks.key".into();
+                }
+            }
+            assert!(!plan.needs_passphrase(), "{kind:?} {encryption:?} with key files");
+        }
+    }
+}
+
+#[test]
+fn blkid_signatures_follow_the_content() {
+    let plan = build(&preset(PresetKind::Mirror, Encryption::Luks, Some(1 << 30))).expect("preset");
+    let disk = &plan.disks["disk0"];
+    let signatures: Vec<Option<String>> =
+        disk.partitions.values().map(|p| p.content.as_ref().and_then(layouts::Content::blkid_signature)).collect();
+    assert_eq!(
+        signatures,
+        // The presets' swap gets a fresh random key at every boot: the install makes nothing on it.
+        [Some("TYPE=vfat".to_string()), None, Some("TYPE=crypto_LUKS".to_string())],
+        "{disk:#?}"
+    );
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use installer::{Event, Mode, Options, Outlook, Preview, RealSystem, Secret, Secrets};
 use layouts::size::human;
-use layouts::{CompileOptions, Content, Plan};
+use layouts::{CompileOptions, Plan};
 
 use crate::plan::read_plan_file;
 
@@ -64,26 +64,8 @@ pub struct MountArgs {
     pub output: OutputArgs,
 }
 
-/// Whether applying or mounting the plan needs a passphrase (a key located at "prompt").
-pub fn needs_passphrase(plan: &Plan) -> bool {
-    fn content(c: &Content) -> bool {
-        match c {
-            Content::Luks(luks) => (luks.key == "prompt" && luks.passphrase_file.is_none()) || content(&luks.content),
-            _ => false,
-        }
-    }
-    let encrypted_prompt = |props: &std::collections::BTreeMap<String, String>| {
-        props.get("encryption").is_some_and(|e| e != "off") && props.get("keylocation").is_none_or(|l| l == "prompt")
-    };
-    plan.disks.values().flat_map(|d| d.partitions.values()).filter_map(|p| p.content.as_ref()).any(content)
-        || plan.pools.values().any(|pool| {
-            encrypted_prompt(&pool.root_fs_options)
-                || pool.datasets.values().any(|d| encrypted_prompt(&d.properties) || d.content.as_ref().is_some_and(content))
-        })
-}
-
 fn read_secrets(plan: &Plan, keys: &KeyArgs, confirm_twice: bool) -> Result<Secrets> {
-    if !needs_passphrase(plan) {
+    if !plan.needs_passphrase() {
         return Ok(Secrets::default());
     }
     let passphrase = if let Some(path) = &keys.passphrase_file {
@@ -117,13 +99,21 @@ fn printer(json: bool, total: usize) -> impl Fn(Event) + Sync {
         match event {
             Event::Started { .. } | Event::StepStarted { .. } => {}
             Event::StepOutput { line, .. } => println!("      | {line}"),
-            Event::StepSkipped { description, reason, .. } => println!("[{:>2}/{total}] {description}: already done ({reason})", number(&counter)),
-            Event::StepFinished { description, seconds, .. } => println!("[{:>2}/{total}] {description}: done in {seconds:.1} s", number(&counter)),
-            Event::StepFailed { description, error, .. } => println!("[{:>2}/{total}] {description}: FAILED\n      {error}", number(&counter)),
+            Event::StepSkipped { description, reason, .. } => {
+                println!("[{:>2}/{total}] {description}: already done ({reason})", number(&counter))
+            }
+            Event::StepFinished { description, seconds, .. } => {
+                println!("[{:>2}/{total}] {description}: done in {seconds:.1} s", number(&counter))
+            }
+            Event::StepFailed { description, error, .. } => {
+                println!("[{:>2}/{total}] {description}: FAILED\n      {error}", number(&counter))
+            }
             Event::Finished { ok, applied, skipped, seconds } => {
                 let verdict = if ok { "finished" } else { "stopped" };
                 println!("\n{verdict} after {seconds:.1} s: {applied} step(s) applied, {skipped} already done");
             }
+            // Events of a newer engine: the JSON output carries them; people need not see them.
+            _ => {}
         }
     }
 }
@@ -160,13 +150,17 @@ fn confirm(preview: &Preview, args: &ApplyArgs) -> Result<Vec<String>> {
         return Ok(preview.wipes.iter().map(|w| w.disk.clone()).collect());
     }
     let mut confirmed = args.yes_wipe.clone();
-    let unconfirmed: Vec<_> = preview.wipes.iter().filter(|w| !confirmed.iter().any(|c| w.is_named_by(c, &RealSystem))).collect();
+    let unconfirmed: Vec<_> =
+        preview.wipes.iter().filter(|w| !confirmed.iter().any(|c| w.is_named_by(c, &RealSystem))).collect();
     if unconfirmed.is_empty() {
         return Ok(confirmed);
     }
     if args.output.json || !std::io::stdin().is_terminal() {
         let names: Vec<String> = unconfirmed.iter().map(|w| format!("--yes-wipe {}", w.disk)).collect();
-        bail!("refusing to wipe without confirmation; nothing was written. Confirm with {} (or --yes-wipe-all)", names.join(" "));
+        bail!(
+            "refusing to wipe without confirmation; nothing was written. Confirm with {} (or --yes-wipe-all)",
+            names.join(" ")
+        );
     }
     for wipe in unconfirmed {
         let word = wipe.confirmation_word();
@@ -201,7 +195,11 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
     match result {
         Ok(_) => {
             if !args.output.json {
-                println!("The new system is mounted at {}; `nix-dabei unmount {}` exports and closes it.", args.output.target, args.file.display());
+                println!(
+                    "The new system is mounted at {}; `nix-dabei unmount {}` exports and closes it.",
+                    args.output.target,
+                    args.file.display()
+                );
             }
             Ok(())
         }

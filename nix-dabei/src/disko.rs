@@ -45,9 +45,16 @@ fn read_configuration(path: &PathBuf) -> Result<serde_json::Value> {
     let name = path.display().to_string();
     let text = if name.ends_with(".nix") {
         if !installer::command::available("nix-instantiate") {
-            bail!("{name} is a Nix file and nix-instantiate is not installed: evaluate it to JSON elsewhere (nix-instantiate --eval --strict --json) and import that");
+            bail!(
+                "{name} is a Nix file and nix-instantiate is not installed: evaluate it to JSON elsewhere \
+                (nix-instantiate --eval --strict --json) and import that"
+            );
         }
-        installer::command::run("nix-instantiate", &["--eval".into(), "--strict".into(), "--json".into(), name.clone()], None)?
+        installer::command::run(
+            "nix-instantiate",
+            &["--eval".into(), "--strict".into(), "--json".into(), name.clone()],
+            None,
+        )?
     } else {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?
     };
@@ -68,29 +75,43 @@ pub fn import(args: ImportArgs) -> Result<()> {
     }
     for mapping in &args.devices {
         let (disk, path) = mapping.split_once('=').with_context(|| format!("--device {mapping:?}: write NAME=PATH"))?;
-        let entry = plan.disks.get_mut(disk).with_context(|| format!("--device {mapping:?}: the configuration has no disk {disk:?}"))?;
+        let entry = plan
+            .disks
+            .get_mut(disk)
+            .with_context(|| format!("--device {mapping:?}: the configuration has no disk {disk:?}"))?;
         entry.device = path.to_string();
     }
     if let Some(size) = &args.offline_size {
-        let bytes = layouts::size::parse_bytes(size).with_context(|| format!("--offline-size: {size:?} is not a size"))?;
+        let bytes =
+            layouts::size::parse_bytes(size).with_context(|| format!("--offline-size: {size:?} is not a size"))?;
         for disk in plan.disks.values_mut() {
             disk.size = Some(bytes);
         }
     } else {
         let disks = partitioner::discover().context("cannot list the machine's disks")?;
         for (disk_name, disk) in plan.disks.iter_mut() {
-            let found = partitioner::find_disk(&disks, &disk.device).with_context(|| format!("disk {disk_name:?}: map it to a disk of this machine with --device {disk_name}=PATH, or plan offline with --offline-size"))?;
+            let found = partitioner::find_disk(&disks, &disk.device).with_context(|| {
+                format!(
+                    "disk {disk_name:?}: map it to a disk of this machine with --device {disk_name}=PATH, \
+                     or plan offline with --offline-size"
+                )
+            })?;
             disk.size = Some(found.size);
             disk.logical_sector_size = found.logical_sector_size;
             disk.physical_sector_size = Some(found.physical_sector_size);
-            disk.identity = layouts::Identity { serial: found.serial.clone(), wwn: found.wwn.clone(), model: found.model.clone() };
+            disk.identity =
+                layouts::Identity { serial: found.serial.clone(), wwn: found.wwn.clone(), model: found.model.clone() };
         }
     }
     if plan.host_id.is_none() {
         plan.host_id = Some(plan.effective_host_id());
     }
     plan.validate().map_err(|e| e.in_file(name))?;
-    let json = args.json || args.output.as_ref().is_some_and(|o| PlanFormat::from_file_name(&o.display().to_string()) == PlanFormat::Json);
+    let json = args.json
+        || args
+            .output
+            .as_ref()
+            .is_some_and(|o| PlanFormat::from_file_name(&o.display().to_string()) == PlanFormat::Json);
     let text = if json { plan.to_json() + "\n" } else { plan.to_toml() };
     match &args.output {
         Some(output) => std::fs::write(output, text).with_context(|| format!("cannot write {}", output.display()))?,

@@ -1,8 +1,8 @@
 //! The `nix-dabei` command: plans, disks, and (later) apply, on the engine in the library crates.
 
 mod apply;
-mod disks;
 mod disko;
+mod disks;
 mod kexec;
 mod plan;
 
@@ -71,9 +71,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Some(command) => command,
-        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => Command::Tui(TuiArgs { dry_run: false, save: None, ascii: false }),
+        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            Command::Tui(TuiArgs { dry_run: false, save: None, ascii: false })
+        }
         None => {
-            eprintln!("nix-dabei: give a command (see nix-dabei --help); the installer starts by itself only on a terminal");
+            eprintln!(
+                "nix-dabei: give a command (see nix-dabei --help); the installer starts by itself only on a terminal"
+            );
             return ExitCode::FAILURE;
         }
     };

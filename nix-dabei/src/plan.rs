@@ -79,7 +79,8 @@ pub fn read_plan_file(path: &PathBuf) -> Result<Plan> {
 /// What the machine says about each disk, for a preset.
 fn disk_facts(paths: &[String], offline_size: Option<&str>) -> Result<Vec<DiskFacts>> {
     if let Some(size) = offline_size {
-        let bytes = layouts::size::parse_bytes(size).with_context(|| format!("--offline-size: {size:?} is not a size"))?;
+        let bytes =
+            layouts::size::parse_bytes(size).with_context(|| format!("--offline-size: {size:?} is not a size"))?;
         return Ok(paths.iter().map(|p| DiskFacts::offline(p.clone(), bytes)).collect());
     }
     let disks = partitioner::discover().context("cannot list the machine's disks")?;
@@ -122,7 +123,8 @@ pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
         Some(EncryptKind::Luks) => Encryption::Luks,
     };
     if let Some(swap) = &args.swap {
-        options.swap = Some(layouts::size::parse_bytes(swap).with_context(|| format!("--swap: {swap:?} is not a size"))?);
+        options.swap =
+            Some(layouts::size::parse_bytes(swap).with_context(|| format!("--swap: {swap:?} is not a size"))?);
     }
     options.pool_name = args.pool.clone();
     options.hostname = args.hostname.clone();
@@ -145,10 +147,17 @@ pub fn run(args: PlanArgs) -> Result<()> {
         std::fs::write(output, text).with_context(|| format!("cannot write {name}"))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "steps": steps.steps, "teardown": steps.teardown }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "steps": steps.steps, "teardown": steps.teardown }))?
+        );
     } else {
         let destructive = steps.steps.iter().filter(|s| s.destructive).count();
-        println!("Plan for host {} ({} steps, {destructive} destroy data). Nothing has been written.\n", plan.hostname, steps.steps.len());
+        println!(
+            "Plan for host {} ({} steps, {destructive} destroy data). Nothing has been written.\n",
+            plan.hostname,
+            steps.steps.len()
+        );
         print!("{}", steps.render());
         if let Some(output) = &args.output {
             println!("\nPlan written to {}.", output.display());

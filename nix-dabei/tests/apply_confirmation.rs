@@ -28,7 +28,9 @@ fn wiping_is_confirmed_by_typing_the_disk() {
     std::fs::write(
         &plan,
         format!(
-            "hostname = \"confirm\"\n[disks.main]\ndevice = \"{}\"\nsize = {}\n[disks.main.partitions.root]\nsize = \"rest\"\ncontent.filesystem = {{ format = \"ext4\", mountpoint = \"/\" }}\n",
+            "hostname = \"confirm\"\n[disks.main]\ndevice = \"{}\"\nsize = \
+                {}\n[disks.main.partitions.root]\nsize = \"rest\"\ncontent.filesystem = {{ format = \"ext4\", \
+                    mountpoint = \"/\" }}\n",
             disk.device,
             size.trim()
         ),

@@ -24,7 +24,11 @@ fn every_nix_file_parses() {
     assert!(files.iter().any(|f| f.ends_with("flake.nix")), "{files:?}");
     assert!(files.len() >= 6, "{files:?}");
     for file in files {
-        let output = Command::new("nix-instantiate").arg("--parse").arg(&file).output().expect("nix-instantiate (scripts/setup installs it)");
+        let output = Command::new("nix-instantiate")
+            .arg("--parse")
+            .arg(&file)
+            .output()
+            .expect("nix-instantiate (scripts/setup installs it)");
         assert!(output.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&output.stderr));
     }
 }

@@ -27,7 +27,11 @@ fn a_dry_run_install_through_every_screen() {
     std::fs::create_dir_all(&dir).expect("dir");
     let plan_path = dir.join("plan.toml");
     let binary = env!("CARGO_BIN_EXE_nix-dabei");
-    let command = format!("NIX_DABEI_STATE_DIR={} {binary} tui --dry-run --save {}; echo exited-$?; sleep 30", dir.display(), plan_path.display());
+    let command = format!(
+        "NIX_DABEI_STATE_DIR={} {binary} tui --dry-run --save {}; echo exited-$?; sleep 30",
+        dir.display(),
+        plan_path.display()
+    );
     let tui = Session::start("nix-dabei-tui-test", 120, 40, &command);
 
     tui.wait_for("Install NixOS onto this machine's disks.");
@@ -76,7 +80,10 @@ fn a_dry_run_install_through_every_screen() {
     assert_eq!(run("wipefs", &[&a.device]).expect("wipefs"), before);
     assert_eq!(run("wipefs", &[&b.device]).expect("wipefs").trim(), "");
     let saved = std::fs::read_to_string(&plan_path).expect("the plan was saved");
-    assert!(saved.contains("hostname = \"tmuxhost\"") && saved.contains("flake = \"github:me/machines#tmuxhost\""), "{saved}");
+    assert!(
+        saved.contains("hostname = \"tmuxhost\"") && saved.contains("flake = \"github:me/machines#tmuxhost\""),
+        "{saved}"
+    );
     assert!(!saved.contains("correct horse"));
     let shown = run(binary, &["plan", &plan_path.to_string_lossy()]).expect("nix-dabei plan accepts the saved plan");
     assert!(shown.contains("Create ZFS pool rpool (mirror of 2)"), "{shown}");

@@ -124,11 +124,6 @@ impl DiskInfo {
             .or_else(|| self.stable_paths.iter().find(|p| p.starts_with("/dev/disk/by-path/")))
             .map_or(self.path.as_str(), String::as_str)
     }
-
-    /// True when nothing makes the disk unsafe to write.
-    pub fn is_free(&self) -> bool {
-        self.in_use.is_empty()
-    }
 }
 
 /// Where discovery looks; tests may point it elsewhere.
@@ -175,10 +170,13 @@ impl Usage {
     fn read(roots: &SystemRoots) -> Result<Self, DiskError> {
         let mut usage = Usage::default();
         let mountinfo = roots.proc.join("self/mountinfo");
-        let text = fs::read_to_string(&mountinfo).map_err(|source| DiskError::Read { path: mountinfo.clone(), source })?;
+        let text =
+            fs::read_to_string(&mountinfo).map_err(|source| DiskError::Read { path: mountinfo.clone(), source })?;
         for line in text.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
-            let (Some(devno), Some(mountpoint)) = (fields.get(2).and_then(|d| DevNo::parse(d)), fields.get(4)) else { continue };
+            let (Some(devno), Some(mountpoint)) = (fields.get(2).and_then(|d| DevNo::parse(d)), fields.get(4)) else {
+                continue;
+            };
             let mountpoint = unescape_mount(mountpoint);
             // Mount sources like /dev/vda1 name the device even when the device number is a filesystem's
             // anonymous one (btrfs); the number covers everything else.
@@ -260,7 +258,10 @@ fn stable_links(roots: &SystemRoots) -> HashMap<String, Vec<String>> {
             let link = dir.join(&name);
             if let Ok(target) = fs::canonicalize(&link) {
                 if let Some(kernel) = target.file_name() {
-                    links.entry(kernel.to_string_lossy().into_owned()).or_default().push(link.to_string_lossy().into_owned());
+                    links
+                        .entry(kernel.to_string_lossy().into_owned())
+                        .or_default()
+                        .push(link.to_string_lossy().into_owned());
                 }
             }
         }
@@ -294,7 +295,8 @@ fn transport_of(sys_device: &Path, name: &str) -> Option<String> {
 /// The serial from SCSI VPD page 0x80: a 4-byte header, then the serial.
 fn vpd_serial(path: &Path) -> Option<String> {
     let bytes = fs::read(path).ok()?;
-    let text = String::from_utf8_lossy(bytes.get(4..)?).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
+    let text =
+        String::from_utf8_lossy(bytes.get(4..)?).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
     (!text.is_empty()).then_some(text)
 }
 
@@ -312,7 +314,9 @@ fn udev_facts(name: &str, partitions: &[String]) -> Option<UdevFacts> {
         return None;
     }
     let device = udev::Device::from_subsystem_sysname("block".to_string(), name.to_string()).ok()?;
-    let property = |dev: &udev::Device, key: &str| dev.property_value(key).map(|v| v.to_string_lossy().trim().to_string()).filter(|v| !v.is_empty());
+    let property = |dev: &udev::Device, key: &str| {
+        dev.property_value(key).map(|v| v.to_string_lossy().trim().to_string()).filter(|v| !v.is_empty())
+    };
     let mut part_names = HashMap::new();
     for part in partitions {
         if let Ok(dev) = udev::Device::from_subsystem_sysname("block".to_string(), part.clone()) {
@@ -342,7 +346,10 @@ pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
     let block = roots.sys.join("block");
     let names = list_names(&block);
     if names.is_empty() {
-        return Err(DiskError::Read { path: block, source: std::io::Error::new(std::io::ErrorKind::NotFound, "no block devices listed") });
+        return Err(DiskError::Read {
+            path: block,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no block devices listed"),
+        });
     }
     let mut disks = Vec::new();
     for name in names.into_iter().filter(|n| is_candidate(n)) {
@@ -358,17 +365,29 @@ pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
     Ok(disks)
 }
 
-fn describe(roots: &SystemRoots, usage: &Usage, links: &HashMap<String, Vec<String>>, name: &str, dir: &Path, size: u64) -> Option<DiskInfo> {
+fn describe(
+    roots: &SystemRoots,
+    usage: &Usage,
+    links: &HashMap<String, Vec<String>>,
+    name: &str,
+    dir: &Path,
+    size: u64,
+) -> Option<DiskInfo> {
     let devno = DevNo::parse(&read_trimmed(&dir.join("dev"))?)?;
     let queue = dir.join("queue");
-    let part_names: Vec<String> = list_names(dir).into_iter().filter(|p| dir.join(p).join("partition").exists()).collect();
+    let part_names: Vec<String> =
+        list_names(dir).into_iter().filter(|p| dir.join(p).join("partition").exists()).collect();
     let udev = udev_facts(name, &part_names);
     let device_dir = dir.join("device");
-    let serial = udev.as_ref().and_then(|u| u.serial.clone())
+    let serial = udev
+        .as_ref()
+        .and_then(|u| u.serial.clone())
         .or_else(|| read_trimmed(&dir.join("serial")))
         .or_else(|| read_trimmed(&device_dir.join("serial")))
         .or_else(|| vpd_serial(&device_dir.join("vpd_pg80")));
-    let wwn = udev.as_ref().and_then(|u| u.wwn.clone())
+    let wwn = udev
+        .as_ref()
+        .and_then(|u| u.wwn.clone())
         .or_else(|| read_trimmed(&device_dir.join("wwid")))
         .or_else(|| read_trimmed(&dir.join("wwid")));
     let model = udev.as_ref().and_then(|u| u.model.clone()).or_else(|| read_trimmed(&device_dir.join("model")));
@@ -394,7 +413,8 @@ fn describe(roots: &SystemRoots, usage: &Usage, links: &HashMap<String, Vec<Stri
     }
     partitions.sort_by_key(|p| p.number);
     let signatures = probe_signatures(Path::new(&path)).unwrap_or_default();
-    let partition_table = signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
+    let partition_table =
+        signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
     let mut stable_paths = links.get(name).cloned().unwrap_or_default();
     stable_paths.sort();
     let mut disk = DiskInfo {
@@ -410,7 +430,11 @@ fn describe(roots: &SystemRoots, usage: &Usage, links: &HashMap<String, Vec<Stri
         rotational: read_number(&queue.join("rotational")) == Some(1),
         removable: read_number(&dir.join("removable")) == Some(1),
         read_only: read_number(&dir.join("ro")) == Some(1),
-        transport: udev.as_ref().and_then(|u| u.bus.clone()).filter(|b| b != "scsi" && b != "ata").or_else(|| transport_of(&device_dir, name)),
+        transport: udev
+            .as_ref()
+            .and_then(|u| u.bus.clone())
+            .filter(|b| b != "scsi" && b != "ata")
+            .or_else(|| transport_of(&device_dir, name)),
         discard: read_number(&queue.join("discard_max_bytes")).unwrap_or(0) > 0,
         backing_file: read_trimmed(&dir.join("loop/backing_file")),
         partition_table,
@@ -428,8 +452,10 @@ fn describe(roots: &SystemRoots, usage: &Usage, links: &HashMap<String, Vec<Stri
 
 /// Finds the disk a path names (a kernel name or any link to it). Partitions are refused.
 pub fn find_disk<'a>(disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError> {
-    let resolved = fs::canonicalize(path).map_err(|e| DiskError::NotADisk { path: path.to_string(), reason: format!("cannot be resolved: {e}") })?;
-    let meta = fs::metadata(&resolved).map_err(|e| DiskError::NotADisk { path: path.to_string(), reason: e.to_string() })?;
+    let resolved = fs::canonicalize(path)
+        .map_err(|e| DiskError::NotADisk { path: path.to_string(), reason: format!("cannot be resolved: {e}") })?;
+    let meta =
+        fs::metadata(&resolved).map_err(|e| DiskError::NotADisk { path: path.to_string(), reason: e.to_string() })?;
     if !meta.file_type().is_block_device() {
         return Err(DiskError::NotADisk { path: path.to_string(), reason: "is not a block device".to_string() });
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Something went wrong on a disk.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiskError {
     /// A file under /sys, /proc or /dev could not be read.
     #[error("{}: {source}", path.display())]
@@ -48,7 +49,10 @@ pub enum DiskError {
         reason: String,
     },
     /// The disk is not the one the plan was made for.
-    #[error("disk {disk} ({device}) is not the disk the plan was made for: {field} was {planned:?} when planned, now {found:?}")]
+    #[error(
+        "disk {disk} ({device}) is not the disk the plan was made for: {field} was {planned:?} when \
+        planned, now {found:?}"
+    )]
     IdentityMismatch {
         /// Plan name of the disk.
         disk: String,

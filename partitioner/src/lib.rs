@@ -4,6 +4,8 @@
 //! It works from sysfs, /proc and libblkid alone, adds udev's properties when udevd runs, and talks to
 //! the kernel through ioctls. It runs no external programs.
 
+#![warn(missing_docs)]
+
 pub mod discover;
 pub mod error;
 mod ioctl;

@@ -37,7 +37,14 @@ fn blkid_error(device: &Path, error: impl std::fmt::Display) -> DiskError {
 }
 
 fn superblock_flags() -> BlkidSublksFlags {
-    BlkidSublksFlags::new(vec![BlkidSublks::Type, BlkidSublks::Label, BlkidSublks::Uuid, BlkidSublks::Usage, BlkidSublks::Magic, BlkidSublks::Badcsum])
+    BlkidSublksFlags::new(vec![
+        BlkidSublks::Type,
+        BlkidSublks::Label,
+        BlkidSublks::Uuid,
+        BlkidSublks::Usage,
+        BlkidSublks::Magic,
+        BlkidSublks::Badcsum,
+    ])
 }
 
 /// Every signature on a device (opened read-only).
@@ -53,7 +60,12 @@ pub fn probe_signatures(device: &Path) -> Result<Vec<Signature>, DiskError> {
         if let Some(kind) = value("TYPE") {
             found.push(Signature { kind, usage: value("USAGE"), label: value("LABEL"), uuid: value("UUID") });
         } else if let Some(table) = value("PTTYPE") {
-            found.push(Signature { kind: table, usage: Some("partition_table".to_string()), label: None, uuid: value("PTUUID") });
+            found.push(Signature {
+                kind: table,
+                usage: Some("partition_table".to_string()),
+                label: None,
+                uuid: value("PTUUID"),
+            });
         }
     }
     found.dedup();
@@ -69,7 +81,11 @@ const END_ZONE: u64 = 1 << 20;
 pub fn wipe_device(device: &Path) -> Result<usize, DiskError> {
     let name = device.display().to_string();
     // Opened read-write by us: libblkid's own read-only open cannot wipe.
-    let file = OpenOptions::new().read(true).write(true).open(device).map_err(|e| DiskError::device(&name, "open for wiping", e))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|e| DiskError::device(&name, "open for wiping", e))?;
     let mut probe = BlkidProbe::new().map_err(|e| blkid_error(device, e))?;
     probe.set_device(file.as_raw_fd(), 0, 0).map_err(|e| blkid_error(device, e))?;
     probe.enable_superblocks(true).map_err(|e| blkid_error(device, e))?;
@@ -93,7 +109,9 @@ pub fn wipe_device(device: &Path) -> Result<usize, DiskError> {
 }
 
 fn zero_ends(file: &File, name: &str) -> Result<(), DiskError> {
-    let size = ioctl::size_bytes(file).or_else(|_| file.metadata().map(|m| m.len())).map_err(|e| DiskError::device(name, "read size", e))?;
+    let size = ioctl::size_bytes(file)
+        .or_else(|_| file.metadata().map(|m| m.len()))
+        .map_err(|e| DiskError::device(name, "read size", e))?;
     let zone = END_ZONE.min(size);
     let zeros = vec![0u8; zone as usize];
     let mut writer = file;
@@ -107,7 +125,8 @@ fn zero_ends(file: &File, name: &str) -> Result<(), DiskError> {
 /// Discards every block of a device.
 pub fn discard_device(device: &Path) -> Result<(), DiskError> {
     let name = device.display().to_string();
-    let file = OpenOptions::new().write(true).open(device).map_err(|e| DiskError::device(&name, "open for discard", e))?;
+    let file =
+        OpenOptions::new().write(true).open(device).map_err(|e| DiskError::device(&name, "open for discard", e))?;
     let size = ioctl::size_bytes(&file).map_err(|e| DiskError::device(&name, "read size", e))?;
     ioctl::discard(&file, 0, size).map_err(|e| DiskError::device(&name, "discard", e))
 }

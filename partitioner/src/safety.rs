@@ -10,6 +10,7 @@ use crate::error::DiskError;
 /// A reason a disk must not be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum InUse {
     /// The disk or one of its partitions is mounted.
     Mounted {
@@ -67,7 +68,8 @@ pub(crate) fn reasons(disk: &DiskInfo, usage: &Usage) -> Vec<InUse> {
     if disk.read_only {
         reasons.push(InUse::ReadOnly);
     }
-    let whole = std::iter::once((&disk.path, &disk.mountpoints, disk.swap, &disk.holders, &disk.signatures, disk.devno));
+    let whole =
+        std::iter::once((&disk.path, &disk.mountpoints, disk.swap, &disk.holders, &disk.signatures, disk.devno));
     let parts = disk.partitions.iter().map(|p| (&p.path, &p.mountpoints, p.swap, &p.holders, &p.signatures, p.devno));
     for (device, mountpoints, swap, holders, signatures, devno) in whole.chain(parts) {
         if let Some(what) = usage.system_devices.get(&devno) {
@@ -96,7 +98,10 @@ pub fn ensure_free(disk: &DiskInfo) -> Result<(), DiskError> {
     if disk.in_use.is_empty() {
         Ok(())
     } else {
-        Err(DiskError::InUse { device: disk.path.clone(), reasons: disk.in_use.iter().map(ToString::to_string).collect() })
+        Err(DiskError::InUse {
+            device: disk.path.clone(),
+            reasons: disk.in_use.iter().map(ToString::to_string).collect(),
+        })
     }
 }
 
@@ -116,9 +121,15 @@ pub fn check_identity(name: &str, planned: &layouts::Disk, found: &DiskInfo) -> 
         }
     }
     if planned.logical_sector_size != found.logical_sector_size {
-        return Err(mismatch("logical sector size", planned.logical_sector_size.to_string(), found.logical_sector_size.to_string()));
+        return Err(mismatch(
+            "logical sector size",
+            planned.logical_sector_size.to_string(),
+            found.logical_sector_size.to_string(),
+        ));
     }
-    for (field, want, have) in [("serial", &planned.identity.serial, &found.serial), ("wwn", &planned.identity.wwn, &found.wwn)] {
+    for (field, want, have) in
+        [("serial", &planned.identity.serial, &found.serial), ("wwn", &planned.identity.wwn, &found.wwn)]
+    {
         if let Some(want) = want {
             if Some(want) != have.as_ref() {
                 return Err(mismatch(field, want.clone(), have.clone().unwrap_or_else(|| "(none)".to_string())));

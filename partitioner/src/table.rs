@@ -47,7 +47,8 @@ fn table_error(device: &str, message: impl Into<String>) -> DiskError {
 fn random_guid() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         bytes = nanos.to_le_bytes();
     }
     bytes[7] = (bytes[7] & 0x0f) | 0x40;
@@ -74,28 +75,47 @@ pub struct TableEntry {
 
 /// Writes a protective MBR and a GPT holding exactly `partitions`, after checking the disk still has the
 /// planned size and sector size, then makes the kernel see the partitions and waits for their nodes.
-pub fn write_partition_table(device: &str, logical_sector_size: u32, disk_size: u64, partitions: &[GptPartition]) -> Result<(), DiskError> {
-    let mut file = OpenOptions::new().read(true).write(true).open(device).map_err(|e| DiskError::device(device, "open", e))?;
-    let size = ioctl::size_bytes(&file).or_else(|_| file.metadata().map(|m| m.len())).map_err(|e| DiskError::device(device, "read size", e))?;
+pub fn write_partition_table(
+    device: &str,
+    logical_sector_size: u32,
+    disk_size: u64,
+    partitions: &[GptPartition],
+) -> Result<(), DiskError> {
+    let mut file =
+        OpenOptions::new().read(true).write(true).open(device).map_err(|e| DiskError::device(device, "open", e))?;
+    let size = ioctl::size_bytes(&file)
+        .or_else(|_| file.metadata().map(|m| m.len()))
+        .map_err(|e| DiskError::device(device, "read size", e))?;
     if size != disk_size {
         return Err(table_error(device, format!("the disk has {size} bytes, the plan was made for {disk_size}")));
     }
     let sector = ioctl::logical_sector_size(&file).unwrap_or(512);
     if sector != logical_sector_size {
-        return Err(table_error(device, format!("the disk has {sector}-byte sectors, the plan was made for {logical_sector_size}")));
+        return Err(table_error(
+            device,
+            format!("the disk has {sector}-byte sectors, the plan was made for {logical_sector_size}"),
+        ));
     }
     let sector = u64::from(sector);
     let mut gpt = GPT::new_from(&mut file, sector, random_guid()).map_err(|e| table_error(device, e.to_string()))?;
     gpt.align = (1 << 20) / sector;
     for partition in partitions {
-        let type_guid = guid_bytes(&partition.type_guid).ok_or_else(|| table_error(device, format!("partition {}: {:?} is not a GUID", partition.number, partition.type_guid)))?;
-        let uuid = guid_bytes(&partition.uuid).ok_or_else(|| table_error(device, format!("partition {}: {:?} is not a UUID", partition.number, partition.uuid)))?;
+        let type_guid = guid_bytes(&partition.type_guid).ok_or_else(|| {
+            table_error(device, format!("partition {}: {:?} is not a GUID", partition.number, partition.type_guid))
+        })?;
+        let uuid = guid_bytes(&partition.uuid).ok_or_else(|| {
+            table_error(device, format!("partition {}: {:?} is not a UUID", partition.number, partition.uuid))
+        })?;
         gpt[partition.number] = GPTPartitionEntry {
             partition_type_guid: type_guid,
             unique_partition_guid: uuid,
             starting_lba: partition.extent.first_lba,
             ending_lba: partition.extent.last_lba,
-            attribute_bits: partition.attributes.iter().filter(|bit| **bit < 64).fold(0, |bits, bit| bits | (1u64 << bit)),
+            attribute_bits: partition
+                .attributes
+                .iter()
+                .filter(|bit| **bit < 64)
+                .fold(0, |bits, bit| bits | (1u64 << bit)),
             partition_name: partition.name.as_str().into(),
         };
     }
@@ -143,7 +163,12 @@ fn kernel_partitions(disk_name: &str) -> Vec<u32> {
 
 /// Makes the kernel see the partitions just written: BLKRRPART, or where the kernel will not scan this
 /// device (loop devices without partition scanning), BLKPG deletes and adds, partition by partition.
-pub fn announce_partitions(device: &str, file: &File, sector: u64, partitions: &[GptPartition]) -> Result<(), DiskError> {
+pub fn announce_partitions(
+    device: &str,
+    file: &File,
+    sector: u64,
+    partitions: &[GptPartition],
+) -> Result<(), DiskError> {
     if ioctl::reread_partitions(file).is_ok() {
         return Ok(());
     }
@@ -152,18 +177,24 @@ pub fn announce_partitions(device: &str, file: &File, sector: u64, partitions: &
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
     for number in kernel_partitions(&disk_name) {
-        ioctl::delete_partition(file, number).map_err(|e| DiskError::device(device, format!("remove old partition {number} from the kernel"), e))?;
+        ioctl::delete_partition(file, number)
+            .map_err(|e| DiskError::device(device, format!("remove old partition {number} from the kernel"), e))?;
     }
     for partition in partitions {
         let start = partition.extent.first_lba * sector;
         let length = partition.extent.sectors() * sector;
-        ioctl::add_partition(file, partition.number, start, length).map_err(|e| DiskError::device(device, format!("add partition {} to the kernel", partition.number), e))?;
+        ioctl::add_partition(file, partition.number, start, length)
+            .map_err(|e| DiskError::device(device, format!("add partition {} to the kernel", partition.number), e))?;
     }
     Ok(())
 }
 
 /// Waits until every path exists (device nodes from devtmpfs, links from udev).
-pub fn wait_for_nodes<'a>(device: &str, paths: impl Iterator<Item = &'a str>, limit: Duration) -> Result<(), DiskError> {
+pub fn wait_for_nodes<'a>(
+    device: &str,
+    paths: impl Iterator<Item = &'a str>,
+    limit: Duration,
+) -> Result<(), DiskError> {
     let paths: Vec<&str> = paths.collect();
     let start = Instant::now();
     loop {

@@ -4,7 +4,9 @@
 use layouts::presets::{build, DiskFacts, PresetKind, PresetOptions};
 use layouts::steps::GptPartition;
 use layouts::{CompileOptions, Identity, Operation};
-use partitioner::{check_identity, discover, ensure_free, find_disk, wipe_disk, write_partition_table, DiskInfo, InUse};
+use partitioner::{
+    check_identity, discover, ensure_free, find_disk, wipe_disk, write_partition_table, DiskInfo, InUse,
+};
 use testkit::loopdev::{require_root, run, serialize, LoopDisk, Mounted, SwapOn};
 
 const SIZE: u64 = 2 << 30;
@@ -35,7 +37,9 @@ fn planned_table(device: &str) -> (layouts::Plan, Vec<GptPartition>, u32, u64) {
         .steps
         .iter()
         .find_map(|s| match &s.operation {
-            Operation::PartitionTable(table) => Some((table.partitions.clone(), table.logical_sector_size, table.disk_size)),
+            Operation::PartitionTable(table) => {
+                Some((table.partitions.clone(), table.logical_sector_size, table.disk_size))
+            }
             _ => None,
         })
         .expect("a partition table step");
@@ -90,7 +94,10 @@ fn partition_and_check(sector: u32) {
         .collect();
     assert_eq!(starts, planned);
     let read_back = partitioner::read_partition_table(&disk.device).expect("read").expect("a GPT");
-    assert_eq!(read_back.iter().map(|e| e.uuid.to_lowercase()).collect::<Vec<_>>(), partitions.iter().map(|p| p.uuid.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        read_back.iter().map(|e| e.uuid.to_lowercase()).collect::<Vec<_>>(),
+        partitions.iter().map(|p| p.uuid.clone()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -127,7 +134,11 @@ fn a_mounted_partition_makes_the_disk_unusable() {
     let mounted = Mounted::new(&esp).expect("mount");
     let found = this_disk(&disk.device);
     let mountpoint = mounted.target.to_string_lossy().into_owned();
-    assert!(found.in_use.contains(&InUse::Mounted { device: esp.clone(), mountpoint: mountpoint.clone() }), "{:?}", found.in_use);
+    assert!(
+        found.in_use.contains(&InUse::Mounted { device: esp.clone(), mountpoint: mountpoint.clone() }),
+        "{:?}",
+        found.in_use
+    );
     let refusal = ensure_free(&found).expect_err("refused").to_string();
     assert!(refusal.contains(&format!("{esp} is mounted at {mountpoint}")), "{refusal}");
     drop(mounted);
@@ -208,7 +219,19 @@ fn luks_headers_are_wiped() {
     let disk = partitioned_loop();
     let part = disk.partition(3);
     let mut child = std::process::Command::new("cryptsetup")
-        .args(["luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", &part])
+        .args([
+            "luksFormat",
+            "--batch-mode",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            "-",
+            &part,
+        ])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("cryptsetup");

@@ -18,7 +18,8 @@ impl Session {
     pub fn start(name: &str, width: u16, height: u16, command: &str) -> Session {
         let _ = Command::new("tmux").args(["kill-session", "-t", name]).output();
         let (width, height) = (width.to_string(), height.to_string());
-        run("tmux", &["new-session", "-d", "-s", name, "-x", &width, "-y", &height, command]).unwrap_or_else(|e| panic!("tmux: {e}"));
+        run("tmux", &["new-session", "-d", "-s", name, "-x", &width, "-y", &height, command])
+            .unwrap_or_else(|e| panic!("tmux: {e}"));
         Session { name: name.to_string() }
     }
 

@@ -255,7 +255,14 @@ impl Model {
             disks,
             disk_cursor: first_usable,
             chosen: BTreeSet::new(),
-            layout: LayoutChoice { kind: PresetKind::Single, encryption: Encryption::None, swap: 0, ashift: 0, compression: 0, field: 0 },
+            layout: LayoutChoice {
+                kind: PresetKind::Single,
+                encryption: Encryption::None,
+                swap: 0,
+                ashift: 0,
+                compression: 0,
+                field: 0,
+            },
             hostname: Input { text: "nixos".into() },
             flake: Input::default(),
             host_field: 0,
@@ -379,6 +386,8 @@ fn engine_event(model: &mut Model, event: installer::Event) {
         }
         Event::StepFailed { description, error, .. } => run.log.push(format!("! {description}: {error}")),
         Event::Finished { .. } => run.current = None,
+        // Events of a newer engine: nothing to show for them.
+        _ => {}
     }
     let excess = run.log.len().saturating_sub(500);
     run.log.drain(..excess);
@@ -419,30 +428,33 @@ fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
         }
         Screen::Disks => disks_key(model, key),
         Screen::Layout => layout_key(model, key),
-        Screen::Host => {
-            match key.code {
-                KeyCode::Tab | KeyCode::Down | KeyCode::Up | KeyCode::BackTab => model.host_field = 1 - model.host_field,
-                KeyCode::Enter => {
-                    let name = model.hostname.text.trim();
-                    let valid = !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !name.starts_with('-');
-                    if !valid {
-                        model.notice = Some(format!("{name:?} is not a host name: letters, digits and '-'"));
-                    } else if model.needs_passphrase() {
-                        model.go(Screen::Passphrase);
-                    } else {
-                        model.go(Screen::Review);
-                        model.review = None;
-                        return vec![Command::Prepare];
-                    }
-                }
-                _ => {
-                    let field = if model.host_field == 0 { &mut model.hostname } else { &mut model.flake };
-                    field.key(key);
+        Screen::Host => match key.code {
+            KeyCode::Tab | KeyCode::Down | KeyCode::Up | KeyCode::BackTab => model.host_field = 1 - model.host_field,
+            KeyCode::Enter => {
+                let name = model.hostname.text.trim();
+                let valid = !name.is_empty()
+                    && name.len() <= 63
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !name.starts_with('-');
+                if !valid {
+                    model.notice = Some(format!("{name:?} is not a host name: letters, digits and '-'"));
+                } else if model.needs_passphrase() {
+                    model.go(Screen::Passphrase);
+                } else {
+                    model.go(Screen::Review);
+                    model.review = None;
+                    return vec![Command::Prepare];
                 }
             }
-        }
+            _ => {
+                let field = if model.host_field == 0 { &mut model.hostname } else { &mut model.flake };
+                field.key(key);
+            }
+        },
         Screen::Passphrase => match key.code {
-            KeyCode::Tab | KeyCode::Down | KeyCode::Up | KeyCode::BackTab => model.passphrase_field = 1 - model.passphrase_field,
+            KeyCode::Tab | KeyCode::Down | KeyCode::Up | KeyCode::BackTab => {
+                model.passphrase_field = 1 - model.passphrase_field
+            }
             KeyCode::Enter => {
                 if model.passphrase[0].text.is_empty() {
                     model.notice = Some("the passphrase is empty".into());
@@ -462,7 +474,9 @@ fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
         },
         Screen::Review => match key.code {
             KeyCode::Down | KeyCode::PageDown => model.review_scroll += if key.code == KeyCode::Down { 1 } else { 10 },
-            KeyCode::Up | KeyCode::PageUp => model.review_scroll = model.review_scroll.saturating_sub(if key.code == KeyCode::Up { 1 } else { 10 }),
+            KeyCode::Up | KeyCode::PageUp => {
+                model.review_scroll = model.review_scroll.saturating_sub(if key.code == KeyCode::Up { 1 } else { 10 })
+            }
             KeyCode::Enter => {
                 if model.review.is_none() {
                     return vec![];

@@ -5,6 +5,8 @@
 //! message and returns commands, [`view::view`] draws it. Only [`runtime`] touches the terminal or the
 //! machine.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod runtime;
 pub mod view;

@@ -11,7 +11,10 @@ use layouts::presets::{self, DiskFacts, PresetOptions};
 use layouts::{CompileOptions, Identity, Plan};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
 
-use crate::app::{self, Command, DiskRow, Model, Msg, Outcome, Review, ReviewStep, ReviewWipe, ASHIFT_CHOICES, COMPRESSION_CHOICES, SWAP_CHOICES};
+use crate::app::{
+    self, Command, DiskRow, Model, Msg, Outcome, Review, ReviewStep, ReviewWipe, ASHIFT_CHOICES, COMPRESSION_CHOICES,
+    SWAP_CHOICES,
+};
 
 /// How the installer runs.
 #[derive(Debug, Clone)]
@@ -61,7 +64,8 @@ pub fn disk_rows() -> Result<Vec<DiskRow>, String> {
 
 /// The plan the answers describe.
 pub fn plan_from_answers(model: &Model) -> Result<Plan, String> {
-    let disks: Vec<DiskFacts> = model.chosen.iter().filter_map(|&i| model.disks.get(i)).map(|d| d.facts.clone()).collect();
+    let disks: Vec<DiskFacts> =
+        model.chosen.iter().filter_map(|&i| model.disks.get(i)).map(|d| d.facts.clone()).collect();
     let mut options = PresetOptions::new(model.layout.kind, disks);
     options.encryption = model.layout.encryption;
     options.swap = match SWAP_CHOICES[model.layout.swap] {
@@ -93,7 +97,8 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
     if let Some(dir) = options.save_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    std::fs::write(&options.save_path, plan.to_toml()).map_err(|e| format!("cannot save the plan to {}: {e}", options.save_path.display()))?;
+    std::fs::write(&options.save_path, plan.to_toml())
+        .map_err(|e| format!("cannot save the plan to {}: {e}", options.save_path.display()))?;
     let preview = installer::preview(&RealSystem, &plan, &steps, &engine_options()).map_err(|e| e.to_string())?;
     let review = Review {
         steps: preview
@@ -114,7 +119,12 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
         wipes: preview
             .wipes
             .iter()
-            .map(|w| ReviewWipe { device: w.device.clone(), model: w.model.clone().unwrap_or_else(|| "-".into()), serial: w.serial.clone().unwrap_or_else(|| "-".into()), size: w.size })
+            .map(|w| ReviewWipe {
+                device: w.device.clone(),
+                model: w.model.clone().unwrap_or_else(|| "-".into()),
+                serial: w.serial.clone().unwrap_or_else(|| "-".into()),
+                size: w.size,
+            })
             .collect(),
         saved_to: Some(options.save_path.display().to_string()),
     };
@@ -203,7 +213,8 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
                         }
                     },
                     Command::Install => {
-                        let secret = (!model.passphrase[0].text.is_empty()).then(|| Secret::new(model.passphrase[0].text.clone().into_bytes()));
+                        let secret = (!model.passphrase[0].text.is_empty())
+                            .then(|| Secret::new(model.passphrase[0].text.clone().into_bytes()));
                         match &plan {
                             Some(plan) => start_install(plan.clone(), secret, &options, sender.clone()),
                             None => {

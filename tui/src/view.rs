@@ -41,7 +41,9 @@ fn keys(screen: Screen, model: &Model) -> &'static str {
         Screen::Review => "Up/Down scroll   type wipe, then Enter: start   Esc back   Ctrl-C quit",
         Screen::Run if model.run.confirm_quit => "y quit now (the install stops half-way)   any other key: keep going",
         Screen::Run => "q quit (asks first)",
-        Screen::Result if matches!(model.outcome, Some(Outcome::Failure(_))) => "r resume (runs again, skipping what is done)   Enter quit",
+        Screen::Result if matches!(model.outcome, Some(Outcome::Failure(_))) => {
+            "r resume (runs again, skipping what is done)   Enter quit"
+        }
         Screen::Result => "Enter quit",
     }
 }
@@ -61,10 +63,15 @@ fn step_title(screen: Screen) -> &'static str {
 
 /// Draws the whole screen.
 pub fn view(model: &Model, frame: &mut Frame) {
-    let [title, body, notice, footer] = Layout::vertical([Constraint::Length(1), Constraint::Min(5), Constraint::Length(1), Constraint::Length(1)]).areas(frame.area());
+    let [title, body, notice, footer] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(5), Constraint::Length(1), Constraint::Length(1)])
+            .areas(frame.area());
     let mode = if model.dry_run { "  [dry run: nothing is written]" } else { "" };
     frame.render_widget(
-        Paragraph::new(Line::from(vec![Span::styled("nix-dabei", Style::new().add_modifier(Modifier::BOLD)), Span::raw(format!("  {}{mode}", step_title(model.screen)))])),
+        Paragraph::new(Line::from(vec![
+            Span::styled("nix-dabei", Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw(format!("  {}{mode}", step_title(model.screen))),
+        ])),
         title,
     );
     match model.screen {
@@ -80,7 +87,10 @@ pub fn view(model: &Model, frame: &mut Frame) {
     if let Some(text) = &model.notice {
         frame.render_widget(Paragraph::new(text.as_str()).style(Style::new().fg(Color::Yellow)), notice);
     }
-    frame.render_widget(Paragraph::new(keys(model.screen, model)).style(Style::new().add_modifier(Modifier::REVERSED)), footer);
+    frame.render_widget(
+        Paragraph::new(keys(model.screen, model)).style(Style::new().add_modifier(Modifier::REVERSED)),
+        footer,
+    );
 }
 
 fn welcome(model: &Model, frame: &mut Frame, area: Rect) {
@@ -94,7 +104,11 @@ fn welcome(model: &Model, frame: &mut Frame, area: Rect) {
         Line::from("The answers are saved as a plan file, so the same install can be replayed over"),
         Line::from("SSH with `nix-dabei apply PLAN`."),
         Line::from(""),
-        Line::from(format!("{} disk(s) found, {} usable.", model.disks.len(), model.disks.iter().filter(|d| d.usable()).count())),
+        Line::from(format!(
+            "{} disk(s) found, {} usable.",
+            model.disks.len(),
+            model.disks.iter().filter(|d| d.usable()).count()
+        )),
     ];
     frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).block(block(model, "Welcome")), area);
 }
@@ -102,20 +116,43 @@ fn welcome(model: &Model, frame: &mut Frame, area: Rect) {
 fn disks(model: &Model, frame: &mut Frame, area: Rect) {
     let path_width = model.disks.iter().map(|d| d.path.chars().count()).max().unwrap_or(20).clamp(20, 44) as u16;
     let rows = model.disks.iter().enumerate().map(|(index, disk)| {
-        let mark = if model.chosen.contains(&index) { "[x]" } else if disk.usable() { "[ ]" } else { " - " };
+        let mark = if model.chosen.contains(&index) {
+            "[x]"
+        } else if disk.usable() {
+            "[ ]"
+        } else {
+            " - "
+        };
         let usage = if disk.usable() { "free".to_string() } else { disk.in_use.join("; ") };
         let mut style = if disk.usable() { Style::new() } else { Style::new().fg(Color::DarkGray) };
         if index == model.disk_cursor {
             style = style.add_modifier(Modifier::REVERSED);
         }
-        Row::new(vec![mark.to_string(), disk.path.clone(), disk.model.clone(), disk.serial.clone(), human(disk.size), usage]).style(style)
+        Row::new(vec![
+            mark.to_string(),
+            disk.path.clone(),
+            disk.model.clone(),
+            disk.serial.clone(),
+            human(disk.size),
+            usage,
+        ])
+        .style(style)
     });
     let table = Table::new(
         rows,
         // The path is what identifies a disk: as wide as the longest one (within reason), then the usage.
-        [Constraint::Length(3), Constraint::Length(path_width), Constraint::Length(10), Constraint::Length(10), Constraint::Length(8), Constraint::Fill(1)],
+        [
+            Constraint::Length(3),
+            Constraint::Length(path_width),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Fill(1),
+        ],
     )
-    .header(Row::new(vec!["", "PATH", "MODEL", "SERIAL", "SIZE", "USE"]).style(Style::new().add_modifier(Modifier::BOLD)))
+    .header(
+        Row::new(vec!["", "PATH", "MODEL", "SERIAL", "SIZE", "USE"]).style(Style::new().add_modifier(Modifier::BOLD)),
+    )
     .block(block(model, "Choose the disks to install on (they will be wiped)"));
     frame.render_widget(table, area);
 }
@@ -158,7 +195,8 @@ fn layout(model: &Model, frame: &mut Frame, area: Rect) {
         .iter()
         .enumerate()
         .map(|(index, (name, value))| {
-            let style = if index == choice.field { Style::new().add_modifier(Modifier::REVERSED) } else { Style::new() };
+            let style =
+                if index == choice.field { Style::new().add_modifier(Modifier::REVERSED) } else { Style::new() };
             ListItem::new(format!("{name:<12} < {value} >")).style(style)
         })
         .collect();
@@ -200,18 +238,24 @@ fn passphrase(model: &Model, frame: &mut Frame, area: Rect) {
 
 fn review(model: &Model, frame: &mut Frame, area: Rect) {
     let Some(review) = &model.review else {
-        let text = if model.notice.is_some() { "The plan could not be prepared; press Esc to change the answers." } else { "Preparing the plan..." };
+        let text = if model.notice.is_some() {
+            "The plan could not be prepared; press Esc to change the answers."
+        } else {
+            "Preparing the plan..."
+        };
         frame.render_widget(Paragraph::new(text).block(block(model, "Review")), area);
         return;
     };
     let wipe_lines = review.wipes.len().max(1) as u16 + 2;
-    let [steps_area, wipes_area, confirm_area] = Layout::vertical([Constraint::Min(3), Constraint::Length(wipe_lines), Constraint::Length(3)]).areas(area);
+    let [steps_area, wipes_area, confirm_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(wipe_lines), Constraint::Length(3)]).areas(area);
     let items: Vec<ListItem> = review
         .steps
         .iter()
         .skip(model.review_scroll.min(review.steps.len().saturating_sub(1)))
         .map(|step| {
-            let style = if step.destructive { Style::new().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::new() };
+            let style =
+                if step.destructive { Style::new().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::new() };
             ListItem::new(format!("{:<8} {}", step.state, step.description)).style(style)
         })
         .collect();
@@ -224,26 +268,37 @@ fn review(model: &Model, frame: &mut Frame, area: Rect) {
         review
             .wipes
             .iter()
-            .map(|w| Line::from(Span::styled(format!("{}  {}  serial {}  {}", w.device, w.model, w.serial, human(w.size)), Style::new().fg(Color::Red))))
+            .map(|w| {
+                Line::from(Span::styled(
+                    format!("{}  {}  serial {}  {}", w.device, w.model, w.serial, human(w.size)),
+                    Style::new().fg(Color::Red),
+                ))
+            })
             .collect()
     };
     frame.render_widget(Paragraph::new(wipes).block(block(model, "These disks will be WIPED")), wipes_area);
     frame.render_widget(
-        Paragraph::new(field_line(&format!("Type {CONFIRM_WORD:?}:"), &model.confirm.text, true, false)).block(block(model, "Confirm")),
+        Paragraph::new(field_line(&format!("Type {CONFIRM_WORD:?}:"), &model.confirm.text, true, false))
+            .block(block(model, "Confirm")),
         confirm_area,
     );
 }
 
 fn run(model: &Model, frame: &mut Frame, area: Rect) {
     let state = &model.run;
-    let [gauge_area, current_area, log_area] = Layout::vertical([Constraint::Length(3), Constraint::Length(1), Constraint::Min(3)]).areas(area);
+    let [gauge_area, current_area, log_area] =
+        Layout::vertical([Constraint::Length(3), Constraint::Length(1), Constraint::Min(3)]).areas(area);
     let ratio = if state.total == 0 { 0.0 } else { state.done as f64 / state.total as f64 };
     let label = format!("{}/{} steps  {}:{:02}", state.done, state.total, state.elapsed / 60, state.elapsed % 60);
-    frame.render_widget(Gauge::default().block(block(model, "Progress")).ratio(ratio.min(1.0)).label(label).use_unicode(!model.ascii), gauge_area);
+    frame.render_widget(
+        Gauge::default().block(block(model, "Progress")).ratio(ratio.min(1.0)).label(label).use_unicode(!model.ascii),
+        gauge_area,
+    );
     let current = state.current.as_deref().map_or(String::new(), |c| format!("Now: {c}"));
     frame.render_widget(Paragraph::new(current), current_area);
     let height = log_area.height.saturating_sub(2) as usize;
-    let lines: Vec<Line> = state.log.iter().skip(state.log.len().saturating_sub(height)).map(|l| Line::from(l.as_str())).collect();
+    let lines: Vec<Line> =
+        state.log.iter().skip(state.log.len().saturating_sub(height)).map(|l| Line::from(l.as_str())).collect();
     frame.render_widget(Paragraph::new(lines).block(block(model, "Log")), log_area);
 }
 
@@ -252,7 +307,10 @@ fn result(model: &Model, frame: &mut Frame, area: Rect) {
     let lines: Vec<Line> = match &model.outcome {
         Some(Outcome::Success { applied, skipped }) => {
             let mut lines = vec![
-                Line::from(Span::styled(if model.dry_run { "Dry run finished: nothing was written." } else { "Installed." }, Style::new().add_modifier(Modifier::BOLD))),
+                Line::from(Span::styled(
+                    if model.dry_run { "Dry run finished: nothing was written." } else { "Installed." },
+                    Style::new().add_modifier(Modifier::BOLD),
+                )),
                 Line::from(format!("{applied} step(s) applied, {skipped} already done.")),
                 Line::from(""),
                 Line::from(format!("The plan is saved at {saved}.")),
@@ -265,7 +323,10 @@ fn result(model: &Model, frame: &mut Frame, area: Rect) {
         }
         Some(Outcome::Failure(error)) => {
             let mut lines = vec![
-                Line::from(Span::styled("The install stopped.", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))),
+                Line::from(Span::styled(
+                    "The install stopped.",
+                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                )),
                 Line::from(error.clone()),
                 Line::from(""),
                 Line::from("Everything is left mounted for inspection; r runs again and resumes."),

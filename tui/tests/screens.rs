@@ -72,11 +72,25 @@ fn at_review() -> Model {
         steps: steps
             .steps
             .iter()
-            .map(|s| ReviewStep { description: s.description.clone(), state: if s.destructive { "DESTROYS".into() } else { "to do".into() }, destructive: s.destructive })
+            .map(|s| ReviewStep {
+                description: s.description.clone(),
+                state: if s.destructive { "DESTROYS".into() } else { "to do".into() },
+                destructive: s.destructive,
+            })
             .collect(),
         wipes: vec![
-            ReviewWipe { device: "/dev/disk/by-id/virtio-d0".into(), model: "QEMU HARDDISK".into(), serial: "d0".into(), size: 32 << 30 },
-            ReviewWipe { device: "/dev/disk/by-id/virtio-d1".into(), model: "QEMU HARDDISK".into(), serial: "d1".into(), size: 32 << 30 },
+            ReviewWipe {
+                device: "/dev/disk/by-id/virtio-d0".into(),
+                model: "QEMU HARDDISK".into(),
+                serial: "d0".into(),
+                size: 32 << 30,
+            },
+            ReviewWipe {
+                device: "/dev/disk/by-id/virtio-d1".into(),
+                model: "QEMU HARDDISK".into(),
+                serial: "d1".into(),
+                size: 32 << 30,
+            },
         ],
         saved_to: Some("/run/nix-dabei/plan.toml".into()),
     };
@@ -190,7 +204,10 @@ fn quitting_during_a_run_asks_first_and_a_failure_can_be_resumed() {
     update(&mut m, key(KeyCode::Enter));
     update(&mut m, Msg::Engine(Event::Started { host: "nixos".into(), steps: 3 }));
     update(&mut m, Msg::Engine(Event::StepStarted { id: "a".into(), description: "Wipe disk disk0".into() }));
-    update(&mut m, Msg::Engine(Event::StepFinished { id: "a".into(), description: "Wipe disk disk0".into(), seconds: 0.5 }));
+    update(
+        &mut m,
+        Msg::Engine(Event::StepFinished { id: "a".into(), description: "Wipe disk disk0".into(), seconds: 0.5 }),
+    );
     assert_eq!((m.run.done, m.run.total), (1, 3));
     assert!(update(&mut m, key(KeyCode::Char('q'))).is_empty());
     assert!(m.run.confirm_quit);
@@ -239,8 +256,17 @@ fn screens() -> Vec<(&'static str, Model)> {
         update(&mut run, Msg::Engine(Event::StepStarted { id: id.into(), description: text.into() }));
         update(&mut run, Msg::Engine(Event::StepFinished { id: id.into(), description: text.into(), seconds: 1.2 }));
     }
-    update(&mut run, Msg::Engine(Event::StepStarted { id: "nixos-install".into(), description: "Install NixOS".into() }));
-    update(&mut run, Msg::Engine(Event::StepOutput { id: "nixos-install".into(), line: "building the system configuration...".into() }));
+    update(
+        &mut run,
+        Msg::Engine(Event::StepStarted { id: "nixos-install".into(), description: "Install NixOS".into() }),
+    );
+    update(
+        &mut run,
+        Msg::Engine(Event::StepOutput {
+            id: "nixos-install".into(),
+            line: "building the system configuration...".into(),
+        }),
+    );
     for _ in 0..75 {
         update(&mut run, Msg::Tick);
     }
@@ -249,7 +275,14 @@ fn screens() -> Vec<(&'static str, Model)> {
     update(&mut done, Msg::Finished(Outcome::Success { applied: 22, skipped: 2 }));
     list.push(("result-success", done));
     let mut failed = run;
-    update(&mut failed, Msg::Finished(Outcome::Failure("step nixos-install (Install NixOS) failed: `nixos-install` failed (exit status: 1): error: flake not found".into())));
+    update(
+        &mut failed,
+        Msg::Finished(Outcome::Failure(
+            "step nixos-install (Install NixOS) failed: \
+        `nixos-install` failed (exit status: 1): error: flake not found"
+                .into(),
+        )),
+    );
     list.push(("result-failure", failed));
     list
 }
@@ -290,7 +323,9 @@ fn destructive_steps_and_unusable_disks_are_styled() {
     update(&mut m, key(KeyCode::Enter));
     let terminal = draw(&m, 120, 40);
     let buffer = terminal.backend().buffer();
-    let y = (0..40).find(|&y| (0..120).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>().contains("virtio-system")).expect("listed");
+    let y = (0..40)
+        .find(|&y| (0..120).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>().contains("virtio-system"))
+        .expect("listed");
     let x = (0..120).find(|&x| buffer[(x, y)].symbol() == "/").expect("path");
     assert_eq!(buffer[(x, y)].fg, Color::DarkGray, "the disk in use is greyed");
 }

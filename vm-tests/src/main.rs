@@ -29,7 +29,10 @@ fn nix_dabei_binary() -> Result<PathBuf> {
     if candidate.exists() {
         return Ok(candidate);
     }
-    bail!("no nix-dabei binary next to {}: build it (cargo build --release -p nix-dabei) or set NIX_DABEI_BIN", me.display())
+    bail!(
+        "no nix-dabei binary next to {}: build it (cargo build --release -p nix-dabei) or set NIX_DABEI_BIN",
+        me.display()
+    )
 }
 
 fn main() -> ExitCode {
@@ -67,7 +70,11 @@ fn run() -> Result<bool> {
     } else {
         let mut chosen = Vec::new();
         for name in &args {
-            chosen.push(all.iter().find(|s| s.name == name).with_context(|| format!("no scenario {name:?} (see `vm-tests list`)"))?);
+            chosen.push(
+                all.iter()
+                    .find(|s| s.name == name)
+                    .with_context(|| format!("no scenario {name:?} (see `vm-tests list`)"))?,
+            );
         }
         chosen
     };
@@ -78,7 +85,12 @@ fn run() -> Result<bool> {
         match outcome {
             Ok(report) => {
                 passed += 1;
-                println!("vm-tests: {} passed in {:.1} s ({})", scenario.name, report.total.as_secs_f64(), report.boots_summary());
+                println!(
+                    "vm-tests: {} passed in {:.1} s ({})",
+                    scenario.name,
+                    report.total.as_secs_f64(),
+                    report.boots_summary()
+                );
             }
             Err(error) => {
                 failed += 1;

@@ -55,7 +55,12 @@ pub struct Report {
 impl Report {
     /// "boot 1 40.2 s, boot 2 21.0 s".
     pub fn boots_summary(&self) -> String {
-        self.boots.iter().enumerate().map(|(i, d)| format!("boot {} {:.1} s", i + 1, d.as_secs_f64())).collect::<Vec<_>>().join(", ")
+        self.boots
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("boot {} {:.1} s", i + 1, d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -189,7 +194,7 @@ zpool export tank
         boots: vec![boot1.to_string(), boot2.to_string()],
         verify: verify_harness,
         power_loss_boots: vec![],
-            driver: None,
+        driver: None,
     }
 }
 
@@ -215,7 +220,9 @@ cat /proc/mounts > /host/out/mounts.txt
 ls /dev/disk/by-partuuid > /host/out/partuuids.txt
 /usr/sbin/blkid -o export > /host/out/blkid.txt
 cp /mnt/etc/nixos/nix-dabei.nix /host/out/nix-dabei.nix
-if [ -f /mnt/var/log/nix-dabei-install-standin ]; then cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt; fi
+if [ -f /mnt/var/log/nix-dabei-install-standin ]; then
+    cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt
+fi
 if zpool list -H -o name | grep -q .; then
     zpool status -j --json-int > /host/out/zpool-status.json
     zfs get -j -p -o name,property,value mountpoint,encryption,keystatus,compression > /host/out/zfs-get.json
@@ -248,11 +255,16 @@ nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphras
 
 /// Boot 1 of a preset scenario.
 fn apply_boot(plan_args: &str) -> String {
-    install_boot(&format!("nix-dabei plan {plan_args} --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt"))
+    install_boot(&format!(
+        "nix-dabei plan {plan_args} --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt"
+    ))
 }
 
 fn events(path: &Path) -> Result<Vec<Value>> {
-    read(path)?.lines().map(|l| serde_json::from_str(l).with_context(|| format!("{}: not a JSON event: {l}", path.display()))).collect()
+    read(path)?
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("{}: not a JSON event: {l}", path.display())))
+        .collect()
 }
 
 /// The closing event of a run, checked to be a success.
@@ -266,13 +278,17 @@ fn finished(path: &Path) -> Result<Value> {
 
 /// Checks a layout scenario's results against its plan.
 fn verify_layout(share: &Path) -> Result<()> {
-    let plan = layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("plan.toml: {e}"))?;
+    let plan =
+        layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("plan.toml: {e}"))?;
     let steps = plan.compile(&layouts::CompileOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let out = share.join("out");
     if out.join("tui.txt").exists() {
         // Installed through the TUI: its last screen says so.
         let screen = read(&out.join("tui.txt"))?;
-        ensure!(screen.contains("Installed.") && screen.contains("step(s) applied"), "the TUI did not finish:\n{screen}");
+        ensure!(
+            screen.contains("Installed.") && screen.contains("step(s) applied"),
+            "the TUI did not finish:\n{screen}"
+        );
     } else {
         let first = finished(&out.join("apply1.jsonl"))?;
         ensure!(first["applied"].as_u64() > Some(0), "the first apply applied nothing");
@@ -309,25 +325,50 @@ fn verify_layout(share: &Path) -> Result<()> {
     if let Ok(text) = fs::read_to_string(out.join("disks.json")) {
         let before: Value = serde_json::from_str(&text)?;
         let after = read_json(&out.join("disks-in-use.json"))?;
-        let find = |list: &Value, device: &str| list["disks"].as_array().and_then(|disks| disks.iter().find(|d| d["stable_paths"].as_array().is_some_and(|p| p.iter().any(|p| p == device))).cloned());
+        let find = |list: &Value, device: &str| {
+            list["disks"].as_array().and_then(|disks| {
+                disks
+                    .iter()
+                    .find(|d| d["stable_paths"].as_array().is_some_and(|p| p.iter().any(|p| p == device)))
+                    .cloned()
+            })
+        };
         for (name, disk) in &plan.disks {
-            let seen = find(&before, &disk.device).with_context(|| format!("nix-dabei disks did not list {}", disk.device))?;
-            ensure!(seen["in_use"].as_array().is_some_and(Vec::is_empty), "{name} was in use before the install: {seen}");
+            let seen =
+                find(&before, &disk.device).with_context(|| format!("nix-dabei disks did not list {}", disk.device))?;
+            ensure!(
+                seen["in_use"].as_array().is_some_and(Vec::is_empty),
+                "{name} was in use before the install: {seen}"
+            );
             ensure!(seen["size"].as_u64() == disk.size, "{name}: size {} differs from the plan", seen["size"]);
-            ensure!(seen["serial"].as_str() == disk.identity.serial.as_deref(), "{name}: serial {} differs from the plan", seen["serial"]);
+            ensure!(
+                seen["serial"].as_str() == disk.identity.serial.as_deref(),
+                "{name}: serial {} differs from the plan",
+                seen["serial"]
+            );
             let used = find(&after, &disk.device).with_context(|| format!("{} vanished", disk.device))?;
-            let reasons: Vec<String> = used["in_use"].as_array().map(|r| r.iter().map(|x| x["reason"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default();
+            let reasons: Vec<String> = used["in_use"]
+                .as_array()
+                .map(|r| r.iter().map(|x| x["reason"].as_str().unwrap_or("").to_string()).collect())
+                .unwrap_or_default();
             ensure!(!reasons.is_empty(), "{name} is not in use after the install");
             let in_pool = plan.pools.keys().any(|p| plan.pool_members(p).iter().any(|(d, _)| d == name));
             let luks = disk.partitions.values().any(|p| matches!(p.content, Some(layouts::Content::Luks(_))));
             if in_pool && !luks {
-                ensure!(reasons.iter().any(|r| r == "imported-pool"), "{name} is not reported in an imported pool: {reasons:?}");
+                ensure!(
+                    reasons.iter().any(|r| r == "imported-pool"),
+                    "{name} is not reported in an imported pool: {reasons:?}"
+                );
             }
             if luks {
-                ensure!(reasons.iter().any(|r| r == "holders"), "{name}: its open LUKS mapping is not reported: {reasons:?}");
+                ensure!(
+                    reasons.iter().any(|r| r == "holders"),
+                    "{name}: its open LUKS mapping is not reported: {reasons:?}"
+                );
             }
         }
-        let bystander = find(&after, &format!("/dev/disk/by-id/virtio-{BYSTANDER}")).context("the bystander is not listed")?;
+        let bystander =
+            find(&after, &format!("/dev/disk/by-id/virtio-{BYSTANDER}")).context("the bystander is not listed")?;
         ensure!(bystander["in_use"].as_array().is_some_and(Vec::is_empty), "the bystander looks in use: {bystander}");
     }
     // blkid sees on every partition what the plan put there.
@@ -336,23 +377,26 @@ fn verify_layout(share: &Path) -> Result<()> {
     for (disk, d) in &plan.disks {
         for (part, p) in &d.partitions {
             let uuid = plan.partition_uuid(disk, part);
-            let expected = match &p.content {
-                Some(layouts::Content::Filesystem(fs)) => Some(format!("TYPE={}", fs.format.fs_type())),
-                Some(layouts::Content::Swap(swap)) if !swap.random_encryption => Some("TYPE=swap".to_string()),
-                Some(layouts::Content::Luks(_)) => Some("TYPE=crypto_LUKS".to_string()),
-                Some(layouts::Content::Zfs(member)) => Some(format!("LABEL={}", member.pool)),
-                _ => None,
-            };
+            let expected = p.content.as_ref().and_then(layouts::Content::blkid_signature);
             let Some(expected) = expected else { continue };
-            let block = blocks.iter().find(|b| b.lines().any(|l| l == format!("PARTUUID={uuid}"))).with_context(|| format!("blkid does not list {disk}/{part} (PARTUUID {uuid})"))?;
-            ensure!(block.lines().any(|l| l == expected), "{disk}/{part}: blkid says\n{block}\nbut the plan puts {expected} there");
+            let block = blocks
+                .iter()
+                .find(|b| b.lines().any(|l| l == format!("PARTUUID={uuid}")))
+                .with_context(|| format!("blkid does not list {disk}/{part} (PARTUUID {uuid})"))?;
+            ensure!(
+                block.lines().any(|l| l == expected),
+                "{disk}/{part}: blkid says\n{block}\nbut the plan puts {expected} there"
+            );
         }
     }
     let module = read(&out.join("nix-dabei.nix"))?;
     ensure!(module == layouts::nixos::module(&plan), "the NixOS module in the target differs from the plan's");
     // The stand-in nixos-install ran with the flake, after everything was mounted.
     let standin = read(&out.join("standin.txt"))?;
-    ensure!(standin.contains("flake=path:/etc/nixos#vm") && standin.contains("root=/mnt"), "nixos-install did not run as expected: {standin}");
+    ensure!(
+        standin.contains("flake=path:/etc/nixos#vm") && standin.contains("root=/mnt"),
+        "nixos-install did not run as expected: {standin}"
+    );
 
     for (name, pool) in &plan.pools {
         let status = read_json(&out.join("zpool-status.json"))?;
@@ -362,12 +406,19 @@ fn verify_layout(share: &Path) -> Result<()> {
             Some(kind) => vec![(kind.trim_end_matches('1').to_string(), members)],
             None => vec![("disk".to_string(), 1); members],
         };
-        let shape: Vec<(String, usize)> = vdev_shape(&status, name)?.into_iter().map(|(k, n)| (k.trim_end_matches('1').to_string(), n)).collect();
+        let shape: Vec<(String, usize)> =
+            vdev_shape(&status, name)?.into_iter().map(|(k, n)| (k.trim_end_matches('1').to_string(), n)).collect();
         ensure!(shape == expected, "pool {name} has vdevs {shape:?}, the plan says {expected:?}");
         let props = read_json(&out.join("zfs-get.json"))?;
-        let property = |dataset: &str, key: &str| props["datasets"][dataset]["properties"][key]["value"].as_str().map(str::to_string);
+        let property = |dataset: &str, key: &str| {
+            props["datasets"][dataset]["properties"][key]["value"].as_str().map(str::to_string)
+        };
         let encryption = pool.root_fs_options.get("encryption").cloned().unwrap_or_else(|| "off".into());
-        ensure!(property(name, "encryption").as_deref() == Some(encryption.as_str()), "pool {name}: encryption is {:?}, planned {encryption}", property(name, "encryption"));
+        ensure!(
+            property(name, "encryption").as_deref() == Some(encryption.as_str()),
+            "pool {name}: encryption is {:?}, planned {encryption}",
+            property(name, "encryption")
+        );
         for (dataset, planned) in &pool.datasets {
             let full = format!("{name}/{dataset}");
             if planned.mountpoint.is_some() {
@@ -398,15 +449,17 @@ fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario
         disks,
         verify: verify_layout,
         power_loss_boots: vec![],
-            driver: None,
+        driver: None,
     }
 }
 
 /// Boot 1 of the resume scenario: the power goes off right after the pool is created.
 const INTERRUPTED_BOOT: &str = r#"
-nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-r0 --disk /dev/disk/by-id/virtio-r1 --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt
+nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-r0 --disk /dev/disk/by-id/virtio-r1 \
+    --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt
 echo "about to lose power" > /host/out/interrupted
-NIX_DABEI_TEST_POWER_OFF_AFTER=zpool-create:rpool nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply0.jsonl
+NIX_DABEI_TEST_POWER_OFF_AFTER=zpool-create:rpool nix-dabei apply /host/plan.toml --yes-wipe-all \
+    --passphrase-file /host/passphrase --json > /host/out/apply0.jsonl
 echo "the power did not go off" > /host/out/interrupted
 "#;
 
@@ -424,7 +477,8 @@ wait_for() {
 press() { for key in "$@"; do tmux send-keys -t tui "$key"; sleep 0.2; done; }
 type_text() { tmux send-keys -t tui -l "$1"; sleep 0.2; }
 export LC_ALL=C.UTF-8
-tmux -u new-session -d -s tui -x 120 -y 40 "env PATH=$PATH NIX_DABEI_WEAK_KDF=1 nix-dabei tui --save /host/plan.toml; echo exited-\$? > /host/out/tui-exit; sleep 60"
+tmux -u new-session -d -s tui -x 120 -y 40 "env PATH=$PATH NIX_DABEI_WEAK_KDF=1 nix-dabei tui --save \
+    /host/plan.toml; echo exited-\$? > /host/out/tui-exit; sleep 60"
 wait_for "Install NixOS onto this machine"
 press Enter
 wait_for "Choose the disks"
@@ -455,14 +509,13 @@ test "$(cat /host/out/tui-exit)" = exited-0
 
 /// Boot 1 of a disko scenario: import one of disko's examples onto this VM's disks, then install.
 fn disko_boot(example: &str, devices: &str) -> String {
-    install_boot(
-        &format!(
-            "printf '%s' 'disko example key' > /host/secret.key\ncp /host/secret.key /tmp/secret.key\n\
-             nix-dabei import-disko /host/disko/{example}.json {devices} -o /host/plan.toml 2> /host/out/import-warnings.txt\n\
+    install_boot(&format!(
+        "printf '%s' 'disko example key' > /host/secret.key\ncp /host/secret.key /tmp/secret.key\n\
+             nix-dabei import-disko /host/disko/{example}.json {devices} -o /host/plan.toml \
+                 2> /host/out/import-warnings.txt\n\
              nix-dabei plan /host/plan.toml --flake path:/etc/nixos#vm > /host/out/plan.txt\n\
              sed -i '1i flake = \"path:/etc/nixos#vm\"' /host/plan.toml"
-        ),
-    )
+    ))
 }
 
 /// Every scenario, in the order CI runs them.
@@ -478,7 +531,11 @@ pub fn all() -> Vec<Scenario> {
         layout("single-zfs", vec![gib("s0", 3, Bus::Virtio)], "--preset single --swap 256M"),
         layout("mirror-zfs", vec![gib("m0", 3, Bus::Virtio), gib("m1", 3, Bus::Nvme)], "--preset mirror"),
         layout("mirror-native", vec![gib("n0", 3, Bus::Virtio), gib("n1", 3, Bus::Scsi)], "--preset mirror --encrypt"),
-        layout("zfs-on-luks", vec![gib("l0", 3, Bus::Virtio), gib("l1", 3, Bus::Virtio)], "--preset mirror --encrypt luks --swap 256M"),
+        layout(
+            "zfs-on-luks",
+            vec![gib("l0", 3, Bus::Virtio), gib("l1", 3, Bus::Virtio)],
+            "--preset mirror --encrypt luks --swap 256M",
+        ),
         layout("ext4-single", vec![gib("e0", 3, Bus::Nvme)], "--preset ext4 --swap 256M"),
         Scenario {
             name: "tui-install",
@@ -493,7 +550,10 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "disko-zfs",
             disks: vec![gib("z0", 3, Bus::Virtio), gib("z1", 3, Bus::Virtio)],
-            boots: vec![disko_boot("zfs", "--device x=/dev/disk/by-id/virtio-z0 --device y=/dev/disk/by-id/virtio-z1"), VERIFY_BOOT.to_string()],
+            boots: vec![
+                disko_boot("zfs", "--device x=/dev/disk/by-id/virtio-z0 --device y=/dev/disk/by-id/virtio-z1"),
+                VERIFY_BOOT.to_string(),
+            ],
             verify: verify_layout,
             power_loss_boots: vec![],
             driver: None,
@@ -501,7 +561,10 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "disko-zfs-encrypted-root",
             disks: vec![gib("k0", 3, Bus::Nvme)],
-            boots: vec![disko_boot("zfs-encrypted-root", "--device root=/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_k0"), VERIFY_BOOT.to_string()],
+            boots: vec![
+                disko_boot("zfs-encrypted-root", "--device root=/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_k0"),
+                VERIFY_BOOT.to_string(),
+            ],
             verify: verify_layout,
             power_loss_boots: vec![],
             driver: None,
@@ -515,10 +578,16 @@ fn verify_resume(share: &Path) -> Result<()> {
     let out = share.join("out");
     let interrupted = events(&out.join("apply0.jsonl"))?;
     let last = interrupted.last().context("no events from the interrupted run")?;
-    ensure!(last["event"] == "step-finished" && last["id"] == "zpool-create:rpool", "the interrupted run ended with {last}");
+    ensure!(
+        last["event"] == "step-finished" && last["id"] == "zpool-create:rpool",
+        "the interrupted run ended with {last}"
+    );
     let resumed = events(&out.join("apply1.jsonl"))?;
     for id in ["wipe:disk0", "gpt:disk0", "wipe:disk1", "gpt:disk1", "mkfs:disk0/esp", "mkfs:disk1/esp"] {
-        ensure!(resumed.iter().any(|e| e["event"] == "step-skipped" && e["id"] == id), "the resumed run did not skip {id}");
+        ensure!(
+            resumed.iter().any(|e| e["event"] == "step-skipped" && e["id"] == id),
+            "the resumed run did not skip {id}"
+        );
         ensure!(!resumed.iter().any(|e| e["event"] == "step-started" && e["id"] == id), "the resumed run redid {id}");
     }
     verify_layout(share)
@@ -571,7 +640,7 @@ nix-dabei unmount /host/plan.toml > /dev/null
         boots: vec![script.to_string()],
         verify: print_bench,
         power_loss_boots: vec![],
-            driver: None,
+        driver: None,
     }
 }
 
@@ -593,13 +662,23 @@ fn print_bench(share: &Path) -> Result<()> {
     }
     let (script, apply, peak) = (figures["script"], figures["apply"], figures["peak_rss_mib"]);
     finished(&share.join("out/apply.jsonl"))?;
-    println!("bench: encrypted 2-disk mirror in the VM: shell script {script:.1} s, nix-dabei apply {apply:.1} s, ratio {:.2} (target <= 1.0)", apply / script);
+    println!(
+        "bench: encrypted 2-disk mirror in the VM: shell script {script:.1} s, nix-dabei apply {apply:.1} \
+        s, ratio {:.2} (target <= 1.0)",
+        apply / script
+    );
     println!("bench: peak RSS of nix-dabei apply {peak:.1} MiB (target < 20 MiB)");
     Ok(())
 }
 
 /// Runs a scenario whose host side talks to the guest over SSH while it runs.
-fn run_driven(scenario: &Scenario, driver: fn(&Path, u16) -> Result<()>, mut machine: Machine, image: &Image, start: std::time::Instant) -> Result<Report> {
+fn run_driven(
+    scenario: &Scenario,
+    driver: fn(&Path, u16) -> Result<()>,
+    mut machine: Machine,
+    image: &Image,
+    start: std::time::Instant,
+) -> Result<Report> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     machine.extra_args = vec!["-nic".into(), format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22")];
     let share = machine.share();
@@ -613,7 +692,12 @@ fn run_driven(scenario: &Scenario, driver: fn(&Path, u16) -> Result<()>, mut mac
     let result = running.wait(BOOT_LIMIT * 2)?;
     let log = vm::tail(&result.log, 60);
     driven.with_context(|| format!("console log {}:\n{log}", result.log.display()))?;
-    ensure!(!result.timed_out && result.exit_code == Some(0), "the guest ended with {:?}; console log {}:\n{log}", result.exit_code, result.log.display());
+    ensure!(
+        !result.timed_out && result.exit_code == Some(0),
+        "the guest ended with {:?}; console log {}:\n{log}",
+        result.exit_code,
+        result.log.display()
+    );
     let bystander = fs::read(machine.disk_file(BYSTANDER))?;
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
     Ok(Report { total: start.elapsed(), boots: vec![result.elapsed] })
@@ -661,7 +745,18 @@ fn ssh(share: &Path, port: u16, strict: &str, command: &str) -> Result<std::proc
         .arg(share.join("test_key"))
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", share.join("known_hosts").display()))
-        .args(["-o", &format!("StrictHostKeyChecking={strict}"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", command])
+        .args([
+            "-o",
+            &format!("StrictHostKeyChecking={strict}"),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+            "root@127.0.0.1",
+            command,
+        ])
         .output()?;
     Ok(output)
 }
@@ -682,7 +777,8 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
     let out = share.join("out");
     fs::create_dir_all(&out)?;
     let key = share.join("test_key");
-    let generated = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status()?;
+    let generated =
+        std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status()?;
     ensure!(generated.success(), "ssh-keygen failed");
     wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
     let first = ssh(share, port, "accept-new", "uname -r")?;
@@ -691,7 +787,10 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
         share,
         port,
         "yes",
-        &format!("{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.img --delay 2 --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'"),
+        &format!(
+            "{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.img --delay 2 \
+            --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'"
+        ),
     )?;
     fs::write(out.join("kexec.txt"), [kexec.stdout.clone(), kexec.stderr.clone()].concat())?;
     ensure!(kexec.status.success(), "nix-dabei kexec failed: {}", String::from_utf8_lossy(&kexec.stderr));
@@ -706,17 +805,34 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
         port,
         "yes",
         &format!(
-            "{GUEST_PATH} nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-x0 --disk /dev/disk/by-id/virtio-x1 -o /host/plan.toml >/dev/null && \
-             nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json && nix-dabei unmount /host/plan.toml --json"
+            "{GUEST_PATH} nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-x0 --disk \
+                /dev/disk/by-id/virtio-x1 -o /host/plan.toml >/dev/null && \
+             nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json && \
+             nix-dabei unmount /host/plan.toml --json"
         ),
     )?;
     let events = String::from_utf8_lossy(&install.stdout).into_owned();
     fs::write(out.join("install.jsonl"), &events)?;
-    ensure!(install.status.success(), "the install over SSH failed: {}\n{events}", String::from_utf8_lossy(&install.stderr));
-    let finished: Vec<Value> = events.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|e: &Value| e["event"] == "finished").collect();
-    ensure!(finished.len() == 2 && finished.iter().all(|e| e["ok"] == true), "the install did not finish well: {events}");
+    ensure!(
+        install.status.success(),
+        "the install over SSH failed: {}\n{events}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let finished: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &Value| e["event"] == "finished")
+        .collect();
+    ensure!(
+        finished.len() == 2 && finished.iter().all(|e| e["ok"] == true),
+        "the install did not finish well: {events}"
+    );
     let restore = read(&out.join("restore.txt"))?;
-    ensure!(restore.contains("restored authorized_keys for root") && restore.contains("restored host key ssh_host_ed25519_key"), "{restore}");
+    ensure!(
+        restore.contains("restored authorized_keys for root")
+            && restore.contains("restored host key ssh_host_ed25519_key"),
+        "{restore}"
+    );
     let _ = ssh(share, port, "yes", "touch /host/out/installed");
     Ok(())
 }

@@ -59,7 +59,8 @@ pub struct Image {
 /// Builds the image (cached) with the scripts in vm-tests/image.
 pub fn build_image() -> Result<Image> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/build-image.sh");
-    let output = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().context("cannot run build-image.sh")?;
+    let output =
+        Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().context("cannot run build-image.sh")?;
     if !output.status.success() {
         bail!("building the VM image failed ({})", output.status);
     }

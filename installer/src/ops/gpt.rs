@@ -9,7 +9,8 @@ impl Perform for Wipe {
     /// A disk that already has the planned partition table is not wiped again: the table was written
     /// after the wipe, by this plan.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        let table = cx.steps.iter().find(|s| s.disk == cx.step.disk && matches!(s.operation, Operation::PartitionTable(_)));
+        let table =
+            cx.steps.iter().find(|s| s.disk == cx.step.disk && matches!(s.operation, Operation::PartitionTable(_)));
         match table {
             Some(table) => {
                 let table_cx = ProbeContext { step: table, ..*cx };

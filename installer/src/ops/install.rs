@@ -32,7 +32,8 @@ impl Perform for NixosInstall {
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
-        let line = layouts::OperationKind::command(self).ok_or_else(|| StepError::Conflict("nixos-install has no command line".into()))?;
+        let line = layouts::OperationKind::command(self)
+            .ok_or_else(|| StepError::Conflict("nixos-install has no command line".into()))?;
         let id = &cx.step.id;
         cx.system.stream(&line, &mut |text| (cx.emit)(Event::StepOutput { id: id.clone(), line: text.to_string() }))?;
         Ok(())

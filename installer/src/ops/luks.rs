@@ -13,7 +13,9 @@ impl Perform for LuksFormat {
             return Outlook::Todo { destroys: true };
         }
         match cx.system.luks_header_uuid(device) {
-            Some(found) if found.eq_ignore_ascii_case(&self.uuid) => Outlook::Done(format!("{device} has this plan's LUKS header")),
+            Some(found) if found.eq_ignore_ascii_case(&self.uuid) => {
+                Outlook::Done(format!("{device} has this plan's LUKS header"))
+            }
             Some(found) => Outlook::Conflict(format!("{device} holds another LUKS header ({found})")),
             None => blank_or(cx.system, device, "crypto_LUKS"),
         }
@@ -34,7 +36,9 @@ impl Perform for LuksOpen {
             Some(under) if cx.system.kernel_name(&self.device).is_some_and(|k| under.contains(&k)) => {
                 Outlook::Done(format!("/dev/mapper/{name} is open"))
             }
-            Some(under) => Outlook::Conflict(format!("/dev/mapper/{name} is open on {}, not on {}", under.join(", "), self.device)),
+            Some(under) => {
+                Outlook::Conflict(format!("/dev/mapper/{name} is open on {}, not on {}", under.join(", "), self.device))
+            }
         }
     }
 

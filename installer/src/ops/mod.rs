@@ -83,7 +83,8 @@ pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str) -> Outlo
     if !system.exists(device) {
         return Outlook::Todo { destroys: true };
     }
-    let kinds: Vec<String> = system.signatures(device).map(|s| s.into_iter().map(|s| s.kind).collect()).unwrap_or_default();
+    let kinds: Vec<String> =
+        system.signatures(device).map(|s| s.into_iter().map(|s| s.kind).collect()).unwrap_or_default();
     if kinds.iter().any(|k| k == wanted) {
         Outlook::Done(format!("{device} already holds {wanted}"))
     } else if let Some(other) = kinds.first() {
@@ -95,7 +96,8 @@ pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str) -> Outlo
 
 /// Runs an operation's own command line, the one the step prints.
 pub(crate) fn run_own_command(cx: &RunContext<'_>) -> Result<(), StepError> {
-    let line = cx.step.operation.command().ok_or_else(|| StepError::Conflict(format!("{} runs no program", cx.step.id)))?;
+    let line =
+        cx.step.operation.command().ok_or_else(|| StepError::Conflict(format!("{} runs no program", cx.step.id)))?;
     cx.system.run(&line, None)?;
     Ok(())
 }

@@ -31,18 +31,22 @@ impl Perform for ZpoolCreate {
         let labels: Vec<Option<String>> = members
             .iter()
             .map(|m| {
-                cx.system
-                    .signatures(m)
-                    .ok()
-                    .and_then(|sigs| sigs.into_iter().next())
-                    .map(|s| if s.kind == "zfs_member" { format!("zfs:{}", s.label.unwrap_or_default()) } else { s.kind })
+                cx.system.signatures(m).ok().and_then(|sigs| sigs.into_iter().next()).map(|s| {
+                    if s.kind == "zfs_member" {
+                        format!("zfs:{}", s.label.unwrap_or_default())
+                    } else {
+                        s.kind
+                    }
+                })
             })
             .collect();
         if !members.is_empty() && labels.iter().all(|l| l.as_deref() == Some(&format!("zfs:{pool}"))) {
             return Outlook::Todo { destroys: false };
         }
         match members.iter().zip(&labels).find(|(_, l)| l.is_some()) {
-            Some((member, Some(label))) => Outlook::Conflict(format!("{member} holds {label}, not a member of a new pool {pool}")),
+            Some((member, Some(label))) => {
+                Outlook::Conflict(format!("{member} holds {label}, not a member of a new pool {pool}"))
+            }
             _ => Outlook::Todo { destroys: true },
         }
     }
@@ -51,12 +55,14 @@ impl Perform for ZpoolCreate {
         let pool = &self.pool;
         let imported = zfs::imported_pools(cx.system)?.contains(pool);
         let member = self.vdevs.iter().flat_map(|v| &v.devices).next();
-        let existing =
-            member.is_some_and(|m| cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str()))));
+        let existing = member.is_some_and(|m| {
+            cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str())))
+        });
         if !imported && existing {
             import(cx, pool, &self.altroot)?;
         } else if !imported {
-            let mut line = self.command().ok_or_else(|| StepError::Conflict("zpool create has no command line".into()))?;
+            let mut line =
+                self.command().ok_or_else(|| StepError::Conflict("zpool create has no command line".into()))?;
             let is_encrypted = encrypted(&self.root_fs_options);
             if is_encrypted && cx.options.weak_kdf && !self.root_fs_options.contains_key("pbkdf2iters") {
                 line.args.splice(2..2, ["-O".to_string(), WEAK_PBKDF2_ITERATIONS.to_string()]);

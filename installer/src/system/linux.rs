@@ -91,7 +91,12 @@ pub fn unmount(target: &str) -> std::io::Result<()> {
 /// The devices of active swap areas, resolved.
 pub fn active_swaps() -> std::io::Result<Vec<PathBuf>> {
     let text = fs::read_to_string("/proc/swaps")?;
-    Ok(text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(|p| fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p))).collect())
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|p| fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p)))
+        .collect())
 }
 
 /// Whether `device` is active swap.

@@ -198,7 +198,9 @@ impl State {
                 if path == link {
                     return disk.path.clone();
                 }
-                if let Some(number) = path.strip_prefix(link.as_str()).and_then(|r| r.strip_prefix("-part")).and_then(|n| n.parse().ok()) {
+                if let Some(number) =
+                    path.strip_prefix(link.as_str()).and_then(|r| r.strip_prefix("-part")).and_then(|n| n.parse().ok())
+                {
                     return partition_device(&disk.path, number);
                 }
             }
@@ -234,7 +236,8 @@ impl State {
             return self.mappings.contains_key(name);
         }
         if let Some(name) = canonical.strip_prefix("/dev/zvol/") {
-            return self.dataset_exists(name) && self.pools.values().any(|p| p.datasets.get(name).is_some_and(|d| d.volume));
+            return self.dataset_exists(name)
+                && self.pools.values().any(|p| p.datasets.get(name).is_some_and(|d| d.volume));
         }
         self.files.contains_key(path)
     }
@@ -286,7 +289,12 @@ impl State {
                         size: (entry.last_lba - entry.first_lba + 1) * sector,
                         label: Some(entry.name.clone()),
                         holders: self.holders(&path),
-                        mountpoints: self.mounts.iter().filter(|m| m.source == path).map(|m| m.target.clone()).collect(),
+                        mountpoints: self
+                            .mounts
+                            .iter()
+                            .filter(|m| m.source == path)
+                            .map(|m| m.target.clone())
+                            .collect(),
                         swap: self.swaps.contains(&path),
                         devno: DevNo { major: disk.devno.major, minor: disk.devno.minor + entry.number },
                         signatures,
@@ -312,7 +320,10 @@ impl State {
     fn run(&mut self, line: &CommandLine, input: Option<&Secret>) -> Result<String, CommandError> {
         self.commands.push(line.clone());
         let args: Vec<&str> = line.args.iter().map(String::as_str).collect();
-        let writes = !matches!((line.program.as_str(), args.first()), ("zpool", Some(&"list")) | ("zfs", Some(&"get")) | ("udevadm", _));
+        let writes = !matches!(
+            (line.program.as_str(), args.first()),
+            ("zpool", Some(&"list")) | ("zfs", Some(&"get")) | ("udevadm", _)
+        );
         if writes {
             self.change().map_err(|e| failed(line, e.to_string()))?;
         }
@@ -343,7 +354,11 @@ impl State {
             "zfs" => self.zfs(line, &args, input),
             "udevadm" => Ok(String::new()),
             "nixos-install" => {
-                let root = args.windows(2).find(|w| w[0] == "--root").map(|w| w[1].trim_end_matches('/').to_string()).unwrap_or_default();
+                let root = args
+                    .windows(2)
+                    .find(|w| w[0] == "--root")
+                    .map(|w| w[1].trim_end_matches('/').to_string())
+                    .unwrap_or_default();
                 if !self.mounts.iter().any(|m| m.target == root) {
                     return Err(failed(line, format!("nothing is mounted at {root}")));
                 }
@@ -356,7 +371,8 @@ impl State {
     fn zpool(&mut self, line: &CommandLine, args: &[&str], input: Option<&Secret>) -> Result<String, CommandError> {
         match args.first().copied() {
             Some("list") => {
-                let pools: Map<String, Value> = self.pools.iter().filter(|(_, p)| p.imported).map(|(n, _)| (n.clone(), json!({}))).collect();
+                let pools: Map<String, Value> =
+                    self.pools.iter().filter(|(_, p)| p.imported).map(|(n, _)| (n.clone(), json!({}))).collect();
                 Ok(if pools.is_empty() { String::new() } else { json!({ "pools": pools }).to_string() })
             }
             Some("create") => {
@@ -411,12 +427,21 @@ impl State {
             Some("import") => {
                 let force = args.contains(&"-f");
                 let name = args.last().copied().unwrap_or_default().to_string();
-                let pool = self.pools.get_mut(&name).ok_or_else(|| failed(line, format!("cannot import '{name}': no such pool available")))?;
+                let pool = self
+                    .pools
+                    .get_mut(&name)
+                    .ok_or_else(|| failed(line, format!("cannot import '{name}': no such pool available")))?;
                 if pool.imported {
                     return Err(failed(line, format!("cannot import '{name}': a pool with that name already exists")));
                 }
                 if !pool.exported_cleanly && !force {
-                    return Err(failed(line, format!("cannot import '{name}': pool was previously in use from another system. The pool can be imported, use 'zpool import -f' to import the pool.")));
+                    return Err(failed(
+                        line,
+                        format!(
+                            "cannot import '{name}': pool was previously in use from \
+                        another system. The pool can be imported, use 'zpool import -f' to import the pool."
+                        ),
+                    ));
                 }
                 pool.imported = true;
                 pool.exported_cleanly = false;
@@ -425,7 +450,11 @@ impl State {
             Some("export") => {
                 let name = args.last().copied().unwrap_or_default().to_string();
                 let busy = self.mounts.iter().any(|m| m.source == name || m.source.starts_with(&format!("{name}/")));
-                let pool = self.pools.get_mut(&name).filter(|p| p.imported).ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
+                let pool = self
+                    .pools
+                    .get_mut(&name)
+                    .filter(|p| p.imported)
+                    .ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
                 if busy {
                     return Err(failed(line, format!("cannot export '{name}': pool is busy")));
                 }
@@ -460,7 +489,10 @@ impl State {
                             "keystatus": { "value": status },
                             "keylocation": { "value": d.keylocation },
                         });
-                        (ds.clone(), json!({ "type": if d.volume { "VOLUME" } else { "FILESYSTEM" }, "properties": properties }))
+                        (
+                            ds.clone(),
+                            json!({ "type": if d.volume { "VOLUME" } else { "FILESYSTEM" }, "properties": properties }),
+                        )
                     })
                     .collect();
                 Ok(json!({ "datasets": datasets }).to_string())
@@ -469,7 +501,8 @@ impl State {
                 let pool = self.pools.get(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
                 let dataset = pool.datasets.get(&name).ok_or_else(missing)?;
                 let kind = if dataset.volume { "volume" } else { "filesystem" };
-                Ok(json!({ "datasets": { name.clone(): { "type": kind.to_uppercase(), "properties": { "type": { "value": kind } } } } }).to_string())
+                let entry = json!({ "type": kind.to_uppercase(), "properties": { "type": { "value": kind } } });
+                Ok(json!({ "datasets": { name.clone(): entry } }).to_string())
             }
             Some("create") => {
                 let mut properties = BTreeMap::new();
@@ -489,9 +522,13 @@ impl State {
                         _ => {}
                     }
                 }
-                let parent = name.rsplit_once('/').map(|(p, _)| p.to_string()).ok_or_else(|| failed(line, "no parent"))?;
+                let parent =
+                    name.rsplit_once('/').map(|(p, _)| p.to_string()).ok_or_else(|| failed(line, "no parent"))?;
                 let pool = self.pools.get_mut(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
-                let inherited = pool.datasets.get(&parent).ok_or_else(|| failed(line, format!("cannot create '{name}': parent does not exist")))?;
+                let inherited = pool
+                    .datasets
+                    .get(&parent)
+                    .ok_or_else(|| failed(line, format!("cannot create '{name}': parent does not exist")))?;
                 if pool.datasets.contains_key(&name) {
                     return Err(failed(line, format!("cannot create '{name}': dataset already exists")));
                 }
@@ -507,7 +544,11 @@ impl State {
                     if inherited.encryption_root.as_ref().is_some_and(|root| !pool.unlocked.contains(root)) {
                         return Err(failed(line, format!("cannot create '{name}': encryption key not loaded")));
                     }
-                    SimDataset { volume, encryption_root: inherited.encryption_root.clone(), keylocation: inherited.keylocation.clone() }
+                    SimDataset {
+                        volume,
+                        encryption_root: inherited.encryption_root.clone(),
+                        keylocation: inherited.keylocation.clone(),
+                    }
                 };
                 pool.datasets.insert(name, dataset);
                 Ok(String::new())
@@ -718,7 +759,10 @@ impl System for SimSystem {
         let present = if op.fs_type == "zfs" {
             let pool = source.split('/').next().unwrap_or_default();
             let unlocked = state.pools.get(pool).is_some_and(|p| {
-                p.datasets.get(&source).and_then(|d| d.encryption_root.as_ref()).is_none_or(|root| p.unlocked.contains(root))
+                p.datasets
+                    .get(&source)
+                    .and_then(|d| d.encryption_root.as_ref())
+                    .is_none_or(|root| p.unlocked.contains(root))
             });
             state.dataset_exists(&source) && unlocked
         } else {

@@ -112,6 +112,14 @@ impl OperationKind for Mkfs {
 }
 
 impl ContentNode for Filesystem {
+    fn kind(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn blkid_signature(&self) -> Option<String> {
+        Some(format!("TYPE={}", self.format.fs_type()))
+    }
+
     fn validate(&self, check: &mut Checker, _plan: &Plan, path: &FieldPath, _inside_luks: bool) {
         if let Some(mountpoint) = &self.mountpoint {
             check.mountpoint(mountpoint, &path.join("filesystem").join("mountpoint"));
@@ -141,7 +149,12 @@ impl ContentNode for Filesystem {
 
     fn nixos(&self, module: &mut ModuleParts, device: &str) {
         if let Some(mountpoint) = &self.mountpoint {
-            module.file_systems.push(FileSystemEntry::new(mountpoint, device, self.format.fs_type(), &self.mount_options));
+            module.file_systems.push(FileSystemEntry::new(
+                mountpoint,
+                device,
+                self.format.fs_type(),
+                &self.mount_options,
+            ));
         }
     }
 
@@ -180,7 +193,10 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
     r.only(object, path, &["type", "format", "mountpoint", "mountOptions", "extraArgs"]);
     let format_name = r.string(object, "format", path).unwrap_or_default();
     let Some(format) = Format::ALL.into_iter().find(|f| f.fs_type() == format_name) else {
-        r.refuse(&path.join("format"), format!("{format_name:?} is not a format nix-dabei makes (vfat, ext4, xfs, btrfs)"));
+        r.refuse(
+            &path.join("format"),
+            format!("{format_name:?} is not a format nix-dabei makes (vfat, ext4, xfs, btrfs)"),
+        );
         return None;
     };
     let mut extra = r.strings(object, "extraArgs", path);

@@ -162,7 +162,11 @@ impl OperationKind for LuksOpen {
 
     fn undo(&self) -> Option<(String, String, Operation)> {
         let name = &self.name;
-        Some((format!("luks-close:{name}"), format!("Close /dev/mapper/{name}"), Operation::LuksClose(LuksClose { name: name.clone() })))
+        Some((
+            format!("luks-close:{name}"),
+            format!("Close /dev/mapper/{name}"),
+            Operation::LuksClose(LuksClose { name: name.clone() }),
+        ))
     }
 }
 
@@ -184,6 +188,19 @@ impl OperationKind for LuksClose {
 }
 
 impl ContentNode for Luks {
+    fn kind(&self) -> &'static str {
+        "luks"
+    }
+
+    fn blkid_signature(&self) -> Option<String> {
+        Some("TYPE=crypto_LUKS".to_string())
+    }
+
+    /// A container whose key is typed, unless a passphrase file is given for formatting.
+    fn needs_passphrase(&self) -> bool {
+        (self.key == "prompt" && self.passphrase_file.is_none()) || self.content.needs_passphrase()
+    }
+
     fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, inside_luks: bool) {
         let luks_path = path.join("luks");
         if inside_luks {
@@ -191,17 +208,26 @@ impl ContentNode for Luks {
         }
         let dm_name = |c: char| c.is_ascii_alphanumeric() || "_.-+".contains(c);
         if self.name.is_empty() || !self.name.chars().all(dm_name) {
-            check.report(luks_path.join("name"), format!("{:?} is not a device-mapper name (letters, digits, '_', '.', '-', '+')", self.name));
+            check.report(
+                luks_path.join("name"),
+                format!("{:?} is not a device-mapper name (letters, digits, '_', '.', '-', '+')", self.name),
+            );
         }
         check.claim_luks_name(&self.name, luks_path.join("name"));
         if !valid_key_location(&self.key) {
-            check.report(luks_path.join("key"), format!("{:?} gives no way to get the key: use \"prompt\" or \"file:///path/to/keyfile\"", self.key));
+            check.report(
+                luks_path.join("key"),
+                format!("{:?} gives no way to get the key: use \"prompt\" or \"file:///path/to/keyfile\"", self.key),
+            );
         }
         if let Some(file) = &self.passphrase_file {
             if !file.starts_with('/') {
                 check.report(luks_path.join("passphrase_file"), format!("{file:?} is not an absolute path"));
             } else if self.key != "prompt" {
-                check.report(luks_path.join("passphrase_file"), "a passphrase file goes with key = \"prompt\"; with a key file it is not used");
+                check.report(
+                    luks_path.join("passphrase_file"),
+                    "a passphrase file goes with key = \"prompt\"; with a key file it is not used",
+                );
             }
         }
         check.content(plan, &self.content, &luks_path.join("content"), true);

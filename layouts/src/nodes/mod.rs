@@ -44,6 +44,8 @@ pub(crate) struct Site<'a> {
 
 /// The interface every content type provides.
 pub(crate) trait ContentNode {
+    /// The key under `content` in plans (`"filesystem"`).
+    fn kind(&self) -> &'static str;
     /// Reports every problem of this content, each with its field path (the path ends at `content`).
     fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, inside_luks: bool);
     /// Adds the steps that create this content on its site, and the mounts it offers.
@@ -54,6 +56,12 @@ pub(crate) trait ContentNode {
     fn to_disko(&self, w: &mut Writer);
     /// The GPT partition type a partition holding this content gets when the plan names none.
     fn partition_type(&self) -> &'static str;
+    /// What blkid reports on the device once the content is made (`TYPE=ext4`, `LABEL=<pool>`), if anything.
+    fn blkid_signature(&self) -> Option<String>;
+    /// Whether making or opening this content asks for the passphrase given to `apply`.
+    fn needs_passphrase(&self) -> bool {
+        false
+    }
 }
 
 /// A function that reads one disko content type; `inside_luks` is set within a LUKS container.
@@ -95,12 +103,18 @@ impl Content {
 
     /// The kind of content, as written in plans.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Content::Filesystem(_) => "filesystem",
-            Content::Swap(_) => "swap",
-            Content::Luks(_) => "luks",
-            Content::Zfs(_) => "zfs",
-        }
+        self.node().kind()
+    }
+
+    /// What blkid reports on the device holding this content once it is made (`TYPE=ext4`,
+    /// `LABEL=<pool>` for a pool member), if anything: for checking a finished install.
+    pub fn blkid_signature(&self) -> Option<String> {
+        self.node().blkid_signature()
+    }
+
+    /// Whether making or opening this content needs the passphrase given to `apply`.
+    pub fn needs_passphrase(&self) -> bool {
+        self.node().needs_passphrase()
     }
 
     /// The content inside any LUKS containers.

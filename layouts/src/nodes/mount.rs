@@ -36,7 +36,11 @@ impl OperationKind for Mount {
 
     fn undo(&self) -> Option<(String, String, Operation)> {
         let target = &self.target;
-        Some((format!("unmount:{target}"), format!("Unmount {target}"), Operation::Unmount(Unmount { target: target.clone() })))
+        Some((
+            format!("unmount:{target}"),
+            format!("Unmount {target}"),
+            Operation::Unmount(Unmount { target: target.clone() }),
+        ))
     }
 }
 

@@ -79,7 +79,11 @@ impl OperationKind for Swapon {
 
     fn undo(&self) -> Option<(String, String, Operation)> {
         let device = &self.device;
-        Some((format!("swapoff:{device}"), format!("Disable swap on {device}"), Operation::Swapoff(Swapoff { device: device.clone() })))
+        Some((
+            format!("swapoff:{device}"),
+            format!("Disable swap on {device}"),
+            Operation::Swapoff(Swapoff { device: device.clone() }),
+        ))
     }
 }
 
@@ -101,10 +105,22 @@ impl OperationKind for Swapoff {
 }
 
 impl ContentNode for Swap {
+    fn kind(&self) -> &'static str {
+        "swap"
+    }
+
+    /// Swap with a random key is made by the installed system at each boot, not by the install.
+    fn blkid_signature(&self) -> Option<String> {
+        (!self.random_encryption).then(|| "TYPE=swap".to_string())
+    }
+
     fn validate(&self, check: &mut Checker, _plan: &Plan, path: &FieldPath, _inside_luks: bool) {
         if let Some(policy) = &self.discard_policy {
             if !["once", "pages", "both"].contains(&policy.as_str()) {
-                check.report(path.join("swap").join("discard_policy"), format!("{policy:?} is not a discard policy (once, pages or both)"));
+                check.report(
+                    path.join("swap").join("discard_policy"),
+                    format!("{policy:?} is not a discard policy (once, pages or both)"),
+                );
             }
         }
     }

@@ -12,8 +12,8 @@ use crate::compile::{Builder, MemberDevice, MountSpec};
 use crate::disko::{ExportError, Object, Reader, Writer};
 use crate::error::FieldPath;
 use crate::model::Plan;
-use crate::nixos::{FileSystemEntry, ModuleParts};
 use crate::nixos::nix_string;
+use crate::nixos::{FileSystemEntry, ModuleParts};
 use crate::size::{format_exact, human, parse_bytes, Size};
 use crate::steps::{CommandLine, Operation, OperationKind};
 use crate::validate::{valid_key_location, Checker};
@@ -246,7 +246,11 @@ impl OperationKind for ZpoolCreate {
 
     fn undo(&self) -> Option<(String, String, Operation)> {
         let pool = &self.pool;
-        Some((format!("zpool-export:{pool}"), format!("Export ZFS pool {pool}"), Operation::ZpoolExport(ZpoolExport { pool: pool.clone() })))
+        Some((
+            format!("zpool-export:{pool}"),
+            format!("Export ZFS pool {pool}"),
+            Operation::ZpoolExport(ZpoolExport { pool: pool.clone() }),
+        ))
     }
 }
 
@@ -317,6 +321,15 @@ impl Plan {
 }
 
 impl ContentNode for ZfsMember {
+    fn kind(&self) -> &'static str {
+        "zfs"
+    }
+
+    /// blkid names a pool member by its pool.
+    fn blkid_signature(&self) -> Option<String> {
+        Some(format!("LABEL={}", self.pool))
+    }
+
     fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, _inside_luks: bool) {
         if !plan.pools.contains_key(&self.pool) {
             check.report(path.join("zfs").join("pool"), format!("pool {:?} is not among the plan's pools", self.pool));
@@ -344,7 +357,12 @@ impl ContentNode for ZfsMember {
 }
 
 /// Reads disko's `type = "zfs"` (a pool member).
-pub(crate) fn member_from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _inside_luks: bool) -> Option<Content> {
+pub(crate) fn member_from_disko(
+    r: &mut Reader,
+    object: &Object,
+    path: &FieldPath,
+    _inside_luks: bool,
+) -> Option<Content> {
     r.only(object, path, &["type", "pool"]);
     Some(Content::Zfs(ZfsMember { pool: r.string(object, "pool", path).unwrap_or_default() }))
 }
@@ -367,17 +385,36 @@ fn valid_dataset_name(name: &str) -> bool {
     name.split('/').all(valid_zfs_component) && name.len() < 200
 }
 
+/// Encryption whose key is typed at a prompt.
+fn prompts_for_key(properties: &BTreeMap<String, String>) -> bool {
+    encrypted(properties) && properties.get("keylocation").is_none_or(|l| l == "prompt")
+}
+
 impl Pool {
+    /// Whether creating the pool or its datasets (or what its volumes hold) asks for the passphrase.
+    pub fn needs_passphrase(&self) -> bool {
+        prompts_for_key(&self.root_fs_options)
+            || self
+                .datasets
+                .values()
+                .any(|d| prompts_for_key(&d.properties) || d.content.as_ref().is_some_and(Content::needs_passphrase))
+    }
+
     /// Reports every problem of this pool: name, members and topology, options, datasets, encryption.
     pub(crate) fn validate(&self, check: &mut Checker, plan: &Plan, name: &str) {
         let path = &FieldPath::root().join("pools").join(name);
         if !valid_pool_name(name) {
-            let message = format!("{name:?} is not a pool name (a letter, then letters, digits, '_', '-', '.', ':'; not a vdev keyword)");
+            let message = format!(
+                "{name:?} is not a pool name (a letter, then letters, digits, '_', '-', '.', ':'; not a vdev keyword)"
+            );
             check.report(path.clone(), message);
         }
         let members = plan.pool_members(name);
         if members.is_empty() {
-            check.report(path.clone(), format!("pool {name:?} has no members: give a partition content.zfs = {{ pool = {name:?} }}"));
+            check.report(
+                path.clone(),
+                format!("pool {name:?} has no members: give a partition content.zfs = {{ pool = {name:?} }}"),
+            );
         }
         if self.vdevs.is_empty() {
             if !self.log.is_empty() || !self.cache.is_empty() || !self.spare.is_empty() {
@@ -406,7 +443,8 @@ impl Pool {
             let ds_path = path.join("datasets").join(dataset_name.clone());
             if !valid_dataset_name(dataset_name) {
                 let message = format!(
-                    "{dataset_name:?} is not a dataset name (components of letters, digits, '_', '-', '.', ':' separated by '/')"
+                    "{dataset_name:?} is not a dataset name (components of letters, digits, '_', '-', '.', ':' \
+                        separated by '/')"
                 );
                 check.report(ds_path.clone(), message);
             } else if let Some((parent, _)) = dataset_name.rsplit_once('/') {
@@ -418,7 +456,14 @@ impl Pool {
         }
     }
 
-    fn validate_topology(&self, check: &mut Checker, plan: &Plan, name: &str, path: &FieldPath, members: &[(&str, &str)]) {
+    fn validate_topology(
+        &self,
+        check: &mut Checker,
+        plan: &Plan,
+        name: &str,
+        path: &FieldPath,
+        members: &[(&str, &str)],
+    ) {
         let mut used: HashMap<String, FieldPath> = HashMap::new();
         let mut check_ref = |check: &mut Checker, reference: &str, ref_path: FieldPath| {
             let Some((disk, part)) = split_member(reference) else {
@@ -429,8 +474,10 @@ impl Pool {
             if !known {
                 check.report(ref_path, format!("partition {reference:?} is not in the plan"));
             } else if !members.contains(&(disk, part)) {
-                let message =
-                    format!("partition {reference:?} is not a member of pool {name:?} (its content must be zfs = {{ pool = {name:?} }})");
+                let message = format!(
+                    "partition {reference:?} is not a member of pool {name:?} (its content must be zfs \
+                        = {{ pool = {name:?} }})"
+                );
                 check.report(ref_path, message);
             } else if let Some(first) = used.insert(reference.to_string(), ref_path.clone()) {
                 check.report(ref_path, format!("{reference:?} is used twice in the topology (also at {first})"));
@@ -459,14 +506,18 @@ impl Pool {
         for (disk, part) in members {
             let reference = format!("{disk}/{part}");
             if !used.contains_key(&reference) {
-                check.report(path.join("vdevs"), format!("member {reference:?} of pool {name:?} is in no vdev, log, cache or spare"));
+                check.report(
+                    path.join("vdevs"),
+                    format!("member {reference:?} of pool {name:?} is in no vdev, log, cache or spare"),
+                );
             }
         }
     }
 
     /// `zpool create` from the members' devices, then each dataset, then what volumes hold.
     pub(crate) fn compile(&self, build: &mut Builder<'_>, name: &str) {
-        let member_refs: Vec<String> = build.plan.pool_members(name).into_iter().map(|(d, p)| format!("{d}/{p}")).collect();
+        let member_refs: Vec<String> =
+            build.plan.pool_members(name).into_iter().map(|(d, p)| format!("{d}/{p}")).collect();
         let members: Vec<MemberDevice> = member_refs.iter().filter_map(|r| build.member(r)).cloned().collect();
         let after: Vec<String> = members.iter().map(|m| m.provided_by.clone()).collect();
         let devices: Vec<String> = members.iter().map(|m| m.device.clone()).collect();
@@ -475,7 +526,9 @@ impl Pool {
         } else {
             vdev_devices(build, &self.vdevs)
         };
-        let lookup = |list: &[String]| -> Vec<String> { list.iter().filter_map(|m| build.member(m)).map(|m| m.device.clone()).collect() };
+        let lookup = |list: &[String]| -> Vec<String> {
+            list.iter().filter_map(|m| build.member(m)).map(|m| m.device.clone()).collect()
+        };
         let cache = lookup(&self.cache);
         let spare = lookup(&self.spare);
         let log = vdev_devices(build, &self.log);
@@ -518,11 +571,14 @@ impl Pool {
         w.open(pool_name);
         w.string("type", "zpool");
         let disk_of = |member: &str, path: &FieldPath| -> Result<String, ExportError> {
-            let (disk, _) = split_member(member)
-                .ok_or_else(|| ExportError { path: path.clone(), message: format!("{member:?} is not a member reference") })?;
+            let (disk, _) = split_member(member).ok_or_else(|| ExportError {
+                path: path.clone(),
+                message: format!("{member:?} is not a member reference"),
+            })?;
             let count = plan.pool_members(pool_name).iter().filter(|(d, _)| *d == disk).count();
             if count > 1 {
-                let message = format!("disk {disk:?} has several partitions in the pool; disko names vdev members by disk");
+                let message =
+                    format!("disk {disk:?} has several partitions in the pool; disko names vdev members by disk");
                 return Err(ExportError { path: path.clone(), message });
             }
             Ok(disk.to_string())
@@ -542,14 +598,19 @@ impl Pool {
                     let path = pool_path.join(if group == "vdev" { "vdevs" } else { "log" }).join(format!("[{index}]"));
                     let members = vdev.members.iter().map(|m| disk_of(m, &path)).collect::<Result<Vec<_>, _>>()?;
                     let quoted: Vec<String> = members.iter().map(|m| nix_string(m)).collect();
-                    w.line(&format!("{{ mode = {}; members = [ {} ]; }}", nix_string(vdev.mode.keyword().unwrap_or("")), quoted.join(" ")));
+                    w.line(&format!(
+                        "{{ mode = {}; members = [ {} ]; }}",
+                        nix_string(vdev.mode.keyword().unwrap_or("")),
+                        quoted.join(" ")
+                    ));
                 }
                 w.indent -= 1;
                 w.line("];");
             }
             for (group, list) in [("cache", &self.cache), ("spare", &self.spare)] {
                 if !list.is_empty() {
-                    let members = list.iter().map(|m| disk_of(m, &pool_path.join(group))).collect::<Result<Vec<_>, _>>()?;
+                    let members =
+                        list.iter().map(|m| disk_of(m, &pool_path.join(group))).collect::<Result<Vec<_>, _>>()?;
                     w.list(group, &members);
                 }
             }
@@ -589,7 +650,12 @@ impl Pool {
             match dataset.kind {
                 DatasetKind::Filesystem => {
                     if let Some(mountpoint) = &dataset.mountpoint {
-                        module.file_systems.push(FileSystemEntry::new(mountpoint, &full, "zfs", &dataset.mount_options));
+                        module.file_systems.push(FileSystemEntry::new(
+                            mountpoint,
+                            &full,
+                            "zfs",
+                            &dataset.mount_options,
+                        ));
                     }
                 }
                 DatasetKind::Volume => {
@@ -625,10 +691,15 @@ impl Dataset {
                     check.report(ds_path.join("size"), "a volume needs a size in bytes or units (not \"rest\")");
                 }
                 if self.mountpoint.is_some() {
-                    check.report(ds_path.join("mountpoint"), "a volume is not mounted itself: give its content a mountpoint");
+                    check.report(
+                        ds_path.join("mountpoint"),
+                        "a volume is not mounted itself: give its content a mountpoint",
+                    );
                 }
                 match &self.content {
-                    Some(Content::Zfs(_)) => check.report(ds_path.join("content"), "a pool cannot be built on a volume"),
+                    Some(Content::Zfs(_)) => {
+                        check.report(ds_path.join("content"), "a pool cannot be built on a volume")
+                    }
                     Some(content) => check.content(plan, content, &ds_path.join("content"), false),
                     None => {}
                 }
@@ -704,7 +775,10 @@ impl Dataset {
 fn vdev_devices(build: &Builder<'_>, vdevs: &[Vdev]) -> Vec<VdevDevices> {
     vdevs
         .iter()
-        .map(|v| VdevDevices { mode: v.mode, devices: v.members.iter().filter_map(|m| build.member(m)).map(|m| m.device.clone()).collect() })
+        .map(|v| VdevDevices {
+            mode: v.mode,
+            devices: v.members.iter().filter_map(|m| build.member(m)).map(|m| m.device.clone()).collect(),
+        })
         .collect()
 }
 
@@ -740,14 +814,22 @@ fn vdev_disks<'a>(check: &mut Checker, mode: VdevMode, disks: impl Iterator<Item
     for disk in disks {
         if !seen.insert(disk) {
             let keyword = mode.keyword().unwrap_or("");
-            check.report(path.clone(), format!("two members of this {keyword} vdev are on disk {disk:?}: losing that disk loses both"));
+            check.report(
+                path.clone(),
+                format!("two members of this {keyword} vdev are on disk {disk:?}: losing that disk loses both"),
+            );
             return;
         }
     }
 }
 
 /// Native encryption needs a key format, and a key location that can be read.
-fn validate_encryption(check: &mut Checker, properties: &BTreeMap<String, String>, inherited: &BTreeMap<String, String>, path: &FieldPath) {
+fn validate_encryption(
+    check: &mut Checker,
+    properties: &BTreeMap<String, String>,
+    inherited: &BTreeMap<String, String>,
+    path: &FieldPath,
+) {
     let encryption = properties.get("encryption").map(String::as_str);
     let is_encrypted = matches!(encryption, Some(e) if e != "off");
     let keyformat = properties.get("keyformat").or_else(|| is_encrypted.then(|| inherited.get("keyformat")).flatten());
@@ -758,14 +840,20 @@ fn validate_encryption(check: &mut Checker, properties: &BTreeMap<String, String
                 "encryption is on but no keyformat says how the key is given (keyformat = \"passphrase\")",
             ),
             Some("passphrase" | "hex" | "raw") => {}
-            Some(other) => check.report(path.join("keyformat"), format!("{other:?} is not a keyformat (passphrase, hex or raw)")),
+            Some(other) => {
+                check.report(path.join("keyformat"), format!("{other:?} is not a keyformat (passphrase, hex or raw)"))
+            }
         }
         let location = properties.get("keylocation").map(String::as_str).unwrap_or("prompt");
         if !valid_key_location(location) {
-            let message = format!("{location:?} gives no way to get the key: use \"prompt\" or \"file:///path/to/keyfile\"");
+            let message =
+                format!("{location:?} gives no way to get the key: use \"prompt\" or \"file:///path/to/keyfile\"");
             check.report(path.join("keylocation"), message);
         } else if location == "prompt" && keyformat.map(String::as_str) == Some("raw") {
-            check.report(path.join("keylocation"), "a raw key cannot be typed at a prompt: use keyformat = \"passphrase\" or a key file");
+            check.report(
+                path.join("keylocation"),
+                "a raw key cannot be typed at a prompt: use keyformat = \"passphrase\" or a key file",
+            );
         }
     } else if properties.contains_key("keyformat") && encryption.is_some() {
         check.report(path.join("keyformat"), "keyformat is set but encryption is off");
@@ -780,14 +868,23 @@ fn mode_from_disko(r: &mut Reader, text: &str, path: &FieldPath) -> Option<VdevM
         "raidz2" => Some(VdevMode::Raidz2),
         "raidz3" => Some(VdevMode::Raidz3),
         other => {
-            r.refuse(path, format!("{other:?} is not a vdev mode nix-dabei supports (\"\", mirror, raidz1, raidz2, raidz3)"));
+            r.refuse(
+                path,
+                format!("{other:?} is not a vdev mode nix-dabei supports (\"\", mirror, raidz1, raidz2, raidz3)"),
+            );
             None
         }
     }
 }
 
 /// disko names vdev members by disk; the plan by partition.
-fn member_reference(r: &mut Reader, disks: &IndexMap<String, super::gpt::Disk>, pool: &str, name: &str, path: &FieldPath) -> Option<String> {
+fn member_reference(
+    r: &mut Reader,
+    disks: &IndexMap<String, super::gpt::Disk>,
+    pool: &str,
+    name: &str,
+    path: &FieldPath,
+) -> Option<String> {
     let Some(disk) = disks.get(name) else {
         r.refuse(path, format!("{name:?} is not a disk of this configuration"));
         return None;
@@ -805,7 +902,10 @@ fn member_reference(r: &mut Reader, disks: &IndexMap<String, super::gpt::Disk>, 
             None
         }
         _ => {
-            r.refuse(path, format!("disk {name:?} has several partitions in pool {pool:?}; nix-dabei cannot tell which is meant"));
+            r.refuse(
+                path,
+                format!("disk {name:?} has several partitions in pool {pool:?}; nix-dabei cannot tell which is meant"),
+            );
             None
         }
     }
@@ -813,7 +913,13 @@ fn member_reference(r: &mut Reader, disks: &IndexMap<String, super::gpt::Disk>, 
 
 /// Where disko gives a mountpoint both as the node's `mountpoint` and as a ZFS property: a legacy
 /// property goes; an equal one goes with a warning; a different one is refused.
-fn legacy_mountpoint(r: &mut Reader, properties: &mut BTreeMap<String, String>, mountpoint: Option<&str>, path: &FieldPath, what: &str) -> bool {
+fn legacy_mountpoint(
+    r: &mut Reader,
+    properties: &mut BTreeMap<String, String>,
+    mountpoint: Option<&str>,
+    path: &FieldPath,
+    what: &str,
+) -> bool {
     if mountpoint.is_none() {
         return true;
     }
@@ -835,10 +941,24 @@ fn legacy_mountpoint(r: &mut Reader, properties: &mut BTreeMap<String, String>, 
 }
 
 /// Reads disko's `type = "zpool"`, with its topology, properties and datasets.
-pub(crate) fn pool_from_disko(r: &mut Reader, name: &str, value: &Value, disks: &IndexMap<String, super::gpt::Disk>, path: &FieldPath) -> Option<Pool> {
+pub(crate) fn pool_from_disko(
+    r: &mut Reader,
+    name: &str,
+    value: &Value,
+    disks: &IndexMap<String, super::gpt::Disk>,
+    path: &FieldPath,
+) -> Option<Pool> {
     let object = r.object(value, path)?;
-    r.only(object, path, &["type", "name", "mode", "options", "rootFsOptions", "mountpoint", "mountOptions", "datasets"]);
-    let mut pool = Pool { options: r.properties(object, "options", path), root_fs_options: r.properties(object, "rootFsOptions", path), ..Pool::default() };
+    r.only(
+        object,
+        path,
+        &["type", "name", "mode", "options", "rootFsOptions", "mountpoint", "mountOptions", "datasets"],
+    );
+    let mut pool = Pool {
+        options: r.properties(object, "options", path),
+        root_fs_options: r.properties(object, "rootFsOptions", path),
+        ..Pool::default()
+    };
     match object.get("mode") {
         None | Some(Value::Null) => {}
         Some(Value::String(mode)) => pool.mode = mode_from_disko(r, mode, &path.join("mode"))?,
@@ -863,7 +983,9 @@ pub(crate) fn pool_from_disko(r: &mut Reader, name: &str, value: &Value, disks: 
                     let members = names
                         .iter()
                         .enumerate()
-                        .filter_map(|(i, m)| member_reference(r, disks, name, m, &vdev_path.join("members").join(format!("[{i}]"))))
+                        .filter_map(|(i, m)| {
+                            member_reference(r, disks, name, m, &vdev_path.join("members").join(format!("[{i}]")))
+                        })
                         .collect();
                     target.push(Vdev { mode, members });
                 }
@@ -873,7 +995,9 @@ pub(crate) fn pool_from_disko(r: &mut Reader, name: &str, value: &Value, disks: 
                 *target = names
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, m)| member_reference(r, disks, name, m, &topology_path.join(group).join(format!("[{i}]"))))
+                    .filter_map(|(i, m)| {
+                        member_reference(r, disks, name, m, &topology_path.join(group).join(format!("[{i}]")))
+                    })
                     .collect();
             }
         }
@@ -899,7 +1023,10 @@ pub(crate) fn pool_from_disko(r: &mut Reader, name: &str, value: &Value, disks: 
         let mut parent = dataset.as_str();
         while let Some((up, _)) = parent.rsplit_once('/') {
             if !pool.datasets.contains_key(up) {
-                r.warn(format!("{}: parent dataset {up:?} added (disko creates it implicitly)", datasets_path.join(dataset.clone())));
+                r.warn(format!(
+                    "{}: parent dataset {up:?} added (disko creates it implicitly)",
+                    datasets_path.join(dataset.clone())
+                ));
                 pool.datasets.insert(up.to_string(), Dataset::default());
             }
             parent = up;
@@ -921,7 +1048,14 @@ fn dataset_from_disko(r: &mut Reader, value: &Value, path: &FieldPath) -> Option
                 return None;
             }
             let mount_options = r.mount_options(object, path);
-            Some(Dataset { kind: DatasetKind::Filesystem, mountpoint, mount_options, properties, size: None, content: None })
+            Some(Dataset {
+                kind: DatasetKind::Filesystem,
+                mountpoint,
+                mount_options,
+                properties,
+                size: None,
+                content: None,
+            })
         }
         "zfs_volume" => {
             r.only(object, path, &["type", "name", "size", "options", "content"]);

@@ -30,9 +30,8 @@ pub const KNOWN_TYPES: &[KnownType] = &[
 
 /// The type GUID (upper case) for a type written as a name, an sgdisk code or a GUID.
 pub fn type_guid(written: &str) -> Option<String> {
-    let known = KNOWN_TYPES
-        .iter()
-        .find(|t| t.name.eq_ignore_ascii_case(written) || t.code.eq_ignore_ascii_case(written));
+    let known =
+        KNOWN_TYPES.iter().find(|t| t.name.eq_ignore_ascii_case(written) || t.code.eq_ignore_ascii_case(written));
     if let Some(known) = known {
         return Some(known.guid.to_string());
     }
@@ -48,7 +47,10 @@ pub fn type_name(guid: &str) -> Option<&'static str> {
 pub fn is_guid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Where one partition lies on its disk, in logical sectors (both ends included).
@@ -120,7 +122,10 @@ pub enum AllocError {
     #[error("the disk is too small for a GPT partition table")]
     DiskTooSmall,
     /// A partition does not fit in what is left.
-    #[error("does not fit: needs {needed} bytes from {start} bytes on, but the disk can hold partitions only up to {end} bytes")]
+    #[error(
+        "does not fit: needs {needed} bytes from {start} bytes on, but the disk can hold partitions only \
+        up to {end} bytes"
+    )]
     DoesNotFit {
         /// Index of the partition in the list.
         index: usize,
@@ -207,7 +212,12 @@ pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, Alloc
                 let end = end_exclusive.checked_sub(sectors_of(*bytes)).map(|e| geometry.align_down(e));
                 match end {
                     Some(end) if end > start => end - 1,
-                    _ => return Err(AllocError::NothingLeft { index, left: bytes_at(end_exclusive.saturating_sub(start)) }),
+                    _ => {
+                        return Err(AllocError::NothingLeft {
+                            index,
+                            left: bytes_at(end_exclusive.saturating_sub(start)),
+                        })
+                    }
                 }
             }
             Size::Rest => {

@@ -209,7 +209,10 @@ pub(crate) fn validate_identities(check: &mut Checker, plan: &Plan) {
     for (name, disk) in &plan.disks {
         let path = FieldPath::root().join("disks").join(name.clone());
         if let Some(first) = devices.insert(disk.device.as_str(), name) {
-            check.report(path.join("device"), format!("{} is used twice: disk {first:?} is the same device", disk.device));
+            check.report(
+                path.join("device"),
+                format!("{} is used twice: disk {first:?} is the same device", disk.device),
+            );
         }
         if let Some(serial) = disk.identity.serial.as_deref().filter(|s| !s.is_empty()) {
             if let Some(first) = serials.insert(serial, name) {
@@ -219,7 +222,10 @@ pub(crate) fn validate_identities(check: &mut Checker, plan: &Plan) {
         }
         if let Some(wwn) = disk.identity.wwn.as_deref().filter(|s| !s.is_empty()) {
             if let Some(first) = wwns.insert(wwn, name) {
-                check.report(path.join("identity").join("wwn"), format!("WWN {wwn:?} is used twice: disk {first:?} is the same disk"));
+                check.report(
+                    path.join("identity").join("wwn"),
+                    format!("WWN {wwn:?} is used twice: disk {first:?} is the same disk"),
+                );
             }
         }
     }
@@ -236,7 +242,10 @@ impl Disk {
             check.report(path.join("device"), format!("{:?} is not an absolute device path", self.device));
         }
         if self.logical_sector_size != 512 && self.logical_sector_size != 4096 {
-            check.report(path.join("logical_sector_size"), format!("{} is not a sector size (512 or 4096)", self.logical_sector_size));
+            check.report(
+                path.join("logical_sector_size"),
+                format!("{} is not a sector size (512 or 4096)", self.logical_sector_size),
+            );
         }
         if let Some(physical) = self.physical_sector_size {
             if !physical.is_power_of_two() || physical < self.logical_sector_size || physical > 65536 {
@@ -258,7 +267,8 @@ impl Disk {
     fn validate_allocation(&self, check: &mut Checker, name: &str, path: &FieldPath) {
         let Some(size) = self.size else {
             let message = format!(
-                "the size of disk {name:?} is not known: make the plan on the machine with the disk attached, or write its size in bytes"
+                "the size of disk {name:?} is not known: make the plan on the machine with the disk attached, \
+                    or write its size in bytes"
             );
             check.report(path.join("size"), message);
             return;
@@ -332,7 +342,10 @@ impl Disk {
         for ((part_name, part), entry) in self.partitions.iter().zip(partitions) {
             if let Some(content) = &part.content {
                 let owner = format!("{disk_name}/{part_name}");
-                build.content(content, &Site { device: &entry.device, provider: &table, owner: &owner, disk: Some(disk_name) });
+                build.content(
+                    content,
+                    &Site { device: &entry.device, provider: &table, owner: &owner, disk: Some(disk_name) },
+                );
             }
         }
     }
@@ -383,10 +396,16 @@ impl Partition {
             match type_guid(kind) {
                 None => check.report(
                     path.join("type"),
-                    format!("{kind:?} is not a partition type (esp, bios-boot, linux, swap, luks, zfs, raid, lvm, an sgdisk code or a GUID)"),
+                    format!(
+                        "{kind:?} is not a partition type (esp, bios-boot, linux, swap, luks, zfs, raid, \
+                        lvm, an sgdisk code or a GUID)"
+                    ),
                 ),
                 Some(guid) if type_name(&guid) == Some("esp") => {
-                    let vfat = matches!(&self.content, Some(super::Content::Filesystem(fs)) if fs.format == super::filesystem::Format::Vfat);
+                    let vfat = matches!(
+                        &self.content,
+                        Some(super::Content::Filesystem(fs)) if fs.format == super::filesystem::Format::Vfat
+                    );
                     if !vfat {
                         check.report(path.join("content"), "an EFI system partition must hold a vfat filesystem");
                     }
@@ -396,12 +415,18 @@ impl Partition {
         }
         let label = self.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name));
         if label.encode_utf16().count() > 36 {
-            check.report(path.join("label"), format!("{label:?} is longer than the 36 characters a GPT partition name holds"));
+            check.report(
+                path.join("label"),
+                format!("{label:?} is longer than the 36 characters a GPT partition name holds"),
+            );
         }
         check.claim_partition_label(&label, path.join("label"));
         for (index, bit) in self.attributes.iter().enumerate() {
             if *bit > 63 {
-                check.report(path.join("attributes").join(format!("[{index}]")), format!("{bit} is not a GPT attribute bit (0 to 63)"));
+                check.report(
+                    path.join("attributes").join(format!("[{index}]")),
+                    format!("{bit} is not a GPT attribute bit (0 to 63)"),
+                );
             }
         }
         if let Some(uuid) = &self.uuid {
@@ -466,7 +491,10 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
             return None;
         }
         other => {
-            r.refuse(&content_path.join("type"), format!("{other:?} directly on the disk is not supported: partition it with gpt"));
+            r.refuse(
+                &content_path.join("type"),
+                format!("{other:?} directly on the disk is not supported: partition it with gpt"),
+            );
             return None;
         }
     }
@@ -505,7 +533,8 @@ fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPa
             Some(bytes) if bytes <= 1 << 20 => bytes,
             _ => {
                 let message = format!(
-                    "{other:?}: partitions start where the one before ends (1 MiB aligned); only \"0\" or \"1M\" is supported"
+                    "{other:?}: partitions start where the one before ends (1 MiB aligned); only \"0\" or \
+                        \"1M\" is supported"
                 );
                 r.refuse(&path.join("start"), message);
                 return None;
@@ -519,7 +548,10 @@ fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPa
         (Some(text), _) => match parse_bytes(text) {
             Some(bytes) => Some(Size::Bytes(bytes)),
             None => {
-                r.refuse(&path.join("size"), format!("{text:?} is not a size (a number with K, M, G, T or P, or \"100%\")"));
+                r.refuse(
+                    &path.join("size"),
+                    format!("{text:?} is not a size (a number with K, M, G, T or P, or \"100%\")"),
+                );
                 None
             }
         },
@@ -530,10 +562,16 @@ fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPa
             } else if let Some(rest) = end.strip_prefix('+') {
                 parse_bytes(rest).map(Size::Bytes)
             } else {
-                parse_bytes(end).and_then(|e| e.checked_sub(start_bytes.max(1 << 20))).filter(|b| *b > 0).map(Size::Bytes)
+                parse_bytes(end)
+                    .and_then(|e| e.checked_sub(start_bytes.max(1 << 20)))
+                    .filter(|b| *b > 0)
+                    .map(Size::Bytes)
             };
             if parsed.is_none() {
-                r.refuse(&path.join("end"), format!("{end:?} is not an end (\"-1G\", \"+1G\", an offset after the start, or \"100%\")"));
+                r.refuse(
+                    &path.join("end"),
+                    format!("{end:?} is not an end (\"-1G\", \"+1G\", an offset after the start, or \"100%\")"),
+                );
             }
             parsed
         }
@@ -545,10 +583,29 @@ fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPa
 }
 
 /// One partition of a disko gpt, with the priority disko sorts by.
-fn partition_from_disko(r: &mut Reader, disk: &str, key: &str, value: &Value, path: &FieldPath) -> Option<(u32, String, Partition)> {
+fn partition_from_disko(
+    r: &mut Reader,
+    disk: &str,
+    key: &str,
+    value: &Value,
+    path: &FieldPath,
+) -> Option<(u32, String, Partition)> {
     let object = r.object(value, path)?;
-    let known =
-        ["size", "start", "end", "type", "label", "priority", "content", "uuid", "attributes", "name", "alignment", "device", "_index"];
+    let known = [
+        "size",
+        "start",
+        "end",
+        "type",
+        "label",
+        "priority",
+        "content",
+        "uuid",
+        "attributes",
+        "name",
+        "alignment",
+        "device",
+        "_index",
+    ];
     r.only(object, path, &known);
     if object.contains_key("alignment") && object.get("alignment") != Some(&Value::from(0)) {
         r.refuse(&path.join("alignment"), "nix-dabei aligns every partition to 1 MiB");
