@@ -116,6 +116,16 @@ pub enum InstallError {
     /// A disk is missing, not the planned one, or in use.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// Two disks of the plan are one device.
+    #[error("disks {first:?} and {second:?} of the plan are the same device, {device}; nothing was written")]
+    SameDisk {
+        /// The disk named first.
+        first: String,
+        /// The disk named second.
+        second: String,
+        /// The kernel's name for it.
+        device: String,
+    },
     /// Disks that will be wiped were not confirmed.
     #[error("not confirmed: {}; nothing was written", .0.join(", "))]
     NotConfirmed(Vec<String>),
@@ -216,6 +226,14 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
     let mut found: HashMap<String, DiskInfo> = HashMap::new();
     for (name, planned) in &plan.disks {
         let disk = system.find_disk(&disks, &planned.device)?;
+        // Two spellings of one device (a link and its target, "/dev/./sda") are one disk, written once.
+        if let Some(first) = plan.disks.keys().find(|first| found.get(*first).is_some_and(|d| d.path == disk.path)) {
+            return Err(InstallError::SameDisk {
+                first: first.clone(),
+                second: name.clone(),
+                device: disk.path.clone(),
+            });
+        }
         partitioner::check_identity(name, planned, disk)?;
         found.insert(name.clone(), disk.clone());
     }
@@ -533,6 +551,7 @@ impl Runner<'_> {
             options: self.options,
             secrets: self.secrets,
             emit: self.emit,
+            steps: &self.all,
             step,
         };
         let op = ops::of(&step.operation)

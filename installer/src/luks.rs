@@ -117,13 +117,17 @@ pub fn format(device: &str, uuid: &str, label: Option<&str>, key: &Secret, weak:
     Ok(())
 }
 
-/// The UUID of the LUKS header on `device`, or `None` when it has none.
-pub fn header_uuid(device: &str) -> Option<String> {
+/// The UUID of the LUKS2 header on `device`. Ask only of a device libblkid says carries one: any
+/// failure here is an error, never "no header".
+pub fn header_uuid(device: &str) -> Result<String, LuksError> {
     install_log_callback();
-    let mut crypt = CryptInit::init(Path::new(device)).ok()?;
-    crypt.context_handle().load::<()>(Some(EncryptionFormat::Luks2), None).ok()?;
-    let uuid = crypt.status_handle().get_uuid().ok()?;
-    Some(uuid.to_string())
+    let mut crypt = CryptInit::init(Path::new(device)).map_err(failure(device, "open"))?;
+    crypt
+        .context_handle()
+        .load::<()>(Some(EncryptionFormat::Luks2), None)
+        .map_err(failure(device, "read the LUKS header"))?;
+    let uuid = crypt.status_handle().get_uuid().map_err(failure(device, "read the LUKS header's UUID"))?;
+    Ok(uuid.to_string())
 }
 
 /// Opens `device` as `/dev/mapper/<name>`.

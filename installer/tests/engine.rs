@@ -268,3 +268,25 @@ fn steps_on_different_disks_run_side_by_side() {
     assert!(position("wipe:disk1") < position("gpt:disk0"), "{started:?}");
     assert!(matches!(steps(&plan).steps[0].operation, Operation::Wipe(_)));
 }
+
+#[test]
+fn a_probe_that_fails_stops_the_run_instead_of_reading_as_blank() {
+    for (name, plan) in presets() {
+        fresh_journal();
+        let system = machine();
+        apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: {e}"));
+        installer::teardown(&system, &plan, &steps(&plan), &options(Mode::Mount), &|_: Event| {}).expect("teardown");
+        let changes = system.changes();
+        // The first partition of the first disk now gives I/O errors: the run must not redo it (or anything).
+        system.make_unreadable("/dev/vda1");
+        let error = apply(&system, &plan, Mode::Apply).expect_err("a failing probe went unnoticed");
+        assert!(error.to_string().contains("/dev/disk/by-id/virtio-disk0-part1"), "{name}: {error}");
+        assert_eq!(system.changes(), changes, "{name}: something was written after a failed probe");
+
+        let disk = machine();
+        disk.make_unreadable("/dev/vda");
+        let error = apply(&disk, &plan, Mode::Apply).expect_err("an unreadable table went unnoticed");
+        assert!(error.to_string().contains("cannot read the partition table"), "{name}: {error}");
+        assert_eq!(disk.changes(), 0, "{name}");
+    }
+}

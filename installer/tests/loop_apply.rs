@@ -200,4 +200,44 @@ fn something_foreign_where_the_plan_puts_a_filesystem_is_a_conflict() {
     let text = error.to_string();
     assert!(text.contains("mkfs:b/data") && text.contains("holds btrfs, the plan puts xfs there"), "{text}");
     assert!(run("wipefs", &[&data]).expect("wipefs").contains("btrfs"), "the foreign filesystem was touched");
+    assert!(text.contains(&format!("`wipefs --all {data}`")), "the way out is not named: {text}");
+}
+
+#[test]
+fn one_disk_under_two_names_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    // The same loop device, spelled another way: it must not be wiped and partitioned twice at once.
+    let other_spelling = setup.disks[0].device.replace("/dev/", "/dev/./");
+    setup.plan.disks["b"].device = other_spelling;
+    setup.plan.disks["b"].size = setup.plan.disks["a"].size;
+    let error = setup.apply(&all(&setup)).expect_err("refused");
+    assert!(matches!(error, InstallError::SameDisk { .. }), "{error}");
+    assert!(error.to_string().contains("\"a\" and \"b\""), "{error}");
+    assert_eq!(run("wipefs", &[&setup.disks[0].device]).expect("wipefs").trim(), "", "the disk was written");
+}
+
+#[test]
+fn old_contents_where_the_new_table_puts_partitions_are_wiped() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    setup.apply(&all(&setup)).expect("first install");
+    std::fs::write(setup.target.join("old-root-file"), "from the earlier install").expect("write");
+    setup.teardown();
+    // Only the table goes (as with `wipefs --all` of the whole disk): the old ext4 stays where the
+    // plan's root partition will be again.
+    run("wipefs", &["--all", &setup.disks[0].device]).expect("wipefs");
+    let partition = format!("{}p1", setup.disks[0].device);
+    let _ = run("partx", &["--delete", &setup.disks[0].device]);
+    let report = setup.apply(&["a".to_string()]).expect("install again");
+    assert!(report.applied > 0, "{report:?}");
+    assert!(!setup.target.join("old-root-file").exists(), "the old root was mounted as the new one");
+    let kind = run("blkid", &["-o", "value", "-s", "TYPE", &partition]).expect("blkid");
+    assert_eq!(kind.trim(), "ext4");
 }

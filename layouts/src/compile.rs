@@ -21,6 +21,26 @@ pub struct CompileOptions {
     pub target: String,
 }
 
+impl CompileOptions {
+    /// The target must be an absolute, normal path other than `/`: everything is mounted under it, and
+    /// the installer's own root is never the target.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let target = &self.target;
+        let problem = match crate::nodes::mount::normalize_mountpoint(target) {
+            Err(reason) => Some(format!("{} {reason}", crate::error::shown(target))),
+            Ok(normal) if normal == "/" => Some("the target cannot be \"/\": that is the running system".to_string()),
+            Ok(normal) if normal != *target => {
+                Some(format!("{} is not a normal path: write {normal:?}", crate::error::shown(target)))
+            }
+            Ok(_) => None,
+        };
+        match problem {
+            Some(message) => Err(PlanError::single(FieldPath::root().join("target"), message)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions { target: "/mnt".to_string() }
@@ -121,6 +141,7 @@ impl Plan {
 
     /// Validates the plan and compiles it into ordered steps.
     pub fn compile(&self, options: &CompileOptions) -> Result<Steps, PlanError> {
+        options.validate()?;
         self.validate()?;
         let mut builder =
             Builder { plan: self, options, steps: Vec::new(), mounts: Vec::new(), members: BTreeMap::new() };

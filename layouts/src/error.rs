@@ -142,3 +142,16 @@ impl fmt::Display for PlanError {
         Ok(())
     }
 }
+
+/// A value as it appears in messages: quoted, and cut to about 100 characters so that a hostile or
+/// mistaken value cannot flood the screen or hide the rest of the message.
+pub fn shown(value: &str) -> String {
+    const LIMIT: usize = 100;
+    let count = value.chars().count();
+    if count <= LIMIT {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(LIMIT).collect();
+        format!("{head:?}... ({} more characters)", count - LIMIT)
+    }
+}

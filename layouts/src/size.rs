@@ -47,7 +47,11 @@ impl FromStr for Size {
             return Ok(Size::Rest);
         }
         if let Some(from_end) = trimmed.strip_prefix('-') {
-            return parse_bytes(from_end).map(Size::AllBut).ok_or_else(bad);
+            // "-0G" ends at the disk's end: the same as "rest", and written back as such.
+            return match parse_bytes(from_end).ok_or_else(bad)? {
+                0 => Ok(Size::Rest),
+                bytes => Ok(Size::AllBut(bytes)),
+            };
         }
         parse_bytes(trimmed).map(Size::Bytes).ok_or_else(bad)
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::{FieldPath, PlanError, Problem};
+use crate::error::{shown, FieldPath, PlanError, Problem};
 use crate::model::{Content, Plan, PLAN_VERSION};
 use crate::nodes::mount::normalize_mountpoint;
 
@@ -33,6 +33,7 @@ pub(crate) struct Checker {
     mountpoints: HashMap<String, FieldPath>,
     luks_names: HashMap<String, FieldPath>,
     labels: HashMap<String, FieldPath>,
+    partition_uuids: HashMap<String, FieldPath>,
 }
 
 impl Checker {
@@ -50,8 +51,8 @@ impl Checker {
         }
         if !valid_hostname(&plan.hostname) {
             let message = format!(
-                "{:?} is not a host name (1 to 63 letters, digits and '-', not starting or ending with '-')",
-                plan.hostname
+                "{} is not a host name (1 to 63 letters, digits and '-', not starting or ending with '-')",
+                shown(&plan.hostname)
             );
             self.report(root.join("hostname"), message);
         }
@@ -60,8 +61,18 @@ impl Checker {
                 self.report(root.join("host_id"), format!("{id:?} is not a host id (8 hex digits)"));
             }
         }
+        if let Some(flake) = &plan.flake {
+            if let Err(reason) = check_flake_reference(flake) {
+                self.report(root.join("flake"), format!("{} {reason}", shown(flake)));
+            }
+        }
         if plan.disks.is_empty() {
             self.report(root.join("disks"), "the plan has no disks");
+        }
+        for name in plan.pools.keys().filter(|name| plan.disks.contains_key(*name)) {
+            // Steps are named after disks and pools ("mkfs:tank/root"): the two must not meet.
+            let message = format!("{} is also the name of a disk: give the pool or the disk another name", shown(name));
+            self.report(root.join("pools").join(name.clone()), message);
         }
         crate::nodes::gpt::validate_identities(self, plan);
         for (name, disk) in &plan.disks {
@@ -83,8 +94,9 @@ impl Checker {
     /// Checks mount options: each one option, without commas or spaces.
     pub(crate) fn mount_options(&mut self, options: &[String], path: &FieldPath) {
         for (index, option) in options.iter().enumerate() {
-            if option.is_empty() || option.contains(',') || option.contains(char::is_whitespace) {
-                self.report(path.join(format!("[{index}]")), format!("{option:?} is not one mount option"));
+            let odd = |c: char| c == ',' || c.is_whitespace() || c.is_control();
+            if option.is_empty() || option.contains(odd) {
+                self.report(path.join(format!("[{index}]")), format!("{} is not one mount option", shown(option)));
             }
         }
     }
@@ -92,7 +104,7 @@ impl Checker {
     /// Checks a mountpoint and claims it: no two things mount at the same place.
     pub(crate) fn mountpoint(&mut self, mountpoint: &str, path: &FieldPath) {
         match normalize_mountpoint(mountpoint) {
-            Err(reason) => self.report(path.clone(), format!("{mountpoint:?} {reason}")),
+            Err(reason) => self.report(path.clone(), format!("{} {reason}", shown(mountpoint))),
             Ok(normal) => {
                 if let Some(first) = self.mountpoints.get(&normal) {
                     let message = format!("{normal:?} is mounted twice (also by {first})");
@@ -111,11 +123,31 @@ impl Checker {
         }
     }
 
+    /// Claims a partition UUID given in the plan, which must be unique.
+    pub(crate) fn claim_partition_uuid(&mut self, uuid: &str, path: FieldPath) {
+        if let Some(first) = self.partition_uuids.insert(uuid.to_ascii_lowercase(), path.clone()) {
+            self.report(path, format!("partition UUID {uuid} is used twice (also by {first})"));
+        }
+    }
+
     /// Claims a GPT partition label, which must be unique across the plan's disks.
     pub(crate) fn claim_partition_label(&mut self, label: &str, path: FieldPath) {
         if let Some(first) = self.labels.insert(label.to_string(), path.clone()) {
             self.report(path, format!("partition label {label:?} is used twice (also by {first})"));
         }
+    }
+}
+
+/// A flake reference handed to `nixos-install --flake`: not empty, not read as an option, one word.
+pub fn check_flake_reference(flake: &str) -> Result<(), &'static str> {
+    if flake.is_empty() {
+        Err("is not a flake reference: it is empty")
+    } else if flake.starts_with('-') {
+        Err("is not a flake reference: it starts with '-' and would be read as an option")
+    } else if flake.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("is not a flake reference: it contains spaces or control characters")
+    } else {
+        Ok(())
     }
 }
 

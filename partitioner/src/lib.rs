@@ -15,18 +15,22 @@ pub mod table;
 
 pub use discover::{discover, find_disk, DiskInfo, PartitionInfo};
 pub use error::DiskError;
-pub use probe::{probe_signatures, wipe_device, Signature};
+pub use probe::{probe_signatures, wipe_device, wipe_ranges, Signature};
 pub use safety::{check_identity, ensure_free, InUse};
 pub use table::{read_partition_table, write_partition_table};
 
 /// Wipes a whole disk: every signature on each of its current partitions, then on the disk itself
 /// (partition tables included, both copies), and discards every block when `discard` is set and the
 /// device supports it.
-pub fn wipe_disk(disk: &DiskInfo, discard: bool) -> Result<(), DiskError> {
+///
+/// `planned` are the `(offset, size)` byte ranges where the new table will put partitions: they are wiped
+/// too, whatever the current table says.
+pub fn wipe_disk(disk: &DiskInfo, discard: bool, planned: &[(u64, u64)]) -> Result<(), DiskError> {
     for partition in &disk.partitions {
         wipe_device(std::path::Path::new(&partition.path))?;
     }
     wipe_device(std::path::Path::new(&disk.path))?;
+    probe::wipe_ranges(std::path::Path::new(&disk.path), planned)?;
     if discard && disk.discard {
         probe::discard_device(std::path::Path::new(&disk.path))?;
     }

@@ -54,8 +54,14 @@ pub fn probe_signatures(device: &Path) -> Result<Vec<Signature>, DiskError> {
     probe.set_superblock_flags(superblock_flags()).map_err(|e| blkid_error(device, e))?;
     probe.enable_partitions(true).map_err(|e| blkid_error(device, e))?;
     let mut found = Vec::new();
-    // do_probe walks every chain and every matching signature; an ambiguous device still lists each.
-    while let Ok(BlkidProbeRet::Success) = probe.do_probe() {
+    // do_probe walks every chain and every matching signature; an ambiguous device still lists each. An
+    // error is an error: a device that cannot be read is never taken for a blank one.
+    loop {
+        match probe.do_probe() {
+            Ok(BlkidProbeRet::Success) => {}
+            Ok(BlkidProbeRet::Done) => break,
+            Err(error) => return Err(blkid_error(device, error)),
+        }
         let value = |key: &str| probe.lookup_value(key).ok().filter(|v| !v.is_empty());
         if let Some(kind) = value("TYPE") {
             found.push(Signature { kind, usage: value("USAGE"), label: value("LABEL"), uuid: value("UUID") });
@@ -80,14 +86,41 @@ const END_ZONE: u64 = 1 << 20;
 /// RAID), then both ends of the device, where partition tables and ZFS labels live.
 pub fn wipe_device(device: &Path) -> Result<usize, DiskError> {
     let name = device.display().to_string();
-    // Opened read-write by us: libblkid's own read-only open cannot wipe.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(device)
-        .map_err(|e| DiskError::device(&name, "open for wiping", e))?;
+    let file = open_for_wiping(device)?;
+    let wiped = wipe_signatures(&file, device, 0, 0)?;
+    zero_ends(&file, &name)?;
+    file.sync_all().map_err(|e| DiskError::device(&name, "flush", e))?;
+    Ok(wiped)
+}
+
+/// Removes every signature in each `(offset, size)` range of a device, and zeroes both ends of each: the
+/// places where a new partition table will put partitions, whatever the current table says, so that
+/// nothing an old layout left there is later taken for this plan's work.
+pub fn wipe_ranges(device: &Path, ranges: &[(u64, u64)]) -> Result<usize, DiskError> {
+    let name = device.display().to_string();
+    let file = open_for_wiping(device)?;
+    let mut wiped = 0;
+    for &(offset, size) in ranges {
+        let signed = |n: u64| {
+            i64::try_from(n).map_err(|_| DiskError::device(&name, "wipe", std::io::Error::other("offset out of range")))
+        };
+        wiped += wipe_signatures(&file, device, signed(offset)?, signed(size)?)?;
+        zero_range_ends(&file, &name, offset, size)?;
+    }
+    file.sync_all().map_err(|e| DiskError::device(&name, "flush", e))?;
+    Ok(wiped)
+}
+
+/// Opened read-write by us: libblkid's own read-only open cannot wipe.
+fn open_for_wiping(device: &Path) -> Result<File, DiskError> {
+    let name = device.display().to_string();
+    OpenOptions::new().read(true).write(true).open(device).map_err(|e| DiskError::device(&name, "open for wiping", e))
+}
+
+/// Wipes what libblkid recognises in `size` bytes from `offset` (0 and 0: the whole device).
+fn wipe_signatures(file: &File, device: &Path, offset: i64, size: i64) -> Result<usize, DiskError> {
     let mut probe = BlkidProbe::new().map_err(|e| blkid_error(device, e))?;
-    probe.set_device(file.as_raw_fd(), 0, 0).map_err(|e| blkid_error(device, e))?;
+    probe.set_device(file.as_raw_fd(), offset, size).map_err(|e| blkid_error(device, e))?;
     probe.enable_superblocks(true).map_err(|e| blkid_error(device, e))?;
     probe.set_superblock_flags(superblock_flags()).map_err(|e| blkid_error(device, e))?;
     probe.enable_partitions(true).map_err(|e| blkid_error(device, e))?;
@@ -102,10 +135,19 @@ pub fn wipe_device(device: &Path) -> Result<usize, DiskError> {
             Err(error) => return Err(blkid_error(device, error)),
         }
     }
-    drop(probe);
-    zero_ends(&file, &name)?;
-    file.sync_all().map_err(|e| DiskError::device(&name, "flush", e))?;
     Ok(wiped)
+}
+
+/// Zeroes up to [`END_ZONE`] at both ends of a range.
+fn zero_range_ends(file: &File, name: &str, offset: u64, size: u64) -> Result<(), DiskError> {
+    let zone = END_ZONE.min(size);
+    let zeros = vec![0u8; zone as usize];
+    let mut writer = file;
+    for start in [offset, offset + size - zone] {
+        writer.seek(SeekFrom::Start(start)).map_err(|e| DiskError::device(name, "seek", e))?;
+        writer.write_all(&zeros).map_err(|e| DiskError::device(name, format!("zero {zone} bytes at {start}"), e))?;
+    }
+    Ok(())
 }
 
 fn zero_ends(file: &File, name: &str) -> Result<(), DiskError> {

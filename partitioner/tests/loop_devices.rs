@@ -51,7 +51,7 @@ fn partition_and_check(sector: u32) {
     let disk = LoopDisk::new(SIZE, sector).expect("loop device");
     let (_, partitions, logical, size) = planned_table(&disk.device);
     assert_eq!(logical, sector);
-    wipe_disk(&this_disk(&disk.device), false).expect("wipe");
+    wipe_disk(&this_disk(&disk.device), false, &[]).expect("wipe");
     write_partition_table(&disk.device, logical, size, &partitions).expect("write table");
 
     // sgdisk reads the same table back, and finds nothing wrong with it.
@@ -199,7 +199,7 @@ fn wiping_leaves_no_signature() {
     assert!(before.contains("gpt") && before.contains("PMBR"), "{before}");
     assert!(!run("wipefs", &[&disk.partition(3)]).expect("wipefs").is_empty());
 
-    wipe_disk(&this_disk(&disk.device), false).expect("wipe");
+    wipe_disk(&this_disk(&disk.device), false, &[]).expect("wipe");
     for device in [disk.device.clone(), disk.partition(1), disk.partition(2), disk.partition(3)] {
         let left = run("wipefs", &[&device]).expect("wipefs");
         assert!(left.trim().is_empty(), "{device} still has: {left}");
@@ -239,7 +239,7 @@ fn luks_headers_are_wiped() {
     child.stdin.take().expect("stdin").write_all(b"a test key").expect("key");
     assert!(child.wait().expect("cryptsetup").success());
     assert!(run("wipefs", &[&part]).expect("wipefs").contains("crypto_LUKS"));
-    wipe_disk(&this_disk(&disk.device), false).expect("wipe");
+    wipe_disk(&this_disk(&disk.device), false, &[]).expect("wipe");
     assert_eq!(run("wipefs", &[&part]).expect("wipefs").trim(), "");
     let is_luks = std::process::Command::new("cryptsetup").args(["isLuks", &part]).status().expect("isLuks");
     assert!(!is_luks.success(), "the LUKS header survived");

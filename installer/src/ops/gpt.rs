@@ -16,6 +16,8 @@ impl Perform for Wipe {
                 let table_cx = ProbeContext { step: table, ..*cx };
                 match super::of(&table.operation).map(|op| op.probe(&table_cx)) {
                     Some(Outlook::Done(_)) => Outlook::Done("the disk already has the planned partition table".into()),
+                    // A table that cannot be read is no reason to wipe: the run stops instead.
+                    Some(Outlook::Conflict(why)) => Outlook::Conflict(why),
                     _ => Outlook::Todo { destroys: true },
                 }
             }
@@ -27,15 +29,34 @@ impl Perform for Wipe {
         let disks = cx.system.discover()?;
         let disk = cx.system.find_disk(&disks, &self.device)?;
         partitioner::ensure_free(disk)?;
-        cx.system.wipe_disk(disk, self.discard)?;
+        // Where the new table puts partitions, old contents must go too: a filesystem an earlier layout
+        // left at the same offset would otherwise pass for this plan's own.
+        let planned: Vec<(u64, u64)> = cx
+            .steps
+            .iter()
+            .filter(|s| s.disk == cx.step.disk)
+            .filter_map(|s| match &s.operation {
+                Operation::PartitionTable(table) => Some(table),
+                _ => None,
+            })
+            .flat_map(|table| {
+                let sector = u64::from(table.logical_sector_size);
+                table.partitions.iter().map(move |p| (p.extent.first_lba * sector, p.extent.sectors() * sector))
+            })
+            .collect();
+        cx.system.wipe_disk(disk, self.discard, &planned)?;
         Ok(())
     }
 }
 
 impl Perform for PartitionTable {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        let Ok(Some(entries)) = cx.system.read_partition_table(&self.device) else {
-            return Outlook::Todo { destroys: true };
+        let entries = match cx.system.read_partition_table(&self.device) {
+            Ok(Some(entries)) => entries,
+            Ok(None) => return Outlook::Todo { destroys: true },
+            Err(error) => {
+                return Outlook::Conflict(format!("cannot read the partition table of {}: {error}", self.device))
+            }
         };
         let same = entries.len() == self.partitions.len()
             && entries.iter().zip(&self.partitions).all(|(e, p)| {

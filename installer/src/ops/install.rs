@@ -8,10 +8,13 @@ use crate::execute::{Outlook, StepError};
 
 impl Perform for WriteNixosModule {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        if cx.system.read_file(&self.path).is_ok_and(|text| text == layouts::nixos::module(cx.plan)) {
-            Outlook::Done(format!("{} is up to date", self.path))
-        } else {
-            Outlook::Todo { destroys: false }
+        match cx.system.read_file(&self.path) {
+            Ok(text) if text == layouts::nixos::module(cx.plan) => {
+                Outlook::Done(format!("{} is up to date", self.path))
+            }
+            Ok(_) => Outlook::Todo { destroys: false },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Outlook::Todo { destroys: false },
+            Err(error) => Outlook::Conflict(format!("cannot read {}: {error}", self.path)),
         }
     }
 

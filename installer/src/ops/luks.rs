@@ -13,11 +13,12 @@ impl Perform for LuksFormat {
             return Outlook::Todo { destroys: true };
         }
         match cx.system.luks_header_uuid(device) {
-            Some(found) if found.eq_ignore_ascii_case(&self.uuid) => {
+            Ok(Some(found)) if found.eq_ignore_ascii_case(&self.uuid) => {
                 Outlook::Done(format!("{device} has this plan's LUKS header"))
             }
-            Some(found) => Outlook::Conflict(format!("{device} holds another LUKS header ({found})")),
-            None => blank_or(cx.system, device, "crypto_LUKS"),
+            Ok(Some(found)) => Outlook::Conflict(format!("{device} holds another LUKS header ({found})")),
+            Ok(None) => blank_or(cx.system, device, "crypto_LUKS"),
+            Err(error) => Outlook::Conflict(format!("cannot read the LUKS header on {device}: {error}")),
         }
     }
 

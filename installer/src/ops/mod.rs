@@ -41,6 +41,8 @@ pub(crate) struct RunContext<'a> {
     pub options: &'a Options,
     pub secrets: &'a Secrets,
     pub emit: &'a (dyn Fn(Event) + Sync),
+    /// Every step of the run.
+    pub steps: &'a [Step],
     /// The step being performed.
     pub step: &'a Step,
 }
@@ -83,12 +85,17 @@ pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str) -> Outlo
     if !system.exists(device) {
         return Outlook::Todo { destroys: true };
     }
-    let kinds: Vec<String> =
-        system.signatures(device).map(|s| s.into_iter().map(|s| s.kind).collect()).unwrap_or_default();
+    let kinds: Vec<String> = match system.signatures(device) {
+        Ok(signatures) => signatures.into_iter().map(|s| s.kind).collect(),
+        Err(error) => return Outlook::Conflict(format!("cannot read what {device} holds: {error}")),
+    };
     if kinds.iter().any(|k| k == wanted) {
         Outlook::Done(format!("{device} already holds {wanted}"))
     } else if let Some(other) = kinds.first() {
-        Outlook::Conflict(format!("{device} holds {other}, the plan puts {wanted} there; wipe the disk to start over"))
+        Outlook::Conflict(format!(
+            "{device} holds {other}, the plan puts {wanted} there: if that is not wanted, clear it with \
+             `wipefs --all {device}` (or the whole disk with `wipefs --all` on the disk) and apply again"
+        ))
     } else {
         Outlook::Todo { destroys: true }
     }

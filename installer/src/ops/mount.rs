@@ -27,7 +27,8 @@ impl Perform for Unmount {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         match cx.system.mounted_at(&self.target) {
             Ok(Some(_)) => Outlook::Todo { destroys: false },
-            _ => Outlook::Done(format!("{} is not mounted", self.target)),
+            Ok(None) => Outlook::Done(format!("{} is not mounted", self.target)),
+            Err(error) => Outlook::Conflict(format!("cannot read the mount table: {error}")),
         }
     }
 

@@ -19,7 +19,8 @@ impl Perform for Swapon {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         match cx.system.swap_active(&self.device) {
             Ok(true) => Outlook::Done(format!("swap on {} is active", self.device)),
-            _ => Outlook::Todo { destroys: false },
+            Ok(false) => Outlook::Todo { destroys: false },
+            Err(error) => Outlook::Conflict(format!("cannot read the active swaps: {error}")),
         }
     }
 
@@ -32,7 +33,8 @@ impl Perform for Swapoff {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         match cx.system.swap_active(&self.device) {
             Ok(true) => Outlook::Todo { destroys: false },
-            _ => Outlook::Done(format!("swap on {} is off", self.device)),
+            Ok(false) => Outlook::Done(format!("swap on {} is off", self.device)),
+            Err(error) => Outlook::Conflict(format!("cannot read the active swaps: {error}")),
         }
     }
 

@@ -28,18 +28,21 @@ impl Perform for ZpoolCreate {
             Err(error) => return Outlook::Conflict(format!("cannot list ZFS pools: {error}")),
         }
         let members: Vec<&String> = self.vdevs.iter().flat_map(|v| &v.devices).collect();
-        let labels: Vec<Option<String>> = members
-            .iter()
-            .map(|m| {
-                cx.system.signatures(m).ok().and_then(|sigs| sigs.into_iter().next()).map(|s| {
+        let mut labels: Vec<Option<String>> = Vec::new();
+        for member in &members {
+            match cx.system.signatures(member) {
+                Ok(signatures) => labels.push(signatures.into_iter().next().map(|s| {
                     if s.kind == "zfs_member" {
                         format!("zfs:{}", s.label.unwrap_or_default())
                     } else {
                         s.kind
                     }
-                })
-            })
-            .collect();
+                })),
+                // A member that does not exist yet is a partition this plan makes first.
+                Err(_) if !cx.system.exists(member) => labels.push(None),
+                Err(error) => return Outlook::Conflict(format!("cannot read what {member} holds: {error}")),
+            }
+        }
         if !members.is_empty() && labels.iter().all(|l| l.as_deref() == Some(&format!("zfs:{pool}"))) {
             return Outlook::Todo { destroys: false };
         }
@@ -141,7 +144,8 @@ impl Perform for ZpoolExport {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         match zfs::imported_pools(cx.system) {
             Ok(pools) if pools.contains(&self.pool) => Outlook::Todo { destroys: false },
-            _ => Outlook::Done(format!("pool {} is not imported", self.pool)),
+            Ok(_) => Outlook::Done(format!("pool {} is not imported", self.pool)),
+            Err(error) => Outlook::Conflict(format!("cannot list ZFS pools: {error}")),
         }
     }
 

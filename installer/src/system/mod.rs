@@ -40,8 +40,9 @@ pub trait System: fmt::Debug + Send + Sync {
 
     /// Every signature on a device.
     fn signatures(&self, device: &str) -> Result<Vec<Signature>, DiskError>;
-    /// Removes every signature from a disk and its current partitions (and discards, when asked and able).
-    fn wipe_disk(&self, disk: &DiskInfo, discard: bool) -> Result<(), DiskError>;
+    /// Removes every signature from a disk, its current partitions and the `(offset, size)` byte ranges
+    /// where the plan will put partitions (and discards, when asked and able).
+    fn wipe_disk(&self, disk: &DiskInfo, discard: bool, planned: &[(u64, u64)]) -> Result<(), DiskError>;
     /// The GPT on a disk, or `None` when it has none.
     fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError>;
     /// Writes a GPT and a protective MBR, and makes the kernel see the partitions.
@@ -54,8 +55,8 @@ pub trait System: fmt::Debug + Send + Sync {
     /// Makes a LUKS2 header with [`layouts::nodes::luks::LUKS_PARAMETERS`] (or a fast key derivation,
     /// for tests under emulation).
     fn luks_format(&self, op: &LuksFormat, key: &Secret, weak_kdf: bool) -> Result<(), LuksError>;
-    /// The UUID of the LUKS2 header on a device, if it has one.
-    fn luks_header_uuid(&self, device: &str) -> Option<String>;
+    /// The UUID of the LUKS2 header on a device, `None` when it has none; an error when it cannot tell.
+    fn luks_header_uuid(&self, device: &str) -> Result<Option<String>, LuksError>;
     /// Opens a LUKS2 device as `/dev/mapper/<name>`.
     fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError>;
     /// Closes a mapping.

@@ -51,8 +51,8 @@ impl System for RealSystem {
         partitioner::probe_signatures(Path::new(device))
     }
 
-    fn wipe_disk(&self, disk: &DiskInfo, discard: bool) -> Result<(), DiskError> {
-        partitioner::wipe_disk(disk, discard)
+    fn wipe_disk(&self, disk: &DiskInfo, discard: bool, planned: &[(u64, u64)]) -> Result<(), DiskError> {
+        partitioner::wipe_disk(disk, discard, planned)
     }
 
     fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
@@ -77,8 +77,17 @@ impl System for RealSystem {
         luks::format(&op.device, &op.uuid, op.label.as_deref(), key, weak_kdf)
     }
 
-    fn luks_header_uuid(&self, device: &str) -> Option<String> {
-        luks::header_uuid(device)
+    fn luks_header_uuid(&self, device: &str) -> Result<Option<String>, LuksError> {
+        let signatures = partitioner::probe_signatures(Path::new(device)).map_err(|e| LuksError {
+            device: device.to_string(),
+            action: "probe",
+            error: e.to_string(),
+            messages: vec![],
+        })?;
+        if !signatures.iter().any(|s| s.kind == "crypto_LUKS") {
+            return Ok(None);
+        }
+        luks::header_uuid(device).map(Some)
     }
 
     fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError> {

@@ -58,6 +58,8 @@ struct State {
     power_cut_at: Option<usize>,
     powered_off: bool,
     next_uuid: u64,
+    /// Devices whose reads fail (a dying disk, a driver error).
+    unreadable: BTreeSet<String>,
 }
 
 /// The simulated machine. See the module documentation.
@@ -159,6 +161,13 @@ impl SimSystem {
             pool.imported = false;
             pool.unlocked.clear();
         }
+    }
+
+    /// Every read of this device fails from now on, as on a disk that gives I/O errors.
+    pub fn make_unreadable(&self, device: &str) {
+        let mut state = self.lock();
+        let canonical = state.canonical(device);
+        state.unreadable.insert(canonical);
     }
 
     /// What is mounted, in mount order.
@@ -625,14 +634,18 @@ impl System for SimSystem {
         if !state.exists(device) {
             return Err(device_error(device, "open", not_found(device)));
         }
+        if state.unreadable.contains(&state.canonical(device)) {
+            return Err(DiskError::Blkid { device: device.to_string(), message: "Input/output error".into() });
+        }
         Ok(state.signatures.get(&state.canonical(device)).cloned().unwrap_or_default())
     }
 
-    fn wipe_disk(&self, disk: &DiskInfo, _discard: bool) -> Result<(), DiskError> {
+    /// Signatures here live on partition nodes, not offsets: the planned ranges are modelled by clearing
+    /// every partition number the disk could have, table or no table.
+    fn wipe_disk(&self, disk: &DiskInfo, _discard: bool, _planned: &[(u64, u64)]) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.change().map_err(|e| device_error(&disk.path, "wipe", e))?;
-        let numbers: Vec<u32> = state.tables.get(&disk.path).into_iter().flatten().map(|e| e.number).collect();
-        for number in numbers {
+        for number in 1..=layouts::gpt::MAX_PARTITIONS as u32 {
             let partition = partition_device(&disk.path, number);
             state.signatures.remove(&partition);
             state.luks.remove(&partition);
@@ -648,6 +661,9 @@ impl System for SimSystem {
         let canonical = state.canonical(device);
         if !state.disks.iter().any(|d| d.path == canonical) {
             return Err(device_error(device, "open", not_found(device)));
+        }
+        if state.unreadable.contains(&canonical) {
+            return Err(device_error(device, "read the partition table", std::io::Error::from_raw_os_error(5)));
         }
         Ok(state.tables.get(&canonical).cloned())
     }
@@ -704,9 +720,9 @@ impl System for SimSystem {
         Ok(())
     }
 
-    fn luks_header_uuid(&self, device: &str) -> Option<String> {
+    fn luks_header_uuid(&self, device: &str) -> Result<Option<String>, LuksError> {
         let state = self.lock();
-        state.luks.get(&state.canonical(device)).map(|(uuid, _)| uuid.clone())
+        Ok(state.luks.get(&state.canonical(device)).map(|(uuid, _)| uuid.clone()))
     }
 
     fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError> {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Content, ContentNode, Site};
 use crate::compile::{Builder, MountSpec};
 use crate::disko::{Object, Reader, Writer};
-use crate::error::FieldPath;
+use crate::error::{shown, FieldPath};
 use crate::model::Plan;
 use crate::nixos::{FileSystemEntry, ModuleParts};
 use crate::steps::{CommandLine, OperationKind};
@@ -49,6 +49,146 @@ impl Format {
             Format::Xfs => ("mkfs.xfs", &["-f", "-q"]),
             Format::Btrfs => ("mkfs.btrfs", &["-f", "-q"]),
         }
+    }
+
+    /// The longest label the format keeps, in bytes (mkfs cuts longer ones silently or refuses them).
+    pub fn max_label_bytes(self) -> usize {
+        match self {
+            Format::Vfat => 11,
+            Format::Ext4 => 16,
+            Format::Xfs => 12,
+            Format::Btrfs => 255,
+        }
+    }
+
+    /// The mkfs options a plan may give, and whether each takes a value. Everything else is refused: some
+    /// options name other devices or files (a btrfs device list, xfs `-l logdev=`, ext4 `-J device=`,
+    /// `-d`/`-r` root directories), some make mkfs write nothing (`-n`/`-N`), and the label has its own field.
+    fn allowed_mkfs_options(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Format::Vfat => &[
+                ("-a", false),
+                ("-A", false),
+                ("-b", true),
+                ("-f", true),
+                ("-h", true),
+                ("-i", true),
+                ("-I", false),
+                ("-m", true),
+                ("-r", true),
+                ("-R", true),
+                ("-s", true),
+                ("-S", true),
+                ("-v", false),
+                ("--codepage", true),
+                ("--invariant", false),
+                ("-F", true),
+            ],
+            Format::Ext4 => &[
+                ("-b", true),
+                ("-C", true),
+                ("-e", true),
+                ("-E", true),
+                ("-g", true),
+                ("-G", true),
+                ("-i", true),
+                ("-I", true),
+                ("-j", false),
+                ("-m", true),
+                ("-N", true),
+                ("-o", true),
+                ("-O", true),
+                ("-r", true),
+                ("-t", true),
+                ("-T", true),
+                ("-U", true),
+                ("-v", false),
+                ("-F", false),
+                ("-q", false),
+            ],
+            Format::Xfs => &[
+                ("-b", true),
+                ("-d", true),
+                ("-i", true),
+                ("-l", true),
+                ("-m", true),
+                ("-n", true),
+                ("-s", true),
+                ("-K", false),
+                ("-f", false),
+                ("-q", false),
+            ],
+            Format::Btrfs => &[
+                ("-d", true),
+                ("-m", true),
+                ("-M", false),
+                ("-n", true),
+                ("-s", true),
+                ("-O", true),
+                ("-R", true),
+                ("-U", true),
+                ("-K", false),
+                ("--csum", true),
+                ("--data", true),
+                ("--metadata", true),
+                ("--nodesize", true),
+                ("--sectorsize", true),
+                ("--features", true),
+                ("--uuid", true),
+                ("--nodiscard", false),
+                ("--mixed", false),
+                ("-f", false),
+                ("-q", false),
+            ],
+        }
+    }
+
+    /// Checks mkfs options against [`Format::allowed_mkfs_options`]; values may not name a path.
+    pub fn check_mkfs_options(self, options: &[String]) -> Result<(), (usize, String)> {
+        let allowed = self.allowed_mkfs_options();
+        let mut index = 0;
+        while index < options.len() {
+            let option = options[index].as_str();
+            let (flag, attached) = match option.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
+                _ => (option, None),
+            };
+            let known = allowed.iter().find(|(name, _)| *name == flag).or_else(|| {
+                // A short option with its value attached: "-m0", "-Ofeature".
+                allowed
+                    .iter()
+                    .find(|(name, takes)| *takes && name.len() == 2 && option.len() > 2 && option.starts_with(name))
+            });
+            let Some((name, takes_value)) = known else {
+                let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+                return Err((
+                    index,
+                    format!("is not an option nix-dabei passes to mkfs.{} ({})", self.fs_type(), names.join(" ")),
+                ));
+            };
+            let value = match (takes_value, attached) {
+                (false, _) => None,
+                (true, Some(value)) => Some(value),
+                (true, None) if option.len() > name.len() && !name.starts_with("--") => Some(&option[name.len()..]),
+                (true, None) => {
+                    index += 1;
+                    match options.get(index) {
+                        Some(value) => Some(value.as_str()),
+                        None => return Err((index - 1, format!("{name} needs a value"))),
+                    }
+                }
+            };
+            if let Some(value) = value {
+                if value.contains('/') || value.starts_with('-') || value.chars().any(char::is_control) {
+                    return Err((
+                        index,
+                        "is not a value nix-dabei passes to mkfs: values may not name a path".to_string(),
+                    ));
+                }
+            }
+            index += 1;
+        }
+        Ok(())
     }
 
     /// The mkfs flag that sets the label.
@@ -121,10 +261,23 @@ impl ContentNode for Filesystem {
     }
 
     fn validate(&self, check: &mut Checker, _plan: &Plan, path: &FieldPath, _inside_luks: bool) {
+        let path = path.join("filesystem");
         if let Some(mountpoint) = &self.mountpoint {
-            check.mountpoint(mountpoint, &path.join("filesystem").join("mountpoint"));
+            check.mountpoint(mountpoint, &path.join("mountpoint"));
         }
-        check.mount_options(&self.mount_options, &path.join("filesystem").join("mount_options"));
+        check.mount_options(&self.mount_options, &path.join("mount_options"));
+        if let Some(label) = &self.label {
+            let limit = self.format.max_label_bytes();
+            if label.is_empty() || label.len() > limit || label.chars().any(char::is_control) {
+                let message =
+                    format!("{} is not a label for {} (1 to {limit} bytes)", shown(label), self.format.fs_type());
+                check.report(path.join("label"), message);
+            }
+        }
+        if let Err((index, message)) = self.format.check_mkfs_options(&self.mkfs_options) {
+            let value = self.mkfs_options.get(index).map_or_else(String::new, |v| format!("{} ", shown(v)));
+            check.report(path.join("mkfs_options").join(format!("[{index}]")), format!("{value}{message}"));
+        }
     }
 
     fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
@@ -178,8 +331,11 @@ impl ContentNode for Filesystem {
         }
     }
 
+    /// A vfat filesystem mounted where NixOS's boot loaders put their files (`/boot`, `/efi`, or
+    /// `/boot/efi`) is an EFI system partition.
     fn partition_type(&self) -> &'static str {
-        let boot = self.mountpoint.as_deref().is_some_and(|m| m.starts_with("/boot"));
+        let normal = self.mountpoint.as_deref().map(crate::nodes::mount::normal);
+        let boot = normal.as_deref().is_some_and(|m| ["/boot", "/efi", "/boot/efi"].contains(&m));
         if self.format == Format::Vfat && boot {
             "esp"
         } else {

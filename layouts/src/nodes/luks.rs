@@ -207,11 +207,14 @@ impl ContentNode for Luks {
             check.report(luks_path.clone(), "LUKS inside LUKS is not supported");
         }
         let dm_name = |c: char| c.is_ascii_alphanumeric() || "_.-+".contains(c);
-        if self.name.is_empty() || !self.name.chars().all(dm_name) {
-            check.report(
-                luks_path.join("name"),
-                format!("{:?} is not a device-mapper name (letters, digits, '_', '.', '-', '+')", self.name),
+        let reserved = [".", "..", "control"].contains(&self.name.as_str());
+        if self.name.is_empty() || self.name.len() > 127 || reserved || !self.name.chars().all(dm_name) {
+            let message = format!(
+                "{} is not a device-mapper name (1 to 127 letters, digits, '_', '.', '-', '+'; not \".\", \"..\" \
+                 or \"control\")",
+                crate::error::shown(&self.name)
             );
+            check.report(luks_path.join("name"), message);
         }
         check.claim_luks_name(&self.name, luks_path.join("name"));
         if !valid_key_location(&self.key) {

@@ -66,6 +66,9 @@ pub fn normalize_mountpoint(mountpoint: &str) -> Result<String, &'static str> {
     if !mountpoint.starts_with('/') {
         return Err("is not an absolute path");
     }
+    if mountpoint.chars().any(char::is_control) {
+        return Err("contains control characters");
+    }
     let mut parts = Vec::new();
     for part in mountpoint.split('/').filter(|p| !p.is_empty()) {
         if part == "." || part == ".." {

@@ -368,13 +368,15 @@ pub(crate) fn member_from_disko(
 }
 
 fn valid_zfs_component(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c);
+    !name.is_empty() && name != "." && name != ".." && name.chars().all(allowed)
 }
 
 fn valid_pool_name(name: &str) -> bool {
     let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
     let looks_like_device = name.len() >= 2 && name.starts_with('c') && name.as_bytes()[1].is_ascii_digit();
     starts_with_letter
+        && name.len() <= 255
         && valid_zfs_component(name)
         && !looks_like_device
         && !RESERVED_POOL_PREFIXES.iter().any(|r| name.starts_with(r))
@@ -405,7 +407,9 @@ impl Pool {
         let path = &FieldPath::root().join("pools").join(name);
         if !valid_pool_name(name) {
             let message = format!(
-                "{name:?} is not a pool name (a letter, then letters, digits, '_', '-', '.', ':'; not a vdev keyword)"
+                "{} is not a pool name (up to 255 letters, digits, '_', '-', '.', ':', starting with a letter; not a \
+                 vdev keyword)",
+                crate::error::shown(name)
             );
             check.report(path.clone(), message);
         }

@@ -107,7 +107,8 @@ impl Geometry {
     }
 
     fn align_up(&self, lba: u64) -> u64 {
-        lba.div_ceil(self.alignment()) * self.alignment()
+        // Saturating: sizes near u64::MAX become "does not fit", never an overflow.
+        lba.div_ceil(self.alignment()).saturating_mul(self.alignment())
     }
 
     fn align_down(&self, lba: u64) -> u64 {
@@ -225,7 +226,7 @@ pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, Alloc
                     .iter()
                     .filter_map(|s| s.bytes())
                     .map(|bytes| geometry.align_up(sectors_of(bytes)))
-                    .sum();
+                    .fold(0, u64::saturating_add);
                 let end = end_exclusive.checked_sub(reserved).map(|e| geometry.align_down(e));
                 match end {
                     Some(end) if end > start => end - 1,

@@ -15,7 +15,7 @@ pub use geometry::*;
 use super::{default_type, Site};
 use crate::compile::Builder;
 use crate::disko::{Reader, Writer};
-use crate::error::FieldPath;
+use crate::error::{shown, FieldPath};
 use crate::model::Plan;
 use crate::size::{format_exact, human, parse_bytes, Size};
 use crate::steps::{Operation, OperationKind};
@@ -118,6 +118,20 @@ impl Partition {
     pub fn is_esp(&self) -> bool {
         type_guid(&self.effective_type()).as_deref().and_then(type_name) == Some("esp")
     }
+}
+
+/// The entries a GPT holds (the entry array nix-dabei writes has 128).
+pub const MAX_PARTITIONS: usize = 128;
+
+/// The smallest partition a plan may ask for: one alignment unit.
+pub const MIN_PARTITION: u64 = 1 << 20;
+
+/// FAT32 needs at least 65525 clusters, and a cluster is at least one sector: a vfat partition (made with
+/// `-F 32`) needs this many bytes with sectors of `sector` bytes (clusters, two FATs, reserved sectors).
+pub fn fat32_minimum(sector: u64) -> u64 {
+    const CLUSTERS: u64 = 65525;
+    let fat = (CLUSTERS + 2) * 4;
+    (CLUSTERS + 32) * sector + 2 * fat.div_ceil(sector) * sector
 }
 
 /// The GPT partition name a partition gets when the plan gives none.
@@ -238,8 +252,8 @@ impl Disk {
         if !valid_name(name) {
             check.report(path.clone(), format!("{name:?} is not a usable disk name (no '/', not empty)"));
         }
-        if !self.device.starts_with('/') {
-            check.report(path.join("device"), format!("{:?} is not an absolute device path", self.device));
+        if !self.device.starts_with('/') || self.device.chars().any(char::is_control) {
+            check.report(path.join("device"), format!("{} is not an absolute device path", shown(&self.device)));
         }
         if self.logical_sector_size != 512 && self.logical_sector_size != 4096 {
             check.report(
@@ -257,6 +271,11 @@ impl Disk {
         }
         if self.partitions.is_empty() {
             check.report(path.join("partitions"), "the disk has no partitions");
+        }
+        if self.partitions.len() > MAX_PARTITIONS {
+            let message =
+                format!("{} partitions do not fit a GPT, which holds {MAX_PARTITIONS}", self.partitions.len());
+            check.report(path.join("partitions"), message);
         }
         for (part_name, part) in &self.partitions {
             part.validate(check, plan, name, part_name, &path.join("partitions").join(part_name.clone()));
@@ -278,23 +297,52 @@ impl Disk {
         }
         let geometry = Geometry::new(size, u64::from(self.logical_sector_size));
         let sizes: Vec<Size> = self.partitions.values().map(|p| p.size).collect();
-        if let Err(error) = allocate(geometry, &sizes) {
-            let field = match error.partition_index().and_then(|i| self.partitions.get_index(i)) {
-                Some((part_name, _)) => path.join("partitions").join(part_name.clone()).join("size"),
-                None => path.join("size"),
-            };
-            let message = match error {
-                AllocError::DoesNotFit { needed, start, end, .. } => format!(
-                    "{} does not fit: it would start at {} but disk {name:?} ({}) has room up to {}",
-                    human(needed),
-                    human(start),
-                    human(size),
-                    human(end)
-                ),
-                other => other.to_string(),
-            };
-            check.report(field, message);
+        let sector = u64::from(self.logical_sector_size);
+        match allocate(geometry, &sizes) {
+            Ok(extents) => {
+                for ((part_name, part), extent) in self.partitions.iter().zip(extents) {
+                    let vfat = matches!(&part.content, Some(super::Content::Filesystem(fs))
+                        if fs.format == super::filesystem::Format::Vfat);
+                    let bytes = extent.sectors().saturating_mul(sector);
+                    if vfat && bytes < fat32_minimum(sector) {
+                        let message = format!(
+                            "{} is too small for FAT32 with {sector}-byte sectors: give it at least {}",
+                            human(bytes),
+                            human(fat32_minimum(sector).div_ceil(MIN_PARTITION) * MIN_PARTITION)
+                        );
+                        check.report(path.join("partitions").join(part_name.clone()).join("size"), message);
+                    }
+                }
+            }
+            Err(error) => self.report_allocation(check, name, size, path, error),
         }
+    }
+
+    fn report_allocation(&self, check: &mut Checker, name: &str, size: u64, path: &FieldPath, error: AllocError) {
+        let at_fault = error.partition_index().and_then(|i| self.partitions.get_index(i));
+        let field = match at_fault {
+            Some((part_name, _)) => path.join("partitions").join(part_name.clone()).join("size"),
+            None => path.join("size"),
+        };
+        let message = match (error, at_fault.map(|(_, p)| p.size)) {
+            (AllocError::DoesNotFit { needed, start, end, .. }, _) => format!(
+                "{} does not fit: it would start at {} but disk {name:?} ({}) has room up to {}",
+                human(needed),
+                human(start),
+                human(size),
+                human(end)
+            ),
+            (AllocError::NothingLeft { left, .. }, Some(Size::AllBut(before_end))) => format!(
+                "\"-{}\" ends {} before the end of disk {name:?}, which has {} in all: nothing is left for this \
+                 partition ({} remain where it would start)",
+                format_exact(before_end),
+                human(before_end),
+                human(size),
+                human(left)
+            ),
+            (other, _) => other.to_string(),
+        };
+        check.report(field, message);
     }
 
     /// The wipe, the partition table, and the contents of every partition.
@@ -414,11 +462,10 @@ impl Partition {
             }
         }
         let label = self.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name));
-        if label.encode_utf16().count() > 36 {
-            check.report(
-                path.join("label"),
-                format!("{label:?} is longer than the 36 characters a GPT partition name holds"),
-            );
+        if label.encode_utf16().count() > 36 || label.chars().any(char::is_control) {
+            let message =
+                format!("{} is not a GPT partition name (up to 36 characters, no control characters)", shown(&label));
+            check.report(path.join("label"), message);
         }
         check.claim_partition_label(&label, path.join("label"));
         for (index, bit) in self.attributes.iter().enumerate() {
@@ -431,7 +478,15 @@ impl Partition {
         }
         if let Some(uuid) = &self.uuid {
             if !is_guid(uuid) {
-                check.report(path.join("uuid"), format!("{uuid:?} is not a UUID"));
+                check.report(path.join("uuid"), format!("{} is not a UUID", shown(uuid)));
+            } else {
+                check.claim_partition_uuid(uuid, path.join("uuid"));
+            }
+        }
+        if let Size::Bytes(bytes) = self.size {
+            if bytes < MIN_PARTITION {
+                let message = format!("{} is smaller than a partition can be (1 MiB, its alignment)", human(bytes));
+                check.report(path.join("size"), message);
             }
         }
         if let Some(content) = &self.content {

@@ -1,0 +1,104 @@
+//! Input a careless or hostile user gives, refused before anything could be written (or read as the
+//! user meant it). The bad-plans corpus holds the whole-file cases with their exact messages; these are
+//! the ones that need code to set up.
+
+use layouts::nodes::filesystem::Format;
+use layouts::presets::{build, DiskFacts, PresetKind, PresetOptions};
+use layouts::{CompileOptions, Content, Filesystem, Plan, Size};
+use proptest::prelude::*;
+
+fn plain_plan() -> Plan {
+    build(&PresetOptions::new(PresetKind::Ext4, vec![DiskFacts::offline("/dev/vda", 20 << 30)])).expect("preset")
+}
+
+#[test]
+fn minus_zero_means_the_rest_and_is_written_back_so() {
+    for written in ["-0", "-0G", "-0M", "rest", "100%"] {
+        let size: Size = written.parse().expect("a size");
+        assert_eq!(size, Size::Rest, "{written}");
+        assert_eq!(size.to_string().parse::<Size>().expect("reads back"), Size::Rest, "{written}");
+    }
+    assert_eq!("-8G".parse::<Size>().expect("size"), Size::AllBut(8 << 30));
+}
+
+#[test]
+fn only_boot_loader_mountpoints_make_an_esp() {
+    let vfat = |mountpoint: &str| {
+        Content::Filesystem(Filesystem {
+            format: Format::Vfat,
+            mountpoint: Some(mountpoint.into()),
+            mount_options: vec![],
+            label: None,
+            mkfs_options: vec![],
+        })
+    };
+    for esp in ["/boot", "/boot/", "/efi", "/boot/efi"] {
+        assert_eq!(vfat(esp).partition_type(), "esp", "{esp}");
+    }
+    for other in ["/bootstrap-data", "/boot2", "/srv/boot", "/boot/grub"] {
+        assert_eq!(vfat(other).partition_type(), "linux", "{other}");
+    }
+}
+
+#[test]
+fn the_target_is_an_absolute_normal_path_other_than_root() {
+    let plan = plain_plan();
+    for bad in ["", "/", "mnt", "/mnt/", "/mnt/../etc", "//mnt", "/mnt/./x", "/m\nt"] {
+        let error = plan.compile(&CompileOptions { target: bad.into() }).expect_err(bad).to_string();
+        assert!(error.starts_with("target: "), "{bad:?}: {error}");
+    }
+    for good in ["/mnt", "/target/new-root"] {
+        plan.compile(&CompileOptions { target: good.into() }).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
+
+#[test]
+fn mkfs_options_that_users_of_disko_write_are_kept() {
+    let fine: &[(Format, &[&str])] = &[
+        (Format::Btrfs, &["-f"]),
+        (Format::Btrfs, &["-d", "single", "-m", "dup", "--csum", "xxhash"]),
+        (Format::Xfs, &["-m", "crc=1", "-i", "sparse=1"]),
+        (Format::Ext4, &["-O", "^has_journal", "-m0", "-E", "lazy_itable_init=0"]),
+        (Format::Vfat, &["-F", "32", "-S", "4096"]),
+    ];
+    for (format, options) in fine {
+        let options: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        format.check_mkfs_options(&options).unwrap_or_else(|e| panic!("{format:?} {options:?}: {e:?}"));
+    }
+    let refused: &[(Format, &[&str], usize)] = &[
+        (Format::Btrfs, &["/dev/sdz"], 0),
+        (Format::Btrfs, &["-f", "sdz"], 1),
+        (Format::Btrfs, &["--rootdir", "/etc"], 0),
+        (Format::Xfs, &["-l", "logdev=/dev/sdz"], 1),
+        (Format::Xfs, &["-r", "rtdev=/dev/sdz"], 0),
+        (Format::Xfs, &["-N"], 0),
+        (Format::Ext4, &["-J", "device=/dev/sdz"], 0),
+        (Format::Ext4, &["-d", "/etc"], 0),
+        (Format::Ext4, &["-n"], 0),
+        (Format::Ext4, &["-E", "root_owner=0:0,offset=../x/y"], 1),
+        (Format::Vfat, &["-C", "/tmp/image"], 0),
+        (Format::Ext4, &["-L"], 0),
+        (Format::Ext4, &["-b"], 0),
+    ];
+    for (format, options, at) in refused {
+        let options: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        let (index, _) = format.check_mkfs_options(&options).expect_err(&format!("{format:?} {options:?}"));
+        assert_eq!(index, *at, "{format:?} {options:?}");
+    }
+}
+
+proptest! {
+    /// Any disk size and partition sizes: placement answers (fits or does not), it never overflows.
+    #[test]
+    fn placement_never_overflows(
+        disk in any::<u64>(),
+        sizes in proptest::collection::vec(prop_oneof![
+            any::<u64>().prop_map(Size::Bytes),
+            any::<u64>().prop_map(Size::AllBut),
+            Just(Size::Rest),
+        ], 1..5),
+        sector in prop_oneof![Just(512u64), Just(4096u64)],
+    ) {
+        let _ = layouts::gpt::allocate(layouts::gpt::Geometry::new(disk, sector), &sizes);
+    }
+}
