@@ -150,6 +150,9 @@ pub enum InstallError {
         /// What went wrong.
         source: Box<StepError>,
     },
+    /// Another run holds a disk or the state directory.
+    #[error(transparent)]
+    Busy(#[from] crate::lock::LockError),
     /// The journal could not be written.
     #[error("cannot write the journal: {0}")]
     Journal(std::io::Error),
@@ -237,7 +240,7 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
         partitioner::check_identity(name, planned, disk)?;
         found.insert(name.clone(), disk.clone());
     }
-    let journal = Journal::open(&options.journal_dir, &plan_id(plan), &plan.hostname).map_err(InstallError::Journal)?;
+    let journal = Journal::load(&options.journal_dir, &plan_id(plan), &plan.hostname).map_err(InstallError::Journal)?;
     let mut outlooks: HashMap<String, Outlook> = HashMap::new();
     let mut result = Vec::new();
     for step in &steps.steps {
@@ -377,6 +380,13 @@ pub fn execute(
     if !missing.is_empty() {
         return Err(InstallError::NotConfirmed(missing));
     }
+    // Every disk of the plan is held until the run ends: a second run of this plan, or of another plan
+    // sharing a disk, is refused instead of writing the same disks at the same time.
+    let disks = system.discover()?;
+    let mut holds = Vec::new();
+    for planned in plan.disks.values() {
+        holds.push(system.lock_disk(system.find_disk(&disks, &planned.device)?)?);
+    }
     let steps: Vec<&Step> = preview.steps.iter().map(|(s, _)| s).filter(|s| runs_in(options.mode, s)).collect();
     let all = preview.steps.iter().map(|(s, _)| s.clone()).collect();
     let runner = Runner { system, plan, all, options, secrets, emit };
@@ -404,6 +414,9 @@ fn runs_in(mode: Mode, step: &Step) -> bool {
 impl Runner<'_> {
     fn run(&self, steps: &[&Step]) -> Result<Report, InstallError> {
         let start = Instant::now();
+        let state_dir = &self.options.journal_dir;
+        let _state =
+            crate::lock::exclusive(&state_dir.join("lock"), &format!("the state directory {}", state_dir.display()))?;
         (self.emit)(Event::Started { host: self.plan.hostname.clone(), steps: steps.len() });
         let journal = std::sync::Mutex::new(
             Journal::open(&self.options.journal_dir, &plan_id(self.plan), &self.plan.hostname)
@@ -539,7 +552,10 @@ impl Runner<'_> {
         match outlook {
             Outlook::Done(reason) => return Ok(Some(reason)),
             Outlook::Conflict(why) => return Err(StepError::Conflict(why)),
-            Outlook::Todo { destroys: true } if self.options.mode == Mode::Mount => {
+            // Mount mode opens, imports and mounts what is there; it never makes anything.
+            Outlook::Todo { destroys }
+                if self.options.mode == Mode::Mount && (destroys || step.operation.kind().creates()) =>
+            {
                 return Err(StepError::NotApplied(step.operation.to_string()))
             }
             Outlook::Todo { .. } => {}

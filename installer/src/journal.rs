@@ -38,12 +38,15 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal of `plan` in `dir`, keeping earlier outcomes of the same plan.
-    pub fn open(dir: &Path, plan: &str, host: &str) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
+    /// Reads the journal of `plan` in `dir` without creating or writing anything (for previews); an
+    /// empty journal when there is none yet.
+    pub fn load(dir: &Path, plan: &str, host: &str) -> std::io::Result<Self> {
         let path = dir.join("journal.json");
-        let existing: Option<Journal> =
-            fs::read_to_string(&path).ok().and_then(|text| serde_json::from_str(&text).ok());
+        let existing: Option<Journal> = match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).ok(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        };
         let mut journal = match existing {
             Some(journal) if journal.plan == plan => journal,
             _ => {
@@ -51,6 +54,15 @@ impl Journal {
             }
         };
         journal.path = path;
+        Ok(journal)
+    }
+
+    /// Opens the journal of `plan` in `dir` for a run, keeping earlier outcomes of the same plan, and
+    /// writes it once: a state directory that cannot be written fails here, before the first step.
+    pub fn open(dir: &Path, plan: &str, host: &str) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let journal = Self::load(dir, plan, host)?;
+        journal.save()?;
         Ok(journal)
     }
 
@@ -63,10 +75,23 @@ impl Journal {
     pub fn record(&mut self, id: &str, outcome: &str, seconds: f64, error: Option<String>) -> std::io::Result<()> {
         let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.steps.insert(id.to_string(), Entry { outcome: outcome.to_string(), at, seconds, error });
+        self.save()
+    }
+
+    /// Writes the journal so that a power cut leaves the old or the new one, whole: a temporary file of
+    /// this process, flushed, renamed over the journal, and the directory flushed.
+    fn save(&self) -> std::io::Result<()> {
+        use std::io::Write;
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        let temporary = self.path.with_extension("json.tmp");
-        fs::write(&temporary, text)?;
-        fs::rename(&temporary, &self.path)
+        let temporary = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temporary, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Whether a step was applied by an earlier run of the same plan.

@@ -14,6 +14,7 @@ pub mod command;
 pub mod events;
 pub mod execute;
 pub mod journal;
+pub mod lock;
 pub mod luks;
 mod ops;
 pub mod secret;

@@ -290,3 +290,65 @@ fn a_probe_that_fails_stops_the_run_instead_of_reading_as_blank() {
         assert_eq!(disk.changes(), 0, "{name}");
     }
 }
+
+#[test]
+fn a_second_run_on_the_same_disk_is_refused_naming_the_first() {
+    let (name, plan) = presets().into_iter().find(|(n, _)| n == "Mirror-None-swapfalse").expect("preset");
+    fresh_journal();
+    let system = machine();
+    let disks = installer::System::discover(&system).expect("disks");
+    let held = installer::System::lock_disk(&system, &disks[1]).expect("the first run holds vdb");
+    let error = apply(&system, &plan, Mode::Apply).expect_err("a second run went ahead");
+    assert!(matches!(error, InstallError::Busy(_)), "{name}: {error}");
+    assert!(error.to_string().contains(&format!("PID {}", std::process::id())), "{error}");
+    assert_eq!(system.changes(), 0, "the second run wrote");
+    drop(held);
+    apply(&system, &plan, Mode::Apply).expect("once the first run is over");
+}
+
+#[test]
+fn an_unwritable_state_directory_stops_the_run_before_the_first_step() {
+    let (_, plan) = presets().into_iter().find(|(n, _)| n == "Single-None-swapfalse").expect("preset");
+    let system = machine();
+    let mut options = options(Mode::Apply);
+    // A directory that cannot exist: its parent is a file.
+    options.journal_dir = std::path::PathBuf::from("/dev/null/nix-dabei");
+    // Refused by the preview (the journal cannot be read) or, at the latest, before the first step.
+    let result = installer::preview(&system, &plan, &steps(&plan), &options).and_then(|preview| {
+        installer::execute(&system, &plan, &preview, &confirm_all(&plan), &secrets(), &options, &|_: Event| {})
+    });
+    let error = result.expect_err("ran without a journal");
+    assert!(matches!(error, InstallError::Journal(_) | InstallError::Busy(_)), "{error}");
+    assert_eq!(system.changes(), 0, "a step ran before the journal was known to work");
+}
+
+#[test]
+fn preview_creates_no_state_directory() {
+    let (_, plan) = presets().into_iter().find(|(n, _)| n == "Single-None-swapfalse").expect("preset");
+    let system = machine();
+    let mut options = options(Mode::Apply);
+    options.journal_dir = std::env::temp_dir().join(format!("nix-dabei-preview-{}", std::process::id()));
+    installer::preview(&system, &plan, &steps(&plan), &options).expect("preview");
+    assert!(!options.journal_dir.exists(), "preview created {}", options.journal_dir.display());
+}
+
+#[test]
+fn mount_never_creates_what_is_missing() {
+    let (_, mut plan) = presets().into_iter().find(|(n, _)| n == "Single-ZfsNative-swapfalse").expect("preset");
+    fresh_journal();
+    let system = machine();
+    apply(&system, &plan, Mode::Apply).expect("apply");
+    installer::teardown(&system, &plan, &steps(&plan), &options(Mode::Mount), &|_: Event| {}).expect("teardown");
+    // The plan now has a dataset the disks do not: mounting must refuse, not make it.
+    let pool = plan.pools.values_mut().next().expect("a pool");
+    pool.datasets.insert("extra".into(), layouts::Dataset { mountpoint: Some("/extra".into()), ..Default::default() });
+    let before = system.commands().len();
+    let error = apply(&system, &plan, Mode::Mount).expect_err("mount made a dataset");
+    assert!(error.to_string().contains("has not been applied"), "{error}");
+    let created: Vec<String> = system.commands()[before..]
+        .iter()
+        .filter(|c| c.args.first().is_some_and(|a| a == "create"))
+        .map(ToString::to_string)
+        .collect();
+    assert!(created.is_empty(), "{created:?}");
+}

@@ -241,3 +241,21 @@ fn old_contents_where_the_new_table_puts_partitions_are_wiped() {
     let kind = run("blkid", &["-o", "value", "-s", "TYPE", &partition]).expect("blkid");
     assert_eq!(kind.trim(), "ext4");
 }
+
+#[test]
+fn a_disk_held_by_another_run_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    let disks = partitioner::discover().expect("disks");
+    let disk = partitioner::find_disk(&disks, &setup.disks[1].device).expect("disk b");
+    let held = installer::System::lock_disk(&RealSystem, disk).expect("held");
+    let error = setup.apply(&all(&setup)).expect_err("went ahead on a held disk");
+    assert!(matches!(error, InstallError::Busy(_)), "{error}");
+    assert!(error.to_string().contains(&format!("PID {}", std::process::id())), "{error}");
+    assert_eq!(run("wipefs", &[&setup.disks[0].device]).expect("wipefs").trim(), "", "disk a was written");
+    drop(held);
+    setup.apply(&all(&setup)).expect("once released");
+}

@@ -63,6 +63,12 @@ pub trait OperationKind: fmt::Debug + Send + Sync {
     /// True when performing the operation destroys what the device held.
     fn destroys_data(&self) -> bool;
 
+    /// True when the operation makes something even where it destroys nothing (a dataset, a file): such
+    /// steps never run when only mounting what an earlier apply made.
+    fn creates(&self) -> bool {
+        false
+    }
+
     /// The exact program the executor runs for this operation, for operations that run one.
     fn command(&self) -> Option<CommandLine> {
         None

@@ -16,6 +16,7 @@ use partitioner::table::TableEntry;
 use partitioner::{DiskError, DiskInfo, Signature};
 
 use crate::command::CommandError;
+use crate::lock::{Hold, LockError};
 use crate::luks::LuksError;
 use crate::secret::Secret;
 
@@ -51,6 +52,8 @@ pub trait System: fmt::Debug + Send + Sync {
     fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError>;
     /// Lets udev finish creating links for new devices, where udevd runs.
     fn settle(&self);
+    /// Holds a disk for the length of a run; a second run asking for it is refused.
+    fn lock_disk(&self, disk: &DiskInfo) -> Result<Hold, LockError>;
 
     /// Makes a LUKS2 header with [`layouts::nodes::luks::LUKS_PARAMETERS`] (or a fast key derivation,
     /// for tests under emulation).

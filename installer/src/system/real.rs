@@ -9,6 +9,7 @@ use partitioner::{DiskError, DiskInfo, Signature};
 use super::linux::{self, MountEntry};
 use super::System;
 use crate::command::{self, CommandError};
+use crate::lock::{self, Hold, LockError, DISK_LOCK_DIR};
 use crate::luks::{self, LuksError};
 use crate::secret::Secret;
 
@@ -71,6 +72,11 @@ impl System for RealSystem {
         if Path::new("/run/udev/control").exists() && command::available("udevadm") {
             let _ = command::run("udevadm", &["settle".to_string(), "--timeout=30".to_string()], None);
         }
+    }
+
+    fn lock_disk(&self, disk: &DiskInfo) -> Result<Hold, LockError> {
+        let path = Path::new(DISK_LOCK_DIR).join(format!("disk-{}-{}.lock", disk.devno.major, disk.devno.minor));
+        lock::exclusive(&path, &format!("disk {}", disk.path))
     }
 
     fn luks_format(&self, op: &LuksFormat, key: &Secret, weak_kdf: bool) -> Result<(), LuksError> {

@@ -7,7 +7,7 @@
 //! behind is tried on real devices in the VM.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use layouts::gpt::partition_device;
 use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::{MountEntry, System};
 use crate::command::CommandError;
+use crate::lock::{Hold, LockError};
 use crate::luks::LuksError;
 use crate::secret::Secret;
 
@@ -66,6 +67,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct SimSystem {
     state: Mutex<State>,
+    /// Disks held by a run, with the holder's process id.
+    holds: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 /// Why a change did not happen: the simulated power is off.
@@ -95,7 +98,7 @@ impl SimSystem {
                 disk
             })
             .collect();
-        SimSystem { state: Mutex::new(State { disks, ..State::default() }) }
+        SimSystem { state: Mutex::new(State { disks, ..State::default() }), holds: Arc::default() }
     }
 
     /// A blank disk `/dev/<kernel>` with the link `/dev/disk/by-id/<id>`, 512-byte sectors.
@@ -707,6 +710,18 @@ impl System for SimSystem {
     }
 
     fn settle(&self) {}
+
+    fn lock_disk(&self, disk: &DiskInfo) -> Result<Hold, LockError> {
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(holder) = holds.get(&disk.path) {
+            return Err(LockError::Busy { what: format!("disk {}", disk.path), holder: holder.to_string() });
+        }
+        holds.insert(disk.path.clone(), std::process::id());
+        let (holds, path) = (Arc::clone(&self.holds), disk.path.clone());
+        Ok(Hold::on_release(move || {
+            holds.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
+        }))
+    }
 
     fn luks_format(&self, op: &LuksFormat, key: &Secret, _weak_kdf: bool) -> Result<(), LuksError> {
         let mut state = self.lock();

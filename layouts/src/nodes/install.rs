@@ -22,6 +22,10 @@ impl OperationKind for WriteNixosModule {
         false
     }
 
+    fn creates(&self) -> bool {
+        true
+    }
+
     fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "write {}", self.path)
     }
@@ -39,6 +43,10 @@ pub struct NixosInstall {
 impl OperationKind for NixosInstall {
     fn destroys_data(&self) -> bool {
         false
+    }
+
+    fn creates(&self) -> bool {
+        true
     }
 
     fn command(&self) -> Option<CommandLine> {

@@ -270,6 +270,10 @@ impl OperationKind for ZfsCreate {
         false
     }
 
+    fn creates(&self) -> bool {
+        true
+    }
+
     fn command(&self) -> Option<CommandLine> {
         let mut args = vec!["create".to_string()];
         if let Some(size) = self.volume_size {
