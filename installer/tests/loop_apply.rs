@@ -259,3 +259,60 @@ fn a_disk_held_by_another_run_is_refused() {
     drop(held);
     setup.apply(&all(&setup)).expect("once released");
 }
+
+/// Zeroes one 512-byte sector of a device.
+fn zero_sector(device: &str, sector: u64) {
+    run(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={device}"),
+            "bs=512",
+            "count=1",
+            &format!("seek={sector}"),
+            "conv=notrunc,fsync",
+        ],
+    )
+    .expect("dd");
+}
+
+#[test]
+fn a_table_without_its_backup_or_protective_mbr_is_not_done() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    let device = setup.disks[0].device.clone();
+    let sectors: u64 = run("blockdev", &["--getsz", &device]).expect("size").trim().parse().expect("sectors");
+    for (what, sector) in [("the backup GPT header", sectors - 1), ("the protective MBR", 0)] {
+        setup.apply(&all(&setup)).expect("apply");
+        setup.teardown();
+        zero_sector(&device, sector);
+        // Redoing the table means wiping the disk: it must be confirmed again.
+        let error = setup.apply(&[]).expect_err(what);
+        assert!(matches!(&error, InstallError::NotConfirmed(list) if list.len() == 1), "{what}: {error}");
+        setup.apply(&all(&setup)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let verify = run("sgdisk", &["-v", &device]).expect("sgdisk -v");
+        assert!(verify.contains("No problems found"), "{what}: {verify}");
+        setup.teardown();
+    }
+}
+
+#[test]
+fn a_stale_kernel_view_is_resynced_without_wiping() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    setup.apply(&all(&setup)).expect("apply");
+    std::fs::write(setup.target.join("kept"), "still here").expect("write");
+    setup.teardown();
+    // As after a run cut between writing the table and the kernel re-reading it.
+    run("partx", &["--delete", &setup.disks[0].device]).expect("partx --delete");
+    assert!(!std::path::Path::new(&format!("{}p1", setup.disks[0].device)).exists(), "the partition is still known");
+    let report = setup.apply(&[]).expect("no wipe, so no confirmation");
+    assert!(report.applied >= 1, "{report:?}");
+    assert_eq!(std::fs::read_to_string(setup.target.join("kept")).expect("the data survived"), "still here");
+}

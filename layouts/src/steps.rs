@@ -63,10 +63,11 @@ pub trait OperationKind: fmt::Debug + Send + Sync {
     /// True when performing the operation destroys what the device held.
     fn destroys_data(&self) -> bool;
 
-    /// True when the operation makes something even where it destroys nothing (a dataset, a file): such
-    /// steps never run when only mounting what an earlier apply made.
+    /// True when the operation makes something (a table, a filesystem, a dataset, a file): such steps
+    /// never run when only mounting what an earlier apply made. Everything that destroys data makes
+    /// something.
     fn creates(&self) -> bool {
-        false
+        self.destroys_data()
     }
 
     /// The exact program the executor runs for this operation, for operations that run one.

@@ -17,7 +17,7 @@ pub use discover::{discover, find_disk, DiskInfo, PartitionInfo};
 pub use error::DiskError;
 pub use probe::{probe_signatures, wipe_device, wipe_ranges, Signature};
 pub use safety::{check_identity, ensure_free, InUse};
-pub use table::{read_partition_table, write_partition_table};
+pub use table::{read_partition_table, read_table_state, write_partition_table, KernelPartition, TableState};
 
 /// Wipes a whole disk: every signature on each of its current partitions, then on the disk itself
 /// (partition tables included, both copies), and discards every block when `discard` is set and the

@@ -1,11 +1,11 @@
 //! Writing a plan's GPT and making the kernel see it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gptman::{GPTPartitionEntry, GPT};
+use gptman::{GPTHeader, GPTPartitionEntry, GPT};
 use layouts::steps::GptPartition;
 
 use crate::error::DiskError;
@@ -143,6 +143,125 @@ pub fn read_partition_table(device: &str) -> Result<Option<Vec<TableEntry>>, Dis
             })
             .collect(),
     ))
+}
+
+/// A disk's partition table as it stands: each GPT copy read on its own, the protective MBR, and the
+/// partitions the kernel has. "Done" for a planned table needs all four to agree with the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState {
+    /// The primary GPT's used entries, or `None` when it is missing or damaged.
+    pub primary: Option<Vec<TableEntry>>,
+    /// The backup GPT's used entries (at the disk's end), or `None` when it is missing or damaged.
+    pub backup: Option<Vec<TableEntry>>,
+    /// Whether sector 0 holds a protective MBR (one partition of type 0xEE), which firmware and the
+    /// kernel need to take the disk for a GPT one.
+    pub protective_mbr: bool,
+    /// The partitions the kernel knows now, as (number, first byte, bytes); `None` for a device that is
+    /// not a block device (an image file).
+    pub kernel: Option<Vec<KernelPartition>>,
+}
+
+/// A partition as the kernel knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelPartition {
+    /// Partition number.
+    pub number: u32,
+    /// First byte.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl TableState {
+    /// True when neither GPT copy is there: the disk has no table of its own.
+    pub fn is_blank(&self) -> bool {
+        self.primary.is_none() && self.backup.is_none()
+    }
+}
+
+/// Reads one GPT copy whose header is at `lba`: `None` when it is absent or damaged (a bad signature or
+/// checksum), an error only when the device cannot be read.
+fn read_copy(file: &mut File, device: &str, sector: u64, lba: u64) -> Result<Option<Vec<TableEntry>>, DiskError> {
+    file.seek(SeekFrom::Start(lba * sector)).map_err(|e| DiskError::device(device, "seek", e))?;
+    let header = match GPTHeader::read_from(file) {
+        Ok(header) => header,
+        Err(gptman::Error::Io(error)) => return Err(DiskError::device(device, "read a GPT header", error)),
+        Err(_) => return Ok(None),
+    };
+    if header.primary_lba != lba {
+        return Ok(None);
+    }
+    let entries = match header.read_partitions(file, sector) {
+        Ok(entries) => entries,
+        Err(gptman::Error::Io(error)) => return Err(DiskError::device(device, "read the GPT entries", error)),
+        Err(_) => return Ok(None),
+    };
+    Ok(Some(
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| entry.is_used())
+            .map(|(index, entry)| TableEntry {
+                number: index as u32 + 1,
+                name: entry.partition_name.as_str().to_string(),
+                type_guid: guid_text(&entry.partition_type_guid),
+                uuid: guid_text(&entry.unique_partition_guid),
+                first_lba: entry.starting_lba,
+                last_lba: entry.ending_lba,
+            })
+            .collect(),
+    ))
+}
+
+/// Reads the state of a disk's table with `sector`-byte sectors. Errors only when the device cannot be
+/// read; a missing or damaged copy is reported as such.
+pub fn read_table_state(device: &str, sector: u64) -> Result<TableState, DiskError> {
+    let mut file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
+    let size = ioctl::size_bytes(&file)
+        .or_else(|_| file.metadata().map(|m| m.len()))
+        .map_err(|e| DiskError::device(device, "read size", e))?;
+    let last = (size / sector).checked_sub(1).ok_or_else(|| table_error(device, "the disk is empty".to_string()))?;
+    let primary = read_copy(&mut file, device, sector, 1)?;
+    let backup = read_copy(&mut file, device, sector, last)?;
+    let mut mbr = [0u8; 512];
+    file.seek(SeekFrom::Start(0)).map_err(|e| DiskError::device(device, "seek", e))?;
+    file.read_exact(&mut mbr).map_err(|e| DiskError::device(device, "read the MBR", e))?;
+    // The boot signature, and the first MBR partition of type 0xEE (GPT protective).
+    let protective_mbr = mbr[510] == 0x55 && mbr[511] == 0xAA && mbr[446 + 4] == 0xEE;
+    let is_block = std::os::unix::fs::FileTypeExt::is_block_device(
+        &fs::metadata(device).map_err(|e| DiskError::device(device, "stat", e))?.file_type(),
+    );
+    let kernel = if is_block { Some(kernel_partition_extents(device)?) } else { None };
+    Ok(TableState { primary, backup, protective_mbr, kernel })
+}
+
+/// The partitions the kernel knows for a disk, from sysfs (start and size count 512-byte units there).
+fn kernel_partition_extents(device: &str) -> Result<Vec<KernelPartition>, DiskError> {
+    let disk_name = fs::canonicalize(device)
+        .map_err(|e| DiskError::device(device, "resolve", e))?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = Path::new("/sys/class/block").join(&disk_name);
+    let read = |path: &Path| -> Result<u64, DiskError> {
+        let text = fs::read_to_string(path).map_err(|source| DiskError::Read { path: path.to_path_buf(), source })?;
+        text.trim().parse().map_err(|_| table_error(device, format!("{} holds {text:?}", path.display())))
+    };
+    let mut found = Vec::new();
+    let entries = fs::read_dir(&dir).map_err(|source| DiskError::Read { path: dir.clone(), source })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join("partition").exists() {
+            continue;
+        }
+        found.push(KernelPartition {
+            number: read(&path.join("partition"))? as u32,
+            start: read(&path.join("start"))? * 512,
+            size: read(&path.join("size"))? * 512,
+        });
+    }
+    found.sort_by_key(|p| p.number);
+    Ok(found)
 }
 
 /// Kernel names of the partitions the kernel currently knows for a disk, with their numbers.

@@ -1,6 +1,7 @@
 //! Wiping a disk and writing its partition table.
 
 use layouts::steps::{Operation, PartitionTable, Wipe};
+use partitioner::table::TableEntry;
 
 use super::{Perform, ProbeContext, RunContext};
 use crate::execute::{Outlook, StepError};
@@ -15,7 +16,11 @@ impl Perform for Wipe {
             Some(table) => {
                 let table_cx = ProbeContext { step: table, ..*cx };
                 match super::of(&table.operation).map(|op| op.probe(&table_cx)) {
-                    Some(Outlook::Done(_)) => Outlook::Done("the disk already has the planned partition table".into()),
+                    // The planned table is on the disk (even if the kernel has yet to see it): the disk
+                    // holds this plan's work, which a wipe would destroy.
+                    Some(Outlook::Done(_) | Outlook::Todo { destroys: false }) => {
+                        Outlook::Done("the disk already has the planned partition table".into())
+                    }
                     // A table that cannot be read is no reason to wipe: the run stops instead.
                     Some(Outlook::Conflict(why)) => Outlook::Conflict(why),
                     _ => Outlook::Todo { destroys: true },
@@ -50,27 +55,46 @@ impl Perform for Wipe {
 }
 
 impl Perform for PartitionTable {
+    /// Done when both GPT copies hold exactly the planned partitions, the protective MBR is there, and
+    /// the kernel's partitions are the planned ones. When only the kernel's view is stale (a run cut
+    /// between writing the table and the kernel re-reading it), the step is to do without destroying:
+    /// the table is written again, identically, and the kernel told.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        let entries = match cx.system.read_partition_table(&self.device) {
-            Ok(Some(entries)) => entries,
-            Ok(None) => return Outlook::Todo { destroys: true },
+        let sector = u64::from(self.logical_sector_size);
+        let state = match cx.system.read_table_state(&self.device, sector) {
+            Ok(state) => state,
             Err(error) => {
                 return Outlook::Conflict(format!("cannot read the partition table of {}: {error}", self.device))
             }
         };
-        let same = entries.len() == self.partitions.len()
-            && entries.iter().zip(&self.partitions).all(|(e, p)| {
-                e.number == p.number
-                    && e.first_lba == p.extent.first_lba
-                    && e.last_lba == p.extent.last_lba
-                    && e.uuid.eq_ignore_ascii_case(&p.uuid)
-                    && e.type_guid.eq_ignore_ascii_case(&p.type_guid)
-                    && e.name == p.name
-            });
-        if same {
-            Outlook::Done("the planned partition table is there".into())
+        let planned = |entries: &Option<Vec<TableEntry>>| {
+            entries.as_ref().is_some_and(|entries| {
+                entries.len() == self.partitions.len()
+                    && entries.iter().zip(&self.partitions).all(|(e, p)| {
+                        e.number == p.number
+                            && e.first_lba == p.extent.first_lba
+                            && e.last_lba == p.extent.last_lba
+                            && e.uuid.eq_ignore_ascii_case(&p.uuid)
+                            && e.type_guid.eq_ignore_ascii_case(&p.type_guid)
+                            && e.name == p.name
+                    })
+            })
+        };
+        if !(planned(&state.primary) && planned(&state.backup) && state.protective_mbr) {
+            return Outlook::Todo { destroys: true };
+        }
+        let kernel_agrees = state.kernel.as_ref().is_none_or(|kernel| {
+            kernel.len() == self.partitions.len()
+                && kernel.iter().zip(&self.partitions).all(|(k, p)| {
+                    k.number == p.number
+                        && k.start == p.extent.first_lba * sector
+                        && k.size == p.extent.sectors() * sector
+                })
+        });
+        if kernel_agrees {
+            Outlook::Done("the planned partition table is there, both copies, and the kernel sees it".into())
         } else {
-            Outlook::Todo { destroys: true }
+            Outlook::Todo { destroys: false }
         }
     }
 

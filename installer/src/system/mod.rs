@@ -12,7 +12,7 @@ pub mod sim;
 use std::fmt;
 
 use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
-use partitioner::table::TableEntry;
+use partitioner::TableState;
 use partitioner::{DiskError, DiskInfo, Signature};
 
 use crate::command::CommandError;
@@ -44,8 +44,8 @@ pub trait System: fmt::Debug + Send + Sync {
     /// Removes every signature from a disk, its current partitions and the `(offset, size)` byte ranges
     /// where the plan will put partitions (and discards, when asked and able).
     fn wipe_disk(&self, disk: &DiskInfo, discard: bool, planned: &[(u64, u64)]) -> Result<(), DiskError>;
-    /// The GPT on a disk, or `None` when it has none.
-    fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError>;
+    /// The state of a disk's partition table: both GPT copies, the protective MBR, the kernel's view.
+    fn read_table_state(&self, device: &str, sector: u64) -> Result<TableState, DiskError>;
     /// Writes a GPT and a protective MBR, and makes the kernel see the partitions.
     fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError>;
     /// Waits until the device nodes exist.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
-use partitioner::table::TableEntry;
+use partitioner::TableState;
 use partitioner::{DiskError, DiskInfo, Signature};
 
 use super::linux::{self, MountEntry};
@@ -56,8 +56,8 @@ impl System for RealSystem {
         partitioner::wipe_disk(disk, discard, planned)
     }
 
-    fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
-        partitioner::read_partition_table(device)
+    fn read_table_state(&self, device: &str, sector: u64) -> Result<TableState, DiskError> {
+        partitioner::read_table_state(device, sector)
     }
 
     fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError> {

@@ -13,7 +13,7 @@ use layouts::gpt::partition_device;
 use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
 use partitioner::discover::DevNo;
 use partitioner::table::TableEntry;
-use partitioner::{DiskError, DiskInfo, InUse, PartitionInfo, Signature};
+use partitioner::{DiskError, DiskInfo, InUse, KernelPartition, PartitionInfo, Signature, TableState};
 use serde_json::{json, Map, Value};
 
 use super::{MountEntry, System};
@@ -659,7 +659,7 @@ impl System for SimSystem {
         Ok(())
     }
 
-    fn read_partition_table(&self, device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
+    fn read_table_state(&self, device: &str, sector: u64) -> Result<TableState, DiskError> {
         let state = self.lock();
         let canonical = state.canonical(device);
         if !state.disks.iter().any(|d| d.path == canonical) {
@@ -668,7 +668,17 @@ impl System for SimSystem {
         if state.unreadable.contains(&canonical) {
             return Err(device_error(device, "read the partition table", std::io::Error::from_raw_os_error(5)));
         }
-        Ok(state.tables.get(&canonical).cloned())
+        let table = state.tables.get(&canonical).cloned();
+        let kernel = table
+            .iter()
+            .flatten()
+            .map(|e| KernelPartition {
+                number: e.number,
+                start: e.first_lba * sector,
+                size: (e.last_lba - e.first_lba + 1) * sector,
+            })
+            .collect();
+        Ok(TableState { protective_mbr: table.is_some(), primary: table.clone(), backup: table, kernel: Some(kernel) })
     }
 
     fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError> {

@@ -244,6 +244,11 @@ impl OperationKind for ZpoolCreate {
         Some(CommandLine { program: "zpool".into(), args })
     }
 
+    /// To do without destroying, a pool is found on its members and only imported, which mounting does.
+    fn creates(&self) -> bool {
+        false
+    }
+
     fn undo(&self) -> Option<(String, String, Operation)> {
         let pool = &self.pool;
         Some((
