@@ -247,7 +247,13 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
         let pending_destruction =
             step.after.iter().any(|dep| matches!(outlooks.get(dep), Some(Outlook::Todo { destroys: true })));
         let outlook = if pending_destruction {
-            Outlook::Todo { destroys: step.operation.destroys_data() }
+            // What comes after a step that destroys is not probed (the machine will differ by then),
+            // except for what no earlier step can change: names and places already taken by others.
+            let cx = ProbeContext { system, plan, steps: &steps.steps, journal: &journal, step };
+            match ops::of(&step.operation).and_then(|op| op.taken_by_others(&cx)) {
+                Some(why) => Outlook::Conflict(why),
+                None => Outlook::Todo { destroys: step.operation.destroys_data() },
+            }
         } else {
             probe(system, plan, &steps.steps, step, &journal)
         };

@@ -75,15 +75,47 @@ pub fn zpool(sys: &dyn System, line: &CommandLine, passphrase: Option<&Secret>) 
     Ok(())
 }
 
-/// Imports a pool without mounting anything, under `altroot`.
-pub fn import_pool(sys: &dyn System, pool: &str, altroot: &str, force: bool) -> Result<(), ZfsError> {
+/// Imports a pool without mounting anything, under `altroot`, looking for it on `devices` only: a pool
+/// of the same name on any other disk is never picked up.
+pub fn import_pool(
+    sys: &dyn System,
+    pool: &str,
+    altroot: &str,
+    force: bool,
+    devices: &[String],
+) -> Result<(), ZfsError> {
     let mut args = vec!["import"];
     if force {
         args.push("-f");
     }
+    for device in devices {
+        args.extend(["-d", device.as_str()]);
+    }
     args.extend(["-N", "-R", altroot, pool]);
     sys.run(&command("zpool", &args), None)?;
     Ok(())
+}
+
+/// The devices an imported pool is made of, as `zpool status` gives their paths (every vdev class).
+pub fn pool_members(sys: &dyn System, pool: &str) -> Result<Vec<String>, ZfsError> {
+    let status: serde_json::Value = json(sys, command("zpool", &["status", "-j", "--json-int", pool]))?;
+    let mut paths = Vec::new();
+    collect_paths(&status["pools"][pool], &mut paths);
+    Ok(paths)
+}
+
+/// Every leaf's `path` in a `zpool status -j` tree.
+fn collect_paths(value: &serde_json::Value, paths: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(path)) = map.get("path") {
+                paths.push(path.clone());
+            }
+            map.iter().filter(|(key, _)| *key != "path").for_each(|(_, child)| collect_paths(child, paths));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| collect_paths(item, paths)),
+        _ => {}
+    }
 }
 
 /// A dataset's type (`FILESYSTEM`, `VOLUME`) and the properties asked for.

@@ -352,3 +352,19 @@ fn mount_never_creates_what_is_missing() {
         .collect();
     assert!(created.is_empty(), "{created:?}");
 }
+
+#[test]
+fn a_pool_of_the_same_name_on_other_disks_is_never_taken_for_the_plans() {
+    let (_, plan) = presets().into_iter().find(|(n, _)| n == "Mirror-ZfsNative-swapfalse").expect("preset");
+    fresh_journal();
+    let system = machine();
+    system.add_foreign_pool("rpool", "/dev/vdc", true);
+    let error = apply(&system, &plan, Mode::Apply).expect_err("the foreign pool was taken for the plan's");
+    assert!(error.to_string().contains("a pool named rpool is imported from /dev/vdc"), "{error}");
+    assert_eq!(system.changes(), 0);
+    // Unmounting the plan leaves the foreign pool alone.
+    let report =
+        installer::teardown(&system, &plan, &steps(&plan), &options(Mode::Mount), &|_: Event| {}).expect("teardown");
+    assert_eq!(report.applied, 0, "{report:?}");
+    assert!(system.commands().iter().all(|c| c.args.first().is_none_or(|a| a != "export")), "{:?}", system.commands());
+}

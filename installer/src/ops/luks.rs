@@ -43,6 +43,14 @@ impl Perform for LuksOpen {
         }
     }
 
+    /// A mapping of this name open on another device stays in the way whatever is formatted first.
+    fn taken_by_others(&self, cx: &ProbeContext<'_>) -> Option<String> {
+        match self.probe(cx) {
+            Outlook::Conflict(why) => Some(why),
+            _ => None,
+        }
+    }
+
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         let key = cx.secrets.key_or_file(&self.key, self.passphrase_file.as_deref())?;
         cx.system.luks_open(self, &key)?;

@@ -53,6 +53,12 @@ pub(crate) trait Perform {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook;
     /// Does the step.
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError>;
+
+    /// A conflict that holds whatever the steps before this one do: a name or a place this step needs is
+    /// already held by something outside the plan (a pool of the same name, a mapping, a mount).
+    fn taken_by_others(&self, _cx: &ProbeContext<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// The executor's side of an operation: the registry, one line per operation type. `None` for an

@@ -18,6 +18,14 @@ impl Perform for Mount {
         }
     }
 
+    /// Something else mounted at the target stays in the way whatever is made first.
+    fn taken_by_others(&self, cx: &ProbeContext<'_>) -> Option<String> {
+        match self.probe(cx) {
+            Outlook::Conflict(why) => Some(why),
+            _ => None,
+        }
+    }
+
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         cx.system.mount(self).map_err(io(format!("mount {} at {}", self.source, self.target)))
     }

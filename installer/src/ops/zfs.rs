@@ -19,6 +19,9 @@ impl Perform for ZpoolCreate {
         let pool = &self.pool;
         match zfs::imported_pools(cx.system) {
             Ok(pools) if pools.contains(pool) => {
+                if let Some(why) = imported_from_elsewhere(self, cx) {
+                    return Outlook::Conflict(why);
+                }
                 return match zfs::locked_encryption_roots(cx.system, pool) {
                     Ok(locked) if locked.is_empty() => Outlook::Done(format!("pool {pool} is imported")),
                     _ => Outlook::Todo { destroys: false },
@@ -54,6 +57,15 @@ impl Perform for ZpoolCreate {
         }
     }
 
+    fn taken_by_others(&self, cx: &ProbeContext<'_>) -> Option<String> {
+        let imported = zfs::imported_pools(cx.system).map(|pools| pools.contains(&self.pool));
+        match imported {
+            Ok(true) => imported_from_elsewhere(self, cx),
+            Ok(false) => None,
+            Err(error) => Some(format!("cannot list ZFS pools: {error}")),
+        }
+    }
+
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         let pool = &self.pool;
         let imported = zfs::imported_pools(cx.system)?.contains(pool);
@@ -62,7 +74,7 @@ impl Perform for ZpoolCreate {
             cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str())))
         });
         if !imported && existing {
-            import(cx, pool, &self.altroot)?;
+            import(cx, self)?;
         } else if !imported {
             let mut line =
                 self.command().ok_or_else(|| StepError::Conflict("zpool create has no command line".into()))?;
@@ -81,17 +93,42 @@ impl Perform for ZpoolCreate {
     }
 }
 
-/// Imports a pool this plan created earlier. A pool that was not exported (the machine went down
-/// mid-install) needs `-f`; its disks are the plan's own, checked by identity.
-fn import(cx: &RunContext<'_>, pool: &str, altroot: &str) -> Result<(), StepError> {
-    match zfs::import_pool(cx.system, pool, altroot, false) {
+/// Imports a pool this plan created earlier, from the plan's devices only. A pool that was not exported
+/// (the machine went down mid-install) needs `-f`; its disks are the plan's own, checked by identity.
+fn import(cx: &RunContext<'_>, op: &ZpoolCreate) -> Result<(), StepError> {
+    let devices: Vec<String> = op.devices().cloned().collect();
+    let (pool, altroot) = (&op.pool, &op.altroot);
+    match zfs::import_pool(cx.system, pool, altroot, false, &devices) {
         Ok(()) => Ok(()),
         Err(ZfsError::Command(CommandError::Failed { stderr, .. })) if stderr.contains("-f") => {
-            zfs::import_pool(cx.system, pool, altroot, true)?;
+            zfs::import_pool(cx.system, pool, altroot, true, &devices)?;
             Ok(())
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// For an imported pool of the plan's pool's name: why it is not the plan's, if it is made of other
+/// devices. A pool counts as the plan's only when it is made of the plan's devices: one of the same name
+/// from other disks must not receive this plan's datasets and mounts.
+fn imported_from_elsewhere(op: &ZpoolCreate, cx: &ProbeContext<'_>) -> Option<String> {
+    let pool = &op.pool;
+    match zfs::pool_members(cx.system, pool) {
+        Ok(members) if members_are(cx, &members, op.devices()) => None,
+        Ok(members) => Some(format!(
+            "a pool named {pool} is imported from {}, not from this plan's devices: export it (`zpool export \
+             {pool}`) or give the plan's pool another name",
+            if members.is_empty() { "unknown devices".to_string() } else { members.join(", ") }
+        )),
+        Err(error) => Some(format!("cannot read the members of pool {pool}: {error}")),
+    }
+}
+
+/// Whether a pool's members, as ZFS names them, are exactly the planned devices.
+fn members_are<'a>(cx: &ProbeContext<'_>, members: &[String], planned: impl Iterator<Item = &'a String>) -> bool {
+    let planned: Vec<&String> = planned.collect();
+    members.len() == planned.len()
+        && members.iter().all(|member| planned.iter().any(|device| cx.system.same_device(member, device)))
 }
 
 /// Loads the keys of every locked encryption root of a pool.
@@ -143,7 +180,11 @@ impl Perform for ZfsCreate {
 impl Perform for ZpoolExport {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         match zfs::imported_pools(cx.system) {
-            Ok(pools) if pools.contains(&self.pool) => Outlook::Todo { destroys: false },
+            Ok(pools) if pools.contains(&self.pool) => match zfs::pool_members(cx.system, &self.pool) {
+                Ok(members) if members_are(cx, &members, self.devices.iter()) => Outlook::Todo { destroys: false },
+                Ok(_) => Outlook::Done(format!("the imported pool {} is not this plan's: left alone", self.pool)),
+                Err(error) => Outlook::Conflict(format!("cannot read the members of pool {}: {error}", self.pool)),
+            },
             Ok(_) => Outlook::Done(format!("pool {} is not imported", self.pool)),
             Err(error) => Outlook::Conflict(format!("cannot list ZFS pools: {error}")),
         }

@@ -31,6 +31,8 @@ struct SimDataset {
 
 #[derive(Debug, Default)]
 struct SimPool {
+    /// Member devices, canonical.
+    members: Vec<String>,
     imported: bool,
     exported_cleanly: bool,
     datasets: BTreeMap<String, SimDataset>,
@@ -164,6 +166,17 @@ impl SimSystem {
             pool.imported = false;
             pool.unlocked.clear();
         }
+    }
+
+    /// A pool made elsewhere, of `device` alone (a disk outside the plan), imported or only present.
+    pub fn add_foreign_pool(&self, name: &str, device: &str, imported: bool) {
+        let mut state = self.lock();
+        let device = state.canonical(device);
+        let uuid = state.uuid();
+        state.set_signature(&device, "zfs_member", Some(name.to_string()), uuid);
+        let mut pool = SimPool { members: vec![device], imported, exported_cleanly: true, ..SimPool::default() };
+        pool.datasets.insert(name.to_string(), SimDataset::default());
+        state.pools.insert(name.to_string(), pool);
     }
 
     /// Every read of this device fails from now on, as on a disk that gives I/O errors.
@@ -334,7 +347,7 @@ impl State {
         let args: Vec<&str> = line.args.iter().map(String::as_str).collect();
         let writes = !matches!(
             (line.program.as_str(), args.first()),
-            ("zpool", Some(&"list")) | ("zfs", Some(&"get")) | ("udevadm", _)
+            ("zpool", Some(&"list" | &"status")) | ("zfs", Some(&"get")) | ("udevadm", _)
         );
         if writes {
             self.change().map_err(|e| failed(line, e.to_string()))?;
@@ -423,7 +436,7 @@ impl State {
                 if encrypted && keylocation == "prompt" && key.is_empty() {
                     return Err(failed(line, "no key given on standard input"));
                 }
-                let mut pool = SimPool { imported: true, key, ..SimPool::default() };
+                let mut pool = SimPool { members: members.clone(), imported: true, key, ..SimPool::default() };
                 let root = SimDataset { volume: false, encryption_root: encrypted.then(|| name.clone()), keylocation };
                 pool.datasets.insert(name.clone(), root);
                 if encrypted {
@@ -439,12 +452,18 @@ impl State {
             Some("import") => {
                 let force = args.contains(&"-f");
                 let name = args.last().copied().unwrap_or_default().to_string();
+                let searched: Vec<String> =
+                    args.windows(2).filter(|w| w[0] == "-d").map(|w| self.canonical(w[1])).collect();
                 let pool = self
                     .pools
                     .get_mut(&name)
                     .ok_or_else(|| failed(line, format!("cannot import '{name}': no such pool available")))?;
                 if pool.imported {
                     return Err(failed(line, format!("cannot import '{name}': a pool with that name already exists")));
+                }
+                // With -d, only the devices named are searched.
+                if !searched.is_empty() && !pool.members.iter().all(|m| searched.contains(m)) {
+                    return Err(failed(line, format!("cannot import '{name}': no such pool available")));
                 }
                 if !pool.exported_cleanly && !force {
                     return Err(failed(
@@ -458,6 +477,19 @@ impl State {
                 pool.imported = true;
                 pool.exported_cleanly = false;
                 Ok(String::new())
+            }
+            Some("status") => {
+                let name = args.last().copied().unwrap_or_default();
+                let no_pool = || failed(line, format!("cannot open '{name}': no such pool"));
+                let pool = self.pools.get(name).filter(|p| p.imported).ok_or_else(no_pool)?;
+                let leaves: Map<String, Value> = pool
+                    .members
+                    .iter()
+                    .map(|m| (m.rsplit('/').next().unwrap_or(m).to_string(), json!({ "vdev_type": "disk", "path": m })))
+                    .collect();
+                let root = json!({ "name": name, "vdev_type": "root", "vdevs": leaves });
+                Ok(json!({ "pools": { name: { "name": name, "state": "ONLINE", "vdevs": { name: root } } } })
+                    .to_string())
             }
             Some("export") => {
                 let name = args.last().copied().unwrap_or_default().to_string();

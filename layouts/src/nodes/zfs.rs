@@ -254,7 +254,7 @@ impl OperationKind for ZpoolCreate {
         Some((
             format!("zpool-export:{pool}"),
             format!("Export ZFS pool {pool}"),
-            Operation::ZpoolExport(ZpoolExport { pool: pool.clone() }),
+            Operation::ZpoolExport(ZpoolExport { pool: pool.clone(), devices: self.devices().cloned().collect() }),
         ))
     }
 }
@@ -295,6 +295,9 @@ impl OperationKind for ZfsCreate {
 pub struct ZpoolExport {
     /// Pool name.
     pub pool: String,
+    /// The plan's devices of the pool: a pool of the same name made of others is not this plan's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 impl OperationKind for ZpoolExport {
