@@ -22,6 +22,8 @@ pub enum CommandError {
         command: String,
         /// Exit status, as printed.
         status: String,
+        /// The exit code, when the program exited rather than being killed.
+        code: Option<i32>,
         /// What it printed on stderr, trimmed.
         stderr: String,
     },
@@ -50,6 +52,7 @@ pub fn run(program: &str, args: &[String], input: Option<&[u8]>) -> Result<Strin
         return Err(CommandError::Failed {
             command,
             status: output.status.to_string(),
+            code: output.status.code(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
@@ -95,7 +98,8 @@ pub fn stream(program: &str, args: &[String], on_line: &mut dyn FnMut(&str)) -> 
     let status = child.wait().map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
     if !status.success() {
         let tail: Vec<&str> = stderr_text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(CommandError::Failed { command, status: status.to_string(), stderr: tail.join("\n") });
+        let (status, code) = (status.to_string(), status.code());
+        return Err(CommandError::Failed { command, status, code, stderr: tail.join("\n") });
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey};
-use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat};
+use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat, KeyslotInfo};
 use libcryptsetup_rs::{CryptInit, CryptPbkdfType, Either, LibcryptErr};
 
 use layouts::nodes::luks::LUKS_PARAMETERS;
@@ -117,9 +117,19 @@ pub fn format(device: &str, uuid: &str, label: Option<&str>, key: &Secret, weak:
     Ok(())
 }
 
-/// The UUID of the LUKS2 header on `device`. Ask only of a device libblkid says carries one: any
-/// failure here is an error, never "no header".
-pub fn header_uuid(device: &str) -> Result<String, LuksError> {
+/// What a LUKS2 header says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuksHeader {
+    /// The header's UUID.
+    pub uuid: String,
+    /// Whether any key slot is active: a header made without one (a run cut between formatting and
+    /// adding the key) can never be opened.
+    pub usable: bool,
+}
+
+/// The LUKS2 header on `device`. Ask only of a device libblkid says carries one: any failure here is an
+/// error, never "no header".
+pub fn header(device: &str) -> Result<LuksHeader, LuksError> {
     install_log_callback();
     let mut crypt = CryptInit::init(Path::new(device)).map_err(failure(device, "open"))?;
     crypt
@@ -127,7 +137,10 @@ pub fn header_uuid(device: &str) -> Result<String, LuksError> {
         .load::<()>(Some(EncryptionFormat::Luks2), None)
         .map_err(failure(device, "read the LUKS header"))?;
     let uuid = crypt.status_handle().get_uuid().map_err(failure(device, "read the LUKS header's UUID"))?;
-    Ok(uuid.to_string())
+    // LUKS2 has 32 key slots.
+    let usable = (0..32)
+        .any(|slot| matches!(crypt.keyslot_handle().status(slot), Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast)));
+    Ok(LuksHeader { uuid: uuid.to_string(), usable })
 }
 
 /// Opens `device` as `/dev/mapper/<name>`.

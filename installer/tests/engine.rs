@@ -368,3 +368,30 @@ fn a_pool_of_the_same_name_on_other_disks_is_never_taken_for_the_plans() {
     assert_eq!(report.applied, 0, "{report:?}");
     assert!(system.commands().iter().all(|c| c.args.first().is_none_or(|a| a != "export")), "{:?}", system.commands());
 }
+
+#[test]
+fn a_half_made_filesystem_of_the_plan_is_made_again_and_a_foreign_one_refused() {
+    let (_, plan) = presets().into_iter().find(|(n, _)| n == "Ext4-None-swapfalse").expect("preset");
+    fresh_journal();
+    let system = machine();
+    apply(&system, &plan, Mode::Apply).expect("apply");
+    installer::teardown(&system, &plan, &steps(&plan), &options(Mode::Mount), &|_: Event| {}).expect("teardown");
+    // mkfs was cut short on the root partition: the signature is there, the filesystem is not whole.
+    system.damage_filesystem("/dev/vda2");
+    let before = system.commands().len();
+    apply(&system, &plan, Mode::Apply).expect("resume");
+    let remade: Vec<String> = system.commands()[before..]
+        .iter()
+        .filter(|c| c.program.starts_with("mkfs."))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(remade.len(), 1, "{remade:?}");
+    assert!(remade[0].ends_with("/dev/disk/by-id/virtio-disk0-part2"), "{remade:?}");
+    installer::teardown(&system, &plan, &steps(&plan), &options(Mode::Mount), &|_: Event| {}).expect("teardown");
+
+    // Someone else's ext4 in the same place (another UUID) is not taken for the plan's, nor made over.
+    let line = layouts::CommandLine::new("mkfs.ext4", ["-F", "-q", "/dev/vda2"]);
+    installer::System::run(&system, &line, None).expect("a foreign mkfs");
+    let error = apply(&system, &plan, Mode::Apply).expect_err("the foreign ext4 passed for the plan's");
+    assert!(error.to_string().contains("is not this plan's"), "{error}");
+}

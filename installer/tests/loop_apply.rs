@@ -316,3 +316,64 @@ fn a_stale_kernel_view_is_resynced_without_wiping() {
     assert!(report.applied >= 1, "{report:?}");
     assert_eq!(std::fs::read_to_string(setup.target.join("kept")).expect("the data survived"), "still here");
 }
+
+#[test]
+fn a_luks_header_without_its_key_is_made_again() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    let inner = filesystem(Format::Ext4, "/");
+    let luks = Content::Luks(layouts::Luks {
+        name: "killtest".into(),
+        key: "prompt".into(),
+        label: None,
+        passphrase_file: None,
+        allow_discards: true,
+        content: Box::new(inner),
+    });
+    setup.plan.disks["a"] = disk(&setup.disks[0].device, vec![("root", Size::Rest, luks)]);
+    setup.plan.disks.shift_remove("b");
+    let secrets = Secrets { passphrase: Some(installer::Secret::new(b"correct horse".to_vec())) };
+    let steps = setup.steps();
+    let outlook = |setup: &Setup| {
+        let preview = installer::preview(&RealSystem, &setup.plan, &steps, &setup.options).expect("preview");
+        preview.steps.into_iter().find(|(s, _)| s.id == "luks-format:a/root").map(|(_, o)| o).expect("step")
+    };
+    let preview = installer::preview(&RealSystem, &setup.plan, &steps, &setup.options).expect("preview");
+    // The host has no device-mapper: the run formats, then stops at opening.
+    let _ =
+        installer::execute(&RealSystem, &setup.plan, &preview, &all(&setup), &secrets, &setup.options, &|_: Event| {});
+    assert!(matches!(outlook(&setup), installer::Outlook::Done(_)), "{:?}", outlook(&setup));
+    // The header stays, its key slot goes: as a run cut between formatting and adding the key.
+    run("cryptsetup", &["luksErase", "--batch-mode", &format!("{}p1", setup.disks[0].device)]).expect("luksErase");
+    assert_eq!(outlook(&setup), installer::Outlook::Todo { destroys: true });
+}
+
+#[test]
+fn a_used_filesystem_a_crash_left_dirty_is_kept() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let setup = Setup::new();
+    setup.apply(&all(&setup)).expect("apply");
+    std::fs::write(setup.target.join("root-file"), "root").expect("write");
+    std::fs::write(setup.target.join("srv/srv-file"), "srv").expect("write");
+    for file in ["root-file", "srv/srv-file"] {
+        std::fs::File::open(setup.target.join(file)).and_then(|f| f.sync_all()).expect("sync");
+    }
+    // XFS goes down as in a crash (the log keeps changes to replay); ext4's counters are left wrong.
+    run("xfs_io", &["-x", "-c", "shutdown -f", &setup.target.join("srv").to_string_lossy()]).expect("xfs shutdown");
+    setup.teardown();
+    let (root, srv) = (format!("{}p1", setup.disks[0].device), format!("{}p1", setup.disks[1].device));
+    run("debugfs", &["-w", "-R", "set_inode_field <2> links_count 7", &root]).expect("debugfs");
+    assert!(run("e2fsck", &["-n", "-f", &root]).is_err(), "the ext4 still checks clean");
+    assert!(run("xfs_repair", &["-n", &srv]).is_err(), "the xfs log is clean");
+
+    let again = setup.apply(&[]).expect("apply after the crash");
+    assert!(again.applied <= 3, "{again:?}");
+    assert_eq!(std::fs::read_to_string(setup.target.join("root-file")).expect("root data kept"), "root");
+    assert_eq!(std::fs::read_to_string(setup.target.join("srv/srv-file")).expect("srv data kept"), "srv");
+}

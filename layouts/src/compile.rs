@@ -122,6 +122,12 @@ impl Plan {
         self.derived_uuid(&format!("luks\0{name}"))
     }
 
+    /// The UUID of the filesystem or swap made for `owner` (`disk/partition`, or a volume's dataset),
+    /// derived like partition UUIDs: a re-run recognises its own filesystem, and nothing else passes for it.
+    pub fn filesystem_uuid(&self, owner: &str) -> String {
+        self.derived_uuid(&format!("fs\0{owner}"))
+    }
+
     fn derived_uuid(&self, what: &str) -> String {
         let seed = format!("{}\0{what}", self.effective_host_id());
         let high = fnv1a(seed.as_bytes(), 0x6e69_782d_6461_6265);

@@ -12,12 +12,14 @@ impl Perform for LuksFormat {
         if !cx.system.exists(device) {
             return Outlook::Todo { destroys: true };
         }
-        match cx.system.luks_header_uuid(device) {
-            Ok(Some(found)) if found.eq_ignore_ascii_case(&self.uuid) => {
-                Outlook::Done(format!("{device} has this plan's LUKS header"))
+        match cx.system.luks_header(device) {
+            Ok(Some(found)) if found.uuid.eq_ignore_ascii_case(&self.uuid) && found.usable => {
+                Outlook::Done(format!("{device} has this plan's LUKS header, with its key"))
             }
-            Ok(Some(found)) => Outlook::Conflict(format!("{device} holds another LUKS header ({found})")),
-            Ok(None) => blank_or(cx.system, device, "crypto_LUKS"),
+            // This plan's header without a key slot: formatting was cut short; it is made again.
+            Ok(Some(found)) if found.uuid.eq_ignore_ascii_case(&self.uuid) => Outlook::Todo { destroys: true },
+            Ok(Some(found)) => Outlook::Conflict(format!("{device} holds another LUKS header ({})", found.uuid)),
+            Ok(None) => blank_or(cx.system, device, "crypto_LUKS", None),
             Err(error) => Outlook::Conflict(format!("cannot read the LUKS header on {device}: {error}")),
         }
     }

@@ -85,25 +85,35 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
     })
 }
 
-/// A device that must hold `wanted` (a libblkid type): done when it does, to do when it is blank, a
-/// conflict when it holds something else.
-pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str) -> Outlook {
+/// A device that must hold `wanted` (a libblkid type) with the UUID `uuid` (when the plan fixes one):
+/// done when it does, to do when it is blank, a conflict when it holds something else, or the same kind
+/// of thing that is not this plan's.
+pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str, uuid: Option<&str>) -> Outlook {
     if !system.exists(device) {
         return Outlook::Todo { destroys: true };
     }
-    let kinds: Vec<String> = match system.signatures(device) {
-        Ok(signatures) => signatures.into_iter().map(|s| s.kind).collect(),
+    let signatures = match system.signatures(device) {
+        Ok(signatures) => signatures,
         Err(error) => return Outlook::Conflict(format!("cannot read what {device} holds: {error}")),
     };
-    if kinds.iter().any(|k| k == wanted) {
-        Outlook::Done(format!("{device} already holds {wanted}"))
-    } else if let Some(other) = kinds.first() {
-        Outlook::Conflict(format!(
-            "{device} holds {other}, the plan puts {wanted} there: if that is not wanted, clear it with \
-             `wipefs --all {device}` (or the whole disk with `wipefs --all` on the disk) and apply again"
-        ))
-    } else {
-        Outlook::Todo { destroys: true }
+    let clear_it = format!(
+        "if that is not wanted, clear it with `wipefs --all {device}` (or the whole disk with `wipefs --all` on \
+         the disk) and apply again"
+    );
+    match signatures.first() {
+        None => Outlook::Todo { destroys: true },
+        Some(found) if found.kind != wanted => {
+            Outlook::Conflict(format!("{device} holds {}, the plan puts {wanted} there: {clear_it}", found.kind))
+        }
+        Some(found) => match (uuid, found.uuid.as_deref()) {
+            (Some(planned), Some(have)) if !have.eq_ignore_ascii_case(planned) => Outlook::Conflict(format!(
+                "{device} holds a {wanted} that is not this plan's (UUID {have}, the plan's is {planned}): {clear_it}"
+            )),
+            (Some(planned), None) => Outlook::Conflict(format!(
+                "{device} holds a {wanted} without a UUID, the plan's has {planned}: {clear_it}"
+            )),
+            _ => Outlook::Done(format!("{device} already holds this plan's {wanted}")),
+        },
     }
 }
 

@@ -17,7 +17,7 @@ use partitioner::{DiskError, DiskInfo, Signature};
 
 use crate::command::CommandError;
 use crate::lock::{Hold, LockError};
-use crate::luks::LuksError;
+use crate::luks::{LuksError, LuksHeader};
 use crate::secret::Secret;
 
 pub use linux::MountEntry;
@@ -58,8 +58,8 @@ pub trait System: fmt::Debug + Send + Sync {
     /// Makes a LUKS2 header with [`layouts::nodes::luks::LUKS_PARAMETERS`] (or a fast key derivation,
     /// for tests under emulation).
     fn luks_format(&self, op: &LuksFormat, key: &Secret, weak_kdf: bool) -> Result<(), LuksError>;
-    /// The UUID of the LUKS2 header on a device, `None` when it has none; an error when it cannot tell.
-    fn luks_header_uuid(&self, device: &str) -> Result<Option<String>, LuksError>;
+    /// The LUKS2 header on a device, `None` when it has none; an error when it cannot tell.
+    fn luks_header(&self, device: &str) -> Result<Option<LuksHeader>, LuksError>;
     /// Opens a LUKS2 device as `/dev/mapper/<name>`.
     fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError>;
     /// Closes a mapping.
@@ -78,6 +78,10 @@ pub trait System: fmt::Debug + Send + Sync {
     fn unmount(&self, target: &str) -> std::io::Result<()>;
     /// What is mounted at a path (the top of the stack).
     fn mounted_at(&self, target: &str) -> std::io::Result<Option<MountEntry>>;
+    /// Reads `length` bytes at `offset` of a device (read-only).
+    fn read_bytes(&self, device: &str, offset: u64, length: usize) -> std::io::Result<Vec<u8>>;
+    /// Whether a device is mounted anywhere.
+    fn is_mounted(&self, device: &str) -> std::io::Result<bool>;
     /// Whether a device is active swap.
     fn swap_active(&self, device: &str) -> std::io::Result<bool>;
 

@@ -10,7 +10,7 @@ use super::linux::{self, MountEntry};
 use super::System;
 use crate::command::{self, CommandError};
 use crate::lock::{self, Hold, LockError, DISK_LOCK_DIR};
-use crate::luks::{self, LuksError};
+use crate::luks::{self, LuksError, LuksHeader};
 use crate::secret::Secret;
 
 /// The real machine: sysfs, libblkid, ioctls, libcryptsetup, mount(2) and programs on PATH.
@@ -83,7 +83,7 @@ impl System for RealSystem {
         luks::format(&op.device, &op.uuid, op.label.as_deref(), key, weak_kdf)
     }
 
-    fn luks_header_uuid(&self, device: &str) -> Result<Option<String>, LuksError> {
+    fn luks_header(&self, device: &str) -> Result<Option<LuksHeader>, LuksError> {
         let signatures = partitioner::probe_signatures(Path::new(device)).map_err(|e| LuksError {
             device: device.to_string(),
             action: "probe",
@@ -93,7 +93,7 @@ impl System for RealSystem {
         if !signatures.iter().any(|s| s.kind == "crypto_LUKS") {
             return Ok(None);
         }
-        luks::header_uuid(device).map(Some)
+        luks::header(device).map(Some)
     }
 
     fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError> {
@@ -126,6 +126,19 @@ impl System for RealSystem {
 
     fn mounted_at(&self, target: &str) -> std::io::Result<Option<MountEntry>> {
         linux::mounted_at(target)
+    }
+
+    fn read_bytes(&self, device: &str, offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(device)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = vec![0; length];
+        file.read_exact(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn is_mounted(&self, device: &str) -> std::io::Result<bool> {
+        Ok(linux::mounts()?.iter().any(|m| linux::same_device(&m.source, device)))
     }
 
     fn swap_active(&self, device: &str) -> std::io::Result<bool> {

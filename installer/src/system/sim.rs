@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use super::{MountEntry, System};
 use crate::command::CommandError;
 use crate::lock::{Hold, LockError};
-use crate::luks::LuksError;
+use crate::luks::{LuksError, LuksHeader};
 use crate::secret::Secret;
 
 #[derive(Debug, Default)]
@@ -63,6 +63,8 @@ struct State {
     next_uuid: u64,
     /// Devices whose reads fail (a dying disk, a driver error).
     unreadable: BTreeSet<String>,
+    /// Filesystems whose signature is there but that are not whole (mkfs cut short).
+    damaged: BTreeSet<String>,
 }
 
 /// The simulated machine. See the module documentation.
@@ -81,7 +83,12 @@ fn not_found(what: &str) -> std::io::Error {
 }
 
 fn failed(line: &CommandLine, stderr: impl Into<String>) -> CommandError {
-    CommandError::Failed { command: line.to_string(), status: "exit status: 1".into(), stderr: stderr.into() }
+    CommandError::Failed {
+        command: line.to_string(),
+        status: "exit status: 1".into(),
+        code: Some(1),
+        stderr: stderr.into(),
+    }
 }
 
 impl SimSystem {
@@ -177,6 +184,14 @@ impl SimSystem {
         let mut pool = SimPool { members: vec![device], imported, exported_cleanly: true, ..SimPool::default() };
         pool.datasets.insert(name.to_string(), SimDataset::default());
         state.pools.insert(name.to_string(), pool);
+    }
+
+    /// The filesystem on this device keeps its signature but is no longer whole, as when mkfs was cut
+    /// short; making it again heals it.
+    pub fn damage_filesystem(&self, device: &str) {
+        let mut state = self.lock();
+        let canonical = state.canonical(device);
+        state.damaged.insert(canonical);
     }
 
     /// Every read of this device fails from now on, as on a disk that gives I/O errors.
@@ -347,7 +362,9 @@ impl State {
         let args: Vec<&str> = line.args.iter().map(String::as_str).collect();
         let writes = !matches!(
             (line.program.as_str(), args.first()),
-            ("zpool", Some(&"list" | &"status")) | ("zfs", Some(&"get")) | ("udevadm", _)
+            ("zpool", Some(&"list" | &"status"))
+                | ("zfs", Some(&"get"))
+                | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "btrfs", _)
         );
         if writes {
             self.change().map_err(|e| failed(line, e.to_string()))?;
@@ -360,9 +377,25 @@ impl State {
                 }
                 let label = args.windows(2).find(|w| w[0] == "-L" || w[0] == "-n").map(|w| w[1].to_string());
                 let kind = program.strip_prefix("mkfs.").unwrap_or("swap");
-                let uuid = self.uuid();
+                let given = args.windows(2).find_map(|w| match w[0] {
+                    "-U" => Some(w[1].to_string()),
+                    "-m" => w[1].strip_prefix("uuid=").map(str::to_string),
+                    "-i" => Some(format!("{}-{}", &w[1][..4.min(w[1].len())], &w[1][4.min(w[1].len())..])),
+                    _ => None,
+                });
+                let uuid = given.unwrap_or_else(|| self.uuid());
                 self.set_signature(&device, kind, label, uuid);
+                self.damaged.remove(&device);
                 Ok(String::new())
+            }
+            "fsck.vfat" | "e2fsck" | "xfs_db" | "btrfs" => {
+                let device = self.canonical(args.last().copied().unwrap_or_default());
+                let made = self.signatures.get(&device).is_some_and(|s| !s.is_empty());
+                if made && !self.damaged.contains(&device) {
+                    Ok(if line.program == "xfs_db" { "inprogress = 0\n".into() } else { String::new() })
+                } else {
+                    Err(failed(line, format!("{device}: the filesystem is not whole")))
+                }
             }
             "swapon" | "swapoff" => {
                 let device = self.canonical(args.last().copied().unwrap_or_default());
@@ -777,9 +810,10 @@ impl System for SimSystem {
         Ok(())
     }
 
-    fn luks_header_uuid(&self, device: &str) -> Result<Option<String>, LuksError> {
+    fn luks_header(&self, device: &str) -> Result<Option<LuksHeader>, LuksError> {
         let state = self.lock();
-        Ok(state.luks.get(&state.canonical(device)).map(|(uuid, _)| uuid.clone()))
+        let header = state.luks.get(&state.canonical(device));
+        Ok(header.map(|(uuid, key)| LuksHeader { uuid: uuid.clone(), usable: !key.is_empty() }))
     }
 
     fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError> {
@@ -865,6 +899,20 @@ impl System for SimSystem {
         let target = target.trim_end_matches('/');
         let target = if target.is_empty() { "/" } else { target };
         Ok(self.lock().mounts.iter().rev().find(|m| m.target == target).cloned())
+    }
+
+    /// Filesystems here carry no bytes: every marker reads as never used.
+    fn read_bytes(&self, device: &str, _offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
+        if !self.exists(device) {
+            return Err(not_found(device));
+        }
+        Ok(vec![0; length])
+    }
+
+    fn is_mounted(&self, device: &str) -> std::io::Result<bool> {
+        let state = self.lock();
+        let device = state.canonical(device);
+        Ok(state.mounts.iter().any(|m| m.source == device))
     }
 
     fn swap_active(&self, device: &str) -> std::io::Result<bool> {

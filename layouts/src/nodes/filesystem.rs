@@ -72,7 +72,6 @@ impl Format {
                 ("-b", true),
                 ("-f", true),
                 ("-h", true),
-                ("-i", true),
                 ("-I", false),
                 ("-m", true),
                 ("-r", true),
@@ -101,7 +100,6 @@ impl Format {
                 ("-r", true),
                 ("-t", true),
                 ("-T", true),
-                ("-U", true),
                 ("-v", false),
                 ("-F", false),
                 ("-q", false),
@@ -126,7 +124,6 @@ impl Format {
                 ("-s", true),
                 ("-O", true),
                 ("-R", true),
-                ("-U", true),
                 ("-K", false),
                 ("--csum", true),
                 ("--data", true),
@@ -134,7 +131,6 @@ impl Format {
                 ("--nodesize", true),
                 ("--sectorsize", true),
                 ("--features", true),
-                ("--uuid", true),
                 ("--nodiscard", false),
                 ("--mixed", false),
                 ("-f", false),
@@ -201,6 +197,29 @@ impl Format {
     }
 }
 
+/// How to tell a filesystem that was in use (and may fail a read-only check after a crash) from one
+/// whose making was cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsedMarker {
+    /// A bit of the byte at this offset is set once mounted.
+    ByteBit {
+        /// Byte offset on the device.
+        offset: u64,
+        /// Bit number, from 0.
+        bit: u8,
+    },
+    /// A little-endian 16-bit counter at this offset is above zero once mounted.
+    NonZeroU16 {
+        /// Byte offset on the device.
+        offset: u64,
+    },
+    /// The check exits with this code for a filesystem that was mounted and not cleanly unmounted.
+    CheckExitCode(i32),
+    /// Nothing needed: the check passes for a used filesystem.
+    None,
+}
+
 /// A filesystem on a partition, LUKS container or ZFS volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,10 +247,66 @@ pub struct Mkfs {
     pub device: String,
     /// The format.
     pub format: Format,
+    /// The filesystem's UUID, derived from the plan (for vfat, its first 8 hex digits are the volume id).
+    pub uuid: String,
     /// Filesystem label.
     pub label: Option<String>,
     /// Extra mkfs arguments.
     pub options: Vec<String>,
+}
+
+impl Mkfs {
+    /// A FAT volume id (8 hex digits) from the planned UUID.
+    fn volume_id(&self) -> String {
+        self.uuid.chars().filter(char::is_ascii_hexdigit).take(8).collect::<String>().to_ascii_uppercase()
+    }
+
+    /// The UUID blkid reports for the filesystem once made (`ABCD-1234` for vfat's volume id).
+    pub fn blkid_uuid(&self) -> String {
+        match self.format {
+            Format::Vfat => {
+                let id = self.volume_id();
+                format!("{}-{}", &id[..4], &id[4..])
+            }
+            _ => self.uuid.to_ascii_lowercase(),
+        }
+    }
+
+    /// Whether the check's output says whole (the check must also exit 0).
+    pub fn check_passes(&self, output: &str) -> bool {
+        match self.format {
+            Format::Xfs => output.lines().any(|line| line.trim() == "inprogress = 0"),
+            _ => true,
+        }
+    }
+
+    /// What shows that a filesystem was mounted before (so mkfs finished long ago), where a crash may
+    /// have left it failing the read-only check: such a filesystem is whole and is never made again.
+    pub fn used_marker(&self) -> UsedMarker {
+        match self.format {
+            // FAT32's state byte (offset 0x41) has bit 0 set while mounted; a crash leaves it set.
+            Format::Vfat => UsedMarker::ByteBit { offset: 0x41, bit: 0 },
+            // ext4's s_mnt_count (little endian, at 0x34 in the superblock at 1024).
+            Format::Ext4 => UsedMarker::NonZeroU16 { offset: 1024 + 0x34 },
+            // The XFS check reads mkfs's own in-progress flag, which a used filesystem never has set.
+            Format::Xfs => UsedMarker::None,
+            // Copy on write: a btrfs a crash left behind still checks clean.
+            Format::Btrfs => UsedMarker::None,
+        }
+    }
+
+    /// A read-only check that the filesystem is whole: a run cut inside mkfs leaves a signature that
+    /// blkid reads but a filesystem that never mounts. Exit status 0 means whole.
+    pub fn check_command(&self) -> CommandLine {
+        let device = self.device.as_str();
+        match self.format {
+            Format::Vfat => CommandLine::new("fsck.vfat", ["-n", device]),
+            Format::Ext4 => CommandLine::new("e2fsck", ["-n", "-f", device]),
+            // mkfs.xfs sets sb_inprogress first and clears it with its last write.
+            Format::Xfs => CommandLine::new("xfs_db", ["-r", "-c", "sb 0", "-c", "print inprogress", device]),
+            Format::Btrfs => CommandLine::new("btrfs", ["check", "--readonly", device]),
+        }
+    }
 }
 
 impl OperationKind for Mkfs {
@@ -242,6 +317,12 @@ impl OperationKind for Mkfs {
     fn command(&self) -> Option<CommandLine> {
         let (program, unattended) = self.format.mkfs();
         let mut args: Vec<String> = unattended.iter().map(|s| s.to_string()).collect();
+        let uuid = self.uuid.clone();
+        args.extend(match self.format {
+            Format::Vfat => vec!["-i".to_string(), self.volume_id()],
+            Format::Ext4 | Format::Btrfs => vec!["-U".to_string(), uuid],
+            Format::Xfs => vec!["-m".to_string(), format!("uuid={uuid}")],
+        });
         if let Some(label) = &self.label {
             args.extend([self.format.label_flag().to_string(), label.clone()]);
         }
@@ -290,6 +371,7 @@ impl ContentNode for Filesystem {
             vec![site.provider.to_string()],
             crate::steps::Operation::Mkfs(Mkfs {
                 device: site.device.to_string(),
+                uuid: build.plan.filesystem_uuid(site.owner),
                 format: self.format,
                 label: self.label.clone(),
                 options: self.mkfs_options.clone(),

@@ -42,6 +42,8 @@ pub struct Swap {
 pub struct Mkswap {
     /// The device.
     pub device: String,
+    /// The swap area's UUID, derived from the plan.
+    pub uuid: String,
     /// Swap label.
     pub label: Option<String>,
 }
@@ -52,7 +54,7 @@ impl OperationKind for Mkswap {
     }
 
     fn command(&self) -> Option<CommandLine> {
-        let mut args = Vec::new();
+        let mut args = vec!["-U".to_string(), self.uuid.clone()];
         if let Some(label) = &self.label {
             args.extend(["-L".to_string(), label.clone()]);
         }
@@ -137,7 +139,11 @@ impl ContentNode for Swap {
             vec![site.device.to_string()],
             site.disk,
             vec![site.provider.to_string()],
-            Operation::Mkswap(Mkswap { device: site.device.to_string(), label: self.label.clone() }),
+            Operation::Mkswap(Mkswap {
+                device: site.device.to_string(),
+                uuid: build.plan.filesystem_uuid(owner),
+                label: self.label.clone(),
+            }),
         );
         build.push(
             format!("swapon:{owner}"),
