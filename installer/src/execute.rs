@@ -583,8 +583,24 @@ impl Runner<'_> {
     }
 }
 
+impl Options {
+    /// Whether the test hook asks for a weak key derivation (LUKS and ZFS), for tests under emulation:
+    /// NIX_DABEI_WEAK_KDF, honoured only by builds with the `test-hooks` feature.
+    pub fn weak_kdf_from_test_hook() -> bool {
+        #[cfg(feature = "test-hooks")]
+        return std::env::var_os("NIX_DABEI_WEAK_KDF").is_some();
+        #[cfg(not(feature = "test-hooks"))]
+        false
+    }
+}
+
+/// Without the `test-hooks` feature, nothing.
+#[cfg(not(feature = "test-hooks"))]
+fn power_off_if_asked(_id: &str) {}
+
 /// Tests of resuming cut the power right after a chosen step, as a crash would: no unmount, no export,
-/// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id; only ever used in the test VM.
+/// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id; only in builds with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 fn power_off_if_asked(id: &str) {
     if std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER").is_ok_and(|wanted| wanted == id) {
         eprintln!("nix-dabei: test hook: powering off after step {id}");

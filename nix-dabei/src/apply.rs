@@ -84,7 +84,7 @@ fn read_secrets(plan: &Plan, keys: &KeyArgs, confirm_twice: bool) -> Result<Secr
 }
 
 fn options(mode: Mode) -> Options {
-    Options { mode, weak_kdf: std::env::var_os("NIX_DABEI_WEAK_KDF").is_some(), ..Options::default() }
+    Options { mode, weak_kdf: Options::weak_kdf_from_test_hook(), ..Options::default() }
 }
 
 /// Prints events for people, or as JSON lines.

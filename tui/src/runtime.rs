@@ -87,7 +87,7 @@ pub fn plan_from_answers(model: &Model) -> Result<Plan, String> {
 }
 
 fn engine_options() -> Options {
-    Options { mode: Mode::Apply, weak_kdf: std::env::var_os("NIX_DABEI_WEAK_KDF").is_some(), ..Options::default() }
+    Options { mode: Mode::Apply, weak_kdf: Options::weak_kdf_from_test_hook(), ..Options::default() }
 }
 
 /// Builds, saves and previews the plan.

@@ -5,7 +5,7 @@
 
 mod scenarios;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -19,19 +19,20 @@ fn work_root() -> PathBuf {
     target.join("vm-tests")
 }
 
-/// The nix-dabei binary the scenarios run: NIX_DABEI_BIN, or the release build next to this one.
+/// The nix-dabei binary the scenarios run: NIX_DABEI_BIN, or the vm-test build beside this one.
 fn nix_dabei_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("NIX_DABEI_BIN") {
         return Ok(PathBuf::from(path));
     }
+    // The build with the test hooks (weak key derivation, power cuts), beside this one's target folder.
     let me = std::env::current_exe()?;
-    let candidate = me.parent().context("no folder")?.join("nix-dabei");
+    let candidate = me.parent().and_then(Path::parent).context("no folder")?.join("vm-test/nix-dabei");
     if candidate.exists() {
         return Ok(candidate);
     }
     bail!(
-        "no nix-dabei binary next to {}: build it (cargo build --release -p nix-dabei) or set NIX_DABEI_BIN",
-        me.display()
+        "no {}: build it (cargo build --profile vm-test -p nix-dabei --features test-hooks) or set NIX_DABEI_BIN",
+        candidate.display()
     )
 }
 
