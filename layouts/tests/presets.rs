@@ -177,3 +177,23 @@ fn blkid_signatures_follow_the_content() {
         "{disk:#?}"
     );
 }
+
+#[test]
+fn swap_in_the_clear_is_turned_on_only_after_the_install() {
+    for kind in [PresetKind::Single, PresetKind::Mirror, PresetKind::Ext4] {
+        for encryption in [Encryption::None, Encryption::ZfsNative, Encryption::Luks] {
+            let mut options = preset(kind, encryption, Some(1 << 30));
+            options.flake = Some("github:me/machines#web1".into());
+            let Ok(plan) = build(&options) else { continue };
+            let steps = plan.compile(&CompileOptions::default()).expect("compiles").steps;
+            let position = |id: &str| steps.iter().position(|s| s.id == id);
+            let install = position("nixos-install").expect("an install step");
+            for (index, step) in steps.iter().enumerate() {
+                if let Operation::Swapon(swapon) = &step.operation {
+                    let clear = !swapon.device.starts_with("/dev/mapper/");
+                    assert!(!clear || index > install, "{kind:?} {encryption:?}: {} before the install", step.id);
+                }
+            }
+        }
+    }
+}

@@ -81,6 +81,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Commands that may hold a passphrase keep it out of core dumps from the start.
+    if matches!(command, Command::Tui(_) | Command::Apply(_) | Command::Install(_) | Command::Mount(_)) {
+        if let Err(error) = installer::secret::protect_process() {
+            eprintln!("nix-dabei: cannot keep secrets out of core dumps: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match command {
         Command::Tui(args) => run_tui(args),
         Command::Plan(args) => plan::run(args),

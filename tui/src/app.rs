@@ -2,6 +2,7 @@
 //! returns [`Command`]s that the runtime carries out, so every transition is testable.
 
 use std::collections::BTreeSet;
+use std::fmt;
 
 use layouts::presets::{Encryption, PresetKind};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -110,6 +111,68 @@ impl Input {
     }
 }
 
+/// A field for a passphrase: never shown by `Debug`, held in one buffer allocated once and zeroed when
+/// cleared or dropped, and handed over as a [`installer::Secret`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretInput {
+    text: zeroize::Zeroizing<String>,
+}
+
+impl fmt::Debug for SecretInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[secret]")
+    }
+}
+
+impl SecretInput {
+    fn key(&mut self, key: KeyEvent) -> bool {
+        match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
+                if self.text.capacity() == 0 {
+                    self.text.reserve_exact(installer::secret::MAX_TYPED);
+                }
+                // Growing would leave a copy behind in freed memory: longer input is not taken.
+                if self.text.len() + c.len_utf8() <= self.text.capacity() {
+                    self.text.push(c);
+                }
+                true
+            }
+            KeyCode::Backspace => {
+                self.text.pop();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// As many `*` as characters typed.
+    pub fn masked(&self) -> String {
+        "*".repeat(self.text.chars().count())
+    }
+
+    /// True when nothing was typed.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// Whether both fields hold the same text.
+    pub fn matches(&self, other: &SecretInput) -> bool {
+        *self.text == *other.text
+    }
+
+    /// Empties the field, zeroing what it held.
+    pub fn clear(&mut self) {
+        zeroize::Zeroize::zeroize(&mut *self.text);
+    }
+
+    /// Hands the text over as a secret and empties the field.
+    pub fn take(&mut self) -> installer::Secret {
+        let secret = installer::Secret::new(self.text.as_bytes().to_vec());
+        self.clear();
+        secret
+    }
+}
+
 /// A step as the review shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewStep {
@@ -199,7 +262,7 @@ pub struct Model {
     /// Which host field has the cursor.
     pub host_field: usize,
     /// Passphrase, twice.
-    pub passphrase: [Input; 2],
+    pub passphrase: [SecretInput; 2],
     /// Which passphrase field has the cursor.
     pub passphrase_field: usize,
     /// The review, once prepared.
@@ -266,7 +329,7 @@ impl Model {
             hostname: Input { text: "nixos".into() },
             flake: Input::default(),
             host_field: 0,
-            passphrase: [Input::default(), Input::default()],
+            passphrase: [SecretInput::default(), SecretInput::default()],
             passphrase_field: 0,
             review: None,
             review_scroll: 0,
@@ -456,9 +519,9 @@ fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
                 model.passphrase_field = 1 - model.passphrase_field
             }
             KeyCode::Enter => {
-                if model.passphrase[0].text.is_empty() {
+                if model.passphrase[0].is_empty() {
                     model.notice = Some("the passphrase is empty".into());
-                } else if model.passphrase[0].text != model.passphrase[1].text {
+                } else if !model.passphrase[0].matches(&model.passphrase[1]) {
                     model.notice = Some("the two passphrases differ".into());
                     model.passphrase[1].clear();
                     model.passphrase_field = 1;

@@ -213,8 +213,9 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
                         }
                     },
                     Command::Install => {
-                        let secret = (!model.passphrase[0].text.is_empty())
-                            .then(|| Secret::new(model.passphrase[0].text.clone().into_bytes()));
+                        // Taken out of the model as it is used: nothing of it stays on screen or in memory.
+                        let secret = (!model.passphrase[0].is_empty()).then(|| model.passphrase[0].take());
+                        model.passphrase[1].clear();
                         match &plan {
                             Some(plan) => start_install(plan.clone(), secret, &options, sender.clone()),
                             None => {

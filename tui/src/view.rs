@@ -227,9 +227,9 @@ fn host(model: &Model, frame: &mut Frame, area: Rect) {
 
 fn passphrase(model: &Model, frame: &mut Frame, area: Rect) {
     let lines = vec![
-        field_line("Passphrase", &model.passphrase[0].text, model.passphrase_field == 0, true),
+        field_line("Passphrase", &model.passphrase[0].masked(), model.passphrase_field == 0, true),
         Line::from(""),
-        field_line("Repeat it", &model.passphrase[1].text, model.passphrase_field == 1, true),
+        field_line("Repeat it", &model.passphrase[1].masked(), model.passphrase_field == 1, true),
         Line::from(""),
         Line::from("It is asked for at every boot. It is kept in memory only and never written."),
     ];

@@ -182,7 +182,8 @@ fn passphrases_must_match() {
     typed(&mut m, "other");
     assert!(update(&mut m, key(KeyCode::Enter)).is_empty());
     assert_eq!(m.notice.as_deref(), Some("the two passphrases differ"));
-    assert!(m.passphrase[1].text.is_empty());
+    assert!(m.passphrase[1].is_empty());
+    assert_eq!(format!("{:?}", m.passphrase[0]), "[secret]", "the model's Debug shows the passphrase");
 }
 
 #[test]

@@ -55,12 +55,19 @@ impl OperationKind for NixosInstall {
     }
 }
 
-/// The module step after every mount and swap, and the install after it when the plan names a flake.
+/// Swap that is not inside LUKS would write what the install holds in memory (passphrases among it) to
+/// the disk in the clear: it is turned on only once the install is done.
+fn is_clear_swap(operation: &Operation) -> bool {
+    matches!(operation, Operation::Swapon(swapon) if !swapon.device.starts_with("/dev/mapper/"))
+}
+
+/// The module step after every mount and encrypted swap, the install after it when the plan names a
+/// flake, and swap in the clear last.
 pub(crate) fn compile(build: &mut Builder<'_>) {
     let after: Vec<String> = build
         .steps
         .iter()
-        .filter(|s| matches!(s.operation, Operation::Mount(_) | Operation::Swapon(_)))
+        .filter(|s| matches!(s.operation, Operation::Mount(_) | Operation::Swapon(_)) && !is_clear_swap(&s.operation))
         .map(|s| s.id.clone())
         .collect();
     let root = build.options.target.clone();
@@ -73,14 +80,18 @@ pub(crate) fn compile(build: &mut Builder<'_>) {
         after,
         Operation::WriteNixosModule(WriteNixosModule { path }),
     );
-    if let Some(flake) = build.plan.flake.clone() {
-        build.push(
+    let last = match build.plan.flake.clone() {
+        Some(flake) => build.push(
             "nixos-install".to_string(),
             format!("Install NixOS from {flake} into {root}"),
             vec![],
             None,
             vec![module],
             Operation::NixosInstall(NixosInstall { root, flake }),
-        );
+        ),
+        None => module,
+    };
+    for step in build.steps.iter_mut().filter(|s| is_clear_swap(&s.operation)) {
+        step.after.push(last.clone());
     }
 }
