@@ -74,7 +74,11 @@ impl Journal {
     /// Records an outcome and writes the journal.
     pub fn record(&mut self, id: &str, outcome: &str, seconds: f64, error: Option<String>) -> std::io::Result<()> {
         let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        self.steps.insert(id.to_string(), Entry { outcome: outcome.to_string(), at, seconds, error });
+        // A step found done keeps the record of the run that applied it: the install's probe relies on it.
+        let applied_before = self.applied(id);
+        if !(outcome == "skipped" && applied_before) {
+            self.steps.insert(id.to_string(), Entry { outcome: outcome.to_string(), at, seconds, error });
+        }
         self.save()
     }
 
