@@ -132,9 +132,11 @@ fn apply_then_apply_again_changes_nothing() {
     assert_eq!(again.applied, 0, "{again:?}");
     assert_eq!(std::fs::read_to_string(setup.target.join("srv/kept")).expect("still there"), "data");
 
-    // The journal recorded each step; teardown then unmounts everything.
+    // The journal keeps the run that applied each step (the second found them done); teardown then
+    // unmounts everything.
     let journal = std::fs::read_to_string(setup.options.journal_dir.join("journal.json")).expect("journal");
-    assert!(journal.contains("\"mkfs:b/data\"") && journal.contains("\"skipped\""), "{journal}");
+    assert!(journal.contains("\"mkfs:b/data\"") && journal.contains("\"applied\""), "{journal}");
+    assert!(!journal.contains("\"skipped\"") && !journal.contains("\"failed\""), "{journal}");
     setup.teardown();
     let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
     assert!(!mounts.contains(&root), "still mounted: {mounts}");
