@@ -567,6 +567,7 @@ impl Runner<'_> {
             Outlook::Todo { .. } => {}
         }
         (self.emit)(Event::StepStarted { id: step.id.clone(), description: step.description.clone() });
+        power_off_during_if_asked(&step.id);
         let cx = RunContext {
             system: self.system,
             plan: self.plan,
@@ -597,6 +598,27 @@ impl Options {
 /// Without the `test-hooks` feature, nothing.
 #[cfg(not(feature = "test-hooks"))]
 fn power_off_if_asked(_id: &str) {}
+
+/// Without the `test-hooks` feature, nothing.
+#[cfg(not(feature = "test-hooks"))]
+fn power_off_during_if_asked(_id: &str) {}
+
+/// Tests of resuming cut the power in the middle of a chosen step: NIX_DABEI_TEST_POWER_OFF_DURING is
+/// `<step id>:<milliseconds>`, the time after the step starts. Only in builds with `test-hooks`.
+#[cfg(feature = "test-hooks")]
+fn power_off_during_if_asked(id: &str) {
+    let Ok(wanted) = std::env::var("NIX_DABEI_TEST_POWER_OFF_DURING") else { return };
+    let Some((step, millis)) = wanted.rsplit_once(':') else { return };
+    let Ok(millis) = millis.parse::<u64>() else { return };
+    if step == id {
+        let id = id.to_string();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(millis));
+            eprintln!("nix-dabei: test hook: powering off during step {id}");
+            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        });
+    }
+}
 
 /// Tests of resuming cut the power right after a chosen step, as a crash would: no unmount, no export,
 /// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id; only in builds with the `test-hooks` feature.

@@ -203,7 +203,10 @@ zpool export tank
 const ARGV_SHIMS: &str = r#"
 mkdir -p /host/shims
 for program in zpool zfs mkfs.vfat mkfs.ext4 mkswap nixos-install; do
-    real=$(command -v "$program")
+    # By full path: busybox's shell would run its own applet (mkswap, mkfs.vfat) for a bare name.
+    real=$(for dir in /host/bin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+        if [ -x "$dir/$program" ] && [ ! -L "$dir/$program" ]; then echo "$dir/$program"; break; fi
+    done)
     printf '#!/bin/sh\necho "%s $*" >> /host/out/argv.log\nexec %s "$@"\n' "$program" "$real" > "/host/shims/$program"
     chmod +x "/host/shims/$program"
 done
@@ -537,6 +540,7 @@ pub fn all() -> Vec<Scenario> {
             "--preset mirror --encrypt luks --swap 256M",
         ),
         layout("ext4-single", vec![gib("e0", 3, Bus::Nvme)], "--preset ext4 --swap 256M"),
+        power_cuts(),
         Scenario {
             name: "tui-install",
             disks: vec![gib("t0", 3, Bus::Virtio), gib("t1", 3, Bus::Virtio)],
@@ -590,6 +594,94 @@ fn verify_resume(share: &Path) -> Result<()> {
         );
         ensure!(!resumed.iter().any(|e| e["event"] == "step-started" && e["id"] == id), "the resumed run redid {id}");
     }
+    verify_layout(share)
+}
+
+/// Boot 1 of the power-cut scenario: a disk outside the plan gets someone else's LUKS header and an
+/// exported pool named like the plan's, then the plan is made.
+const CUTS_PREPARE: &str = r#"
+F=/dev/disk/by-id/virtio-f0
+/usr/sbin/sgdisk -n1:0:+32M -n2:0:0 $F > /dev/null
+udevadm settle
+printf 'not ours' | /usr/sbin/cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 \
+    --pbkdf-force-iterations 1000 --key-file - ${F}-part1
+zpool create -f -o ashift=12 -O mountpoint=none rpool ${F}-part2
+zpool export rpool
+sha256sum $F | cut -d' ' -f1 > /host/out/foreign-before
+nix-dabei plan --preset mirror --encrypt luks --disk /dev/disk/by-id/virtio-c0 --disk /dev/disk/by-id/virtio-c1 \
+    --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt
+"#;
+
+/// The end of the last install boot of the power-cut scenario: the foreign disk is as it was.
+const CUTS_FOREIGN_CHECK: &str = r#"
+sha256sum /dev/disk/by-id/virtio-f0 | cut -d' ' -f1 > /host/out/foreign-after
+zpool import > /host/out/importable.txt 2>&1 || true
+"#;
+
+/// One boot of the power-cut scenario: resume the install, with the power going off after (or during)
+/// one step; if that step was already done, the power goes off at the end all the same.
+fn cut_boot(hook: &str) -> String {
+    format!(
+        "{hook} nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json \
+             >> /host/out/cuts.jsonl 2>> /host/out/cuts.err || true\n\
+         echo o > /proc/sysrq-trigger\nsleep 30\n"
+    )
+}
+
+/// The power goes off at every step boundary of an encrypted (LUKS) mirror install, each in its own
+/// boot, and inside luksFormat, zpool create and mkfs; every boot resumes where the last stopped. Then
+/// the install finishes, a second apply is a no-op, and the disks are checked as in every layout
+/// scenario. A disk outside the plan carries a pool named like the plan's and a LUKS header: it stays
+/// byte for byte as it was, and its pool is never imported.
+fn power_cuts() -> Scenario {
+    use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
+    let disks = vec![DiskSpec::virtio("c0", 3 * GIB), DiskSpec::virtio("c1", 3 * GIB)];
+    let facts = disks.iter().map(|d| DiskFacts::offline(d.by_id(), 3 * GIB)).collect();
+    let mut options = PresetOptions::new(PresetKind::Mirror, facts);
+    options.encryption = Encryption::Luks;
+    options.flake = Some("path:/etc/nixos#vm".into());
+    // The step ids depend only on the plan's names, which are the guest's too.
+    let steps = build(&options).map(|p| p.compile(&layouts::CompileOptions::default()));
+    let steps = match steps {
+        Ok(Ok(steps)) => steps.steps,
+        _ => Vec::new(),
+    };
+    let mut boots = vec![CUTS_PREPARE.to_string()];
+    let mut cut_inside = [false; 3];
+    // Every step but the last: the last is left for the final boot, which must finish the install.
+    for step in steps.iter().take(steps.len().saturating_sub(1)) {
+        let inside = match step.operation {
+            layouts::Operation::LuksFormat(_) => Some((0, 30)),
+            layouts::Operation::ZpoolCreate(_) => Some((1, 300)),
+            layouts::Operation::Mkfs(_) => Some((2, 15)),
+            _ => None,
+        };
+        if let Some((kind, millis)) = inside {
+            if !cut_inside[kind] {
+                cut_inside[kind] = true;
+                boots.push(cut_boot(&format!("NIX_DABEI_TEST_POWER_OFF_DURING={}:{millis}", step.id)));
+            }
+        }
+        boots.push(cut_boot(&format!("NIX_DABEI_TEST_POWER_OFF_AFTER={}", step.id)));
+    }
+    let power_loss_boots = (2..=boots.len() as u32).collect();
+    boots.push(format!("{}{CUTS_FOREIGN_CHECK}", install_boot(": the plan was made in boot 1")));
+    boots.push(VERIFY_BOOT.to_string());
+    let mut all = disks;
+    all.push(DiskSpec::virtio("f0", 512 << 20));
+    Scenario { name: "power-cuts", disks: all, boots, verify: verify_power_cuts, power_loss_boots, driver: None }
+}
+
+fn verify_power_cuts(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let before = read(&out.join("foreign-before"))?;
+    ensure!(before == read(&out.join("foreign-after"))?, "the disk outside the plan was written to");
+    let importable = read(&out.join("importable.txt"))?;
+    ensure!(importable.contains("virtio-f0-part2"), "the foreign pool is gone from its disk:\n{importable}");
+    let cuts = events(&out.join("cuts.jsonl"))?;
+    let applied = cuts.iter().filter(|e| e["event"] == "step-finished").count();
+    ensure!(applied >= 10, "the interrupted runs applied only {applied} steps");
+    ensure!(!cuts.iter().any(|e| e["event"] == "step-failed"), "a step failed after a power cut: {cuts:?}");
     verify_layout(share)
 }
 

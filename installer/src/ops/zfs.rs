@@ -75,23 +75,37 @@ impl Perform for ZpoolCreate {
             cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str())))
         });
         if !imported && existing {
-            import(cx, self)?;
-        } else if !imported {
-            let mut line =
-                self.command().ok_or_else(|| StepError::Conflict("zpool create has no command line".into()))?;
-            let is_encrypted = encrypted(&self.root_fs_options);
-            if is_encrypted && cx.options.weak_kdf && !self.root_fs_options.contains_key("pbkdf2iters") {
-                line.args.splice(2..2, ["-O".to_string(), WEAK_PBKDF2_ITERATIONS.to_string()]);
+            match import(cx, self) {
+                // Labels of this pool's name, on the plan's own devices, that ZFS does not take for a
+                // pool: its making was cut short (the labels of a pool never synced). Make it again.
+                Err(StepError::Zfs(ZfsError::Command(CommandError::Failed { stderr, .. })))
+                    if stderr.contains("no such pool available") =>
+                {
+                    create(cx, self)?
+                }
+                other => other?,
             }
-            let key = match self.root_fs_options.get("keylocation").map(String::as_str) {
-                _ if !is_encrypted => None,
-                Some(location) if location.starts_with("file://") => None,
-                _ => Some(cx.secrets.key("prompt")?),
-            };
-            zfs::zpool(cx.system, &line, key.as_ref())?;
+        } else if !imported {
+            create(cx, self)?;
         }
         unlock(cx, pool)
     }
+}
+
+/// Runs the step's own `zpool create`, with the key on standard input when the pool is encrypted.
+fn create(cx: &RunContext<'_>, op: &ZpoolCreate) -> Result<(), StepError> {
+    let mut line = op.command().ok_or_else(|| StepError::Conflict("zpool create has no command line".into()))?;
+    let is_encrypted = encrypted(&op.root_fs_options);
+    if is_encrypted && cx.options.weak_kdf && !op.root_fs_options.contains_key("pbkdf2iters") {
+        line.args.splice(2..2, ["-O".to_string(), WEAK_PBKDF2_ITERATIONS.to_string()]);
+    }
+    let key = match op.root_fs_options.get("keylocation").map(String::as_str) {
+        _ if !is_encrypted => None,
+        Some(location) if location.starts_with("file://") => None,
+        _ => Some(cx.secrets.key("prompt")?),
+    };
+    zfs::zpool(cx.system, &line, key.as_ref())?;
+    Ok(())
 }
 
 /// Imports a pool this plan created earlier, from the plan's devices only. A pool that was not exported
