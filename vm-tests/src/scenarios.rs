@@ -119,6 +119,13 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
         if let Some(failure) = failure {
             bail!("{failure}; console log {}:\n{}", result.log.display(), vm::tail(&result.log, 60));
         }
+        // Nothing a boot printed on the console may show the passphrase.
+        let console = fs::read(&result.log).with_context(|| format!("cannot read {}", result.log.display()))?;
+        ensure!(
+            !String::from_utf8_lossy(&console).contains(PASSPHRASE),
+            "the passphrase appears on the console of boot {boot} ({})",
+            result.log.display()
+        );
     }
     let bystander = fs::read(machine.disk_file(BYSTANDER))?;
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
@@ -435,10 +442,16 @@ fn verify_layout(share: &Path) -> Result<()> {
     // No passphrase reached a command line, the journal or the console.
     let argv = read(&out.join("argv.log"))?;
     ensure!(argv.contains("zpool ") || plan.pools.is_empty(), "the argument log recorded no zpool call");
-    for file in ["argv.log", "journal-boot1.json", "journal-boot2.json", "apply1.jsonl", "plan.txt", "tui.txt"] {
-        if let Ok(text) = fs::read_to_string(out.join(file)) {
-            ensure!(!text.contains(PASSPHRASE), "the passphrase appears in {file}");
-        }
+    // Each file a step of the install wrote must be there to be checked: a missing one fails.
+    let through_tui = out.join("tui.txt").exists();
+    let written: &[&str] = if through_tui {
+        &["argv.log", "journal-boot1.json", "journal-boot2.json", "tui.txt"]
+    } else {
+        &["argv.log", "journal-boot1.json", "journal-boot2.json", "apply1.jsonl", "plan.txt"]
+    };
+    for file in written {
+        let text = read(&out.join(file))?;
+        ensure!(!text.contains(PASSPHRASE), "the passphrase appears in {file}");
     }
     ensure!(!read(&share.join("plan.toml"))?.contains(PASSPHRASE), "the passphrase appears in the plan");
     Ok(())
