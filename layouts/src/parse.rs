@@ -80,15 +80,25 @@ fn path_of(path: &serde_path_to_error::Path) -> FieldPath {
 pub fn read_toml<T: DeserializeOwned>(text: &str) -> Result<T, PlanError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|error| {
         let location = error.span().map(|span| Location::of_offset(text, span.start));
-        PlanError::new(vec![Problem { path: FieldPath::root(), message: error.message().trim().to_string(), location }])
+        PlanError::new(vec![Problem { path: FieldPath::root(), message: explained(error.message()), location }])
     })?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = path_of(error.path());
         let inner = error.into_inner();
         let location =
             inner.span().map(|span| Location::of_offset(text, span.start)).or_else(|| toml_location(text, &path));
-        PlanError::new(vec![Problem { path, message: inner.message().trim().to_string(), location }])
+        PlanError::new(vec![Problem { path, message: explained(inner.message()), location }])
     })
+}
+
+/// A parser's message in words a person acts on: nesting past the parser's limit says so, and where.
+fn explained(message: &str) -> String {
+    let message = message.trim();
+    if message.contains("recurs") {
+        "arrays or tables are nested too deeply here (a plan needs only a few levels)".to_string()
+    } else {
+        message.to_string()
+    }
 }
 
 /// Deserializes JSON into any type, with the field path and location of the first error.
@@ -98,7 +108,7 @@ pub fn read_json<T: DeserializeOwned>(text: &str) -> Result<T, PlanError> {
         let path = path_of(error.path());
         let inner = error.into_inner();
         let location = (inner.line() > 0).then(|| Location { line: inner.line(), column: inner.column() });
-        PlanError::new(vec![Problem { path, message: strip_json_position(&inner.to_string()), location }])
+        PlanError::new(vec![Problem { path, message: explained(&strip_json_position(&inner.to_string())), location }])
     })?;
     deserializer.end().map_err(|error| {
         PlanError::new(vec![Problem {
