@@ -575,6 +575,7 @@ impl Runner<'_> {
             secrets: self.secrets,
             emit: self.emit,
             steps: &self.all,
+            journal,
             step,
         };
         let op = ops::of(&step.operation)

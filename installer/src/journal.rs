@@ -33,6 +33,10 @@ pub struct Journal {
     pub host: String,
     /// Outcomes by step id.
     pub steps: BTreeMap<String, Entry>,
+    /// The GUID of each pool this plan made or imported, by pool name: another pool of that name is
+    /// never taken for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, String>,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -49,9 +53,13 @@ impl Journal {
         };
         let mut journal = match existing {
             Some(journal) if journal.plan == plan => journal,
-            _ => {
-                Journal { plan: plan.to_string(), host: host.to_string(), steps: BTreeMap::new(), path: PathBuf::new() }
-            }
+            _ => Journal {
+                plan: plan.to_string(),
+                host: host.to_string(),
+                steps: BTreeMap::new(),
+                pools: BTreeMap::new(),
+                path: PathBuf::new(),
+            },
         };
         journal.path = path;
         Ok(journal)
@@ -96,6 +104,12 @@ impl Journal {
             fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// Records the GUID of a pool this plan made or imported, and writes the journal.
+    pub fn record_pool(&mut self, pool: &str, guid: &str) -> std::io::Result<()> {
+        self.pools.insert(pool.to_string(), guid.to_string());
+        self.save()
     }
 
     /// Whether a step was applied by an earlier run of the same plan.

@@ -96,6 +96,11 @@ pub fn import_pool(
     Ok(())
 }
 
+/// The GUID of an imported pool.
+pub fn pool_guid(sys: &dyn System, pool: &str) -> Result<String, ZfsError> {
+    Ok(sys.run(&command("zpool", &["get", "-H", "-p", "-o", "value", "guid", pool]), None)?.trim().to_string())
+}
+
 /// The devices an imported pool is made of, as `zpool status` gives their paths (every vdev class).
 pub fn pool_members(sys: &dyn System, pool: &str) -> Result<Vec<String>, ZfsError> {
     let status: serde_json::Value = json(sys, command("zpool", &["status", "-j", "--json-int", pool]))?;

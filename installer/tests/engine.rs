@@ -402,3 +402,17 @@ fn a_half_made_filesystem_of_the_plan_is_made_again_and_a_foreign_one_refused() 
     let error = apply(&system, &plan, Mode::Apply).expect_err("the foreign ext4 passed for the plan's");
     assert!(error.to_string().contains("is not this plan's"), "{error}");
 }
+
+#[test]
+fn the_journal_keeps_the_pool_guid_and_another_pool_of_the_name_is_refused() {
+    let (_, plan) = presets().into_iter().find(|(n, _)| n == "Single-None-swapfalse").expect("preset");
+    fresh_journal();
+    let system = machine();
+    apply(&system, &plan, Mode::Apply).expect("apply");
+    let journal = std::fs::read_to_string(options(Mode::Apply).journal_dir.join("journal.json")).expect("journal");
+    assert!(journal.contains("\"pools\"") && journal.contains("\"rpool\""), "{journal}");
+    // The same devices now hold another pool of the same name.
+    system.remake_pool("rpool");
+    let error = apply(&system, &plan, Mode::Apply).expect_err("another pool passed for the plan's");
+    assert!(error.to_string().contains("is not the one this plan made"), "{error}");
+}

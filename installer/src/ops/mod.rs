@@ -43,6 +43,8 @@ pub(crate) struct RunContext<'a> {
     pub emit: &'a (dyn Fn(Event) + Sync),
     /// Every step of the run.
     pub steps: &'a [Step],
+    /// The run's journal, for what a step learns (a pool's GUID).
+    pub journal: &'a std::sync::Mutex<Journal>,
     /// The step being performed.
     pub step: &'a Step,
 }

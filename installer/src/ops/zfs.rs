@@ -4,7 +4,7 @@ use layouts::nodes::zfs::encrypted;
 use layouts::steps::{ZfsCreate, ZpoolCreate, ZpoolExport};
 use layouts::OperationKind;
 
-use super::{run_own_command, Perform, ProbeContext, RunContext};
+use super::{io, run_own_command, Perform, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
 use crate::zfs::{self, ZfsError};
@@ -88,6 +88,11 @@ impl Perform for ZpoolCreate {
         } else if !imported {
             create(cx, self)?;
         }
+        // From now on, only this pool is this plan's: another of the same name is refused by the probe.
+        let guid = zfs::pool_guid(cx.system, pool)?;
+        let mut journal = cx.journal.lock().unwrap_or_else(|p| p.into_inner());
+        journal.record_pool(pool, &guid).map_err(io(format!("record the GUID of pool {pool} in the journal")))?;
+        drop(journal);
         unlock(cx, pool)
     }
 }
@@ -128,6 +133,18 @@ fn import(cx: &RunContext<'_>, op: &ZpoolCreate) -> Result<(), StepError> {
 /// from other disks must not receive this plan's datasets and mounts.
 fn imported_from_elsewhere(op: &ZpoolCreate, cx: &ProbeContext<'_>) -> Option<String> {
     let pool = &op.pool;
+    if let Some(recorded) = cx.journal.pools.get(pool) {
+        match zfs::pool_guid(cx.system, pool) {
+            Ok(guid) if guid == *recorded => {}
+            Ok(guid) => {
+                return Some(format!(
+                    "the imported pool {pool} (GUID {guid}) is not the one this plan made (GUID {recorded}): \
+                     export it (`zpool export {pool}`)"
+                ))
+            }
+            Err(error) => return Some(format!("cannot read the GUID of pool {pool}: {error}")),
+        }
+    }
     match zfs::pool_members(cx.system, pool) {
         Ok(members) if members_are(cx, &members, op.devices()) => None,
         Ok(members) => Some(format!(

@@ -31,6 +31,8 @@ struct SimDataset {
 
 #[derive(Debug, Default)]
 struct SimPool {
+    /// The pool's GUID, new with every `zpool create`.
+    guid: u64,
     /// Member devices, canonical.
     members: Vec<String>,
     imported: bool,
@@ -192,6 +194,17 @@ impl SimSystem {
         let mut state = self.lock();
         let canonical = state.canonical(device);
         state.damaged.insert(canonical);
+    }
+
+    /// The pool is made anew on the same devices behind the plan's back: same name, same members,
+    /// another GUID.
+    pub fn remake_pool(&self, name: &str) {
+        let mut state = self.lock();
+        state.next_uuid += 1;
+        let guid = 0x5157_1000_0000_0000 | state.next_uuid;
+        if let Some(pool) = state.pools.get_mut(name) {
+            pool.guid = guid;
+        }
     }
 
     /// Every read of this device fails from now on, as on a disk that gives I/O errors.
@@ -362,7 +375,7 @@ impl State {
         let args: Vec<&str> = line.args.iter().map(String::as_str).collect();
         let writes = !matches!(
             (line.program.as_str(), args.first()),
-            ("zpool", Some(&"list" | &"status"))
+            ("zpool", Some(&"list" | &"status" | &"get"))
                 | ("zfs", Some(&"get"))
                 | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "btrfs", _)
         );
@@ -469,7 +482,9 @@ impl State {
                 if encrypted && keylocation == "prompt" && key.is_empty() {
                     return Err(failed(line, "no key given on standard input"));
                 }
-                let mut pool = SimPool { members: members.clone(), imported: true, key, ..SimPool::default() };
+                self.next_uuid += 1;
+                let guid = 0x5157_0000_0000_0000 | self.next_uuid;
+                let mut pool = SimPool { guid, members: members.clone(), imported: true, key, ..SimPool::default() };
                 let root = SimDataset { volume: false, encryption_root: encrypted.then(|| name.clone()), keylocation };
                 pool.datasets.insert(name.clone(), root);
                 if encrypted {
@@ -510,6 +525,15 @@ impl State {
                 pool.imported = true;
                 pool.exported_cleanly = false;
                 Ok(String::new())
+            }
+            Some("get") => {
+                let name = args.last().copied().unwrap_or_default();
+                let pool = self
+                    .pools
+                    .get(name)
+                    .filter(|p| p.imported)
+                    .ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
+                Ok(format!("{}\n", pool.guid))
             }
             Some("status") => {
                 let name = args.last().copied().unwrap_or_default();
