@@ -131,18 +131,22 @@ pub fn read_partition_table(device: &str) -> Result<Option<Vec<TableEntry>>, Dis
     let mut file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
     let Ok(gpt) = GPT::find_from(&mut file) else { return Ok(None) };
     Ok(Some(
-        gpt.iter()
-            .filter(|(_, entry)| entry.is_used())
-            .map(|(number, entry)| TableEntry {
-                number,
-                name: entry.partition_name.as_str().to_string(),
-                type_guid: guid_text(&entry.partition_type_guid),
-                uuid: guid_text(&entry.unique_partition_guid),
-                first_lba: entry.starting_lba,
-                last_lba: entry.ending_lba,
-            })
-            .collect(),
+        gpt.iter().filter(|(_, entry)| entry.is_used()).map(|(number, entry)| TableEntry::of(number, entry)).collect(),
     ))
+}
+
+impl TableEntry {
+    /// Entry `number` of a GPT as read.
+    fn of(number: u32, entry: &GPTPartitionEntry) -> Self {
+        TableEntry {
+            number,
+            name: entry.partition_name.as_str().to_string(),
+            type_guid: guid_text(&entry.partition_type_guid),
+            uuid: guid_text(&entry.unique_partition_guid),
+            first_lba: entry.starting_lba,
+            last_lba: entry.ending_lba,
+        }
+    }
 }
 
 /// A disk's partition table as it stands: each GPT copy read on its own, the protective MBR, and the
@@ -196,21 +200,8 @@ fn read_copy(file: &mut File, device: &str, sector: u64, lba: u64) -> Result<Opt
         Err(gptman::Error::Io(error)) => return Err(DiskError::device(device, "read the GPT entries", error)),
         Err(_) => return Ok(None),
     };
-    Ok(Some(
-        entries
-            .iter()
-            .enumerate()
-            .filter(|(_, entry)| entry.is_used())
-            .map(|(index, entry)| TableEntry {
-                number: index as u32 + 1,
-                name: entry.partition_name.as_str().to_string(),
-                type_guid: guid_text(&entry.partition_type_guid),
-                uuid: guid_text(&entry.unique_partition_guid),
-                first_lba: entry.starting_lba,
-                last_lba: entry.ending_lba,
-            })
-            .collect(),
-    ))
+    let used = entries.iter().enumerate().filter(|(_, entry)| entry.is_used());
+    Ok(Some(used.map(|(index, entry)| TableEntry::of(index as u32 + 1, entry)).collect()))
 }
 
 /// Reads the state of a disk's table with `sector`-byte sectors. Errors only when the device cannot be
