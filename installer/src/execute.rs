@@ -622,10 +622,11 @@ fn power_off_during_if_asked(id: &str) {
 }
 
 /// Tests of resuming cut the power right after a chosen step, as a crash would: no unmount, no export,
-/// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id; only in builds with the `test-hooks` feature.
+/// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id, or to `next` for the first step this run
+/// applies; only in builds with the `test-hooks` feature.
 #[cfg(feature = "test-hooks")]
 fn power_off_if_asked(id: &str) {
-    if std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER").is_ok_and(|wanted| wanted == id) {
+    if std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER").is_ok_and(|wanted| wanted == id || wanted == "next") {
         eprintln!("nix-dabei: test hook: powering off after step {id}");
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     }
