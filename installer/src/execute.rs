@@ -622,11 +622,28 @@ fn power_off_during_if_asked(id: &str) {
 }
 
 /// Tests of resuming cut the power right after a chosen step, as a crash would: no unmount, no export,
-/// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id, or to `next` for the first step this run
-/// applies; only in builds with the `test-hooks` feature.
+/// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id, or to `new:<events file>` for the first step
+/// this run applies that the JSON events in that file (earlier runs) never show finished. Only in builds
+/// with the `test-hooks` feature.
 #[cfg(feature = "test-hooks")]
 fn power_off_if_asked(id: &str) {
-    if std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER").is_ok_and(|wanted| wanted == id || wanted == "next") {
+    static SEEN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let Ok(wanted) = std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER") else { return };
+    let cut = match wanted.strip_prefix("new:") {
+        Some(file) => {
+            let seen = SEEN.get_or_init(|| {
+                let text = std::fs::read_to_string(file).unwrap_or_default();
+                text.lines()
+                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                    .filter(|event| event["event"] == "step-finished")
+                    .filter_map(|event| event["id"].as_str().map(str::to_string))
+                    .collect()
+            });
+            !seen.iter().any(|s| s == id)
+        }
+        None => wanted == id,
+    };
+    if cut {
         eprintln!("nix-dabei: test hook: powering off after step {id}");
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     }

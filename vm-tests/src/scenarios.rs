@@ -634,10 +634,11 @@ zpool import > /host/out/importable.txt 2>&1 || true
 "#;
 
 /// One boot of the power-cut scenario: resume the install, with the power going off after the first step
-/// this run applies (or during a chosen step); with nothing left to do, the power goes off all the same.
+/// this run applies that no earlier boot finished (or during a chosen step); with nothing left to do, the
+/// power goes off all the same.
 fn cut_boot(hook: &str) -> String {
     format!(
-        "{hook} NIX_DABEI_TEST_POWER_OFF_AFTER=next nix-dabei apply /host/plan.toml --yes-wipe-all \
+        "{hook} NIX_DABEI_TEST_POWER_OFF_AFTER=new:/host/out/cuts.jsonl nix-dabei apply /host/plan.toml --yes-wipe-all \
              --passphrase-file /host/passphrase --json >> /host/out/cuts.jsonl 2>> /host/out/cuts.err || true\n\
          echo o > /proc/sysrq-trigger\nsleep 30\n"
     )
