@@ -213,6 +213,8 @@ pub struct Preview {
     pub steps: Vec<(Step, Outlook)>,
     /// The disks the run will wipe.
     pub wipes: Vec<WipeTarget>,
+    /// Every disk of the plan, as found and identified.
+    pub disks: Vec<DiskInfo>,
 }
 
 impl Preview {
@@ -295,7 +297,8 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
         }
     }
     ensure_inside_plan(system, &result, &found)?;
-    Ok(Preview { steps: result, wipes })
+    let disks = plan.disks.keys().filter_map(|name| found.remove(name)).collect();
+    Ok(Preview { steps: result, wipes, disks })
 }
 
 /// Refuses any step that would write a device which exists now and is not one of the plan's disks, a
@@ -388,11 +391,7 @@ pub fn execute(
     }
     // Every disk of the plan is held until the run ends: a second run of this plan, or of another plan
     // sharing a disk, is refused instead of writing the same disks at the same time.
-    let disks = system.discover()?;
-    let mut holds = Vec::new();
-    for planned in plan.disks.values() {
-        holds.push(system.lock_disk(system.find_disk(&disks, &planned.device)?)?);
-    }
+    let _holds: Vec<_> = preview.disks.iter().map(|disk| system.lock_disk(disk)).collect::<Result<_, _>>()?;
     let steps: Vec<&Step> = preview.steps.iter().map(|(s, _)| s).filter(|s| runs_in(options.mode, s)).collect();
     let all = preview.steps.iter().map(|(s, _)| s.clone()).collect();
     let runner = Runner { system, plan, all, options, secrets, emit };
