@@ -329,14 +329,9 @@ fn ensure_inside_plan(
     Ok(())
 }
 
-/// A stable id for a plan: a hash of its JSON form.
+/// A stable id for a plan: a hash of its JSON form ([`Plan::id`]).
 pub fn plan_id(plan: &Plan) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in plan.to_json().bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    plan.id()
 }
 
 /// Whether a step is already done, still to do, or conflicts with what is there, asked of its

@@ -145,6 +145,11 @@ impl Plan {
         )
     }
 
+    /// A stable id for the plan (a hash of its JSON form), the same on every machine and build.
+    pub fn id(&self) -> String {
+        format!("{:016x}", fnv1a(self.to_json().as_bytes(), 0))
+    }
+
     /// Validates the plan and compiles it into ordered steps.
     pub fn compile(&self, options: &CompileOptions) -> Result<Steps, PlanError> {
         options.validate()?;

@@ -514,11 +514,7 @@ fn code_of(kind: &str) -> String {
 
 /// A label of at most 36 characters that stays unique: a prefix and a hash of the whole.
 fn shorten_label(label: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in label.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = crate::compile::fnv1a(label.as_bytes(), 0);
     let prefix: String = label.chars().take(27).collect();
     format!("{prefix}-{:08x}", hash as u32)
 }
