@@ -408,7 +408,11 @@ pub fn teardown(
 }
 
 fn runs_in(mode: Mode, step: &Step) -> bool {
-    mode == Mode::Apply || !matches!(step.operation, Operation::WriteNixosModule(_) | Operation::NixosInstall(_))
+    mode == Mode::Apply
+        || !matches!(
+            step.operation,
+            Operation::WriteNixosModule(_) | Operation::InitrdHostKey(_) | Operation::NixosInstall(_)
+        )
 }
 
 impl Runner<'_> {

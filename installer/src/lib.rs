@@ -13,6 +13,7 @@
 pub mod command;
 pub mod events;
 pub mod execute;
+pub mod flake;
 pub mod journal;
 pub mod lock;
 pub mod luks;

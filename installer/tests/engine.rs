@@ -4,7 +4,7 @@
 
 use installer::{Event, InstallError, Mode, Options, Outlook, Report, Secret, Secrets, SimSystem};
 use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
-use layouts::{CompileOptions, Identity, Operation, Plan, Steps};
+use layouts::{BootMode, CompileOptions, Identity, Operation, Plan, RemoteUnlock, Steps};
 
 const GIB: u64 = 1 << 30;
 
@@ -40,6 +40,18 @@ fn presets() -> Vec<(String, Plan)> {
                 options.encryption = encryption;
                 options.swap = swap;
                 options.flake = Some("github:me/machines#sim".into());
+                // Mirrors boot either way (a BIOS boot partition on each disk); encrypted layouts unlock
+                // over SSH (a generated initrd host key).
+                if kind == PresetKind::Mirror {
+                    options.boot = BootMode::Both;
+                }
+                if encryption != Encryption::None {
+                    options.remote_unlock = Some(RemoteUnlock {
+                        authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLs me".into()],
+                        port: 22,
+                        network_kernel_modules: vec!["virtio_net".into()],
+                    });
+                }
                 if let Ok(plan) = build(&options) {
                     plans.push((format!("{kind:?}-{encryption:?}-swap{}", swap.is_some()), plan));
                 }
@@ -102,6 +114,10 @@ fn every_preset_applies_then_reapplies_as_a_no_op() {
         assert!(root.fs_type == "zfs" || root.fs_type == "ext4", "{name}: {root:?}");
         let module = system.file("/mnt/etc/nixos/nix-dabei.nix").expect("the module was written");
         assert_eq!(module, layouts::nixos::module(&plan), "{name}");
+        let host_key = system.file("/mnt/etc/secrets/initrd/ssh_host_ed25519_key");
+        assert_eq!(host_key.is_some(), plan.remote_unlock.is_some(), "{name}: the initrd host key");
+        let bios = plan.disks.values().all(|d| d.partitions.contains_key("bios"));
+        assert_eq!(bios, plan.boot == Some(BootMode::Both), "{name}: BIOS boot partitions");
         let bystander = system
             .commands()
             .iter()
@@ -284,10 +300,13 @@ fn a_probe_that_fails_stops_the_run_instead_of_reading_as_blank() {
         apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: {e}"));
         installer::teardown(&system, &plan, &steps(&plan), &options(Mode::Mount), &|_: Event| {}).expect("teardown");
         let changes = system.changes();
-        // The first partition of the first disk now gives I/O errors: the run must not redo it (or anything).
-        system.make_unreadable("/dev/vda1");
+        // The first partition of the first disk that holds something (not the BIOS boot partition) now
+        // gives I/O errors: the run must not redo it (or anything).
+        let first_disk = plan.disks.values().next().expect("a disk");
+        let number = 1 + first_disk.partitions.values().position(|p| p.content.is_some()).expect("content");
+        system.make_unreadable(&format!("/dev/vda{number}"));
         let error = apply(&system, &plan, Mode::Apply).expect_err("a failing probe went unnoticed");
-        assert!(error.to_string().contains("/dev/disk/by-id/virtio-disk0-part1"), "{name}: {error}");
+        assert!(error.to_string().contains(&format!("/dev/disk/by-id/virtio-disk0-part{number}")), "{name}: {error}");
         assert_eq!(system.changes(), changes, "{name}: something was written after a failed probe");
 
         let disk = machine();
@@ -415,4 +434,34 @@ fn the_journal_keeps_the_pool_guid_and_another_pool_of_the_name_is_refused() {
     system.remake_pool("rpool");
     let error = apply(&system, &plan, Mode::Apply).expect_err("another pool passed for the plan's");
     assert!(error.to_string().contains("is not the one this plan made"), "{error}");
+}
+
+#[test]
+fn pools_carry_the_installed_systems_host_id_and_import_unforced_after_a_power_loss() {
+    let (_, plan) = presets().into_iter().find(|(name, _)| name == "Mirror-None-swapfalse").expect("preset");
+    let expected = u32::from_str_radix(&plan.effective_host_id(), 16).expect("hex");
+    fresh_journal();
+    let system = machine();
+    apply(&system, &plan, Mode::Apply).expect("apply");
+    assert_eq!(system.pool_host_id("rpool"), Some(expected), "the pool is the installed system's");
+
+    // The power goes off without an export; the RAM system comes back with another (no) host id.
+    system.reboot();
+    let before = system.commands().len();
+    apply(&system, &plan, Mode::Apply).expect("resumed");
+    let imports: Vec<_> = system.commands()[before..]
+        .iter()
+        .filter(|c| c.program == "zpool" && c.args.first().is_some_and(|a| a == "import"))
+        .cloned()
+        .collect();
+    assert!(!imports.is_empty(), "the pool was imported again");
+    assert!(imports.iter().all(|c| !c.args.iter().any(|a| a == "-f")), "{imports:?}");
+
+    // Another pool imported on this system would be stamped with the new id: refused, naming it.
+    fresh_journal();
+    let other = machine();
+    other.add_foreign_pool("tank", "/dev/vdc", true);
+    let error = apply(&other, &plan, Mode::Apply).expect_err("a foreign imported pool");
+    assert!(error.to_string().contains("tank") && error.to_string().contains("host_id"), "{error}");
+    assert_eq!(other.pool_host_id("rpool"), None, "no pool was created");
 }

@@ -46,10 +46,8 @@ impl Bench {
         let plan = Plan {
             version: 1,
             hostname: "killpoints".into(),
-            host_id: None,
-            flake: None,
             disks: IndexMap::from([("a".to_string(), disk_plan)]),
-            pools: IndexMap::new(),
+            ..Plan::default()
         };
         let target = std::env::temp_dir().join(format!("nix-dabei-kill-{}-{}", format.fs_type(), std::process::id()));
         let options = Options { mode: Mode::Apply, weak_kdf: true, journal_dir: target.with_extension("state") };

@@ -63,8 +63,7 @@ impl Setup {
             "b".to_string(),
             disk(&b.device, vec![("data", Size::Bytes(512 << 20), filesystem(Format::Xfs, "/srv"))]),
         );
-        let plan =
-            Plan { version: 1, hostname: "looptest".into(), host_id: None, flake: None, disks, pools: IndexMap::new() };
+        let plan = Plan { version: 1, hostname: "looptest".into(), disks, ..Plan::default() };
         plan.validate().expect("a valid plan");
         let target = std::env::temp_dir().join(format!("nix-dabei-target-{}", std::process::id()));
         let options = Options { mode: Mode::Apply, weak_kdf: true, journal_dir: target.with_extension("state") };

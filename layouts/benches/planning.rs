@@ -63,7 +63,7 @@ fn large_plan() -> Plan {
     }
     let mut pools = IndexMap::new();
     pools.insert("tank".to_string(), Pool { vdevs, datasets, ..Pool::default() });
-    Plan { version: 1, hostname: "storage".into(), host_id: None, flake: None, disks, pools }
+    Plan { version: 1, hostname: "storage".into(), disks, pools, ..Plan::default() }
 }
 
 fn main() {

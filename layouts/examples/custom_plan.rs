@@ -69,14 +69,8 @@ fn main() {
             ..Pool::default()
         },
     );
-    let plan = Plan {
-        version: layouts::PLAN_VERSION,
-        hostname: "storage1".to_string(),
-        host_id: None,
-        flake: None,
-        disks,
-        pools,
-    };
+    let plan =
+        Plan { version: layouts::PLAN_VERSION, hostname: "storage1".to_string(), disks, pools, ..Plan::default() };
     match plan.compile(&CompileOptions::default()) {
         Ok(steps) => print!("{}", steps.render()),
         Err(error) => {

@@ -235,13 +235,24 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     if !reader.problems.is_empty() {
         return Err(PlanError::new(reader.problems));
     }
+    // disko leaves the firmware to the configuration; a BIOS boot partition says GRUB goes on the disk.
+    let partitions = || disks.values().flat_map(|d: &crate::model::Disk| d.partitions.values());
+    let bios = partitions().any(|p| crate::boot::is_bios_boot(p.kind.as_deref()));
+    let esp = partitions().any(|p| p.is_esp());
+    let boot = match (bios, esp) {
+        (true, true) => Some(crate::boot::BootMode::Both),
+        (true, false) => Some(crate::boot::BootMode::Bios),
+        (false, true) => Some(crate::boot::BootMode::Uefi),
+        (false, false) => None,
+    };
     let plan = Plan {
         version: PLAN_VERSION,
         hostname: hostname.unwrap_or_else(|| "nixos".into()),
         host_id,
-        flake: None,
+        boot,
         disks,
         pools,
+        ..Plan::default()
     };
     Ok(Imported { plan, warnings: reader.warnings })
 }

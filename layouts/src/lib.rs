@@ -26,9 +26,11 @@
 
 #![warn(missing_docs)]
 
+pub mod boot;
 pub mod compile;
 pub mod disko;
 pub mod error;
+pub mod flake_check;
 pub mod graph;
 pub mod model;
 pub mod nixos;

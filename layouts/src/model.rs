@@ -9,6 +9,7 @@
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+pub use crate::boot::{BootMode, RemoteUnlock};
 pub use crate::nodes::filesystem::{Filesystem, Format};
 pub use crate::nodes::gpt::{Disk, Identity, Partition};
 pub use crate::nodes::luks::Luks;
@@ -36,6 +37,17 @@ pub struct Plan {
     /// Flake reference to install, such as `github:me/machines#web1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flake: Option<String>,
+    /// The firmware the installed system boots with: `uefi`, `bios` or `both`. Without it the plan's
+    /// ESPs get GRUB for UEFI and nothing is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootMode>,
+    /// Kernel modules the installed system's initrd needs to reach the disks (their controllers'
+    /// drivers, as `nix-dabei plan` finds them in sysfs), beyond NixOS's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initrd_kernel_modules: Vec<String>,
+    /// Unlock the encrypted disks over SSH at boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_unlock: Option<RemoteUnlock>,
     /// The disks, by the name the plan gives them.
     #[serde(default)]
     pub disks: IndexMap<String, Disk>,
@@ -50,6 +62,23 @@ impl Plan {
         let partitions = self.disks.values().flat_map(|d| d.partitions.values());
         partitions.filter_map(|p| p.content.as_ref()).any(Content::needs_passphrase)
             || self.pools.values().any(Pool::needs_passphrase)
+    }
+}
+
+impl Default for Plan {
+    /// An empty plan for the host `nixos`.
+    fn default() -> Self {
+        Plan {
+            version: PLAN_VERSION,
+            hostname: default_hostname(),
+            host_id: None,
+            flake: None,
+            boot: None,
+            initrd_kernel_modules: Vec::new(),
+            remote_unlock: None,
+            disks: IndexMap::new(),
+            pools: IndexMap::new(),
+        }
     }
 }
 

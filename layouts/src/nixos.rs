@@ -1,8 +1,10 @@
 //! The NixOS module that describes a plan's layout to the installed system: file systems, swap, LUKS
 //! devices, ZFS support with a stable host id, and a boot loader that keeps every ESP bootable.
 //!
-//! The module takes `{ lib, ... }` and uses only `lib.mkDefault`, so that a flake can override the boot
-//! loader and host name; everything else is plain data.
+//! The module takes `{ config, lib, pkgs, ... }`. The host name and host id are `lib.mkDefault`, so that
+//! a flake can override them; the GRUB settings apply unless the flake enables systemd-boot. Everything
+//! else is plain data, computed from the plan alone: `nix-dabei nixos-module PLAN` prints the same module
+//! before the install that the install writes.
 
 use std::fmt::Write;
 
@@ -10,7 +12,7 @@ use crate::model::{Content, Plan};
 use crate::nodes::mount::normal;
 
 /// How the installed system finds a partition: by its GPT partition UUID, which nix-dabei sets.
-fn partition_path(plan: &Plan, disk: &str, partition: &str) -> String {
+pub(crate) fn partition_path(plan: &Plan, disk: &str, partition: &str) -> String {
     format!("/dev/disk/by-partuuid/{}", plan.partition_uuid(disk, partition))
 }
 
@@ -41,9 +43,9 @@ fn nix_list(items: &[String]) -> String {
 /// One `fileSystems` entry.
 #[derive(Debug)]
 pub(crate) struct FileSystemEntry {
-    mountpoint: String,
-    device: String,
-    fs_type: String,
+    pub mountpoint: String,
+    pub device: String,
+    pub fs_type: String,
     options: Vec<String>,
 }
 
@@ -85,6 +87,8 @@ pub(crate) struct ModuleParts {
     pub luks: Vec<LuksEntry>,
     /// A pool or dataset uses ZFS native encryption.
     pub native_encryption: bool,
+    /// A pool member is inside a LUKS container.
+    pub pool_inside_luks: bool,
 }
 
 impl ModuleParts {
@@ -94,20 +98,63 @@ impl ModuleParts {
     }
 }
 
-/// The NixOS module for a plan, as Nix source.
-pub fn module(plan: &Plan) -> String {
+/// One place GRUB's files go: a boot partition's mountpoint and the disks whose boot sectors point at it.
+#[derive(Debug)]
+struct BootPath {
+    /// `boot.loader.grub.mirroredBoots.*.path`.
+    path: String,
+    /// The ESP's mountpoint, when it is not `path` itself (`/boot/efi`, `/efi`).
+    efi_mountpoint: Option<String>,
+    /// Disks that get GRUB's BIOS boot code, by the plan's stable path.
+    bios_disks: Vec<String>,
+}
+
+/// Where the boot loader goes: one entry for every ESP (each disk of a mirror boots alone), and the
+/// disks with a BIOS boot partition attached to the ESP on the same disk, or to `/boot`.
+fn boot_paths(plan: &Plan) -> Vec<BootPath> {
+    let mut paths: Vec<BootPath> = Vec::new();
+    let mut loose_bios_disks = Vec::new();
+    for disk in plan.disks.values() {
+        let has_bios_boot = disk.partitions.values().any(|p| crate::boot::is_bios_boot(p.kind.as_deref()));
+        let mut placed = false;
+        for part in disk.partitions.values() {
+            let (true, Some(Content::Filesystem(fs))) = (part.is_esp(), &part.content) else { continue };
+            let Some(mountpoint) = fs.mountpoint.as_deref().map(normal) else { continue };
+            let (path, efi_mountpoint) = match mountpoint.as_str() {
+                "/efi" | "/boot/efi" => ("/boot".to_string(), Some(mountpoint.clone())),
+                _ => (mountpoint.clone(), None),
+            };
+            let bios_disks = if has_bios_boot && !placed { vec![disk.device.clone()] } else { vec![] };
+            placed |= has_bios_boot;
+            paths.push(BootPath { path, efi_mountpoint, bios_disks });
+        }
+        if has_bios_boot && !placed {
+            loose_bios_disks.push(disk.device.clone());
+        }
+    }
+    if !loose_bios_disks.is_empty() {
+        match paths.iter_mut().find(|p| p.path == "/boot") {
+            Some(boot) => boot.bios_disks.extend(loose_bios_disks),
+            None => paths.push(BootPath { path: "/boot".into(), efi_mountpoint: None, bios_disks: loose_bios_disks }),
+        }
+    }
+    paths.sort_by(|a, b| a.path.cmp(&b.path));
+    paths
+}
+
+/// What the node types contribute for the whole plan, file systems sorted by mountpoint, and the devices
+/// of the ESPs.
+pub(crate) fn parts(plan: &Plan) -> (ModuleParts, Vec<String>) {
     let mut found = ModuleParts::default();
-    let mut esps = Vec::new();
+    let mut esp_devices = Vec::new();
     for (disk_name, disk) in &plan.disks {
         for (part_name, part) in &disk.partitions {
             let device = partition_path(plan, disk_name, part_name);
             if let Some(content) = &part.content {
                 found.content(content, &device);
             }
-            if let (true, Some(Content::Filesystem(fs))) = (part.is_esp(), &part.content) {
-                if let Some(mountpoint) = &fs.mountpoint {
-                    esps.push(normal(mountpoint));
-                }
+            if part.is_esp() {
+                esp_devices.push(device);
             }
         }
     }
@@ -115,26 +162,60 @@ pub fn module(plan: &Plan) -> String {
         pool.nixos(&mut found, pool_name);
     }
     found.file_systems.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
-    esps.sort();
+    (found, esp_devices)
+}
+
+/// Mount options that let the system boot without this device: for the ESPs when there are several
+/// (each disk of a mirror boots alone) and for swap in a layout of several disks, so that a mirror boots
+/// with a disk missing. The short timeout keeps
+/// `local-fs.target` from waiting 90 s for the missing disk.
+const MAY_BE_MISSING: [&str; 2] = ["nofail", "x-systemd.device-timeout=5s"];
+
+/// The NixOS module for a plan, as Nix source.
+///
+/// The layout decides where the boot loader goes, and the host's configuration decides which one: GRUB
+/// (NixOS's default) goes on every ESP through `mirroredBoots` and, for BIOS, into every disk's boot
+/// sector; when the configuration enables systemd-boot instead, it is installed on the first ESP and
+/// copied to the others after every install.
+pub fn module(plan: &Plan) -> String {
+    let (found, esp_devices) = parts(plan);
+    let several_disks = plan.disks.len() > 1;
+    let boot_paths = boot_paths(plan);
+    let efi = plan.boot.is_none_or(|b| b.uefi());
 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# The disk layout of {}, written by nix-dabei. Import it from the host's configuration.",
+        "# The disk layout of {}, written by nix-dabei from its plan. Import it from the host's configuration.",
         plan.hostname
     );
-    let _ = writeln!(out, "{{ lib, ... }}:");
+    let _ = writeln!(out, "{{ config, lib, pkgs, ... }}:");
     let _ = writeln!(out, "{{");
     let _ = writeln!(out, "  networking.hostName = lib.mkDefault {};", nix_string(&plan.hostname));
     if !plan.pools.is_empty() {
-        let _ = writeln!(out, "  # ZFS refuses to import a pool last used by a host with another id.");
-        let _ = writeln!(out, "  networking.hostId = {};", nix_string(&plan.effective_host_id()));
+        let _ = writeln!(out, "  # The pools were created under this id; ZFS refuses pools last used by another.");
+        let _ = writeln!(out, "  networking.hostId = lib.mkDefault {};", nix_string(&plan.effective_host_id()));
         let _ = writeln!(out, "  boot.supportedFilesystems = [ \"zfs\" ];");
-        let _ = writeln!(out, "  boot.zfs.devNodes = \"/dev/disk/by-partuuid\";");
+        if !found.pool_inside_luks {
+            // nixos/modules/tasks/filesystems/zfs.nix imports with `zpool import -d <devNodes>`: the
+            // partition UUIDs nix-dabei sets are the stable names. Pools on /dev/mapper devices keep the
+            // default (/dev/disk/by-id, which has dm-uuid-* links).
+            let _ = writeln!(out, "  boot.zfs.devNodes = \"/dev/disk/by-partuuid\";");
+        }
         if found.native_encryption {
             let _ = writeln!(out, "  # Ask for the pool's passphrase at boot.");
             let _ = writeln!(out, "  boot.zfs.requestEncryptionCredentials = true;");
         }
+    }
+    let mut modules = plan.initrd_kernel_modules.clone();
+    if let Some(unlock) = &plan.remote_unlock {
+        modules.extend(unlock.network_kernel_modules.iter().cloned());
+    }
+    modules.sort();
+    modules.dedup();
+    if !modules.is_empty() {
+        let _ = writeln!(out, "  # The drivers of the disks' controllers (and network cards for remote unlock).");
+        let _ = writeln!(out, "  boot.initrd.availableKernelModules = {};", nix_list(&modules));
     }
     for luks in &found.luks {
         let _ = writeln!(out, "  boot.initrd.luks.devices.{} = {{", nix_string(&luks.name));
@@ -143,17 +224,25 @@ pub fn module(plan: &Plan) -> String {
         if let Some(key_file) = &luks.key_file {
             let _ = writeln!(out, "    keyFile = {};", nix_string(key_file));
         }
+        if several_disks {
+            // systemd's initrd goes on without a missing member; ZFS imports the pool degraded.
+            let _ = writeln!(out, "    crypttabExtraOpts = [ \"nofail\" ];");
+        }
         let _ = writeln!(out, "  }};");
     }
     for fs in &found.file_systems {
         let _ = writeln!(out, "  fileSystems.{} = {{", nix_string(&fs.mountpoint));
         let _ = writeln!(out, "    device = {};", nix_string(&fs.device));
         let _ = writeln!(out, "    fsType = {};", nix_string(&fs.fs_type));
-        if !fs.options.is_empty() {
-            let _ = writeln!(out, "    options = {};", nix_list(&fs.options));
+        let mut options = fs.options.clone();
+        let is_esp = esp_devices.contains(&fs.device);
+        if is_esp && esp_devices.len() > 1 {
+            options.extend(MAY_BE_MISSING.iter().map(|o| o.to_string()));
         }
-        if esps.contains(&fs.mountpoint) {
-            // A missing ESP must not stop a mirror from booting off the other disk.
+        if !options.is_empty() {
+            let _ = writeln!(out, "    options = {};", nix_list(&options));
+        }
+        if is_esp {
             let _ = writeln!(out, "    neededForBoot = false;");
         }
         let _ = writeln!(out, "  }};");
@@ -171,6 +260,10 @@ pub fn module(plan: &Plan) -> String {
             if let Some(policy) = &swap.discard_policy {
                 fields.push(format!("discardPolicy = {};", nix_string(policy)));
             }
+            if several_disks {
+                let options: Vec<String> = MAY_BE_MISSING.iter().map(|o| o.to_string()).collect();
+                fields.push(format!("options = {};", nix_list(&options)));
+            }
             let _ = writeln!(out, "    {{ {} }}", fields.join(" "));
         }
         let _ = writeln!(out, "  ];");
@@ -178,19 +271,84 @@ pub fn module(plan: &Plan) -> String {
     if let Some(resume) = found.swaps.iter().find(|s| s.resume) {
         let _ = writeln!(out, "  boot.resumeDevice = {};", nix_string(&resume.device));
     }
-    if !esps.is_empty() {
-        let _ = writeln!(out, "  # GRUB on every ESP, so that each disk can boot alone.");
-        let _ = writeln!(out, "  boot.loader.grub = {{");
-        let _ = writeln!(out, "    enable = lib.mkDefault true;");
-        let _ = writeln!(out, "    efiSupport = lib.mkDefault true;");
-        let _ = writeln!(out, "    efiInstallAsRemovable = lib.mkDefault true;");
-        let _ = writeln!(out, "    mirroredBoots = lib.mkDefault [");
-        for esp in &esps {
-            let _ = writeln!(out, "      {{ devices = [ \"nodev\" ]; path = {}; }}", nix_string(esp));
-        }
-        let _ = writeln!(out, "    ];");
-        let _ = writeln!(out, "  }};");
+    if !boot_paths.is_empty() {
+        boot_loader(&mut out, &boot_paths, efi);
+    }
+    if let Some(unlock) = &plan.remote_unlock {
+        remote_unlock(&mut out, unlock);
     }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// GRUB on every boot path unless the configuration chose systemd-boot, which then gets its other ESPs
+/// kept in sync.
+fn boot_loader(out: &mut String, paths: &[BootPath], efi: bool) {
+    // systemd-boot.nix sets `grub.enable = mkDefault false` when it is enabled: the layout's GRUB
+    // settings apply only without it, so neither choice collides with the other.
+    let _ = writeln!(out, "  boot.loader.grub = lib.mkIf (!config.boot.loader.systemd-boot.enable) {{");
+    if efi {
+        let _ = writeln!(out, "    efiSupport = lib.mkDefault true;");
+        // grub.nix asserts that efiInstallAsRemovable and canTouchEfiVariables are not both set.
+        let _ =
+            writeln!(out, "    efiInstallAsRemovable = lib.mkDefault (!config.boot.loader.efi.canTouchEfiVariables);");
+    }
+    // A definition of normal priority: grub.nix adds its own entry for `grub.devices` to the list
+    // rather than replacing this one.
+    let _ = writeln!(out, "    mirroredBoots = [");
+    for boot in paths {
+        let devices = if boot.bios_disks.is_empty() { vec!["nodev".to_string()] } else { boot.bios_disks.clone() };
+        let mut fields =
+            vec![format!("path = {};", nix_string(&boot.path)), format!("devices = {};", nix_list(&devices))];
+        if let Some(efi) = &boot.efi_mountpoint {
+            fields.push(format!("efiSysMountPoint = {};", nix_string(efi)));
+        }
+        let _ = writeln!(out, "      {{ {} }}", fields.join(" "));
+    }
+    let _ = writeln!(out, "    ];");
+    let _ = writeln!(out, "  }};");
+    let others: Vec<&BootPath> = paths.iter().skip(1).filter(|p| p.efi_mountpoint.is_none()).collect();
+    if efi && !others.is_empty() && paths[0].efi_mountpoint.is_none() {
+        let first = &paths[0].path;
+        let _ =
+            writeln!(out, "  # systemd-boot installs on {first} only: copy it to the other ESPs after each install.");
+        let _ = writeln!(
+            out,
+            "  boot.loader.systemd-boot.extraInstallCommands = lib.mkIf config.boot.loader.systemd-boot.enable ''"
+        );
+        for other in others {
+            let _ = writeln!(
+                out,
+                "    ${{pkgs.rsync}}/bin/rsync -a --delete --exclude=/loader/random-seed {}/ {}/",
+                shell_word(first),
+                shell_word(&other.path)
+            );
+        }
+        let _ = writeln!(out, "  '';");
+    }
+}
+
+/// A mountpoint as one word for the shell inside a Nix indented string: single-quoted, with the
+/// characters Nix's `''` strings treat specially escaped (`''` and `${`).
+fn shell_word(path: &str) -> String {
+    let quoted = format!("'{}'", path.replace('\'', r"'\''"));
+    quoted.replace("''", "'''").replace("${", "''${")
+}
+
+/// SSH in the installed system's initrd, to type the passphrase on a machine without a console.
+fn remote_unlock(out: &mut String, unlock: &crate::boot::RemoteUnlock) {
+    let _ = writeln!(out, "  # Unlock over SSH at boot: log in and run `systemd-tty-ask-password-agent` (systemd");
+    let _ = writeln!(out, "  # initrd) or `cryptsetup-askpass` / `zfs load-key -a` (scripted initrd).");
+    let _ = writeln!(out, "  boot.kernelParams = [ \"ip=dhcp\" ];");
+    let _ = writeln!(out, "  boot.initrd.network = {{");
+    let _ = writeln!(out, "    enable = true;");
+    let _ = writeln!(out, "    ssh = {{");
+    let _ = writeln!(out, "      enable = true;");
+    let _ = writeln!(out, "      port = {};", unlock.port);
+    let _ = writeln!(out, "      authorizedKeys = {};", nix_list(&unlock.authorized_keys));
+    let _ =
+        writeln!(out, "      # Generated by nix-dabei during the install; nixos-install copies it into the initrd.");
+    let _ = writeln!(out, "      hostKeys = [ {} ];", nix_string(crate::boot::INITRD_HOST_KEY));
+    let _ = writeln!(out, "    }};");
+    let _ = writeln!(out, "  }};");
 }

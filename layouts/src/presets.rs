@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 use indexmap::IndexMap;
 
 use crate::model::{
-    Content, Dataset, Disk, Filesystem, Format, Identity, Luks, Partition, Plan, Pool, Swap, VdevMode, ZfsMember,
-    PLAN_VERSION,
+    BootMode, Content, Dataset, Disk, Filesystem, Format, Identity, Luks, Partition, Plan, Pool, RemoteUnlock, Swap,
+    VdevMode, ZfsMember, PLAN_VERSION,
 };
 use crate::size::Size;
 
-/// Size of every EFI system partition.
+/// Size of every EFI system partition (it is also /boot when booting with BIOS).
 pub const ESP_SIZE: u64 = 1 << 30;
+
+/// Size of the BIOS boot partition GRUB's core image goes into.
+pub const BIOS_BOOT_SIZE: u64 = 1 << 20;
 
 /// What is known about a disk a preset lays out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,12 @@ pub struct PresetOptions {
     pub hostname: String,
     /// Flake to install.
     pub flake: Option<String>,
+    /// The firmware the installed system boots with; BIOS adds a BIOS boot partition to every disk.
+    pub boot: BootMode,
+    /// Kernel modules the installed system's initrd needs for the disks' controllers.
+    pub initrd_kernel_modules: Vec<String>,
+    /// Unlock the encrypted disks over SSH at boot.
+    pub remote_unlock: Option<RemoteUnlock>,
 }
 
 impl PresetOptions {
@@ -107,6 +116,9 @@ impl PresetOptions {
             pool_name: "rpool".to_string(),
             hostname: "nixos".to_string(),
             flake: None,
+            boot: BootMode::Uefi,
+            initrd_kernel_modules: Vec::new(),
+            remote_unlock: None,
         }
     }
 }
@@ -162,6 +174,20 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
         let name = if single_disk { "main".to_string() } else { format!("disk{index}") };
         let luks_name = if single_disk { "cryptroot".to_string() } else { format!("crypt{index}") };
         let mut partitions = IndexMap::new();
+        if options.boot.bios() {
+            // First on the disk, as GRUB's core image is found by type, wherever it is.
+            partitions.insert(
+                "bios".to_string(),
+                Partition {
+                    size: Size::Bytes(BIOS_BOOT_SIZE),
+                    kind: Some("bios-boot".to_string()),
+                    label: None,
+                    uuid: None,
+                    attributes: vec![],
+                    content: None,
+                },
+            );
+        }
         let esp_mount = if index == 0 { "/boot".to_string() } else { format!("/boot-{index}") };
         partitions.insert(
             "esp".to_string(),
@@ -258,10 +284,13 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
     let mut plan = Plan {
         version: PLAN_VERSION,
         hostname: options.hostname.clone(),
-        host_id: None,
         flake: options.flake.clone(),
+        boot: Some(options.boot),
+        initrd_kernel_modules: options.initrd_kernel_modules.clone(),
+        remote_unlock: options.remote_unlock.clone(),
         disks,
         pools,
+        ..Plan::default()
     };
     plan.host_id = Some(plan.effective_host_id());
     Ok(plan)

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::nodes::filesystem::Mkfs;
 pub use crate::nodes::gpt::{GptPartition, PartitionTable, Wipe};
-pub use crate::nodes::install::{NixosInstall, WriteNixosModule};
+pub use crate::nodes::install::{InitrdHostKey, NixosInstall, WriteNixosModule};
 pub use crate::nodes::luks::{LuksClose, LuksFormat, LuksOpen};
 pub use crate::nodes::mount::{Mount, Unmount};
 pub use crate::nodes::swap::{Mkswap, Swapoff, Swapon};
-pub use crate::nodes::zfs::{VdevDevices, ZfsCreate, ZpoolCreate, ZpoolExport};
+pub use crate::nodes::zfs::{HostId, VdevDevices, ZfsCreate, ZpoolCreate, ZpoolExport};
 
 /// A program and its arguments, exactly as the executor runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +106,8 @@ pub enum Operation {
     LuksFormat(LuksFormat),
     /// Open a LUKS2 device.
     LuksOpen(LuksOpen),
+    /// Set the running system's host id to the installed system's.
+    HostId(HostId),
     /// `zpool create`.
     ZpoolCreate(ZpoolCreate),
     /// `zfs create`.
@@ -120,6 +122,8 @@ pub enum Operation {
     Swapon(Swapon),
     /// Write the NixOS module that describes this layout.
     WriteNixosModule(WriteNixosModule),
+    /// Generate the initrd's SSH host key for remote unlock.
+    InitrdHostKey(InitrdHostKey),
     /// Install NixOS from a flake into the target root.
     NixosInstall(NixosInstall),
     /// Unmount.
@@ -140,6 +144,7 @@ impl Operation {
             Operation::PartitionTable(op) => op,
             Operation::LuksFormat(op) => op,
             Operation::LuksOpen(op) => op,
+            Operation::HostId(op) => op,
             Operation::ZpoolCreate(op) => op,
             Operation::ZfsCreate(op) => op,
             Operation::Mkfs(op) => op,
@@ -147,6 +152,7 @@ impl Operation {
             Operation::Mount(op) => op,
             Operation::Swapon(op) => op,
             Operation::WriteNixosModule(op) => op,
+            Operation::InitrdHostKey(op) => op,
             Operation::NixosInstall(op) => op,
             Operation::Unmount(op) => op,
             Operation::Swapoff(op) => op,

@@ -74,6 +74,7 @@ impl Checker {
             let message = format!("{} is also the name of a disk: give the pool or the disk another name", shown(name));
             self.report(root.join("pools").join(name.clone()), message);
         }
+        self.boot(plan);
         crate::nodes::gpt::validate_identities(self, plan);
         for (name, disk) in &plan.disks {
             disk.validate(self, plan, name);

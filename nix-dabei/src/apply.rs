@@ -25,6 +25,14 @@ pub struct ApplyArgs {
     /// Install NixOS from this flake after the disks are ready (overrides the plan's flake).
     #[arg(long, value_name = "REF")]
     pub flake: Option<String>,
+    /// After an install, leave everything mounted and the pools imported (by default they are unmounted,
+    /// exported and closed, so that the installed system imports its pools cleanly at first boot).
+    #[arg(long)]
+    pub keep_mounted: bool,
+    /// Install without first checking the flake's configuration against the plan (mountpoints, devices,
+    /// LUKS, host id, ZFS support, drivers, boot loader and firmware).
+    #[arg(long)]
+    pub skip_flake_check: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
@@ -188,12 +196,76 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
         print_review(&preview);
         println!();
     }
+    let install_pending = preview.steps.iter().any(|(step, outlook)| {
+        matches!(step.operation, layouts::Operation::NixosInstall(_)) && !matches!(outlook, Outlook::Done(_))
+    });
+    if let (Some(flake), true, false) = (&plan.flake, install_pending, args.skip_flake_check) {
+        if !args.output.json {
+            println!("Checking {flake} against the plan (nix eval) before anything is written ...");
+        }
+        let firmware = partitioner::hardware::booted_with_uefi(&partitioner::discover::SystemRoots::default());
+        installer::flake::verify(&RealSystem, &plan, flake, Some(firmware))?;
+        if !args.output.json {
+            println!("The configuration fits the plan.\n");
+        }
+    }
     let confirmed = confirm(&preview, &args)?;
     let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, true)? };
-    let emit = printer(args.output.json, preview.steps.len());
-    let result = installer::execute(&RealSystem, &plan, &preview, &confirmed, &secrets, &options, &emit);
-    match result {
+    let emit = printer(args.output.json, preview.steps.len() + steps.teardown.len());
+    // The run's closing event waits until the disks are released after an install, so that a reader of
+    // the events sees one run that ends once.
+    let closing = std::sync::Mutex::new(None);
+    let installed = std::sync::atomic::AtomicBool::new(false);
+    let hold_closing = |event: Event| match event {
+        Event::Finished { .. } => *closing.lock().unwrap_or_else(|p| p.into_inner()) = Some(event),
+        Event::StepFinished { ref id, .. } if id == "nixos-install" => {
+            installed.store(true, std::sync::atomic::Ordering::Relaxed);
+            emit(event)
+        }
+        other => emit(other),
+    };
+    let result = installer::execute(&RealSystem, &plan, &preview, &confirmed, &secrets, &options, &hold_closing);
+    let release = result.is_ok() && installed.load(std::sync::atomic::Ordering::Relaxed) && !args.keep_mounted;
+    let result = match result {
+        Ok(report) if release => {
+            let inner = |event: Event| {
+                if !matches!(event, Event::Started { .. } | Event::Finished { .. }) {
+                    emit(event)
+                }
+            };
+            let released = installer::teardown(&RealSystem, &plan, &steps, &options, &inner);
+            let (applied, ok) = match &released {
+                Ok(teardown) => (report.applied + teardown.applied, true),
+                Err(_) => (report.applied, false),
+            };
+            emit(Event::Finished { ok, applied, skipped: report.skipped, seconds: report.seconds });
+            released.map(|_| ())
+        }
         Ok(_) => {
+            if let Some(event) = closing.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                emit(event);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            if let Some(event) = closing.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                emit(event);
+            }
+            Err(error)
+        }
+    };
+    match result {
+        Ok(()) if release => {
+            if !args.output.json {
+                println!(
+                    "Installed. The disks are unmounted, the pools exported and LUKS closed: the machine can \
+                     reboot into the new system (`nix-dabei mount {}` mounts it again).",
+                    args.file.display()
+                );
+            }
+            Ok(())
+        }
+        Ok(()) => {
             if !args.output.json {
                 println!(
                     "The new system is mounted at {}; `nix-dabei unmount {}` exports and closes it.",

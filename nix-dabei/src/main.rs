@@ -36,12 +36,30 @@ enum Command {
     ImportDisko(disko::ImportArgs),
     /// Write a plan as a disko configuration.
     ExportDisko(disko::ExportArgs),
+    /// Print the NixOS module for a plan's layout, to commit into the host's flake before installing.
+    NixosModule(NixosModuleArgs),
     /// On a rescue system: boot the RAM OS with kexec, carrying over SSH keys and network settings.
     Kexec(kexec::KexecArgs),
     /// In the RAM OS: restore the keys and network settings `kexec` carried over.
     RestoreNetwork(kexec::RestoreArgs),
     /// The interactive installer for a console (also what `nix-dabei` alone starts on a terminal).
     Tui(TuiArgs),
+}
+
+/// Arguments of `nix-dabei nixos-module`.
+#[derive(Debug, clap::Args)]
+struct NixosModuleArgs {
+    /// The plan file.
+    file: std::path::PathBuf,
+}
+
+/// Prints the module `install` writes to /mnt/etc/nixos/nix-dabei.nix: it depends on the plan alone
+/// (partition UUIDs and the host id are derived from it), so it can be committed to the flake first.
+fn print_nixos_module(args: NixosModuleArgs) -> anyhow::Result<()> {
+    let plan = plan::read_plan_file(&args.file)?;
+    plan.validate()?;
+    print!("{}", layouts::nixos::module(&plan));
+    Ok(())
 }
 
 /// Arguments of `nix-dabei tui`.
@@ -56,6 +74,9 @@ struct TuiArgs {
     /// Draw with ASCII only (the default when TERM=linux).
     #[arg(long)]
     ascii: bool,
+    /// Install without first checking the flake's configuration against the plan.
+    #[arg(long)]
+    skip_flake_check: bool,
 }
 
 fn run_tui(args: TuiArgs) -> anyhow::Result<()> {
@@ -64,6 +85,7 @@ fn run_tui(args: TuiArgs) -> anyhow::Result<()> {
         options.save_path = save;
     }
     options.ascii |= args.ascii;
+    options.skip_flake_check = args.skip_flake_check;
     tui::run(options).map_err(anyhow::Error::msg)
 }
 
@@ -72,7 +94,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Some(command) => command,
         None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
-            Command::Tui(TuiArgs { dry_run: false, save: None, ascii: false })
+            Command::Tui(TuiArgs { dry_run: false, save: None, ascii: false, skip_flake_check: false })
         }
         None => {
             eprintln!(
@@ -105,6 +127,7 @@ fn main() -> ExitCode {
         Command::Kexec(args) => kexec::run(args),
         Command::RestoreNetwork(args) => kexec::restore(args),
         Command::ExportDisko(args) => disko::export(args),
+        Command::NixosModule(args) => print_nixos_module(args),
         Command::Unmount(args) => apply::unmount(args),
     };
     match result {

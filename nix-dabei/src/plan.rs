@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use layouts::presets::{self, DiskFacts, Encryption, PresetKind, PresetOptions};
-use layouts::{CompileOptions, Identity, Plan, PlanFormat};
+use layouts::{BootMode, CompileOptions, Identity, Plan, PlanFormat, RemoteUnlock};
+use partitioner::discover::SystemRoots;
 
 /// Arguments of `nix-dabei plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// A plan file (TOML, or JSON when it ends in .json) to show instead of a preset.
-    #[arg(conflicts_with_all = ["preset", "disk"])]
+    #[arg(conflicts_with_all = ["preset", "disk", "boot", "remote_unlock"])]
     pub file: Option<PathBuf>,
     /// Build the plan from a preset.
     #[arg(long, value_enum)]
@@ -41,6 +42,14 @@ pub struct PlanArgs {
     /// Write the plan to this file (TOML, or JSON when it ends in .json).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// The firmware the installed system boots with (the preset's default: the firmware this machine
+    /// booted with, "uefi" when it has EFI and "both" otherwise; "uefi" with --offline-size).
+    #[arg(long, value_enum)]
+    pub boot: Option<Boot>,
+    /// Unlock the encrypted disks over SSH at boot, with root's authorized keys of this machine
+    /// (~/.ssh/authorized_keys, authorized_keys2, /etc/ssh/authorized_keys.d/root and the sudo user's).
+    #[arg(long)]
+    pub remote_unlock: bool,
     /// Print the steps as JSON.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +69,27 @@ pub enum Preset {
     Ext4,
 }
 
+/// Boot firmware.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Boot {
+    /// UEFI: GRUB on every ESP.
+    Uefi,
+    /// Legacy BIOS: a BIOS boot partition on every disk, GRUB in every disk's boot sector.
+    Bios,
+    /// Both, so that the machine boots whichever way its firmware is set.
+    Both,
+}
+
+impl From<Boot> for BootMode {
+    fn from(boot: Boot) -> Self {
+        match boot {
+            Boot::Uefi => BootMode::Uefi,
+            Boot::Bios => BootMode::Bios,
+            Boot::Both => BootMode::Both,
+        }
+    }
+}
+
 /// Kinds of encryption.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum EncryptKind {
@@ -76,19 +106,23 @@ pub fn read_plan_file(path: &PathBuf) -> Result<Plan> {
     Ok(Plan::from_text(&text, PlanFormat::from_file_name(&name), &name)?)
 }
 
-/// What the machine says about each disk, for a preset.
-fn disk_facts(paths: &[String], offline_size: Option<&str>) -> Result<Vec<DiskFacts>> {
+/// What the machine says about each disk, for a preset, and the kernel modules of their controllers.
+fn disk_facts(paths: &[String], offline_size: Option<&str>) -> Result<(Vec<DiskFacts>, Vec<String>)> {
     if let Some(size) = offline_size {
         let bytes =
             layouts::size::parse_bytes(size).with_context(|| format!("--offline-size: {size:?} is not a size"))?;
-        return Ok(paths.iter().map(|p| DiskFacts::offline(p.clone(), bytes)).collect());
+        return Ok((paths.iter().map(|p| DiskFacts::offline(p.clone(), bytes)).collect(), Vec::new()));
     }
     let disks = partitioner::discover().context("cannot list the machine's disks")?;
-    paths
+    let mut modules = std::collections::BTreeSet::new();
+    let facts = paths
         .iter()
         .map(|path| {
             let disk = partitioner::find_disk(&disks, path)?;
             partitioner::ensure_free(disk)?;
+            let drivers = partitioner::hardware::disk_modules(&SystemRoots::default(), &disk.name)
+                .with_context(|| format!("cannot read the drivers of {path} from sysfs"))?;
+            modules.extend(drivers);
             Ok(DiskFacts {
                 device: if path.starts_with("/dev/disk/") { path.clone() } else { disk.preferred_path().to_string() },
                 size: Some(disk.size),
@@ -97,7 +131,38 @@ fn disk_facts(paths: &[String], offline_size: Option<&str>) -> Result<Vec<DiskFa
                 identity: Identity { serial: disk.serial.clone(), wwn: disk.wwn.clone(), model: disk.model.clone() },
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((facts, modules.into_iter().collect()))
+}
+
+/// Root's public keys on this machine, without options, for unlocking over SSH.
+fn authorized_keys() -> Result<Vec<String>> {
+    let mut files = vec![
+        PathBuf::from("/root/.ssh/authorized_keys"),
+        PathBuf::from("/root/.ssh/authorized_keys2"),
+        PathBuf::from("/etc/ssh/authorized_keys.d/root"),
+    ];
+    if let Some(user) = std::env::var_os("SUDO_USER").and_then(|u| u.into_string().ok()) {
+        if user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            files.push(PathBuf::from(format!("/home/{user}/.ssh/authorized_keys")));
+        }
+    }
+    let mut keys = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => keys.extend(text.lines().filter_map(layouts::boot::public_key)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot read {}", file.display())),
+        }
+    }
+    keys.dedup();
+    if keys.is_empty() {
+        bail!(
+            "--remote-unlock: no public key found in {}",
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(keys)
 }
 
 /// Builds the plan the arguments describe.
@@ -116,7 +181,23 @@ pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
         Preset::Mirror => PresetKind::Mirror,
         Preset::Ext4 => PresetKind::Ext4,
     };
-    let mut options = PresetOptions::new(kind, disk_facts(&args.disk, args.offline_size.as_deref())?);
+    let (facts, modules) = disk_facts(&args.disk, args.offline_size.as_deref())?;
+    let mut options = PresetOptions::new(kind, facts);
+    options.initrd_kernel_modules = modules;
+    options.boot = match args.boot {
+        Some(boot) => boot.into(),
+        None if args.offline_size.is_some() => BootMode::Uefi,
+        None => BootMode::for_firmware(partitioner::hardware::booted_with_uefi(&SystemRoots::default())),
+    };
+    if args.remote_unlock {
+        let network = partitioner::hardware::network_modules(&SystemRoots::default())
+            .context("cannot read the network cards' drivers from sysfs")?;
+        options.remote_unlock = Some(RemoteUnlock {
+            authorized_keys: authorized_keys()?,
+            port: 22,
+            network_kernel_modules: network.into_iter().collect(),
+        });
+    }
     options.encryption = match args.encrypt {
         None => Encryption::None,
         Some(EncryptKind::Native) => Encryption::ZfsNative,

@@ -8,6 +8,7 @@
 
 pub mod discover;
 pub mod error;
+pub mod hardware;
 mod ioctl;
 pub mod probe;
 pub mod safety;

@@ -281,6 +281,10 @@ pub struct Model {
     pub dry_run: bool,
     /// Draw with ASCII only (the Linux console).
     pub ascii: bool,
+    /// The firmware the installed system boots with (the runtime sets what this machine booted with).
+    pub boot: layouts::BootMode,
+    /// The kernel modules of each disk's controllers, by the disk's path.
+    pub disk_modules: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// What happened.
@@ -338,6 +342,8 @@ impl Model {
             outcome: None,
             notice: None,
             dry_run,
+            boot: layouts::BootMode::Uefi,
+            disk_modules: std::collections::BTreeMap::new(),
             ascii,
         }
     }

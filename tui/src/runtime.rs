@@ -27,6 +27,8 @@ pub struct TuiOptions {
     pub target: String,
     /// Draw with ASCII only; the default on the Linux console (TERM=linux).
     pub ascii: bool,
+    /// Install without checking the flake's configuration against the plan first.
+    pub skip_flake_check: bool,
 }
 
 impl Default for TuiOptions {
@@ -36,6 +38,7 @@ impl Default for TuiOptions {
             save_path: installer::journal::Journal::default_dir().join("plan.toml"),
             target: "/mnt".into(),
             ascii: std::env::var("TERM").is_ok_and(|t| t == "linux") || std::env::var_os("NIX_DABEI_ASCII").is_some(),
+            skip_flake_check: false,
         }
     }
 }
@@ -66,7 +69,17 @@ pub fn disk_rows() -> Result<Vec<DiskRow>, String> {
 pub fn plan_from_answers(model: &Model) -> Result<Plan, String> {
     let disks: Vec<DiskFacts> =
         model.chosen.iter().filter_map(|&i| model.disks.get(i)).map(|d| d.facts.clone()).collect();
+    let mut modules: Vec<String> = model
+        .chosen
+        .iter()
+        .filter_map(|&i| model.disks.get(i))
+        .flat_map(|d| model.disk_modules.get(&d.path).cloned().unwrap_or_default())
+        .collect();
+    modules.sort();
+    modules.dedup();
     let mut options = PresetOptions::new(model.layout.kind, disks);
+    options.boot = model.boot;
+    options.initrd_kernel_modules = modules;
     options.encryption = model.layout.encryption;
     options.swap = match SWAP_CHOICES[model.layout.swap] {
         0 => None,
@@ -100,6 +113,21 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
     std::fs::write(&options.save_path, plan.to_toml())
         .map_err(|e| format!("cannot save the plan to {}: {e}", options.save_path.display()))?;
     let preview = installer::preview(&RealSystem, &plan, &steps, &engine_options()).map_err(|e| e.to_string())?;
+    // The check before install reads the flake and writes nothing; a dry run shows the steps without it.
+    let install_pending = preview.steps.iter().any(|(step, outlook)| {
+        matches!(step.operation, layouts::Operation::NixosInstall(_)) && !matches!(outlook, Outlook::Done(_))
+    });
+    if let (Some(flake), true, false, false) = (&plan.flake, install_pending, options.dry_run, options.skip_flake_check)
+    {
+        let firmware = partitioner::hardware::booted_with_uefi(&partitioner::discover::SystemRoots::default());
+        installer::flake::verify(&RealSystem, &plan, flake, Some(firmware)).map_err(|e| {
+            format!(
+                "{e}\nThe plan is saved at {}: `nix-dabei nixos-module {}` prints the module.",
+                options.save_path.display(),
+                options.save_path.display()
+            )
+        })?;
+    }
     let review = Review {
         steps: preview
             .steps
@@ -137,7 +165,11 @@ fn start_install(plan: Plan, passphrase: Option<Secret>, options: &TuiOptions, s
     let target = options.target.clone();
     let dry_run = options.dry_run;
     std::thread::spawn(move || {
+        let installed = std::sync::atomic::AtomicBool::new(false);
         let emit = |event: Event| {
+            if matches!(&event, Event::StepFinished { id, .. } if id == "nixos-install") {
+                installed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let _ = sender.send(Msg::Engine(event));
         };
         let outcome = (|| -> Result<Outcome, String> {
@@ -165,6 +197,10 @@ fn start_install(plan: Plan, passphrase: Option<Secret>, options: &TuiOptions, s
                 let _ = std::fs::remove_dir_all(&engine.journal_dir);
             }
             let report = report.map_err(|e| e.to_string())?;
+            if installed.load(std::sync::atomic::Ordering::Relaxed) && !dry_run {
+                // Unmounted, exported and closed: the installed system imports its pools cleanly.
+                installer::teardown(system, &plan, &steps, &engine, &emit).map_err(|e| e.to_string())?;
+            }
             Ok(Outcome::Success { applied: report.applied, skipped: report.skipped })
         })();
         let _ = sender.send(Msg::Finished(outcome.unwrap_or_else(Outcome::Failure)));
@@ -174,7 +210,19 @@ fn start_install(plan: Plan, passphrase: Option<Secret>, options: &TuiOptions, s
 /// Runs the installer until the user leaves. The terminal is restored on exit and on panic.
 pub fn run(options: TuiOptions) -> Result<(), String> {
     let disks = disk_rows()?;
+    let roots = partitioner::discover::SystemRoots::default();
+    let disk_modules = partitioner::discover()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|disk| {
+            let modules = partitioner::hardware::disk_modules(&roots, &disk.name)
+                .map_err(|e| format!("cannot read the drivers of {} from sysfs: {e}", disk.preferred_path()))?;
+            Ok((disk.preferred_path().to_string(), modules.into_iter().collect()))
+        })
+        .collect::<Result<_, String>>()?;
     let mut model = Model::new(disks, options.dry_run, options.ascii);
+    model.boot = layouts::BootMode::for_firmware(partitioner::hardware::booted_with_uefi(&roots));
+    model.disk_modules = disk_modules;
     let mut terminal = ratatui::try_init().map_err(|e| format!("cannot use the terminal: {e}"))?;
     let (sender, receiver): (Sender<Msg>, Receiver<Msg>) = mpsc::channel();
     let mut plan: Option<Plan> = None;

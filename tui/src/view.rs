@@ -316,8 +316,12 @@ fn result(model: &Model, frame: &mut Frame, area: Rect) {
                 Line::from(format!("The plan is saved at {saved}.")),
                 Line::from("Replay it elsewhere with: nix-dabei apply PLAN --yes-wipe-all"),
             ];
-            if !model.dry_run {
+            if model.dry_run {
+                // Nothing to say about the disks: they were not touched.
+            } else if model.flake.text.trim().is_empty() {
                 lines.push(Line::from("The system is mounted at /mnt. Next: nix-dabei unmount PLAN, then reboot."));
+            } else {
+                lines.push(Line::from("The disks are unmounted and the pools exported: reboot into the new system."));
             }
             lines
         }

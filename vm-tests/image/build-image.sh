@@ -17,12 +17,13 @@ programs=(
     /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/bin/findmnt /usr/bin/lsblk
     /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe
     /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dropbearconvert /usr/bin/tmux /usr/sbin/ip
+    /usr/bin/nix
 )
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
     ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8 xfs btrfs loop)
 inputs_hash=$( {
-    cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install"
+    cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install" "$here/flake.nix"
     echo "$kver $(candidate_version "linux-image-$kver") $zfs_dir"
     for p in "${programs[@]}"; do
         # Merged /usr: dpkg may know the file under /bin or /sbin.
@@ -124,6 +125,10 @@ depmod -b "$root" "$kver"
 
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/nixos-install" "$root/usr/local/bin/nixos-install"
+# Debian's nix evaluates flakes without inputs: the check before install runs against this stand-in flake.
+mkdir -p "$root/etc/nixos" "$root/nix/store" "$root/etc/nix"
+install -m 0644 "$here/flake.nix" "$root/etc/nixos/flake.nix"
+printf 'build-users-group =\nexperimental-features = nix-command flakes\n' > "$root/etc/nix/nix.conf"
 echo "$kver" > "$root/etc/nix-dabei-vm-kernel"
 
 (cd "$root" && find . -print0 | sort -z | cpio --null -o -H newc --quiet) > "$out.tmp/initrd.img"

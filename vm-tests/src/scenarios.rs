@@ -252,13 +252,34 @@ cp /run/nix-dabei/journal.json /host/out/journal-boot1.json
 nix-dabei unmount /host/plan.toml --json > /host/out/unmount1.jsonl
 "#;
 
-/// Boot 1 of a layout scenario: `make_plan` writes /host/plan.toml, then apply and [`AFTER_INSTALL`].
+/// The layout's module goes into the stand-in flake (vm-tests/image/flake.nix) before the install, as a
+/// user commits it into theirs: the check before install evaluates that flake.
+const LAYOUT_MODULE: &str = "nix-dabei nixos-module /host/plan.toml > /etc/nixos/nix-dabei.nix";
+
+/// What an install leaves: nothing mounted under /mnt, no pool imported, no LUKS mapping open, and each
+/// pool member's label (readable where it is not inside LUKS) with the pool's state and host id.
+const RELEASED: &str = r#"
+zpool list -H -o name > /host/out/pools-after-install.txt
+awk '$2 ~ "^/mnt"' /proc/mounts > /host/out/mounts-after-install.txt
+ls /dev/mapper | grep -v '^control$' > /host/out/mappers-after-install.txt || true
+for d in /dev/disk/by-partuuid/*; do
+    echo "== $(basename "$d")"
+    zdb -l "$d" 2>/dev/null | grep -E '^ +(state|hostid):' | sort -u
+done > /host/out/labels-after-install.txt
+"#;
+
+/// Boot 1 of a layout scenario: `make_plan` writes /host/plan.toml, then apply (which installs and
+/// releases the disks), [`RELEASED`], mount again and [`AFTER_INSTALL`].
 fn install_boot(make_plan: &str) -> String {
     format!(
         r#"{ARGV_SHIMS}
 nix-dabei disks --json > /host/out/disks.json
 {make_plan}
-nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply1.jsonl
+{LAYOUT_MODULE}
+nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json ${{APPLY_ARGS:-}} \
+    > /host/out/apply1.jsonl
+{RELEASED}
+nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount-after-install.jsonl
 {AFTER_INSTALL}"#
     )
 }
@@ -403,6 +424,8 @@ fn verify_layout(share: &Path) -> Result<()> {
     }
     let module = read(&out.join("nix-dabei.nix"))?;
     ensure!(module == layouts::nixos::module(&plan), "the NixOS module in the target differs from the plan's");
+    verify_module(&plan, &module)?;
+    verify_released(&plan, &out)?;
     // The stand-in nixos-install ran with the flake, after everything was mounted.
     let standin = read(&out.join("standin.txt"))?;
     ensure!(
@@ -459,6 +482,186 @@ fn verify_layout(share: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What the written module must say for the installed system to boot on this VM: the drivers of the
+/// disks' controllers (virtio, virtio-scsi, NVMe) in the initrd; GRUB in every disk's boot sector, since
+/// the VM boots with SeaBIOS (no EFI) and plans made here get BIOS boot partitions; every ESP and swap of
+/// a mirror may be missing; pools inside LUKS keep ZFS's default device directory.
+fn verify_module(plan: &layouts::Plan, module: &str) -> Result<()> {
+    let made_here = !plan.initrd_kernel_modules.is_empty();
+    if made_here {
+        ensure!(plan.boot == Some(layouts::BootMode::Both), "booted without EFI, the plan boots {:?}", plan.boot);
+        let modules = module
+            .lines()
+            .find(|l| l.trim_start().starts_with("boot.initrd.availableKernelModules"))
+            .context("the module names no initrd kernel modules")?;
+        // virtio disks and the virtio-scsi controller sit on virtio's PCI transport; NVMe is a PCI driver itself.
+        let virtio = plan.disks.values().any(|d| !d.device.contains("nvme-"));
+        ensure!(!virtio || modules.contains("\"virtio_pci\""), "virtio_pci is not in the initrd: {modules}");
+        for disk in plan.disks.values() {
+            let driver = match disk.device {
+                ref d if d.contains("virtio-") => "virtio_blk",
+                ref d if d.contains("nvme-") => "nvme",
+                _ => "virtio_scsi",
+            };
+            ensure!(modules.contains(&format!("\"{driver}\"")), "{driver} for {} is not in the initrd", disk.device);
+            let bios = disk.partitions.values().filter(|p| p.kind.as_deref() == Some("bios-boot")).count();
+            ensure!(bios == 1, "{} has {bios} BIOS boot partitions", disk.device);
+            ensure!(
+                module.contains(&format!("devices = [ \"{}\" ];", disk.device)),
+                "GRUB does not go into the boot sector of {}",
+                disk.device
+            );
+        }
+    }
+    let in_luks = plan.disks.values().flat_map(|d| d.partitions.values()).any(
+        |p| matches!(&p.content, Some(layouts::Content::Luks(l)) if matches!(*l.content, layouts::Content::Zfs(_))),
+    );
+    ensure!(
+        module.contains("boot.zfs.devNodes") == (!plan.pools.is_empty() && !in_luks),
+        "boot.zfs.devNodes is wrong for pools {} LUKS",
+        if in_luks { "inside" } else { "outside" }
+    );
+    let esps = plan.disks.values().flat_map(|d| d.partitions.values()).filter(|p| p.is_esp()).count();
+    let nofail = module.matches("\"nofail\" \"x-systemd.device-timeout=5s\"").count();
+    let swaps = plan
+        .disks
+        .values()
+        .flat_map(|d| d.partitions.values())
+        .filter(|p| matches!(p.content, Some(layouts::Content::Swap(_))))
+        .count();
+    let expected = if esps > 1 { esps } else { 0 } + if plan.disks.len() > 1 { swaps } else { 0 };
+    ensure!(nofail == expected, "{nofail} ESPs and swaps may be missing at boot, expected {expected}");
+    Ok(())
+}
+
+/// After an apply that installed, the disks were released so that the installed system imports its
+/// pools cleanly: nothing mounted, no pool imported, LUKS closed, and every readable pool label says
+/// exported (state 1) under the installed system's host id.
+fn verify_released(plan: &layouts::Plan, out: &Path) -> Result<()> {
+    // Through the TUI (it has no events file) the install ran when it says "Installed."; the check before
+    // install passed there too, against the module of the same plan made with the CLI.
+    let installed = if out.join("tui.txt").exists() {
+        true
+    } else {
+        events(&out.join("apply1.jsonl"))?.iter().any(|e| e["event"] == "step-finished" && e["id"] == "nixos-install")
+    };
+    if !installed {
+        // A resumed run that found the install done earlier leaves things as they are.
+        return Ok(());
+    }
+    finished(&out.join("mount-after-install.jsonl"))?;
+    ensure!(read(&out.join("pools-after-install.txt"))?.trim().is_empty(), "pools stayed imported after the install");
+    let mounts = read(&out.join("mounts-after-install.txt"))?;
+    ensure!(mounts.trim().is_empty(), "still mounted after the install:\n{mounts}");
+    let mappers = read(&out.join("mappers-after-install.txt"))?;
+    ensure!(mappers.trim().is_empty(), "LUKS mappings stayed open after the install: {mappers}");
+    let host_id = u64::from_str_radix(&plan.effective_host_id(), 16)?;
+    let labels = read(&out.join("labels-after-install.txt"))?;
+    for name in plan.pools.keys() {
+        for (disk, part) in plan.pool_members(name) {
+            let in_luks = matches!(plan.disks[disk].partitions[part].content, Some(layouts::Content::Luks(_)));
+            if in_luks {
+                continue;
+            }
+            let uuid = plan.partition_uuid(disk, part);
+            let block = labels
+                .split("== ")
+                .find(|b| b.starts_with(&uuid))
+                .with_context(|| format!("no label listing for {disk}/{part}"))?;
+            ensure!(block.contains("    state: 1"), "{disk}/{part}: pool {name} was not exported:\n{block}");
+            ensure!(
+                block.contains(&format!("    hostid: {host_id}")),
+                "{disk}/{part}: pool {name} does not carry host id {}:\n{block}",
+                plan.effective_host_id()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Three flakes that do not fit the plan, each given to `apply` before the real install: a wrong host id
+/// and a mount the disks do not provide; no `/`; systemd-boot on this BIOS-booted VM. Each is refused by
+/// the check before install, and the disk stays as it was.
+const BAD_FLAKES: &str = r#"
+nix-dabei nixos-module /host/plan.toml > /etc/nixos/nix-dabei.nix
+head -c 4194304 /dev/disk/by-id/virtio-s0 | sha256sum > /host/out/disk-before-bad-flakes
+for n in 1 2 3; do
+    mkdir -p /tmp/bad$n
+    cp /etc/nixos/flake.nix /etc/nixos/nix-dabei.nix /tmp/bad$n/
+done
+cat > /tmp/bad1/override.nix <<'END'
+{ host = { }; change = c: c // { networking = c.networking // { hostId = "00000000"; };
+  fileSystems = c.fileSystems // { "/data" = { device = "/dev/disk/by-label/data"; fsType = "xfs"; }; }; }; }
+END
+cat > /tmp/bad2/override.nix <<'END'
+{ host = { }; change = c: c // { fileSystems = builtins.removeAttrs c.fileSystems [ "/" ]; }; }
+END
+cat > /tmp/bad3/override.nix <<'END'
+{ host = { boot.loader.systemd-boot.enable = true; };
+  change = c: c // { boot = c.boot // { loader = c.boot.loader // { systemd-boot.enable = true; }; }; }; }
+END
+for n in 1 2 3; do
+    if nix-dabei apply /host/plan.toml --flake "path:/tmp/bad$n#vm" --yes-wipe-all \
+        --passphrase-file /host/passphrase > /host/out/bad-flake-$n.txt 2>&1; then
+        echo "apply exited 0" >> /host/out/bad-flake-$n.txt
+    fi
+done
+head -c 4194304 /dev/disk/by-id/virtio-s0 | sha256sum > /host/out/disk-after-bad-flakes
+"#;
+
+/// Root's key on the "rescue system", as a cloud image writes it: with a `command=` that would lock root
+/// out if it were copied with its options.
+const UNLOCK_KEY: &str = r#"mkdir -p /root/.ssh
+key='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl unlock@test'
+printf '%s\n' "no-port-forwarding,command=\"echo 'Please login as debian';sleep 10\" $key" > /root/.ssh/authorized_keys
+"#;
+
+/// After mounting in boot 2: the initrd host key the install generated.
+const INITRD_KEY_LISTING: &str = r#"
+nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /dev/null
+stat -c '%a %U %n' /mnt/etc/secrets/initrd /mnt/etc/secrets/initrd/* > /host/out/initrd-keys.txt
+ssh-keygen -l -f /mnt/etc/secrets/initrd/ssh_host_ed25519_key.pub >> /host/out/initrd-keys.txt
+nix-dabei unmount /host/plan.toml --json > /dev/null
+"#;
+
+/// Remote unlock: the plan carries root's key without its options, the module lets it into the initrd,
+/// and the install generated the initrd's host key (private, readable by root alone) on the target.
+fn verify_remote_unlock(share: &Path) -> Result<()> {
+    let plan =
+        layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("plan.toml: {e}"))?;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl unlock@test";
+    let unlock = plan.remote_unlock.as_ref().context("the plan has no remote_unlock")?;
+    ensure!(unlock.authorized_keys == [key], "the carried keys are {:?}", unlock.authorized_keys);
+    ensure!(unlock.network_kernel_modules.is_empty(), "the VM has no network card, yet {unlock:?}");
+    let module = read(&share.join("out/nix-dabei.nix"))?;
+    ensure!(module.contains(&format!("authorizedKeys = [ \"{key}\" ];")), "the module lets no key in");
+    let keys = read(&share.join("out/initrd-keys.txt"))?;
+    let private = "600 root /mnt/etc/secrets/initrd/ssh_host_ed25519_key\n";
+    ensure!(keys.contains(private) && keys.contains("700 root /mnt/etc/secrets/initrd\n"), "{keys}");
+    ensure!(keys.contains("initrd (ED25519)"), "no ed25519 host key: {keys}");
+    verify_layout(share)
+}
+
+/// The single-disk scenario also checks that flakes which do not fit are refused before any write.
+fn verify_single(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let expected: [(&str, &[&str]); 3] = [
+        ("1", &["networking.hostId", "fileSystems.\"/data\"", "Nothing was written"]),
+        ("2", &["fileSystems.\"/\"", "mounts nothing at /"]),
+        ("3", &["boot.loader.systemd-boot.enable", "legacy BIOS"]),
+    ];
+    for (n, words) in expected {
+        let text = read(&out.join(format!("bad-flake-{n}.txt")))?;
+        ensure!(!text.contains("apply exited 0"), "bad flake {n} was installed:\n{text}");
+        for word in words {
+            ensure!(text.contains(word), "bad flake {n}: the refusal does not name {word}:\n{text}");
+        }
+    }
+    let (before, after) = (read(&out.join("disk-before-bad-flakes"))?, read(&out.join("disk-after-bad-flakes"))?);
+    ensure!(before == after, "the disk changed while bad flakes were refused");
+    verify_layout(share)
+}
+
 fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario {
     let disk_args: Vec<String> = disks.iter().map(|d| format!("--disk {}", d.by_id())).collect();
     Scenario {
@@ -476,12 +679,21 @@ const INTERRUPTED_BOOT: &str = r#"
 nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-r0 --disk /dev/disk/by-id/virtio-r1 \
     --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt
 echo "about to lose power" > /host/out/interrupted
+nix-dabei nixos-module /host/plan.toml > /etc/nixos/nix-dabei.nix
 NIX_DABEI_TEST_POWER_OFF_AFTER=zpool-create:rpool nix-dabei apply /host/plan.toml --yes-wipe-all \
     --passphrase-file /host/passphrase --json > /host/out/apply0.jsonl
 echo "the power did not go off" > /host/out/interrupted
 "#;
 
 /// Boot 1 of the TUI scenario: a person's keystrokes, sent through tmux, install an encrypted mirror.
+/// The user made the same plan with the CLI before and committed its module into the flake, which the
+/// TUI checks before installing.
+const TUI_MODULE: &str = r#"
+nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-t0 --disk /dev/disk/by-id/virtio-t1 \
+    --hostname tuihost -o /tmp/same-plan.toml > /dev/null
+nix-dabei nixos-module /tmp/same-plan.toml > /etc/nixos/nix-dabei.nix
+"#;
+
 const TUI_BOOT: &str = r#"
 export TERM=screen
 wait_for() {
@@ -532,7 +744,10 @@ fn disko_boot(example: &str, devices: &str) -> String {
              nix-dabei import-disko /host/disko/{example}.json {devices} -o /host/plan.toml \
                  2> /host/out/import-warnings.txt\n\
              nix-dabei plan /host/plan.toml --flake path:/etc/nixos#vm > /host/out/plan.txt\n\
-             sed -i '1i flake = \"path:/etc/nixos#vm\"' /host/plan.toml"
+             sed -i '1i flake = \"path:/etc/nixos#vm\"' /host/plan.toml\n\
+             # disko's examples boot with UEFI (an ESP, no BIOS boot partition) and the VM with SeaBIOS:\n\
+             # the check before install rightly refuses them here.\n\
+             APPLY_ARGS=--skip-flake-check"
     ))
 }
 
@@ -546,20 +761,48 @@ pub fn all() -> Vec<Scenario> {
     resume.power_loss_boots = vec![1];
     vec![
         harness(),
-        layout("single-zfs", vec![gib("s0", 3, Bus::Virtio)], "--preset single --swap 256M"),
+        Scenario {
+            boots: vec![
+                install_boot(&format!(
+                    "nix-dabei plan --preset single --swap 256M --disk /dev/disk/by-id/virtio-s0 \
+                     --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt\n{BAD_FLAKES}"
+                )),
+                VERIFY_BOOT.to_string(),
+            ],
+            verify: verify_single,
+            ..layout("single-zfs", vec![gib("s0", 3, Bus::Virtio)], "--preset single --swap 256M")
+        },
         layout("mirror-zfs", vec![gib("m0", 3, Bus::Virtio), gib("m1", 3, Bus::Nvme)], "--preset mirror"),
         layout("mirror-native", vec![gib("n0", 3, Bus::Virtio), gib("n1", 3, Bus::Scsi)], "--preset mirror --encrypt"),
-        layout(
-            "zfs-on-luks",
-            vec![gib("l0", 3, Bus::Virtio), gib("l1", 3, Bus::Virtio)],
-            "--preset mirror --encrypt luks --swap 256M",
-        ),
+        Scenario {
+            boots: vec![
+                install_boot(&format!(
+                    "{UNLOCK_KEY}nix-dabei plan --preset mirror --encrypt luks --swap 256M --remote-unlock \
+                     --disk /dev/disk/by-id/virtio-l0 --disk /dev/disk/by-id/virtio-l1 \
+                     --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt"
+                )),
+                format!("{VERIFY_BOOT}{INITRD_KEY_LISTING}"),
+            ],
+            verify: verify_remote_unlock,
+            ..layout(
+                "zfs-on-luks",
+                vec![gib("l0", 3, Bus::Virtio), gib("l1", 3, Bus::Virtio)],
+                "--preset mirror --encrypt luks --swap 256M",
+            )
+        },
         layout("ext4-single", vec![gib("e0", 3, Bus::Nvme)], "--preset ext4 --swap 256M"),
         power_cuts(),
         Scenario {
             name: "tui-install",
             disks: vec![gib("t0", 3, Bus::Virtio), gib("t1", 3, Bus::Virtio)],
-            boots: vec![format!("{ARGV_SHIMS}{TUI_BOOT}{AFTER_INSTALL}"), VERIFY_BOOT.to_string()],
+            boots: vec![
+                format!(
+                    "{ARGV_SHIMS}{TUI_MODULE}{TUI_BOOT}{RELEASED}\n\
+                     nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json \
+                         > /host/out/mount-after-install.jsonl\n{AFTER_INSTALL}"
+                ),
+                VERIFY_BOOT.to_string(),
+            ],
             verify: verify_layout,
             power_loss_boots: vec![],
             driver: None,
@@ -638,7 +881,8 @@ zpool import > /host/out/importable.txt 2>&1 || true
 /// power goes off all the same.
 fn cut_boot(hook: &str) -> String {
     format!(
-        "{hook} NIX_DABEI_TEST_POWER_OFF_AFTER=new:/host/out/cuts.jsonl nix-dabei apply /host/plan.toml --yes-wipe-all \
+        "{LAYOUT_MODULE}\n\
+         {hook} NIX_DABEI_TEST_POWER_OFF_AFTER=new:/host/out/cuts.jsonl nix-dabei apply /host/plan.toml --yes-wipe-all \
              --passphrase-file /host/passphrase --json >> /host/out/cuts.jsonl 2>> /host/out/cuts.err || true\n\
          echo o > /proc/sysrq-trigger\nsleep 30\n"
     )
@@ -656,6 +900,8 @@ fn power_cuts() -> Scenario {
     let mut options = PresetOptions::new(PresetKind::Mirror, facts);
     options.encryption = Encryption::Luks;
     options.flake = Some("path:/etc/nixos#vm".into());
+    // As the guest plans it: booted with SeaBIOS, a BIOS boot partition on each disk.
+    options.boot = layouts::BootMode::Both;
     // The step ids depend only on the plan's names, which are the guest's too.
     let steps = build(&options).map(|p| p.compile(&layouts::CompileOptions::default()));
     let steps = match steps {

@@ -1,6 +1,6 @@
 //! Writing the NixOS module and running nixos-install.
 
-use layouts::steps::{NixosInstall, WriteNixosModule};
+use layouts::steps::{InitrdHostKey, NixosInstall, WriteNixosModule};
 
 use super::{io, Perform, ProbeContext, RunContext};
 use crate::events::Event;
@@ -20,6 +20,31 @@ impl Perform for WriteNixosModule {
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         cx.system.write_file(&self.path, &layouts::nixos::module(cx.plan)).map_err(io(format!("write {}", self.path)))
+    }
+}
+
+impl Perform for InitrdHostKey {
+    /// A key that exists is kept: replacing it would make SSH clients refuse the initrd after a re-run.
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        let public = format!("{}.pub", self.path);
+        match (cx.system.exists(&self.path), cx.system.exists(&public)) {
+            (true, true) => Outlook::Done(format!("{} exists", self.path)),
+            (false, false) => Outlook::Todo { destroys: false },
+            // ssh-keygen writes the private key, then the public one: an interrupted run leaves half a pair.
+            _ => Outlook::Conflict(format!(
+                "{} is half made: remove {} and {public}, then run again",
+                self.path, self.path
+            )),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let directory = self.path.rsplit_once('/').map_or("/", |(dir, _)| dir);
+        cx.system.create_private_dir(directory).map_err(io(format!("create {directory}")))?;
+        let line = layouts::OperationKind::command(self)
+            .ok_or_else(|| StepError::Conflict("ssh-keygen has no command line".into()))?;
+        cx.system.run(&line, None)?;
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Creating, importing and exporting pools, and creating datasets.
 
 use layouts::nodes::zfs::encrypted;
-use layouts::steps::{ZfsCreate, ZpoolCreate, ZpoolExport};
+use layouts::steps::{HostId, ZfsCreate, ZpoolCreate, ZpoolExport};
 use layouts::OperationKind;
 
 use super::{io, run_own_command, Perform, ProbeContext, RunContext};
@@ -11,6 +11,36 @@ use crate::zfs::{self, ZfsError};
 
 /// Under test emulation, native encryption's key derivation is cut to ZFS's minimum.
 const WEAK_PBKDF2_ITERATIONS: &str = "pbkdf2iters=100000";
+
+impl Perform for HostId {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match cx.system.host_id() {
+            Ok(current) if current.is_some() && current == self.value() => {
+                Outlook::Done(format!("this system's host id is {}", self.host_id))
+            }
+            Ok(_) => Outlook::Todo { destroys: false },
+            Err(error) => Outlook::Conflict(format!("cannot read this system's host id (/etc/hostid): {error}")),
+        }
+    }
+
+    /// Refused while pools that are not the plan's are imported: they would be stamped with the new id and
+    /// look foreign to this system afterwards.
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let value = self.value().ok_or_else(|| StepError::Conflict(format!("{:?} is not a host id", self.host_id)))?;
+        let foreign: Vec<String> =
+            zfs::imported_pools(cx.system)?.into_iter().filter(|p| !cx.plan.pools.contains_key(p)).collect();
+        if !foreign.is_empty() {
+            let current = cx.system.host_id().ok().flatten().map_or("none".to_string(), |id| format!("{id:08x}"));
+            return Err(StepError::Conflict(format!(
+                "pools that are not the plan's are imported ({}): under host id {} they would look foreign to \
+                 this system afterwards; export them, or give the plan this system's host id (host_id = \"{current}\")",
+                foreign.join(", "),
+                self.host_id
+            )));
+        }
+        cx.system.set_host_id(value).map_err(io("write /etc/hostid".to_string()))
+    }
+}
 
 impl Perform for ZpoolCreate {
     /// Done when the pool is imported with its keys loaded; to do without destroying anything when every

@@ -89,4 +89,10 @@ pub trait System: fmt::Debug + Send + Sync {
     fn read_file(&self, path: &str) -> std::io::Result<String>;
     /// Writes a text file, creating its directory.
     fn write_file(&self, path: &str, contents: &str) -> std::io::Result<()>;
+    /// This system's host id (`/etc/hostid`), which ZFS records in the pools it uses; `None` without one.
+    fn host_id(&self) -> std::io::Result<Option<u32>>;
+    /// Sets this system's host id, as `zgenhostid -f` does.
+    fn set_host_id(&self, id: u32) -> std::io::Result<()>;
+    /// Creates a directory and its parents, readable by root alone (it may hold keys).
+    fn create_private_dir(&self, path: &str) -> std::io::Result<()>;
 }

@@ -7,6 +7,9 @@ use partitioner::TableState;
 use partitioner::{DiskError, DiskInfo, Signature};
 
 use super::linux::{self, MountEntry};
+
+/// Where ZFS (and glibc's gethostid) read the host id from.
+const HOST_ID_FILE: &str = "/etc/hostid";
 use super::System;
 use crate::command::{self, CommandError};
 use crate::lock::{self, Hold, LockError, DISK_LOCK_DIR};
@@ -154,5 +157,31 @@ impl System for RealSystem {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(path, contents)
+    }
+
+    fn host_id(&self) -> std::io::Result<Option<u32>> {
+        match std::fs::read(HOST_ID_FILE) {
+            Ok(bytes) => {
+                let bytes: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{HOST_ID_FILE} is not 4 bytes"))
+                })?;
+                Ok(Some(u32::from_ne_bytes(bytes)))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Written beside and renamed over: /etc/hostid may be a link into a read-only store (NixOS).
+    fn set_host_id(&self, id: u32) -> std::io::Result<()> {
+        let new = format!("{HOST_ID_FILE}.nix-dabei");
+        std::fs::write(&new, id.to_ne_bytes())?;
+        std::fs::File::open(&new)?.sync_all()?;
+        std::fs::rename(&new, HOST_ID_FILE)
+    }
+
+    fn create_private_dir(&self, path: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
     }
 }

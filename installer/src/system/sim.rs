@@ -37,6 +37,8 @@ struct SimPool {
     members: Vec<String>,
     imported: bool,
     exported_cleanly: bool,
+    /// The host id of the system that last imported it.
+    host_id: Option<u32>,
     datasets: BTreeMap<String, SimDataset>,
     /// Encryption roots whose key is loaded.
     unlocked: BTreeSet<String>,
@@ -58,6 +60,8 @@ struct State {
     mounts: Vec<MountEntry>,
     swaps: BTreeSet<String>,
     files: BTreeMap<String, String>,
+    /// The running system's host id (lost at a reboot, as a RAM system's /etc/hostid is).
+    host_id: Option<u32>,
     commands: Vec<CommandLine>,
     changes: usize,
     power_cut_at: Option<usize>,
@@ -170,11 +174,17 @@ impl SimSystem {
         state.power_cut_at = None;
         state.mounts.clear();
         state.swaps.clear();
+        state.host_id = None;
         state.mappings.clear();
         for pool in state.pools.values_mut() {
             pool.imported = false;
             pool.unlocked.clear();
         }
+    }
+
+    /// The host id recorded in a pool: the id of the system that created or last imported it.
+    pub fn pool_host_id(&self, name: &str) -> Option<u32> {
+        self.lock().pools.get(name).and_then(|p| p.host_id)
     }
 
     /// A pool made elsewhere, of `device` alone (a disk outside the plan), imported or only present.
@@ -424,6 +434,15 @@ impl State {
             "zpool" => self.zpool(line, &args, input),
             "zfs" => self.zfs(line, &args, input),
             "udevadm" => Ok(String::new()),
+            "ssh-keygen" => {
+                let path = args.windows(2).find(|w| w[0] == "-f").map(|w| w[1].to_string()).unwrap_or_default();
+                if self.files.contains_key(&path) {
+                    return Err(failed(line, format!("{path} already exists")));
+                }
+                self.files.insert(format!("{path}.pub"), "ssh-ed25519 AAAA initrd\n".into());
+                self.files.insert(path, "simulated private key\n".into());
+                Ok(String::new())
+            }
             "nixos-install" => {
                 let root = args
                     .windows(2)
@@ -484,7 +503,9 @@ impl State {
                 }
                 self.next_uuid += 1;
                 let guid = 0x5157_0000_0000_0000 | self.next_uuid;
-                let mut pool = SimPool { guid, members: members.clone(), imported: true, key, ..SimPool::default() };
+                let host_id = self.host_id;
+                let mut pool =
+                    SimPool { guid, members: members.clone(), imported: true, key, host_id, ..SimPool::default() };
                 let root = SimDataset { volume: false, encryption_root: encrypted.then(|| name.clone()), keylocation };
                 pool.datasets.insert(name.clone(), root);
                 if encrypted {
@@ -500,6 +521,7 @@ impl State {
             Some("import") => {
                 let force = args.contains(&"-f");
                 let name = args.last().copied().unwrap_or_default().to_string();
+                let host_id = self.host_id;
                 let searched: Vec<String> =
                     args.windows(2).filter(|w| w[0] == "-d").map(|w| self.canonical(w[1])).collect();
                 let pool = self
@@ -513,7 +535,8 @@ impl State {
                 if !searched.is_empty() && !pool.members.iter().all(|m| searched.contains(m)) {
                     return Err(failed(line, format!("cannot import '{name}': no such pool available")));
                 }
-                if !pool.exported_cleanly && !force {
+                // ZFS imports a pool that was not exported only on the host that last used it, or forced.
+                if !pool.exported_cleanly && pool.host_id != host_id && !force {
                     return Err(failed(
                         line,
                         format!(
@@ -524,6 +547,7 @@ impl State {
                 }
                 pool.imported = true;
                 pool.exported_cleanly = false;
+                pool.host_id = host_id;
                 Ok(String::new())
             }
             Some("get") => {
@@ -953,5 +977,20 @@ impl System for SimSystem {
         state.change()?;
         state.files.insert(path.to_string(), contents.to_string());
         Ok(())
+    }
+
+    fn host_id(&self) -> std::io::Result<Option<u32>> {
+        Ok(self.lock().host_id)
+    }
+
+    fn set_host_id(&self, id: u32) -> std::io::Result<()> {
+        let mut state = self.lock();
+        state.change()?;
+        state.host_id = Some(id);
+        Ok(())
+    }
+
+    fn create_private_dir(&self, _path: &str) -> std::io::Result<()> {
+        self.lock().change()
     }
 }

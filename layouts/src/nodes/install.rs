@@ -31,6 +31,28 @@ impl OperationKind for WriteNixosModule {
     }
 }
 
+/// Generate the SSH host key the installed system's initrd uses for remote unlock. It is made on the
+/// target and never leaves it: nixos-install copies it into the initrd (`boot.initrd.secrets`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitrdHostKey {
+    /// The private key's path, including the target root.
+    pub path: String,
+}
+
+impl OperationKind for InitrdHostKey {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    fn creates(&self) -> bool {
+        true
+    }
+
+    fn command(&self) -> Option<CommandLine> {
+        Some(CommandLine::new("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "initrd", "-f", &self.path]))
+    }
+}
+
 /// Install NixOS from a flake into the target root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NixosInstall {
@@ -80,16 +102,28 @@ pub(crate) fn compile(build: &mut Builder<'_>) {
         after,
         Operation::WriteNixosModule(WriteNixosModule { path }),
     );
+    let mut before_install = vec![module.clone()];
+    if build.plan.remote_unlock.is_some() {
+        let path = format!("{}{}", root.trim_end_matches('/'), crate::boot::INITRD_HOST_KEY);
+        before_install.push(build.push(
+            "initrd-host-key".to_string(),
+            format!("Generate the initrd's SSH host key for remote unlock at {path}"),
+            vec![],
+            None,
+            vec![module.clone()],
+            Operation::InitrdHostKey(InitrdHostKey { path }),
+        ));
+    }
     let last = match build.plan.flake.clone() {
         Some(flake) => build.push(
             "nixos-install".to_string(),
             format!("Install NixOS from {flake} into {root}"),
             vec![],
             None,
-            vec![module],
+            before_install,
             Operation::NixosInstall(NixosInstall { root, flake }),
         ),
-        None => module,
+        None => before_install.pop().unwrap_or(module),
     };
     for step in build.steps.iter_mut().filter(|s| is_clear_swap(&s.operation)) {
         step.after.push(last.clone());

@@ -279,6 +279,9 @@ impl ContentNode for Luks {
             allow_discards: self.allow_discards,
             key_file: self.key.strip_prefix("file://").map(str::to_string),
         });
+        if matches!(*self.content, Content::Zfs(_)) {
+            module.pool_inside_luks = true;
+        }
         module.content(&self.content, &self.mapped_device());
     }
 

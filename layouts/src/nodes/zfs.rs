@@ -2,6 +2,7 @@
 //! (filesystems and volumes).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -290,6 +291,38 @@ impl OperationKind for ZfsCreate {
     }
 }
 
+/// Make this running system's host id the installed system's (`networking.hostId`) before pools are
+/// created or imported: a pool records the host id that last used it, and the installed system then
+/// imports it at first boot as its own, without forcing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostId {
+    /// 8 hex digits.
+    pub host_id: String,
+}
+
+impl HostId {
+    /// The id as a number, as /etc/hostid stores it.
+    pub fn value(&self) -> Option<u32> {
+        u32::from_str_radix(&self.host_id, 16).ok()
+    }
+}
+
+impl OperationKind for HostId {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    /// Changes the running system, like opening or mounting: `mount` runs it too.
+    fn creates(&self) -> bool {
+        false
+    }
+
+    /// What `zgenhostid` does.
+    fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "zgenhostid -f {} (this system's /etc/hostid)", self.host_id)
+    }
+}
+
 /// Export a pool so another system can import it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZpoolExport {
@@ -556,6 +589,20 @@ impl Pool {
             root_fs_options.entry("mountpoint".to_string()).or_insert_with(|| "none".to_string());
         }
         let shape = describe_vdevs(&vdevs);
+        let host_id = "host-id".to_string();
+        if !build.steps.iter().any(|s| s.id == host_id) {
+            let id = build.plan.effective_host_id();
+            build.push(
+                host_id.clone(),
+                format!("Use host id {id} (the installed system's networking.hostId) for the pools"),
+                vec![],
+                None,
+                vec![],
+                Operation::HostId(HostId { host_id: id }),
+            );
+        }
+        let mut after = after;
+        after.push(host_id);
         let create = build.push(
             format!("zpool-create:{name}"),
             format!("Create ZFS pool {name} ({shape})"),
