@@ -43,6 +43,16 @@ pub enum KexecError {
         /// What there is.
         available_mib: u64,
     },
+    /// No public key for root: after the switch nobody could log in over SSH.
+    #[error(
+        "no public key for root found in {}: after the switch nobody could log in over SSH; add your key \
+         to /root/.ssh/authorized_keys first",
+        searched.join(", ")
+    )]
+    NoKeys {
+        /// The files looked at.
+        searched: Vec<String>,
+    },
     /// Loading the kernel failed both ways.
     #[error("cannot load the kernel: kexec_file_load: {file_load}; kexec -l: {fallback}")]
     Load {
@@ -69,15 +79,56 @@ pub struct HandoverFile {
     pub mode: u32,
 }
 
+/// The home directory of `user` in `root`'s /etc/passwd.
+fn home_of(root: &Path, user: &str) -> Option<PathBuf> {
+    let passwd = fs::read_to_string(root.join("etc/passwd")).ok()?;
+    let home = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 7 && f[0] == user)?[5];
+    Some(root.join(home.trim_start_matches('/')))
+}
+
+/// Every public key that lets someone into this system as root, or as the user who ran sudo: root's
+/// `authorized_keys` and `authorized_keys2`, `/etc/ssh/authorized_keys.d/root`, and the sudo user's own.
+/// Options are stripped: cloud images prefix root's keys with `command="echo Please login as ..."`,
+/// which would lock root out of the RAM OS. Paths are taken inside `root` (`/` on the machine).
+pub fn root_keys(root: &Path, sudo_user: Option<&str>) -> Result<Vec<String>, KexecError> {
+    let mut files = vec![
+        root.join("root/.ssh/authorized_keys"),
+        root.join("root/.ssh/authorized_keys2"),
+        root.join("etc/ssh/authorized_keys.d/root"),
+    ];
+    if let Some(home) = sudo_user.filter(|u| *u != "root").and_then(|user| home_of(root, user)) {
+        files.push(home.join(".ssh/authorized_keys"));
+        files.push(home.join(".ssh/authorized_keys2"));
+    }
+    let mut keys: Vec<String> = Vec::new();
+    for file in &files {
+        let text = match fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(KexecError::Io { action: format!("read {}", file.display()), source: error }),
+        };
+        for key in text.lines().filter_map(layouts::boot::public_key) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    if keys.is_empty() {
+        let searched = files.iter().map(|f| format!("/{}", f.strip_prefix(root).unwrap_or(f).display())).collect();
+        return Err(KexecError::NoKeys { searched });
+    }
+    Ok(keys)
+}
+
 /// Collects keys and network settings from the running (rescue) system.
 pub fn collect() -> Result<Vec<HandoverFile>, KexecError> {
     let mut files = Vec::new();
     let mut add = |name: &str, data: Vec<u8>, mode: u32| {
         files.push(HandoverFile { path: format!("{HANDOVER_DIR}/{name}"), data, mode })
     };
-    if let Ok(keys) = fs::read("/root/.ssh/authorized_keys") {
-        add("authorized_keys", keys, 0o600);
-    }
+    let sudo_user = std::env::var("SUDO_USER").ok();
+    let keys = root_keys(Path::new("/"), sudo_user.as_deref())?;
+    add("authorized_keys", keys.iter().map(|k| format!("{k}\n")).collect::<String>().into_bytes(), 0o600);
     if let Ok(entries) = fs::read_dir("/etc/ssh") {
         let mut names: Vec<String> = entries
             .flatten()
@@ -254,10 +305,24 @@ pub fn switch_later(delay: Duration) -> Result<(), KexecError> {
         Ok(ForkResult::Parent { .. }) => Ok(()),
         Ok(ForkResult::Child) => {
             let _ = setsid();
+            // The SSH session ends only when nothing holds its output open: the child writes to the
+            // kernel log instead (or nowhere).
+            let sink = fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/kmsg")
+                .or_else(|_| fs::OpenOptions::new().read(true).write(true).open("/dev/null"));
+            if let Ok(sink) = sink {
+                for fd in 0..=2 {
+                    // SAFETY: dup2 onto the standard descriptors of this single-threaded child.
+                    unsafe { nix::libc::dup2(sink.as_raw_fd(), fd) };
+                }
+            }
             std::thread::sleep(delay);
             nix::unistd::sync();
             let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_KEXEC);
-            std::process::exit(1);
+            // Not exit(): the parent's atexit handlers and buffers are not the child's to run.
+            // SAFETY: _exit ends this process without touching shared state.
+            unsafe { nix::libc::_exit(1) }
         }
         Err(error) => Err(KexecError::Io { action: "fork".into(), source: error.into() }),
     }
@@ -322,8 +387,15 @@ pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
         fs::create_dir_all(&ssh).map_err(io("create /root/.ssh"))?;
         fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).map_err(io("restrict /root/.ssh"))?;
         let path = ssh.join("authorized_keys");
-        fs::write(&path, keys).map_err(io("write authorized_keys"))?;
+        fs::write(&path, &keys).map_err(io("write authorized_keys"))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io("restrict authorized_keys"))?;
+        // The RAM OS's sshd runs in the systemd initrd, where root's home is /var/empty: it reads
+        // /etc/ssh/authorized_keys.d/%u (nixos/modules/system/boot/initrd-ssh.nix).
+        let keys_d = root.join("etc/ssh/authorized_keys.d");
+        fs::create_dir_all(&keys_d).map_err(io("create /etc/ssh/authorized_keys.d"))?;
+        fs::write(keys_d.join("root"), &keys).map_err(io("write /etc/ssh/authorized_keys.d/root"))?;
+        fs::set_permissions(keys_d.join("root"), fs::Permissions::from_mode(0o644))
+            .map_err(io("set the mode of /etc/ssh/authorized_keys.d/root"))?;
         done.actions.push("authorized_keys for root".into());
     }
     if let Ok(entries) = fs::read_dir(dir.join("ssh")) {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use handover::{cpio, memory_needed, restore, HandoverFile, HANDOVER_DIR};
+use handover::{cpio, memory_needed, restore, root_keys, HandoverFile, KexecError, HANDOVER_DIR};
 
 fn files() -> Vec<HandoverFile> {
     vec![
@@ -68,6 +68,9 @@ fn restoring_puts_keys_and_dns_in_place() {
     assert_eq!(std::fs::metadata(&keys).expect("keys").permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(root.join("root/.ssh")).expect("dir").permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::read(root.join("etc/ssh/ssh_host_ed25519_key")).expect("host key"), b"PRIVATE");
+    // Where the RAM OS's sshd looks in the systemd initrd (root's home is /var/empty there).
+    let keys_d = std::fs::read(root.join("etc/ssh/authorized_keys.d/root")).expect("authorized_keys.d");
+    assert_eq!(keys_d, b"ssh-ed25519 AAAA test\n");
     assert_eq!(std::fs::read_to_string(root.join("etc/resolv.conf")).expect("dns"), "nameserver 192.0.2.53\n");
     let _ = std::fs::remove_dir_all(&base);
 }
@@ -77,4 +80,33 @@ fn memory_needed_counts_the_unpacked_initrd() {
     let mib = 1u64 << 20;
     assert_eq!(memory_needed(8 * mib, 60 * mib, false), (8 + 60 + 60 + 256) * mib);
     assert_eq!(memory_needed(8 * mib, 40 * mib, true), (8 + 40 + 120 + 256) * mib);
+}
+
+const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@laptop";
+const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBw8X9n2kQ1rJm3V3oPq7sYt5uVwXyZaBcDeFgHiJkLm b@desk";
+const KEY_C: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEm c@phone";
+
+#[test]
+fn root_keys_come_from_every_file_sshd_reads_without_their_options() {
+    let root = std::env::temp_dir().join(format!("nix-dabei-keys-{}", std::process::id()));
+    let write = |path: &str, text: &str| {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("dir");
+        std::fs::write(file, text).expect("write");
+    };
+    assert!(matches!(root_keys(&root, None), Err(KexecError::NoKeys { .. })), "no key at all is an error");
+    // A cloud image: root's key behind a command that tells you to log in as another user.
+    let cloud = format!(
+        "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \
+         \\\"debian\\\" rather than the user \\\"root\\\".';echo;sleep 10;exit 142\" {KEY_A}\n"
+    );
+    write("root/.ssh/authorized_keys", &format!("# managed\n{cloud}"));
+    write("root/.ssh/authorized_keys2", &format!("{KEY_B}\n{KEY_A}\n"));
+    write("etc/ssh/authorized_keys.d/root", &format!("restrict {KEY_C}\n"));
+    write("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ndebian:x:1000:1000::/home/debian:/bin/bash\n");
+    write("home/debian/.ssh/authorized_keys", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 d@work\n");
+    assert_eq!(root_keys(&root, None).expect("keys"), [KEY_A, KEY_B, KEY_C], "once each, options stripped");
+    let with_sudo = root_keys(&root, Some("debian")).expect("keys");
+    assert_eq!(with_sudo.last().map(String::as_str), Some("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 d@work"));
+    let _ = std::fs::remove_dir_all(&root);
 }

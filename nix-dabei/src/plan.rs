@@ -135,36 +135,6 @@ fn disk_facts(paths: &[String], offline_size: Option<&str>) -> Result<(Vec<DiskF
     Ok((facts, modules.into_iter().collect()))
 }
 
-/// Root's public keys on this machine, without options, for unlocking over SSH.
-fn authorized_keys() -> Result<Vec<String>> {
-    let mut files = vec![
-        PathBuf::from("/root/.ssh/authorized_keys"),
-        PathBuf::from("/root/.ssh/authorized_keys2"),
-        PathBuf::from("/etc/ssh/authorized_keys.d/root"),
-    ];
-    if let Some(user) = std::env::var_os("SUDO_USER").and_then(|u| u.into_string().ok()) {
-        if user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            files.push(PathBuf::from(format!("/home/{user}/.ssh/authorized_keys")));
-        }
-    }
-    let mut keys = Vec::new();
-    for file in &files {
-        match std::fs::read_to_string(file) {
-            Ok(text) => keys.extend(text.lines().filter_map(layouts::boot::public_key)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error).with_context(|| format!("cannot read {}", file.display())),
-        }
-    }
-    keys.dedup();
-    if keys.is_empty() {
-        bail!(
-            "--remote-unlock: no public key found in {}",
-            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    Ok(keys)
-}
-
 /// Builds the plan the arguments describe.
 pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
     if let Some(file) = &args.file {
@@ -193,7 +163,8 @@ pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
         let network = partitioner::hardware::network_modules(&SystemRoots::default())
             .context("cannot read the network cards' drivers from sysfs")?;
         options.remote_unlock = Some(RemoteUnlock {
-            authorized_keys: authorized_keys()?,
+            authorized_keys: handover::root_keys(std::path::Path::new("/"), std::env::var("SUDO_USER").ok().as_deref())
+                .context("--remote-unlock")?,
             port: 22,
             network_kernel_modules: network.into_iter().collect(),
         });

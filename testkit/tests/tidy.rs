@@ -99,3 +99,39 @@ fn the_width_is_the_one_rustfmt_keeps() {
     let config = std::fs::read_to_string(workspace().join("rustfmt.toml")).expect("rustfmt.toml");
     assert!(config.lines().any(|l| l.trim() == format!("max_width = {MAX_WIDTH}")), "{config}");
 }
+
+/// The newest Rust the code itself needs (`u64::is_multiple_of`).
+const CODE_NEEDS: (u32, u32) = (1, 87);
+
+fn version(text: &str) -> (u32, u32) {
+    let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[test]
+fn the_declared_rust_version_is_what_the_locked_dependencies_and_the_code_need() {
+    let manifest = std::fs::read_to_string(workspace().join("Cargo.toml")).expect("Cargo.toml");
+    let declared = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| version(v.trim_matches('"')))
+        .expect("rust-version in the workspace manifest");
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(workspace())
+        .output()
+        .expect("cargo metadata");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let (needed, by) = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        // Dependencies from a registry; the workspace's own packages inherit the declared version.
+        .filter(|p| !p["source"].is_null())
+        .filter_map(|p| Some((version(p["rust_version"].as_str()?), p["name"].as_str()?.to_string())))
+        .chain([(CODE_NEEDS, "nix-dabei's own code".to_string())])
+        .max()
+        .expect("some version");
+    assert_eq!(declared, needed, "rust-version must be {}.{} ({by} needs it)", needed.0, needed.1);
+}

@@ -1106,6 +1106,10 @@ if [ "$NIX_DABEI_BOOT" = 1 ]; then
     printf 'nameserver 10.0.2.3\n' > /etc/resolv.conf
     mkdir -p /root/.ssh /etc/ssh
     cp /host/test_key.pub /root/.ssh/authorized_keys
+    # A second key as cloud images give root one: behind a command that refuses the login. sshd reads
+    # authorized_keys2 too; the handover must carry the key without the command.
+    printf 'no-port-forwarding,command="echo Please login as debian;sleep 1;exit 142" %s\n' \
+        "$(cat /host/cloud_key.pub)" > /root/.ssh/authorized_keys2
     ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
     start_ssh
     touch /host/out/rescue-ready
@@ -1126,9 +1130,13 @@ done
 "#;
 
 fn ssh(share: &Path, port: u16, strict: &str, command: &str) -> Result<std::process::Output> {
+    ssh_with_key(share, "test_key", port, strict, command)
+}
+
+fn ssh_with_key(share: &Path, key: &str, port: u16, strict: &str, command: &str) -> Result<std::process::Output> {
     let output = std::process::Command::new("ssh")
         .args(["-p", &port.to_string(), "-i"])
-        .arg(share.join("test_key"))
+        .arg(share.join(key))
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", share.join("known_hosts").display()))
         .args([
@@ -1162,10 +1170,13 @@ const GUEST_PATH: &str = "export PATH=/host/bin:/usr/local/bin:/usr/sbin:/usr/bi
 fn drive_kexec(share: &Path, port: u16) -> Result<()> {
     let out = share.join("out");
     fs::create_dir_all(&out)?;
-    let key = share.join("test_key");
-    let generated =
-        std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status()?;
-    ensure!(generated.success(), "ssh-keygen failed");
+    for name in ["test_key", "cloud_key"] {
+        let generated = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(share.join(name))
+            .status()?;
+        ensure!(generated.success(), "ssh-keygen failed");
+    }
     wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
     let first = ssh(share, port, "accept-new", "uname -r")?;
     ensure!(first.status.success(), "ssh into the rescue system failed: {}", String::from_utf8_lossy(&first.stderr));
@@ -1174,13 +1185,24 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
         port,
         "yes",
         &format!(
-            "{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.img --delay 2 \
+            "{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.img --delay 15 \
             --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'"
         ),
     )?;
     fs::write(out.join("kexec.txt"), [kexec.stdout.clone(), kexec.stderr.clone()].concat())?;
     ensure!(kexec.status.success(), "nix-dabei kexec failed: {}", String::from_utf8_lossy(&kexec.stderr));
+    // The SSH session that asked for the switch has returned before it: the rescue system still answers.
+    let still_there = ssh(share, port, "yes", "true")?;
+    ensure!(still_there.status.success(), "the kexec session returned only with the switch (it held the session)");
     wait_for_file(&out.join("ramos-ready"), Duration::from_secs(180))?;
+    // The cloud image's key, carried without the command that refused root.
+    let cloud = ssh_with_key(share, "cloud_key", port, "yes", "true")?;
+    ensure!(
+        cloud.status.success(),
+        "the key from authorized_keys2 does not let root in after kexec ({}): {}",
+        cloud.status,
+        String::from_utf8_lossy(&cloud.stdout)
+    );
     // The same host key (strict checking) and the carried authorized key let us in.
     let address = ssh(share, port, "yes", "ip -4 -o address show")?;
     ensure!(address.status.success(), "ssh into the RAM OS failed: {}", String::from_utf8_lossy(&address.stderr));
