@@ -130,7 +130,18 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     let bystander = fs::read(machine.disk_file(BYSTANDER))?;
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
     (scenario.verify)(&share).with_context(|| format!("checking the results in {}", share.display()))?;
+    remove_disk_images(&machine)?;
     Ok(Report { total: start.elapsed(), boots })
+}
+
+/// A passed scenario keeps its logs and results but not its disks: sparse, but gigabytes each to `ls` and
+/// to backups. A failed one keeps them for inspection.
+fn remove_disk_images(machine: &Machine) -> Result<()> {
+    for disk in &machine.disks {
+        let file = machine.disk_file(&disk.serial);
+        fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
+    }
+    Ok(())
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -1086,6 +1097,7 @@ fn run_driven(
     );
     let bystander = fs::read(machine.disk_file(BYSTANDER))?;
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
+    remove_disk_images(&machine)?;
     Ok(Report { total: start.elapsed(), boots: vec![result.elapsed] })
 }
 
