@@ -3,9 +3,10 @@
 //! anything is written.
 
 use layouts::flake_check::{check, HostConfig, Mismatch, SELECT};
-use layouts::{CommandLine, Plan};
+use layouts::{CommandLine, Operation, Plan};
 
 use crate::command::CommandError;
+use crate::execute::{Outlook, Preview};
 use crate::system::System;
 
 /// Why the configuration could not be checked, or does not fit.
@@ -84,6 +85,20 @@ pub fn evaluate(system: &dyn System, flake: &str, hostname: &str) -> Result<Host
     })?;
     serde_json::from_str(&output)
         .map_err(|error| FlakeCheckError::Unreadable { installable: installable.clone(), reason: error.to_string() })
+}
+
+/// The flake to check before this run: the plan's, when the preview still has its install to do.
+pub fn pending_install<'a>(plan: &'a Plan, preview: &Preview) -> Option<&'a str> {
+    let pending = preview.steps.iter().any(|(step, outlook)| {
+        matches!(step.operation, Operation::NixosInstall(_)) && !matches!(outlook, Outlook::Done(_))
+    });
+    plan.flake.as_deref().filter(|_| pending)
+}
+
+/// The check before install on this machine: its firmware, the flake evaluated here.
+pub fn verify_here(plan: &Plan, flake: &str) -> Result<(), FlakeCheckError> {
+    let firmware = partitioner::hardware::booted_with_uefi(&partitioner::discover::SystemRoots::default());
+    verify(&crate::RealSystem, plan, flake, Some(firmware))
 }
 
 /// Evaluates the flake and compares it with the plan; `booted_with_uefi` is this machine's firmware.

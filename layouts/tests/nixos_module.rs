@@ -85,6 +85,8 @@ fn scratch() -> PathBuf {
 struct Host {
     systemd_boot: bool,
     can_touch_efi_variables: bool,
+    /// A module of the host's own (Nix source).
+    module: Option<&'static str>,
 }
 
 /// Evaluates the plan's module (and disko's `_config` of its export) to what NixOS would get.
@@ -107,6 +109,11 @@ fn evaluate(plan: &Plan, name: &str, host: Host, with_disko: bool) -> Value {
     }
     for (arg, value) in [("systemdBoot", host.systemd_boot), ("canTouchEfiVariables", host.can_touch_efi_variables)] {
         args.extend(["--arg".into(), arg.into(), value.to_string()]);
+    }
+    if let Some(source) = host.module {
+        let file = dir.join(format!("{name}-host.nix"));
+        std::fs::write(&file, source).expect("write");
+        args.extend(["--arg".into(), "hostModule".into(), file.display().to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     serde_json::from_str(&run_nix(&args)).expect("json")
@@ -337,6 +344,12 @@ fn grub_goes_on_every_esp_and_into_every_bios_disk() {
     assert_eq!(grub["efiInstallAsRemovable"], false);
     let grub = &evaluate(&uefi, "grub-removable", Host::default(), false)["ours"]["grub"];
     assert_eq!(grub["efiInstallAsRemovable"], true);
+    // A host that sets grub.devices gets an entry from grub.nix (a definition of normal priority): the
+    // layout's entries stay beside it rather than losing to it.
+    let own = "{ boot.loader.grub.mirroredBoots = [ { path = \"/boot\"; devices = [ \"/dev/sda\" ]; } ]; }";
+    let host = Host { module: Some(own), ..Host::default() };
+    let paths: Vec<String> = mirroredboots(&uefi, host, "grub-host-devices").into_iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, ["/boot", "/boot-1", "/boot"], "every ESP keeps its GRUB");
 }
 
 #[test]

@@ -196,15 +196,11 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
         print_review(&preview);
         println!();
     }
-    let install_pending = preview.steps.iter().any(|(step, outlook)| {
-        matches!(step.operation, layouts::Operation::NixosInstall(_)) && !matches!(outlook, Outlook::Done(_))
-    });
-    if let (Some(flake), true, false) = (&plan.flake, install_pending, args.skip_flake_check) {
+    if let (Some(flake), false) = (installer::flake::pending_install(&plan, &preview), args.skip_flake_check) {
         if !args.output.json {
             println!("Checking {flake} against the plan (nix eval) before anything is written ...");
         }
-        let firmware = partitioner::hardware::booted_with_uefi(&partitioner::discover::SystemRoots::default());
-        installer::flake::verify(&RealSystem, &plan, flake, Some(firmware))?;
+        installer::flake::verify_here(&plan, flake)?;
         if !args.output.json {
             println!("The configuration fits the plan.\n");
         }

@@ -114,13 +114,9 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
         .map_err(|e| format!("cannot save the plan to {}: {e}", options.save_path.display()))?;
     let preview = installer::preview(&RealSystem, &plan, &steps, &engine_options()).map_err(|e| e.to_string())?;
     // The check before install reads the flake and writes nothing; a dry run shows the steps without it.
-    let install_pending = preview.steps.iter().any(|(step, outlook)| {
-        matches!(step.operation, layouts::Operation::NixosInstall(_)) && !matches!(outlook, Outlook::Done(_))
-    });
-    if let (Some(flake), true, false, false) = (&plan.flake, install_pending, options.dry_run, options.skip_flake_check)
-    {
-        let firmware = partitioner::hardware::booted_with_uefi(&partitioner::discover::SystemRoots::default());
-        installer::flake::verify(&RealSystem, &plan, flake, Some(firmware)).map_err(|e| {
+    let pending = installer::flake::pending_install(&plan, &preview);
+    if let (Some(flake), false, false) = (pending, options.dry_run, options.skip_flake_check) {
+        installer::flake::verify_here(&plan, flake).map_err(|e| {
             format!(
                 "{e}\nThe plan is saved at {}: `nix-dabei nixos-module {}` prints the module.",
                 options.save_path.display(),

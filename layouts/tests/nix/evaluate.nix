@@ -8,6 +8,8 @@
   # nix-dabei's module (a file), and the disko configuration (a file evaluating to `{ disko.devices; }`).
   module,
   diskoConfig ? null,
+  # A module of the host's own, evaluated beside nix-dabei's.
+  hostModule ? null,
   # A file holding the function `nix-dabei install` applies to a flake's configuration before comparing.
   select ? null,
   # The host's own bootloader choice.
@@ -107,7 +109,7 @@ let
   ) devices.disk;
 in
 let
-  ours = evaluate [ (import module) ];
+  ours = evaluate ([ (import module) ] ++ nixpkgsLib.optional (hostModule != null) (import hostModule));
 in
 {
   ours = picked ours;
