@@ -96,11 +96,6 @@ pub fn valid_public_key(line: &str) -> bool {
     known && base64 && !line.contains(['\n', '\r', '"', '\\', '$']) && !line.chars().any(char::is_control)
 }
 
-/// Whether a partition is a BIOS boot partition.
-pub(crate) fn is_bios_boot(kind: Option<&str>) -> bool {
-    kind.is_some_and(|k| k.eq_ignore_ascii_case("bios-boot") || k.eq_ignore_ascii_case("EF02"))
-}
-
 /// Whether anything in the plan asks for a passphrase at boot.
 fn asks_at_boot(plan: &Plan) -> bool {
     plan.needs_passphrase()
@@ -117,8 +112,7 @@ impl Checker {
             return;
         };
         let has_esp = plan.disks.values().flat_map(|d| d.partitions.values()).any(|p| p.is_esp());
-        let has_bios_boot =
-            plan.disks.values().flat_map(|d| d.partitions.values()).any(|p| is_bios_boot(p.kind.as_deref()));
+        let has_bios_boot = plan.disks.values().flat_map(|d| d.partitions.values()).any(|p| p.is_bios_boot());
         if boot.uefi() && !has_esp {
             let message = format!(
                 "boot = {:?} needs an EFI system partition: a vfat filesystem mounted at /boot with type \"esp\"",

@@ -237,7 +237,7 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     }
     // disko leaves the firmware to the configuration; a BIOS boot partition says GRUB goes on the disk.
     let partitions = || disks.values().flat_map(|d: &crate::model::Disk| d.partitions.values());
-    let bios = partitions().any(|p| crate::boot::is_bios_boot(p.kind.as_deref()));
+    let bios = partitions().any(|p| p.is_bios_boot());
     let esp = partitions().any(|p| p.is_esp());
     let boot = match (bios, esp) {
         (true, true) => Some(crate::boot::BootMode::Both),

@@ -115,7 +115,7 @@ fn boot_paths(plan: &Plan) -> Vec<BootPath> {
     let mut paths: Vec<BootPath> = Vec::new();
     let mut loose_bios_disks = Vec::new();
     for disk in plan.disks.values() {
-        let has_bios_boot = disk.partitions.values().any(|p| crate::boot::is_bios_boot(p.kind.as_deref()));
+        let has_bios_boot = disk.partitions.values().any(|p| p.is_bios_boot());
         let mut placed = false;
         for part in disk.partitions.values() {
             let (true, Some(Content::Filesystem(fs))) = (part.is_esp(), &part.content) else { continue };

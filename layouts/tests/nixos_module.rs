@@ -402,6 +402,12 @@ fn bios_plans_need_a_bios_boot_partition() {
     assert!(error.contains("boot") && error.contains("bios-boot"), "{error}");
     let mut plan = preset(PresetKind::Single, Encryption::None, BootMode::Bios, 1);
     plan.validate().expect("valid");
+    // The type written as sgdisk's code or as the GUID is the same BIOS boot partition.
+    for written in ["EF02", "21686148-6449-6E6F-744E-656564454649"] {
+        let mut same = plan.clone();
+        same.disks["main"].partitions["bios"].kind = Some(written.into());
+        same.validate().unwrap_or_else(|e| panic!("{written}: {e}"));
+    }
     plan.boot = Some(BootMode::Both);
     plan.disks["main"].partitions.shift_remove("esp");
     plan.disks["main"].partitions.insert("boot".into(), plan_partition_without_esp());

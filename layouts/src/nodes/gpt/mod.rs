@@ -118,6 +118,11 @@ impl Partition {
     pub fn is_esp(&self) -> bool {
         type_guid(&self.effective_type()).as_deref().and_then(type_name) == Some("esp")
     }
+
+    /// True for a BIOS boot partition (GRUB's core image on GPT), however its type is written.
+    pub fn is_bios_boot(&self) -> bool {
+        type_guid(&self.effective_type()).as_deref().and_then(type_name) == Some("bios-boot")
+    }
 }
 
 /// The entries a GPT holds (the entry array nix-dabei writes has 128).
