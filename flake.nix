@@ -1,7 +1,7 @@
 {
   description = "nix-dabei: install NixOS onto the disks of a machine reached by SSH or a console";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+  inputs.nixpkgs.url = "github:nixos/nixpkgs/nixos-unstable";
 
   outputs = { self, nixpkgs }:
     let
@@ -9,10 +9,12 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
       installerFor = system: nixpkgs.lib.nixosSystem {
         inherit system;
-        modules = [
-          self.nixosModules.ram-os
-          { nixpkgs.overlays = [ self.overlays.default ]; }
-        ];
+        modules = [ self.nixosModules.ram-os ];
+      };
+      # The flake's own build for the system a configuration is for: no overlay needed.
+      withPackage = module: { lib, pkgs, ... }: {
+        imports = [ module ];
+        programs.nix-dabei.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.nix-dabei;
       };
     in
     {
@@ -23,23 +25,28 @@
       packages = forAllSystems (system: pkgs:
         let
           nix-dabei = pkgs.callPackage ./nix/package.nix { };
-          installer = (installerFor system).config.system.build;
+          installer = installerFor system;
+          build = installer.config.system.build;
+          kernelImage = "${build.kernel}/${installer.config.system.boot.loader.kernelFile}";
+          commandLine = build.ramOsCommandLine;
         in
         {
           inherit nix-dabei;
           default = nix-dabei;
-          kernel = installer.kernel;
-          initrd = installer.initialRamdisk;
+          kernel = build.kernel;
+          # The initrd with the Nix store inside: all the RAM OS there is.
+          initrd = build.netbootRamdisk;
           kexec-tarball = pkgs.callPackage ./nix/kexec-tarball.nix {
-            kernel = installer.kernel;
-            initrd = installer.initialRamdisk;
-            kernelParams = (installerFor system).config.boot.kernelParams;
+            inherit kernelImage commandLine;
+            initrd = build.netbootRamdisk;
             nix-dabei-static = pkgs.pkgsStatic.callPackage ./nix/package.nix { };
+            # iproute2's iptables support does not link statically; `ip` needs none of it here.
+            iproute2-static = pkgs.pkgsStatic.iproute2.override { iptables = null; };
+            kexec-tools-static = pkgs.pkgsStatic.kexec-tools;
           };
           runvm = pkgs.callPackage ./nix/runvm.nix {
-            kernel = installer.kernel;
-            initrd = installer.initialRamdisk;
-            kernelParams = (installerFor system).config.boot.kernelParams;
+            inherit kernelImage commandLine;
+            initrd = build.netbootRamdisk;
           };
         });
 
@@ -51,14 +58,15 @@
       });
 
       nixosModules = {
-        ram-os = import ./nix/ram-os.nix;
-        nix-dabei = import ./nix/nix-dabei-module.nix;
+        ram-os = withPackage ./nix/ram-os.nix;
+        nix-dabei = withPackage ./nix/nix-dabei-module.nix;
       };
 
       nixosConfigurations.installer = installerFor "x86_64-linux";
 
       checks = forAllSystems (system: pkgs: {
         inherit (self.packages.${system}) nix-dabei kexec-tarball;
+        toplevel = (installerFor system).config.system.build.toplevel;
       });
     };
 }

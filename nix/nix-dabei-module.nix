@@ -1,4 +1,5 @@
-# nix-dabei as a NixOS module: the command, and the programs it calls, on any NixOS system.
+# nix-dabei as a NixOS module: the command, and the programs it calls, on any NixOS system. The flake's
+# `nixosModules.nix-dabei` sets `package` to the flake's own build; importing this file directly, set it.
 { config, lib, pkgs, ... }:
 
 let
@@ -6,11 +7,9 @@ let
 in
 {
   options.programs.nix-dabei = {
-    enable = lib.mkEnableOption "the nix-dabei installer" // { default = true; };
+    enable = lib.mkEnableOption "the nix-dabei installer";
     package = lib.mkOption {
       type = lib.types.package;
-      default = pkgs.nix-dabei;
-      defaultText = lib.literalExpression "pkgs.nix-dabei";
       description = "The nix-dabei package.";
     };
   };
@@ -24,6 +23,7 @@ in
       pkgs.e2fsprogs
       pkgs.xfsprogs
       pkgs.btrfs-progs
+      pkgs.util-linux
     ];
   };
 }

@@ -1,11 +1,13 @@
 # The nix-dabei command, built from this repository with the C libraries it links: libblkid
-# (util-linux), libcryptsetup and libudev (systemd).
+# (util-linux), libcryptsetup and libudev. `udev` is systemd's library, or libudev-zero where systemd
+# does not build (static builds: pkgs/top-level/all-packages.nix maps it), which the kexec tarball uses.
 { lib
+, stdenv
 , rustPlatform
 , pkg-config
 , util-linux
 , cryptsetup
-, systemdMinimal
+, udev
 }:
 
 rustPlatform.buildRustPackage {
@@ -20,6 +22,8 @@ rustPlatform.buildRustPackage {
       ../layouts
       ../partitioner
       ../installer
+      ../handover
+      ../testkit
       ../tui
       ../vm-tests
       ../nix-dabei
@@ -30,7 +34,9 @@ rustPlatform.buildRustPackage {
   cargoBuildFlags = [ "--package" "nix-dabei" ];
 
   nativeBuildInputs = [ pkg-config rustPlatform.bindgenHook ];
-  buildInputs = [ util-linux cryptsetup systemdMinimal ];
+  buildInputs = [ util-linux cryptsetup udev ];
+  # A static build links libcryptsetup, libblkid and their dependencies statically too.
+  env = lib.optionalAttrs stdenv.hostPlatform.isStatic { PKG_CONFIG_ALL_STATIC = "1"; };
 
   # The tests need root, loop devices and a VM; they run in this repository's CI instead.
   doCheck = false;

@@ -1,33 +1,26 @@
-# The RAM OS: a small NixOS that runs entirely from its initrd. systemd runs in stage 1 and never
-# switches root: the initrd is the whole system (no squashfs, no root filesystem). It brings sshd, ZFS,
-# cryptsetup, Nix with flakes and nix-dabei; the network comes up with networkd (DHCP), or with the
-# addresses carried over by `nix-dabei kexec`; the installer runs on tty1.
+# The RAM OS: a small NixOS that runs from memory. Stage 1 (systemd in the initrd) mounts a tmpfs as `/`
+# and the Nix store from a squashfs image inside the initrd, as nixpkgs' netboot module sets up
+# (nixos/modules/installer/netboot/netboot.nix), then switches root into a normal stage 2. Only there do
+# `nixos-install` and Nix's sandboxed builds work: they call pivot_root, which the kernel refuses on the
+# initial ramfs; and only there are PATH, nix.conf and the CA certificates those need.
+#
+# Booting needs `init=<toplevel>/init` on the kernel command line: initrd-find-nixos-closure, which
+# initrd.target requires, reads it (nixos/modules/system/boot/systemd/initrd.nix). The kexec tarball's
+# `run` and `nix run .#runvm` pass it; `system.build.ramOsCommandLine` is the whole line.
 { config, lib, pkgs, modulesPath, ... }:
 
 let
   cfg = config.nix-dabei.ramOs;
-  tools = with pkgs; [
-    nix-dabei
-    config.boot.zfs.package
-    cryptsetup
-    util-linux
-    gptfdisk
-    dosfstools
-    e2fsprogs
-    xfsprogs
-    btrfs-progs
-    kexec-tools
-    iproute2
-    nix
-    git
-    openssh
-    coreutils
-    bashInteractive
-    nixos-install-tools
-  ];
+  nix-dabei = config.programs.nix-dabei.package;
+  # Where `nix-dabei kexec` puts what it carries (an extra cpio the kernel unpacks into the initrd's root).
+  handover = "/etc/nix-dabei/kexec";
+  serialConsole = if pkgs.stdenv.hostPlatform.isAarch64 then "ttyAMA0" else "ttyS0";
 in
 {
-  imports = [ (modulesPath + "/profiles/minimal.nix") ./nix-dabei-module.nix ];
+  imports = [
+    (modulesPath + "/installer/netboot/netboot-minimal.nix")
+    ./nix-dabei-module.nix
+  ];
 
   options.nix-dabei.ramOs = {
     autoTui = lib.mkOption {
@@ -35,74 +28,123 @@ in
       default = true;
       description = "Start the installer (`nix-dabei tui`) on tty1.";
     };
+    authorizedKeys = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      description = ''
+        Public keys that may log in as root, for RAM OS images booted without `nix-dabei kexec` (netboot,
+        a VM). After `nix-dabei kexec`, the rescue system's keys are carried over as well.
+      '';
+    };
   };
 
   config = {
+    programs.nix-dabei.enable = true;
     system.nixos.variant_id = "installer";
-    system.stateVersion = lib.trivial.release;
 
     boot.initrd.systemd.enable = true;
-    boot.initrd.availableKernelModules = [ "virtio_pci" "virtio_blk" "virtio_scsi" "virtio_net" "nvme" "ahci" "sd_mod" "e1000e" "igb" "ixgbe" "r8169" ];
-    boot.initrd.kernelModules = [ "zfs" "dm_crypt" "dm_mod" ];
-    boot.initrd.supportedFilesystems = [ "zfs" "vfat" "ext4" "xfs" "btrfs" ];
+    boot.initrd.availableKernelModules = [ "virtio_pci" "virtio_blk" "virtio_scsi" "virtio_net" "nvme" "ahci" "sd_mod" ];
     boot.supportedFilesystems = [ "zfs" "vfat" "ext4" "xfs" "btrfs" ];
-    boot.kernelParams = [ "console=ttyS0,115200" "console=tty1" "panic=30" ];
-    boot.loader.grub.enable = false;
+    boot.kernelParams = [
+      "console=${serialConsole},115200"
+      "console=tty1"
+      "panic=30"
+      # Compressed swap in memory: small rescue machines have little to spare.
+      "zswap.enabled=1"
+      "zswap.compressor=zstd"
+      "zswap.max_pool_percent=40"
+    ];
+    boot.initrd.compressor = "zstd";
     networking.hostId = "8425e349";
     networking.hostName = "nix-dabei";
 
-    # The initrd is the system: everything it needs is in its store paths, and stage 1 never ends.
-    fileSystems."/" = { device = "none"; fsType = "tmpfs"; options = [ "mode=0755" ]; };
-    boot.initrd.systemd.storePaths = tools;
-    boot.initrd.systemd.extraBin = {
-      nix-dabei = "${pkgs.nix-dabei}/bin/nix-dabei";
-      zpool = "${config.boot.zfs.package}/bin/zpool";
-      zfs = "${config.boot.zfs.package}/bin/zfs";
-      ip = "${pkgs.iproute2}/bin/ip";
-    };
-    boot.initrd.systemd.targets.initrd-switch-root.enable = false;
-    boot.initrd.systemd.services.initrd-switch-root.enable = false;
-    boot.initrd.systemd.services.initrd-cleanup.enable = false;
-    boot.initrd.systemd.services.initrd-parse-etc.enable = false;
+    system.build.ramOsCommandLine =
+      lib.concatStringsSep " " ([ "init=${config.system.build.toplevel}/init" ] ++ config.boot.kernelParams);
 
-    # Networking: DHCP on every wired interface, unless `nix-dabei kexec` carried addresses over.
-    boot.initrd.systemd.network = {
-      enable = true;
-      networks."99-dhcp" = {
-        matchConfig.Name = "en* eth*";
-        networkConfig.DHCP = "yes";
-      };
-    };
-    boot.initrd.network.enable = true;
-
-    # Restore what the rescue system handed over (keys, addresses, routes, DNS) before sshd starts.
-    boot.initrd.systemd.services.nix-dabei-restore = {
-      description = "Restore SSH keys and network settings carried over by nix-dabei kexec";
+    # Stage 1: move the handover into the real root before switching to it, and the machine id with it
+    # (systemd reads /etc/machine-id once, as stage 2 starts).
+    boot.initrd.systemd.services.nix-dabei-handover = {
+      description = "Carry what nix-dabei kexec handed over into the system";
       wantedBy = [ "initrd.target" ];
-      before = [ "sshd.service" "systemd-networkd.service" ];
-      after = [ "systemd-udev-settle.service" ];
-      unitConfig.ConditionPathExists = "/etc/nix-dabei/kexec";
+      after = [ "initrd-fs.target" ];
+      before = [ "initrd.target" "initrd-nixos-activation.service" ];
+      unitConfig = {
+        DefaultDependencies = false;
+        RequiresMountsFor = "/sysroot";
+        ConditionPathExists = handover;
+      };
+      serviceConfig.Type = "oneshot";
+      script = ''
+        mkdir -p /sysroot/etc/nix-dabei
+        cp -a ${handover} /sysroot/etc/nix-dabei/
+        if [ -f ${handover}/machine-id ]; then
+          cp ${handover}/machine-id /sysroot/etc/machine-id
+        fi
+      '';
+    };
+
+    # Stage 2: keys, host keys, name servers and networkd units, before those services read them.
+    systemd.services.nix-dabei-restore = {
+      description = "Restore the SSH keys and network settings nix-dabei kexec carried over";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-pre.target" ];
+      after = [ "local-fs.target" ];
+      before = [
+        "network-pre.target"
+        "systemd-networkd.service"
+        "systemd-resolved.service"
+        "sshd.service"
+        "sshd-keygen.service"
+      ];
+      unitConfig = {
+        DefaultDependencies = false;
+        ConditionPathExists = handover;
+      };
+      # nix-dabei runs `ip`; a service's PATH holds only what `path` names.
+      path = [ config.system.path ];
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
-        ExecStart = "${pkgs.nix-dabei}/bin/nix-dabei restore-network /etc/nix-dabei/kexec";
+        ExecStart = "${nix-dabei}/bin/nix-dabei restore-network ${handover}";
       };
     };
 
-    boot.initrd.network.ssh = {
+    # DHCP on every wired interface (nixpkgs' 99-ethernet-default-dhcp unit), unless a carried unit,
+    # sorted first, matches the interface's MAC address.
+    networking.useNetworkd = true;
+    services.resolved.enable = true;
+
+    services.openssh = {
       enable = true;
-      port = 22;
-      authorizedKeys = config.users.users.root.openssh.authorizedKeys.keys;
-      hostKeys = [ ];
+      settings.PermitRootLogin = "prohibit-password";
+    };
+    users.users.root.openssh.authorizedKeys.keys = cfg.authorizedKeys;
+
+    nix.settings = {
+      experimental-features = [ "nix-command" "flakes" ];
+      # Fail fast when a substituter is unreachable rather than stall the install.
+      connect-timeout = 5;
     };
 
-    # The installer on the console.
-    boot.initrd.systemd.services.nix-dabei-tui = lib.mkIf cfg.autoTui {
+    environment.systemPackages = with pkgs; [
+      gptfdisk
+      kexec-tools
+      iproute2
+      git
+      rsync
+      nixos-install-tools
+    ];
+
+    # The installer on the console, in place of the login prompt there.
+    systemd.services.nix-dabei-tui = lib.mkIf cfg.autoTui {
       description = "nix-dabei installer on tty1";
-      wantedBy = [ "initrd.target" ];
-      after = [ "nix-dabei-restore.service" ];
+      wantedBy = [ "multi-user.target" ];
+      after = [ "nix-dabei-restore.service" "systemd-user-sessions.service" ];
+      conflicts = [ "getty@tty1.service" "autovt@tty1.service" ];
+      # The programs it runs (zpool, cryptsetup, mkfs.*, nix, nixos-install), as on a login shell.
+      path = [ config.system.path "/run/wrappers" ];
       serviceConfig = {
-        ExecStart = "${pkgs.nix-dabei}/bin/nix-dabei tui";
+        ExecStart = "${nix-dabei}/bin/nix-dabei tui";
         StandardInput = "tty";
         StandardOutput = "tty";
         TTYPath = "/dev/tty1";
@@ -112,8 +154,6 @@ in
       };
     };
 
-    nix.settings.experimental-features = [ "nix-command" "flakes" ];
-    environment.systemPackages = tools;
     documentation.enable = false;
   };
 }

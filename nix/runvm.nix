@@ -1,18 +1,24 @@
 # `nix run .#runvm`: boots the RAM OS in qemu with blank disks.
 #   nix-dabei-runvm [--memory MIB] [--disks N] [--disk-size SIZE] [--ssh-port PORT] [--no-net]
 { lib
+, stdenv
 , writeShellApplication
 , qemu
-, kernel
+, kernelImage
 , initrd
-, kernelParams
+, commandLine
 }:
 
+let
+  arch = stdenv.hostPlatform.qemuArch;
+  # aarch64 has no default machine; x86_64's is fine.
+  machine = lib.optionalString stdenv.hostPlatform.isAarch64 "-machine virt -cpu max";
+in
 writeShellApplication {
   name = "nix-dabei-runvm";
   runtimeInputs = [ qemu ];
   text = ''
-    memory=2048 disks=2 size=20G port=2222 net=1
+    memory=1024 disks=2 size=20G port=2222 net=1
     while [ $# -gt 0 ]; do
       case "$1" in
         --memory) memory=$2; shift 2 ;;
@@ -37,8 +43,8 @@ writeShellApplication {
     accel=tcg
     [ -w /dev/kvm ] && accel=kvm
     echo "disks in $dir; ssh -p $port root@127.0.0.1" >&2
-    exec qemu-system-x86_64 -accel "$accel" -m "$memory" -smp 2 -nographic \
-      -kernel ${kernel}/bzImage -initrd ${initrd}/initrd \
-      -append "${lib.concatStringsSep " " kernelParams}" "''${args[@]}"
+    exec qemu-system-${arch} ${machine} -accel "$accel" -m "$memory" -smp 2 -nographic \
+      -kernel ${kernelImage} -initrd ${initrd}/initrd \
+      -append "${commandLine}" "''${args[@]}"
   '';
 }

@@ -11,9 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use installer::command::{self, CommandError};
+
+pub mod network;
 
 /// Where the handed-over files live in the RAM OS.
 pub const HANDOVER_DIR: &str = "etc/nix-dabei/kexec";
@@ -34,14 +34,25 @@ pub enum KexecError {
     Command(#[from] CommandError),
     /// Not enough memory for the RAM OS.
     #[error(
-        "not enough memory: the RAM OS needs about {needed_mib} MiB but only {available_mib} MiB are \
-        available; use a machine with more memory"
+        "not enough free memory to load the RAM OS: loading needs about {needed_mib} MiB beside the running \
+         system but only {available_mib} MiB are available; stop what runs there or use a machine with more memory"
     )]
     NotEnoughMemory {
         /// What it needs.
         needed_mib: u64,
         /// What there is.
         available_mib: u64,
+    },
+    /// The machine is too small for the RAM OS, whatever runs now.
+    #[error(
+        "this machine is too small for the RAM OS: it needs about {needed_mib} MiB of memory in all, the machine \
+         has {total_mib} MiB"
+    )]
+    TooSmall {
+        /// What the RAM OS needs once it runs.
+        needed_mib: u64,
+        /// What the machine has.
+        total_mib: u64,
     },
     /// No public key for root: after the switch nobody could log in over SSH.
     #[error(
@@ -141,22 +152,25 @@ pub fn collect() -> Result<Vec<HandoverFile>, KexecError> {
             add(&format!("ssh/{name}"), data, if name.ends_with(".pub") { 0o644 } else { 0o600 });
         }
     }
-    add(
-        "addresses.json",
-        command::run("ip", &["-json".into(), "address".into(), "show".into()], None)?.into_bytes(),
-        0o644,
-    );
-    add("routes.json", command::run("ip", &["-json".into(), "route".into(), "show".into()], None)?.into_bytes(), 0o644);
-    if let Ok(routes6) = command::run("ip", &["-json".into(), "-6".into(), "route".into(), "show".into()], None) {
+    let ip = |args: &[&str]| command::run("ip", &args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(), None);
+    // -details names each interface's kind (VLAN, bond), so that the RAM OS can tell ports from masters.
+    add("addresses.json", ip(&["-json", "-details", "address", "show"])?.into_bytes(), 0o644);
+    add("routes.json", ip(&["-json", "-4", "route", "show"])?.into_bytes(), 0o644);
+    // A kernel without IPv6 has no IPv6 routes to carry.
+    if let Ok(routes6) = ip(&["-json", "-6", "route", "show"]) {
         add("routes6.json", routes6.into_bytes(), 0o644);
     }
-    if let Ok(resolv) = fs::read_to_string("/etc/resolv.conf") {
-        let servers: String = resolv
-            .lines()
-            .filter(|l| l.trim_start().starts_with("nameserver"))
-            .map(|l| format!("{}\n", l.trim()))
-            .collect();
+    // With systemd-resolved, /etc/resolv.conf names only its local stub; the servers it uses are here.
+    let resolv = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .find(|text| !network::nameservers(text).is_empty());
+    if let Some(resolv) = resolv {
+        let servers: String = network::nameservers(&resolv).iter().map(|s| format!("nameserver {s}\n")).collect();
         add("resolv.conf", servers.into_bytes(), 0o644);
+    }
+    if let Some(id) = fs::read_to_string("/etc/machine-id").ok().and_then(|t| network::machine_id(&t)) {
+        add("machine-id", format!("{id}\n").into_bytes(), 0o444);
     }
     Ok(files)
 }
@@ -215,51 +229,148 @@ pub fn cpio(files: &[HandoverFile]) -> Vec<u8> {
     out
 }
 
-/// MemAvailable in bytes.
-pub fn memory_available() -> Result<u64, KexecError> {
+/// A field of /proc/meminfo in bytes.
+fn meminfo(field: &str) -> Result<u64, KexecError> {
     let text = fs::read_to_string("/proc/meminfo").map_err(io("read /proc/meminfo"))?;
     let kib = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
+        .ok_or_else(|| KexecError::Io {
+            action: format!("read {field} from /proc/meminfo"),
+            source: std::io::Error::other("missing"),
+        })?;
     Ok(kib * 1024)
 }
 
-/// Memory the RAM OS needs: the kernel, the initrd, the initrd unpacked (three times its size when
-/// compressed), and room to run.
-pub fn memory_needed(kernel: u64, initrd: u64, initrd_compressed: bool) -> u64 {
-    let unpacked = if initrd_compressed { initrd * 3 } else { initrd };
-    kernel + initrd + unpacked + (256 << 20)
+/// MemAvailable in bytes.
+pub fn memory_available() -> Result<u64, KexecError> {
+    meminfo("MemAvailable")
 }
 
-/// Refuses when the RAM OS would not fit.
+/// Memory the RAM OS needs, in bytes, at the two moments that count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryNeeds {
+    /// Beside the running rescue system, while loading: the kernel reads the initrd into a buffer and
+    /// copies it into the segments it keeps until the switch, so the initrd counts twice for a moment,
+    /// and more in practice: in the VM, loading 8 MiB of kernel and a 122 MiB initrd was killed for want
+    /// of memory with 294 MiB available, and worked with 326 MiB.
+    pub to_load: u64,
+    /// In all, once the RAM OS runs (the rescue system is gone then): the kernel, the initrd unpacked
+    /// (three times its size when compressed), and room to run and install.
+    pub to_run: u64,
+}
+
+/// What the RAM OS needs, from the sizes of its kernel and initrd.
+pub fn memory_needed(kernel: u64, initrd: u64, initrd_compressed: bool) -> MemoryNeeds {
+    let unpacked = if initrd_compressed { initrd * 3 } else { initrd };
+    // While the kernel unpacks the initrd both are in memory; then the initrd is freed and the room to
+    // run and install takes its place.
+    MemoryNeeds { to_load: kernel + initrd * 9 / 4 + (32 << 20), to_run: kernel + unpacked + initrd.max(RUN_ROOM) }
+}
+
+/// What the RAM OS needs beside its own files to run and install: the test image, booted by kexec in a
+/// 576 MiB VM (516 MiB MemTotal), used at most 86 MiB beyond its unpacked 122 MiB initrd while
+/// installing an encrypted ZFS mirror; Nix evaluating a flake needs more, which the margin and zswap cover.
+const RUN_ROOM: u64 = 256 << 20;
+
+/// Refuses when the RAM OS would not load beside the running system, or not run on this machine.
 pub fn check_memory(kernel: &Path, initrd: &Path) -> Result<(), KexecError> {
     let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io(format!("read {}", p.display())));
     let mut magic = [0u8; 6];
     let compressed = fs::File::open(initrd).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
         && &magic != b"070701";
-    let needed = memory_needed(size(kernel)?, size(initrd)?, compressed);
+    let needs = memory_needed(size(kernel)?, size(initrd)?, compressed);
+    let total = meminfo("MemTotal")?;
+    if total < needs.to_run {
+        return Err(KexecError::TooSmall { needed_mib: needs.to_run >> 20, total_mib: total >> 20 });
+    }
     let available = memory_available()?;
-    if available < needed {
-        return Err(KexecError::NotEnoughMemory { needed_mib: needed >> 20, available_mib: available >> 20 });
+    if available < needs.to_load {
+        return Err(KexecError::NotEnoughMemory { needed_mib: needs.to_load >> 20, available_mib: available >> 20 });
     }
     Ok(())
 }
 
-/// Writes the initrd with the handover appended (aligned as the kernel needs) to a new file.
-pub fn initrd_with_handover(initrd: &Path, files: &[HandoverFile], dir: &Path) -> Result<PathBuf, KexecError> {
-    let mut data = fs::read(initrd).map_err(io(format!("read {}", initrd.display())))?;
-    while data.len() % 512 != 0 {
-        data.push(0);
+/// The RAM OS initrd with the handover appended, for as long as the kernel is being loaded.
+#[derive(Debug)]
+pub enum StagedInitrd {
+    /// Appended to the initrd itself, which is 0600 meanwhile (the handover holds the host's private
+    /// keys): on a rescue system running from memory, a second copy would cost as much memory as the
+    /// initrd. [`StagedInitrd::finish`] cuts it off and gives the file its mode back.
+    Appended {
+        /// The initrd.
+        path: PathBuf,
+        /// Its length before.
+        length: u64,
+        /// Its permission bits before.
+        mode: u32,
+    },
+    /// A copy with the handover appended, for an initrd that cannot be written (a read-only store);
+    /// [`StagedInitrd::finish`] removes it.
+    Copy {
+        /// The copy (0600).
+        path: PathBuf,
+    },
+}
+
+impl StagedInitrd {
+    /// The file to load.
+    pub fn path(&self) -> &Path {
+        match self {
+            StagedInitrd::Appended { path, .. } | StagedInitrd::Copy { path } => path,
+        }
     }
-    data.extend_from_slice(&cpio(files));
+
+    /// Takes the handover out again, once the kernel holds its own copy (or loading failed).
+    pub fn finish(self) -> Result<(), KexecError> {
+        match self {
+            StagedInitrd::Appended { path, length, mode } => {
+                let file =
+                    fs::OpenOptions::new().write(true).open(&path).map_err(io(format!("open {}", path.display())))?;
+                file.set_len(length).map_err(io(format!("restore {}", path.display())))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(io(format!("restore the mode of {}", path.display())))
+            }
+            StagedInitrd::Copy { path } => fs::remove_file(&path).map_err(io(format!("remove {}", path.display()))),
+        }
+    }
+}
+
+fn append_handover(file: &mut fs::File, length: u64, files: &[HandoverFile]) -> std::io::Result<()> {
+    let padding = (512 - length % 512) % 512;
+    file.write_all(&vec![0; padding as usize])?;
+    file.write_all(&cpio(files))?;
+    file.sync_all()
+}
+
+/// Appends the handover to the initrd (aligned as the kernel needs), in place when the file can be
+/// written, else in a copy under `dir`; the initrd is streamed, never read into memory.
+pub fn stage_initrd(initrd: &Path, files: &[HandoverFile], dir: &Path) -> Result<StagedInitrd, KexecError> {
+    let in_place = fs::OpenOptions::new().append(true).open(initrd).and_then(|mut file| {
+        let metadata = file.metadata()?;
+        let (length, mode) = (metadata.len(), metadata.permissions().mode() & 0o7777);
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        match append_handover(&mut file, length, files) {
+            Ok(()) => Ok(StagedInitrd::Appended { path: initrd.to_owned(), length, mode }),
+            Err(error) => {
+                let _ = file.set_len(length);
+                let _ = file.set_permissions(fs::Permissions::from_mode(mode));
+                Err(error)
+            }
+        }
+    });
+    if let Ok(staged) = in_place {
+        return Ok(staged);
+    }
+    let mut source = fs::File::open(initrd).map_err(io(format!("read {}", initrd.display())))?;
     fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     let path = dir.join("initrd-with-handover");
     let mut file = fs::File::create(&path).map_err(io(format!("create {}", path.display())))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io("restrict the initrd"))?;
-    file.write_all(&data).map_err(io(format!("write {}", path.display())))?;
-    Ok(path)
+    let length = std::io::copy(&mut source, &mut file).map_err(io(format!("write {}", path.display())))?;
+    append_handover(&mut file, length, files).map_err(io(format!("write {}", path.display())))?;
+    Ok(StagedInitrd::Copy { path })
 }
 
 /// Loads the kernel with kexec_file_load, falling back to `kexec -l` (kexec_load).
@@ -328,34 +439,7 @@ pub fn switch_later(delay: Duration) -> Result<(), KexecError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct LinkAddresses {
-    ifname: String,
-    #[serde(default)]
-    address: Option<String>,
-    #[serde(default)]
-    addr_info: Vec<AddressInfo>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AddressInfo {
-    family: String,
-    local: String,
-    prefixlen: u32,
-    #[serde(default)]
-    scope: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Route {
-    dst: String,
-    #[serde(default)]
-    gateway: Option<String>,
-    #[serde(default)]
-    dev: Option<String>,
-}
-
-/// Interface names of this system by MAC address.
+/// Interface names of this system by MAC address (the permanent one where the kernel knows it).
 fn interfaces_by_mac() -> Vec<(String, String)> {
     let mut list = Vec::new();
     if let Ok(entries) = fs::read_dir("/sys/class/net") {
@@ -374,11 +458,28 @@ fn interfaces_by_mac() -> Vec<(String, String)> {
 pub struct Restored {
     /// Lines such as "10.0.2.15/24 on eth0".
     pub actions: Vec<String>,
+    /// What could not be carried over or applied, each with why.
+    pub warnings: Vec<String>,
 }
 
-/// Restores keys, addresses, routes and DNS from a handover folder. Interfaces are matched by MAC
-/// address, since names can differ between the two kernels. systemd-networkd units are written as
-/// well, so that networkd keeps the same configuration.
+/// Writes `data` to `path` with `mode`, replacing a symlink (NixOS links managed files into the store,
+/// which is read-only) rather than writing through it.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), KexecError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+    }
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(path).map_err(io(format!("replace {}", path.display())))?;
+    }
+    fs::write(path, data).map_err(io(format!("write {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(format!("restrict {}", path.display())))
+}
+
+/// Restores keys, the machine id, name servers and network settings from a handover folder into the
+/// system at `root`. Network settings become systemd-networkd units matched by MAC address (names can
+/// differ between the two kernels), written for every carried interface whether or not it exists yet;
+/// interfaces that exist now also get them at once through `ip`. Run it before networkd, resolved and
+/// sshd start.
 pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
     let mut done = Restored::default();
     let read = |name: &str| fs::read(dir.join(name)).ok();
@@ -386,87 +487,95 @@ pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
         let ssh = root.join("root/.ssh");
         fs::create_dir_all(&ssh).map_err(io("create /root/.ssh"))?;
         fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).map_err(io("restrict /root/.ssh"))?;
-        let path = ssh.join("authorized_keys");
-        fs::write(&path, &keys).map_err(io("write authorized_keys"))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io("restrict authorized_keys"))?;
-        // The RAM OS's sshd runs in the systemd initrd, where root's home is /var/empty: it reads
-        // /etc/ssh/authorized_keys.d/%u (nixos/modules/system/boot/initrd-ssh.nix).
-        let keys_d = root.join("etc/ssh/authorized_keys.d");
-        fs::create_dir_all(&keys_d).map_err(io("create /etc/ssh/authorized_keys.d"))?;
-        fs::write(keys_d.join("root"), &keys).map_err(io("write /etc/ssh/authorized_keys.d/root"))?;
-        fs::set_permissions(keys_d.join("root"), fs::Permissions::from_mode(0o644))
-            .map_err(io("set the mode of /etc/ssh/authorized_keys.d/root"))?;
+        write_file(&ssh.join("authorized_keys"), &keys, 0o600)?;
+        // sshd also reads /etc/ssh/authorized_keys.d/%u (NixOS's AuthorizedKeysFile, see
+        // nixos/modules/services/networking/ssh/sshd.nix); keys configured there stay beside the carried ones.
+        let keys_d = root.join("etc/ssh/authorized_keys.d/root");
+        let mut merged = fs::read_to_string(&keys_d).unwrap_or_default();
+        for key in String::from_utf8_lossy(&keys).lines() {
+            if !merged.lines().any(|l| l == key) {
+                if !merged.is_empty() && !merged.ends_with('\n') {
+                    merged.push('\n');
+                }
+                merged.push_str(key);
+                merged.push('\n');
+            }
+        }
+        write_file(&keys_d, merged.as_bytes(), 0o644)?;
         done.actions.push("authorized_keys for root".into());
     }
     if let Ok(entries) = fs::read_dir(dir.join("ssh")) {
-        let etc_ssh = root.join("etc/ssh");
-        fs::create_dir_all(&etc_ssh).map_err(io("create /etc/ssh"))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let target = etc_ssh.join(&name);
-            fs::copy(entry.path(), &target).map_err(io(format!("write /etc/ssh/{name}")))?;
+        let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        for name in names {
+            let data = fs::read(dir.join("ssh").join(&name)).map_err(io(format!("read the carried {name}")))?;
             let mode = if name.ends_with(".pub") { 0o644 } else { 0o600 };
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
-                .map_err(io(format!("restrict /etc/ssh/{name}")))?;
+            write_file(&root.join("etc/ssh").join(&name), &data, mode)?;
             done.actions.push(format!("host key {name}"));
         }
     }
-    if let Some(resolv) = read("resolv.conf") {
-        fs::create_dir_all(root.join("etc")).map_err(io("create /etc"))?;
-        fs::write(root.join("etc/resolv.conf"), resolv).map_err(io("write /etc/resolv.conf"))?;
-        done.actions.push("DNS servers".into());
+    if let Some(id) = read("machine-id").and_then(|d| network::machine_id(&String::from_utf8_lossy(&d))) {
+        let path = root.join("etc/machine-id");
+        let current = fs::read_to_string(&path).ok().and_then(|t| network::machine_id(&t));
+        // systemd reads the id once, at boot: the RAM OS's stage 1 puts it in place; here it fills a gap.
+        if current.is_none() {
+            write_file(&path, format!("{id}\n").as_bytes(), 0o444)?;
+            done.actions.push("machine id".into());
+        } else if current.as_deref() == Some(id.as_str()) {
+            done.actions.push("machine id (already in place)".into());
+        } else {
+            done.warnings.push("machine id: this system already has another one; kept it".into());
+        }
     }
-    let links: Vec<LinkAddresses> =
-        read("addresses.json").and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default();
+    if let Some(resolv) = read("resolv.conf") {
+        let servers = network::nameservers(&String::from_utf8_lossy(&resolv));
+        if !servers.is_empty() {
+            let dropin = root.join("etc/systemd/resolved.conf.d/10-nix-dabei.conf");
+            write_file(&dropin, network::resolved_dropin(&servers).as_bytes(), 0o644)?;
+            // Without resolved, /etc/resolv.conf is a plain file (or missing): the servers go there too.
+            let resolv_conf = root.join("etc/resolv.conf");
+            if !fs::symlink_metadata(&resolv_conf).is_ok_and(|m| m.file_type().is_symlink()) {
+                let text: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
+                write_file(&resolv_conf, text.as_bytes(), 0o644)?;
+            }
+            done.actions.push(format!("DNS servers {}", servers.join(" ")));
+        }
+    }
+    let Some(addresses) = read("addresses.json") else { return Ok(done) };
+    let route_files: Vec<(&str, Vec<u8>)> =
+        ["routes.json", "routes6.json"].into_iter().filter_map(|f| read(f).map(|d| (f, d))).collect();
+    let routes: Vec<(&str, &[u8])> = route_files.iter().map(|(f, d)| (*f, d.as_slice())).collect();
+    let carried = network::plan(&addresses, &routes);
+    done.warnings.extend(carried.left_out.iter().cloned());
     let local = interfaces_by_mac();
-    let mut renamed: Vec<(String, String)> = Vec::new();
-    let network_dir = root.join("etc/systemd/network");
-    for link in links.iter().filter(|l| l.ifname != "lo") {
-        let Some(mac) = link.address.as_deref().map(str::to_ascii_lowercase) else { continue };
-        let Some((_, name)) = local.iter().find(|(m, _)| *m == mac) else { continue };
-        renamed.push((link.ifname.clone(), name.clone()));
-        let addresses: Vec<&AddressInfo> = link
-            .addr_info
+    for interface in &carried.interfaces {
+        write_file(&root.join("etc/systemd/network").join(interface.unit_name()), interface.unit().as_bytes(), 0o644)?;
+        let here = local.iter().find(|(mac, _)| *mac == interface.mac).map(|(_, name)| name.as_str());
+        let name = here.unwrap_or(&interface.name);
+        let settings: Vec<String> = interface
+            .addresses
             .iter()
-            .filter(|a| a.scope == "global" && (a.family == "inet" || a.family == "inet6"))
+            .cloned()
+            .chain(interface.dhcp4.then(|| "DHCP (IPv4)".to_owned()))
+            .chain(interface.routes.iter().map(|r| match &r.gateway {
+                Some(gateway) => {
+                    format!("route {} via {gateway}{}", r.destination, if r.onlink { " onlink" } else { "" })
+                }
+                None => format!("route {}", r.destination),
+            }))
             .collect();
-        command::run("ip", &["link".into(), "set".into(), "dev".into(), name.clone(), "up".into()], None)?;
-        let mut unit = format!("[Match]\nMACAddress={mac}\n\n[Network]\nDHCP=no\nIPv6AcceptRA=yes\n");
-        for address in &addresses {
-            let cidr = format!("{}/{}", address.local, address.prefixlen);
-            let _ =
-                command::run("ip", &["address".into(), "add".into(), cidr.clone(), "dev".into(), name.clone()], None);
-            unit.push_str(&format!("Address={cidr}\n"));
-            done.actions.push(format!("{cidr} on {name}"));
-        }
-        let routes: Vec<Route> = ["routes.json", "routes6.json"]
-            .iter()
-            .filter_map(|f| read(f))
-            .filter_map(|d| serde_json::from_slice::<Vec<Route>>(&d).ok())
-            .flatten()
-            .collect();
-        for route in routes.iter().filter(|r| r.dev.as_deref() == Some(link.ifname.as_str())) {
-            let Some(gateway) = &route.gateway else { continue };
-            let _ = command::run(
-                "ip",
-                &[
-                    "route".into(),
-                    "add".into(),
-                    route.dst.clone(),
-                    "via".into(),
-                    gateway.clone(),
-                    "dev".into(),
-                    name.clone(),
-                ],
-                None,
-            );
-            let destination =
-                if route.dst == "default" { String::new() } else { format!("Destination={}\n", route.dst) };
-            unit.push_str(&format!("\n[Route]\n{destination}Gateway={gateway}\nGatewayOnLink=yes\n"));
-            done.actions.push(format!("route {} via {gateway} on {name}", route.dst));
-        }
-        if fs::create_dir_all(&network_dir).is_ok() {
-            let _ = fs::write(network_dir.join(format!("10-nix-dabei-{name}.network")), unit);
+        done.actions.push(format!("{} on {name} ({}): {}", interface.unit_name(), interface.mac, settings.join(", ")));
+        let Some(name) = here else {
+            done.warnings.push(format!(
+                "{} ({}) is not here yet: networkd configures it when it appears",
+                interface.name, interface.mac
+            ));
+            continue;
+        };
+        for args in interface.commands(name) {
+            if let Err(error) = command::run("ip", &args, None) {
+                done.warnings.push(format!("ip {}: {error}", args.join(" ")));
+            }
         }
     }
     Ok(done)

@@ -78,8 +78,11 @@ fn restoring_puts_keys_and_dns_in_place() {
 #[test]
 fn memory_needed_counts_the_unpacked_initrd() {
     let mib = 1u64 << 20;
-    assert_eq!(memory_needed(8 * mib, 60 * mib, false), (8 + 60 + 60 + 256) * mib);
-    assert_eq!(memory_needed(8 * mib, 40 * mib, true), (8 + 40 + 120 + 256) * mib);
+    let plain = memory_needed(8 * mib, 60 * mib, false);
+    assert_eq!(plain.to_run, (8 + 60 + 256) * mib, "the initrd is freed once unpacked");
+    assert_eq!(plain.to_load, (8 + 135 + 32) * mib, "loading holds the initrd twice and more for a moment");
+    assert_eq!(memory_needed(8 * mib, 40 * mib, true).to_run, (8 + 120 + 256) * mib);
+    assert_eq!(memory_needed(8 * mib, 400 * mib, false).to_run, (8 + 400 + 400) * mib, "unpacking holds both");
 }
 
 const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@laptop";
@@ -109,4 +112,27 @@ fn root_keys_come_from_every_file_sshd_reads_without_their_options() {
     let with_sudo = root_keys(&root, Some("debian")).expect("keys");
     assert_eq!(with_sudo.last().map(String::as_str), Some("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 d@work"));
     let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_handover_is_appended_while_loading_and_taken_out_again() {
+    let dir = std::env::temp_dir().join(format!("nix-dabei-stage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let initrd = dir.join("initrd");
+    let original: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&initrd, &original).expect("write");
+    std::fs::set_permissions(&initrd, std::fs::Permissions::from_mode(0o644)).expect("mode");
+    let staged = handover::stage_initrd(&initrd, &files(), &dir.join("work")).expect("stage");
+    assert_eq!(staged.path(), initrd, "no second copy in memory");
+    let during = std::fs::read(&initrd).expect("read");
+    assert_eq!(&during[..1000], &original[..]);
+    assert_eq!(&during[1000..1024], &[0u8; 24], "the cpio starts on a 512-byte boundary");
+    assert_eq!(&during[1024..], &cpio(&files())[..]);
+    let mode = std::fs::metadata(&initrd).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "it holds private host keys meanwhile");
+    staged.finish().expect("finish");
+    assert_eq!(std::fs::read(&initrd).expect("read"), original);
+    assert_eq!(std::fs::metadata(&initrd).expect("meta").permissions().mode() & 0o777, 0o644);
+    assert!(!dir.join("work").exists(), "nothing else was written");
+    let _ = std::fs::remove_dir_all(&dir);
 }

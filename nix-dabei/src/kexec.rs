@@ -46,9 +46,15 @@ pub fn run(args: KexecArgs) -> Result<()> {
         println!("carrying over {what}");
     }
     let work = installer::journal::Journal::default_dir().join("kexec");
-    let initrd = kexec::initrd_with_handover(&args.initrd, &files, &work)?;
-    kexec::check_memory(&args.kernel, &initrd)?;
-    let how = kexec::load(&args.kernel, &initrd, &args.append)?;
+    kexec::check_memory(&args.kernel, &args.initrd)?;
+    if !args.append.split_whitespace().any(|word| word.starts_with("init=")) {
+        eprintln!("note: no init= in --append: a NixOS RAM OS cannot find its system without it (kexec/run passes it)");
+    }
+    let staged = kexec::stage_initrd(&args.initrd, &files, &work)?;
+    let loaded = kexec::load(&args.kernel, staged.path(), &args.append);
+    // The kernel holds its own copy now: the handover (private host keys) leaves the file again.
+    staged.finish()?;
+    let how = loaded?;
     println!("loaded {} with {how}", args.kernel.display());
     if args.no_switch {
         println!("not switching (--no-switch); `kexec -e` switches");
@@ -64,6 +70,9 @@ pub fn restore(args: RestoreArgs) -> Result<()> {
     let restored = kexec::restore(&args.dir, &args.root)?;
     for action in restored.actions {
         println!("restored {action}");
+    }
+    for warning in restored.warnings {
+        eprintln!("not restored: {warning}");
     }
     Ok(())
 }

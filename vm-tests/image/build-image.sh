@@ -21,7 +21,8 @@ programs=(
 )
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
-    ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8 xfs btrfs loop)
+    ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8 xfs btrfs loop
+    dummy 8021q bonding)
 inputs_hash=$( {
     cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install" "$here/flake.nix"
     echo "$kver $(candidate_version "linux-image-$kver") $zfs_dir"

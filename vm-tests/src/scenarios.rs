@@ -42,6 +42,8 @@ pub struct Scenario {
     /// For a scenario with one boot and networking: what the host does while the guest runs, given
     /// the share and the host port forwarded to the guest's SSH port.
     pub driver: Option<fn(&Path, u16) -> Result<()>>,
+    /// Guest memory in MiB, where the scenario proves a figure (else 2048; NIX_DABEI_VM_MEMORY overrides).
+    pub memory_mib: Option<u32>,
 }
 
 /// What a passing scenario took.
@@ -81,7 +83,11 @@ fn bystander_bytes() -> Vec<u8> {
 pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Result<Report> {
     let mut disks = scenario.disks.clone();
     disks.push(DiskSpec::virtio(BYSTANDER, BYSTANDER_SIZE));
-    let machine = Machine::new(root.join(scenario.name), disks)?;
+    let mut machine = Machine::new(root.join(scenario.name), disks)?;
+    // NIX_DABEI_VM_MEMORY still wins, for finding the smallest guest that works.
+    if let Some(memory) = scenario.memory_mib.filter(|_| std::env::var_os("NIX_DABEI_VM_MEMORY").is_none()) {
+        machine.memory_mib = memory;
+    }
     fs::write(machine.disk_file(BYSTANDER), bystander_bytes())?;
     let share = machine.share();
     fs::create_dir_all(share.join("bin"))?;
@@ -213,6 +219,7 @@ zpool export tank
         verify: verify_harness,
         power_loss_boots: vec![],
         driver: None,
+        memory_mib: None,
     }
 }
 
@@ -682,6 +689,7 @@ fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario
         verify: verify_layout,
         power_loss_boots: vec![],
         driver: None,
+        memory_mib: None,
     }
 }
 
@@ -817,6 +825,7 @@ pub fn all() -> Vec<Scenario> {
             verify: verify_layout,
             power_loss_boots: vec![],
             driver: None,
+            memory_mib: None,
         },
         resume,
         kexec_scenario(),
@@ -830,6 +839,7 @@ pub fn all() -> Vec<Scenario> {
             verify: verify_layout,
             power_loss_boots: vec![],
             driver: None,
+            memory_mib: None,
         },
         Scenario {
             name: "disko-zfs-encrypted-root",
@@ -841,6 +851,7 @@ pub fn all() -> Vec<Scenario> {
             verify: verify_layout,
             power_loss_boots: vec![],
             driver: None,
+            memory_mib: None,
         },
     ]
 }
@@ -944,7 +955,15 @@ fn power_cuts() -> Scenario {
     boots.push(VERIFY_BOOT.to_string());
     let mut all = disks;
     all.push(DiskSpec::virtio("f0", 512 << 20));
-    Scenario { name: "power-cuts", disks: all, boots, verify: verify_power_cuts, power_loss_boots, driver: None }
+    Scenario {
+        name: "power-cuts",
+        disks: all,
+        boots,
+        verify: verify_power_cuts,
+        power_loss_boots,
+        driver: None,
+        memory_mib: None,
+    }
 }
 
 /// The batches the executor runs the steps in, as its scheduler forms them: the first ready step, with
@@ -1038,6 +1057,7 @@ nix-dabei unmount /host/plan.toml > /dev/null
         verify: print_bench,
         power_loss_boots: vec![],
         driver: None,
+        memory_mib: None,
     }
 }
 
@@ -1115,6 +1135,11 @@ if [ "$NIX_DABEI_BOOT" = 1 ]; then
     ip link set dev "$iface" up
     ip address add 10.0.2.15/24 dev "$iface"
     ip route add default via 10.0.2.2 dev "$iface"
+    # An IPv6 address and a route through a gateway outside every prefix (onlink), as some hosters set up.
+    /usr/sbin/ip address add 2001:db8:5::15/64 dev "$iface" nodad
+    /usr/sbin/ip route add 192.0.2.0/24 via 10.0.3.1 dev "$iface" onlink
+    /usr/sbin/ip route add 198.18.0.0/15 dev "$iface"
+    printf '0123456789abcdef0123456789abcdef\n' > /etc/machine-id
     printf 'nameserver 10.0.2.3\n' > /etc/resolv.conf
     mkdir -p /root/.ssh /etc/ssh
     cp /host/test_key.pub /root/.ssh/authorized_keys
@@ -1131,7 +1156,10 @@ if [ "$NIX_DABEI_BOOT" = 1 ]; then
 fi
 say "RAM OS after kexec"
 test -d /etc/nix-dabei/kexec
-nix-dabei restore-network /etc/nix-dabei/kexec > /host/out/restore.txt
+nix-dabei restore-network /etc/nix-dabei/kexec > /host/out/restore.txt 2>&1
+grep -E '^(MemTotal|MemAvailable):' /proc/meminfo > /host/out/meminfo-ramos.txt
+# The least memory available while the RAM OS installs, sampled each second.
+(while :; do sed -n 's/^MemAvailable: *//p' /proc/meminfo >> /host/out/memavailable-ramos.txt; sleep 1; done) &
 start_ssh
 touch /host/out/ramos-ready
 i=0
@@ -1190,7 +1218,8 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
         ensure!(generated.success(), "ssh-keygen failed");
     }
     wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
-    let first = ssh(share, port, "accept-new", "uname -r")?;
+    let first = ssh(share, port, "accept-new", "grep -E '^(MemTotal|MemAvailable):' /proc/meminfo")?;
+    fs::write(out.join("meminfo-rescue.txt"), &first.stdout)?;
     ensure!(first.status.success(), "ssh into the rescue system failed: {}", String::from_utf8_lossy(&first.stderr));
     let kexec = ssh(
         share,
@@ -1220,6 +1249,28 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
     ensure!(address.status.success(), "ssh into the RAM OS failed: {}", String::from_utf8_lossy(&address.stderr));
     let addresses = String::from_utf8_lossy(&address.stdout);
     ensure!(addresses.contains("10.0.2.15/24"), "the static address was not carried over: {addresses}");
+    let network = ssh(
+        share,
+        port,
+        "yes",
+        "/usr/sbin/ip -6 -o address show scope global; /usr/sbin/ip route show 192.0.2.0/24; /usr/sbin/ip route show 198.18.0.0/15; cat /etc/machine-id; \
+         cat /etc/systemd/network/10-nix-dabei-*.network",
+    )?;
+    let network = String::from_utf8_lossy(&network.stdout).into_owned();
+    fs::write(out.join("network.txt"), &network)?;
+    for expected in [
+        "2001:db8:5::15/64",
+        "192.0.2.0/24 via 10.0.3.1",
+        "onlink",
+        "198.18.0.0/15 dev ",
+        "Destination=198.18.0.0/15\nScope=link",
+        "0123456789abcdef0123456789abcdef",
+        "Address=10.0.2.15/24",
+        "Address=2001:db8:5::15/64",
+        "Destination=192.0.2.0/24\nGateway=10.0.3.1\nGatewayOnLink=yes",
+    ] {
+        ensure!(network.contains(expected), "not carried over: {expected:?} in\n{network}");
+    }
     let install = ssh(
         share,
         port,
@@ -1250,7 +1301,9 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
     let restore = read(&out.join("restore.txt"))?;
     ensure!(
         restore.contains("restored authorized_keys for root")
-            && restore.contains("restored host key ssh_host_ed25519_key"),
+            && restore.contains("restored host key ssh_host_ed25519_key")
+            && restore.contains("restored machine id")
+            && restore.contains("restored DNS servers 10.0.2.3"),
         "{restore}"
     );
     let _ = ssh(share, port, "yes", "touch /host/out/installed");
@@ -1266,5 +1319,7 @@ pub fn kexec_scenario() -> Scenario {
         verify: |_| Ok(()),
         power_loss_boots: vec![],
         driver: Some(drive_kexec),
+        // A small rescue machine: the RAM OS loads beside it, and installs an encrypted mirror after.
+        memory_mib: Some(640),
     }
 }

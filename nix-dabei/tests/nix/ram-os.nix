@@ -1,0 +1,89 @@
+# Evaluates the RAM OS module, the flake's NixOS module and the kexec tarball's and runvm's scripts with
+# nixpkgs' lib alone: nixpkgs' modules and packages are stand-ins (any option is accepted as a freeform
+# value, packages are named placeholders), so that what this repository's Nix code decides can be checked
+# without nixpkgs. Prints facts as JSON for nix-dabei/tests/ram_os.rs.
+{ libPath, repo }:
+
+let
+  lib = import libPath;
+  package = name: { type = "derivation"; inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
+  pkgsFor = system: lib.genAttrs [
+    "nix-dabei" "cryptsetup" "dosfstools" "e2fsprogs" "xfsprogs" "btrfs-progs" "util-linux" "gptfdisk"
+    "kexec-tools" "iproute2" "git" "rsync" "nixos-install-tools" "qemu"
+  ] package // {
+    stdenv.hostPlatform = { inherit system; isAarch64 = system == "aarch64-linux"; qemuArch = lib.head (lib.splitString "-" system); };
+  };
+  pkgs = pkgsFor "x86_64-linux";
+  # Whatever nixpkgs' own modules would declare.
+  anyOption = {
+    config._module.freeformType = lib.types.lazyAttrsOf lib.types.anything;
+    # Declared as nixpkgs does: lazily, since its attributes refer to each other.
+    options.system.build = lib.mkOption { type = lib.types.lazyAttrsOf lib.types.unspecified; default = { }; };
+    options.environment.systemPackages = lib.mkOption { type = lib.types.listOf lib.types.package; default = [ ]; };
+    options.boot.kernelParams = lib.mkOption { type = lib.types.listOf lib.types.str; default = [ ]; };
+  };
+  nixpkgsSettings = {
+    boot.zfs.package = package "zfs";
+    system.path = package "system-path";
+    system.build.toplevel = "/nix/store/00000000000000000000000000000000-nixos-system-nix-dabei";
+  };
+  evaluate = modules: (lib.evalModules {
+    modules = modules ++ [ anyOption nixpkgsSettings ];
+    specialArgs = { inherit pkgs; modulesPath = ./modules; };
+  }).config;
+
+  # The flake's outputs with a stand-in nixpkgs input: only what needs no package set is read.
+  flake = (import (repo + "/flake.nix")).outputs { self = flake; nixpkgs = stubNixpkgs; };
+  stubNixpkgs = {
+    inherit lib;
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: pkgsFor system // {
+      callPackage = _: _: package "nix-dabei-from-the-flake-${system}";
+    });
+  };
+
+  ramOs = evaluate [ flake.nixosModules.ram-os { nix-dabei.ramOs.authorizedKeys = [ "ssh-ed25519 AAAA netboot" ]; } ];
+  imported = evaluate [ flake.nixosModules.nix-dabei { programs.nix-dabei.enable = true; } ];
+  names = map (p: p.name);
+
+  tarballScript = import (repo + "/nix/kexec-tarball.nix") {
+    inherit lib;
+    runCommand = _name: _env: script: script;
+    binutils-unwrapped = package "binutils";
+    kernelImage = "/nix/store/kernel/Image";
+    initrd = package "initrd";
+    commandLine = ramOs.system.build.ramOsCommandLine;
+    nix-dabei-static = package "nix-dabei-static";
+    iproute2-static = package "iproute2-static";
+    kexec-tools-static = package "kexec-tools-static";
+  };
+  runvm = system: (import (repo + "/nix/runvm.nix") {
+    inherit lib;
+    stdenv = (pkgsFor system).stdenv;
+    writeShellApplication = args: args.text;
+    qemu = package "qemu";
+    kernelImage = "/nix/store/kernel/Image";
+    initrd = package "initrd";
+    commandLine = "init=/x/init";
+  });
+in
+{
+  commandLine = ramOs.system.build.ramOsCommandLine;
+  initrdSystemd = ramOs.boot.initrd.systemd.enable;
+  initrdNetwork = ramOs.boot.initrd.network or { };
+  initrdServices = builtins.attrNames ramOs.boot.initrd.systemd.services;
+  handover = ramOs.boot.initrd.systemd.services.nix-dabei-handover;
+  restore = ramOs.systemd.services.nix-dabei-restore;
+  tui = ramOs.systemd.services.nix-dabei-tui;
+  openssh = ramOs.services.openssh;
+  rootKeys = ramOs.users.users.root.openssh.authorizedKeys.keys;
+  networkd = ramOs.networking.useNetworkd;
+  resolved = ramOs.services.resolved.enable;
+  nixSettings = ramOs.nix.settings;
+  ramOsPackages = names ramOs.environment.systemPackages;
+  kernelParams = ramOs.boot.kernelParams;
+  importedEnabledByDefault = (evaluate [ flake.nixosModules.nix-dabei ]).programs.nix-dabei.enable;
+  importedEnabled = names imported.environment.systemPackages;
+  inherit tarballScript;
+  runvmX86 = runvm "x86_64-linux";
+  runvmAarch64 = runvm "aarch64-linux";
+}

@@ -1,0 +1,140 @@
+//! The RAM OS and the flake, evaluated with nixpkgs' lib (tests/nix/ram-os.nix; nixpkgs' own modules and
+//! packages are stand-ins, as they are not available offline): what this repository's Nix code decides.
+//! Booting the RAM OS needs a machine with Nix (README: "What is verified how").
+//!
+//! Needs nix-instantiate and ../shared/nix-sources/nixpkgs-lib.tar.gz beside the checkout.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The facts, evaluated once (the tests run in parallel).
+fn evaluate() -> &'static Value {
+    static FACTS: OnceLock<Value> = OnceLock::new();
+    FACTS.get_or_init(evaluate_now)
+}
+
+fn evaluate_now() -> Value {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shared = repo
+        .canonicalize()
+        .expect("repo")
+        .ancestors()
+        .map(|dir| dir.join("shared/nix-sources/nixpkgs-lib.tar.gz"))
+        .find(|file| file.is_file())
+        .expect("shared/nix-sources/nixpkgs-lib.tar.gz beside the repository");
+    let dir = std::env::temp_dir().join(format!("nix-dabei-ram-os-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let unpacked = Command::new("tar").arg("-xzf").arg(&shared).arg("-C").arg(&dir).status().expect("tar");
+    assert!(unpacked.success(), "cannot unpack nixpkgs' lib");
+    let output = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .arg(repo.join("nix-dabei/tests/nix/ram-os.nix"))
+        .arg("--arg")
+        .arg("libPath")
+        .arg(dir.join("nixpkgs-lib/lib"))
+        .arg("--arg")
+        .arg("repo")
+        .arg(repo.canonicalize().expect("repo"))
+        .output()
+        .expect("nix-instantiate (scripts/setup installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().expect("list").iter().map(|v| v.as_str().expect("string")).collect()
+}
+
+#[test]
+fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd() {
+    let facts = evaluate();
+    // init= names the closure: initrd-find-nixos-closure needs it, and stage 1 then switches root.
+    let command_line = facts["commandLine"].as_str().expect("command line");
+    assert!(command_line.starts_with("init=/nix/store/") && command_line.contains("-nixos-system-nix-dabei/init "));
+    assert_eq!(facts["initrdSystemd"], true);
+    assert!(
+        !strings(&facts["initrdServices"]).iter().any(|s| s.starts_with("initrd-switch-root")),
+        "stage 1 is left as nixpkgs has it: it switches root"
+    );
+    // No sshd in the initrd (its assertions refuse an empty key list); stage 2 runs the real one.
+    assert_eq!(facts["initrdNetwork"], serde_json::json!({}));
+    assert_eq!(facts["openssh"]["enable"], true);
+    assert_eq!(strings(&facts["rootKeys"]), ["ssh-ed25519 AAAA netboot"]);
+    // The handover moves into the real root in stage 1, machine id included.
+    let handover = &facts["handover"];
+    assert!(strings(&handover["before"]).contains(&"initrd-nixos-activation.service"));
+    assert_eq!(handover["unitConfig"]["RequiresMountsFor"], "/sysroot");
+    let script = handover["script"].as_str().expect("script");
+    assert!(script.contains("cp -a /etc/nix-dabei/kexec /sysroot/etc/nix-dabei/"), "{script}");
+    assert!(script.contains("/sysroot/etc/machine-id"), "{script}");
+    // Stage 2: keys, host keys, DNS and networkd units are in place before their readers start.
+    let restore = &facts["restore"];
+    for unit in ["systemd-networkd.service", "systemd-resolved.service", "sshd.service", "network-pre.target"] {
+        assert!(strings(&restore["before"]).contains(&unit), "restore runs before {unit}: {restore}");
+    }
+    assert!(restore["serviceConfig"]["ExecStart"]
+        .as_str()
+        .expect("exec")
+        .ends_with("-nix-dabei-from-the-flake-x86_64-linux/bin/nix-dabei restore-network /etc/nix-dabei/kexec"));
+    assert_eq!((facts["networkd"].clone(), facts["resolved"].clone()), (Value::Bool(true), Value::Bool(true)));
+    assert_eq!(strings(&facts["nixSettings"]["experimental-features"]), ["nix-command", "flakes"]);
+    let packages = strings(&facts["ramOsPackages"]);
+    for program in ["nixos-install-tools", "zfs", "cryptsetup", "util-linux", "git"] {
+        assert!(packages.contains(&program), "{program} is on the RAM OS's PATH: {packages:?}");
+    }
+    assert!(strings(&facts["tui"]["conflicts"]).contains(&"getty@tty1.service"));
+    // Services get a bare PATH: both find the system's programs.
+    for service in [&facts["tui"], restore] {
+        assert!(service["path"][0].as_str().is_some_and(|p| p.ends_with("-system-path")), "{service}");
+    }
+}
+
+#[test]
+fn the_flake_module_brings_its_own_package_and_is_off_until_enabled() {
+    let facts = evaluate();
+    assert_eq!(facts["importedEnabledByDefault"], false);
+    let packages = strings(&facts["importedEnabled"]);
+    assert_eq!(packages.first(), Some(&"nix-dabei-from-the-flake-x86_64-linux"), "no overlay needed: {packages:?}");
+}
+
+#[test]
+fn the_kexec_tarball_and_runvm_pass_init_and_use_the_right_kernel_and_qemu() {
+    let facts = evaluate();
+    let tarball = facts["tarballScript"].as_str().expect("script");
+    assert!(tarball.contains("cp /nix/store/kernel/Image kexec/bzImage"), "kernelFile, not bzImage: {tarball}");
+    for shipped in ["kexec/ip", "kexec/kexec", "kexec/nix-dabei"] {
+        assert!(tarball.contains(&format!("bin/{} {shipped}", shipped.trim_start_matches("kexec/"))), "{tarball}");
+    }
+    assert!(tarball.contains("readelf --program-headers"), "static linking is checked: {tarball}");
+    assert!(tarball.contains("PATH=\"$here:$PATH\""), "its own ip and kexec come first: {tarball}");
+    assert!(tarball.contains(&format!("--append \"{}\"", facts["commandLine"].as_str().expect("line"))));
+    let x86 = facts["runvmX86"].as_str().expect("runvm");
+    assert!(x86.contains("exec qemu-system-x86_64  -accel") && x86.contains("-append \"init=/x/init\""), "{x86}");
+    let arm = facts["runvmAarch64"].as_str().expect("runvm");
+    assert!(arm.contains("exec qemu-system-aarch64 -machine virt -cpu max -accel"), "{arm}");
+}
+
+#[test]
+fn the_flake_is_locked() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lock: Value =
+        serde_json::from_slice(&std::fs::read(repo.join("flake.lock")).expect("flake.lock")).expect("json");
+    assert_eq!(lock["version"], 7);
+    let input = &lock["nodes"][lock["nodes"]["root"]["inputs"]["nixpkgs"].as_str().expect("nixpkgs input")];
+    let flake = std::fs::read_to_string(repo.join("flake.nix")).expect("flake.nix");
+    let original = &input["original"];
+    let url = format!(
+        "github:{}/{}/{}",
+        original["owner"].as_str().unwrap_or(""),
+        original["repo"].as_str().unwrap_or(""),
+        original["ref"].as_str().unwrap_or("")
+    );
+    assert!(flake.contains(&format!("inputs.nixpkgs.url = \"{url}\"")), "the lock is for {url}");
+    let rev = input["locked"]["rev"].as_str().expect("rev");
+    assert!(rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()), "{rev}");
+    assert!(input["locked"]["narHash"].as_str().expect("narHash").starts_with("sha256-"));
+}
