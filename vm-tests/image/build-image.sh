@@ -33,7 +33,7 @@ inputs_hash=$( {
         while IFS=: read -r pkg _; do dpkg-query -W -f='${Package} ${Version}\n' "${pkg%%,*}" 2>/dev/null; done
 } | sha256sum | cut -c1-16)
 out="$cache_root/image-$kver-$inputs_hash"
-if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.img" ] && [ -f "$out/bzImage" ]; then
+if [ -f "$out/vmlinux" ] && [ -f "$out/initrd.img" ] && [ -f "$out/initrd.zst" ] && [ -f "$out/bzImage" ]; then
     echo "$out"
     exit 0
 fi
@@ -137,6 +137,8 @@ echo "$kver" > "$root/etc/nix-dabei-vm-kernel"
 size=$(stat -c %s "$out.tmp/initrd.img")
 pad=$(( (512 - size % 512) % 512 ))
 [ "$pad" -gt 0 ] && head -c "$pad" /dev/zero >> "$out.tmp/initrd.img"
+# Compressed as a RAM OS initrd is, for kexec from a small rescue system.
+zstd -q -12 -T0 "$out.tmp/initrd.img" -o "$out.tmp/initrd.zst"
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "build-image: $(du -h "$out/initrd.img" | cut -f1) initrd, $(du -h "$out/vmlinux" | cut -f1) vmlinux in $(( $(date +%s) - start )) s" >&2
 echo "$out"

@@ -1100,7 +1100,7 @@ fn run_driven(
     machine.extra_args = vec!["-nic".into(), format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22")];
     let share = machine.share();
     fs::copy(&image.bzimage, share.join("bzImage"))?;
-    fs::copy(&image.initrd, share.join("initrd.img"))?;
+    fs::copy(&image.initrd_zstd, share.join("initrd.zst"))?;
     let mut running = machine.start(image, 1, &format!("{PRELUDE}{}", scenario.boots[0]))?;
     let driven = driver(&share, port);
     if driven.is_err() {
@@ -1226,7 +1226,7 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
         port,
         "yes",
         &format!(
-            "{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.img --delay 15 \
+            "{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.zst --delay 15 \
             --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'"
         ),
     )?;
@@ -1320,6 +1320,6 @@ pub fn kexec_scenario() -> Scenario {
         power_loss_boots: vec![],
         driver: Some(drive_kexec),
         // A small rescue machine: the RAM OS loads beside it, and installs an encrypted mirror after.
-        memory_mib: Some(640),
+        memory_mib: Some(512),
     }
 }

@@ -54,6 +54,8 @@ pub struct Image {
     pub initrd: PathBuf,
     /// The compressed kernel, for kexec inside the VM.
     pub bzimage: PathBuf,
+    /// The initrd compressed with zstd, as a RAM OS initrd is, for kexec inside the VM.
+    pub initrd_zstd: PathBuf,
 }
 
 /// Builds the image (cached) with the scripts in vm-tests/image.
@@ -65,7 +67,12 @@ pub fn build_image() -> Result<Image> {
         bail!("building the VM image failed ({})", output.status);
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    Ok(Image { vmlinux: dir.join("vmlinux"), initrd: dir.join("initrd.img"), bzimage: dir.join("bzImage") })
+    Ok(Image {
+        vmlinux: dir.join("vmlinux"),
+        initrd: dir.join("initrd.img"),
+        bzimage: dir.join("bzImage"),
+        initrd_zstd: dir.join("initrd.zst"),
+    })
 }
 
 /// A machine: its disks (kept across boots) and its share folder.
