@@ -45,6 +45,7 @@ const SUPPORTED: &[&str] =
     &["gpt-bios-compat", "luks-interactive-login", "simple-efi", "swap", "zfs-encrypted-root", "zfs"];
 
 #[test]
+#[cfg_attr(no_disko_examples, ignore = "needs ../shared/disko-examples beside the checkout (README)")]
 fn supported_examples_import_and_plan() {
     for name in SUPPORTED {
         let plan = imported(&example(name));
@@ -55,6 +56,7 @@ fn supported_examples_import_and_plan() {
 }
 
 #[test]
+#[cfg_attr(no_disko_examples, ignore = "needs ../shared/disko-examples beside the checkout (README)")]
 fn unsupported_examples_are_refused_at_their_path() {
     let cases = [
         (
@@ -76,6 +78,7 @@ fn unsupported_examples_are_refused_at_their_path() {
 }
 
 #[test]
+#[cfg_attr(no_disko_examples, ignore = "needs ../shared/disko-examples beside the checkout (README)")]
 fn disko_defaults_are_applied() {
     let plan = imported(&example("swap"));
     let disk = &plan.disks["main"];
@@ -111,6 +114,7 @@ fn disko_defaults_are_applied() {
 }
 
 #[test]
+#[cfg_attr(no_disko_examples, ignore = "needs ../shared/disko-examples beside the checkout (README)")]
 fn hooks_are_reported_not_dropped() {
     let result = disko::import(&example("zfs")).expect("imports");
     assert!(
@@ -149,6 +153,7 @@ fn round_trip(plan: &Plan, name: &str) {
 }
 
 #[test]
+#[cfg_attr(no_disko_examples, ignore = "needs ../shared/disko-examples beside the checkout (README)")]
 fn export_then_import_gives_the_same_plan() {
     for name in SUPPORTED {
         round_trip(&imported(&example(name)), name);

@@ -262,6 +262,10 @@ fn disko_examples() -> Vec<(String, Plan)> {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn the_module_agrees_with_disko_for_every_preset_and_imported_example() {
     assert!(!INTENDED.is_empty());
     let mut failures = Vec::new();
@@ -293,6 +297,10 @@ fn the_module_agrees_with_disko_for_every_preset_and_imported_example() {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn zfs_pools_inside_luks_keep_the_default_device_nodes() {
     for (encryption, dev_nodes) in [
         (Encryption::None, Some("/dev/disk/by-partuuid")),
@@ -308,6 +316,10 @@ fn zfs_pools_inside_luks_keep_the_default_device_nodes() {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn grub_goes_on_every_esp_and_into_every_bios_disk() {
     let mirroredboots = |plan: &Plan, host: Host, name: &str| -> Vec<(String, Vec<String>)> {
         let grub = evaluate(plan, name, host, false)["ours"]["grub"].clone();
@@ -353,6 +365,10 @@ fn grub_goes_on_every_esp_and_into_every_bios_disk() {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn systemd_boot_hosts_get_no_grub_and_every_esp_kept_in_sync() {
     let plan = preset(PresetKind::Mirror, Encryption::None, BootMode::Uefi, 3);
     let ours = &evaluate(&plan, "sdboot", Host { systemd_boot: true, ..Host::default() }, false)["ours"];
@@ -367,6 +383,10 @@ fn systemd_boot_hosts_get_no_grub_and_every_esp_kept_in_sync() {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn drivers_and_remote_unlock_reach_the_initrd() {
     let mut plan = preset(PresetKind::Single, Encryption::Luks, BootMode::Uefi, 1);
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop";
@@ -395,6 +415,10 @@ fn drivers_and_remote_unlock_reach_the_initrd() {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn bios_plans_need_a_bios_boot_partition() {
     let mut plan = preset(PresetKind::Single, Encryption::None, BootMode::Uefi, 1);
     plan.boot = Some(BootMode::Bios);
@@ -430,6 +454,10 @@ fn host_config(plan: &Plan, name: &str, host: Host) -> HostConfig {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn the_flake_check_accepts_every_module_and_the_firmware_it_was_made_for() {
     // Layouts that can be installed: a disko example without "/" is refused by `plan` itself.
     let installable = presets().into_iter().chain(disko_examples()).filter(|(_, plan)| plan.validate().is_ok());
@@ -448,6 +476,10 @@ fn the_flake_check_accepts_every_module_and_the_firmware_it_was_made_for() {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn the_flake_check_refuses_each_mismatch_naming_the_option() {
     let plan = preset(PresetKind::Mirror, Encryption::Luks, BootMode::Uefi, 2);
     let good = host_config(&plan, "mismatch", Host::default());
@@ -506,6 +538,10 @@ fn the_flake_check_refuses_each_mismatch_naming_the_option() {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
 fn strings_are_escaped_for_nix() {
     assert_eq!(layouts::nixos::nix_string("a\"b${c}\\"), "\"a\\\"b\\${c}\\\\\"");
 }

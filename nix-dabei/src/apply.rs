@@ -95,33 +95,100 @@ fn options(mode: Mode) -> Options {
     Options { mode, weak_kdf: Options::weak_kdf_from_test_hook(), ..Options::default() }
 }
 
+/// How events reach the user: JSON lines, plain lines (a log, a pipe), or a progress display on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Display {
+    Json,
+    Lines,
+    Progress,
+}
+
+impl Display {
+    fn choose(json: bool) -> Display {
+        if json {
+            Display::Json
+        } else if std::io::stdout().is_terminal() {
+            Display::Progress
+        } else {
+            Display::Lines
+        }
+    }
+}
+
+/// The line a step's end gets, the same in both human displays.
+fn step_line(number: usize, total: usize, event: &Event) -> Option<String> {
+    Some(match event {
+        Event::StepSkipped { description, reason, .. } => {
+            format!("[{number:>2}/{total}] {description}: already done ({reason})")
+        }
+        Event::StepFinished { description, seconds, .. } => {
+            format!("[{number:>2}/{total}] {description}: done in {seconds:.1} s")
+        }
+        Event::StepFailed { description, error, .. } => {
+            format!("[{number:>2}/{total}] {description}: FAILED\n      {error}")
+        }
+        _ => return None,
+    })
+}
+
 /// Prints events for people, or as JSON lines.
 fn printer(json: bool, total: usize) -> impl Fn(Event) + Sync {
+    let display = Display::choose(json);
+    let bar = (display == Display::Progress).then(|| progress_bar(indicatif::ProgressDrawTarget::stdout(), total));
+    printer_to(display, total, bar)
+}
+
+/// The progress display: a bar with the step count and the time, and the running steps (several run at
+/// once on different disks); finished steps and programs' output scroll above it.
+fn progress_bar(target: indicatif::ProgressDrawTarget, total: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), target);
+    let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:24} {pos}/{len} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+fn printer_to(display: Display, total: usize, bar: Option<indicatif::ProgressBar>) -> impl Fn(Event) + Sync {
     let counter = std::sync::atomic::AtomicUsize::new(0);
+    let running: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
     move |event: Event| {
-        if json {
+        if display == Display::Json {
             println!("{}", event.to_json_line());
             return;
         }
-        let number = |c: &std::sync::atomic::AtomicUsize| c.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        match event {
-            Event::Started { .. } | Event::StepStarted { .. } => {}
-            Event::StepOutput { line, .. } => println!("      | {line}"),
-            Event::StepSkipped { description, reason, .. } => {
-                println!("[{:>2}/{total}] {description}: already done ({reason})", number(&counter))
-            }
-            Event::StepFinished { description, seconds, .. } => {
-                println!("[{:>2}/{total}] {description}: done in {seconds:.1} s", number(&counter))
-            }
-            Event::StepFailed { description, error, .. } => {
-                println!("[{:>2}/{total}] {description}: FAILED\n      {error}", number(&counter))
+        let say = |line: String| match &bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        };
+        let mut running = running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &event {
+            Event::StepStarted { id, description } => running.push((id.clone(), description.clone())),
+            Event::StepOutput { line, .. } => say(format!("      | {line}")),
+            Event::StepSkipped { id, .. } | Event::StepFinished { id, .. } | Event::StepFailed { id, .. } => {
+                running.retain(|(running_id, _)| running_id != id);
+                let number = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if let Some(line) = step_line(number, total, &event) {
+                    say(line);
+                }
+                if let Some(bar) = &bar {
+                    bar.set_position(number as u64);
+                }
             }
             Event::Finished { ok, applied, skipped, seconds } => {
-                let verdict = if ok { "finished" } else { "stopped" };
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                let verdict = if *ok { "finished" } else { "stopped" };
                 println!("\n{verdict} after {seconds:.1} s: {applied} step(s) applied, {skipped} already done");
             }
             // Events of a newer engine: the JSON output carries them; people need not see them.
             _ => {}
+        }
+        if let Some(bar) = &bar {
+            let names: Vec<&str> = running.iter().map(|(_, description)| description.as_str()).collect();
+            bar.set_message(names.join("; "));
         }
     }
 }
@@ -299,4 +366,44 @@ pub fn unmount(args: MountArgs) -> Result<()> {
     let emit = printer(args.output.json, steps.teardown.len());
     installer::teardown(&RealSystem, &plan, &steps, &options(Mode::Mount), &emit)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_display_shows_the_count_the_running_step_and_the_finished_ones() {
+        let term = indicatif::InMemoryTerm::new(8, 120);
+        let bar = progress_bar(indicatif::ProgressDrawTarget::term_like(Box::new(term.clone())), 3);
+        let emit = printer_to(Display::Progress, 3, Some(bar.clone()));
+        let started =
+            |id: &str, description: &str| Event::StepStarted { id: id.into(), description: description.into() };
+        emit(started("wipe:disk0", "Wipe disk disk0"));
+        emit(Event::StepFinished { id: "wipe:disk0".into(), description: "Wipe disk disk0".into(), seconds: 1.5 });
+        emit(started("nixos-install", "Install NixOS"));
+        emit(Event::StepOutput { id: "nixos-install".into(), line: "copying path /nix/store/abc".into() });
+        bar.tick();
+        let screen = term.contents();
+        assert!(screen.contains("[ 1/3] Wipe disk disk0: done in 1.5 s"), "{screen}");
+        assert!(screen.contains("      | copying path /nix/store/abc"), "the program's output scrolls: {screen}");
+        let last = screen.lines().last().unwrap_or_default();
+        assert!(last.contains("1/3") && last.contains("Install NixOS"), "the bar names the running step: {screen}");
+        emit(Event::Finished { ok: true, applied: 2, skipped: 0, seconds: 3.0 });
+        assert!(!term.contents().contains("Install NixOS\n"), "the bar is cleared at the end: {}", term.contents());
+    }
+
+    #[test]
+    fn without_a_terminal_each_step_is_a_plain_line() {
+        assert_eq!(
+            step_line(
+                2,
+                5,
+                &Event::StepSkipped { id: "a".into(), description: "Mount /".into(), reason: "mounted".into() }
+            )
+            .as_deref(),
+            Some("[ 2/5] Mount /: already done (mounted)")
+        );
+        assert_eq!(Display::choose(true), Display::Json);
+    }
 }

@@ -50,6 +50,7 @@ fn strings(value: &Value) -> Vec<&str> {
 }
 
 #[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
 fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd() {
     let facts = evaluate();
     // init= names the closure: initrd-find-nixos-closure needs it, and stage 1 then switches root.
@@ -94,6 +95,7 @@ fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd()
 }
 
 #[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
 fn the_flake_module_brings_its_own_package_and_is_off_until_enabled() {
     let facts = evaluate();
     assert_eq!(facts["importedEnabledByDefault"], false);
@@ -102,6 +104,7 @@ fn the_flake_module_brings_its_own_package_and_is_off_until_enabled() {
 }
 
 #[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
 fn the_kexec_tarball_and_runvm_pass_init_and_use_the_right_kernel_and_qemu() {
     let facts = evaluate();
     let tarball = facts["tarballScript"].as_str().expect("script");

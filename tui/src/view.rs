@@ -97,12 +97,17 @@ fn welcome(model: &Model, frame: &mut Frame, area: Rect) {
     let text = vec![
         Line::from("Install NixOS onto this machine's disks."),
         Line::from(""),
-        Line::from("You choose the disks and a layout (ZFS single disk or mirror, or ext4; optionally"),
-        Line::from("encrypted), then review every step before anything is written. Only the disks"),
-        Line::from("you choose are wiped, after you confirm by typing a word."),
+        // One line per paragraph: the block wraps them to its width.
+        Line::from(
+            "You choose the disks and a layout (ZFS single disk or mirror, or ext4; optionally encrypted), then \
+             review every step before anything is written. Only the disks you choose are wiped, after you \
+             confirm by typing a word.",
+        ),
         Line::from(""),
-        Line::from("The answers are saved as a plan file, so the same install can be replayed over"),
-        Line::from("SSH with `nix-dabei apply PLAN`."),
+        Line::from(
+            "The answers are saved as a plan file, so the same install can be replayed over SSH with \
+             `nix-dabei apply PLAN`.",
+        ),
         Line::from(""),
         Line::from(format!(
             "{} disk(s) found, {} usable.",
@@ -152,9 +157,29 @@ fn disks(model: &Model, frame: &mut Frame, area: Rect) {
     )
     .header(
         Row::new(vec!["", "PATH", "MODEL", "SERIAL", "SIZE", "USE"]).style(Style::new().add_modifier(Modifier::BOLD)),
-    )
-    .block(block(model, "Choose the disks to install on (they will be wiped)"));
-    frame.render_widget(table, area);
+    );
+    let outer = block(model, "Choose the disks to install on (they will be wiped)");
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+    // The table cuts a long in-use reason: the selected disk's is shown in full below it.
+    let detail = model.disks.get(model.disk_cursor).map(|disk| {
+        if disk.usable() {
+            format!("{}: free, {}", disk.path, human(disk.size))
+        } else {
+            format!("{} is in use: {}", disk.path, disk.in_use.join("; "))
+        }
+    });
+    let detail_height = detail.as_ref().map_or(0, |text| {
+        let width = inner.width.max(1) as usize;
+        (text.chars().count().div_ceil(width) as u16).clamp(1, 4) + 1
+    });
+    let [table_area, detail_area] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(detail_height)]).areas(inner);
+    frame.render_widget(table, table_area);
+    if let Some(text) = detail {
+        // A blank line apart from the table, then the text.
+        frame.render_widget(Paragraph::new(format!("\n{text}")).wrap(Wrap { trim: true }), detail_area);
+    }
 }
 
 fn kind_name(kind: PresetKind) -> &'static str {
@@ -311,7 +336,11 @@ fn result(model: &Model, frame: &mut Frame, area: Rect) {
                     if model.dry_run { "Dry run finished: nothing was written." } else { "Installed." },
                     Style::new().add_modifier(Modifier::BOLD),
                 )),
-                Line::from(format!("{applied} step(s) applied, {skipped} already done.")),
+                Line::from(if model.dry_run {
+                    format!("{applied} step(s) would run on the real disks, {skipped} already done.")
+                } else {
+                    format!("{applied} step(s) applied, {skipped} already done.")
+                }),
                 Line::from(""),
                 Line::from(format!("The plan is saved at {saved}.")),
                 Line::from("Replay it elsewhere with: nix-dabei apply PLAN --yes-wipe-all"),

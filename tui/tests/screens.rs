@@ -29,7 +29,12 @@ fn row(path: &str, serial: &str, size: u64, in_use: &[&str]) -> DiskRow {
 fn model() -> Model {
     Model::new(
         vec![
-            row("/dev/disk/by-id/virtio-system", "system", 256 << 30, &["/dev/vda1 is mounted at /"]),
+            row(
+                "/dev/disk/by-id/virtio-system",
+                "system",
+                256 << 30,
+                &["/dev/vda1 is mounted at /", "/dev/vda2 is active swap", "/dev/vda3 is a member of pool tank"],
+            ),
             row("/dev/disk/by-id/virtio-d0", "d0", 32 << 30, &[]),
             row("/dev/disk/by-id/virtio-d1", "d1", 32 << 30, &[]),
         ],
@@ -236,6 +241,10 @@ fn screens() -> Vec<(&'static str, Model)> {
     update(&mut m, key(KeyCode::Enter));
     update(&mut m, key(KeyCode::Char(' ')));
     list.push(("disks", m.clone()));
+    // On the disk in use: its reasons in full, which the table cuts.
+    let mut in_use = m.clone();
+    update(&mut in_use, key(KeyCode::Up));
+    list.push(("disks-in-use", in_use));
     let review = at_review();
     let mut layout = review.clone();
     layout.screen = Screen::Layout;
@@ -274,7 +283,10 @@ fn screens() -> Vec<(&'static str, Model)> {
     list.push(("run", run.clone()));
     let mut done = run.clone();
     update(&mut done, Msg::Finished(Outcome::Success { applied: 22, skipped: 2 }));
-    list.push(("result-success", done));
+    list.push(("result-success", done.clone()));
+    let mut dry = done;
+    dry.dry_run = true;
+    list.push(("result-dry-run", dry));
     let mut failed = run;
     update(
         &mut failed,

@@ -25,14 +25,21 @@ deb=$(fetch_deb zfs-dkms/bookworm-backports)
 dpkg-deb -x "$deb" "$work/pkg"
 src=$(ls -d "$work"/pkg/usr/src/zfs-*)
 start=$(date +%s)
-echo "build-zfs: building ZFS $zfs_version for $kver (takes several minutes)" >&2
+echo "build-zfs: building ZFS $zfs_version's kernel modules for $kver, once (4-7 minutes on 2 cores)" >&2
+# A line every 30 s while it builds, so that a long silence does not look like a hang.
+( while sleep 30; do echo "build-zfs: still building ($(( $(date +%s) - start )) s)" >&2; done ) &
+ticker=$!
+trap 'kill "$ticker" 2>/dev/null; rm -rf "$work"' EXIT
 (
     cd "$src"
+    echo "build-zfs: configure" >&2
     ./configure --with-config=kernel --with-linux="/lib/modules/$kver/source" \
         --with-linux-obj="/lib/modules/$kver/build" >"$work/configure.log" 2>&1 ||
         { tail -n 40 "$work/configure.log" >&2; exit 1; }
+    echo "build-zfs: make ($(( $(date +%s) - start )) s)" >&2
     make -s -j"$(nproc)" >"$work/make.log" 2>&1 || { tail -n 40 "$work/make.log" >&2; exit 1; }
 )
+kill "$ticker" 2>/dev/null || true
 mkdir -p "$out.tmp"
 find "$src" -name zfs.ko -exec cp {} "$out.tmp/zfs.ko" \;
 find "$src" -name spl.ko -exec cp {} "$out.tmp/spl.ko" \;

@@ -96,6 +96,12 @@ fn run() -> Result<bool> {
             Err(error) => {
                 failed += 1;
                 println!("vm-tests: {} FAILED: {error:#}", scenario.name);
+                // The console holds the guest's messages; what it reported (plans, events, checks) is here.
+                println!(
+                    "vm-tests: {} left what it reported in {}",
+                    scenario.name,
+                    work_root().join(scenario.name).join("share/out").display()
+                );
             }
         }
     }
