@@ -530,7 +530,8 @@ pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
     if let Some(resolv) = read("resolv.conf") {
         let servers = network::nameservers(&String::from_utf8_lossy(&resolv));
         if !servers.is_empty() {
-            let dropin = root.join("etc/systemd/resolved.conf.d/10-nix-dabei.conf");
+            // Under /run: on NixOS, /etc/systemd is linked into the (read-only) store.
+            let dropin = root.join("run/systemd/resolved.conf.d/10-nix-dabei.conf");
             write_file(&dropin, network::resolved_dropin(&servers).as_bytes(), 0o644)?;
             // Without resolved, /etc/resolv.conf is a plain file (or missing): the servers go there too.
             let resolv_conf = root.join("etc/resolv.conf");
@@ -549,7 +550,9 @@ pub fn restore(dir: &Path, root: &Path) -> Result<Restored, KexecError> {
     done.warnings.extend(carried.left_out.iter().cloned());
     let local = interfaces_by_mac();
     for interface in &carried.interfaces {
-        write_file(&root.join("etc/systemd/network").join(interface.unit_name()), interface.unit().as_bytes(), 0o644)?;
+        // networkd reads /run/systemd/network beside /etc's (a store link on NixOS); the names sort together.
+        let unit = root.join("run/systemd/network").join(interface.unit_name());
+        write_file(&unit, interface.unit().as_bytes(), 0o644)?;
         let here = local.iter().find(|(mac, _)| *mac == interface.mac).map(|(_, name)| name.as_str());
         let name = here.unwrap_or(&interface.name);
         let settings: Vec<String> = interface

@@ -163,13 +163,13 @@ fn restoring_writes_a_unit_for_every_carried_interface_and_dns_for_resolved() {
     let restored = restore(&handover, &root).expect("restore");
     // None of these MACs exist on this host: the units are written anyway, for networkd to apply later.
     for mac in ["525400123456", "525400abcdef"] {
-        let unit = std::fs::read_to_string(root.join(format!("etc/systemd/network/10-nix-dabei-{mac}.network")));
+        let unit = std::fs::read_to_string(root.join(format!("run/systemd/network/10-nix-dabei-{mac}.network")));
         assert!(unit.is_ok(), "no unit for {mac}: {restored:#?}");
     }
-    assert_eq!(std::fs::read_dir(root.join("etc/systemd/network")).expect("units").count(), 2);
+    assert_eq!(std::fs::read_dir(root.join("run/systemd/network")).expect("units").count(), 2);
     assert!(restored.warnings.iter().any(|w| w.contains("not here yet")), "{:?}", restored.warnings);
     assert!(restored.warnings.iter().any(|w| w.starts_with("eth0.10: a vlan")), "{:?}", restored.warnings);
-    let dropin = std::fs::read_to_string(root.join("etc/systemd/resolved.conf.d/10-nix-dabei.conf")).expect("dns");
+    let dropin = std::fs::read_to_string(root.join("run/systemd/resolved.conf.d/10-nix-dabei.conf")).expect("dns");
     assert_eq!(dropin, "[Resolve]\nDNS=192.0.2.53 2001:db8::53\n");
     assert!(std::fs::symlink_metadata(root.join("etc/resolv.conf")).expect("resolv").file_type().is_symlink());
     assert_eq!(std::fs::read_to_string(root.join("etc/machine-id")).expect("id"), "0123456789abcdef0123456789abcdef\n");

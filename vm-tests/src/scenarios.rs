@@ -1254,7 +1254,7 @@ fn drive_kexec(share: &Path, port: u16) -> Result<()> {
         port,
         "yes",
         "/usr/sbin/ip -6 -o address show scope global; /usr/sbin/ip route show 192.0.2.0/24; \
-         /usr/sbin/ip route show 198.18.0.0/15; cat /etc/machine-id; cat /etc/systemd/network/10-nix-dabei-*.network",
+         /usr/sbin/ip route show 198.18.0.0/15; cat /etc/machine-id; cat /run/systemd/network/10-nix-dabei-*.network",
     )?;
     let network = String::from_utf8_lossy(&network.stdout).into_owned();
     fs::write(out.join("network.txt"), &network)?;
