@@ -29,7 +29,7 @@ echo "build-zfs: building ZFS $zfs_version's kernel modules for $kver, once (4-7
 # A line every 30 s while it builds, so that a long silence does not look like a hang.
 ( while sleep 30; do echo "build-zfs: still building ($(( $(date +%s) - start )) s)" >&2; done ) &
 ticker=$!
-trap 'kill "$ticker" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$ticker" 2>/dev/null || true; rm -rf "$work"' EXIT
 (
     cd "$src"
     echo "build-zfs: configure" >&2
