@@ -19,5 +19,6 @@ fn main() {
             }
         }
     }
-    println!("cargo::rerun-if-changed=build.rs");
+    // This script, as both crates' manifests name it.
+    println!("cargo::rerun-if-changed={}", here.join("../testkit/reference_material.rs").display());
 }
