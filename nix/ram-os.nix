@@ -117,6 +117,13 @@ in
     services.openssh = {
       enable = true;
       settings.PermitRootLogin = "prohibit-password";
+      # Every type a rescue system may hand over, so that the client finds the key it pinned (NixOS's
+      # default has no ECDSA key; missing ones are generated).
+      hostKeys = [
+        { type = "ed25519"; path = "/etc/ssh/ssh_host_ed25519_key"; }
+        { type = "ecdsa"; path = "/etc/ssh/ssh_host_ecdsa_key"; }
+        { type = "rsa"; bits = 4096; path = "/etc/ssh/ssh_host_rsa_key"; }
+      ];
     };
     users.users.root.openssh.authorizedKeys.keys = cfg.authorizedKeys;
 

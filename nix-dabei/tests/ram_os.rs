@@ -64,6 +64,11 @@ fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd()
     // No sshd in the initrd (its assertions refuse an empty key list); stage 2 runs the real one.
     assert_eq!(facts["initrdNetwork"], serde_json::json!({}));
     assert_eq!(facts["openssh"]["enable"], true);
+    let host_keys: Vec<&str> =
+        facts["openssh"]["hostKeys"].as_array().expect("keys").iter().filter_map(|k| k["path"].as_str()).collect();
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        assert!(host_keys.contains(&format!("/etc/ssh/ssh_host_{kind}_key").as_str()), "carried {kind} key is used");
+    }
     assert_eq!(strings(&facts["rootKeys"]), ["ssh-ed25519 AAAA netboot"]);
     // The handover moves into the real root in stage 1, machine id included.
     let handover = &facts["handover"];
