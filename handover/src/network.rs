@@ -157,6 +157,11 @@ impl Link {
             || self.kind().is_some_and(|k| STACKED_KINDS.contains(&k))
     }
 
+    /// A bond, bridge or team: its ports carry its traffic.
+    fn aggregate(&self) -> bool {
+        self.flags.iter().any(|f| f == "MASTER") || self.kind().is_some_and(|k| ["bond", "bridge", "team"].contains(&k))
+    }
+
     fn mac(&self) -> Option<String> {
         self.permaddr.as_deref().or(self.address.as_deref()).map(str::to_ascii_lowercase)
     }
@@ -197,9 +202,9 @@ pub fn plan(addresses: &[u8], routes: &[(&str, &[u8])]) -> Carried {
     for link in links.iter().filter(|l| l.stacked() && l.global_addresses().next().is_some()) {
         let kind = link.kind().unwrap_or("stacked interface");
         let first_port = links.iter().find(|p| p.master.as_deref() == Some(link.ifname.as_str()) && p.link.is_none());
-        match (link.flags.iter().any(|f| f == "MASTER"), first_port.and_then(|p| p.mac().map(|m| (p, m)))) {
+        match (link.aggregate(), first_port.and_then(|p| p.mac().map(|m| (p, m)))) {
             (true, Some((port, mac))) if !interfaces.iter().any(|i| i.mac == mac) => {
-                // A bond or bridge: its addresses go on its first port, which the RAM OS has as a plain NIC.
+                // A bond, bridge or team: its addresses go on its first port, which the RAM OS has as a plain NIC.
                 let mut interface = Interface {
                     name: port.ifname.clone(),
                     mac,

@@ -99,6 +99,22 @@ fn a_bonds_addresses_go_on_its_port() {
 }
 
 #[test]
+fn a_bridges_addresses_go_on_its_port_too() {
+    let mut links: Vec<serde_json::Value> = serde_json::from_slice(&fixture("bond-addresses.json")).expect("json");
+    // The same machine with bond0 as a bridge (bridges carry no MASTER flag).
+    let bridge = links.iter_mut().find(|l| l["ifname"] == "bond0").expect("bond0");
+    bridge["linkinfo"]["info_kind"] = "bridge".into();
+    bridge["flags"] = serde_json::json!(["BROADCAST", "MULTICAST", "UP", "LOWER_UP"]);
+    let addresses = serde_json::to_vec(&links).expect("json");
+    let carried = plan(&addresses, &[]);
+    let port = interface(&carried, "52:54:00:00:00:02");
+    assert_eq!(
+        (port.on_behalf_of.as_deref(), port.addresses.as_slice()),
+        (Some("bond0"), &["2a01:4f8:1:2::2/64".to_string()][..])
+    );
+}
+
+#[test]
 fn a_route_without_gateway_stays_on_the_link() {
     let mut routes: Vec<serde_json::Value> = serde_json::from_slice(&fixture("multi-routes.json")).expect("json");
     // The VLAN's gateway-less route, as if it were on eth0 itself.
