@@ -12,7 +12,7 @@ use partitioner::discover::SystemRoots;
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// A plan file (TOML, or JSON when it ends in .json) to show instead of a preset.
-    #[arg(conflicts_with_all = ["preset", "disk", "boot", "remote_unlock"])]
+    #[arg(conflicts_with_all = ["preset", "disk", "disk_select", "boot", "remote_unlock"])]
     pub file: Option<PathBuf>,
     /// Build the plan from a preset.
     #[arg(long, value_enum)]
@@ -20,6 +20,11 @@ pub struct PlanArgs {
     /// A disk for the preset (repeat for mirrors); a stable path such as /dev/disk/by-id/... is best.
     #[arg(long = "disk", value_name = "PATH")]
     pub disk: Vec<String>,
+    /// Choose the preset's disks on this machine by rules instead of --disk, such as "ssd,largest:2"
+    /// (ssd, hdd, size>N, size>=N, size<N, size<=N, transport:T, model:M, serial:S, path:P, largest:N,
+    /// smallest:N; all apply). Disks in use, read-only or removable are never chosen.
+    #[arg(long, value_name = "RULES", conflicts_with_all = ["disk", "offline_size"])]
+    pub disk_select: Option<String>,
     /// Encrypt: ZFS native encryption, or LUKS2 under the pool (or the ext4 root) with "luks".
     #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "native")]
     pub encrypt: Option<EncryptKind>,
@@ -143,15 +148,34 @@ pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
     let Some(preset) = args.preset else {
         bail!("give a plan file, or --preset single|mirror|ext4 with --disk");
     };
-    if args.disk.is_empty() {
-        bail!("--preset needs at least one --disk");
+    let selected;
+    let disks = match &args.disk_select {
+        Some(rules) => {
+            let machine = partitioner::discover().context("cannot list the machine's disks")?;
+            let chosen = partitioner::select::select(rules, &machine)?;
+            for disk in &chosen {
+                eprintln!(
+                    "--disk-select {rules:?} chose {} ({}, {}{})",
+                    disk.preferred_path(),
+                    disk.model.as_deref().unwrap_or("no model"),
+                    layouts::size::human(disk.size),
+                    if disk.rotational { ", rotational" } else { "" }
+                );
+            }
+            selected = chosen.iter().map(|disk| disk.preferred_path().to_string()).collect::<Vec<_>>();
+            &selected
+        }
+        None => &args.disk,
+    };
+    if disks.is_empty() {
+        bail!("--preset needs at least one --disk (or --disk-select)");
     }
     let kind = match preset {
         Preset::Single => PresetKind::Single,
         Preset::Mirror => PresetKind::Mirror,
         Preset::Ext4 => PresetKind::Ext4,
     };
-    let (facts, modules) = disk_facts(&args.disk, args.offline_size.as_deref())?;
+    let (facts, modules) = disk_facts(disks, args.offline_size.as_deref())?;
     let mut options = PresetOptions::new(kind, facts);
     options.initrd_kernel_modules = modules;
     options.boot = match args.boot {

@@ -12,6 +12,7 @@ pub mod hardware;
 mod ioctl;
 pub mod probe;
 pub mod safety;
+pub mod select;
 pub mod table;
 
 pub use discover::{discover, find_disk, DiskInfo, PartitionInfo};
