@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use installer::command::{self, CommandError};
 
+pub mod initrd;
 pub mod network;
 
 /// Where the handed-over files live in the RAM OS.
@@ -261,9 +262,8 @@ pub struct MemoryNeeds {
     pub to_run: u64,
 }
 
-/// What the RAM OS needs, from the sizes of its kernel and initrd.
-pub fn memory_needed(kernel: u64, initrd: u64, initrd_compressed: bool) -> MemoryNeeds {
-    let unpacked = if initrd_compressed { initrd * 3 } else { initrd };
+/// What the RAM OS needs, from the sizes of its kernel, its initrd and the initrd unpacked.
+pub fn memory_needed(kernel: u64, initrd: u64, unpacked: u64) -> MemoryNeeds {
     // While the kernel unpacks the initrd both are in memory; then the initrd is freed and the room to
     // run and install takes its place.
     MemoryNeeds { to_load: kernel + initrd * 9 / 4 + (32 << 20), to_run: kernel + unpacked + initrd.max(RUN_ROOM) }
@@ -277,10 +277,12 @@ const RUN_ROOM: u64 = 256 << 20;
 /// Refuses when the RAM OS would not load beside the running system, or not run on this machine.
 pub fn check_memory(kernel: &Path, initrd: &Path) -> Result<(), KexecError> {
     let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io(format!("read {}", p.display())));
-    let mut magic = [0u8; 6];
-    let compressed = fs::File::open(initrd).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
-        && &magic != b"070701";
-    let needs = memory_needed(size(kernel)?, size(initrd)?, compressed);
+    let initrd_size = size(initrd)?;
+    // Counted by decompressing (a RAM OS initrd holds a squashfs store that barely shrinks further, so no
+    // ratio fits every initrd); three times its size where the compression is not one read here.
+    let unpacked =
+        initrd::unpacked_size(initrd).map_err(io(format!("read {}", initrd.display())))?.unwrap_or(initrd_size * 3);
+    let needs = memory_needed(size(kernel)?, initrd_size, unpacked);
     let total = meminfo("MemTotal")?;
     if total < needs.to_run {
         return Err(KexecError::TooSmall { needed_mib: needs.to_run >> 20, total_mib: total >> 20 });

@@ -78,11 +78,11 @@ fn restoring_puts_keys_and_dns_in_place() {
 #[test]
 fn memory_needed_counts_the_unpacked_initrd() {
     let mib = 1u64 << 20;
-    let plain = memory_needed(8 * mib, 60 * mib, false);
+    let plain = memory_needed(8 * mib, 60 * mib, 60 * mib);
     assert_eq!(plain.to_run, (8 + 60 + 256) * mib, "the initrd is freed once unpacked");
     assert_eq!(plain.to_load, (8 + 135 + 32) * mib, "loading holds the initrd twice and more for a moment");
-    assert_eq!(memory_needed(8 * mib, 40 * mib, true).to_run, (8 + 120 + 256) * mib);
-    assert_eq!(memory_needed(8 * mib, 400 * mib, false).to_run, (8 + 400 + 400) * mib, "unpacking holds both");
+    assert_eq!(memory_needed(8 * mib, 40 * mib, 120 * mib).to_run, (8 + 120 + 256) * mib);
+    assert_eq!(memory_needed(8 * mib, 400 * mib, 400 * mib).to_run, (8 + 400 + 400) * mib, "unpacking holds both");
 }
 
 const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@laptop";
