@@ -441,7 +441,7 @@ pub fn switch_later(delay: Duration) -> Result<(), KexecError> {
     }
 }
 
-/// Interface names of this system by MAC address (the permanent one where the kernel knows it).
+/// Interface names of this system by their current MAC address (in the RAM OS no bond has changed it).
 fn interfaces_by_mac() -> Vec<(String, String)> {
     let mut list = Vec::new();
     if let Ok(entries) = fs::read_dir("/sys/class/net") {
