@@ -59,8 +59,19 @@ fn presets() -> Vec<(String, Plan)> {
         }
     }
     assert_eq!(plans.len(), 16, "every preset and encryption that go together");
+    for (name, text) in LAYOUTS {
+        let plan = Plan::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        plans.push((name.to_string(), plan));
+    }
     plans
 }
+
+/// Layouts of the node types the presets do not use: the example plans in layouts/example-plans.
+const LAYOUTS: &[(&str, &str)] = &[
+    ("Btrfs-Luks-swaptrue", include_str!("../../layouts/example-plans/btrfs-subvolumes-on-luks.toml")),
+    ("Tmpfs-root-None-swapfalse", include_str!("../../layouts/example-plans/tmpfs-root.toml")),
+    ("Mirror-special-dedup-swapfalse", include_str!("../../layouts/example-plans/zfs-special-dedup.toml")),
+];
 
 fn options(mode: Mode) -> Options {
     let dir =
@@ -111,7 +122,7 @@ fn every_preset_applies_then_reapplies_as_a_no_op() {
 
         let root =
             system.mounts().into_iter().find(|m| m.target == "/mnt").unwrap_or_else(|| panic!("{name}: / not mounted"));
-        assert!(root.fs_type == "zfs" || root.fs_type == "ext4", "{name}: {root:?}");
+        assert!(["zfs", "ext4", "btrfs", "tmpfs"].contains(&root.fs_type.as_str()), "{name}: {root:?}");
         let module = system.file("/mnt/etc/nixos/nix-dabei.nix").expect("the module was written");
         assert_eq!(module, layouts::nixos::module(&plan), "{name}");
         let host_key = system.file("/mnt/etc/secrets/initrd/ssh_host_ed25519_key");

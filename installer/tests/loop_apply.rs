@@ -92,6 +92,20 @@ impl Setup {
         let _ = installer::teardown(&RealSystem, &self.plan, &self.steps(), &self.options, &|_: Event| {});
     }
 
+    /// Teardown, and nothing is left mounted under the target.
+    fn teardown_completely(&self) {
+        self.teardown();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+        assert!(!mounts.contains(&*self.target.to_string_lossy()), "still mounted: {mounts}");
+    }
+
+    /// Replaces the plan with one on disk a alone: the plan's tables after the host name and disk a.
+    fn plan_on_a(&mut self, tables: &str) {
+        let (device, size) = (&self.disks[0].device, self.plan.disks["a"].size.expect("the loop device's size"));
+        let text = format!("hostname = \"looptest\"\n[disks.a]\ndevice = \"{device}\"\nsize = {size}\n{tables}");
+        self.plan = Plan::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+
     fn bystander_sum(&self) -> String {
         run("sha256sum", &[&self.bystander.device]).expect("sha256sum")
     }
@@ -377,4 +391,85 @@ fn a_used_filesystem_a_crash_left_dirty_is_kept() {
     assert!(again.applied <= 3, "{again:?}");
     assert_eq!(std::fs::read_to_string(setup.target.join("root-file")).expect("root data kept"), "root");
     assert_eq!(std::fs::read_to_string(setup.target.join("srv/srv-file")).expect("srv data kept"), "srv");
+}
+
+#[test]
+fn btrfs_subvolumes_and_swap_files_are_made_once_and_mounted() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    setup.plan_on_a(
+        r#"
+[disks.a.partitions.root]
+size = "rest"
+[disks.a.partitions.root.content.btrfs]
+mountpoint = "/top"
+[disks.a.partitions.root.content.btrfs.subvolumes]
+"/root" = { mountpoint = "/", mount_options = ["compress=zstd"] }
+home = { mountpoint = "/home" }
+"home/user" = {}
+swap = { mountpoint = "/swap", swap.swapfile = { size = "16M" } }
+"#,
+    );
+    let report = setup.apply(&all(&setup)).expect("apply");
+    assert!(report.applied >= 5, "{report:?}");
+    let root = setup.target.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let options_at = |target: &str| {
+        mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(target) && l.split(' ').nth(2) == Some("btrfs"))
+            .and_then(|l| l.split(' ').nth(3))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{target} is not a btrfs mount: {mounts}"))
+    };
+    assert!(options_at(&root).contains("subvol=/root") && options_at(&root).contains("compress=zstd"));
+    assert!(options_at(&format!("{root}/home")).contains("subvol=/home"));
+    let top = options_at(&format!("{root}/top"));
+    assert!(top.contains("subvol=/,") || top.ends_with("subvol=/"), "{top}");
+    // The nested subvolume is there, and reached through its parent's mount.
+    let show = run("btrfs", &["subvolume", "show", &format!("{root}/home/user")]).expect("home/user is a subvolume");
+    assert!(show.contains("home/user"), "{show}");
+    let swapfile = std::fs::read(setup.target.join("swap/swapfile")).expect("the swap file");
+    assert_eq!(swapfile.len(), 16 << 20);
+    assert_eq!(&swapfile[4086..4096], b"SWAPSPACE2", "the swap file has a swap header");
+    // No private mount is left behind.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(!mounts.contains("/run/nix-dabei/btrfs-"), "{mounts}");
+    std::fs::write(setup.target.join("home/user/kept"), "data").expect("write into the target");
+
+    let again = setup.apply(&[]).expect("second apply");
+    assert_eq!(again.applied, 0, "{again:?}");
+    assert_eq!(std::fs::read_to_string(setup.target.join("home/user/kept")).expect("kept"), "data");
+    setup.teardown_completely();
+}
+
+#[test]
+fn a_tmpfs_root_is_mounted_first_and_the_disks_inside_it() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    setup.plan_on_a(
+        r#"
+[nodev."/"]
+fs_type = "tmpfs"
+mount_options = ["size=64M", "mode=755"]
+[disks.a.partitions.nix]
+size = "rest"
+content.filesystem = { format = "ext4", mountpoint = "/nix" }
+"#,
+    );
+    setup.apply(&all(&setup)).expect("apply");
+    let root = setup.target.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let root_line = mounts.lines().find(|l| l.split(' ').nth(1) == Some(root.as_str())).expect("/ is mounted");
+    assert!(root_line.starts_with("tmpfs ") && root_line.contains(" tmpfs ") && root_line.contains("size=65536k"));
+    let device = &setup.disks[0].device;
+    assert!(mounts.lines().any(|l| l.starts_with(&format!("{device}p1 {root}/nix ext4"))), "{mounts}");
+    assert_eq!(setup.apply(&[]).expect("second apply").applied, 0);
+    setup.teardown_completely();
 }

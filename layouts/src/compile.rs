@@ -58,18 +58,24 @@ pub(crate) struct MountSpec {
     pub fs_type: String,
     /// Mount options.
     pub options: Vec<String>,
-    /// The step that makes what is mounted.
-    pub created_by: String,
+    /// The step that makes what is mounted; none for a filesystem without a device.
+    pub created_by: Option<String>,
 }
 
 impl MountSpec {
-    pub(crate) fn new(mountpoint: &str, source: &str, fs_type: &str, options: &[String], created_by: String) -> Self {
+    pub(crate) fn new(
+        mountpoint: &str,
+        source: &str,
+        fs_type: &str,
+        options: &[String],
+        created_by: impl Into<Option<String>>,
+    ) -> Self {
         MountSpec {
             mountpoint: normal(mountpoint),
             source: source.to_string(),
             fs_type: fs_type.to_string(),
             options: options.to_vec(),
-            created_by,
+            created_by: created_by.into(),
         }
     }
 }
@@ -161,6 +167,9 @@ impl Plan {
         }
         for (name, pool) in &self.pools {
             pool.compile(&mut builder, name);
+        }
+        for (key, nodev) in &self.nodev {
+            nodev.compile(&mut builder, key);
         }
         let mounts = std::mem::take(&mut builder.mounts);
         crate::nodes::mount::compile(&mut builder, &mounts);

@@ -142,9 +142,12 @@ impl Reader {
         map
     }
 
-    /// Mount options without disko's "defaults".
+    /// Mount options without disko's "defaults", one per entry: disko passes each as `-o`, so one may
+    /// hold several separated by commas.
     pub(crate) fn mount_options(&mut self, object: &Object, path: &FieldPath) -> Vec<String> {
-        self.strings(object, "mountOptions", path).into_iter().filter(|o| o != "defaults").collect()
+        let options = self.strings(object, "mountOptions", path);
+        let split = options.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty());
+        split.filter(|o| *o != "defaults").map(str::to_string).collect()
     }
 
     /// Reads a content through the node type registered for its disko `type`.
@@ -154,13 +157,8 @@ impl Reader {
         if let Some((_, read)) = DISKO_CONTENT.iter().find(|(name, _)| *name == kind) {
             return read(self, object, path, inside_luks);
         }
-        match kind.as_str() {
-            "btrfs" => self.refuse(path, "btrfs with subvolumes is not supported (use a filesystem of format btrfs)"),
-            other => self.refuse(
-                &path.join("type"),
-                format!("{other:?} is not supported by nix-dabei (filesystem, swap, luks and zfs are)"),
-            ),
-        }
+        let known: Vec<&str> = DISKO_CONTENT.iter().map(|(name, _)| *name).collect();
+        self.refuse(&path.join("type"), format!("{kind:?} is not supported by nix-dabei ({} are)", known.join(", ")));
         None
     }
 }
@@ -195,26 +193,23 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     };
     for (key, value) in &devices {
         let empty = value.as_object().is_some_and(Map::is_empty);
-        if !["disk", "zpool"].contains(&key.as_str()) && !empty {
+        if !["disk", "zpool", "nodev"].contains(&key.as_str()) && !empty {
             let what = match key.as_str() {
                 "mdadm" => "mdadm RAID is not supported",
                 "lvm_vg" => "LVM is not supported",
-                "nodev" => "nodev (tmpfs) mounts are not supported",
-                _ => "is not a device type nix-dabei supports (disk, zpool)",
+                _ => "is not a device type nix-dabei supports (disk, zpool, nodev)",
             };
             reader.refuse(&devices_path.join(key.clone()), what);
         }
     }
     let mut disks = IndexMap::new();
     if let Some(list) = devices.get("disk").and_then(|d| reader.object(d, &devices_path.join("disk"))).cloned() {
-        for (name, value) in &list {
-            if let Some(disk) = crate::nodes::gpt::disk_from_disko(
-                &mut reader,
-                name,
-                value,
-                &devices_path.join("disk").join(name.clone()),
-            ) {
-                disks.insert(name.clone(), disk);
+        for (key, value) in &list {
+            // disko names a disk by its `name` (the attribute name unless set): its labels use that name.
+            let name = value.get("name").and_then(Value::as_str).unwrap_or(key).to_string();
+            let path = devices_path.join("disk").join(key.clone());
+            if let Some(disk) = crate::nodes::gpt::disk_from_disko(&mut reader, &name, value, &path) {
+                disks.insert(name, disk);
             }
         }
     }
@@ -229,6 +224,16 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
                 &devices_path.join("zpool").join(name.clone()),
             ) {
                 pools.insert(name.clone(), pool);
+            }
+        }
+    }
+    let mut nodev = IndexMap::new();
+    if let Some(list) = devices.get("nodev").and_then(|d| reader.object(d, &devices_path.join("nodev"))).cloned() {
+        for (key, value) in &list {
+            let path = devices_path.join("nodev").join(key.clone());
+            let Some(object) = reader.object(value, &path).cloned() else { continue };
+            if let Some(entry) = crate::nodes::nodev::from_disko(&mut reader, key, &object, &path) {
+                nodev.insert(key.clone(), entry);
             }
         }
     }
@@ -252,6 +257,7 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
         boot,
         disks,
         pools,
+        nodev,
         ..Plan::default()
     };
     Ok(Imported { plan, warnings: reader.warnings })
@@ -350,6 +356,13 @@ pub fn export(plan: &Plan) -> Result<String, ExportError> {
         w.open("zpool");
         for (pool_name, pool) in &plan.pools {
             pool.to_disko(&mut w, plan, pool_name)?;
+        }
+        w.close();
+    }
+    if !plan.nodev.is_empty() {
+        w.open("nodev");
+        for (key, nodev) in &plan.nodev {
+            nodev.to_disko(&mut w, key);
         }
         w.close();
     }

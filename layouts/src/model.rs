@@ -10,9 +10,11 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::boot::{BootMode, RemoteUnlock};
+pub use crate::nodes::btrfs::{Btrfs, Subvolume, SwapFile};
 pub use crate::nodes::filesystem::{Filesystem, Format};
 pub use crate::nodes::gpt::{Disk, Identity, Partition};
 pub use crate::nodes::luks::Luks;
+pub use crate::nodes::nodev::Nodev;
 pub use crate::nodes::swap::Swap;
 pub use crate::nodes::zfs::{Dataset, DatasetKind, Pool, Vdev, VdevMode, ZfsMember};
 pub use crate::nodes::Content;
@@ -54,6 +56,9 @@ pub struct Plan {
     /// The ZFS pools, by pool name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub pools: IndexMap<String, Pool>,
+    /// Filesystems without a device (tmpfs), by mountpoint.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub nodev: IndexMap<String, Nodev>,
 }
 
 impl Plan {
@@ -78,6 +83,7 @@ impl Default for Plan {
             remote_unlock: None,
             disks: IndexMap::new(),
             pools: IndexMap::new(),
+            nodev: IndexMap::new(),
         }
     }
 }

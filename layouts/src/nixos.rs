@@ -161,6 +161,9 @@ pub(crate) fn parts(plan: &Plan) -> (ModuleParts, Vec<String>) {
     for (pool_name, pool) in &plan.pools {
         pool.nixos(&mut found, pool_name);
     }
+    for (key, nodev) in &plan.nodev {
+        nodev.nixos(&mut found, key);
+    }
     found.file_systems.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     (found, esp_devices)
 }

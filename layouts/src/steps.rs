@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::nodes::btrfs::BtrfsSubvolumes;
 pub use crate::nodes::filesystem::Mkfs;
 pub use crate::nodes::gpt::{GptPartition, PartitionTable, Wipe};
 pub use crate::nodes::install::{InitrdHostKey, NixosInstall, WriteNixosModule};
@@ -114,6 +115,8 @@ pub enum Operation {
     ZfsCreate(ZfsCreate),
     /// Make a filesystem.
     Mkfs(Mkfs),
+    /// Create a btrfs filesystem's subvolumes and swap files.
+    BtrfsSubvolumes(BtrfsSubvolumes),
     /// Make swap space.
     Mkswap(Mkswap),
     /// Mount a filesystem under the target root.
@@ -148,6 +151,7 @@ impl Operation {
             Operation::ZpoolCreate(op) => op,
             Operation::ZfsCreate(op) => op,
             Operation::Mkfs(op) => op,
+            Operation::BtrfsSubvolumes(op) => op,
             Operation::Mkswap(op) => op,
             Operation::Mount(op) => op,
             Operation::Swapon(op) => op,

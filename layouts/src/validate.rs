@@ -82,8 +82,16 @@ impl Checker {
         for (name, pool) in &plan.pools {
             pool.validate(self, plan, name);
         }
-        if !self.mountpoints.contains_key("/") {
-            self.report(root, "nothing is mounted at \"/\": give one filesystem or dataset mountpoint = \"/\"");
+        for (key, nodev) in &plan.nodev {
+            nodev.validate(self, key, &root.join("nodev").join(key.clone()));
+        }
+        // A plan that only prepares data disks needs no root; one that installs NixOS does.
+        if !self.mountpoints.contains_key("/") && plan.flake.is_some() {
+            self.report(
+                root,
+                "nothing is mounted at \"/\", and the plan installs a flake: give one filesystem, subvolume, \
+                 dataset or tmpfs mountpoint = \"/\"",
+            );
         }
     }
 

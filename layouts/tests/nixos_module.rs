@@ -238,6 +238,24 @@ fn presets() -> Vec<(String, Plan)> {
     plans
 }
 
+/// The example plans in layouts/example-plans, one per node type the presets do not use.
+fn plan_examples() -> Vec<(String, Plan)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-plans");
+    let mut plans = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("layouts/example-plans") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let plan = Plan::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        plans.push((format!("example-{name}"), plan));
+    }
+    assert!(plans.len() >= 2, "the example plans are found");
+    plans
+}
+
 /// disko's examples that nix-dabei imports.
 fn disko_examples() -> Vec<(String, Plan)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -269,7 +287,7 @@ fn disko_examples() -> Vec<(String, Plan)> {
 fn the_module_agrees_with_disko_for_every_preset_and_imported_example() {
     assert!(!INTENDED.is_empty());
     let mut failures = Vec::new();
-    let cases: Vec<(String, Plan)> = presets().into_iter().chain(disko_examples()).collect();
+    let cases: Vec<(String, Plan)> = presets().into_iter().chain(disko_examples()).chain(plan_examples()).collect();
     for (name, plan) in &cases {
         let evaluated = evaluate(plan, name, Host::default(), true);
         for difference in differences(plan, &evaluated) {

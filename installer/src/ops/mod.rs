@@ -5,6 +5,7 @@
 //!
 //! A new operation type implements [`Perform`] here and gets one line in [`of`].
 
+mod btrfs;
 mod fs;
 mod gpt;
 mod install;
@@ -75,6 +76,7 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
         Operation::ZpoolCreate(op) => op,
         Operation::ZfsCreate(op) => op,
         Operation::Mkfs(op) => op,
+        Operation::BtrfsSubvolumes(op) => op,
         Operation::Mkswap(op) => op,
         Operation::Mount(op) => op,
         Operation::Swapon(op) => op,

@@ -45,6 +45,13 @@ struct SimPool {
     key: Vec<u8>,
 }
 
+/// What a btrfs holds: subvolume paths and files (path inside the top level -> contents).
+#[derive(Debug, Default)]
+struct SimBtrfs {
+    subvolumes: BTreeSet<String>,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     disks: Vec<DiskInfo>,
@@ -60,6 +67,14 @@ struct State {
     mounts: Vec<MountEntry>,
     swaps: BTreeSet<String>,
     files: BTreeMap<String, String>,
+    /// btrfs contents by canonical device path.
+    btrfs: HashMap<String, SimBtrfs>,
+    /// The subvolume mounted at each btrfs mount target ("" for the top level).
+    btrfs_mounted_subvolume: BTreeMap<String, String>,
+    /// Targets mounted read-only: mounting and unmounting them writes nothing, so they are no change.
+    read_only_mounts: BTreeSet<String>,
+    /// Folders made with `create_private_dir` (under /run: gone at a reboot).
+    private_dirs: BTreeSet<String>,
     /// The running system's host id (lost at a reboot, as a RAM system's /etc/hostid is).
     host_id: Option<u32>,
     commands: Vec<CommandLine>,
@@ -173,6 +188,8 @@ impl SimSystem {
         state.powered_off = false;
         state.power_cut_at = None;
         state.mounts.clear();
+        state.read_only_mounts.clear();
+        state.private_dirs.clear();
         state.swaps.clear();
         state.host_id = None;
         state.mappings.clear();
@@ -302,6 +319,11 @@ impl State {
             return self.dataset_exists(name)
                 && self.pools.values().any(|p| p.datasets.get(name).is_some_and(|d| d.volume));
         }
+        if let Some((device, inner)) = self.btrfs_path(path) {
+            let tree = self.btrfs.get(&device);
+            return inner.is_empty()
+                || tree.is_some_and(|t| t.subvolumes.contains(&inner) || t.files.contains_key(&inner));
+        }
         self.files.contains_key(path)
     }
 
@@ -377,6 +399,57 @@ impl State {
         };
         let signature = Signature { kind: kind.to_string(), usage: Some(usage.to_string()), label, uuid: Some(uuid) };
         self.signatures.insert(device.to_string(), vec![signature]);
+        self.btrfs.remove(device);
+    }
+
+    /// The btrfs device and the path inside its top level that a path under a btrfs mount names.
+    fn btrfs_path(&self, path: &str) -> Option<(String, String)> {
+        let mount = self
+            .mounts
+            .iter()
+            .rev()
+            .filter(|m| m.fs_type == "btrfs")
+            .filter(|m| path == m.target || path.strip_prefix(&m.target).is_some_and(|rest| rest.starts_with('/')))
+            .max_by_key(|m| m.target.len())?;
+        let rest = path[mount.target.len()..].trim_matches('/');
+        let subvolume = self.btrfs_mounted_subvolume.get(&mount.target).cloned().unwrap_or_default();
+        let inner = [subvolume.trim_matches('/'), rest].iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>();
+        Some((mount.source.clone(), inner.join("/")))
+    }
+
+    /// `btrfs subvolume show|create PATH` and `btrfs filesystem mkswapfile --size N PATH`.
+    fn btrfs(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
+        let path = args.last().copied().unwrap_or_default();
+        let Some((device, inner)) = self.btrfs_path(path) else {
+            return Err(failed(line, format!("ERROR: not a btrfs filesystem: {path}")));
+        };
+        let parent = inner.rsplit_once('/').map_or("", |(parent, _)| parent).to_string();
+        let tree = self.btrfs.entry(device).or_default();
+        let parent_there = parent.is_empty() || tree.subvolumes.contains(&parent);
+        match args {
+            ["subvolume", "show", ..] if tree.subvolumes.contains(&inner) => Ok(format!("{inner}\n")),
+            ["subvolume", "show", ..] => Err(failed(line, format!("ERROR: cannot find {path}"))),
+            ["subvolume", "create", ..] if tree.subvolumes.contains(&inner) || tree.files.contains_key(&inner) => {
+                Err(failed(line, format!("ERROR: target path already exists: {path}")))
+            }
+            ["subvolume", "create", ..] if !parent_there => {
+                Err(failed(line, format!("ERROR: cannot access {parent}: No such file or directory")))
+            }
+            ["subvolume", "create", ..] => {
+                tree.subvolumes.insert(inner);
+                Ok(format!("Create subvolume '{path}'\n"))
+            }
+            ["filesystem", "mkswapfile", "--size", size, _] if parent_there && !tree.files.contains_key(&inner) => {
+                let size: usize = size.parse().map_err(|_| failed(line, format!("bad size {size}")))?;
+                let mut bytes = vec![0; size.min(4096)];
+                if bytes.len() == 4096 {
+                    bytes[4086..].copy_from_slice(b"SWAPSPACE2");
+                }
+                tree.files.insert(inner, bytes);
+                Ok(String::new())
+            }
+            _ => Err(failed(line, format!("the simulated btrfs cannot do {line}"))),
+        }
     }
 
     /// Runs a program as the machine would; `Ok` holds its standard output.
@@ -384,10 +457,12 @@ impl State {
         self.commands.push(line.clone());
         let args: Vec<&str> = line.args.iter().map(String::as_str).collect();
         let writes = !matches!(
-            (line.program.as_str(), args.first()),
-            ("zpool", Some(&"list" | &"status" | &"get"))
-                | ("zfs", Some(&"get"))
-                | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "btrfs", _)
+            (line.program.as_str(), args.first(), args.get(1)),
+            ("zpool", Some(&"list" | &"status" | &"get"), _)
+                | ("zfs", Some(&"get"), _)
+                | ("btrfs", Some(&"check"), _)
+                | ("btrfs", Some(&"subvolume"), Some(&"show"))
+                | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs", _, _)
         );
         if writes {
             self.change().map_err(|e| failed(line, e.to_string()))?;
@@ -411,7 +486,8 @@ impl State {
                 self.damaged.remove(&device);
                 Ok(String::new())
             }
-            "fsck.vfat" | "e2fsck" | "xfs_db" | "btrfs" => {
+            "btrfs" if matches!(args.first(), Some(&"subvolume" | &"filesystem")) => self.btrfs(line, &args),
+            "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "btrfs" => {
                 let device = self.canonical(args.last().copied().unwrap_or_default());
                 let made = self.signatures.get(&device).is_some_and(|s| !s.is_empty());
                 if made && !self.damaged.contains(&device) {
@@ -487,7 +563,7 @@ impl State {
                     }
                 }
                 let name = name.ok_or_else(|| failed(line, "missing pool name"))?;
-                let keywords = ["mirror", "raidz1", "raidz2", "raidz3", "log", "cache", "spare"];
+                let keywords = ["mirror", "raidz1", "raidz2", "raidz3", "log", "special", "dedup", "cache", "spare"];
                 let members: Vec<String> = words.filter(|w| !keywords.contains(w)).map(|w| self.canonical(w)).collect();
                 if self.pools.get(&name).is_some_and(|p| p.imported) {
                     return Err(failed(line, format!("cannot create '{name}': pool already exists")));
@@ -765,6 +841,7 @@ impl System for SimSystem {
             let partition = partition_device(&disk.path, number);
             state.signatures.remove(&partition);
             state.luks.remove(&partition);
+            state.btrfs.remove(&partition);
         }
         state.signatures.remove(&disk.path);
         state.luks.remove(&disk.path);
@@ -920,14 +997,31 @@ impl System for SimSystem {
                     .is_none_or(|root| p.unlocked.contains(root))
             });
             state.dataset_exists(&source) && unlocked
+        } else if layouts::nodes::nodev::NODEV_TYPES.contains(&op.fs_type.as_str()) {
+            true
         } else {
             state.signatures.get(&source).is_some_and(|s| s.iter().any(|s| s.kind == op.fs_type))
         };
         if !present {
             return Err(not_found(&format!("a {} filesystem on {source}", op.fs_type)));
         }
-        state.change()?;
+        let subvolume = op.options.iter().find_map(|o| o.strip_prefix("subvol=")).unwrap_or_default();
+        let subvolume = subvolume.trim_matches('/').to_string();
+        let subvolume_there = state.btrfs.get(&source).is_some_and(|t| t.subvolumes.contains(&subvolume));
+        if op.fs_type == "btrfs" && !subvolume.is_empty() && !subvolume_there {
+            return Err(not_found(&format!("subvolume {subvolume} on {source}")));
+        }
+        let read_only = op.options.iter().any(|o| o == "ro");
+        if !read_only {
+            state.change()?;
+        }
         let target = op.target.trim_end_matches('/').to_string();
+        if read_only {
+            state.read_only_mounts.insert(target.clone());
+        }
+        if op.fs_type == "btrfs" {
+            state.btrfs_mounted_subvolume.insert(target.clone(), subvolume);
+        }
         state.mounts.push(MountEntry { target, fs_type: op.fs_type.clone(), source });
         Ok(())
     }
@@ -938,7 +1032,9 @@ impl System for SimSystem {
         let Some(index) = state.mounts.iter().rposition(|m| m.target == target) else {
             return Err(std::io::Error::from_raw_os_error(22));
         };
-        state.change()?;
+        if !state.read_only_mounts.remove(target) {
+            state.change()?;
+        }
         state.mounts.remove(index);
         Ok(())
     }
@@ -950,9 +1046,20 @@ impl System for SimSystem {
     }
 
     /// Filesystems here carry no bytes: every marker reads as never used.
-    fn read_bytes(&self, device: &str, _offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
-        if !self.exists(device) {
+    /// Files in a btrfs keep their bytes (swap files' headers).
+    fn read_bytes(&self, device: &str, offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
+        let state = self.lock();
+        if !state.exists(device) {
             return Err(not_found(device));
+        }
+        if let Some((fs, inner)) = state.btrfs_path(device) {
+            let file = state.btrfs.get(&fs).and_then(|t| t.files.get(&inner)).ok_or_else(|| not_found(device))?;
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
+            let bytes = &file[start..file.len().min(start.saturating_add(length))];
+            if bytes.len() < length {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            return Ok(bytes.to_vec());
         }
         Ok(vec![0; length])
     }
@@ -990,7 +1097,13 @@ impl System for SimSystem {
         Ok(())
     }
 
-    fn create_private_dir(&self, _path: &str) -> std::io::Result<()> {
-        self.lock().change()
+    fn create_private_dir(&self, path: &str) -> std::io::Result<()> {
+        let mut state = self.lock();
+        if state.private_dirs.contains(path) {
+            return Ok(());
+        }
+        state.change()?;
+        state.private_dirs.insert(path.to_string());
+        Ok(())
     }
 }

@@ -22,13 +22,15 @@ pub enum Format {
     Ext4,
     /// XFS.
     Xfs,
-    /// Btrfs (a single filesystem; subvolumes are not modelled).
+    /// Btrfs without subvolumes (with them, it is the `btrfs` content: [`crate::nodes::btrfs`]).
     Btrfs,
+    /// F2FS, for flash storage.
+    F2fs,
 }
 
 impl Format {
     /// Every format, in the order plans document them.
-    pub const ALL: [Format; 4] = [Format::Vfat, Format::Ext4, Format::Xfs, Format::Btrfs];
+    pub const ALL: [Format; 5] = [Format::Vfat, Format::Ext4, Format::Xfs, Format::Btrfs, Format::F2fs];
 
     /// The name `mount -t` and `fileSystems.*.fsType` use.
     pub fn fs_type(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Format {
             Format::Ext4 => "ext4",
             Format::Xfs => "xfs",
             Format::Btrfs => "btrfs",
+            Format::F2fs => "f2fs",
         }
     }
 
@@ -48,6 +51,7 @@ impl Format {
             Format::Ext4 => ("mkfs.ext4", &["-F", "-q"]),
             Format::Xfs => ("mkfs.xfs", &["-f", "-q"]),
             Format::Btrfs => ("mkfs.btrfs", &["-f", "-q"]),
+            Format::F2fs => ("mkfs.f2fs", &["-f", "-q"]),
         }
     }
 
@@ -58,6 +62,8 @@ impl Format {
             Format::Ext4 => 16,
             Format::Xfs => 12,
             Format::Btrfs => 255,
+            // mkfs.f2fs keeps up to 512 UTF-16 units; a byte limit that any UTF-8 label within it meets.
+            Format::F2fs => 512,
         }
     }
 
@@ -136,6 +142,24 @@ impl Format {
                 ("-f", false),
                 ("-q", false),
             ],
+            // Not -c (more devices), -d (debug output), -r/-R/-S/-m (test and zoned-device settings).
+            Format::F2fs => &[
+                ("-O", true),
+                ("-a", true),
+                ("-i", false),
+                ("-o", true),
+                ("-s", true),
+                ("-z", true),
+                ("-t", true),
+                ("-w", true),
+                ("-C", true),
+                ("-e", true),
+                ("-E", true),
+                ("-g", true),
+                ("-T", true),
+                ("-f", false),
+                ("-q", false),
+            ],
         }
     }
 
@@ -189,10 +213,10 @@ impl Format {
 
     /// The mkfs flag that sets the label.
     pub fn label_flag(self) -> &'static str {
-        if self == Format::Vfat {
-            "-n"
-        } else {
-            "-L"
+        match self {
+            Format::Vfat => "-n",
+            Format::F2fs => "-l",
+            _ => "-L",
         }
     }
 }
@@ -292,6 +316,8 @@ impl Mkfs {
             Format::Xfs => UsedMarker::None,
             // Copy on write: a btrfs a crash left behind still checks clean.
             Format::Btrfs => UsedMarker::None,
+            // mkfs.f2fs writes the superblock blkid reads last, after the checkpoint it needs to mount.
+            Format::F2fs => UsedMarker::None,
         }
     }
 
@@ -305,6 +331,7 @@ impl Mkfs {
             // mkfs.xfs sets sb_inprogress first and clears it with its last write.
             Format::Xfs => CommandLine::new("xfs_db", ["-r", "-c", "sb 0", "-c", "print inprogress", device]),
             Format::Btrfs => CommandLine::new("btrfs", ["check", "--readonly", device]),
+            Format::F2fs => CommandLine::new("fsck.f2fs", ["--dry-run", device]),
         }
     }
 }
@@ -320,7 +347,7 @@ impl OperationKind for Mkfs {
         let uuid = self.uuid.clone();
         args.extend(match self.format {
             Format::Vfat => vec!["-i".to_string(), self.volume_id()],
-            Format::Ext4 | Format::Btrfs => vec!["-U".to_string(), uuid],
+            Format::Ext4 | Format::Btrfs | Format::F2fs => vec!["-U".to_string(), uuid],
             Format::Xfs => vec!["-m".to_string(), format!("uuid={uuid}")],
         });
         if let Some(label) = &self.label {
@@ -433,7 +460,10 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
     let Some(format) = Format::ALL.into_iter().find(|f| f.fs_type() == format_name) else {
         r.refuse(
             &path.join("format"),
-            format!("{format_name:?} is not a format nix-dabei makes (vfat, ext4, xfs, btrfs)"),
+            format!(
+                "{format_name:?} is not a format nix-dabei makes ({})",
+                Format::ALL.map(Format::fs_type).join(", ")
+            ),
         );
         return None;
     };

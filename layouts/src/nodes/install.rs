@@ -86,6 +86,12 @@ fn is_clear_swap(operation: &Operation) -> bool {
 /// The module step after every mount and encrypted swap, the install after it when the plan names a
 /// flake, and swap in the clear last.
 pub(crate) fn compile(build: &mut Builder<'_>) {
+    // A plan of data disks mounts nothing at the target root: there is no system to write a module into
+    // (validation makes a plan that installs have a root).
+    let root_mounted = build.steps.iter().any(|s| s.id == "mount:/");
+    if !root_mounted {
+        return;
+    }
     let after: Vec<String> = build
         .steps
         .iter()

@@ -12,11 +12,13 @@
 //! a variant of [`Content`], its arm in [`Content::node`], and its entry in [`DISKO_CONTENT`].
 //! Its operations are registered in [`crate::steps::Operation`].
 
+pub mod btrfs;
 pub mod filesystem;
 pub mod gpt;
 pub mod install;
 pub mod luks;
 pub mod mount;
+pub mod nodev;
 pub mod swap;
 pub mod zfs;
 
@@ -73,6 +75,7 @@ pub(crate) const DISKO_CONTENT: &[(&str, DiskoContentReader)] = &[
     ("swap", swap::from_disko),
     ("luks", luks::from_disko),
     ("zfs", zfs::member_from_disko),
+    ("btrfs", btrfs::from_disko),
 ];
 
 /// What a partition, a LUKS container or a ZFS volume holds.
@@ -88,6 +91,8 @@ pub enum Content {
     Luks(luks::Luks),
     /// A member of a ZFS pool.
     Zfs(zfs::ZfsMember),
+    /// A btrfs filesystem with subvolumes.
+    Btrfs(btrfs::Btrfs),
 }
 
 impl Content {
@@ -98,6 +103,7 @@ impl Content {
             Content::Swap(node) => node,
             Content::Luks(node) => node,
             Content::Zfs(node) => node,
+            Content::Btrfs(node) => node,
         }
     }
 

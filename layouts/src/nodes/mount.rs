@@ -94,12 +94,15 @@ pub(crate) fn compile(build: &mut Builder<'_>, mounts: &[MountSpec]) {
             .filter(|p| is_under(&mount.mountpoint, &p.mountpoint))
             .max_by_key(|p| p.mountpoint.len())
             .map(|p| format!("mount:{}", p.mountpoint));
-        let mut after = vec![mount.created_by.clone()];
+        let mut after: Vec<String> = mount.created_by.iter().cloned().collect();
         after.extend(parent);
         let target = join_target(&build.options.target, &mount.mountpoint);
         build.push(
             format!("mount:{}", mount.mountpoint),
-            format!("Mount {} at {target}", mount.source),
+            match mount.created_by {
+                Some(_) => format!("Mount {} at {target}", mount.source),
+                None => format!("Mount a {} at {target}", mount.fs_type),
+            },
             vec![mount.source.clone()],
             None,
             after,

@@ -99,6 +99,12 @@ pub struct Pool {
     /// Separate intent log vdevs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<Vdev>,
+    /// Special allocation class vdevs (metadata and small blocks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub special: Vec<Vdev>,
+    /// Deduplication table vdevs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup: Vec<Vdev>,
     /// Cache devices, `"<disk>/<partition>"`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<String>,
@@ -186,6 +192,12 @@ pub struct ZpoolCreate {
     pub vdevs: Vec<VdevDevices>,
     /// Log vdevs.
     pub log: Vec<VdevDevices>,
+    /// Special vdevs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub special: Vec<VdevDevices>,
+    /// Dedup vdevs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup: Vec<VdevDevices>,
     /// Cache devices.
     pub cache: Vec<String>,
     /// Spare devices.
@@ -199,7 +211,8 @@ pub struct ZpoolCreate {
 impl ZpoolCreate {
     /// Every member device, in vdev order.
     pub fn devices(&self) -> impl Iterator<Item = &String> {
-        self.vdevs.iter().chain(&self.log).flat_map(|v| &v.devices).chain(&self.cache).chain(&self.spare)
+        let vdevs = self.vdevs.iter().chain(&self.log).chain(&self.special).chain(&self.dedup);
+        vdevs.flat_map(|v| &v.devices).chain(&self.cache).chain(&self.spare)
     }
 }
 
@@ -230,9 +243,11 @@ impl OperationKind for ZpoolCreate {
         push_properties(&mut args, "-O", &self.root_fs_options);
         args.extend(["-R".to_string(), self.altroot.clone(), self.pool.clone()]);
         push_vdevs(&mut args, &self.vdevs);
-        if !self.log.is_empty() {
-            args.push("log".to_string());
-            push_vdevs(&mut args, &self.log);
+        for (class, vdevs) in [("log", &self.log), ("special", &self.special), ("dedup", &self.dedup)] {
+            if !vdevs.is_empty() {
+                args.push(class.to_string());
+                push_vdevs(&mut args, vdevs);
+            }
         }
         if !self.cache.is_empty() {
             args.push("cache".to_string());
@@ -466,8 +481,12 @@ impl Pool {
             );
         }
         if self.vdevs.is_empty() {
-            if !self.log.is_empty() || !self.cache.is_empty() || !self.spare.is_empty() {
-                check.report(path.join("vdevs"), "a pool with log, cache or spare devices must list its data vdevs");
+            let classes = [&self.log, &self.special, &self.dedup].iter().any(|c| !c.is_empty());
+            if classes || !self.cache.is_empty() || !self.spare.is_empty() {
+                check.report(
+                    path.join("vdevs"),
+                    "a pool with log, special, dedup, cache or spare devices must list its data vdevs",
+                );
             }
             if !members.is_empty() {
                 vdev_shape(check, self.mode, members.len(), &path.join("mode"));
@@ -532,7 +551,8 @@ impl Pool {
                 check.report(ref_path, format!("{reference:?} is used twice in the topology (also at {first})"));
             }
         };
-        for (group, vdevs) in [("vdevs", &self.vdevs), ("log", &self.log)] {
+        let groups = [("vdevs", &self.vdevs), ("log", &self.log), ("special", &self.special), ("dedup", &self.dedup)];
+        for (group, vdevs) in groups {
             for (index, vdev) in vdevs.iter().enumerate() {
                 let vdev_path = path.join(group).join(format!("[{index}]"));
                 if vdev.members.is_empty() {
@@ -557,7 +577,7 @@ impl Pool {
             if !used.contains_key(&reference) {
                 check.report(
                     path.join("vdevs"),
-                    format!("member {reference:?} of pool {name:?} is in no vdev, log, cache or spare"),
+                    format!("member {reference:?} of pool {name:?} is in no vdev, log, special, dedup, cache or spare"),
                 );
             }
         }
@@ -581,6 +601,8 @@ impl Pool {
         let cache = lookup(&self.cache);
         let spare = lookup(&self.spare);
         let log = vdev_devices(build, &self.log);
+        let special = vdev_devices(build, &self.special);
+        let dedup = vdev_devices(build, &self.dedup);
         let mut root_fs_options = self.root_fs_options.clone();
         if self.mountpoint.is_some() {
             root_fs_options.insert("mountpoint".to_string(), "legacy".to_string());
@@ -614,6 +636,8 @@ impl Pool {
                 altroot: build.options.target.clone(),
                 vdevs,
                 log,
+                special,
+                dedup,
                 cache,
                 spare,
                 options: self.options.clone(),
@@ -640,9 +664,11 @@ impl Pool {
             })?;
             let count = plan.pool_members(pool_name).iter().filter(|(d, _)| *d == disk).count();
             if count > 1 {
-                let message =
-                    format!("disk {disk:?} has several partitions in the pool; disko names vdev members by disk");
-                return Err(ExportError { path: path.clone(), message });
+                // disko names a member by its disk, or by an absolute path: the partition's label here.
+                let (_, part) = split_member(member).unwrap_or_default();
+                let label = plan.disks.get(disk).and_then(|d| d.partitions.get(part)).and_then(|p| p.label.clone());
+                let label = label.unwrap_or_else(|| super::gpt::default_partition_label(disk, part));
+                return Ok(format!("/dev/disk/by-partlabel/{label}"));
             }
             Ok(disk.to_string())
         };
@@ -650,15 +676,18 @@ impl Pool {
             w.string("mode", self.mode.keyword().unwrap_or(""));
         } else {
             w.open("mode");
+            w.open("topology");
             w.string("type", "topology");
-            for (group, vdevs) in [("vdev", &self.vdevs), ("log", &self.log)] {
+            let groups =
+                [("vdev", &self.vdevs), ("log", &self.log), ("special", &self.special), ("dedup", &self.dedup)];
+            for (group, vdevs) in groups {
                 if vdevs.is_empty() {
                     continue;
                 }
                 w.line(&format!("{group} = ["));
                 w.indent += 1;
                 for (index, vdev) in vdevs.iter().enumerate() {
-                    let path = pool_path.join(if group == "vdev" { "vdevs" } else { "log" }).join(format!("[{index}]"));
+                    let path = pool_path.join(if group == "vdev" { "vdevs" } else { group }).join(format!("[{index}]"));
                     let members = vdev.members.iter().map(|m| disk_of(m, &path)).collect::<Result<Vec<_>, _>>()?;
                     let quoted: Vec<String> = members.iter().map(|m| nix_string(m)).collect();
                     w.line(&format!(
@@ -677,6 +706,7 @@ impl Pool {
                     w.list(group, &members);
                 }
             }
+            w.close();
             w.close();
         }
         w.properties("options", &self.options);
@@ -948,6 +978,23 @@ fn member_reference(
     name: &str,
     path: &FieldPath,
 ) -> Option<String> {
+    if let Some(label) = name.strip_prefix("/dev/disk/by-partlabel/") {
+        let in_pool = |p: &super::gpt::Partition| {
+            let member = p.content.as_ref().map(Content::innermost);
+            matches!(member, Some(Content::Zfs(m)) if m.pool == pool)
+        };
+        for (disk_name, disk) in disks {
+            for (part_name, part) in &disk.partitions {
+                let own =
+                    part.label.clone().unwrap_or_else(|| super::gpt::default_partition_label(disk_name, part_name));
+                if own == label && in_pool(part) {
+                    return Some(format!("{disk_name}/{part_name}"));
+                }
+            }
+        }
+        r.refuse(path, format!("{name:?} is not a partition of pool {pool:?} in this configuration"));
+        return None;
+    }
     let Some(disk) = disks.get(name) else {
         r.refuse(path, format!("{name:?} is not a disk of this configuration"));
         return None;
@@ -1025,17 +1072,31 @@ pub(crate) fn pool_from_disko(
     match object.get("mode") {
         None | Some(Value::Null) => {}
         Some(Value::String(mode)) => pool.mode = mode_from_disko(r, mode, &path.join("mode"))?,
-        Some(Value::Object(topology)) => {
-            let topology_path = path.join("mode");
+        Some(Value::Object(mode)) => {
+            // disko writes `mode = { topology = { type = "topology"; vdev = ...; }; }`.
+            let (topology, topology_path) = match mode.get("topology").and_then(Value::as_object) {
+                Some(inner) if mode.len() == 1 => (inner, path.join("mode").join("topology")),
+                _ => (mode, path.join("mode")),
+            };
             r.only(topology, &topology_path, &["type", "vdev", "log", "cache", "spare", "special", "dedup"]);
-            for unsupported in ["special", "dedup"] {
-                if topology.get(unsupported).is_some_and(|v| !v.is_null() && v != &Value::Array(vec![])) {
-                    r.refuse(&topology_path.join(unsupported), "is not supported by nix-dabei");
-                }
-            }
-            for (group, target) in [("vdev", &mut pool.vdevs), ("log", &mut pool.log)] {
+            let groups = [
+                ("vdev", &mut pool.vdevs),
+                ("log", &mut pool.log),
+                ("special", &mut pool.special),
+                ("dedup", &mut pool.dedup),
+            ];
+            for (group, target) in groups {
                 let group_path = topology_path.join(group);
-                let Some(list) = topology.get(group).and_then(Value::as_array) else { continue };
+                // disko takes one special vdev as an attribute set, several as a list.
+                let one;
+                let list = match topology.get(group) {
+                    Some(Value::Array(list)) => list,
+                    Some(object @ Value::Object(_)) => {
+                        one = vec![object.clone()];
+                        &one
+                    }
+                    _ => continue,
+                };
                 for (index, vdev) in list.iter().enumerate() {
                     let vdev_path = group_path.join(format!("[{index}]"));
                     let Some(vdev) = r.object(vdev, &vdev_path) else { continue };

@@ -1,0 +1,509 @@
+//! btrfs with subvolumes: a filesystem whose subvolumes each have their own mountpoint and mount options,
+//! and swap files inside it.
+//!
+//! A plain btrfs without subvolumes is a [`super::filesystem::Filesystem`] of format btrfs; this node is
+//! for the layouts that carve one btrfs into subvolumes (`/` in one, `/nix` in another, snapshots kept
+//! apart). The filesystem is made by the same [`Mkfs`] step; one more step creates the subvolumes and
+//! swap files inside it, and each subvolume with a mountpoint is mounted with `subvol=<name>`.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::filesystem::{Format, Mkfs};
+use super::{Content, ContentNode, Site};
+use crate::compile::{Builder, MountSpec};
+use crate::disko::{Object, Reader, Writer};
+use crate::error::{shown, FieldPath};
+use crate::model::Plan;
+use crate::nixos::{ModuleParts, SwapEntry};
+use crate::size::{format_exact, Size};
+use crate::steps::{shell_word, CommandLine, Operation, OperationKind};
+use crate::validate::Checker;
+
+/// A btrfs filesystem with subvolumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Btrfs {
+    /// Where the top level (subvolume id 5) is mounted in the installed system; not mounted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoint: Option<String>,
+    /// Mount options of the top level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_options: Vec<String>,
+    /// Filesystem label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Extra arguments for mkfs.btrfs (the same ones a btrfs `filesystem` allows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mkfs_options: Vec<String>,
+    /// Subvolumes by path inside the filesystem (`"root"`, `"/home"`, `"home/user"`), parents first.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub subvolumes: IndexMap<String, Subvolume>,
+    /// Swap files in the top level, by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub swap: IndexMap<String, SwapFile>,
+}
+
+/// One subvolume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subvolume {
+    /// Where it is mounted in the installed system; a subvolume without one is reached through its
+    /// parent's mount, or not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoint: Option<String>,
+    /// Mount options (`compress=zstd`, `noatime`); `subvol=<name>` is added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_options: Vec<String>,
+    /// Swap files in this subvolume, by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub swap: IndexMap<String, SwapFile>,
+}
+
+/// A swap file inside a btrfs (made with `btrfs filesystem mkswapfile`: no copy on write, no compression).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwapFile {
+    /// Its size.
+    pub size: Size,
+    /// Its path relative to the subvolume (or the top level); the name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Swap priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// A subvolume's path without leading or trailing slashes (`"/home/"` -> `"home"`).
+pub fn subvolume_path(name: &str) -> String {
+    name.split('/').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("/")
+}
+
+/// Why a subvolume name or a swap file path is not a path inside the filesystem.
+fn inner_path_problem(path: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        Some("names no path inside the filesystem")
+    } else if parts.iter().any(|p| *p == "." || *p == "..") {
+        Some("must not contain \".\" or \"..\"")
+    } else if path.chars().any(|c| c.is_control() || c == ',') {
+        Some("must not contain control characters or ','")
+    } else {
+        None
+    }
+}
+
+/// Create the subvolumes and swap files inside a btrfs: the top level is mounted privately under
+/// `/run/nix-dabei`, each one missing is created (parents first), and it is unmounted again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BtrfsSubvolumes {
+    /// The device holding the filesystem.
+    pub device: String,
+    /// The filesystem's UUID (derived from the plan): only this plan's filesystem is touched.
+    pub uuid: String,
+    /// Subvolume paths inside the filesystem, parents first.
+    pub subvolumes: Vec<String>,
+    /// Swap files: path inside the filesystem and size in bytes.
+    pub swap_files: Vec<(String, u64)>,
+}
+
+impl BtrfsSubvolumes {
+    /// Where the top level is mounted while the step runs.
+    pub fn private_mountpoint(&self) -> String {
+        format!("/run/nix-dabei/btrfs-{}", self.uuid)
+    }
+
+    /// The command creating one subvolume, with the top level mounted at [`Self::private_mountpoint`].
+    pub fn create_command(&self, subvolume: &str) -> CommandLine {
+        CommandLine::new("btrfs", ["subvolume".to_string(), "create".to_string(), self.inside(subvolume)])
+    }
+
+    /// The command telling whether a subvolume exists (exit 0 when it does).
+    pub fn show_command(&self, subvolume: &str) -> CommandLine {
+        CommandLine::new("btrfs", ["subvolume".to_string(), "show".to_string(), self.inside(subvolume)])
+    }
+
+    /// The command making one swap file.
+    pub fn swap_file_command(&self, path: &str, size: u64) -> CommandLine {
+        CommandLine::new(
+            "btrfs",
+            ["filesystem".to_string(), "mkswapfile".into(), "--size".into(), size.to_string(), self.inside(path)],
+        )
+    }
+
+    /// A path inside the privately mounted top level.
+    pub fn inside(&self, path: &str) -> String {
+        format!("{}/{path}", self.private_mountpoint())
+    }
+}
+
+impl OperationKind for BtrfsSubvolumes {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    /// Each command the step runs, in order, joined as a shell would run them.
+    fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let top = self.private_mountpoint();
+        write!(f, "mount -t btrfs -o subvolid=5 {} {}", shell_word(&self.device), shell_word(&top))?;
+        for subvolume in &self.subvolumes {
+            write!(f, " && {}", self.create_command(subvolume))?;
+        }
+        for (path, size) in &self.swap_files {
+            write!(f, " && {}", self.swap_file_command(path, *size))?;
+        }
+        write!(f, " && umount {}", shell_word(&top))
+    }
+}
+
+impl Btrfs {
+    fn all_swap_files(&self) -> Vec<(Option<&str>, &str, &SwapFile)> {
+        let top = self.swap.iter().map(|(name, file)| (None, name.as_str(), file));
+        let inner = self
+            .subvolumes
+            .iter()
+            .flat_map(|(sub, s)| s.swap.iter().map(move |(name, file)| (Some(sub.as_str()), name.as_str(), file)));
+        top.chain(inner).collect()
+    }
+
+    fn validate_swap(
+        check: &mut Checker,
+        swap: &IndexMap<String, SwapFile>,
+        mountpoint: Option<&str>,
+        path: &FieldPath,
+    ) {
+        for (name, file) in swap {
+            let field = path.join("swap").join(name.clone());
+            if mountpoint.is_none() {
+                check.report(
+                    field.clone(),
+                    "a swap file needs a mountpoint on what holds it: the installed system finds it there",
+                );
+            }
+            let inner = file.path.as_deref().unwrap_or(name);
+            let at = if file.path.is_some() { field.join("path") } else { field.clone() };
+            if let Some(reason) = inner_path_problem(inner) {
+                check.report(at, format!("{} {reason}", shown(inner)));
+            } else if subvolume_path(inner).contains('/') {
+                // mkswapfile makes no folders; a swap file lives directly in its subvolume.
+                check.report(
+                    at,
+                    format!("{} is not a file name: put the swap file in a subvolume of its own", shown(inner)),
+                );
+            }
+            match file.size {
+                Size::Bytes(bytes) if bytes >= 40 * 1024 && bytes % 4096 == 0 => {}
+                _ => check.report(field.join("size"), "is not a swap file size (a multiple of 4K, at least 40K)"),
+            }
+        }
+    }
+}
+
+impl ContentNode for Btrfs {
+    fn kind(&self) -> &'static str {
+        "btrfs"
+    }
+
+    fn blkid_signature(&self) -> Option<String> {
+        Some("TYPE=btrfs".to_string())
+    }
+
+    fn validate(&self, check: &mut Checker, _plan: &Plan, path: &FieldPath, _inside_luks: bool) {
+        let path = path.join("btrfs");
+        if let Some(mountpoint) = &self.mountpoint {
+            check.mountpoint(mountpoint, &path.join("mountpoint"));
+        }
+        check.mount_options(&self.mount_options, &path.join("mount_options"));
+        if let Some(label) = &self.label {
+            if label.is_empty() || label.len() > Format::Btrfs.max_label_bytes() || label.chars().any(char::is_control)
+            {
+                check.report(path.join("label"), format!("{} is not a label for btrfs (1 to 255 bytes)", shown(label)));
+            }
+        }
+        if let Err((index, message)) = Format::Btrfs.check_mkfs_options(&self.mkfs_options) {
+            let value = self.mkfs_options.get(index).map_or_else(String::new, |v| format!("{} ", shown(v)));
+            check.report(path.join("mkfs_options").join(format!("[{index}]")), format!("{value}{message}"));
+        }
+        Btrfs::validate_swap(check, &self.swap, self.mountpoint.as_deref(), &path);
+        let mut seen: IndexMap<String, String> = IndexMap::new();
+        for (name, subvolume) in &self.subvolumes {
+            let field = path.join("subvolumes").join(name.clone());
+            if let Some(reason) = inner_path_problem(name) {
+                check.report(field.clone(), format!("{} {reason}", shown(name)));
+                continue;
+            }
+            let inner = subvolume_path(name);
+            if let Some(first) = seen.insert(inner.clone(), name.clone()) {
+                check.report(field.clone(), format!("is the same subvolume as {}", shown(&first)));
+            }
+            // A nested subvolume is created inside its parent, which must exist by then.
+            if let Some((parent, _)) = inner.rsplit_once('/') {
+                if !seen.contains_key(parent) {
+                    check.report(
+                        field.clone(),
+                        format!("its parent {} is not a subvolume listed before it", shown(parent)),
+                    );
+                }
+            }
+            if let Some(mountpoint) = &subvolume.mountpoint {
+                check.mountpoint(mountpoint, &field.join("mountpoint"));
+            }
+            check.mount_options(&subvolume.mount_options, &field.join("mount_options"));
+            if subvolume.mount_options.iter().any(|o| o.starts_with("subvol=") || o.starts_with("subvolid=")) {
+                check.report(field.join("mount_options"), "names its subvolume itself: nix-dabei adds subvol=");
+            }
+            Btrfs::validate_swap(check, &subvolume.swap, subvolume.mountpoint.as_deref(), &field);
+        }
+    }
+
+    fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
+        let uuid = build.plan.filesystem_uuid(site.owner);
+        let mut made = build.push(
+            format!("mkfs:{}", site.owner),
+            format!("Make a btrfs filesystem on {}", site.owner),
+            vec![site.device.to_string()],
+            site.disk,
+            vec![site.provider.to_string()],
+            Operation::Mkfs(Mkfs {
+                device: site.device.to_string(),
+                uuid: uuid.clone(),
+                format: Format::Btrfs,
+                label: self.label.clone(),
+                options: self.mkfs_options.clone(),
+            }),
+        );
+        let subvolumes: Vec<String> = self.subvolumes.keys().map(|name| subvolume_path(name)).collect();
+        let swap_files: Vec<(String, u64)> = self
+            .all_swap_files()
+            .into_iter()
+            .map(|(sub, name, file)| {
+                let inner = subvolume_path(file.path.as_deref().unwrap_or(name));
+                let path = sub.map_or(inner.clone(), |sub| format!("{}/{inner}", subvolume_path(sub)));
+                (path, file.size.bytes().unwrap_or_default())
+            })
+            .collect();
+        if !subvolumes.is_empty() || !swap_files.is_empty() {
+            made = build.push(
+                format!("btrfs-subvolumes:{}", site.owner),
+                format!("Create the subvolumes and swap files in {}'s btrfs", site.owner),
+                vec![site.device.to_string()],
+                site.disk,
+                vec![made],
+                Operation::BtrfsSubvolumes(BtrfsSubvolumes {
+                    device: site.device.to_string(),
+                    uuid,
+                    subvolumes,
+                    swap_files,
+                }),
+            );
+        }
+        if let Some(mountpoint) = &self.mountpoint {
+            build.add_mount(MountSpec::new(mountpoint, site.device, "btrfs", &self.mount_options, made.clone()));
+        }
+        for (name, subvolume) in &self.subvolumes {
+            if let Some(mountpoint) = &subvolume.mountpoint {
+                let options = subvolume_options(name, subvolume);
+                build.add_mount(MountSpec::new(mountpoint, site.device, "btrfs", &options, made.clone()));
+            }
+        }
+    }
+
+    fn nixos(&self, module: &mut ModuleParts, device: &str) {
+        use crate::nixos::FileSystemEntry;
+        if let Some(mountpoint) = &self.mountpoint {
+            module.file_systems.push(FileSystemEntry::new(mountpoint, device, "btrfs", &self.mount_options));
+        }
+        for (name, subvolume) in &self.subvolumes {
+            if let Some(mountpoint) = &subvolume.mountpoint {
+                let options = subvolume_options(name, subvolume);
+                module.file_systems.push(FileSystemEntry::new(mountpoint, device, "btrfs", &options));
+            }
+        }
+        for (sub, name, file) in self.all_swap_files() {
+            let mountpoint = match sub {
+                None => self.mountpoint.as_deref(),
+                Some(sub) => self.subvolumes.get(sub).and_then(|s| s.mountpoint.as_deref()),
+            };
+            let Some(mountpoint) = mountpoint.map(crate::nodes::mount::normal) else { continue };
+            let inner = subvolume_path(file.path.as_deref().unwrap_or(name));
+            let device = if mountpoint == "/" { format!("/{inner}") } else { format!("{mountpoint}/{inner}") };
+            module.swaps.push(SwapEntry {
+                device,
+                random_encryption: false,
+                priority: file.priority,
+                discard_policy: None,
+                resume: false,
+            });
+        }
+    }
+
+    fn to_disko(&self, w: &mut Writer) {
+        w.string("type", "btrfs");
+        if let Some(m) = &self.mountpoint {
+            w.string("mountpoint", m);
+        }
+        if !self.mount_options.is_empty() {
+            w.list("mountOptions", &self.mount_options);
+        }
+        let mut extra = Vec::new();
+        if let Some(label) = &self.label {
+            extra.extend(["-L".to_string(), label.clone()]);
+        }
+        extra.extend(self.mkfs_options.iter().cloned());
+        if !extra.is_empty() {
+            w.list("extraArgs", &extra);
+        }
+        swap_to_disko(w, &self.swap);
+        if !self.subvolumes.is_empty() {
+            w.open("subvolumes");
+            for (name, subvolume) in &self.subvolumes {
+                w.open(name);
+                if let Some(m) = &subvolume.mountpoint {
+                    w.string("mountpoint", m);
+                }
+                if !subvolume.mount_options.is_empty() {
+                    w.list("mountOptions", &subvolume.mount_options);
+                }
+                swap_to_disko(w, &subvolume.swap);
+                w.close();
+            }
+            w.close();
+        }
+    }
+
+    fn partition_type(&self) -> &'static str {
+        "linux"
+    }
+}
+
+/// A subvolume's mount options with `subvol=` naming it as the plan writes it.
+fn subvolume_options(name: &str, subvolume: &Subvolume) -> Vec<String> {
+    let mut options = subvolume.mount_options.clone();
+    options.push(format!("subvol={name}"));
+    options
+}
+
+fn swap_to_disko(w: &mut Writer, swap: &IndexMap<String, SwapFile>) {
+    if swap.is_empty() {
+        return;
+    }
+    w.open("swap");
+    for (name, file) in swap {
+        w.open(name);
+        w.string("size", &disko_size(file.size));
+        if let Some(path) = &file.path {
+            w.string("path", path);
+        }
+        if let Some(priority) = file.priority {
+            w.line(&format!("priority = {priority};"));
+        }
+        w.close();
+    }
+    w.close();
+}
+
+/// disko's swap file sizes are a number with a unit letter (`^([0-9]+[KMGTP])?$`).
+fn disko_size(size: Size) -> String {
+    let bytes = size.bytes().unwrap_or_default();
+    let exact = format_exact(bytes);
+    if exact.ends_with(|c: char| "KMGTP".contains(c)) {
+        exact
+    } else {
+        format!("{}K", bytes / 1024)
+    }
+}
+
+fn swap_from_disko(r: &mut Reader, object: &Object, path: &FieldPath) -> IndexMap<String, SwapFile> {
+    let mut files = IndexMap::new();
+    let Some(value) = object.get("swap") else { return files };
+    let path = path.join("swap");
+    let Some(swap) = r.object(value, &path) else { return files };
+    for (name, value) in swap {
+        let field = path.join(name.clone());
+        let Some(file) = r.object(value, &field) else { continue };
+        r.only(file, &field, &["size", "path", "priority", "options"]);
+        let options = r.strings(file, "options", &field);
+        if options.iter().any(|o| o != "defaults") {
+            r.refuse(&field.join("options"), "swap file options other than \"defaults\" are not supported");
+        }
+        let size_text = r.string(file, "size", &field).unwrap_or_default();
+        let size = match size_text.parse::<Size>() {
+            Ok(size @ Size::Bytes(_)) => size,
+            _ => {
+                r.refuse(&field.join("size"), format!("{size_text:?} is not a swap file size"));
+                continue;
+            }
+        };
+        let priority = match file.get("priority") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => match value.as_i64().and_then(|p| i32::try_from(p).ok()) {
+                Some(p) => Some(p),
+                None => {
+                    r.refuse(&field.join("priority"), "is not a number");
+                    None
+                }
+            },
+        };
+        let file_path = r.string(file, "path", &field).filter(|p| p != name);
+        files.insert(name.clone(), SwapFile { size, path: file_path, priority });
+    }
+    files
+}
+
+/// Reads disko's `type = "btrfs"`. One without subvolumes or swap files is a plain btrfs `filesystem`.
+/// disko passes `extraArgs` to mkfs.btrfs unquoted, so each is split at spaces as the shell does.
+pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _inside_luks: bool) -> Option<Content> {
+    r.only(object, path, &["type", "device", "mountpoint", "mountOptions", "extraArgs", "subvolumes", "swap"]);
+    if object.get("device").is_some() {
+        r.warn(format!(
+            "{}: not carried over: nix-dabei makes the filesystem where the content sits",
+            path.join("device")
+        ));
+    }
+    let mut extra: Vec<String> =
+        r.strings(object, "extraArgs", path).iter().flat_map(|a| a.split_whitespace().map(str::to_string)).collect();
+    let label = (extra.len() >= 2 && extra[0] == "-L").then(|| {
+        let label = extra[1].clone();
+        extra.drain(..2);
+        label
+    });
+    let mut subvolumes = IndexMap::new();
+    if let Some(value) = object.get("subvolumes") {
+        let field = path.join("subvolumes");
+        if let Some(map) = r.object(value, &field) {
+            let mut names: Vec<&String> = map.keys().collect();
+            // Parents before their children, as disko creates them (it sorts by name).
+            names.sort_by_key(|n| subvolume_path(n));
+            for name in names {
+                let sub_field = field.join(name.clone());
+                let Some(sub) = r.object(&map[name], &sub_field) else { continue };
+                r.only(sub, &sub_field, &["name", "type", "mountpoint", "mountOptions", "extraArgs", "swap"]);
+                let own_name = r.string(sub, "name", &sub_field).unwrap_or_else(|| name.clone());
+                if !r.strings(sub, "extraArgs", &sub_field).is_empty() {
+                    r.refuse(&sub_field.join("extraArgs"), "arguments to `btrfs subvolume create` are not supported");
+                }
+                let subvolume = Subvolume {
+                    mountpoint: r.string(sub, "mountpoint", &sub_field),
+                    mount_options: r.mount_options(sub, &sub_field),
+                    swap: swap_from_disko(r, sub, &sub_field),
+                };
+                subvolumes.insert(own_name, subvolume);
+            }
+        }
+    }
+    let swap = swap_from_disko(r, object, path);
+    let mountpoint = r.string(object, "mountpoint", path);
+    let mount_options = r.mount_options(object, path);
+    if subvolumes.is_empty() && swap.is_empty() {
+        return Some(Content::Filesystem(super::filesystem::Filesystem {
+            format: Format::Btrfs,
+            mountpoint,
+            mount_options,
+            label,
+            mkfs_options: extra,
+        }));
+    }
+    Some(Content::Btrfs(Btrfs { mountpoint, mount_options, label, mkfs_options: extra, subvolumes, swap }))
+}
