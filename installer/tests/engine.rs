@@ -69,6 +69,7 @@ fn presets() -> Vec<(String, Plan)> {
 /// Layouts of the node types the presets do not use: the example plans in layouts/example-plans.
 const LAYOUTS: &[(&str, &str)] = &[
     ("Btrfs-Luks-swaptrue", include_str!("../../layouts/example-plans/btrfs-subvolumes-on-luks.toml")),
+    ("Btrfs-raid1-Luks-swapfalse", include_str!("../../layouts/example-plans/btrfs-raid1-on-luks.toml")),
     ("Tmpfs-root-None-swapfalse", include_str!("../../layouts/example-plans/tmpfs-root.toml")),
     ("Mirror-special-dedup-swapfalse", include_str!("../../layouts/example-plans/zfs-special-dedup.toml")),
 ];

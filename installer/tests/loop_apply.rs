@@ -473,3 +473,39 @@ content.filesystem = { format = "ext4", mountpoint = "/nix" }
     assert_eq!(setup.apply(&[]).expect("second apply").applied, 0);
     setup.teardown_completely();
 }
+
+#[test]
+fn a_btrfs_across_two_disks_is_made_once_with_both_devices() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    let b = (&setup.disks[1].device, setup.plan.disks["b"].size.expect("size"));
+    let more = format!(
+        r#"
+[disks.a.partitions.root.content.btrfs]
+mkfs_options = ["-d", "raid1", "-m", "raid1"]
+subvolumes.root = {{ mountpoint = "/" }}
+subvolumes.data = {{ mountpoint = "/data" }}
+[disks.a.partitions.root]
+size = "rest"
+[disks.b]
+device = "{}"
+size = {}
+[disks.b.partitions.more]
+size = "rest"
+content.btrfs_member = {{ filesystem = "a/root" }}
+"#,
+        b.0, b.1
+    );
+    setup.plan_on_a(&more);
+    setup.apply(&all(&setup)).expect("apply");
+    let (a1, b1) = (format!("{}p1", setup.disks[0].device), format!("{}p1", setup.disks[1].device));
+    let show = run("btrfs", &["filesystem", "show", &a1]).expect("btrfs filesystem show");
+    assert!(show.contains("Total devices 2") && show.contains(&a1) && show.contains(&b1), "{show}");
+    let usage = run("btrfs", &["filesystem", "df", &*setup.target.to_string_lossy()]).expect("btrfs filesystem df");
+    assert!(usage.contains("Data, RAID1") && usage.contains("Metadata, RAID1"), "{usage}");
+    assert_eq!(setup.apply(&[]).expect("second apply").applied, 0);
+    setup.teardown_completely();
+}

@@ -80,22 +80,25 @@ impl MountSpec {
     }
 }
 
-/// A device a pool is built from, with the step that provides it.
+/// A device a pool or a multi-device filesystem is built from, with the step that provides it.
 #[derive(Debug, Clone)]
 pub(crate) struct MemberDevice {
     pub device: String,
     pub provided_by: String,
 }
 
+/// Work a node leaves until every disk is compiled: what it builds from devices on other disks.
+type Later = Box<dyn FnOnce(&mut Builder<'_>)>;
+
 /// The steps compiled so far, and what later steps need to know: mounts and pool members.
-#[derive(Debug)]
 pub(crate) struct Builder<'a> {
     pub plan: &'a Plan,
     pub options: &'a CompileOptions,
     pub steps: Vec<Step>,
     mounts: Vec<MountSpec>,
-    /// `(disk, partition)` of each pool member, with its device.
+    /// `(disk, partition)` of each member of a pool or a multi-device filesystem, with its device.
     pub members: BTreeMap<(String, String), MemberDevice>,
+    later: Vec<Later>,
 }
 
 impl Plan {
@@ -160,10 +163,19 @@ impl Plan {
     pub fn compile(&self, options: &CompileOptions) -> Result<Steps, PlanError> {
         options.validate()?;
         self.validate()?;
-        let mut builder =
-            Builder { plan: self, options, steps: Vec::new(), mounts: Vec::new(), members: BTreeMap::new() };
+        let mut builder = Builder {
+            plan: self,
+            options,
+            steps: Vec::new(),
+            mounts: Vec::new(),
+            members: BTreeMap::new(),
+            later: Vec::new(),
+        };
         for (name, disk) in &self.disks {
             disk.compile(&mut builder, name);
+        }
+        for later in std::mem::take(&mut builder.later) {
+            later(&mut builder);
         }
         for (name, pool) in &self.pools {
             pool.compile(&mut builder, name);
@@ -214,6 +226,11 @@ impl Builder<'_> {
     /// Adds the steps of a content on its site, through its node type.
     pub(crate) fn content(&mut self, content: &Content, site: &Site<'_>) {
         content.node().compile(self, site);
+    }
+
+    /// Runs `work` once every disk is compiled, when the members on other disks are known.
+    pub(crate) fn once_disks_are_compiled(&mut self, work: impl FnOnce(&mut Builder<'_>) + 'static) {
+        self.later.push(Box::new(work));
     }
 
     /// Records something to mount once every node has been compiled.

@@ -213,6 +213,7 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
             }
         }
     }
+    crate::nodes::btrfs::link_members_from_disko(&mut reader, &mut disks, &devices_path.join("disk"));
     let mut pools = IndexMap::new();
     if let Some(list) = devices.get("zpool").and_then(|d| reader.object(d, &devices_path.join("zpool"))).cloned() {
         for (name, value) in &list {
@@ -275,13 +276,17 @@ pub struct ExportError {
 
 /// Writes Nix attribute sets, indented.
 #[derive(Debug)]
-pub(crate) struct Writer {
+pub(crate) struct Writer<'p> {
     out: String,
     /// The nesting depth of the next line.
     pub indent: usize,
+    /// The plan being written, for nodes that name others.
+    pub plan: &'p Plan,
+    /// The partition whose content is being written, `"<disk>/<partition>"`.
+    pub owner: String,
 }
 
-impl Writer {
+impl Writer<'_> {
     pub(crate) fn line(&mut self, text: &str) {
         let _ = writeln!(self.out, "{}{text}", "  ".repeat(self.indent));
     }
@@ -318,6 +323,9 @@ impl Writer {
 
     /// `content = { ... };` written by the content's node type.
     pub(crate) fn content(&mut self, content: &Content) {
+        if content.node().omitted_in_disko() {
+            return;
+        }
         self.open("content");
         content.node().to_disko(self);
         self.close();
@@ -337,7 +345,7 @@ fn key(name: &str) -> String {
 
 /// The disko configuration of a plan, as a Nix file: `{ disko.devices = ...; networking... }`.
 pub fn export(plan: &Plan) -> Result<String, ExportError> {
-    let mut w = Writer { out: String::new(), indent: 0 };
+    let mut w = Writer { out: String::new(), indent: 0, plan, owner: String::new() };
     w.line(&format!("# The disk layout of {}, written by nix-dabei as a disko configuration.", plan.hostname));
     w.line("{");
     w.indent += 1;

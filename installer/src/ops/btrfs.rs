@@ -38,7 +38,7 @@ impl<'a> TopLevel<'a> {
             }
             None => system.create_private_dir(&target)?,
         }
-        let mut options = vec!["subvolid=5".to_string()];
+        let mut options = op.top_level_options();
         if read_only {
             options.push("ro".into());
         }

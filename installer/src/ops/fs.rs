@@ -17,6 +17,13 @@ impl Perform for Mkfs {
         if !matches!(found, Outlook::Done(_)) {
             return found;
         }
+        // A filesystem on several devices is whole only when every one of them carries it.
+        for more in &self.more_devices {
+            match blank_or(cx.system, more, self.format.fs_type(), Some(&self.blkid_uuid())) {
+                Outlook::Done(_) => {}
+                other => return other,
+            }
+        }
         // A mounted filesystem is whole (the kernel took it); checking it while in use would mislead.
         match cx.system.is_mounted(device) {
             Ok(true) => return found,

@@ -473,6 +473,9 @@ impl State {
                 if !self.exists(&device) {
                     return Err(failed(line, format!("{device}: No such file or directory")));
                 }
+                // mkfs.btrfs takes every device of the filesystem at the end; all get its signature.
+                let devices: Vec<String> =
+                    args.iter().rev().map(|a| self.canonical(a)).take_while(|d| self.exists(d)).collect();
                 let label = args.windows(2).find(|w| w[0] == "-L" || w[0] == "-n").map(|w| w[1].to_string());
                 let kind = program.strip_prefix("mkfs.").unwrap_or("swap");
                 let given = args.windows(2).find_map(|w| match w[0] {
@@ -482,8 +485,10 @@ impl State {
                     _ => None,
                 });
                 let uuid = given.unwrap_or_else(|| self.uuid());
-                self.set_signature(&device, kind, label, uuid);
-                self.damaged.remove(&device);
+                for device in devices {
+                    self.set_signature(&device, kind, label.clone(), uuid.clone());
+                    self.damaged.remove(&device);
+                }
                 Ok(String::new())
             }
             "btrfs" if matches!(args.first(), Some(&"subvolume" | &"filesystem")) => self.btrfs(line, &args),

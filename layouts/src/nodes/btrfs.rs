@@ -13,11 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::filesystem::{Format, Mkfs};
 use super::{Content, ContentNode, Site};
-use crate::compile::{Builder, MountSpec};
+use crate::compile::{Builder, MemberDevice, MountSpec};
 use crate::disko::{Object, Reader, Writer};
 use crate::error::{shown, FieldPath};
 use crate::model::Plan;
 use crate::nixos::{ModuleParts, SwapEntry};
+use crate::nodes::gpt::default_partition_label;
+use crate::nodes::zfs::split_member;
 use crate::size::{format_exact, Size};
 use crate::steps::{shell_word, CommandLine, Operation, OperationKind};
 use crate::validate::Checker;
@@ -107,9 +109,19 @@ pub struct BtrfsSubvolumes {
     pub subvolumes: Vec<String>,
     /// Swap files: path inside the filesystem and size in bytes.
     pub swap_files: Vec<(String, u64)>,
+    /// The filesystem's other devices, named when mounting (`device=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_devices: Vec<String>,
 }
 
 impl BtrfsSubvolumes {
+    /// The options mounting the top level takes.
+    pub fn top_level_options(&self) -> Vec<String> {
+        let mut options = vec!["subvolid=5".to_string()];
+        options.extend(self.more_devices.iter().map(|d| format!("device={d}")));
+        options
+    }
+
     /// Where the top level is mounted while the step runs.
     pub fn private_mountpoint(&self) -> String {
         format!("/run/nix-dabei/btrfs-{}", self.uuid)
@@ -147,7 +159,8 @@ impl OperationKind for BtrfsSubvolumes {
     /// Each command the step runs, in order, joined as a shell would run them.
     fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let top = self.private_mountpoint();
-        write!(f, "mount -t btrfs -o subvolid=5 {} {}", shell_word(&self.device), shell_word(&top))?;
+        let options = self.top_level_options().join(",");
+        write!(f, "mount -t btrfs -o {} {} {}", shell_word(&options), shell_word(&self.device), shell_word(&top))?;
         for subvolume in &self.subvolumes {
             write!(f, " && {}", self.create_command(subvolume))?;
         }
@@ -155,6 +168,107 @@ impl OperationKind for BtrfsSubvolumes {
             write!(f, " && {}", self.swap_file_command(path, *size))?;
         }
         write!(f, " && umount {}", shell_word(&top))
+    }
+}
+
+/// A content's site with owned strings, for work done once every disk is compiled.
+struct OwnedSite {
+    device: String,
+    provider: String,
+    owner: String,
+    disk: Option<String>,
+}
+
+impl OwnedSite {
+    fn of(site: &Site<'_>) -> Self {
+        OwnedSite {
+            device: site.device.to_string(),
+            provider: site.provider.to_string(),
+            owner: site.owner.to_string(),
+            disk: site.disk.map(str::to_string),
+        }
+    }
+}
+
+/// A device of a btrfs made on another partition (a multi-device btrfs, `-d raid1 -m raid1`): it makes
+/// nothing itself; the filesystem is made on all its devices at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtrfsMember {
+    /// The partition holding the btrfs, `"<disk>/<partition>"` (its content, or inside its LUKS).
+    pub filesystem: String,
+}
+
+impl BtrfsMember {
+    /// A member read from disko before the btrfs naming it is found.
+    pub(crate) fn unlinked() -> Self {
+        BtrfsMember { filesystem: String::new() }
+    }
+}
+
+impl Plan {
+    /// The partitions that are members of the btrfs on `owner`, as `"<disk>/<partition>"` in plan order.
+    pub fn btrfs_members(&self, owner: &str) -> Vec<String> {
+        let mut members = Vec::new();
+        for (disk_name, disk) in &self.disks {
+            for (part_name, part) in &disk.partitions {
+                if let Some(Content::BtrfsMember(m)) = part.content.as_ref().map(Content::innermost) {
+                    if m.filesystem == owner {
+                        members.push(format!("{disk_name}/{part_name}"));
+                    }
+                }
+            }
+        }
+        members
+    }
+}
+
+impl ContentNode for BtrfsMember {
+    fn kind(&self) -> &'static str {
+        "btrfs_member"
+    }
+
+    fn blkid_signature(&self) -> Option<String> {
+        Some("TYPE=btrfs".to_string())
+    }
+
+    fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, _inside_luks: bool) {
+        let path = path.join("btrfs_member").join("filesystem");
+        let target = split_member(&self.filesystem)
+            .and_then(|(disk, part)| plan.disks.get(disk).and_then(|d| d.partitions.get(part)));
+        let holds_btrfs =
+            target.and_then(|p| p.content.as_ref()).is_some_and(|c| matches!(c.innermost(), Content::Btrfs(_)));
+        if !holds_btrfs {
+            check.report(
+                path,
+                format!(
+                    "{} is not a partition of the plan holding a btrfs (\"<disk>/<partition>\" whose content, or \
+                     whose LUKS container's, is btrfs)",
+                    shown(&self.filesystem)
+                ),
+            );
+        }
+    }
+
+    fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
+        if let Some((disk, part)) = split_member(site.owner) {
+            let member = MemberDevice { device: site.device.to_string(), provided_by: site.provider.to_string() };
+            build.members.insert((disk.to_string(), part.to_string()), member);
+        }
+    }
+
+    fn nixos(&self, _module: &mut ModuleParts, _device: &str) {}
+
+    /// disko has no member content: the device is a partition or LUKS container without content that the
+    /// btrfs names in its `extraArgs`.
+    fn to_disko(&self, _w: &mut Writer) {}
+
+    fn omitted_in_disko(&self) -> bool {
+        true
+    }
+
+    fn partition_type(&self) -> &'static str {
+        "linux"
     }
 }
 
@@ -196,6 +310,75 @@ impl Btrfs {
             match file.size {
                 Size::Bytes(bytes) if bytes >= 40 * 1024 && bytes % 4096 == 0 => {}
                 _ => check.report(field.join("size"), "is not a swap file size (a multiple of 4K, at least 40K)"),
+            }
+        }
+    }
+}
+
+impl Btrfs {
+    /// The steps of the filesystem on `site` and on the devices of its members.
+    fn compile_on(&self, build: &mut Builder<'_>, site: &OwnedSite, members: &[MemberDevice]) {
+        let uuid = build.plan.filesystem_uuid(&site.owner);
+        let more_devices: Vec<String> = members.iter().map(|m| m.device.clone()).collect();
+        let mut devices = vec![site.device.clone()];
+        devices.extend(more_devices.iter().cloned());
+        let mut after = vec![site.provider.clone()];
+        after.extend(members.iter().map(|m| m.provided_by.clone()));
+        // Spread over several disks, its steps belong to none of them alone.
+        let disk = if members.is_empty() { site.disk.as_deref() } else { None };
+        let spans = if members.is_empty() { String::new() } else { format!(" and {} more device(s)", members.len()) };
+        let mut made = build.push(
+            format!("mkfs:{}", site.owner),
+            format!("Make a btrfs filesystem on {}{spans}", site.owner),
+            devices.clone(),
+            disk,
+            after,
+            Operation::Mkfs(Mkfs {
+                device: site.device.clone(),
+                uuid: uuid.clone(),
+                format: Format::Btrfs,
+                label: self.label.clone(),
+                options: self.mkfs_options.clone(),
+                more_devices: more_devices.clone(),
+            }),
+        );
+        let subvolumes: Vec<String> = self.subvolumes.keys().map(|name| subvolume_path(name)).collect();
+        let swap_files: Vec<(String, u64)> = self
+            .all_swap_files()
+            .into_iter()
+            .map(|(sub, name, file)| {
+                let inner = subvolume_path(file.path.as_deref().unwrap_or(name));
+                let path = sub.map_or(inner.clone(), |sub| format!("{}/{inner}", subvolume_path(sub)));
+                (path, file.size.bytes().unwrap_or_default())
+            })
+            .collect();
+        if !subvolumes.is_empty() || !swap_files.is_empty() {
+            made = build.push(
+                format!("btrfs-subvolumes:{}", site.owner),
+                format!("Create the subvolumes and swap files in {}'s btrfs", site.owner),
+                devices,
+                disk,
+                vec![made],
+                Operation::BtrfsSubvolumes(BtrfsSubvolumes {
+                    device: site.device.clone(),
+                    uuid,
+                    subvolumes,
+                    swap_files,
+                    more_devices: more_devices.clone(),
+                }),
+            );
+        }
+        // The installer names every other device when mounting, so the kernel need not have scanned them.
+        let device_options = more_devices.iter().map(|d| format!("device={d}"));
+        if let Some(mountpoint) = &self.mountpoint {
+            let options: Vec<String> = self.mount_options.iter().cloned().chain(device_options.clone()).collect();
+            build.add_mount(MountSpec::new(mountpoint, &site.device, "btrfs", &options, made.clone()));
+        }
+        for (name, subvolume) in &self.subvolumes {
+            if let Some(mountpoint) = &subvolume.mountpoint {
+                let mut options = subvolume_options(name, subvolume);
+                options.extend(device_options.clone());
+                build.add_mount(MountSpec::new(mountpoint, &site.device, "btrfs", &options, made.clone()));
             }
         }
     }
@@ -259,55 +442,18 @@ impl ContentNode for Btrfs {
     }
 
     fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
-        let uuid = build.plan.filesystem_uuid(site.owner);
-        let mut made = build.push(
-            format!("mkfs:{}", site.owner),
-            format!("Make a btrfs filesystem on {}", site.owner),
-            vec![site.device.to_string()],
-            site.disk,
-            vec![site.provider.to_string()],
-            Operation::Mkfs(Mkfs {
-                device: site.device.to_string(),
-                uuid: uuid.clone(),
-                format: Format::Btrfs,
-                label: self.label.clone(),
-                options: self.mkfs_options.clone(),
-            }),
-        );
-        let subvolumes: Vec<String> = self.subvolumes.keys().map(|name| subvolume_path(name)).collect();
-        let swap_files: Vec<(String, u64)> = self
-            .all_swap_files()
-            .into_iter()
-            .map(|(sub, name, file)| {
-                let inner = subvolume_path(file.path.as_deref().unwrap_or(name));
-                let path = sub.map_or(inner.clone(), |sub| format!("{}/{inner}", subvolume_path(sub)));
-                (path, file.size.bytes().unwrap_or_default())
-            })
-            .collect();
-        if !subvolumes.is_empty() || !swap_files.is_empty() {
-            made = build.push(
-                format!("btrfs-subvolumes:{}", site.owner),
-                format!("Create the subvolumes and swap files in {}'s btrfs", site.owner),
-                vec![site.device.to_string()],
-                site.disk,
-                vec![made],
-                Operation::BtrfsSubvolumes(BtrfsSubvolumes {
-                    device: site.device.to_string(),
-                    uuid,
-                    subvolumes,
-                    swap_files,
-                }),
-            );
+        let at = OwnedSite::of(site);
+        let members = build.plan.btrfs_members(site.owner);
+        if members.is_empty() {
+            self.compile_on(build, &at, &[]);
+            return;
         }
-        if let Some(mountpoint) = &self.mountpoint {
-            build.add_mount(MountSpec::new(mountpoint, site.device, "btrfs", &self.mount_options, made.clone()));
-        }
-        for (name, subvolume) in &self.subvolumes {
-            if let Some(mountpoint) = &subvolume.mountpoint {
-                let options = subvolume_options(name, subvolume);
-                build.add_mount(MountSpec::new(mountpoint, site.device, "btrfs", &options, made.clone()));
-            }
-        }
+        // The other devices may be on disks compiled after this one.
+        let this = self.clone();
+        build.once_disks_are_compiled(move |build| {
+            let devices: Vec<MemberDevice> = members.iter().filter_map(|r| build.member(r)).cloned().collect();
+            this.compile_on(build, &at, &devices);
+        });
     }
 
     fn nixos(&self, module: &mut ModuleParts, device: &str) {
@@ -352,6 +498,10 @@ impl ContentNode for Btrfs {
             extra.extend(["-L".to_string(), label.clone()]);
         }
         extra.extend(self.mkfs_options.iter().cloned());
+        // disko makes a multi-device btrfs from the other devices named in extraArgs.
+        for member in w.plan.btrfs_members(&w.owner) {
+            extra.push(member_path_in_disko(w.plan, &member));
+        }
         if !extra.is_empty() {
             w.list("extraArgs", &extra);
         }
@@ -383,6 +533,19 @@ fn subvolume_options(name: &str, subvolume: &Subvolume) -> Vec<String> {
     let mut options = subvolume.mount_options.clone();
     options.push(format!("subvol={name}"));
     options
+}
+
+/// How disko names a member: its LUKS mapping, or the partition by its label.
+fn member_path_in_disko(plan: &Plan, member: &str) -> String {
+    let (disk, part) = split_member(member).unwrap_or_default();
+    let partition = plan.disks.get(disk).and_then(|d| d.partitions.get(part));
+    match partition.and_then(|p| p.content.as_ref()) {
+        Some(Content::Luks(luks)) => luks.mapped_device(),
+        _ => {
+            let label = partition.and_then(|p| p.label.clone());
+            format!("/dev/disk/by-partlabel/{}", label.unwrap_or_else(|| default_partition_label(disk, part)))
+        }
+    }
 }
 
 fn swap_to_disko(w: &mut Writer, swap: &IndexMap<String, SwapFile>) {
@@ -506,4 +669,98 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
         }));
     }
     Some(Content::Btrfs(Btrfs { mountpoint, mount_options, label, mkfs_options: extra, subvolumes, swap }))
+}
+
+/// Links disko's multi-device btrfs: the devices its `extraArgs` name (`/dev/mapper/<luks name>`,
+/// `/dev/disk/by-partlabel/<label>`) become members of it, and each LUKS container or partition without
+/// content that no btrfs names is refused.
+pub(crate) fn link_members_from_disko(
+    r: &mut Reader,
+    disks: &mut IndexMap<String, super::gpt::Disk>,
+    path: &FieldPath,
+) {
+    // Which partition each disko device path stands for.
+    let mut by_path: IndexMap<String, String> = IndexMap::new();
+    for (disk_name, disk) in disks.iter() {
+        for (part_name, part) in &disk.partitions {
+            let reference = format!("{disk_name}/{part_name}");
+            let label = part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name));
+            by_path.insert(format!("/dev/disk/by-partlabel/{label}"), reference.clone());
+            if let Some(Content::Luks(luks)) = &part.content {
+                by_path.insert(luks.mapped_device(), reference);
+            }
+        }
+    }
+    let mut links: Vec<(String, String)> = Vec::new();
+    for (disk_name, disk) in disks.iter_mut() {
+        for (part_name, part) in disk.partitions.iter_mut() {
+            let owner = format!("{disk_name}/{part_name}");
+            let Some(content) = part.content.as_mut() else { continue };
+            let inner = innermost_mut(content);
+            let options = match inner {
+                Content::Btrfs(btrfs) => &mut btrfs.mkfs_options,
+                Content::Filesystem(fs) if fs.format == Format::Btrfs => &mut fs.mkfs_options,
+                _ => continue,
+            };
+            let (paths, rest): (Vec<String>, Vec<String>) = options.drain(..).partition(|o| o.starts_with('/'));
+            *options = rest;
+            if paths.is_empty() {
+                continue;
+            }
+            for device in paths {
+                match by_path.get(&device) {
+                    Some(member) => links.push((member.clone(), owner.clone())),
+                    None => r.refuse(
+                        &path.join(disk_name.clone()),
+                        format!("the btrfs on {owner} names {device:?}, which is no partition or LUKS container here"),
+                    ),
+                }
+            }
+            // A btrfs of several devices is the btrfs node, whether or not it has subvolumes.
+            if let Content::Filesystem(fs) = inner {
+                *inner = Content::Btrfs(Btrfs {
+                    mountpoint: fs.mountpoint.take(),
+                    mount_options: std::mem::take(&mut fs.mount_options),
+                    label: fs.label.take(),
+                    mkfs_options: std::mem::take(&mut fs.mkfs_options),
+                    subvolumes: IndexMap::new(),
+                    swap: IndexMap::new(),
+                });
+            }
+        }
+    }
+    for (member, filesystem) in links {
+        let (disk, part) = split_member(&member).unwrap_or_default();
+        let Some(partition) = disks.get_mut(disk).and_then(|d| d.partitions.get_mut(part)) else { continue };
+        let joins = Content::BtrfsMember(BtrfsMember { filesystem });
+        match partition.content.as_mut().map(innermost_mut) {
+            None => partition.content = Some(joins),
+            Some(inner @ Content::BtrfsMember(_)) => *inner = joins,
+            Some(_) => r.refuse(
+                &path.join(disk.to_string()),
+                format!("{member} holds something else and cannot also be a device of a btrfs"),
+            ),
+        }
+    }
+    for (disk_name, disk) in disks.iter() {
+        for (part_name, part) in &disk.partitions {
+            if let Some(Content::BtrfsMember(m)) = part.content.as_ref().map(Content::innermost) {
+                if m.filesystem.is_empty() {
+                    let at = path.join(disk_name.clone()).join("content").join("partitions").join(part_name.clone());
+                    r.refuse(
+                        &at.join("content"),
+                        "a LUKS container without content is supported only as a device a btrfs names in its \
+                         extraArgs",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn innermost_mut(content: &mut Content) -> &mut Content {
+    match content {
+        Content::Luks(luks) => innermost_mut(&mut luks.content),
+        other => other,
+    }
 }

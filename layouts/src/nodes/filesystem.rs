@@ -277,6 +277,9 @@ pub struct Mkfs {
     pub label: Option<String>,
     /// Extra mkfs arguments.
     pub options: Vec<String>,
+    /// More devices the filesystem spans (a multi-device btrfs), after `device`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_devices: Vec<String>,
 }
 
 impl Mkfs {
@@ -355,6 +358,7 @@ impl OperationKind for Mkfs {
         }
         args.extend(self.options.iter().cloned());
         args.push(self.device.clone());
+        args.extend(self.more_devices.iter().cloned());
         Some(CommandLine { program: program.to_string(), args })
     }
 }
@@ -402,6 +406,7 @@ impl ContentNode for Filesystem {
                 format: self.format,
                 label: self.label.clone(),
                 options: self.mkfs_options.clone(),
+                more_devices: Vec::new(),
             }),
         );
         if let Some(mountpoint) = &self.mountpoint {

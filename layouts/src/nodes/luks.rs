@@ -359,12 +359,11 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
         }
     }
     let name = r.string(object, "name", path).unwrap_or_default();
-    let inner = object.get("content").and_then(|c| r.content(c, &path.join("content"), true));
-    let Some(inner) = inner else {
-        if !object.contains_key("content") {
-            r.refuse(path, "a LUKS container without content is not supported");
-        }
-        return None;
+    let inner = match object.get("content") {
+        // Without content it may be a device a btrfs names in its extraArgs; the import links the two
+        // once every disk is read, and refuses it if none does.
+        None | Some(Value::Null) => Content::BtrfsMember(crate::nodes::btrfs::BtrfsMember::unlinked()),
+        Some(content) => r.content(content, &path.join("content"), true)?,
     };
     Some(Content::Luks(Luks {
         name,

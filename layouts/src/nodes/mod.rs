@@ -60,6 +60,10 @@ pub(crate) trait ContentNode {
     fn partition_type(&self) -> &'static str;
     /// What blkid reports on the device once the content is made (`TYPE=ext4`, `LABEL=<pool>`), if anything.
     fn blkid_signature(&self) -> Option<String>;
+    /// Whether disko writes this content as no content at all (a device that another node names).
+    fn omitted_in_disko(&self) -> bool {
+        false
+    }
     /// Whether making or opening this content asks for the passphrase given to `apply`.
     fn needs_passphrase(&self) -> bool {
         false
@@ -93,6 +97,9 @@ pub enum Content {
     Zfs(zfs::ZfsMember),
     /// A btrfs filesystem with subvolumes.
     Btrfs(btrfs::Btrfs),
+    /// A device of a btrfs made on another partition.
+    #[serde(rename = "btrfs_member")]
+    BtrfsMember(btrfs::BtrfsMember),
 }
 
 impl Content {
@@ -104,6 +111,7 @@ impl Content {
             Content::Luks(node) => node,
             Content::Zfs(node) => node,
             Content::Btrfs(node) => node,
+            Content::BtrfsMember(node) => node,
         }
     }
 
