@@ -13,6 +13,7 @@ programs=(
     /usr/sbin/cryptsetup /usr/sbin/sgdisk /usr/sbin/sfdisk
     /usr/sbin/mkfs.vfat /usr/sbin/mkfs.fat /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs /usr/sbin/mkfs.xfs /usr/sbin/mkfs.btrfs
     /usr/sbin/fsck.vfat /usr/sbin/fsck.fat /usr/sbin/e2fsck /usr/sbin/xfs_db /usr/bin/btrfs
+    /usr/sbin/mkfs.f2fs /usr/sbin/fsck.f2fs
     /usr/sbin/mkswap /usr/sbin/swapon /usr/sbin/swapoff /usr/sbin/blkid /usr/sbin/wipefs /usr/sbin/blkdiscard
     /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/bin/findmnt /usr/bin/lsblk
     /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe
@@ -21,7 +22,7 @@ programs=(
 )
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
-    ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8 xfs btrfs loop
+    ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8 xfs btrfs f2fs loop
     dummy 8021q bonding)
 inputs_hash=$( {
     cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install" "$here/flake.nix"

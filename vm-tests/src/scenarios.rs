@@ -239,15 +239,22 @@ export PATH=/host/shims:$PATH
 "#;
 
 /// Boot 2 of every layout scenario: open, import and mount from scratch with nix-dabei, then report what
-/// the system sees for the host to check.
-const VERIFY_BOOT: &str = r#"
+/// the system sees for the host to check (and unmount: [`UNMOUNT_AFTER_VERIFY`]).
+macro_rules! verify_boot_mounted {
+    () => {
+        r#"
 if [ -f /host/secret.key ]; then cp /host/secret.key /tmp/secret.key; fi
 nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount.jsonl
 cat /mnt/home/hello.txt > /host/out/hello.txt
 cat /proc/mounts > /host/out/mounts.txt
 ls /dev/disk/by-partuuid > /host/out/partuuids.txt
 /usr/sbin/blkid -o export > /host/out/blkid.txt
-cp /mnt/etc/nixos/nix-dabei.nix /host/out/nix-dabei.nix
+# A root in memory comes back empty: then only the store keeps what the install left.
+if [ -f /mnt/etc/nixos/nix-dabei.nix ]; then cp /mnt/etc/nixos/nix-dabei.nix /host/out/nix-dabei.nix; fi
+if [ -f /mnt/nix/var/nix/profiles/nix-dabei-install-standin ]; then
+    cp /mnt/nix/var/nix/profiles/nix-dabei-install-standin /host/out/standin-in-store.txt
+    cp /mnt/nix/var/nix/profiles/nix-dabei-install-standin.nix /host/out/module-in-store.nix
+fi
 if [ -f /mnt/var/log/nix-dabei-install-standin ]; then
     cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt
 fi
@@ -256,8 +263,21 @@ if zpool list -H -o name | grep -q .; then
     zfs get -j -p -o name,property,value mountpoint,encryption,keystatus,compression > /host/out/zfs-get.json
 fi
 cp /run/nix-dabei/journal.json /host/out/journal-boot2.json
-nix-dabei unmount /host/plan.toml --json > /host/out/unmount2.jsonl
-"#;
+"#
+    };
+}
+
+/// The end of boot 2: unmount everything again.
+macro_rules! unmount_after_verify {
+    () => {
+        "nix-dabei unmount /host/plan.toml --json > /host/out/unmount2.jsonl\n"
+    };
+}
+
+/// Boot 2 up to the point where everything is mounted and reported; a scenario adds its own checks.
+const VERIFY_BOOT_MOUNTED: &str = verify_boot_mounted!();
+const UNMOUNT_AFTER_VERIFY: &str = unmount_after_verify!();
+const VERIFY_BOOT: &str = concat!(verify_boot_mounted!(), unmount_after_verify!());
 
 /// What boot 1 of every install scenario does once the system is installed: write a file into the
 /// target, look at the disks, apply again (a no-op), keep the journal, unmount.
@@ -440,12 +460,24 @@ fn verify_layout(share: &Path) -> Result<()> {
             );
         }
     }
-    let module = read(&out.join("nix-dabei.nix"))?;
-    ensure!(module == layouts::nixos::module(&plan), "the NixOS module in the target differs from the plan's");
-    verify_module(&plan, &module)?;
+    let planned_module = layouts::nixos::module(&plan);
+    let is_root = |m: &str| layouts::nodes::mount::normalize_mountpoint(m).is_ok_and(|m| m == "/");
+    let root_in_memory = plan.nodev.iter().any(|(key, n)| is_root(n.mountpoint(key)));
+    let standin = if root_in_memory {
+        // `/` is a tmpfs: boot 2 mounted it empty, and the store on disk kept the install's record.
+        ensure!(!out.join("nix-dabei.nix").exists(), "the root in memory kept /etc/nixos over a reboot");
+        ensure!(!out.join("standin.txt").exists(), "the root in memory kept /var/log over a reboot");
+        let module = read(&out.join("module-in-store.nix"))?;
+        ensure!(module == planned_module, "the install saw a NixOS module other than the plan's");
+        read(&out.join("standin-in-store.txt"))?
+    } else {
+        let module = read(&out.join("nix-dabei.nix"))?;
+        ensure!(module == planned_module, "the NixOS module in the target differs from the plan's");
+        read(&out.join("standin.txt"))?
+    };
+    verify_module(&plan, &planned_module)?;
     verify_released(&plan, &out)?;
     // The stand-in nixos-install ran with the flake, after everything was mounted.
-    let standin = read(&out.join("standin.txt"))?;
     ensure!(
         standin.contains("flake=path:/etc/nixos#vm") && standin.contains("root=/mnt"),
         "nixos-install did not run as expected: {standin}"
@@ -770,6 +802,96 @@ fn disko_boot(example: &str, devices: &str) -> String {
     ))
 }
 
+/// An impermanent system: `/` and `/tmp` in memory, the store, homes and what persists in subvolumes of
+/// one btrfs mirrored (raid1) across two disks inside LUKS, and an f2fs beside it.
+const BTRFS_TMPFS_PLAN: &str = r#"
+hostname = "impermanent"
+boot = "both"
+flake = "path:/etc/nixos#vm"
+
+[nodev."/"]
+fs_type = "tmpfs"
+mount_options = ["size=256M", "mode=755"]
+[nodev."/tmp"]
+fs_type = "tmpfs"
+
+[disks.b0]
+device = "/dev/disk/by-id/virtio-b0"
+size = 3221225472
+identity = { serial = "b0" }
+[disks.b0.partitions.bios]
+size = "1M"
+type = "bios-boot"
+[disks.b0.partitions.esp]
+size = "256M"
+content.filesystem = { format = "vfat", mountpoint = "/boot", mount_options = ["umask=0077"] }
+[disks.b0.partitions.srv]
+size = "512M"
+content.filesystem = { format = "f2fs", mountpoint = "/srv", label = "srv" }
+[disks.b0.partitions.crypt]
+size = "rest"
+[disks.b0.partitions.crypt.content.luks]
+name = "crypt0"
+key = "prompt"
+[disks.b0.partitions.crypt.content.luks.content.btrfs]
+mkfs_options = ["-d", "raid1", "-m", "raid1"]
+[disks.b0.partitions.crypt.content.luks.content.btrfs.subvolumes]
+nix = { mountpoint = "/nix", mount_options = ["compress=zstd", "noatime"] }
+home = { mountpoint = "/home" }
+"home/shared" = {}
+persist = { mountpoint = "/persist" }
+
+[disks.b1]
+device = "/dev/disk/by-id/virtio-b1"
+size = 3221225472
+identity = { serial = "b1" }
+[disks.b1.partitions.bios]
+size = "1M"
+type = "bios-boot"
+[disks.b1.partitions.esp]
+size = "256M"
+content.filesystem = { format = "vfat", mountpoint = "/boot-1", mount_options = ["umask=0077"] }
+[disks.b1.partitions.crypt]
+size = "rest"
+[disks.b1.partitions.crypt.content.luks]
+name = "crypt1"
+key = "prompt"
+content.btrfs_member = { filesystem = "b0/crypt" }
+"#;
+
+/// What boot 2 of the impermanent layout reports beyond a layout's usual: the btrfs's devices and
+/// profiles, and that `/` came back empty.
+const BTRFS_TMPFS_CHECKS: &str = r#"
+btrfs filesystem show /dev/mapper/crypt0 > /host/out/btrfs-show.txt
+btrfs filesystem df /mnt/home > /host/out/btrfs-df.txt
+btrfs subvolume list /mnt/home > /host/out/btrfs-subvolumes.txt
+btrfs subvolume show /mnt/home/shared > /host/out/btrfs-nested.txt
+ls -A /mnt > /host/out/root-listing.txt
+"#;
+
+fn verify_btrfs_tmpfs(share: &Path) -> Result<()> {
+    verify_layout(share)?;
+    let out = share.join("out");
+    let show = read(&out.join("btrfs-show.txt"))?;
+    ensure!(show.contains("Total devices 2"), "the btrfs does not span both disks:\n{show}");
+    let df = read(&out.join("btrfs-df.txt"))?;
+    ensure!(df.contains("Data, RAID1") && df.contains("Metadata, RAID1"), "the btrfs is not mirrored:\n{df}");
+    let subvolumes = read(&out.join("btrfs-subvolumes.txt"))?;
+    for name in ["nix", "home", "persist"] {
+        let top = format!(" top level 5 path {name}");
+        ensure!(subvolumes.lines().any(|l| l.ends_with(&top)), "no subvolume {name}:\n{subvolumes}");
+    }
+    // The nested one lies inside home (btrfs lists it relative to its parent).
+    let nested = read(&out.join("btrfs-nested.txt"))?;
+    ensure!(nested.lines().next().is_some_and(|l| l.trim() == "home/shared"), "home/shared:\n{nested}");
+    // Only the mountpoints of what is mounted inside it: the root in memory kept nothing else.
+    let listing = read(&out.join("root-listing.txt"))?;
+    let mut names: Vec<&str> = listing.lines().collect();
+    names.sort_unstable();
+    ensure!(names == ["boot", "boot-1", "home", "nix", "persist", "srv", "tmp"], "/ holds {names:?}");
+    Ok(())
+}
+
 /// Every scenario, in the order CI runs them.
 pub fn all() -> Vec<Scenario> {
     let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
@@ -837,6 +959,20 @@ pub fn all() -> Vec<Scenario> {
                 VERIFY_BOOT.to_string(),
             ],
             verify: verify_layout,
+            power_loss_boots: vec![],
+            driver: None,
+            memory_mib: None,
+        },
+        Scenario {
+            name: "btrfs-raid1-tmpfs-root",
+            disks: vec![gib("b0", 3, Bus::Virtio), gib("b1", 3, Bus::Virtio)],
+            boots: vec![
+                install_boot(&format!(
+                    "cat > /host/plan.toml <<'EOF'\n{BTRFS_TMPFS_PLAN}EOF\nnix-dabei plan /host/plan.toml > /host/out/plan.txt"
+                )),
+                format!("{VERIFY_BOOT_MOUNTED}{BTRFS_TMPFS_CHECKS}{UNMOUNT_AFTER_VERIFY}"),
+            ],
+            verify: verify_btrfs_tmpfs,
             power_loss_boots: vec![],
             driver: None,
             memory_mib: None,

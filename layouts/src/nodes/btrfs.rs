@@ -236,9 +236,21 @@ impl ContentNode for BtrfsMember {
         let path = path.join("btrfs_member").join("filesystem");
         let target = split_member(&self.filesystem)
             .and_then(|(disk, part)| plan.disks.get(disk).and_then(|d| d.partitions.get(part)));
-        let holds_btrfs =
-            target.and_then(|p| p.content.as_ref()).is_some_and(|c| matches!(c.innermost(), Content::Btrfs(_)));
-        if !holds_btrfs {
+        let btrfs = match target.and_then(|p| p.content.as_ref()).map(Content::innermost) {
+            Some(Content::Btrfs(btrfs)) => Some(btrfs),
+            _ => None,
+        };
+        // The kernel swaps only to files on a btrfs of one device.
+        if btrfs.is_some_and(|b| !b.all_swap_files().is_empty()) {
+            check.report(
+                path.clone(),
+                format!(
+                    "the btrfs on {} has swap files, which a btrfs of several devices cannot hold",
+                    self.filesystem
+                ),
+            );
+        }
+        if btrfs.is_none() {
             check.report(
                 path,
                 format!(

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::compile::Builder;
+use crate::nodes::nodev::NODEV_TYPES;
 use crate::steps::{CommandLine, Operation, OperationKind};
 
 /// Where the NixOS module for a layout is written, relative to the target root.
@@ -15,6 +16,9 @@ pub const NIXOS_MODULE_PATH: &str = "etc/nixos/nix-dabei.nix";
 pub struct WriteNixosModule {
     /// Where, including the target root.
     pub path: String,
+    /// `/` is a tmpfs: the file lasts only until the target is unmounted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_in_memory: bool,
 }
 
 impl OperationKind for WriteNixosModule {
@@ -88,10 +92,9 @@ fn is_clear_swap(operation: &Operation) -> bool {
 pub(crate) fn compile(build: &mut Builder<'_>) {
     // A plan of data disks mounts nothing at the target root: there is no system to write a module into
     // (validation makes a plan that installs have a root).
-    let root_mounted = build.steps.iter().any(|s| s.id == "mount:/");
-    if !root_mounted {
-        return;
-    }
+    let Some(root_mount) = build.steps.iter().find(|s| s.id == "mount:/") else { return };
+    let root_in_memory =
+        matches!(&root_mount.operation, Operation::Mount(m) if NODEV_TYPES.contains(&m.fs_type.as_str()));
     let after: Vec<String> = build
         .steps
         .iter()
@@ -106,7 +109,7 @@ pub(crate) fn compile(build: &mut Builder<'_>) {
         vec![],
         None,
         after,
-        Operation::WriteNixosModule(WriteNixosModule { path }),
+        Operation::WriteNixosModule(WriteNixosModule { path, root_in_memory }),
     );
     let mut before_install = vec![module.clone()];
     if build.plan.remote_unlock.is_some() {
