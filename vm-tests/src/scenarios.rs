@@ -968,7 +968,8 @@ pub fn all() -> Vec<Scenario> {
             disks: vec![gib("b0", 3, Bus::Virtio), gib("b1", 3, Bus::Virtio)],
             boots: vec![
                 install_boot(&format!(
-                    "cat > /host/plan.toml <<'EOF'\n{BTRFS_TMPFS_PLAN}EOF\nnix-dabei plan /host/plan.toml > /host/out/plan.txt"
+                    "cat > /host/plan.toml <<'EOF'\n{BTRFS_TMPFS_PLAN}EOF\n\
+                     nix-dabei plan /host/plan.toml > /host/out/plan.txt"
                 )),
                 format!("{VERIFY_BOOT_MOUNTED}{BTRFS_TMPFS_CHECKS}{UNMOUNT_AFTER_VERIFY}"),
             ],
