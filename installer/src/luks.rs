@@ -86,8 +86,16 @@ fn pbkdf(weak: bool) -> CryptPbkdfType {
     }
 }
 
-/// Formats `device` as LUKS2 (aes-xts-plain64, 512-bit key) with one key slot for `key`.
-pub fn format(device: &str, uuid: &str, label: Option<&str>, key: &Secret, weak: bool) -> Result<(), LuksError> {
+/// Formats `device` as LUKS2 (aes-xts-plain64, 512-bit key) with a key slot for `key`, then one for each
+/// of `more_keys`, in order: a header with fewer active slots was cut short.
+pub fn format(
+    device: &str,
+    uuid: &str,
+    label: Option<&str>,
+    key: &Secret,
+    more_keys: &[Secret],
+    weak: bool,
+) -> Result<(), LuksError> {
     install_log_callback();
     let uuid = uuid::Uuid::parse_str(uuid).map_err(|e| LuksError {
         device: device.to_string(),
@@ -110,10 +118,12 @@ pub fn format(device: &str, uuid: &str, label: Option<&str>, key: &Secret, weak:
     if let Some(label) = label {
         crypt.context_handle().set_label(Some(label), None).map_err(failure(device, "set label"))?;
     }
-    crypt
-        .keyslot_handle()
-        .add_by_key(None, None, key.expose(), CryptVolumeKey::empty())
-        .map_err(failure(device, "add key slot"))?;
+    for key in std::iter::once(key).chain(more_keys) {
+        crypt
+            .keyslot_handle()
+            .add_by_key(None, None, key.expose(), CryptVolumeKey::empty())
+            .map_err(failure(device, "add key slot"))?;
+    }
     Ok(())
 }
 
@@ -125,6 +135,8 @@ pub struct LuksHeader {
     /// Whether any key slot is active: a header made without one (a run cut between formatting and
     /// adding the key) can never be opened.
     pub usable: bool,
+    /// How many key slots are active.
+    pub key_slots: usize,
 }
 
 /// The LUKS2 header on `device`. Ask only of a device libblkid says carries one: any failure here is an
@@ -138,9 +150,12 @@ pub fn header(device: &str) -> Result<LuksHeader, LuksError> {
         .map_err(failure(device, "read the LUKS header"))?;
     let uuid = crypt.status_handle().get_uuid().map_err(failure(device, "read the LUKS header's UUID"))?;
     // LUKS2 has 32 key slots.
-    let usable = (0..32)
-        .any(|slot| matches!(crypt.keyslot_handle().status(slot), Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast)));
-    Ok(LuksHeader { uuid: uuid.to_string(), usable })
+    let key_slots = (0..32)
+        .filter(|slot| {
+            matches!(crypt.keyslot_handle().status(*slot), Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast))
+        })
+        .count();
+    Ok(LuksHeader { uuid: uuid.to_string(), usable: key_slots > 0, key_slots })
 }
 
 /// Opens `device` as `/dev/mapper/<name>`.

@@ -346,6 +346,7 @@ fn a_luks_header_without_its_key_is_made_again() {
         label: None,
         passphrase_file: None,
         allow_discards: true,
+        additional_key_files: vec![],
         content: Box::new(inner),
     });
     setup.plan.disks["a"] = disk(&setup.disks[0].device, vec![("root", Size::Rest, luks)]);

@@ -180,6 +180,9 @@ impl Plan {
         for (name, pool) in &self.pools {
             pool.compile(&mut builder, name);
         }
+        for (name, group) in &self.volume_groups {
+            group.compile(&mut builder, name);
+        }
         for (key, nodev) in &self.nodev {
             nodev.compile(&mut builder, key);
         }

@@ -193,11 +193,10 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     };
     for (key, value) in &devices {
         let empty = value.as_object().is_some_and(Map::is_empty);
-        if !["disk", "zpool", "nodev"].contains(&key.as_str()) && !empty {
+        if !["disk", "zpool", "nodev", "lvm_vg"].contains(&key.as_str()) && !empty {
             let what = match key.as_str() {
                 "mdadm" => "mdadm RAID is not supported",
-                "lvm_vg" => "LVM is not supported",
-                _ => "is not a device type nix-dabei supports (disk, zpool, nodev)",
+                _ => "is not a device type nix-dabei supports (disk, zpool, lvm_vg, nodev)",
             };
             reader.refuse(&devices_path.join(key.clone()), what);
         }
@@ -225,6 +224,17 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
                 &devices_path.join("zpool").join(name.clone()),
             ) {
                 pools.insert(name.clone(), pool);
+            }
+        }
+    }
+    let mut volume_groups = IndexMap::new();
+    if let Some(list) = devices.get("lvm_vg").and_then(|d| reader.object(d, &devices_path.join("lvm_vg"))).cloned() {
+        for (key, value) in &list {
+            let path = devices_path.join("lvm_vg").join(key.clone());
+            let Some(object) = reader.object(value, &path).cloned() else { continue };
+            let name = object.get("name").and_then(Value::as_str).unwrap_or(key).to_string();
+            if let Some(group) = crate::nodes::lvm::vg_from_disko(&mut reader, &object, &path) {
+                volume_groups.insert(name, group);
             }
         }
     }
@@ -258,6 +268,7 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
         boot,
         disks,
         pools,
+        volume_groups,
         nodev,
         ..Plan::default()
     };
@@ -364,6 +375,13 @@ pub fn export(plan: &Plan) -> Result<String, ExportError> {
         w.open("zpool");
         for (pool_name, pool) in &plan.pools {
             pool.to_disko(&mut w, plan, pool_name)?;
+        }
+        w.close();
+    }
+    if !plan.volume_groups.is_empty() {
+        w.open("lvm_vg");
+        for (name, group) in &plan.volume_groups {
+            group.to_disko(&mut w, name);
         }
         w.close();
     }

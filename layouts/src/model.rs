@@ -14,6 +14,7 @@ pub use crate::nodes::btrfs::{Btrfs, Subvolume, SwapFile};
 pub use crate::nodes::filesystem::{Filesystem, Format};
 pub use crate::nodes::gpt::{Disk, Identity, Partition};
 pub use crate::nodes::luks::Luks;
+pub use crate::nodes::lvm::{LogicalVolume, LvSize, LvType, LvmPv, Share, VolumeGroup};
 pub use crate::nodes::nodev::Nodev;
 pub use crate::nodes::swap::Swap;
 pub use crate::nodes::zfs::{Dataset, DatasetKind, Pool, Vdev, VdevMode, ZfsMember};
@@ -56,12 +57,29 @@ pub struct Plan {
     /// The ZFS pools, by pool name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub pools: IndexMap<String, Pool>,
+    /// LVM volume groups, by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub volume_groups: IndexMap<String, VolumeGroup>,
     /// Filesystems without a device (tmpfs), by mountpoint.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub nodev: IndexMap<String, Nodev>,
 }
 
 impl Plan {
+    /// The partitions whose content (inside any LUKS container) `wanted` accepts, as
+    /// `"<disk>/<partition>"` in plan order.
+    pub fn partitions_holding(&self, wanted: impl Fn(&Content) -> bool) -> Vec<String> {
+        let mut found = Vec::new();
+        for (disk_name, disk) in &self.disks {
+            for (part_name, part) in &disk.partitions {
+                if part.content.as_ref().map(Content::innermost).is_some_and(&wanted) {
+                    found.push(format!("{disk_name}/{part_name}"));
+                }
+            }
+        }
+        found
+    }
+
     /// Whether applying the plan needs a passphrase: a LUKS container or ZFS encryption whose key is typed.
     pub fn needs_passphrase(&self) -> bool {
         let partitions = self.disks.values().flat_map(|d| d.partitions.values());
@@ -83,6 +101,7 @@ impl Default for Plan {
             remote_unlock: None,
             disks: IndexMap::new(),
             pools: IndexMap::new(),
+            volume_groups: IndexMap::new(),
             nodev: IndexMap::new(),
         }
     }

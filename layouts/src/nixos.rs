@@ -89,6 +89,10 @@ pub(crate) struct ModuleParts {
     pub native_encryption: bool,
     /// A pool member is inside a LUKS container.
     pub pool_inside_luks: bool,
+    /// Kernel modules the initrd loads (device-mapper targets of LVM volumes).
+    pub initrd_kernel_modules: std::collections::BTreeSet<String>,
+    /// An LVM thin pool needs thin-provisioning-tools at boot.
+    pub lvm_thin: bool,
 }
 
 impl ModuleParts {
@@ -161,6 +165,9 @@ pub(crate) fn parts(plan: &Plan) -> (ModuleParts, Vec<String>) {
     for (pool_name, pool) in &plan.pools {
         pool.nixos(&mut found, pool_name);
     }
+    for (name, group) in &plan.volume_groups {
+        group.nixos(&mut found, name);
+    }
     for (key, nodev) in &plan.nodev {
         nodev.nixos(&mut found, key);
     }
@@ -219,6 +226,16 @@ pub fn module(plan: &Plan) -> String {
     if !modules.is_empty() {
         let _ = writeln!(out, "  # The drivers of the disks' controllers (and network cards for remote unlock).");
         let _ = writeln!(out, "  boot.initrd.availableKernelModules = {};", nix_list(&modules));
+    }
+    if !plan.volume_groups.is_empty() {
+        // nixos/modules/tasks/lvm.nix: the systemd initrd activates LVM only when asked; thin pools need
+        // thin-provisioning-tools (services.lvm.boot.thin).
+        let _ = writeln!(out, "  boot.initrd.services.lvm.enable = true;");
+        let modules: Vec<String> = found.initrd_kernel_modules.iter().cloned().collect();
+        let _ = writeln!(out, "  boot.initrd.kernelModules = {};", nix_list(&modules));
+        if found.lvm_thin {
+            let _ = writeln!(out, "  services.lvm.boot.thin.enable = true;");
+        }
     }
     for luks in &found.luks {
         let _ = writeln!(out, "  boot.initrd.luks.devices.{} = {{", nix_string(&luks.name));

@@ -247,6 +247,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                     label: None,
                     passphrase_file: None,
                     allow_discards: true,
+                    additional_key_files: vec![],
                     content: Box::new(inner),
                 }),
             ),

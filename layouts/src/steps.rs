@@ -14,6 +14,7 @@ pub use crate::nodes::filesystem::Mkfs;
 pub use crate::nodes::gpt::{GptPartition, PartitionTable, Wipe};
 pub use crate::nodes::install::{InitrdHostKey, NixosInstall, WriteNixosModule};
 pub use crate::nodes::luks::{LuksClose, LuksFormat, LuksOpen};
+pub use crate::nodes::lvm::{LvCreate, PvCreate, VgActivate, VgCreate, VgDeactivate};
 pub use crate::nodes::mount::{Mount, Unmount};
 pub use crate::nodes::swap::{Mkswap, Swapoff, Swapon};
 pub use crate::nodes::zfs::{HostId, VdevDevices, ZfsCreate, ZpoolCreate, ZpoolExport};
@@ -115,6 +116,16 @@ pub enum Operation {
     ZfsCreate(ZfsCreate),
     /// Make a filesystem.
     Mkfs(Mkfs),
+    /// Make an LVM physical volume.
+    PvCreate(PvCreate),
+    /// Create an LVM volume group.
+    VgCreate(VgCreate),
+    /// Create an LVM logical volume.
+    LvCreate(LvCreate),
+    /// Activate a volume group.
+    VgActivate(VgActivate),
+    /// Deactivate a volume group.
+    VgDeactivate(VgDeactivate),
     /// Create a btrfs filesystem's subvolumes and swap files.
     BtrfsSubvolumes(BtrfsSubvolumes),
     /// Make swap space.
@@ -152,6 +163,11 @@ impl Operation {
             Operation::ZfsCreate(op) => op,
             Operation::Mkfs(op) => op,
             Operation::BtrfsSubvolumes(op) => op,
+            Operation::PvCreate(op) => op,
+            Operation::VgCreate(op) => op,
+            Operation::LvCreate(op) => op,
+            Operation::VgActivate(op) => op,
+            Operation::VgDeactivate(op) => op,
             Operation::Mkswap(op) => op,
             Operation::Mount(op) => op,
             Operation::Swapon(op) => op,

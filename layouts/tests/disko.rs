@@ -45,6 +45,7 @@ const SUPPORTED: &[&str] = &[
     "btrfs-subvolumes",
     "gpt-bios-compat",
     "luks-interactive-login",
+    "luks-lvm",
     "multi-device-no-deps",
     "simple-efi",
     "swap",
@@ -68,7 +69,6 @@ fn supported_examples_import_and_plan() {
 fn unsupported_examples_are_refused_at_their_path() {
     let cases = [
         ("legacy-table", "disko.devices.disk.main.content: legacy (MBR) partition tables are not supported"),
-        ("luks-lvm", "disko.devices.lvm_vg: LVM is not supported"),
         ("mdadm", "disko.devices.mdadm: mdadm RAID is not supported"),
     ];
     for (name, expected) in cases {

@@ -14,6 +14,7 @@ programs=(
     /usr/sbin/mkfs.vfat /usr/sbin/mkfs.fat /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs /usr/sbin/mkfs.xfs /usr/sbin/mkfs.btrfs
     /usr/sbin/fsck.vfat /usr/sbin/fsck.fat /usr/sbin/e2fsck /usr/sbin/xfs_db /usr/bin/btrfs
     /usr/sbin/mkfs.f2fs /usr/sbin/fsck.f2fs
+    /usr/sbin/lvm /usr/sbin/pdata_tools /usr/sbin/dmsetup
     /usr/sbin/mkswap /usr/sbin/swapon /usr/sbin/swapoff /usr/sbin/blkid /usr/sbin/wipefs /usr/sbin/blkdiscard
     /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/bin/findmnt /usr/bin/lsblk
     /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe
@@ -23,7 +24,8 @@ programs=(
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
     ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8 xfs btrfs f2fs loop
-    dummy 8021q bonding)
+    dummy 8021q bonding
+    dm_snapshot dm_thin_pool dm_mirror dm_raid raid0 raid1 raid456 raid10)
 inputs_hash=$( {
     cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install" "$here/flake.nix"
     echo "$kver $(candidate_version "linux-image-$kver") $zfs_dir"
@@ -86,6 +88,9 @@ copy_with_libs() { # program
     done
 }
 for program in "${programs[@]}"; do copy_with_libs "$program"; done
+# LVM's and thin-provisioning-tools' commands are names of one program each.
+for command in pvcreate vgcreate lvcreate vgchange pvs vgs lvs pvscan vgscan; do ln -s lvm "$root/usr/sbin/$command"; done
+for command in thin_check thin_repair thin_dump thin_restore; do ln -s pdata_tools "$root/usr/sbin/$command"; done
 # Libraries systemd-udevd and libcryptsetup open at run time rather than link.
 for lib in /usr/lib/x86_64-linux-gnu/libkmod.so.2 /usr/lib/x86_64-linux-gnu/libblkid.so.1 \
     /usr/lib/x86_64-linux-gnu/libudev.so.1 /usr/lib/x86_64-linux-gnu/libcryptsetup.so.12 \

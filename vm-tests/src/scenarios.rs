@@ -892,6 +892,105 @@ fn verify_btrfs_tmpfs(share: &Path) -> Result<()> {
     Ok(())
 }
 
+/// LVM on LUKS over two disks: a thin pool with thin volumes for `/` and `/home`, a mirrored (raid1)
+/// volume for `/srv`.
+const LVM_PLAN: &str = r#"
+hostname = "lvmhost"
+boot = "both"
+flake = "path:/etc/nixos#vm"
+
+[disks.v0]
+device = "/dev/disk/by-id/virtio-v0"
+size = 3221225472
+identity = { serial = "v0" }
+[disks.v0.partitions.bios]
+size = "1M"
+type = "bios-boot"
+[disks.v0.partitions.esp]
+size = "256M"
+content.filesystem = { format = "vfat", mountpoint = "/boot", mount_options = ["umask=0077"] }
+[disks.v0.partitions.crypt]
+size = "rest"
+content.luks = { name = "pv0", key = "prompt", content.lvm_pv = { volume_group = "main" } }
+
+[disks.v1]
+device = "/dev/disk/by-id/virtio-v1"
+size = 3221225472
+identity = { serial = "v1" }
+[disks.v1.partitions.bios]
+size = "1M"
+type = "bios-boot"
+[disks.v1.partitions.esp]
+size = "256M"
+content.filesystem = { format = "vfat", mountpoint = "/boot-1", mount_options = ["umask=0077"] }
+[disks.v1.partitions.crypt]
+size = "rest"
+[disks.v1.partitions.crypt.content.luks]
+name = "pv1"
+key = "prompt"
+additional_key_files = ["/host/extra.key"]
+content.lvm_pv = { volume_group = "main" }
+
+[volume_groups.main.volumes]
+pool = { size = "2G", type = "thin-pool" }
+root = { size = "1G", type = "thin", pool = "pool", content.filesystem = { format = "ext4", mountpoint = "/" } }
+home = { size = "1G", type = "thin", pool = "pool", content.filesystem = { format = "xfs", mountpoint = "/home" } }
+srv = { size = "512M", type = "raid1", content.filesystem = { format = "ext4", mountpoint = "/srv" } }
+"#;
+
+/// What boot 2 of the LVM layout reports beyond a layout's usual: the volumes' kinds.
+const LVM_CHECKS: &str = r#"
+lvs --reportformat json -o lv_name,segtype,pool_lv,lv_active main > /host/out/lvs.json
+pvs --reportformat json -o pv_name,vg_name > /host/out/pvs.json
+/usr/sbin/cryptsetup open --test-passphrase --key-file /host/extra.key /dev/disk/by-id/virtio-v1-part3
+/usr/sbin/cryptsetup luksDump /dev/disk/by-id/virtio-v1-part3 > /host/out/luks-dump-v1.txt
+"#;
+
+fn verify_lvm(share: &Path) -> Result<()> {
+    verify_layout(share)?;
+    let out = share.join("out");
+    let lvs = read_json(&out.join("lvs.json"))?;
+    let rows = lvs["report"][0]["lv"].as_array().context("lvs printed no volumes")?;
+    let row = |name: &str| rows.iter().find(|r| r["lv_name"] == name).cloned().unwrap_or_default();
+    ensure!(row("pool")["segtype"] == "thin-pool", "pool is not a thin pool: {lvs}");
+    for thin in ["root", "home"] {
+        ensure!(row(thin)["segtype"] == "thin" && row(thin)["pool_lv"] == "pool", "{thin} is not thin in pool: {lvs}");
+    }
+    ensure!(row("srv")["segtype"] == "raid1", "srv is not raid1: {lvs}");
+    let pvs = read(&out.join("pvs.json"))?;
+    ensure!(pvs.contains("/dev/mapper/pv0") && pvs.contains("/dev/mapper/pv1"), "the group is not on both LUKS: {pvs}");
+    // The additional key file opened pv1's container (the script stops otherwise): a second key slot.
+    let dump = read(&out.join("luks-dump-v1.txt"))?;
+    ensure!(dump.contains("  0: luks2") && dump.contains("  1: luks2"), "pv1 has not two key slots:\n{dump}");
+    Ok(())
+}
+
+/// A layout scenario from a plan written out: boot 1 runs `prepare`, reviews and installs the plan, boot 2
+/// mounts it again and runs `checks` before unmounting; `verify` checks what the guest reported.
+fn planned_layout(
+    name: &'static str,
+    disks: Vec<DiskSpec>,
+    (prepare, plan): (&str, &str),
+    checks: &str,
+    verify: fn(&Path) -> Result<()>,
+) -> Scenario {
+    Scenario {
+        name,
+        disks,
+        boots: vec![
+            install_boot(&format!(
+                "{prepare}cat > /host/plan.toml <<'EOF'\n{plan}EOF\n\
+                 nix-dabei plan /host/plan.toml > /host/out/plan.txt"
+            )),
+            format!("{VERIFY_BOOT_MOUNTED}{checks}{UNMOUNT_AFTER_VERIFY}"),
+        ],
+        verify,
+        power_loss_boots: vec![],
+        driver: None,
+        memory_mib: None,
+    }
+}
+
 /// Every scenario, in the order CI runs them.
 pub fn all() -> Vec<Scenario> {
     let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
@@ -963,21 +1062,20 @@ pub fn all() -> Vec<Scenario> {
             driver: None,
             memory_mib: None,
         },
-        Scenario {
-            name: "btrfs-raid1-tmpfs-root",
-            disks: vec![gib("b0", 3, Bus::Virtio), gib("b1", 3, Bus::Virtio)],
-            boots: vec![
-                install_boot(&format!(
-                    "cat > /host/plan.toml <<'EOF'\n{BTRFS_TMPFS_PLAN}EOF\n\
-                     nix-dabei plan /host/plan.toml > /host/out/plan.txt"
-                )),
-                format!("{VERIFY_BOOT_MOUNTED}{BTRFS_TMPFS_CHECKS}{UNMOUNT_AFTER_VERIFY}"),
-            ],
-            verify: verify_btrfs_tmpfs,
-            power_loss_boots: vec![],
-            driver: None,
-            memory_mib: None,
-        },
+        planned_layout(
+            "btrfs-raid1-tmpfs-root",
+            vec![gib("b0", 3, Bus::Virtio), gib("b1", 3, Bus::Virtio)],
+            ("", BTRFS_TMPFS_PLAN),
+            BTRFS_TMPFS_CHECKS,
+            verify_btrfs_tmpfs,
+        ),
+        planned_layout(
+            "lvm-thin-on-luks",
+            vec![gib("v0", 3, Bus::Virtio), gib("v1", 3, Bus::Virtio)],
+            ("printf '%s' 'a second key' > /host/extra.key\n", LVM_PLAN),
+            LVM_CHECKS,
+            verify_lvm,
+        ),
         Scenario {
             name: "disko-zfs-encrypted-root",
             disks: vec![gib("k0", 3, Bus::Nvme)],

@@ -13,10 +13,10 @@ impl Perform for LuksFormat {
             return Outlook::Todo { destroys: true };
         }
         match cx.system.luks_header(device) {
-            Ok(Some(found)) if found.uuid.eq_ignore_ascii_case(&self.uuid) && found.usable => {
-                Outlook::Done(format!("{device} has this plan's LUKS header, with its key"))
+            Ok(Some(found)) if found.uuid.eq_ignore_ascii_case(&self.uuid) && found.key_slots >= self.key_slots() => {
+                Outlook::Done(format!("{device} has this plan's LUKS header, with its keys"))
             }
-            // This plan's header without a key slot: formatting was cut short; it is made again.
+            // This plan's header without all its key slots: formatting was cut short; it is made again.
             Ok(Some(found)) if found.uuid.eq_ignore_ascii_case(&self.uuid) => Outlook::Todo { destroys: true },
             Ok(Some(found)) => Outlook::Conflict(format!("{device} holds another LUKS header ({})", found.uuid)),
             Ok(None) => blank_or(cx.system, device, "crypto_LUKS", None),
@@ -26,7 +26,15 @@ impl Perform for LuksFormat {
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         let key = cx.secrets.key_or_file(&self.key, self.passphrase_file.as_deref())?;
-        cx.system.luks_format(self, &key, cx.options.weak_kdf)?;
+        let more_keys = self
+            .additional_key_files
+            .iter()
+            .map(|file| {
+                crate::secret::Secret::from_file(std::path::Path::new(file))
+                    .map_err(|e| StepError::Conflict(format!("cannot read the additional key file {file}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        cx.system.luks_format(self, &key, &more_keys, cx.options.weak_kdf)?;
         Ok(())
     }
 }

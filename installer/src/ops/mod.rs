@@ -10,6 +10,7 @@ mod fs;
 mod gpt;
 mod install;
 mod luks;
+mod lvm;
 mod mount;
 mod swap;
 mod zfs;
@@ -77,6 +78,11 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
         Operation::ZfsCreate(op) => op,
         Operation::Mkfs(op) => op,
         Operation::BtrfsSubvolumes(op) => op,
+        Operation::PvCreate(op) => op,
+        Operation::VgCreate(op) => op,
+        Operation::LvCreate(op) => op,
+        Operation::VgActivate(op) => op,
+        Operation::VgDeactivate(op) => op,
         Operation::Mkswap(op) => op,
         Operation::Mount(op) => op,
         Operation::Swapon(op) => op,

@@ -57,7 +57,8 @@ pub trait System: fmt::Debug + Send + Sync {
 
     /// Makes a LUKS2 header with [`layouts::nodes::luks::LUKS_PARAMETERS`] (or a fast key derivation,
     /// for tests under emulation).
-    fn luks_format(&self, op: &LuksFormat, key: &Secret, weak_kdf: bool) -> Result<(), LuksError>;
+    fn luks_format(&self, op: &LuksFormat, key: &Secret, more_keys: &[Secret], weak_kdf: bool)
+        -> Result<(), LuksError>;
     /// The LUKS2 header on a device, `None` when it has none; an error when it cannot tell.
     fn luks_header(&self, device: &str) -> Result<Option<LuksHeader>, LuksError>;
     /// Opens a LUKS2 device as `/dev/mapper/<name>`.

@@ -82,8 +82,14 @@ impl System for RealSystem {
         lock::exclusive(&path, &format!("disk {}", disk.path))
     }
 
-    fn luks_format(&self, op: &LuksFormat, key: &Secret, weak_kdf: bool) -> Result<(), LuksError> {
-        luks::format(&op.device, &op.uuid, op.label.as_deref(), key, weak_kdf)
+    fn luks_format(
+        &self,
+        op: &LuksFormat,
+        key: &Secret,
+        more_keys: &[Secret],
+        weak_kdf: bool,
+    ) -> Result<(), LuksError> {
+        luks::format(&op.device, &op.uuid, op.label.as_deref(), key, more_keys, weak_kdf)
     }
 
     fn luks_header(&self, device: &str) -> Result<Option<LuksHeader>, LuksError> {

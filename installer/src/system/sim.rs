@@ -61,6 +61,8 @@ struct State {
     signatures: HashMap<String, Vec<Signature>>,
     /// LUKS headers by canonical device path: UUID and key.
     luks: HashMap<String, (String, Vec<u8>)>,
+    /// How many more key slots each header has (filled from additional key files).
+    luks_more_keys: HashMap<String, usize>,
     /// Open mappings: name to canonical device path.
     mappings: BTreeMap<String, String>,
     pools: BTreeMap<String, SimPool>,
@@ -71,6 +73,10 @@ struct State {
     btrfs: HashMap<String, SimBtrfs>,
     /// The subvolume mounted at each btrfs mount target ("" for the top level).
     btrfs_mounted_subvolume: BTreeMap<String, String>,
+    /// LVM volume groups: name -> physical volume devices (canonical).
+    volume_groups: BTreeMap<String, Vec<String>>,
+    /// LVM logical volumes: (group, volume) -> active.
+    logical_volumes: BTreeMap<(String, String), bool>,
     /// Targets mounted read-only: mounting and unmounting them writes nothing, so they are no change.
     read_only_mounts: BTreeSet<String>,
     /// Folders made with `create_private_dir` (under /run: gone at a reboot).
@@ -189,6 +195,7 @@ impl SimSystem {
         state.power_cut_at = None;
         state.mounts.clear();
         state.read_only_mounts.clear();
+        state.logical_volumes.values_mut().for_each(|active| *active = false);
         state.private_dirs.clear();
         state.swaps.clear();
         state.host_id = None;
@@ -319,6 +326,11 @@ impl State {
             return self.dataset_exists(name)
                 && self.pools.values().any(|p| p.datasets.get(name).is_some_and(|d| d.volume));
         }
+        if let Some((group, volume)) = canonical.strip_prefix("/dev/").and_then(|rest| rest.split_once('/')) {
+            if let Some(active) = self.logical_volumes.get(&(group.to_string(), volume.to_string())) {
+                return *active;
+            }
+        }
         if let Some((device, inner)) = self.btrfs_path(path) {
             let tree = self.btrfs.get(&device);
             return inner.is_empty()
@@ -417,6 +429,83 @@ impl State {
         Some((mount.source.clone(), inner.join("/")))
     }
 
+    /// LVM's programs, as far as the executor uses them.
+    fn lvm(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
+        let last = args.last().copied().unwrap_or_default();
+        match line.program.as_str() {
+            "pvcreate" => {
+                let device = self.canonical(last);
+                let uuid = args.windows(2).find(|w| w[0] == "--uuid").map(|w| w[1].to_string()).unwrap_or_default();
+                if !self.exists(&device) {
+                    return Err(failed(line, format!("No device found for {device}")));
+                }
+                self.set_signature(&device, "LVM2_member", None, uuid);
+                Ok(String::new())
+            }
+            "vgcreate" => {
+                let name = args.iter().find(|a| !a.starts_with('-')).copied().unwrap_or_default().to_string();
+                let devices: Vec<String> =
+                    args.iter().skip_while(|a| **a != name).skip(1).map(|d| self.canonical(d)).collect();
+                if self.volume_groups.contains_key(&name) {
+                    return Err(failed(line, format!("A volume group called {name} already exists.")));
+                }
+                let is_pv = |s: &State, d: &String| {
+                    s.signatures.get(d).is_some_and(|s| s.iter().any(|s| s.kind == "LVM2_member"))
+                };
+                if let Some(device) = devices.iter().find(|d| !is_pv(self, d)) {
+                    return Err(failed(line, format!("{device} is not a physical volume")));
+                }
+                self.volume_groups.insert(name, devices);
+                Ok(String::new())
+            }
+            "lvcreate" => {
+                let name = args.windows(2).find(|w| w[0] == "--name").map(|w| w[1].to_string()).unwrap_or_default();
+                let key = (last.to_string(), name);
+                if !self.volume_groups.contains_key(last) {
+                    return Err(failed(line, format!("Volume group \"{last}\" not found")));
+                }
+                if self.logical_volumes.contains_key(&key) {
+                    return Err(failed(line, format!("Logical Volume \"{}\" already exists", key.1)));
+                }
+                self.logical_volumes.insert(key, true);
+                Ok(String::new())
+            }
+            "vgchange" => {
+                let active = args.windows(2).any(|w| w[0] == "--activate" && w[1] == "y");
+                if !self.volume_groups.contains_key(last) {
+                    return Err(failed(line, format!("Volume group \"{last}\" not found")));
+                }
+                for ((group, _), state) in self.logical_volumes.iter_mut() {
+                    if group == last {
+                        *state = active;
+                    }
+                }
+                Ok(String::new())
+            }
+            "pvs" => {
+                let rows: Vec<serde_json::Value> = self
+                    .signatures
+                    .iter()
+                    .filter_map(|(device, s)| s.iter().find(|s| s.kind == "LVM2_member").map(|s| (device, s)))
+                    .map(|(device, s)| {
+                        let group = self.volume_groups.iter().find(|(_, pvs)| pvs.contains(device)).map(|(g, _)| g);
+                        let group = group.cloned().unwrap_or_default();
+                        serde_json::json!({ "pv_name": device, "pv_uuid": s.uuid, "vg_name": group })
+                    })
+                    .collect();
+                Ok(serde_json::json!({ "report": [{ "pv": rows }] }).to_string())
+            }
+            _ => {
+                let rows: Vec<serde_json::Value> = self
+                    .logical_volumes
+                    .keys()
+                    .map(|(group, name)| serde_json::json!({ "lv_name": name, "vg_name": group }))
+                    .collect();
+                Ok(serde_json::json!({ "report": [{ "lv": rows }] }).to_string())
+            }
+        }
+    }
+
     /// `btrfs subvolume show|create PATH` and `btrfs filesystem mkswapfile --size N PATH`.
     fn btrfs(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
         let path = args.last().copied().unwrap_or_default();
@@ -462,6 +551,7 @@ impl State {
                 | ("zfs", Some(&"get"), _)
                 | ("btrfs", Some(&"check"), _)
                 | ("btrfs", Some(&"subvolume"), Some(&"show"))
+                | ("pvs" | "lvs", _, _)
                 | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs", _, _)
         );
         if writes {
@@ -512,6 +602,7 @@ impl State {
                 }
                 Ok(String::new())
             }
+            "pvcreate" | "vgcreate" | "lvcreate" | "vgchange" | "pvs" | "lvs" => self.lvm(line, &args),
             "zpool" => self.zpool(line, &args, input),
             "zfs" => self.zfs(line, &args, input),
             "udevadm" => Ok(String::new()),
@@ -928,7 +1019,13 @@ impl System for SimSystem {
         }))
     }
 
-    fn luks_format(&self, op: &LuksFormat, key: &Secret, _weak_kdf: bool) -> Result<(), LuksError> {
+    fn luks_format(
+        &self,
+        op: &LuksFormat,
+        key: &Secret,
+        more_keys: &[Secret],
+        _weak_kdf: bool,
+    ) -> Result<(), LuksError> {
         let mut state = self.lock();
         let device = state.canonical(&op.device);
         if !state.exists(&device) {
@@ -936,6 +1033,7 @@ impl System for SimSystem {
         }
         state.change().map_err(|e| luks_error(&op.device, "format", e))?;
         state.luks.insert(device.clone(), (op.uuid.clone(), key.expose().to_vec()));
+        state.luks_more_keys.insert(device.clone(), more_keys.len());
         state.set_signature(&device, "crypto_LUKS", op.label.clone(), op.uuid.clone());
         Ok(())
     }
@@ -943,7 +1041,11 @@ impl System for SimSystem {
     fn luks_header(&self, device: &str) -> Result<Option<LuksHeader>, LuksError> {
         let state = self.lock();
         let header = state.luks.get(&state.canonical(device));
-        Ok(header.map(|(uuid, key)| LuksHeader { uuid: uuid.clone(), usable: !key.is_empty() }))
+        let more = state.luks_more_keys.get(&state.canonical(device)).copied().unwrap_or_default();
+        Ok(header.map(|(uuid, key)| {
+            let key_slots = usize::from(!key.is_empty()) + more;
+            LuksHeader { uuid: uuid.clone(), usable: !key.is_empty(), key_slots }
+        }))
     }
 
     fn luks_open(&self, op: &LuksOpen, key: &Secret) -> Result<(), LuksError> {

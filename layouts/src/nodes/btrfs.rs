@@ -209,17 +209,7 @@ impl BtrfsMember {
 impl Plan {
     /// The partitions that are members of the btrfs on `owner`, as `"<disk>/<partition>"` in plan order.
     pub fn btrfs_members(&self, owner: &str) -> Vec<String> {
-        let mut members = Vec::new();
-        for (disk_name, disk) in &self.disks {
-            for (part_name, part) in &disk.partitions {
-                if let Some(Content::BtrfsMember(m)) = part.content.as_ref().map(Content::innermost) {
-                    if m.filesystem == owner {
-                        members.push(format!("{disk_name}/{part_name}"));
-                    }
-                }
-            }
-        }
-        members
+        self.partitions_holding(|content| matches!(content, Content::BtrfsMember(m) if m.filesystem == owner))
     }
 }
 

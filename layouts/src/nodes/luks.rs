@@ -80,6 +80,10 @@ pub struct Luks {
     /// Pass discards through to the disk.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub allow_discards: bool,
+    /// Files whose contents become more keys of the header (each in a key slot of its own), read
+    /// when formatting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_key_files: Vec<String>,
     /// What the opened container holds.
     pub content: Box<Content>,
 }
@@ -107,6 +111,16 @@ pub struct LuksFormat {
     /// A file holding the passphrase for formatting, instead of asking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<String>,
+    /// Files whose contents become more key slots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_key_files: Vec<String>,
+}
+
+impl LuksFormat {
+    /// How many key slots a finished header has: the key and one per additional key file.
+    pub fn key_slots(&self) -> usize {
+        1 + self.additional_key_files.len()
+    }
 }
 
 impl OperationKind for LuksFormat {
@@ -127,7 +141,11 @@ impl OperationKind for LuksFormat {
         if let Some(label) = &self.label {
             write!(f, " --label {}", crate::steps::shell_word(label))?;
         }
-        write!(f, " {} (key: {})", self.device, self.key)
+        write!(f, " {} (key: {})", self.device, self.key)?;
+        for file in &self.additional_key_files {
+            write!(f, " && cryptsetup luksAddKey {} {}", self.device, crate::steps::shell_word(file))?;
+        }
+        Ok(())
     }
 }
 
@@ -233,6 +251,12 @@ impl ContentNode for Luks {
                 );
             }
         }
+        for (index, file) in self.additional_key_files.iter().enumerate() {
+            if !file.starts_with('/') || file.chars().any(char::is_control) {
+                let at = luks_path.join("additional_key_files").join(format!("[{index}]"));
+                check.report(at, format!("{file:?} is not an absolute path"));
+            }
+        }
         check.content(plan, &self.content, &luks_path.join("content"), true);
     }
 
@@ -252,6 +276,7 @@ impl ContentNode for Luks {
                 label: self.label.clone(),
                 key: self.key.clone(),
                 passphrase_file: self.passphrase_file.clone(),
+                additional_key_files: self.additional_key_files.clone(),
             }),
         );
         let mapped = self.mapped_device();
@@ -294,6 +319,9 @@ impl ContentNode for Luks {
         if let Some(label) = &self.label {
             w.list("extraFormatArgs", &["--label".to_string(), label.clone()]);
         }
+        if !self.additional_key_files.is_empty() {
+            w.list("additionalKeyFiles", &self.additional_key_files);
+        }
         w.open("settings");
         w.line(&format!("allowDiscards = {};", self.allow_discards));
         if let Some(file) = self.key.strip_prefix("file://") {
@@ -331,7 +359,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
             "initrdUnlock",
         ],
     );
-    for list in ["extraOpenArgs", "additionalKeyFiles"] {
+    for list in ["extraOpenArgs"] {
         if !r.strings(object, list, path).is_empty() {
             r.refuse(&path.join(list), "is not supported by nix-dabei");
         }
@@ -371,6 +399,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
         label,
         passphrase_file: r.string(object, "passwordFile", path),
         allow_discards,
+        additional_key_files: r.strings(object, "additionalKeyFiles", path),
         content: Box::new(inner),
     }))
 }

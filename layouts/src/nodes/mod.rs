@@ -17,6 +17,7 @@ pub mod filesystem;
 pub mod gpt;
 pub mod install;
 pub mod luks;
+pub mod lvm;
 pub mod mount;
 pub mod nodev;
 pub mod swap;
@@ -80,6 +81,7 @@ pub(crate) const DISKO_CONTENT: &[(&str, DiskoContentReader)] = &[
     ("luks", luks::from_disko),
     ("zfs", zfs::member_from_disko),
     ("btrfs", btrfs::from_disko),
+    ("lvm_pv", lvm::pv_from_disko),
 ];
 
 /// What a partition, a LUKS container or a ZFS volume holds.
@@ -100,6 +102,9 @@ pub enum Content {
     /// A device of a btrfs made on another partition.
     #[serde(rename = "btrfs_member")]
     BtrfsMember(btrfs::BtrfsMember),
+    /// A physical volume of an LVM volume group.
+    #[serde(rename = "lvm_pv")]
+    LvmPv(lvm::LvmPv),
 }
 
 impl Content {
@@ -112,6 +117,7 @@ impl Content {
             Content::Zfs(node) => node,
             Content::Btrfs(node) => node,
             Content::BtrfsMember(node) => node,
+            Content::LvmPv(node) => node,
         }
     }
 

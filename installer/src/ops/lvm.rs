@@ -1,0 +1,131 @@
+//! LVM: physical volumes, volume groups, logical volumes, activation; read back with `pvs` and `lvs`
+//! in JSON.
+
+use layouts::steps::{LvCreate, PvCreate, VgActivate, VgCreate, VgDeactivate};
+use serde_json::Value;
+
+use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
+use crate::execute::{Outlook, StepError};
+use crate::system::System;
+use layouts::steps::CommandLine;
+
+/// One row of `pvs` or `lvs`.
+type Row = serde_json::Map<String, Value>;
+
+/// Rows of an LVM report (`--reportformat json`): `{"report": [{"pv": [{...}, ...]}]}`.
+fn report(system: &dyn System, program: &str, kind: &str, fields: &str) -> Result<Vec<Row>, String> {
+    let line = CommandLine::new(program, ["--reportformat", "json", "-o", fields]);
+    let output = system.run(&line, None).map_err(|e| format!("cannot read LVM's {kind}s: {e}"))?;
+    let value: Value = serde_json::from_str(&output).map_err(|e| format!("`{line}` printed no JSON report: {e}"))?;
+    let rows = value["report"].as_array().and_then(|r| r.first()).and_then(|r| r[kind].as_array());
+    let rows = rows.ok_or_else(|| format!("`{line}` printed no {kind} list"))?;
+    Ok(rows.iter().filter_map(|r| r.as_object().cloned()).collect())
+}
+
+fn field<'a>(row: &'a Row, name: &str) -> &'a str {
+    row.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+impl Perform for PvCreate {
+    /// Done when the device carries this plan's physical volume (its UUID is derived from the plan).
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        blank_or(cx.system, &self.device, "LVM2_member", Some(&self.uuid))
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}
+
+/// Done when the group is made of exactly the plan's physical volumes; a conflict when another group
+/// holds one of them, or the name belongs to a group of other volumes.
+fn look(op: &VgCreate, system: &dyn System) -> Outlook {
+    let pvs = match report(system, "pvs", "pv", "pv_name,pv_uuid,vg_name") {
+        Ok(pvs) => pvs,
+        Err(why) => return Outlook::Conflict(why),
+    };
+    let ours = |row: &Row| op.uuids.iter().any(|u| u.eq_ignore_ascii_case(field(row, "pv_uuid")));
+    for row in &pvs {
+        let (group, name) = (field(row, "vg_name"), field(row, "pv_name"));
+        if ours(row) && !group.is_empty() && group != op.name {
+            return Outlook::Conflict(format!("{name} belongs to volume group {group}, not {}", op.name));
+        }
+        if !ours(row) && group == op.name {
+            return Outlook::Conflict(format!(
+                "a volume group {} already exists with {name}, which is not the plan's: rename or remove it",
+                op.name
+            ));
+        }
+    }
+    let members = pvs.iter().filter(|r| ours(r) && field(r, "vg_name") == op.name).count();
+    if members == op.uuids.len() {
+        Outlook::Done(format!("volume group {} is made of the plan's physical volumes", op.name))
+    } else {
+        Outlook::Todo { destroys: false }
+    }
+}
+
+impl Perform for VgCreate {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        look(self, cx.system)
+    }
+
+    /// A group of the name made of other volumes is in the way whatever is made first.
+    fn taken_by_others(&self, cx: &ProbeContext<'_>) -> Option<String> {
+        match look(self, cx.system) {
+            Outlook::Conflict(why) if why.contains("not the plan's") => Some(why),
+            _ => None,
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}
+
+impl Perform for LvCreate {
+    /// Done when the group (the plan's own, as the step before checked) has the volume.
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match report(cx.system, "lvs", "lv", "lv_name,vg_name") {
+            Ok(lvs) if lvs.iter().any(|r| field(r, "vg_name") == self.group && field(r, "lv_name") == self.name) => {
+                Outlook::Done(format!("logical volume {}/{} exists", self.group, self.name))
+            }
+            Ok(_) => Outlook::Todo { destroys: false },
+            Err(why) => Outlook::Conflict(why),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}
+
+impl Perform for VgActivate {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        if self.devices.iter().all(|d| cx.system.exists(d)) {
+            Outlook::Done(format!("the volumes of {} are active", self.name))
+        } else {
+            Outlook::Todo { destroys: false }
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)?;
+        cx.system.settle();
+        Ok(())
+    }
+}
+
+impl Perform for VgDeactivate {
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        if self.devices.iter().any(|d| cx.system.exists(d)) {
+            Outlook::Todo { destroys: false }
+        } else {
+            Outlook::Done(format!("the volumes of {} are inactive", self.name))
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        run_own_command(cx)
+    }
+}
