@@ -180,6 +180,9 @@ impl Plan {
         for (name, pool) in &self.pools {
             pool.compile(&mut builder, name);
         }
+        for (name, raid) in &self.raids {
+            raid.compile(&mut builder, name);
+        }
         for (name, group) in &self.volume_groups {
             group.compile(&mut builder, name);
         }
@@ -239,6 +242,15 @@ impl Builder<'_> {
     /// Records something to mount once every node has been compiled.
     pub(crate) fn add_mount(&mut self, mount: MountSpec) {
         self.mounts.push(mount);
+    }
+
+    /// Records the partition `owner` (`"<disk>/<partition>"`) as a member with its device, made by the
+    /// step `provided_by`, for the pool, array, group or filesystem built from it.
+    pub(crate) fn register_member(&mut self, owner: &str, device: &str, provided_by: &str) {
+        if let Some((disk, part)) = crate::nodes::zfs::split_member(owner) {
+            let member = MemberDevice { device: device.to_string(), provided_by: provided_by.to_string() };
+            self.members.insert((disk.to_string(), part.to_string()), member);
+        }
     }
 
     /// The device of a pool member named `"<disk>/<partition>"`.

@@ -193,11 +193,8 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     };
     for (key, value) in &devices {
         let empty = value.as_object().is_some_and(Map::is_empty);
-        if !["disk", "zpool", "nodev", "lvm_vg"].contains(&key.as_str()) && !empty {
-            let what = match key.as_str() {
-                "mdadm" => "mdadm RAID is not supported",
-                _ => "is not a device type nix-dabei supports (disk, zpool, lvm_vg, nodev)",
-            };
+        if !["disk", "zpool", "nodev", "lvm_vg", "mdadm"].contains(&key.as_str()) && !empty {
+            let what = "is not a device type nix-dabei supports (disk, zpool, mdadm, lvm_vg, nodev)";
             reader.refuse(&devices_path.join(key.clone()), what);
         }
     }
@@ -227,6 +224,10 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
             }
         }
     }
+    let raids = match devices.get("mdadm").and_then(|d| reader.object(d, &devices_path.join("mdadm"))).cloned() {
+        Some(list) => crate::nodes::mdadm::raids_from_disko(&mut reader, &list, &devices_path.join("mdadm")),
+        None => IndexMap::new(),
+    };
     let mut volume_groups = IndexMap::new();
     if let Some(list) = devices.get("lvm_vg").and_then(|d| reader.object(d, &devices_path.join("lvm_vg"))).cloned() {
         for (key, value) in &list {
@@ -268,6 +269,7 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
         boot,
         disks,
         pools,
+        raids,
         volume_groups,
         nodev,
         ..Plan::default()
@@ -375,6 +377,13 @@ pub fn export(plan: &Plan) -> Result<String, ExportError> {
         w.open("zpool");
         for (pool_name, pool) in &plan.pools {
             pool.to_disko(&mut w, plan, pool_name)?;
+        }
+        w.close();
+    }
+    if !plan.raids.is_empty() {
+        w.open("mdadm");
+        for (name, raid) in &plan.raids {
+            raid.to_disko(&mut w, name);
         }
         w.close();
     }

@@ -15,6 +15,7 @@ pub use crate::nodes::filesystem::{Filesystem, Format};
 pub use crate::nodes::gpt::{Disk, Identity, Partition};
 pub use crate::nodes::luks::Luks;
 pub use crate::nodes::lvm::{LogicalVolume, LvSize, LvType, LvmPv, Share, VolumeGroup};
+pub use crate::nodes::mdadm::{MdMember, Raid};
 pub use crate::nodes::nodev::Nodev;
 pub use crate::nodes::swap::Swap;
 pub use crate::nodes::zfs::{Dataset, DatasetKind, Pool, Vdev, VdevMode, ZfsMember};
@@ -57,6 +58,9 @@ pub struct Plan {
     /// The ZFS pools, by pool name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub pools: IndexMap<String, Pool>,
+    /// Software RAID arrays (mdadm), by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub raids: IndexMap<String, Raid>,
     /// LVM volume groups, by name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub volume_groups: IndexMap<String, VolumeGroup>,
@@ -101,6 +105,7 @@ impl Default for Plan {
             remote_unlock: None,
             disks: IndexMap::new(),
             pools: IndexMap::new(),
+            raids: IndexMap::new(),
             volume_groups: IndexMap::new(),
             nodev: IndexMap::new(),
         }

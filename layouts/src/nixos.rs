@@ -93,6 +93,8 @@ pub(crate) struct ModuleParts {
     pub initrd_kernel_modules: std::collections::BTreeSet<String>,
     /// An LVM thin pool needs thin-provisioning-tools at boot.
     pub lvm_thin: bool,
+    /// `mdadm.conf` lines of the RAID arrays.
+    pub md_arrays: Vec<String>,
 }
 
 impl ModuleParts {
@@ -165,6 +167,10 @@ pub(crate) fn parts(plan: &Plan) -> (ModuleParts, Vec<String>) {
     for (pool_name, pool) in &plan.pools {
         pool.nixos(&mut found, pool_name);
     }
+    for (name, raid) in &plan.raids {
+        let uuid = crate::nodes::mdadm::md_uuid(&plan.filesystem_uuid(&format!("md\0{name}")));
+        raid.nixos(&mut found, name, &uuid);
+    }
     for (name, group) in &plan.volume_groups {
         group.nixos(&mut found, name);
     }
@@ -226,6 +232,12 @@ pub fn module(plan: &Plan) -> String {
     if !modules.is_empty() {
         let _ = writeln!(out, "  # The drivers of the disks' controllers (and network cards for remote unlock).");
         let _ = writeln!(out, "  boot.initrd.availableKernelModules = {};", nix_list(&modules));
+    }
+    if !found.md_arrays.is_empty() {
+        // nixos/modules/tasks/swraid.nix: mdadm and the RAID modules in the initrd, which assembles the
+        // arrays named here under their names.
+        let _ = writeln!(out, "  boot.swraid.enable = true;");
+        let _ = writeln!(out, "  boot.swraid.mdadmConf = {};", nix_string(&found.md_arrays.join("\n")));
     }
     if !plan.volume_groups.is_empty() {
         // nixos/modules/tasks/lvm.nix: the systemd initrd activates LVM only when asked; thin pools need

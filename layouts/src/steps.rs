@@ -15,6 +15,7 @@ pub use crate::nodes::gpt::{GptPartition, PartitionTable, Wipe};
 pub use crate::nodes::install::{InitrdHostKey, NixosInstall, WriteNixosModule};
 pub use crate::nodes::luks::{LuksClose, LuksFormat, LuksOpen};
 pub use crate::nodes::lvm::{LvCreate, PvCreate, VgActivate, VgCreate, VgDeactivate};
+pub use crate::nodes::mdadm::{MdAssemble, MdCreate, MdStop};
 pub use crate::nodes::mount::{Mount, Unmount};
 pub use crate::nodes::swap::{Mkswap, Swapoff, Swapon};
 pub use crate::nodes::zfs::{HostId, VdevDevices, ZfsCreate, ZpoolCreate, ZpoolExport};
@@ -116,6 +117,12 @@ pub enum Operation {
     ZfsCreate(ZfsCreate),
     /// Make a filesystem.
     Mkfs(Mkfs),
+    /// Create a RAID array.
+    MdCreate(MdCreate),
+    /// Assemble a RAID array.
+    MdAssemble(MdAssemble),
+    /// Stop a RAID array.
+    MdStop(MdStop),
     /// Make an LVM physical volume.
     PvCreate(PvCreate),
     /// Create an LVM volume group.
@@ -163,6 +170,9 @@ impl Operation {
             Operation::ZfsCreate(op) => op,
             Operation::Mkfs(op) => op,
             Operation::BtrfsSubvolumes(op) => op,
+            Operation::MdCreate(op) => op,
+            Operation::MdAssemble(op) => op,
+            Operation::MdStop(op) => op,
             Operation::PvCreate(op) => op,
             Operation::VgCreate(op) => op,
             Operation::LvCreate(op) => op,

@@ -82,6 +82,9 @@ impl Checker {
         for (name, pool) in &plan.pools {
             pool.validate(self, plan, name);
         }
+        for (name, raid) in &plan.raids {
+            raid.validate(self, plan, name);
+        }
         for (name, group) in &plan.volume_groups {
             group.validate(self, plan, name);
         }

@@ -69,7 +69,7 @@ fn supported_examples_import_and_plan() {
 fn unsupported_examples_are_refused_at_their_path() {
     let cases = [
         ("legacy-table", "disko.devices.disk.main.content: legacy (MBR) partition tables are not supported"),
-        ("mdadm", "disko.devices.mdadm: mdadm RAID is not supported"),
+        ("mdadm", "disko.devices.mdadm.raid1.content: a partition table inside an array is not supported"),
     ];
     for (name, expected) in cases {
         let error = disko::import(&example(name)).expect_err(name).to_string();

@@ -14,7 +14,7 @@ programs=(
     /usr/sbin/mkfs.vfat /usr/sbin/mkfs.fat /usr/sbin/mkfs.ext4 /usr/sbin/mke2fs /usr/sbin/mkfs.xfs /usr/sbin/mkfs.btrfs
     /usr/sbin/fsck.vfat /usr/sbin/fsck.fat /usr/sbin/e2fsck /usr/sbin/xfs_db /usr/bin/btrfs
     /usr/sbin/mkfs.f2fs /usr/sbin/fsck.f2fs
-    /usr/sbin/lvm /usr/sbin/pdata_tools /usr/sbin/dmsetup
+    /usr/sbin/lvm /usr/sbin/pdata_tools /usr/sbin/dmsetup /usr/sbin/mdadm
     /usr/sbin/mkswap /usr/sbin/swapon /usr/sbin/swapoff /usr/sbin/blkid /usr/sbin/wipefs /usr/sbin/blkdiscard
     /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/bin/findmnt /usr/bin/lsblk
     /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe

@@ -571,7 +571,13 @@ fn verify_module(plan: &layouts::Plan, module: &str) -> Result<()> {
         "boot.zfs.devNodes is wrong for pools {} LUKS",
         if in_luks { "inside" } else { "outside" }
     );
-    let esps = plan.disks.values().flat_map(|d| d.partitions.values()).filter(|p| p.is_esp()).count();
+    // ESPs with a filesystem of their own: a mirrored ESP is one filesystem on an array.
+    let esps = plan
+        .disks
+        .values()
+        .flat_map(|d| d.partitions.values())
+        .filter(|p| p.is_esp() && matches!(p.content, Some(layouts::Content::Filesystem(_))))
+        .count();
     let nofail = module.matches("\"nofail\" \"x-systemd.device-timeout=5s\"").count();
     let swaps = plan
         .disks
@@ -991,6 +997,71 @@ fn planned_layout(
     }
 }
 
+/// Software RAID over three disks: a RAID 1 ESP (metadata 1.0) and a RAID 5 root.
+const MDADM_PLAN: &str = r#"
+hostname = "raidhost"
+boot = "both"
+flake = "path:/etc/nixos#vm"
+
+[disks.r0]
+device = "/dev/disk/by-id/virtio-md0"
+size = 2147483648
+identity = { serial = "md0" }
+[disks.r0.partitions]
+bios = { size = "1M", type = "bios-boot" }
+esp = { size = "128M", type = "esp", content.md_member = { array = "boot" } }
+data = { size = "rest", content.md_member = { array = "data" } }
+
+[disks.r1]
+device = "/dev/disk/by-id/virtio-md1"
+size = 2147483648
+identity = { serial = "md1" }
+[disks.r1.partitions]
+bios = { size = "1M", type = "bios-boot" }
+esp = { size = "128M", type = "esp", content.md_member = { array = "boot" } }
+data = { size = "rest", content.md_member = { array = "data" } }
+
+[disks.r2]
+device = "/dev/disk/by-id/virtio-md2"
+size = 2147483648
+identity = { serial = "md2" }
+[disks.r2.partitions]
+bios = { size = "1M", type = "bios-boot" }
+esp = { size = "128M", type = "esp", content.md_member = { array = "boot" } }
+data = { size = "rest", content.md_member = { array = "data" } }
+
+[raids.boot]
+level = 1
+metadata = "1.0"
+content.filesystem = { format = "vfat", mountpoint = "/boot", mount_options = ["umask=0077"] }
+
+[raids.data]
+level = 5
+options = ["--bitmap=internal"]
+content.filesystem = { format = "ext4", mountpoint = "/" }
+"#;
+
+/// What boot 2 of the RAID layout reports beyond a layout's usual: the arrays' levels and members, and
+/// each ESP half read as FAT on its own.
+const MDADM_CHECKS: &str = r#"
+mdadm --detail --export /dev/md/boot > /host/out/md-boot.txt
+mdadm --detail --export /dev/md/data > /host/out/md-data.txt
+for n in 0 1 2; do /usr/sbin/fsck.vfat -n /dev/disk/by-id/virtio-md$n-part2 > /dev/null; done
+echo "every half reads as FAT" > /host/out/esp-halves.txt
+"#;
+
+fn verify_mdadm(share: &Path) -> Result<()> {
+    verify_layout(share)?;
+    let out = share.join("out");
+    for (array, level) in [("boot", "raid1"), ("data", "raid5")] {
+        let detail = read(&out.join(format!("md-{array}.txt")))?;
+        ensure!(detail.contains(&format!("MD_LEVEL={level}")), "{array} is not {level}:\n{detail}");
+        ensure!(detail.contains("MD_DEVICES=3"), "{array} does not have 3 members:\n{detail}");
+    }
+    ensure!(out.join("esp-halves.txt").exists(), "an ESP half does not read as FAT");
+    Ok(())
+}
+
 /// Every scenario, in the order CI runs them.
 pub fn all() -> Vec<Scenario> {
     let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
@@ -1075,6 +1146,13 @@ pub fn all() -> Vec<Scenario> {
             ("printf '%s' 'a second key' > /host/extra.key\n", LVM_PLAN),
             LVM_CHECKS,
             verify_lvm,
+        ),
+        planned_layout(
+            "mdadm-raid1-boot-raid5",
+            vec![gib("md0", 2, Bus::Virtio), gib("md1", 2, Bus::Virtio), gib("md2", 2, Bus::Virtio)],
+            ("", MDADM_PLAN),
+            MDADM_CHECKS,
+            verify_mdadm,
         ),
         Scenario {
             name: "disko-zfs-encrypted-root",

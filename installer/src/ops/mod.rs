@@ -11,6 +11,7 @@ mod gpt;
 mod install;
 mod luks;
 mod lvm;
+mod mdadm;
 mod mount;
 mod swap;
 mod zfs;
@@ -78,6 +79,9 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
         Operation::ZfsCreate(op) => op,
         Operation::Mkfs(op) => op,
         Operation::BtrfsSubvolumes(op) => op,
+        Operation::MdCreate(op) => op,
+        Operation::MdAssemble(op) => op,
+        Operation::MdStop(op) => op,
         Operation::PvCreate(op) => op,
         Operation::VgCreate(op) => op,
         Operation::LvCreate(op) => op,

@@ -73,6 +73,8 @@ struct State {
     btrfs: HashMap<String, SimBtrfs>,
     /// The subvolume mounted at each btrfs mount target ("" for the top level).
     btrfs_mounted_subvolume: BTreeMap<String, String>,
+    /// RAID arrays: name -> (UUID in mdadm's form, members, running).
+    md_arrays: BTreeMap<String, (String, Vec<String>, bool)>,
     /// LVM volume groups: name -> physical volume devices (canonical).
     volume_groups: BTreeMap<String, Vec<String>>,
     /// LVM logical volumes: (group, volume) -> active.
@@ -196,6 +198,7 @@ impl SimSystem {
         state.mounts.clear();
         state.read_only_mounts.clear();
         state.logical_volumes.values_mut().for_each(|active| *active = false);
+        state.md_arrays.values_mut().for_each(|(_, _, running)| *running = false);
         state.private_dirs.clear();
         state.swaps.clear();
         state.host_id = None;
@@ -326,6 +329,9 @@ impl State {
             return self.dataset_exists(name)
                 && self.pools.values().any(|p| p.datasets.get(name).is_some_and(|d| d.volume));
         }
+        if let Some(name) = canonical.strip_prefix("/dev/md/") {
+            return self.md_arrays.get(name).is_some_and(|(_, _, running)| *running);
+        }
         if let Some((group, volume)) = canonical.strip_prefix("/dev/").and_then(|rest| rest.split_once('/')) {
             if let Some(active) = self.logical_volumes.get(&(group.to_string(), volume.to_string())) {
                 return *active;
@@ -427,6 +433,49 @@ impl State {
         let subvolume = self.btrfs_mounted_subvolume.get(&mount.target).cloned().unwrap_or_default();
         let inner = [subvolume.trim_matches('/'), rest].iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>();
         Some((mount.source.clone(), inner.join("/")))
+    }
+
+    /// mdadm, as far as the executor uses it.
+    fn mdadm(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
+        let name = args.get(1).and_then(|a| a.strip_prefix("/dev/md/")).unwrap_or_default().to_string();
+        let uuid = args.iter().find_map(|a| a.strip_prefix("--uuid=")).unwrap_or_default().to_string();
+        let members: Vec<String> =
+            args.iter().skip(2).filter(|a| !a.starts_with('-')).map(|d| self.canonical(d)).collect();
+        match args.first().copied() {
+            Some("--create") => {
+                if let Some(missing) = members.iter().find(|d| !self.exists(d)) {
+                    return Err(failed(line, format!("cannot open {missing}: No such file or directory")));
+                }
+                let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).collect();
+                let dashed = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+                for member in &members {
+                    self.set_signature(member, "linux_raid_member", Some(format!("any:{name}")), dashed.clone());
+                }
+                self.md_arrays.insert(name, (uuid, members, true));
+                Ok(String::new())
+            }
+            Some("--assemble") => match self.md_arrays.get_mut(&name) {
+                Some((known, _, running)) if *known == uuid => {
+                    *running = true;
+                    Ok(String::new())
+                }
+                _ => Err(failed(line, format!("/dev/md/{name}: no devices found for this array"))),
+            },
+            Some("--stop") => match self.md_arrays.get_mut(&name) {
+                Some((_, _, running)) if *running => {
+                    *running = false;
+                    Ok(String::new())
+                }
+                _ => Err(failed(line, format!("error opening /dev/md/{name}: No such file or directory"))),
+            },
+            _ => {
+                let name = args.last().and_then(|a| a.strip_prefix("/dev/md/")).unwrap_or_default();
+                match self.md_arrays.get(name) {
+                    Some((uuid, _, true)) => Ok(format!("MD_LEVEL=raid1\nMD_UUID={uuid}\n")),
+                    _ => Err(failed(line, format!("cannot open /dev/md/{name}"))),
+                }
+            }
+        }
     }
 
     /// LVM's programs, as far as the executor uses them.
@@ -552,6 +601,7 @@ impl State {
                 | ("btrfs", Some(&"check"), _)
                 | ("btrfs", Some(&"subvolume"), Some(&"show"))
                 | ("pvs" | "lvs", _, _)
+                | ("mdadm", Some(&"--detail"), _)
                 | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs", _, _)
         );
         if writes {
@@ -602,6 +652,7 @@ impl State {
                 }
                 Ok(String::new())
             }
+            "mdadm" => self.mdadm(line, &args),
             "pvcreate" | "vgcreate" | "lvcreate" | "vgchange" | "pvs" | "lvs" => self.lvm(line, &args),
             "zpool" => self.zpool(line, &args, input),
             "zfs" => self.zfs(line, &args, input),

@@ -418,10 +418,7 @@ impl ContentNode for LvmPv {
             vec![site.provider.to_string()],
             Operation::PvCreate(PvCreate { device: site.device.to_string(), uuid }),
         );
-        if let Some((disk, part)) = super::zfs::split_member(site.owner) {
-            let member = MemberDevice { device: site.device.to_string(), provided_by: made };
-            build.members.insert((disk.to_string(), part.to_string()), member);
-        }
+        build.register_member(site.owner, site.device, &made);
     }
 
     fn nixos(&self, _module: &mut ModuleParts, _device: &str) {}

@@ -18,6 +18,7 @@ pub mod gpt;
 pub mod install;
 pub mod luks;
 pub mod lvm;
+pub mod mdadm;
 pub mod mount;
 pub mod nodev;
 pub mod swap;
@@ -82,6 +83,7 @@ pub(crate) const DISKO_CONTENT: &[(&str, DiskoContentReader)] = &[
     ("zfs", zfs::member_from_disko),
     ("btrfs", btrfs::from_disko),
     ("lvm_pv", lvm::pv_from_disko),
+    ("mdraid", mdadm::member_from_disko),
 ];
 
 /// What a partition, a LUKS container or a ZFS volume holds.
@@ -105,6 +107,9 @@ pub enum Content {
     /// A physical volume of an LVM volume group.
     #[serde(rename = "lvm_pv")]
     LvmPv(lvm::LvmPv),
+    /// A member of a RAID array.
+    #[serde(rename = "md_member")]
+    MdMember(mdadm::MdMember),
 }
 
 impl Content {
@@ -118,6 +123,7 @@ impl Content {
             Content::Btrfs(node) => node,
             Content::BtrfsMember(node) => node,
             Content::LvmPv(node) => node,
+            Content::MdMember(node) => node,
         }
     }
 

@@ -398,10 +398,7 @@ impl ContentNode for ZfsMember {
 
     /// A member makes nothing itself: the pool is created from all its members at once.
     fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
-        if let Some((disk, part)) = split_member(site.owner) {
-            let member = MemberDevice { device: site.device.to_string(), provided_by: site.provider.to_string() };
-            build.members.insert((disk.to_string(), part.to_string()), member);
-        }
+        build.register_member(site.owner, site.device, site.provider);
     }
 
     fn nixos(&self, _module: &mut ModuleParts, _device: &str) {}

@@ -456,12 +456,27 @@ impl Partition {
                     ),
                 ),
                 Some(guid) if type_name(&guid) == Some("esp") => {
-                    let vfat = matches!(
-                        &self.content,
-                        Some(super::Content::Filesystem(fs)) if fs.format == super::filesystem::Format::Vfat
-                    );
-                    if !vfat {
-                        check.report(path.join("content"), "an EFI system partition must hold a vfat filesystem");
+                    let is_vfat = |content: Option<&super::Content>| {
+                        let format = match content {
+                            Some(super::Content::Filesystem(fs)) => Some(fs.format),
+                            _ => None,
+                        };
+                        format == Some(super::filesystem::Format::Vfat)
+                    };
+                    // A mirrored ESP: firmware reads each member as FAT when the superblock is at the end.
+                    let mirrored = match &self.content {
+                        Some(super::Content::MdMember(m)) => plan
+                            .raids
+                            .get(&m.array)
+                            .is_some_and(|r| r.level == 1 && r.metadata == "1.0" && is_vfat(r.content.as_ref())),
+                        _ => false,
+                    };
+                    if !is_vfat(self.content.as_ref()) && !mirrored {
+                        check.report(
+                            path.join("content"),
+                            "an EFI system partition must hold a vfat filesystem (or be a member of a RAID 1 array \
+                             with metadata 1.0 holding one)",
+                        );
                     }
                 }
                 Some(_) => {}

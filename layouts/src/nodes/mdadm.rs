@@ -1,0 +1,385 @@
+//! Linux software RAID (mdadm): arrays at the top of a plan, made of the partitions whose content is
+//! `md_member = { array = "<name>" }`, each holding any content on `/dev/md/<name>`.
+//!
+//! An array gets a UUID derived from the plan, so a re-run recognises its members; it is created with
+//! `--homehost=any`, so that the installed system assembles it under the same name. Metadata 1.0 keeps the
+//! superblock at the end of each member, which lets firmware read a mirrored ESP as plain FAT.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::{Content, ContentNode, Site};
+use crate::compile::{Builder, MemberDevice};
+use crate::disko::{Object, Reader, Writer};
+use crate::error::{shown, FieldPath};
+use crate::model::Plan;
+use crate::nixos::ModuleParts;
+use crate::steps::{CommandLine, Operation, OperationKind};
+use crate::validate::Checker;
+
+/// A member of an array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdMember {
+    /// The array it belongs to.
+    pub array: String,
+}
+
+/// A RAID array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raid {
+    /// RAID level: 0, 1, 4, 5, 6 or 10.
+    pub level: u8,
+    /// Superblock format: "1.0" (at the end: for an ESP), "1.1" or "1.2" (the default).
+    #[serde(default = "default_metadata")]
+    pub metadata: String,
+    /// More `mdadm --create` options: `--assume-clean`, `--bitmap=internal|none`, `--chunk=N`, `--layout=L`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// What the array holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
+fn default_metadata() -> String {
+    "1.2".to_string()
+}
+
+/// The smallest number of members of each level.
+fn minimum_members(level: u8) -> Option<usize> {
+    match level {
+        0 | 1 => Some(2),
+        4 | 5 => Some(3),
+        6 | 10 => Some(4),
+        _ => None,
+    }
+}
+
+/// Create an array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdCreate {
+    /// Its name: the array is `/dev/md/<name>`.
+    pub name: String,
+    /// Its UUID, derived from the plan, in mdadm's form (four groups of eight hex digits).
+    pub uuid: String,
+    /// RAID level.
+    pub level: u8,
+    /// Superblock format.
+    pub metadata: String,
+    /// More `mdadm --create` options.
+    pub options: Vec<String>,
+    /// The members' devices.
+    pub devices: Vec<String>,
+}
+
+impl MdCreate {
+    /// The UUID as blkid shows it on each member (the standard form of the same 16 bytes).
+    pub fn blkid_uuid(&self) -> String {
+        let hex: String = self.uuid.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_lowercase();
+        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    }
+}
+
+impl OperationKind for MdCreate {
+    fn destroys_data(&self) -> bool {
+        true
+    }
+
+    fn command(&self) -> Option<CommandLine> {
+        let mut args = vec![
+            "--create".to_string(),
+            format!("/dev/md/{}", self.name),
+            "--run".into(),
+            format!("--level={}", self.level),
+            format!("--raid-devices={}", self.devices.len()),
+            format!("--metadata={}", self.metadata),
+            "--homehost=any".into(),
+            format!("--uuid={}", self.uuid),
+        ];
+        args.extend(self.options.iter().cloned());
+        args.extend(self.devices.iter().cloned());
+        Some(CommandLine { program: "mdadm".into(), args })
+    }
+}
+
+/// Assemble an array from its members (after a reboot, or when mounting again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdAssemble {
+    /// The array's name.
+    pub name: String,
+    /// Its UUID, mdadm's form.
+    pub uuid: String,
+    /// The members' devices.
+    pub devices: Vec<String>,
+}
+
+impl MdAssemble {
+    /// The array's device.
+    pub fn device(&self) -> String {
+        format!("/dev/md/{}", self.name)
+    }
+
+    /// The command reading what the running array is.
+    pub fn detail_command(&self) -> CommandLine {
+        CommandLine::new("mdadm", ["--detail".to_string(), "--export".to_string(), self.device()])
+    }
+}
+
+impl OperationKind for MdAssemble {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    fn command(&self) -> Option<CommandLine> {
+        let mut args = vec!["--assemble".to_string(), self.device(), format!("--uuid={}", self.uuid)];
+        args.extend(self.devices.iter().cloned());
+        Some(CommandLine { program: "mdadm".into(), args })
+    }
+
+    fn undo(&self) -> Option<(String, String, Operation)> {
+        let name = &self.name;
+        Some((
+            format!("md-stop:{name}"),
+            format!("Stop array {name}"),
+            Operation::MdStop(MdStop { name: name.clone() }),
+        ))
+    }
+}
+
+/// Stop an array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdStop {
+    /// The array's name.
+    pub name: String,
+}
+
+impl OperationKind for MdStop {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    fn command(&self) -> Option<CommandLine> {
+        Some(CommandLine::new("mdadm", ["--stop".to_string(), format!("/dev/md/{}", self.name)]))
+    }
+}
+
+/// A UUID in mdadm's form: four groups of eight hex digits.
+pub fn md_uuid(uuid: &str) -> String {
+    let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).collect();
+    (0..4).map(|i| hex.get(i * 8..i * 8 + 8).unwrap_or_default()).collect::<Vec<_>>().join(":")
+}
+
+impl Plan {
+    /// The partitions that are members of array `name`, as `"<disk>/<partition>"` in plan order.
+    pub fn array_members(&self, name: &str) -> Vec<String> {
+        self.partitions_holding(|content| matches!(content, Content::MdMember(m) if m.array == name))
+    }
+}
+
+/// Options a plan may pass to `mdadm --create`; none names a device or file.
+const ALLOWED_OPTIONS: &[&str] = &["--assume-clean", "--bitmap=internal", "--bitmap=none", "--chunk=", "--layout="];
+
+impl ContentNode for MdMember {
+    fn kind(&self) -> &'static str {
+        "md_member"
+    }
+
+    fn blkid_signature(&self) -> Option<String> {
+        Some("TYPE=linux_raid_member".to_string())
+    }
+
+    fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, _inside_luks: bool) {
+        if !plan.raids.contains_key(&self.array) {
+            check.report(
+                path.join("md_member").join("array"),
+                format!("array {} is not among the plan's raids", shown(&self.array)),
+            );
+        }
+    }
+
+    /// A member makes nothing itself: the array is created from all its members at once.
+    fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
+        build.register_member(site.owner, site.device, site.provider);
+    }
+
+    fn nixos(&self, _module: &mut ModuleParts, _device: &str) {}
+
+    fn to_disko(&self, w: &mut Writer) {
+        w.string("type", "mdraid");
+        w.string("name", &self.array);
+    }
+
+    fn partition_type(&self) -> &'static str {
+        "raid"
+    }
+}
+
+impl Raid {
+    pub(crate) fn validate(&self, check: &mut Checker, plan: &Plan, name: &str) {
+        let path = FieldPath::root().join("raids").join(name.to_string());
+        let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !name_ok || name.starts_with('.') {
+            check.report(path.clone(), format!("{} is not an array name (letters, digits, _.-)", shown(name)));
+        }
+        if plan.disks.contains_key(name) || plan.pools.contains_key(name) || plan.volume_groups.contains_key(name) {
+            check.report(path.clone(), format!("{} is also the name of a disk, pool or volume group", shown(name)));
+        }
+        let members = plan.array_members(name).len();
+        match minimum_members(self.level) {
+            None => check.report(path.join("level"), format!("{} is not a RAID level (0, 1, 4, 5, 6, 10)", self.level)),
+            Some(least) if members < least => {
+                let level = self.level;
+                let message = format!(
+                    "RAID {level} needs {least} members, array {name:?} has {members}: give partitions \
+                     content.md_member = {{ array = {name:?} }}"
+                );
+                check.report(path.clone(), message);
+            }
+            Some(_) => {}
+        }
+        if !["1.0", "1.1", "1.2"].contains(&self.metadata.as_str()) {
+            check.report(
+                path.join("metadata"),
+                format!("{} is not a superblock format (1.0, 1.1, 1.2)", shown(&self.metadata)),
+            );
+        }
+        for (index, option) in self.options.iter().enumerate() {
+            let known =
+                ALLOWED_OPTIONS.iter().any(|o| if o.ends_with('=') { option.starts_with(o) } else { option == o });
+            if !known || option.contains('/') {
+                check.report(
+                    path.join("options").join(format!("[{index}]")),
+                    format!(
+                        "{} is not an option nix-dabei passes to mdadm --create ({})",
+                        shown(option),
+                        ALLOWED_OPTIONS.join(" ")
+                    ),
+                );
+            }
+        }
+        if let Some(content) = &self.content {
+            // Members register by partition; an array is not one.
+            if matches!(
+                content.innermost(),
+                Content::LvmPv(_) | Content::Zfs(_) | Content::BtrfsMember(_) | Content::MdMember(_)
+            ) {
+                check.report(
+                    path.join("content"),
+                    format!("a {} inside an array is not supported", content.innermost().kind()),
+                );
+            }
+            check.content(plan, content, &path.join("content"), false);
+        }
+    }
+
+    /// Create (from the members on every disk), assemble, and what the array holds.
+    pub(crate) fn compile(&self, build: &mut Builder<'_>, name: &str) {
+        let members: Vec<MemberDevice> =
+            build.plan.array_members(name).iter().filter_map(|r| build.member(r)).cloned().collect();
+        let devices: Vec<String> = members.iter().map(|m| m.device.clone()).collect();
+        let uuid = md_uuid(&build.plan.filesystem_uuid(&format!("md\0{name}")));
+        let created = build.push(
+            format!("md-create:{name}"),
+            format!("Create RAID {} array {name} of {} member(s)", self.level, devices.len()),
+            devices.clone(),
+            None,
+            members.iter().map(|m| m.provided_by.clone()).collect(),
+            Operation::MdCreate(MdCreate {
+                name: name.to_string(),
+                uuid: uuid.clone(),
+                level: self.level,
+                metadata: self.metadata.clone(),
+                options: self.options.clone(),
+                devices: devices.clone(),
+            }),
+        );
+        let assembled = build.push(
+            format!("md-assemble:{name}"),
+            format!("Assemble array {name}"),
+            devices.clone(),
+            None,
+            vec![created],
+            Operation::MdAssemble(MdAssemble { name: name.to_string(), uuid, devices }),
+        );
+        if let Some(content) = &self.content {
+            let device = format!("/dev/md/{name}");
+            build.content(content, &Site { device: &device, provider: &assembled, owner: name, disk: None });
+        }
+    }
+
+    pub(crate) fn nixos(&self, module: &mut ModuleParts, name: &str, uuid: &str) {
+        module.md_arrays.push(format!("ARRAY /dev/md/{name} metadata={} UUID={uuid}", self.metadata));
+        if let Some(content) = &self.content {
+            module.content(content, &format!("/dev/md/{name}"));
+        }
+    }
+
+    pub(crate) fn to_disko(&self, w: &mut Writer, name: &str) {
+        w.open(name);
+        w.string("type", "mdadm");
+        w.line(&format!("level = {};", self.level));
+        w.string("metadata", &self.metadata);
+        if !self.options.is_empty() {
+            w.list("extraArgs", &self.options);
+        }
+        if let Some(content) = &self.content {
+            w.content(content);
+        }
+        w.close();
+    }
+}
+
+/// Reads disko's `type = "mdraid"` (a member).
+pub(crate) fn member_from_disko(
+    r: &mut Reader,
+    object: &Object,
+    path: &FieldPath,
+    _inside_luks: bool,
+) -> Option<Content> {
+    r.only(object, path, &["type", "name"]);
+    Some(Content::MdMember(MdMember { array: r.string(object, "name", path).unwrap_or_default() }))
+}
+
+/// Reads disko's `type = "mdadm"`.
+pub(crate) fn raid_from_disko(r: &mut Reader, object: &Object, path: &FieldPath) -> Option<Raid> {
+    r.only(object, path, &["type", "name", "level", "metadata", "extraArgs", "content"]);
+    let level = match object.get("level") {
+        None => 1,
+        Some(value) => match value.as_u64().and_then(|l| u8::try_from(l).ok()) {
+            Some(level) => level,
+            None => {
+                r.refuse(&path.join("level"), "is not a RAID level");
+                return None;
+            }
+        },
+    };
+    let metadata = match r.string(object, "metadata", path).as_deref() {
+        None | Some("default") => default_metadata(),
+        Some("1") => "1.2".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let content = match object.get("content") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) if value.get("type").and_then(serde_json::Value::as_str) == Some("gpt") => {
+            r.refuse(&path.join("content"), "a partition table inside an array is not supported");
+            return None;
+        }
+        Some(value) => Some(r.content(value, &path.join("content"), false)?),
+    };
+    Some(Raid { level, metadata, options: r.strings(object, "extraArgs", path), content })
+}
+
+/// Arrays by name, as disko lists them.
+pub(crate) fn raids_from_disko(r: &mut Reader, list: &Object, path: &FieldPath) -> IndexMap<String, Raid> {
+    let mut raids = IndexMap::new();
+    for (key, value) in list {
+        let at = path.join(key.clone());
+        let Some(object) = r.object(value, &at).cloned() else { continue };
+        let name = object.get("name").and_then(serde_json::Value::as_str).unwrap_or(key).to_string();
+        if let Some(raid) = raid_from_disko(r, &object, &at) {
+            raids.insert(name, raid);
+        }
+    }
+    raids
+}
