@@ -521,5 +521,13 @@ fn additional_key_files_become_key_slots_and_a_header_without_them_is_made_again
     let preview = installer::preview(&system, &plan, &steps, &options(Mode::Apply)).expect("preview");
     let outlook = preview.steps.iter().find(|(s, _)| s.id == format.id).map(|(_, o)| o.clone());
     assert_eq!(outlook, Some(Outlook::Todo { destroys: true }), "{outlook:?}");
+
+    // An empty key file (or a device node, which reads as empty) would open the container with no key.
+    std::fs::write(&key_file, "").expect("empty key file");
+    fresh_journal();
+    let system = machine();
+    let error = apply(&system, &plan, Mode::Apply).expect_err("refused").to_string();
+    assert!(error.contains("is empty: it would open with no key"), "{error}");
+    assert!(system.luks_header(device).expect("header").is_none(), "a header was written with an empty key");
     let _ = std::fs::remove_file(&key_file);
 }

@@ -29,9 +29,13 @@ impl Perform for LuksFormat {
         let more_keys = self
             .additional_key_files
             .iter()
-            .map(|file| {
-                crate::secret::Secret::from_file(std::path::Path::new(file))
-                    .map_err(|e| StepError::Conflict(format!("cannot read the additional key file {file}: {e}")))
+            .map(|file| match crate::secret::Secret::from_file(std::path::Path::new(file)) {
+                // An empty key would open the container with nothing (a device node also reads as empty).
+                Ok(key) if key.is_empty() => Err(StepError::Conflict(format!(
+                    "the additional key file {file} is empty: it would open with no key"
+                ))),
+                Ok(key) => Ok(key),
+                Err(e) => Err(StepError::Conflict(format!("cannot read the additional key file {file}: {e}"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
         cx.system.luks_format(self, &key, &more_keys, cx.options.weak_kdf)?;
