@@ -446,8 +446,7 @@ impl State {
                 if let Some(missing) = members.iter().find(|d| !self.exists(d)) {
                     return Err(failed(line, format!("cannot open {missing}: No such file or directory")));
                 }
-                let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).collect();
-                let dashed = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+                let dashed = layouts::nodes::mdadm::blkid_form(&uuid);
                 for member in &members {
                     self.set_signature(member, "linux_raid_member", Some(format!("any:{name}")), dashed.clone());
                 }

@@ -496,14 +496,9 @@ impl VolumeGroup {
     /// The group from its physical volumes (once every disk is compiled), its volumes in order, their
     /// activation, and what they hold.
     pub(crate) fn compile(&self, build: &mut Builder<'_>, name: &str) {
-        let members: Vec<MemberDevice> =
-            build.plan.volume_group_members(name).iter().filter_map(|r| build.member(r)).cloned().collect();
-        let uuids: Vec<String> = build
-            .plan
-            .volume_group_members(name)
-            .iter()
-            .map(|owner| lvm_uuid(&build.plan.filesystem_uuid(owner)))
-            .collect();
+        let references = build.plan.volume_group_members(name);
+        let members: Vec<MemberDevice> = references.iter().filter_map(|r| build.member(r)).cloned().collect();
+        let uuids: Vec<String> = references.iter().map(|owner| lvm_uuid(&build.plan.filesystem_uuid(owner))).collect();
         let devices: Vec<String> = members.iter().map(|m| m.device.clone()).collect();
         let mut last = build.push(
             format!("vgcreate:{name}"),

@@ -74,10 +74,9 @@ pub struct MdCreate {
 }
 
 impl MdCreate {
-    /// The UUID as blkid shows it on each member (the standard form of the same 16 bytes).
+    /// The UUID as blkid shows it on each member.
     pub fn blkid_uuid(&self) -> String {
-        let hex: String = self.uuid.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_lowercase();
-        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+        blkid_form(&self.uuid)
     }
 }
 
@@ -162,6 +161,14 @@ impl OperationKind for MdStop {
     fn command(&self) -> Option<CommandLine> {
         Some(CommandLine::new("mdadm", ["--stop".to_string(), format!("/dev/md/{}", self.name)]))
     }
+}
+
+/// An array UUID in mdadm's form as blkid shows it on the members: the same 16 bytes, in the standard
+/// groups of 8-4-4-4-12.
+pub fn blkid_form(md_uuid: &str) -> String {
+    let hex: String = md_uuid.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_lowercase();
+    let part = |from: usize, to: usize| hex.get(from..to).unwrap_or_default().to_string();
+    format!("{}-{}-{}-{}-{}", part(0, 8), part(8, 12), part(12, 16), part(16, 20), part(20, 32))
 }
 
 /// A UUID in mdadm's form: four groups of eight hex digits.
