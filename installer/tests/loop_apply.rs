@@ -507,6 +507,14 @@ content.btrfs_member = {{ filesystem = "a/root" }}
     assert!(show.contains("Total devices 2") && show.contains(&a1) && show.contains(&b1), "{show}");
     let usage = run("btrfs", &["filesystem", "df", &*setup.target.to_string_lossy()]).expect("btrfs filesystem df");
     assert!(usage.contains("Data, RAID1") && usage.contains("Metadata, RAID1"), "{usage}");
+    // Only a1 is the mount's source; b1 is in use all the same, and its disk may not be wiped.
+    let disks = installer::System::discover(&RealSystem).expect("discover");
+    let b = disks.iter().find(|d| d.path == setup.disks[1].device).expect("disk b is listed");
+    assert!(
+        b.in_use.iter().any(|r| matches!(r, partitioner::InUse::BtrfsDevice { device, .. } if *device == b1)),
+        "{:?}",
+        b.in_use
+    );
     assert_eq!(setup.apply(&[]).expect("second apply").applied, 0);
     setup.teardown_completely();
 }

@@ -164,6 +164,9 @@ pub(crate) struct Usage {
     swaps: Vec<DevNo>,
     pub(crate) imported_pools: Vec<String>,
     pub(crate) system_devices: HashMap<DevNo, String>,
+    /// The devices of mounted btrfs filesystems, with the filesystem's UUID: only one of them shows as
+    /// the mount's source.
+    pub(crate) btrfs_devices: HashMap<DevNo, String>,
 }
 
 impl Usage {
@@ -203,6 +206,18 @@ impl Usage {
                 if let Ok(meta) = fs::metadata(unescape_mount(path)) {
                     if meta.file_type().is_block_device() {
                         usage.swaps.push(DevNo::from_rdev(meta.rdev()));
+                    }
+                }
+            }
+        }
+        // A mounted btrfs lists every device it spans under /sys/fs/btrfs/<uuid>/devices.
+        if let Ok(filesystems) = fs::read_dir(roots.sys.join("fs/btrfs")) {
+            for filesystem in filesystems.flatten() {
+                let uuid = filesystem.file_name().to_string_lossy().into_owned();
+                let Ok(devices) = fs::read_dir(filesystem.path().join("devices")) else { continue };
+                for device in devices.flatten() {
+                    if let Some(devno) = read_trimmed(&device.path().join("dev")).and_then(|d| DevNo::parse(&d)) {
+                        usage.btrfs_devices.insert(devno, uuid.clone());
                     }
                 }
             }

@@ -38,6 +38,13 @@ pub enum InUse {
         /// The pool.
         pool: String,
     },
+    /// It is a device of a mounted btrfs that spans several (the mount names another of them).
+    BtrfsDevice {
+        /// The device.
+        device: String,
+        /// The filesystem's UUID.
+        filesystem: String,
+    },
     /// It is read-only.
     ReadOnly,
     /// It holds the running system.
@@ -56,6 +63,9 @@ impl fmt::Display for InUse {
             InUse::ActiveSwap { device } => write!(f, "{device} is active swap"),
             InUse::Holders { device, holders } => write!(f, "{device} is held by {}", holders.join(", ")),
             InUse::ImportedPool { device, pool } => write!(f, "{device} belongs to the imported ZFS pool {pool}"),
+            InUse::BtrfsDevice { device, filesystem } => {
+                write!(f, "{device} is a device of the mounted btrfs {filesystem}")
+            }
             InUse::ReadOnly => write!(f, "the disk is read-only"),
             InUse::RunningSystem { device, what } => write!(f, "{device} holds the running system ({what})"),
         }
@@ -83,6 +93,11 @@ pub(crate) fn reasons(disk: &DiskInfo, usage: &Usage) -> Vec<InUse> {
         }
         if !holders.is_empty() {
             reasons.push(InUse::Holders { device: device.clone(), holders: holders.clone() });
+        }
+        if let Some(filesystem) = usage.btrfs_devices.get(&devno) {
+            if mountpoints.is_empty() {
+                reasons.push(InUse::BtrfsDevice { device: device.clone(), filesystem: filesystem.clone() });
+            }
         }
         for pool in signatures.iter().filter_map(|s| s.zfs_pool()) {
             if usage.imported_pools.iter().any(|p| p == pool) {
