@@ -295,7 +295,7 @@ pub(crate) struct Writer<'p> {
     pub indent: usize,
     /// The plan being written, for nodes that name others.
     pub plan: &'p Plan,
-    /// The partition whose content is being written, `"<disk>/<partition>"`.
+    /// What the content being written sits on (set by [`Writer::content_of`]).
     pub owner: String,
 }
 
@@ -334,7 +334,15 @@ impl Writer<'_> {
         self.close();
     }
 
-    /// `content = { ... };` written by the content's node type.
+    /// `content = { ... };` of what `owner` (a partition `"<disk>/<partition>"`, an array, a logical volume
+    /// or a volume) holds.
+    pub(crate) fn content_of(&mut self, owner: &str, content: &Content) {
+        self.owner = owner.to_string();
+        self.content(content);
+    }
+
+    /// `content = { ... };` written by the content's node type, for the same owner as the one around it
+    /// (inside a LUKS container).
     pub(crate) fn content(&mut self, content: &Content) {
         if content.node().omitted_in_disko() {
             return;

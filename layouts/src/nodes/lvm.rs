@@ -581,7 +581,7 @@ impl VolumeGroup {
                 w.string("pool", pool);
             }
             if let Some(content) = &lv.content {
-                w.content(content);
+                w.content_of(&format!("{name}/{lv_name}"), content);
             }
             w.close();
         }

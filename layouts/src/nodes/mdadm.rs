@@ -331,7 +331,7 @@ impl Raid {
             w.list("extraArgs", &self.options);
         }
         if let Some(content) = &self.content {
-            w.content(content);
+            w.content_of(name, content);
         }
         w.close();
     }

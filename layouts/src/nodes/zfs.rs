@@ -853,7 +853,8 @@ impl Dataset {
                     w.string("size", &format_exact(bytes));
                 }
                 if let Some(content) = &self.content {
-                    w.content(content);
+                    // No partition: nothing of the plan names a volume as the filesystem it joins.
+                    w.content_of(&format!("zfs volume {ds_name}"), content);
                 }
             }
         }

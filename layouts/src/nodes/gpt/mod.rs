@@ -430,8 +430,7 @@ impl Disk {
                 w.line(&format!("attributes = [ {} ];", bits.join(" ")));
             }
             if let Some(content) = &part.content {
-                w.owner = format!("{disk_name}/{part_name}");
-                w.content(content);
+                w.content_of(&format!("{disk_name}/{part_name}"), content);
             }
             w.close();
         }
