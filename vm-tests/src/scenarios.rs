@@ -491,9 +491,12 @@ fn verify_layout(share: &Path) -> Result<()> {
             Some(kind) => vec![(kind.trim_end_matches('1').to_string(), members)],
             None => vec![("disk".to_string(), 1); members],
         };
-        let shape: Vec<(String, usize)> =
-            vdev_shape(&status, name)?.into_iter().map(|(k, n)| (k.trim_end_matches('1').to_string(), n)).collect();
-        ensure!(shape == expected, "pool {name} has vdevs {shape:?}, the plan says {expected:?}");
+        // A pool with its vdevs written out is checked by its scenario (`zpool list -v`).
+        if pool.vdevs.is_empty() {
+            let shape: Vec<(String, usize)> =
+                vdev_shape(&status, name)?.into_iter().map(|(k, n)| (k.trim_end_matches('1').to_string(), n)).collect();
+            ensure!(shape == expected, "pool {name} has vdevs {shape:?}, the plan says {expected:?}");
+        }
         let props = read_json(&out.join("zfs-get.json"))?;
         let property = |dataset: &str, key: &str| {
             props["datasets"][dataset]["properties"][key]["value"].as_str().map(str::to_string)
@@ -613,10 +616,12 @@ fn verify_released(plan: &layouts::Plan, out: &Path) -> Result<()> {
     ensure!(mappers.trim().is_empty(), "LUKS mappings stayed open after the install: {mappers}");
     let host_id = u64::from_str_radix(&plan.effective_host_id(), 16)?;
     let labels = read(&out.join("labels-after-install.txt"))?;
-    for name in plan.pools.keys() {
+    for (name, pool) in &plan.pools {
         for (disk, part) in plan.pool_members(name) {
             let in_luks = matches!(plan.disks[disk].partitions[part].content, Some(layouts::Content::Luks(_)));
-            if in_luks {
+            // Cache and spare labels carry no pool state or host id (ZFS's L2CACHE and SPARE states).
+            let reference = format!("{disk}/{part}");
+            if in_luks || pool.cache.contains(&reference) || pool.spare.contains(&reference) {
                 continue;
             }
             let uuid = plan.partition_uuid(disk, part);
@@ -1062,6 +1067,75 @@ fn verify_mdadm(share: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A ZFS pool with every vdev class on two disks: a mirrored data vdev, mirrored special and dedup vdevs,
+/// a log and a cache.
+const ZFS_CLASSES_PLAN: &str = r#"
+hostname = "classes"
+boot = "both"
+flake = "path:/etc/nixos#vm"
+
+[disks.c0]
+device = "/dev/disk/by-id/virtio-c0"
+size = 3221225472
+identity = { serial = "c0" }
+[disks.c0.partitions]
+bios = { size = "1M", type = "bios-boot" }
+esp = { size = "256M", type = "esp", content.filesystem = { format = "vfat", mountpoint = "/boot" } }
+special = { size = "256M", content.zfs = { pool = "tank" } }
+dedup = { size = "256M", content.zfs = { pool = "tank" } }
+log = { size = "128M", content.zfs = { pool = "tank" } }
+data = { size = "rest", content.zfs = { pool = "tank" } }
+
+[disks.c1]
+device = "/dev/disk/by-id/virtio-c1"
+size = 3221225472
+identity = { serial = "c1" }
+[disks.c1.partitions]
+bios = { size = "1M", type = "bios-boot" }
+esp = { size = "256M", type = "esp", content.filesystem = { format = "vfat", mountpoint = "/boot-1" } }
+special = { size = "256M", content.zfs = { pool = "tank" } }
+dedup = { size = "256M", content.zfs = { pool = "tank" } }
+cache = { size = "128M", content.zfs = { pool = "tank" } }
+data = { size = "rest", content.zfs = { pool = "tank" } }
+
+[pools.tank]
+vdevs = [{ mode = "mirror", members = ["c0/data", "c1/data"] }]
+special = [{ mode = "mirror", members = ["c0/special", "c1/special"] }]
+dedup = [{ mode = "mirror", members = ["c0/dedup", "c1/dedup"] }]
+log = [{ members = ["c0/log"] }]
+cache = ["c1/cache"]
+root_fs_options = { compression = "zstd", dedup = "on" }
+[pools.tank.datasets]
+root = { mountpoint = "/" }
+home = { mountpoint = "/home" }
+"#;
+
+/// The pool's layout as ZFS lists it, by section.
+const ZFS_CLASSES_CHECKS: &str = "zpool list -v -H -P tank > /host/out/zpool-list.txt\n";
+
+fn verify_zfs_classes(share: &Path) -> Result<()> {
+    verify_layout(share)?;
+    let list = read(&share.join("out/zpool-list.txt"))?;
+    // A section (dedup, special, logs, cache) starts with its name; the vdevs and devices in it, with a tab.
+    let mut sections: Vec<(String, Vec<String>)> = vec![("data".into(), vec![])];
+    for line in list.lines().skip(1) {
+        let first = line.split_whitespace().next().unwrap_or_default().to_string();
+        if !line.starts_with('\t') {
+            sections.push((first, vec![]));
+        } else if let Some(last) = sections.last_mut() {
+            last.1.push(first);
+        }
+    }
+    let section = |name: &str| sections.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    for class in ["data", "special", "dedup"] {
+        let vdevs = section(class);
+        ensure!(vdevs.first().is_some_and(|v| v.starts_with("mirror")), "no mirror in {class}:\n{list}");
+    }
+    ensure!(section("logs").iter().any(|v| v.contains("virtio-c0-part5")), "no log device:\n{list}");
+    ensure!(section("cache").iter().any(|v| v.contains("virtio-c1-part5")), "no cache device:\n{list}");
+    Ok(())
+}
+
 /// Every scenario, in the order CI runs them.
 pub fn all() -> Vec<Scenario> {
     let gib = |serial: &str, size: u64, bus: Bus| DiskSpec { serial: serial.to_string(), size: size * GIB, bus };
@@ -1146,6 +1220,13 @@ pub fn all() -> Vec<Scenario> {
             ("printf '%s' 'a second key' > /host/extra.key\n", LVM_PLAN),
             LVM_CHECKS,
             verify_lvm,
+        ),
+        planned_layout(
+            "zfs-special-dedup",
+            vec![gib("c0", 3, Bus::Virtio), gib("c1", 3, Bus::Virtio)],
+            ("", ZFS_CLASSES_PLAN),
+            ZFS_CLASSES_CHECKS,
+            verify_zfs_classes,
         ),
         planned_layout(
             "mdadm-raid1-boot-raid5",

@@ -60,7 +60,7 @@ pub(crate) trait ContentNode {
     fn to_disko(&self, w: &mut Writer);
     /// The GPT partition type a partition holding this content gets when the plan names none.
     fn partition_type(&self) -> &'static str;
-    /// What blkid reports on the device once the content is made (`TYPE=ext4`, `LABEL=<pool>`), if anything.
+    /// What blkid reports on the device once the content is made (`TYPE=ext4`, `TYPE=zfs_member`), if anything.
     fn blkid_signature(&self) -> Option<String>;
     /// Whether disko writes this content as no content at all (a device that another node names).
     fn omitted_in_disko(&self) -> bool {
@@ -133,7 +133,7 @@ impl Content {
     }
 
     /// What blkid reports on the device holding this content once it is made (`TYPE=ext4`,
-    /// `LABEL=<pool>` for a pool member), if anything: for checking a finished install.
+    /// `TYPE=zfs_member` for a pool member), if anything: for checking a finished install.
     pub fn blkid_signature(&self) -> Option<String> {
         self.node().blkid_signature()
     }

@@ -385,9 +385,9 @@ impl ContentNode for ZfsMember {
         "zfs"
     }
 
-    /// blkid names a pool member by its pool.
+    /// Every member shows as a ZFS member; a cache (L2ARC) device carries no pool name, the others do.
     fn blkid_signature(&self) -> Option<String> {
-        Some(format!("LABEL={}", self.pool))
+        Some("TYPE=zfs_member".to_string())
     }
 
     fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, _inside_luks: bool) {
