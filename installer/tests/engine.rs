@@ -74,6 +74,7 @@ const LAYOUTS: &[(&str, &str)] = &[
     ("Mdadm-Luks-swaptrue", include_str!("../../layouts/example-plans/mdadm-mirrored-boot.toml")),
     ("Tmpfs-root-None-swapfalse", include_str!("../../layouts/example-plans/tmpfs-root.toml")),
     ("Mirror-special-dedup-swapfalse", include_str!("../../layouts/example-plans/zfs-special-dedup.toml")),
+    ("Mbr-Luks-swaptrue", include_str!("../../layouts/example-plans/mbr-bios.toml")),
 ];
 
 /// Steps whose result the step before them left behind: an activation after lvcreate, an assembly after

@@ -32,6 +32,8 @@ impl Bench {
             label: None,
             uuid: None,
             attributes: vec![],
+            bootable: false,
+            logical: false,
             content: Some(root),
         };
         let disk_plan = Disk {
@@ -41,6 +43,7 @@ impl Bench {
             physical_sector_size: None,
             identity: Identity::default(),
             discard: false,
+            table: Default::default(),
             partitions: IndexMap::from([("root".to_string(), partition)]),
         };
         let plan = Plan {

@@ -31,12 +31,22 @@ fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
         physical_sector_size: None,
         identity: Identity::default(),
         discard: false,
+        table: Default::default(),
         partitions: partitions
             .into_iter()
             .map(|(name, size, content)| {
                 (
                     name.to_string(),
-                    Partition { size, kind: None, label: None, uuid: None, attributes: vec![], content: Some(content) },
+                    Partition {
+                        size,
+                        kind: None,
+                        label: None,
+                        uuid: None,
+                        attributes: vec![],
+                        bootable: false,
+                        logical: false,
+                        content: Some(content),
+                    },
                 )
             })
             .collect(),
@@ -517,4 +527,75 @@ content.btrfs_member = {{ filesystem = "a/root" }}
     );
     assert_eq!(setup.apply(&[]).expect("second apply").applied, 0);
     setup.teardown_completely();
+}
+
+#[test]
+fn an_msdos_table_with_logical_partitions_replaces_a_gpt_and_is_kept_after() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    setup.apply(&all(&setup)).expect("apply the GPT plan");
+    setup.teardown_completely();
+    setup.plan_on_a(
+        r#"
+table = "msdos"
+[disks.a.partitions.boot]
+size = "128M"
+bootable = true
+content.filesystem = { format = "ext4", mountpoint = "/boot" }
+[disks.a.partitions.root]
+size = "384M"
+logical = true
+content.filesystem = { format = "ext4", mountpoint = "/" }
+[disks.a.partitions.data]
+size = "rest"
+logical = true
+content.filesystem = { format = "xfs", mountpoint = "/srv" }
+"#,
+    );
+    let device = setup.disks[0].device.clone();
+    // Replacing the GPT means wiping the disk: confirmed again.
+    let error = setup.apply(&[]).expect_err("unconfirmed");
+    assert!(matches!(&error, InstallError::NotConfirmed(_)), "{error}");
+    setup.apply(&all(&setup)).expect("apply the MBR plan");
+    let root = setup.target.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    for (number, mountpoint) in [(5, root.clone()), (1, format!("{root}/boot")), (6, format!("{root}/srv"))] {
+        assert!(mounts.lines().any(|l| l.starts_with(&format!("{device}p{number} {mountpoint} "))), "{mounts}");
+    }
+    // Nothing of the GPT is left: blkid and sfdisk see an MBR table with the boot flag on partition 1.
+    let probe = run("blkid", &["-p", "-o", "export", &device]).expect("blkid");
+    assert!(probe.contains("PTTYPE=dos"), "{probe}");
+    let dump = run("sfdisk", &["--dump", &device]).expect("sfdisk");
+    assert!(dump.lines().any(|l| l.starts_with(&format!("{device}p1 ")) && l.contains("bootable")), "{dump}");
+    assert!(dump.contains(", type=5"), "an extended partition: {dump}");
+    std::fs::write(setup.target.join("srv/kept"), "data").expect("write");
+    assert_eq!(setup.apply(&[]).expect("second apply").applied, 0);
+    setup.teardown_completely();
+
+    // A run cut before the kernel re-read the table: resynced without wiping.
+    run("partx", &["--delete", &device]).expect("partx --delete");
+    let report = setup.apply(&[]).expect("no wipe, so no confirmation");
+    assert!(report.applied >= 1, "{report:?}");
+    assert_eq!(std::fs::read_to_string(setup.target.join("srv/kept")).expect("the data survived"), "data");
+    setup.teardown_completely();
+
+    // A broken chain of extended boot records is not the planned table: the disk must be confirmed again.
+    let second_record = setup
+        .steps()
+        .steps
+        .iter()
+        .find_map(|s| match &s.operation {
+            layouts::Operation::PartitionTable(table) => table.partitions.iter().find(|p| p.number == 6).cloned(),
+            _ => None,
+        })
+        .expect("partition 6")
+        .extent
+        .first_lba
+        - 2048;
+    zero_sector(&device, second_record);
+    let error = setup.apply(&[]).expect_err("a damaged table");
+    assert!(matches!(&error, InstallError::NotConfirmed(list) if list.len() == 1), "{error}");
 }

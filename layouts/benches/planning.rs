@@ -21,6 +21,8 @@ fn large_plan() -> Plan {
                 label: None,
                 uuid: None,
                 attributes: vec![],
+                bootable: false,
+                logical: false,
                 content: Some(Content::Filesystem(Filesystem {
                     format: Format::Vfat,
                     mountpoint: Some(if index == 0 { "/boot".into() } else { format!("/boot-{index}") }),
@@ -38,6 +40,8 @@ fn large_plan() -> Plan {
                 label: None,
                 uuid: None,
                 attributes: vec![],
+                bootable: false,
+                logical: false,
                 content: Some(Content::Zfs(ZfsMember { pool: "tank".into() })),
             },
         );
@@ -50,6 +54,7 @@ fn large_plan() -> Plan {
                 physical_sector_size: Some(4096),
                 identity: Identity { serial: Some(format!("SER{index:02}")), wwn: None, model: None },
                 discard: false,
+                table: Default::default(),
                 partitions,
             },
         );

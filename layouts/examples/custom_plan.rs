@@ -22,6 +22,8 @@ fn main() {
                 label: None,
                 uuid: None,
                 attributes: vec![],
+                bootable: false,
+                logical: false,
                 content: Some(Content::Filesystem(Filesystem {
                     format: Format::Vfat,
                     mountpoint: Some(if index == 0 { "/boot".to_string() } else { format!("/boot-{index}") }),
@@ -39,6 +41,8 @@ fn main() {
                 label: None,
                 uuid: None,
                 attributes: vec![],
+                bootable: false,
+                logical: false,
                 content: Some(Content::Zfs(ZfsMember { pool: "tank".to_string() })),
             },
         );
@@ -51,6 +55,7 @@ fn main() {
                 physical_sector_size: Some(4096),
                 identity: Identity { serial: Some(serial.to_string()), wwn: None, model: Some("EXAMPLE".to_string()) },
                 discard: true,
+                table: Default::default(),
                 partitions,
             },
         );

@@ -112,7 +112,7 @@ impl Checker {
             return;
         };
         let has_esp = plan.disks.values().flat_map(|d| d.partitions.values()).any(|p| p.is_esp());
-        let has_bios_boot = plan.disks.values().flat_map(|d| d.partitions.values()).any(|p| p.is_bios_boot());
+        let has_bios_boot = plan.disks.values().any(crate::model::Disk::boots_bios);
         if boot.uefi() && !has_esp {
             let message = format!(
                 "boot = {:?} needs an EFI system partition: a vfat filesystem mounted at /boot with type \"esp\"",
@@ -123,7 +123,7 @@ impl Checker {
         if boot.bios() && !has_bios_boot {
             let message = format!(
                 "boot = {:?} needs a BIOS boot partition for GRUB: a partition of type \"bios-boot\" (1M) on \
-                 every disk GRUB goes on",
+                 every disk GRUB goes on, or an MBR table (table = \"msdos\")",
                 boot.name()
             );
             self.report(root.join("boot"), message);

@@ -117,12 +117,23 @@ impl Plan {
     }
 
     /// The UUID of a partition: the plan's own, or one derived from the host id and the names.
+    /// On an MBR disk, `<disk signature>-<number>` in hex, as udev's by-partuuid links name it.
     pub fn partition_uuid(&self, disk: &str, partition: &str) -> String {
+        if let Some(plan_disk) = self.disks.get(disk).filter(|d| d.table == crate::gpt::TableFormat::Msdos) {
+            let number = plan_disk.partitions.get_index_of(partition).map_or(0, |i| plan_disk.partition_numbers()[i]);
+            return format!("{:08x}-{number:02x}", self.disk_signature(disk));
+        }
         let planned = self.disks.get(disk).and_then(|d| d.partitions.get(partition)).and_then(|p| p.uuid.clone());
         if let Some(uuid) = planned {
             return uuid.to_ascii_lowercase();
         }
         self.derived_uuid(&format!("{disk}\0{partition}"))
+    }
+
+    /// The signature of an MBR disk (never 0, which tools read as "none"), derived like partition UUIDs.
+    pub fn disk_signature(&self, disk: &str) -> u32 {
+        let uuid = self.derived_uuid(&format!("mbr\0{disk}"));
+        u32::from_str_radix(&uuid[..8], 16).ok().filter(|s| *s != 0).unwrap_or(1)
     }
 
     /// The UUID of the LUKS header named `name`, derived like partition UUIDs so that a re-run can

@@ -254,7 +254,7 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     }
     // disko leaves the firmware to the configuration; a BIOS boot partition says GRUB goes on the disk.
     let partitions = || disks.values().flat_map(|d: &crate::model::Disk| d.partitions.values());
-    let bios = partitions().any(|p| p.is_bios_boot());
+    let bios = disks.values().any(crate::model::Disk::boots_bios);
     let esp = partitions().any(|p| p.is_esp());
     let boot = match (bios, esp) {
         (true, true) => Some(crate::boot::BootMode::Both),
@@ -378,7 +378,7 @@ pub fn export(plan: &Plan) -> Result<String, ExportError> {
     w.indent += 1;
     w.open("disk");
     for (disk_name, disk) in &plan.disks {
-        disk.to_disko(&mut w, disk_name);
+        disk.to_disko(&mut w, disk_name)?;
     }
     w.close();
     if !plan.pools.is_empty() {

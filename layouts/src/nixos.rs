@@ -121,7 +121,7 @@ fn boot_paths(plan: &Plan) -> Vec<BootPath> {
     let mut paths: Vec<BootPath> = Vec::new();
     let mut loose_bios_disks = Vec::new();
     for disk in plan.disks.values() {
-        let has_bios_boot = disk.partitions.values().any(|p| p.is_bios_boot());
+        let has_bios_boot = disk.boots_bios();
         let mut placed = false;
         for part in disk.partitions.values() {
             let (true, Some(Content::Filesystem(fs))) = (part.is_esp(), &part.content) else { continue };

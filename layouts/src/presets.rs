@@ -184,6 +184,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                     label: None,
                     uuid: None,
                     attributes: vec![],
+                    bootable: false,
+                    logical: false,
                     content: None,
                 },
             );
@@ -197,6 +199,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                 label: None,
                 uuid: None,
                 attributes: vec![],
+                bootable: false,
+                logical: false,
                 content: Some(Content::Filesystem(Filesystem {
                     format: Format::Vfat,
                     mountpoint: Some(esp_mount),
@@ -215,6 +219,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                     label: None,
                     uuid: None,
                     attributes: vec![],
+                    bootable: false,
+                    logical: false,
                     content: Some(Content::Swap(Swap {
                         random_encryption: options.encryption != Encryption::None,
                         ..Swap::default()
@@ -262,6 +268,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                 label: None,
                 uuid: None,
                 attributes: vec![],
+                bootable: false,
+                logical: false,
                 content: Some(content),
             },
         );
@@ -274,6 +282,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                 physical_sector_size: facts.physical_sector_size,
                 identity: facts.identity.clone(),
                 discard: false,
+                table: Default::default(),
                 partitions,
             },
         );

@@ -10,6 +10,7 @@ pub mod discover;
 pub mod error;
 pub mod hardware;
 mod ioctl;
+pub mod mbr;
 pub mod probe;
 pub mod safety;
 pub mod select;

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gptman::{GPTHeader, GPTPartitionEntry, GPT};
+use layouts::gpt::MsdosTable;
 use layouts::steps::GptPartition;
+
+use crate::mbr::MbrState;
 
 use crate::error::DiskError;
 use crate::ioctl;
@@ -71,15 +74,19 @@ pub struct TableEntry {
     pub first_lba: u64,
     /// Last sector.
     pub last_lba: u64,
+    /// MBR only: the boot flag.
+    pub bootable: bool,
 }
 
-/// Writes a protective MBR and a GPT holding exactly `partitions`, after checking the disk still has the
-/// planned size and sector size, then makes the kernel see the partitions and waits for their nodes.
+/// Writes a protective MBR and a GPT holding exactly `partitions` (or, with `msdos`, an MBR table), after
+/// checking the disk still has the planned size and sector size, then makes the kernel see the partitions
+/// and waits for their nodes.
 pub fn write_partition_table(
     device: &str,
     logical_sector_size: u32,
     disk_size: u64,
     partitions: &[GptPartition],
+    msdos: Option<&MsdosTable>,
 ) -> Result<(), DiskError> {
     let mut file =
         OpenOptions::new().read(true).write(true).open(device).map_err(|e| DiskError::device(device, "open", e))?;
@@ -97,6 +104,12 @@ pub fn write_partition_table(
         ));
     }
     let sector = u64::from(sector);
+    if let Some(msdos) = msdos {
+        crate::mbr::write_mbr(&mut file, device, sector, msdos, partitions)?;
+        file.sync_all().map_err(|e| DiskError::device(device, "flush", e))?;
+        announce_partitions(device, &file, sector, partitions)?;
+        return wait_for_nodes(device, partitions.iter().map(|p| p.device.as_str()), PARTITION_WAIT);
+    }
     let mut gpt = GPT::new_from(&mut file, sector, random_guid()).map_err(|e| table_error(device, e.to_string()))?;
     gpt.align = (1 << 20) / sector;
     for partition in partitions {
@@ -145,6 +158,7 @@ impl TableEntry {
             uuid: guid_text(&entry.unique_partition_guid),
             first_lba: entry.starting_lba,
             last_lba: entry.ending_lba,
+            bootable: false,
         }
     }
 }
@@ -160,6 +174,8 @@ pub struct TableState {
     /// Whether sector 0 holds a protective MBR (one partition of type 0xEE), which firmware and the
     /// kernel need to take the disk for a GPT one.
     pub protective_mbr: bool,
+    /// The MBR table in sector 0, where it holds one that is not a GPT's protective MBR.
+    pub mbr: Option<MbrState>,
     /// The partitions the kernel knows now, as (number, first byte, bytes); `None` for a device that is
     /// not a block device (an image file).
     pub kernel: Option<Vec<KernelPartition>>,
@@ -177,9 +193,9 @@ pub struct KernelPartition {
 }
 
 impl TableState {
-    /// True when neither GPT copy is there: the disk has no table of its own.
+    /// True when neither GPT copy nor an MBR table is there: the disk has no table of its own.
     pub fn is_blank(&self) -> bool {
-        self.primary.is_none() && self.backup.is_none()
+        self.primary.is_none() && self.backup.is_none() && self.mbr.is_none()
     }
 }
 
@@ -219,11 +235,12 @@ pub fn read_table_state(device: &str, sector: u64) -> Result<TableState, DiskErr
     file.read_exact(&mut mbr).map_err(|e| DiskError::device(device, "read the MBR", e))?;
     // The boot signature, and the first MBR partition of type 0xEE (GPT protective).
     let protective_mbr = mbr[510] == 0x55 && mbr[511] == 0xAA && mbr[446 + 4] == 0xEE;
+    let mbr = crate::mbr::read_mbr(&mut file, device, sector)?;
     let is_block = std::os::unix::fs::FileTypeExt::is_block_device(
         &fs::metadata(device).map_err(|e| DiskError::device(device, "stat", e))?.file_type(),
     );
     let kernel = if is_block { Some(kernel_partition_extents(device)?) } else { None };
-    Ok(TableState { primary, backup, protective_mbr, kernel })
+    Ok(TableState { primary, backup, protective_mbr, mbr, kernel })
 }
 
 /// The partitions the kernel knows for a disk, from sysfs (start and size count 512-byte units there).

@@ -52,7 +52,7 @@ fn partition_and_check(sector: u32) {
     let (_, partitions, logical, size) = planned_table(&disk.device);
     assert_eq!(logical, sector);
     wipe_disk(&this_disk(&disk.device), false, &[]).expect("wipe");
-    write_partition_table(&disk.device, logical, size, &partitions).expect("write table");
+    write_partition_table(&disk.device, logical, size, &partitions, None).expect("write table");
 
     // sgdisk reads the same table back, and finds nothing wrong with it.
     let printed = run("sgdisk", &["-p", &disk.device]).expect("sgdisk -p");
@@ -117,7 +117,7 @@ fn gpt_on_4096_byte_sectors() {
 fn partitioned_loop() -> LoopDisk {
     let disk = LoopDisk::new(SIZE, 512).expect("loop device");
     let (_, partitions, logical, size) = planned_table(&disk.device);
-    write_partition_table(&disk.device, logical, size, &partitions).expect("write table");
+    write_partition_table(&disk.device, logical, size, &partitions, None).expect("write table");
     disk
 }
 
@@ -257,4 +257,105 @@ fn partitions_are_not_disks() {
     assert_eq!(error, format!("{}: is a partition of {}; give the whole disk", disk.partition(1), disk.device));
     let error = find_disk(&disks, "/dev/does-not-exist").expect_err("missing").to_string();
     assert!(error.starts_with("/dev/does-not-exist: cannot be resolved"), "{error}");
+}
+
+/// An MBR table with primary and logical partitions, as a plan with `table = "msdos"` writes it.
+fn msdos_table(device: &str) -> layouts::steps::PartitionTable {
+    let disk = this_disk(device);
+    let text = format!(
+        "hostname = \"mbr\"\n[disks.a]\ndevice = \"{device}\"\nsize = {}\nlogical_sector_size = {}\n\
+         table = \"msdos\"\n\
+         [disks.a.partitions.boot]\nsize = \"256M\"\nbootable = true\ncontent.filesystem = {{ \
+         format = \"ext4\", mountpoint = \"/boot\" }}\n\
+         [disks.a.partitions.swap]\nsize = \"128M\"\ncontent.swap = {{}}\n\
+         [disks.a.partitions.root]\nsize = \"512M\"\nlogical = true\ncontent.filesystem = {{ \
+         format = \"ext4\", mountpoint = \"/\" }}\n\
+         [disks.a.partitions.data]\nsize = \"rest\"\nlogical = true\ntype = \"lvm\"\n\
+         [disks.a.partitions.tail]\nsize = \"64M\"\nlogical = true\n",
+        disk.size, disk.logical_sector_size
+    );
+    let plan = layouts::Plan::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let steps = plan.compile(&CompileOptions::default()).expect("compiles");
+    steps
+        .steps
+        .iter()
+        .find_map(|s| match &s.operation {
+            Operation::PartitionTable(table) => Some(table.clone()),
+            _ => None,
+        })
+        .expect("a partition table step")
+}
+
+fn msdos_partition_and_check(sector: u32) {
+    let _lock = serialize();
+    let disk = LoopDisk::new(SIZE, sector).expect("loop device");
+    let table = msdos_table(&disk.device);
+    let msdos = table.msdos.clone().expect("an MBR table");
+    assert_eq!(table.partitions.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2, 5, 6, 7]);
+    wipe_disk(&this_disk(&disk.device), false, &[]).expect("wipe");
+    write_partition_table(&disk.device, table.logical_sector_size, table.disk_size, &table.partitions, Some(&msdos))
+        .expect("write table");
+
+    // sfdisk follows the chain of extended boot records and reads back each planned partition.
+    let dump = run("sfdisk", &["--dump", &disk.device]).expect("sfdisk --dump");
+    assert!(dump.contains("label: dos"), "{dump}");
+    assert!(dump.contains(&format!("label-id: 0x{:08x}", msdos.signature)), "{dump}");
+    let rows: Vec<&str> = dump.lines().filter(|l| l.starts_with(&disk.device)).collect();
+    // Four entries in the MBR (two primaries, the extended one) and three logical partitions.
+    assert_eq!(rows.len(), 6, "{dump}");
+    for planned in &table.partitions {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("{} ", planned.device)))
+            .unwrap_or_else(|| panic!("{} missing:\n{dump}", planned.device));
+        assert!(row.contains(&format!("start={:>12}", planned.extent.first_lba)), "{row}");
+        assert!(row.contains(&format!("size={:>12}", planned.extent.sectors())), "{row}");
+        assert!(row.contains(&format!("type={}", planned.type_guid.to_lowercase().trim_start_matches('0'))), "{row}");
+        assert_eq!(row.contains("bootable"), planned.bootable, "{row}");
+        assert_eq!(planned.extent.first_lba * u64::from(sector) % (1 << 20), 0, "not 1 MiB aligned");
+    }
+    let extended = msdos.extended.expect("an extended partition");
+    let extended_row = format!("start={:>12}, size={:>12}, type=5", extended.first_lba, extended.sectors());
+    assert!(rows.iter().any(|r| r.contains(&extended_row)), "{extended_row}\n{dump}");
+    let verified = run("sfdisk", &["--verify", &disk.device]).expect("sfdisk --verify");
+    assert!(verified.contains("No errors detected"), "{verified}");
+
+    // The kernel has the partitions (through BLKPG here), and blkid names them as udev's links will.
+    for planned in &table.partitions {
+        let export = run("blkid", &["-p", "-o", "export", &disk.partition(planned.number)]).expect("blkid");
+        assert!(export.contains(&format!("PART_ENTRY_UUID={}", planned.uuid)), "{export}");
+        assert!(export.contains("PART_ENTRY_SCHEME=dos"), "{export}");
+    }
+    let found = this_disk(&disk.device);
+    assert_eq!(found.partition_table.as_deref(), Some("dos"));
+
+    // The table reads back as written, and no GPT is taken for present.
+    let state = partitioner::read_table_state(&disk.device, u64::from(sector)).expect("read");
+    assert!(state.primary.is_none() && state.backup.is_none() && !state.protective_mbr);
+    let mbr = state.mbr.expect("the MBR table");
+    assert_eq!(mbr.signature, msdos.signature);
+    assert!(!mbr.broken_chain);
+    assert_eq!(mbr.extended, Some((3, extended)));
+    let read: Vec<(u32, u64, u64, String, bool)> =
+        mbr.entries.iter().map(|e| (e.number, e.first_lba, e.last_lba, e.uuid.to_lowercase(), e.bootable)).collect();
+    let planned: Vec<(u32, u64, u64, String, bool)> = table
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.extent.first_lba, p.extent.last_lba, p.uuid.clone(), p.bootable))
+        .collect();
+    assert_eq!(read, planned);
+}
+
+#[test]
+fn msdos_on_512_byte_sectors() {
+    if require_root() {
+        msdos_partition_and_check(512);
+    }
+}
+
+#[test]
+fn msdos_on_4096_byte_sectors() {
+    if require_root() {
+        msdos_partition_and_check(4096);
+    }
 }

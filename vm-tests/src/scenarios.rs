@@ -1002,6 +1002,63 @@ fn planned_layout(
     }
 }
 
+/// An MBR disk for this SeaBIOS machine: /boot a bootable primary partition, swap, and root (in LUKS) and
+/// /home logical partitions in an extended one; GRUB's core image goes in the 1 MiB before partition 1.
+const MBR_PLAN: &str = r#"
+hostname = "oldbios"
+boot = "bios"
+flake = "path:/etc/nixos#vm"
+
+[disks.m0]
+device = "/dev/disk/by-id/virtio-mbr0"
+size = 3221225472
+identity = { serial = "mbr0" }
+table = "msdos"
+[disks.m0.partitions.boot]
+size = "256M"
+bootable = true
+content.filesystem = { format = "ext4", mountpoint = "/boot" }
+[disks.m0.partitions.swap]
+size = "128M"
+content.swap = {}
+[disks.m0.partitions.root]
+size = "1536M"
+logical = true
+content.luks = { name = "cryptroot", content.filesystem = { format = "ext4", mountpoint = "/" } }
+[disks.m0.partitions.home]
+size = "rest"
+logical = true
+content.filesystem = { format = "xfs", mountpoint = "/home" }
+"#;
+
+/// What boot 2 of the MBR layout reports: the table as sfdisk reads it, and that this boot has no EFI.
+const MBR_CHECKS: &str = r#"
+sfdisk --dump /dev/disk/by-id/virtio-mbr0 > /host/out/sfdisk.txt
+sfdisk --verify /dev/disk/by-id/virtio-mbr0 > /host/out/sfdisk-verify.txt 2>&1 || true
+[ -d /sys/firmware/efi ] && echo efi > /host/out/firmware.txt || echo bios > /host/out/firmware.txt
+"#;
+
+fn verify_mbr(share: &Path) -> Result<()> {
+    verify_layout(share)?;
+    let out = share.join("out");
+    ensure!(read(&out.join("firmware.txt"))?.trim() == "bios", "the VM did not boot with SeaBIOS");
+    let dump = read(&out.join("sfdisk.txt"))?;
+    ensure!(dump.contains("label: dos"), "not an MBR table:\n{dump}");
+    let rows: Vec<&str> = dump.lines().filter(|l| l.contains(" : start=")).collect();
+    // Two primary partitions, the extended one, two logical ones (5 and 6).
+    ensure!(rows.len() == 5, "{} entries:\n{dump}", rows.len());
+    let row = |suffix: &str| rows.iter().find(|r| r.split(' ').next().is_some_and(|d| d.ends_with(suffix)));
+    let first = row("1").with_context(|| format!("no partition 1:\n{dump}"))?;
+    ensure!(first.contains("start=        2048") && first.contains("bootable"), "partition 1: {first}");
+    ensure!(row("3").is_some_and(|r| r.contains("type=5")), "no extended partition 3:\n{dump}");
+    for (suffix, kind) in [("2", "type=82"), ("5", "type=e8"), ("6", "type=83")] {
+        ensure!(row(suffix).is_some_and(|r| r.contains(kind)), "partition {suffix} is not {kind}:\n{dump}");
+    }
+    let verified = read(&out.join("sfdisk-verify.txt"))?;
+    ensure!(verified.contains("No errors detected"), "sfdisk --verify: {verified}");
+    Ok(())
+}
+
 /// Software RAID over three disks: a RAID 1 ESP (metadata 1.0) and a RAID 5 root.
 const MDADM_PLAN: &str = r#"
 hostname = "raidhost"
@@ -1228,6 +1285,7 @@ pub fn all() -> Vec<Scenario> {
             ZFS_CLASSES_CHECKS,
             verify_zfs_classes,
         ),
+        planned_layout("mbr-bios", vec![gib("mbr0", 3, Bus::Virtio)], ("", MBR_PLAN), MBR_CHECKS, verify_mbr),
         planned_layout(
             "mdadm-raid1-boot-raid5",
             vec![gib("md0", 2, Bus::Virtio), gib("md1", 2, Bus::Virtio), gib("md2", 2, Bus::Virtio)],

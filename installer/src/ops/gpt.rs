@@ -56,9 +56,10 @@ impl Perform for Wipe {
 
 impl Perform for PartitionTable {
     /// Done when both GPT copies hold exactly the planned partitions, the protective MBR is there, and
-    /// the kernel's partitions are the planned ones. When only the kernel's view is stale (a run cut
-    /// between writing the table and the kernel re-reading it), the step is to do without destroying:
-    /// the table is written again, identically, and the kernel told.
+    /// the kernel's partitions are the planned ones (for an MBR table: the MBR and its chain of extended
+    /// boot records hold them, with the planned signature and boot flags, and no GPT is there). When only
+    /// the kernel's view is stale (a run cut between writing the table and the kernel re-reading it), the
+    /// step is to do without destroying: the table is written again, identically, and the kernel told.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let sector = u64::from(self.logical_sector_size);
         let state = match cx.system.read_table_state(&self.device, sector) {
@@ -80,10 +81,28 @@ impl Perform for PartitionTable {
                     })
             })
         };
-        if !(planned(&state.primary) && planned(&state.backup) && state.protective_mbr) {
+        let table_is_planned = match &self.msdos {
+            None => planned(&state.primary) && planned(&state.backup) && state.protective_mbr,
+            // No GPT may be left beside the MBR table: blkid would take the disk for a GPT one.
+            Some(msdos) => {
+                state.primary.is_none()
+                    && state.backup.is_none()
+                    && state.mbr.as_ref().is_some_and(|mbr| {
+                        mbr.signature == msdos.signature
+                            && !mbr.broken_chain
+                            && mbr.extended.map(|(_, extent)| extent) == msdos.extended
+                            && planned(&Some(mbr.entries.clone()))
+                            && mbr.entries.iter().zip(&self.partitions).all(|(e, p)| e.bootable == p.bootable)
+                    })
+            }
+        };
+        if !table_is_planned {
             return Outlook::Todo { destroys: true };
         }
+        // The kernel lists an extended partition as a partition of its own (two sectors long).
+        let extended_number = self.msdos.as_ref().and_then(|m| m.extended_number(&self.partitions));
         let kernel_agrees = state.kernel.as_ref().is_none_or(|kernel| {
+            let kernel: Vec<_> = kernel.iter().filter(|k| Some(k.number) != extended_number).collect();
             kernel.len() == self.partitions.len()
                 && kernel.iter().zip(&self.partitions).all(|(k, p)| {
                     k.number == p.number

@@ -64,7 +64,13 @@ impl System for RealSystem {
     }
 
     fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError> {
-        partitioner::write_partition_table(&table.device, table.logical_sector_size, table.disk_size, &table.partitions)
+        partitioner::write_partition_table(
+            &table.device,
+            table.logical_sector_size,
+            table.disk_size,
+            &table.partitions,
+            table.msdos.as_ref(),
+        )
     }
 
     fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError> {

@@ -57,6 +57,8 @@ struct State {
     disks: Vec<DiskInfo>,
     /// Partition tables by the disk's kernel path.
     tables: HashMap<String, Vec<TableEntry>>,
+    /// Of the tables above, the MBR ones: their signature and extended partition.
+    msdos: HashMap<String, layouts::gpt::MsdosTable>,
     /// Signatures by canonical device path.
     signatures: HashMap<String, Vec<Signature>>,
     /// LUKS headers by canonical device path: UUID and key.
@@ -372,7 +374,8 @@ impl State {
         for disk in &mut disks {
             let sector = u64::from(disk.logical_sector_size);
             disk.signatures = self.signatures.get(&disk.path).cloned().unwrap_or_default();
-            disk.partition_table = self.tables.contains_key(&disk.path).then(|| "gpt".to_string());
+            let kind = if self.msdos.contains_key(&disk.path) { "dos" } else { "gpt" };
+            disk.partition_table = self.tables.contains_key(&disk.path).then(|| kind.to_string());
             let mut in_use = disk.in_use.clone();
             self.in_use(&disk.path, &disk.signatures, &mut in_use);
             disk.partitions = self
@@ -992,6 +995,7 @@ impl System for SimSystem {
         state.signatures.remove(&disk.path);
         state.luks.remove(&disk.path);
         state.tables.remove(&disk.path);
+        state.msdos.remove(&disk.path);
         Ok(())
     }
 
@@ -1014,7 +1018,29 @@ impl System for SimSystem {
                 size: (e.last_lba - e.first_lba + 1) * sector,
             })
             .collect();
-        Ok(TableState { protective_mbr: table.is_some(), primary: table.clone(), backup: table, kernel: Some(kernel) })
+        if let Some(msdos) = state.msdos.get(&canonical) {
+            let extended = msdos.extended.map(|e| (0, e));
+            let mbr = partitioner::mbr::MbrState {
+                signature: msdos.signature,
+                entries: table.unwrap_or_default(),
+                extended,
+                broken_chain: false,
+            };
+            return Ok(TableState {
+                protective_mbr: false,
+                primary: None,
+                backup: None,
+                mbr: Some(mbr),
+                kernel: Some(kernel),
+            });
+        }
+        Ok(TableState {
+            protective_mbr: table.is_some(),
+            primary: table.clone(),
+            backup: table,
+            mbr: None,
+            kernel: Some(kernel),
+        })
     }
 
     fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError> {
@@ -1039,8 +1065,13 @@ impl System for SimSystem {
                 uuid: p.uuid.to_ascii_uppercase(),
                 first_lba: p.extent.first_lba,
                 last_lba: p.extent.last_lba,
+                bootable: p.bootable,
             })
             .collect();
+        match &table.msdos {
+            Some(msdos) => state.msdos.insert(canonical.clone(), msdos.clone()),
+            None => state.msdos.remove(&canonical),
+        };
         state.tables.insert(canonical, entries);
         Ok(())
     }

@@ -100,12 +100,22 @@ let
     ];
   };
   devices = diskoEval.config.disko.devices;
-  # Each partition's device as disko names it, by "disk/partition".
+  # Each partition's device as disko names it, by "disk/partition". The legacy `table` type has a list of
+  # partitions, whose contents carry the device.
   partitionDevices = nixpkgsLib.concatMapAttrs (
     diskName: disk:
-    nixpkgsLib.mapAttrs' (partName: part: nixpkgsLib.nameValuePair "${diskName}/${partName}" part.device) (
-      disk.content.partitions or { }
-    )
+    let
+      partitions = disk.content.partitions or { };
+      named = builtins.filter (part: part.name != null && part.content != null) partitions;
+    in
+    if builtins.isList partitions then
+      builtins.listToAttrs (
+        map (part: nixpkgsLib.nameValuePair "${diskName}/${part.name}" part.content.device) named
+      )
+    else
+      nixpkgsLib.mapAttrs' (partName: part: nixpkgsLib.nameValuePair "${diskName}/${partName}" part.device) (
+        partitions
+      )
   ) devices.disk;
 in
 let

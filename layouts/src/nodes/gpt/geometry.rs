@@ -28,6 +28,38 @@ pub const KNOWN_TYPES: &[KnownType] = &[
     KnownType { name: "lvm", code: "8E00", guid: "E6D6D379-F507-44C2-A23C-238F2A3DF928" },
 ];
 
+/// The MBR partition type byte of each type name plans may use on an `msdos` disk (util-linux's names:
+/// 0xE8 is "LUKS", 0xBF "Solaris", which ZFS on MBR uses).
+pub const MBR_TYPES: &[(&str, u8)] = &[
+    ("esp", 0xEF),
+    ("linux", 0x83),
+    ("linux-root-x86-64", 0x83),
+    ("swap", 0x82),
+    ("luks", 0xE8),
+    ("zfs", 0xBF),
+    ("raid", 0xFD),
+    ("lvm", 0x8E),
+];
+
+/// The MBR type byte for a type written as a name (see [`MBR_TYPES`]) or as a byte in hex (`0x83`, `83`).
+/// Empty entries (0), extended partitions (0x05, 0x0F, 0x85) and GPT's protective type (0xEE) are no
+/// partition's type.
+pub fn mbr_type(written: &str) -> Option<u8> {
+    if let Some((_, byte)) = MBR_TYPES.iter().find(|(name, _)| name.eq_ignore_ascii_case(written)) {
+        return Some(*byte);
+    }
+    let digits = written.strip_prefix("0x").or_else(|| written.strip_prefix("0X")).unwrap_or(written);
+    if digits.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(digits, 16).ok().filter(|b| ![0x00, 0x05, 0x0F, 0x85, 0xEE].contains(b))
+}
+
+/// True for the type bytes of an extended partition.
+pub fn is_extended_mbr_type(byte: u8) -> bool {
+    matches!(byte, 0x05 | 0x0F | 0x85)
+}
+
 /// The type GUID (upper case) for a type written as a name, an sgdisk code or a GUID.
 pub fn type_guid(written: &str) -> Option<String> {
     let known =
@@ -76,6 +108,8 @@ pub struct Geometry {
     pub sector_size: u64,
     /// Sectors on the disk.
     pub total_sectors: u64,
+    /// An MBR table: no GPT header and entries at either end.
+    pub msdos: bool,
 }
 
 /// Room for the 128 entries of 128 bytes that every GPT header describes.
@@ -84,21 +118,31 @@ const ENTRY_ARRAY_BYTES: u64 = 128 * 128;
 impl Geometry {
     /// The geometry of a disk of `size_bytes` with `sector_size`-byte sectors.
     pub fn new(size_bytes: u64, sector_size: u64) -> Self {
-        Geometry { sector_size, total_sectors: size_bytes / sector_size }
+        Geometry { sector_size, total_sectors: size_bytes / sector_size, msdos: false }
+    }
+
+    /// The geometry of the same disk with an MBR table.
+    pub fn msdos(size_bytes: u64, sector_size: u64) -> Self {
+        Geometry { msdos: true, ..Geometry::new(size_bytes, sector_size) }
     }
 
     fn entry_sectors(&self) -> u64 {
         ENTRY_ARRAY_BYTES.div_ceil(self.sector_size)
     }
 
-    /// First sector a partition may use (after the protective MBR, header and entries).
+    /// First sector a partition may use (after the protective MBR, header and entries; after the MBR).
     pub fn first_usable(&self) -> u64 {
-        2 + self.entry_sectors()
+        if self.msdos {
+            1
+        } else {
+            2 + self.entry_sectors()
+        }
     }
 
-    /// Last sector a partition may use (before the backup entries and header).
+    /// Last sector a partition may use (before the backup entries and header; the last one with an MBR).
     pub fn last_usable(&self) -> Option<u64> {
-        self.total_sectors.checked_sub(2 + self.entry_sectors())
+        let reserved = if self.msdos { 1 } else { 2 + self.entry_sectors() };
+        self.total_sectors.checked_sub(reserved)
     }
 
     /// Sectors in one alignment unit (1 MiB).
@@ -157,6 +201,12 @@ pub enum AllocError {
         /// Its index.
         index: usize,
     },
+    /// A partition of an MBR table reaches past what its 32-bit sector numbers can address.
+    #[error("ends past sector 2^32, the last an MBR table can address: use gpt")]
+    BeyondMbr {
+        /// Its index.
+        index: usize,
+    },
 }
 
 impl AllocError {
@@ -167,7 +217,8 @@ impl AllocError {
             AllocError::DoesNotFit { index, .. }
             | AllocError::NothingLeft { index, .. }
             | AllocError::TwoRests { index }
-            | AllocError::EndAfterRest { index } => Some(*index),
+            | AllocError::EndAfterRest { index }
+            | AllocError::BeyondMbr { index } => Some(*index),
         }
     }
 }
@@ -241,6 +292,58 @@ pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, Alloc
         cursor = last + 1;
     }
     Ok(extents)
+}
+
+/// Where the partitions of an MBR table lie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsdosPlacement {
+    /// Each partition, in the plan's order.
+    pub extents: Vec<Extent>,
+    /// The extended partition around the logical ones, where there are any. Each logical partition's
+    /// extended boot record lies one alignment unit (1 MiB) before it.
+    pub extended: Option<Extent>,
+}
+
+/// Places the partitions of an MBR table like [`allocate`]: a logical partition (`logical[i]`) gets 1 MiB
+/// before it for its extended boot record, and the extended partition spans from the first of those to the
+/// end of the last logical partition.
+pub fn allocate_msdos(geometry: Geometry, sizes: &[Size], logical: &[bool]) -> Result<MsdosPlacement, AllocError> {
+    let mut expanded = Vec::with_capacity(sizes.len() * 2);
+    // For each entry of `expanded`: the partition it belongs to, and whether it is a boot record's room.
+    let mut owners = Vec::with_capacity(sizes.len() * 2);
+    for (index, size) in sizes.iter().enumerate() {
+        if logical.get(index).copied().unwrap_or(false) {
+            expanded.push(Size::Bytes(MIB));
+            owners.push((index, true));
+        }
+        expanded.push(*size);
+        owners.push((index, false));
+    }
+    let placed = allocate(geometry, &expanded).map_err(|error| match error {
+        AllocError::DoesNotFit { index, needed, start, end } => {
+            AllocError::DoesNotFit { index: owners[index].0, needed, start, end }
+        }
+        AllocError::NothingLeft { index, left } => AllocError::NothingLeft { index: owners[index].0, left },
+        AllocError::TwoRests { index } => AllocError::TwoRests { index: owners[index].0 },
+        AllocError::EndAfterRest { index } => AllocError::EndAfterRest { index: owners[index].0 },
+        other => other,
+    })?;
+    let mut extents = Vec::with_capacity(sizes.len());
+    let mut extended: Option<Extent> = None;
+    for (extent, (index, is_record)) in placed.into_iter().zip(owners) {
+        if extent.last_lba > u64::from(u32::MAX) {
+            return Err(AllocError::BeyondMbr { index });
+        }
+        if is_record {
+            extended.get_or_insert(Extent { first_lba: extent.first_lba, last_lba: extent.last_lba });
+        } else {
+            if let Some(extended) = extended.as_mut().filter(|_| logical[index]) {
+                extended.last_lba = extent.last_lba;
+            }
+            extents.push(extent);
+        }
+    }
+    Ok(MsdosPlacement { extents, extended })
 }
 
 /// The device node of partition `number` of the disk at `disk`: `-partN` for udev's by-id and by-path

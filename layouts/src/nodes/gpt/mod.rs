@@ -2,6 +2,7 @@
 //! starts over and the partition table write.
 
 mod geometry;
+mod legacy;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,9 +56,31 @@ pub struct Disk {
     /// Issue a discard (TRIM) for the whole disk when wiping it, where the device supports it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub discard: bool,
-    /// The GPT partitions, in table order.
+    /// The kind of partition table: `gpt` (the default) or `msdos` (an MBR, for old BIOS machines).
+    #[serde(default, skip_serializing_if = "TableFormat::is_gpt")]
+    pub table: TableFormat,
+    /// The partitions, in table order.
     #[serde(default)]
     pub partitions: IndexMap<String, Partition>,
+}
+
+/// The kind of partition table a disk gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// A GUID partition table: up to 128 named partitions, disks of any size.
+    #[default]
+    Gpt,
+    /// An MBR ("msdos") table, for firmware that knows nothing else: up to four primary partitions, or
+    /// fewer and logical ones in an extended partition; disks up to 2 TiB with 512-byte sectors.
+    Msdos,
+}
+
+impl TableFormat {
+    /// True for the default, GPT.
+    pub fn is_gpt(&self) -> bool {
+        *self == TableFormat::Gpt
+    }
 }
 
 /// The identity of a disk as recorded in a plan. Applying a plan to a disk whose recorded identity
@@ -103,6 +126,13 @@ pub struct Partition {
     /// specific).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<u32>,
+    /// MBR only: the boot flag, which the boot code of old BIOS machines looks for.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bootable: bool,
+    /// MBR only: a logical partition, inside the extended partition nix-dabei makes around all of them.
+    /// Logical partitions come after the primary ones.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub logical: bool,
     /// What the partition holds; nothing when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<super::Content>,
@@ -116,12 +146,50 @@ impl Partition {
 
     /// True for an EFI system partition, named so or implied by its content.
     pub fn is_esp(&self) -> bool {
-        type_guid(&self.effective_type()).as_deref().and_then(type_name) == Some("esp")
+        let kind = self.effective_type();
+        type_guid(&kind).as_deref().and_then(type_name) == Some("esp") || mbr_type(&kind) == Some(0xEF)
     }
 
     /// True for a BIOS boot partition (GRUB's core image on GPT), however its type is written.
     pub fn is_bios_boot(&self) -> bool {
         type_guid(&self.effective_type()).as_deref().and_then(type_name) == Some("bios-boot")
+    }
+}
+
+impl Disk {
+    /// A disk read from disko, which knows no size, identity or sector size.
+    fn from_disko(device: String, table: TableFormat, partitions: IndexMap<String, Partition>) -> Disk {
+        Disk {
+            device,
+            size: None,
+            logical_sector_size: 512,
+            physical_sector_size: None,
+            identity: Identity::default(),
+            discard: false,
+            table,
+            partitions,
+        }
+    }
+
+    /// The partition numbers, in the plan's order: 1, 2, ... on GPT; on MBR, primary partitions from 1 and
+    /// logical ones from 5, as the kernel numbers them.
+    pub fn partition_numbers(&self) -> Vec<u32> {
+        let (mut primary, mut logical) = (0, 4);
+        let msdos = self.table == TableFormat::Msdos;
+        self.partitions
+            .values()
+            .map(|p| {
+                let counter = if msdos && p.logical { &mut logical } else { &mut primary };
+                *counter += 1;
+                *counter
+            })
+            .collect()
+    }
+
+    /// True when GRUB can go on this disk for legacy BIOS firmware: it has a BIOS boot partition (GPT), or
+    /// an MBR table, whose 1 MiB gap before the first partition holds GRUB's core image.
+    pub fn boots_bios(&self) -> bool {
+        self.table == TableFormat::Msdos || self.partitions.values().any(Partition::is_bios_boot)
     }
 }
 
@@ -180,6 +248,27 @@ pub struct PartitionTable {
     pub disk_size: u64,
     /// The partitions, in table order.
     pub partitions: Vec<GptPartition>,
+    /// Set for an MBR table instead of a GPT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msdos: Option<MsdosTable>,
+}
+
+/// What an MBR table holds besides its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsdosTable {
+    /// The disk signature (bytes 440-443), derived from the plan: partition UUIDs on MBR are
+    /// `<signature>-<number>`, so it makes the table recognisable as the plan's own.
+    pub signature: u32,
+    /// The extended partition around the logical ones, where there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended: Option<Extent>,
+}
+
+impl MsdosTable {
+    /// The table entry number the extended partition takes: the one after the primary partitions.
+    pub fn extended_number(&self, partitions: &[GptPartition]) -> Option<u32> {
+        self.extended.map(|_| partitions.iter().filter(|p| p.number <= 4).count() as u32 + 1)
+    }
 }
 
 impl OperationKind for PartitionTable {
@@ -188,12 +277,27 @@ impl OperationKind for PartitionTable {
     }
 
     fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "write GPT to {} ({}-byte sectors):", self.device, self.logical_sector_size)?;
+        match &self.msdos {
+            Some(msdos) => write!(
+                f,
+                "write MBR to {} ({}-byte sectors, signature {:08x}):",
+                self.device, self.logical_sector_size, msdos.signature
+            )?,
+            None => write!(f, "write GPT to {} ({}-byte sectors):", self.device, self.logical_sector_size)?,
+        }
         for p in &self.partitions {
             let size = p.extent.sectors() * u64::from(self.logical_sector_size);
             let kind = type_name(&p.type_guid).unwrap_or(&p.type_guid);
             let (first, last) = (p.extent.first_lba, p.extent.last_lba);
-            write!(f, " {}={first}..{last} {} {kind} {:?};", p.number, human(size), p.name)?;
+            if self.msdos.is_some() {
+                let flag = if p.bootable { " boot" } else { "" };
+                write!(f, " {}={first}..{last} {} 0x{kind}{flag};", p.number, human(size))?;
+            } else {
+                write!(f, " {}={first}..{last} {} {kind} {:?};", p.number, human(size), p.name)?;
+            }
+        }
+        if let Some(extended) = self.msdos.as_ref().and_then(|m| m.extended) {
+            write!(f, " extended {}..{};", extended.first_lba, extended.last_lba)?;
         }
         Ok(())
     }
@@ -202,14 +306,17 @@ impl OperationKind for PartitionTable {
 /// One partition of a [`PartitionTable`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GptPartition {
-    /// Partition number, from 1.
+    /// Partition number, from 1 (on MBR, logical partitions from 5).
     pub number: u32,
-    /// GPT partition name.
+    /// GPT partition name (empty on MBR).
     pub name: String,
-    /// Type GUID.
+    /// Type GUID; on MBR, the type byte as two upper-case hex digits.
     pub type_guid: String,
-    /// Partition UUID.
+    /// Partition UUID; on MBR, `<disk signature>-<number>` in hex, as blkid and udev show it.
     pub uuid: String,
+    /// MBR only: the boot flag.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bootable: bool,
     /// Where it lies.
     #[serde(flatten)]
     pub extent: Extent,
@@ -283,9 +390,42 @@ impl Disk {
             check.report(path.join("partitions"), message);
         }
         for (part_name, part) in &self.partitions {
-            part.validate(check, plan, name, part_name, &path.join("partitions").join(part_name.clone()));
+            let part_path = path.join("partitions").join(part_name.clone());
+            part.validate(check, plan, name, part_name, &part_path, self.table);
+        }
+        if self.table == TableFormat::Msdos {
+            self.validate_msdos(check, &path);
         }
         self.validate_allocation(check, name, &path);
+    }
+
+    /// The limits of an MBR table: four entries, one of them the extended partition when there are
+    /// logical ones, which come last.
+    fn validate_msdos(&self, check: &mut Checker, path: &FieldPath) {
+        let primaries = self.partitions.values().filter(|p| !p.logical).count();
+        let any_logical = self.partitions.values().any(|p| p.logical);
+        let room = if any_logical { 3 } else { 4 };
+        if primaries > room {
+            let message = if any_logical {
+                format!("{primaries} primary partitions and an extended one do not fit an MBR table, which holds 4")
+            } else {
+                format!(
+                    "{primaries} partitions do not fit an MBR table, which holds 4 primary ones: mark the later \
+                     ones logical = true"
+                )
+            };
+            check.report(path.join("partitions"), message);
+        }
+        let mut seen_logical = false;
+        for (part_name, part) in &self.partitions {
+            if seen_logical && !part.logical {
+                check.report(
+                    path.join("partitions").join(part_name.clone()).join("logical"),
+                    "a primary partition cannot follow a logical one: logical partitions come last",
+                );
+            }
+            seen_logical |= part.logical;
+        }
     }
 
     fn validate_allocation(&self, check: &mut Checker, name: &str, path: &FieldPath) {
@@ -300,11 +440,9 @@ impl Disk {
         if self.logical_sector_size != 512 && self.logical_sector_size != 4096 {
             return;
         }
-        let geometry = Geometry::new(size, u64::from(self.logical_sector_size));
-        let sizes: Vec<Size> = self.partitions.values().map(|p| p.size).collect();
         let sector = u64::from(self.logical_sector_size);
-        match allocate(geometry, &sizes) {
-            Ok(extents) => {
+        match self.place(size) {
+            Ok((extents, _)) => {
                 for ((part_name, part), extent) in self.partitions.iter().zip(extents) {
                     let vfat = matches!(&part.content, Some(super::Content::Filesystem(fs))
                         if fs.format == super::filesystem::Format::Vfat);
@@ -320,6 +458,20 @@ impl Disk {
                 }
             }
             Err(error) => self.report_allocation(check, name, size, path, error),
+        }
+    }
+
+    /// Where the partitions lie on a disk of `size` bytes, and the extended partition of an MBR table.
+    fn place(&self, size: u64) -> Result<(Vec<Extent>, Option<Extent>), AllocError> {
+        let sector = u64::from(self.logical_sector_size);
+        let sizes: Vec<Size> = self.partitions.values().map(|p| p.size).collect();
+        match self.table {
+            TableFormat::Gpt => Ok((allocate(Geometry::new(size, sector), &sizes)?, None)),
+            TableFormat::Msdos => {
+                let logical: Vec<bool> = self.partitions.values().map(|p| p.logical).collect();
+                let placed = allocate_msdos(Geometry::msdos(size, sector), &sizes, &logical)?;
+                Ok((placed.extents, placed.extended))
+            }
         }
     }
 
@@ -355,9 +507,7 @@ impl Disk {
         let device = self.device.clone();
         // Validation has made sure of both; a plan compiled without it gets no steps for this disk.
         let Some(size) = self.size else { return };
-        let geometry = Geometry::new(size, u64::from(self.logical_sector_size));
-        let sizes: Vec<Size> = self.partitions.values().map(|p| p.size).collect();
-        let Ok(extents) = allocate(geometry, &sizes) else { return };
+        let Ok((extents, extended)) = self.place(size) else { return };
         let wipe = build.push(
             format!("wipe:{disk_name}"),
             format!("Wipe disk {disk_name} ({device}, {}): every signature and partition table", human(size)),
@@ -367,21 +517,35 @@ impl Disk {
             Operation::Wipe(Wipe { device: device.clone(), discard: self.discard }),
         );
         let mut partitions = Vec::new();
-        for (index, ((part_name, part), extent)) in self.partitions.iter().zip(extents).enumerate() {
-            let number = index as u32 + 1;
+        let msdos = (self.table == TableFormat::Msdos)
+            .then(|| MsdosTable { signature: build.plan.disk_signature(disk_name), extended });
+        let numbers = self.partition_numbers();
+        for (((part_name, part), extent), number) in self.partitions.iter().zip(extents).zip(numbers) {
+            let (name, type_guid) = match msdos {
+                Some(_) => (String::new(), format!("{:02X}", mbr_type(&part.effective_type()).unwrap_or(0x83))),
+                None => (
+                    part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name)),
+                    type_guid(&part.effective_type()).unwrap_or_default(),
+                ),
+            };
             partitions.push(GptPartition {
                 number,
-                name: part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name)),
-                type_guid: type_guid(&part.effective_type()).unwrap_or_default(),
+                name,
+                type_guid,
                 uuid: build.plan.partition_uuid(disk_name, part_name),
+                bootable: part.bootable,
                 extent,
                 attributes: part.attributes.clone(),
                 device: partition_device(&device, number),
             });
         }
+        let (id, description) = match msdos {
+            Some(_) => (format!("mbr:{disk_name}"), "an MBR (msdos) table"),
+            None => (format!("gpt:{disk_name}"), "a GPT"),
+        };
         let table = build.push(
-            format!("gpt:{disk_name}"),
-            format!("Write a GPT with {} partition(s) to disk {disk_name} ({device})", partitions.len()),
+            id,
+            format!("Write {description} with {} partition(s) to disk {disk_name} ({device})", partitions.len()),
             vec![device.clone()],
             Some(disk_name),
             vec![wipe],
@@ -390,6 +554,7 @@ impl Disk {
                 logical_sector_size: self.logical_sector_size,
                 disk_size: size,
                 partitions: partitions.clone(),
+                msdos,
             }),
         );
         for ((part_name, part), entry) in self.partitions.iter().zip(partitions) {
@@ -403,8 +568,11 @@ impl Disk {
         }
     }
 
-    /// The disk as disko's `type = "disk"` with a gpt content.
-    pub(crate) fn to_disko(&self, w: &mut Writer, disk_name: &str) {
+    /// The disk as disko's `type = "disk"` with a gpt content (a legacy `table` for MBR).
+    pub(crate) fn to_disko(&self, w: &mut Writer, disk_name: &str) -> Result<(), crate::disko::ExportError> {
+        if self.table == TableFormat::Msdos {
+            return legacy::to_disko(self, w, disk_name);
+        }
         w.open(disk_name);
         w.string("type", "disk");
         w.string("device", &self.device);
@@ -437,15 +605,38 @@ impl Disk {
         w.close();
         w.close();
         w.close();
+        Ok(())
     }
 }
 
 impl Partition {
-    fn validate(&self, check: &mut Checker, plan: &Plan, disk_name: &str, part_name: &str, path: &FieldPath) {
+    fn validate(
+        &self,
+        check: &mut Checker,
+        plan: &Plan,
+        disk_name: &str,
+        part_name: &str,
+        path: &FieldPath,
+        table: TableFormat,
+    ) {
         if !valid_name(part_name) {
             check.report(path.clone(), format!("{part_name:?} is not a usable partition name (no '/', not empty)"));
         }
-        if let Some(kind) = &self.kind {
+        if table == TableFormat::Msdos {
+            self.validate_msdos(check, path);
+        } else {
+            for (field, set) in [("bootable", self.bootable), ("logical", self.logical)] {
+                if set {
+                    let message = if field == "bootable" {
+                        "the boot flag is an MBR one: on gpt, set attributes = [2] (legacy BIOS bootable)"
+                    } else {
+                        "logical partitions exist only in MBR tables (table = \"msdos\" on the disk)"
+                    };
+                    check.report(path.join(field), message);
+                }
+            }
+        }
+        if let Some(kind) = self.kind.as_ref().filter(|_| table == TableFormat::Gpt) {
             match type_guid(kind) {
                 None => check.report(
                     path.join("type"),
@@ -481,6 +672,18 @@ impl Partition {
                 Some(_) => {}
             }
         }
+        if let Size::Bytes(bytes) = self.size {
+            if bytes < MIN_PARTITION {
+                let message = format!("{} is smaller than a partition can be (1 MiB, its alignment)", human(bytes));
+                check.report(path.join("size"), message);
+            }
+        }
+        if let Some(content) = &self.content {
+            check.content(plan, content, &path.join("content"), false);
+        }
+        if table == TableFormat::Msdos {
+            return;
+        }
         let label = self.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name));
         if label.encode_utf16().count() > 36 || label.chars().any(char::is_control) {
             let message =
@@ -503,14 +706,43 @@ impl Partition {
                 check.claim_partition_uuid(uuid, path.join("uuid"));
             }
         }
-        if let Size::Bytes(bytes) = self.size {
-            if bytes < MIN_PARTITION {
-                let message = format!("{} is smaller than a partition can be (1 MiB, its alignment)", human(bytes));
-                check.report(path.join("size"), message);
+    }
+
+    /// What an MBR partition cannot have: a GPT name, UUID or attributes, a type with no MBR byte.
+    fn validate_msdos(&self, check: &mut Checker, path: &FieldPath) {
+        if let Some(kind) = &self.kind {
+            if mbr_type(kind).is_none() {
+                let message = if type_guid(kind).is_some_and(|g| type_name(&g) == Some("bios-boot")) {
+                    "an MBR disk needs no BIOS boot partition: GRUB's core image goes in the 1 MiB before the first \
+                     partition"
+                        .to_string()
+                } else {
+                    format!(
+                        "{kind:?} is not an MBR partition type (esp, linux, swap, luks, zfs, raid, lvm, or a byte \
+                         such as 0x83)"
+                    )
+                };
+                check.report(path.join("type"), message);
             }
         }
-        if let Some(content) = &self.content {
-            check.content(plan, content, &path.join("content"), false);
+        let gpt_only = [
+            ("label", self.label.is_some()),
+            ("uuid", self.uuid.is_some()),
+            ("attributes", !self.attributes.is_empty()),
+        ];
+        for (field, set) in gpt_only {
+            if set {
+                let message = format!(
+                    "MBR partitions have no {field}: it exists only on gpt (MBR partition UUIDs are the disk \
+                     signature and the number)"
+                );
+                check.report(path.join(field), message);
+            }
+        }
+        let vfat = matches!(&self.content, Some(super::Content::Filesystem(fs))
+            if fs.format == super::filesystem::Format::Vfat);
+        if self.is_esp() && !vfat {
+            check.report(path.join("content"), "an EFI system partition must hold a vfat filesystem");
         }
     }
 }
@@ -557,10 +789,7 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
     let kind = r.string(content, "type", &content_path).unwrap_or_default();
     match kind.as_str() {
         "gpt" => {}
-        "table" => {
-            r.refuse(&content_path, "legacy (MBR) partition tables are not supported: use gpt");
-            return None;
-        }
+        "table" => return legacy::disk_from_disko(r, device, content, &content_path),
         other => {
             r.refuse(
                 &content_path.join("type"),
@@ -584,15 +813,7 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
     }
     // disko orders partitions by priority, then by name.
     partitions.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    Some(Disk {
-        device,
-        size: None,
-        logical_sector_size: 512,
-        physical_sector_size: None,
-        identity: Identity::default(),
-        discard: false,
-        partitions: partitions.into_iter().map(|(_, key, part)| (key, part)).collect(),
-    })
+    Some(Disk::from_disko(device, TableFormat::Gpt, partitions.into_iter().map(|(_, key, part)| (key, part)).collect()))
 }
 
 /// disko's `size`/`start`/`end` as a plan size, or the reason it has none.
@@ -716,5 +937,9 @@ fn partition_from_disko(
         }
     };
     let uuid = r.string(object, "uuid", path);
-    Some((priority, key.to_string(), Partition { size, kind: Some(kind), label, uuid, attributes, content }))
+    Some((
+        priority,
+        key.to_string(),
+        Partition { size, kind: Some(kind), label, uuid, attributes, bootable: false, logical: false, content },
+    ))
 }
