@@ -75,6 +75,7 @@ const LAYOUTS: &[(&str, &str)] = &[
     ("Tmpfs-root-None-swapfalse", include_str!("../../layouts/example-plans/tmpfs-root.toml")),
     ("Mirror-special-dedup-swapfalse", include_str!("../../layouts/example-plans/zfs-special-dedup.toml")),
     ("Mbr-Luks-swaptrue", include_str!("../../layouts/example-plans/mbr-bios.toml")),
+    ("Mdadm-gpt-None-swaptrue", include_str!("../../layouts/example-plans/mdadm-partitioned.toml")),
 ];
 
 /// Steps whose result the step before them left behind: an activation after lvcreate, an assembly after
@@ -141,8 +142,8 @@ fn every_preset_applies_then_reapplies_as_a_no_op() {
         assert_eq!(module, layouts::nixos::module(&plan), "{name}");
         let host_key = system.file("/mnt/etc/secrets/initrd/ssh_host_ed25519_key");
         assert_eq!(host_key.is_some(), plan.remote_unlock.is_some(), "{name}: the initrd host key");
-        let bios = plan.disks.values().all(|d| d.partitions.contains_key("bios"));
-        assert_eq!(bios, plan.boot == Some(BootMode::Both), "{name}: BIOS boot partitions");
+        let bios = plan.disks.values().all(layouts::Disk::boots_bios);
+        assert_eq!(bios, plan.boot.is_some_and(BootMode::bios), "{name}: where GRUB goes for BIOS");
         let bystander = system
             .commands()
             .iter()

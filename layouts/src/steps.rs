@@ -15,7 +15,7 @@ pub use crate::nodes::gpt::{GptPartition, PartitionTable, Wipe};
 pub use crate::nodes::install::{InitrdHostKey, NixosInstall, WriteNixosModule};
 pub use crate::nodes::luks::{LuksClose, LuksFormat, LuksOpen};
 pub use crate::nodes::lvm::{LvCreate, PvCreate, VgActivate, VgCreate, VgDeactivate};
-pub use crate::nodes::mdadm::{MdAssemble, MdCreate, MdStop};
+pub use crate::nodes::mdadm::{ArrayPartition, ArrayPartitionTable, MdAssemble, MdCreate, MdStop};
 pub use crate::nodes::mount::{Mount, Unmount};
 pub use crate::nodes::swap::{Mkswap, Swapoff, Swapon};
 pub use crate::nodes::zfs::{HostId, VdevDevices, ZfsCreate, ZpoolCreate, ZpoolExport};
@@ -123,6 +123,8 @@ pub enum Operation {
     MdAssemble(MdAssemble),
     /// Stop a RAID array.
     MdStop(MdStop),
+    /// Write a GPT inside a RAID array, placed on its actual size.
+    ArrayPartitionTable(ArrayPartitionTable),
     /// Make an LVM physical volume.
     PvCreate(PvCreate),
     /// Create an LVM volume group.
@@ -173,6 +175,7 @@ impl Operation {
             Operation::MdCreate(op) => op,
             Operation::MdAssemble(op) => op,
             Operation::MdStop(op) => op,
+            Operation::ArrayPartitionTable(op) => op,
             Operation::PvCreate(op) => op,
             Operation::VgCreate(op) => op,
             Operation::LvCreate(op) => op,

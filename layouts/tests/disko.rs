@@ -47,6 +47,7 @@ const SUPPORTED: &[&str] = &[
     "legacy-table",
     "luks-interactive-login",
     "luks-lvm",
+    "mdadm",
     "multi-device-no-deps",
     "simple-efi",
     "swap",
@@ -68,11 +69,14 @@ fn supported_examples_import_and_plan() {
 #[test]
 #[cfg_attr(no_disko_examples, ignore = "needs ../shared/disko-examples beside the checkout (README)")]
 fn unsupported_examples_are_refused_at_their_path() {
-    let cases = [("mdadm", "disko.devices.mdadm.raid1.content: a partition table inside an array is not supported")];
-    for (name, expected) in cases {
-        let error = disko::import(&example(name)).expect_err(name).to_string();
-        assert!(error.lines().next().is_some_and(|l| l.starts_with(expected)), "{name}: {error}");
-    }
+    let hybrid = serde_json::json!({ "disko": { "devices": { "disk": { "main": {
+        "type": "disk",
+        "device": "/dev/sda",
+        "content": { "type": "gpt", "efiGptPartitionFirst": false, "partitions": {} }
+    } } } } });
+    let error = disko::import(&hybrid).expect_err("a hybrid MBR").to_string();
+    let expected = "disko.devices.disk.main.content.efiGptPartitionFirst: hybrid MBRs are not supported";
+    assert!(error.lines().next().is_some_and(|l| l.starts_with(expected)), "{error}");
     // Its types are supported, but nothing is mounted at "/": it prepares disks, and cannot install.
     let mut plan = imported(&example("multi-device-no-deps"));
     plan.compile(&CompileOptions::default()).expect("a plan of data disks");
@@ -156,6 +160,9 @@ fn round_trip(plan: &Plan, name: &str) {
         disk.physical_sector_size = None;
         disk.logical_sector_size = 512;
         disk.size = Some(64 << 30);
+    }
+    for partition in expected.raids.values_mut().flat_map(|raid| raid.partitions.values_mut()) {
+        partition.kind = Some(partition.effective_type());
     }
     assert_eq!(back, expected, "{name}: export, evaluate, import changed the plan:\n{text}");
 }
@@ -284,4 +291,25 @@ fn trickier_forms() {
     ] {
         assert!(error.contains(expected), "missing {expected:?} in:\n{error}");
     }
+}
+
+#[test]
+fn luks_format_arguments_keep_the_label_and_drop_key_derivation_tuning() {
+    let config = |args: Value| {
+        serde_json::json!({ "disk": { "main": {
+            "type": "disk",
+            "device": "/dev/sda",
+            "content": { "type": "gpt", "partitions": { "crypt": {
+                "size": "100%",
+                "content": { "type": "luks", "name": "crypted", "extraFormatArgs": args,
+                    "content": { "type": "filesystem", "format": "ext4", "mountpoint": "/" } }
+            } } }
+        } } })
+    };
+    let imported = disko::import(&config(serde_json::json!(["--iter-time 1", "--label", "vault"]))).expect("imports");
+    assert!(imported.warnings.iter().any(|w| w.contains("--iter-time 1 not carried over")), "{:?}", imported.warnings);
+    let toml = imported.plan.to_toml();
+    assert!(toml.contains("label = \"vault\""), "{toml}");
+    let error = disko::import(&config(serde_json::json!(["--sector-size 4096"]))).expect_err("refused").to_string();
+    assert!(error.contains("content.extraFormatArgs: only a label"), "{error}");
 }

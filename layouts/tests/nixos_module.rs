@@ -131,6 +131,15 @@ fn partition_names(plan: &Plan, disko_names: &Value) -> BTreeMap<String, String>
             }
         }
     }
+    for (array, raid) in &plan.raids {
+        for (index, part_name) in raid.partitions.keys().enumerate() {
+            let key = format!("{array}/{part_name}");
+            names.insert(layouts::nodes::mdadm::array_partition_device(array, index as u32 + 1), key.clone());
+            if let Some(device) = disko_names[&key].as_str() {
+                names.insert(device.to_string(), key);
+            }
+        }
+    }
     names
 }
 

@@ -139,6 +139,15 @@ pub fn write_partition_table(
     wait_for_nodes(device, partitions.iter().map(|p| p.device.as_str()), PARTITION_WAIT)
 }
 
+/// The size in bytes and the logical sector size of a block device (an image file: its length, 512).
+pub fn device_geometry(device: &str) -> Result<(u64, u32), DiskError> {
+    let file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
+    let size = ioctl::size_bytes(&file)
+        .or_else(|_| file.metadata().map(|m| m.len()))
+        .map_err(|e| DiskError::device(device, "read size", e))?;
+    Ok((size, ioctl::logical_sector_size(&file).unwrap_or(512)))
+}
+
 /// Reads the GPT of a device; `None` when it has none.
 pub fn read_partition_table(device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
     let mut file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;

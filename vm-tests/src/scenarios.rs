@@ -1059,7 +1059,8 @@ fn verify_mbr(share: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Software RAID over three disks: a RAID 1 ESP (metadata 1.0) and a RAID 5 root.
+/// Software RAID over three disks: a RAID 1 ESP (metadata 1.0) and a RAID 5 array with a GPT inside,
+/// holding root and /srv.
 const MDADM_PLAN: &str = r#"
 hostname = "raidhost"
 boot = "both"
@@ -1100,7 +1101,12 @@ content.filesystem = { format = "vfat", mountpoint = "/boot", mount_options = ["
 [raids.data]
 level = 5
 options = ["--bitmap=internal"]
+[raids.data.partitions.root]
+size = "2G"
 content.filesystem = { format = "ext4", mountpoint = "/" }
+[raids.data.partitions.srv]
+size = "rest"
+content.filesystem = { format = "xfs", mountpoint = "/srv" }
 "#;
 
 /// What boot 2 of the RAID layout reports beyond a layout's usual: the arrays' levels and members, and
@@ -1108,6 +1114,9 @@ content.filesystem = { format = "ext4", mountpoint = "/" }
 const MDADM_CHECKS: &str = r#"
 mdadm --detail --export /dev/md/boot > /host/out/md-boot.txt
 mdadm --detail --export /dev/md/data > /host/out/md-data.txt
+ls /dev/md > /host/out/md-links.txt
+sgdisk -p /dev/md/data > /host/out/md-data-gpt.txt
+sgdisk -v /dev/md/data > /host/out/md-data-verify.txt
 for n in 0 1 2; do /usr/sbin/fsck.vfat -n /dev/disk/by-id/virtio-md$n-part2 > /dev/null; done
 echo "every half reads as FAT" > /host/out/esp-halves.txt
 "#;
@@ -1121,6 +1130,15 @@ fn verify_mdadm(share: &Path) -> Result<()> {
         ensure!(detail.contains("MD_DEVICES=3"), "{array} does not have 3 members:\n{detail}");
     }
     ensure!(out.join("esp-halves.txt").exists(), "an ESP half does not read as FAT");
+    // The GPT inside the RAID 5 array: its two partitions, linked by udev under the array's name.
+    let links = read(&out.join("md-links.txt"))?;
+    ensure!(links.lines().any(|l| l == "data1") && links.lines().any(|l| l == "data2"), "md links:\n{links}");
+    let table = read(&out.join("md-data-gpt.txt"))?;
+    for name in ["disk-data-root", "disk-data-srv"] {
+        ensure!(table.lines().any(|l| l.trim_end().ends_with(name)), "no partition {name}:\n{table}");
+    }
+    let verified = read(&out.join("md-data-verify.txt"))?;
+    ensure!(verified.contains("No problems found"), "sgdisk -v /dev/md/data:\n{verified}");
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! Software RAID arrays: created, assembled and stopped with mdadm; members recognised by the array UUID
 //! blkid reads on them.
 
-use layouts::steps::{MdAssemble, MdCreate, MdStop};
+use layouts::steps::{ArrayPartitionTable, MdAssemble, MdCreate, MdStop, PartitionTable};
 
 use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
+use crate::system::System;
 
 impl Perform for MdCreate {
     /// Done when every member carries this plan's array (its UUID is derived from the plan); to do when
@@ -64,6 +65,7 @@ impl Perform for MdAssemble {
         if let Some(member) = self.devices.first() {
             cx.system.wait_for_nodes(member, &[self.device().as_str()])?;
         }
+        cx.system.settle();
         Ok(())
     }
 }
@@ -79,5 +81,44 @@ impl Perform for MdStop {
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         run_own_command(cx)
+    }
+}
+
+/// The table as placed on the array as it is now, or why it cannot be.
+fn placed(table: &ArrayPartitionTable, system: &dyn System) -> Result<PartitionTable, String> {
+    let (size, sector) =
+        system.device_geometry(&table.device).map_err(|e| format!("cannot read the size of {}: {e}", table.device))?;
+    table
+        .placed(size, sector)
+        .map_err(|e| format!("the partitions do not fit array {} ({size} bytes): {e}", table.device))
+}
+
+impl Perform for ArrayPartitionTable {
+    /// Placed on the array's actual size, then probed like a disk's GPT. Before the array exists, to do.
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        if !cx.system.exists(&self.device) {
+            return Outlook::Todo { destroys: true };
+        }
+        let table = match placed(self, cx.system) {
+            Ok(table) => table,
+            Err(why) => return Outlook::Conflict(why),
+        };
+        match table.probe(cx) {
+            // The kernel reads an array's table when the array starts, and udev then links the partitions
+            // under /dev/md: what comes next needs those links.
+            Outlook::Done(why) => {
+                let nodes: Vec<&str> = self.partitions.iter().map(|p| p.device.as_str()).collect();
+                match cx.system.wait_for_nodes(&self.device, &nodes) {
+                    Ok(()) => Outlook::Done(why),
+                    Err(error) => Outlook::Conflict(error.to_string()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let table = placed(self, cx.system).map_err(StepError::Conflict)?;
+        table.perform(cx)
     }
 }

@@ -72,6 +72,7 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
     Some(match operation {
         Operation::Wipe(op) => op as &dyn Perform,
         Operation::PartitionTable(op) => op,
+        Operation::ArrayPartitionTable(op) => op,
         Operation::LuksFormat(op) => op,
         Operation::LuksOpen(op) => op,
         Operation::HostId(op) => op,

@@ -48,6 +48,8 @@ pub trait System: fmt::Debug + Send + Sync {
     fn read_table_state(&self, device: &str, sector: u64) -> Result<TableState, DiskError>;
     /// Writes a GPT and a protective MBR, and makes the kernel see the partitions.
     fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError>;
+    /// The size in bytes and logical sector size of a block device (an array, once it exists).
+    fn device_geometry(&self, device: &str) -> Result<(u64, u32), DiskError>;
     /// Waits until the device nodes exist.
     fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError>;
     /// Lets udev finish creating links for new devices, where udevd runs.

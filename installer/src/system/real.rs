@@ -73,6 +73,10 @@ impl System for RealSystem {
         )
     }
 
+    fn device_geometry(&self, device: &str) -> Result<(u64, u32), DiskError> {
+        partitioner::table::device_geometry(device)
+    }
+
     fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError> {
         partitioner::table::wait_for_nodes(device, nodes.iter().copied(), partitioner::table::PARTITION_WAIT)
     }

@@ -319,9 +319,34 @@ impl State {
         self.pools.get(pool).is_some_and(|p| p.imported && p.datasets.contains_key(name))
     }
 
+    /// The size of a running array: its smallest member's, less what mdadm keeps for the superblock
+    /// (the simulation does not tell levels apart).
+    fn array_size(&self, canonical: &str) -> Option<u64> {
+        let name = canonical.strip_prefix("/dev/md/")?;
+        let (_, members, running) = self.md_arrays.get(name)?;
+        if !*running {
+            return None;
+        }
+        let sizes = members.iter().filter_map(|m| {
+            let (disk, number) = self.disk_of(&self.canonical(m))?;
+            let entry = self.tables.get(&disk.path)?.iter().find(|e| Some(e.number) == number)?;
+            Some((entry.last_lba - entry.first_lba + 1) * u64::from(disk.logical_sector_size))
+        });
+        sizes.min().map(|smallest| smallest.saturating_sub(8 << 20))
+    }
+
+    /// True for a partition of a running array that has a partition table.
+    fn is_array_partition(&self, canonical: &str) -> bool {
+        self.tables.iter().any(|(array, entries)| {
+            array.starts_with("/dev/md/")
+                && self.array_size(array).is_some()
+                && entries.iter().any(|e| partition_device(array, e.number) == canonical)
+        })
+    }
+
     fn exists(&self, path: &str) -> bool {
         let canonical = self.canonical(path);
-        if self.disk_of(&canonical).is_some() {
+        if self.disk_of(&canonical).is_some() || self.is_array_partition(&canonical) {
             return true;
         }
         if let Some(name) = canonical.strip_prefix("/dev/mapper/") {
@@ -450,6 +475,10 @@ impl State {
                     return Err(failed(line, format!("cannot open {missing}: No such file or directory")));
                 }
                 let dashed = layouts::nodes::mdadm::blkid_form(&uuid);
+                // A new array holds nothing: no table, no signatures, on it or on its partitions.
+                let array = format!("/dev/md/{name}");
+                self.tables.remove(&array);
+                self.signatures.retain(|device, _| device != &array && !device.starts_with(&array));
                 for member in &members {
                     self.set_signature(member, "linux_raid_member", Some(format!("any:{name}")), dashed.clone());
                 }
@@ -1002,7 +1031,7 @@ impl System for SimSystem {
     fn read_table_state(&self, device: &str, sector: u64) -> Result<TableState, DiskError> {
         let state = self.lock();
         let canonical = state.canonical(device);
-        if !state.disks.iter().any(|d| d.path == canonical) {
+        if !state.disks.iter().any(|d| d.path == canonical) && state.array_size(&canonical).is_none() {
             return Err(device_error(device, "open", not_found(device)));
         }
         if state.unreadable.contains(&canonical) {
@@ -1046,7 +1075,7 @@ impl System for SimSystem {
     fn write_partition_table(&self, table: &PartitionTable) -> Result<(), DiskError> {
         let mut state = self.lock();
         let canonical = state.canonical(&table.device);
-        let size = state.disks.iter().find(|d| d.path == canonical).map(|d| d.size);
+        let size = state.disks.iter().find(|d| d.path == canonical).map(|d| d.size).or(state.array_size(&canonical));
         let Some(size) = size else {
             return Err(device_error(&table.device, "open", not_found(&table.device)));
         };
@@ -1074,6 +1103,18 @@ impl System for SimSystem {
         };
         state.tables.insert(canonical, entries);
         Ok(())
+    }
+
+    fn device_geometry(&self, device: &str) -> Result<(u64, u32), DiskError> {
+        let state = self.lock();
+        let canonical = state.canonical(device);
+        if let Some(disk) = state.disks.iter().find(|d| d.path == canonical) {
+            return Ok((disk.size, disk.logical_sector_size));
+        }
+        state
+            .array_size(&canonical)
+            .map(|size| (size, 512))
+            .ok_or_else(|| device_error(device, "open", not_found(device)))
     }
 
     fn wait_for_nodes(&self, device: &str, nodes: &[&str]) -> Result<(), DiskError> {

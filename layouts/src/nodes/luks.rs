@@ -367,15 +367,38 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
     if object.get("initrdUnlock") == Some(&Value::Bool(false)) {
         r.refuse(&path.join("initrdUnlock"), "false is not supported: nix-dabei unlocks LUKS in the initrd");
     }
-    let format_args = r.strings(object, "extraFormatArgs", path);
-    let label = match format_args.as_slice() {
-        [] => None,
-        [flag, label] if flag == "--label" => Some(label.clone()),
-        _ => {
-            r.refuse(&path.join("extraFormatArgs"), "only a label (\"--label\" LABEL) is supported");
-            None
+    // disko passes each item to cryptsetup as written: "--iter-time 1" is one item with a space.
+    let format_args: Vec<String> = r
+        .strings(object, "extraFormatArgs", path)
+        .iter()
+        .flat_map(|a| a.split_whitespace().map(str::to_string))
+        .collect();
+    let mut label = None;
+    let mut args = format_args.iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let value = inline.or_else(|| args.next().cloned());
+        match (flag, value) {
+            ("--label", Some(value)) => label = Some(value),
+            // Key derivation tuning: nix-dabei formats with its own settings (argon2id; weak ones only
+            // with --weak-kdf-for-tests), whatever the configuration asked for.
+            ("--iter-time" | "-i" | "--pbkdf" | "--pbkdf-memory" | "--pbkdf-parallel", Some(value)) => {
+                r.warn(format!(
+                    "{}: {flag} {value} not carried over: nix-dabei's own key derivation settings apply",
+                    path.join("extraFormatArgs")
+                ));
+            }
+            _ => {
+                let message = "only a label (\"--label\" LABEL) and key derivation settings (--iter-time, --pbkdf*) \
+                               are supported";
+                r.refuse(&path.join("extraFormatArgs"), message);
+                break;
+            }
         }
-    };
+    }
     let settings_path = path.join("settings");
     let mut allow_discards = false;
     let mut key_file = r.string(object, "keyFile", path);

@@ -40,6 +40,87 @@ pub struct Raid {
     /// What the array holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// Instead of `content`: a GPT inside the array, with these partitions. They are placed once the
+    /// array exists (its size depends on the members and the superblock): fixed sizes from the start, a
+    /// `rest` partition up to the end.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub partitions: IndexMap<String, crate::gpt::Partition>,
+}
+
+/// Write a GPT inside an array once it exists: the partitions are placed on the array's actual size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayPartitionTable {
+    /// The array, `/dev/md/<name>`.
+    pub device: String,
+    /// The partitions, in table order.
+    pub partitions: Vec<ArrayPartition>,
+}
+
+/// One partition of an [`ArrayPartitionTable`]: a GPT partition whose place is known only at apply time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayPartition {
+    /// Partition number, from 1.
+    pub number: u32,
+    /// GPT partition name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: String,
+    /// Partition UUID.
+    pub uuid: String,
+    /// Its size, placed as on a disk (1 MiB aligned).
+    pub size: crate::size::Size,
+    /// GPT attribute bits to set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<u32>,
+    /// The device node it will have (udev's `/dev/md/<name><N>`, or `<name>p<N>` after a digit).
+    pub device: String,
+}
+
+impl ArrayPartitionTable {
+    /// The table as it is written on an array of `size` bytes with `sector`-byte sectors, or why the
+    /// partitions do not fit.
+    pub fn placed(&self, size: u64, sector: u32) -> Result<crate::steps::PartitionTable, crate::gpt::AllocError> {
+        let geometry = crate::gpt::Geometry::new(size, u64::from(sector));
+        let sizes: Vec<crate::size::Size> = self.partitions.iter().map(|p| p.size).collect();
+        let extents = crate::gpt::allocate(geometry, &sizes)?;
+        let partitions = self
+            .partitions
+            .iter()
+            .zip(extents)
+            .map(|(p, extent)| crate::steps::GptPartition {
+                number: p.number,
+                name: p.name.clone(),
+                type_guid: p.type_guid.clone(),
+                uuid: p.uuid.clone(),
+                bootable: false,
+                extent,
+                attributes: p.attributes.clone(),
+                device: p.device.clone(),
+            })
+            .collect();
+        Ok(crate::steps::PartitionTable {
+            device: self.device.clone(),
+            logical_sector_size: sector,
+            disk_size: size,
+            partitions,
+            msdos: None,
+        })
+    }
+}
+
+impl OperationKind for ArrayPartitionTable {
+    fn destroys_data(&self) -> bool {
+        true
+    }
+
+    fn review(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "write GPT to {} (placed on the array's size):", self.device)?;
+        for p in &self.partitions {
+            let kind = crate::gpt::type_name(&p.type_guid).unwrap_or(&p.type_guid);
+            write!(f, " {}={} {kind} {:?};", p.number, p.size, p.name)?;
+        }
+        Ok(())
+    }
 }
 
 fn default_metadata() -> String {
@@ -48,10 +129,11 @@ fn default_metadata() -> String {
 
 /// The smallest number of members of each level.
 fn minimum_members(level: u8) -> Option<usize> {
+    // As mdadm --create takes them: RAID 4/5 of two devices (parity mirrors the data) and RAID 10 of two
+    // (the near layout is a mirror) are arrays it makes.
     match level {
-        0 | 1 => Some(2),
-        4 | 5 => Some(3),
-        6 | 10 => Some(4),
+        0 | 1 | 4 | 5 | 10 => Some(2),
+        6 => Some(4),
         _ => None,
     }
 }
@@ -266,17 +348,31 @@ impl Raid {
             }
         }
         if let Some(content) = &self.content {
-            // Members register by partition; an array is not one.
-            if matches!(
-                content.innermost(),
-                Content::LvmPv(_) | Content::Zfs(_) | Content::BtrfsMember(_) | Content::MdMember(_)
-            ) {
-                check.report(
-                    path.join("content"),
-                    format!("a {} inside an array is not supported", content.innermost().kind()),
-                );
-            }
+            Self::validate_content(check, content, &path.join("content"));
             check.content(plan, content, &path.join("content"), false);
+        }
+        if self.content.is_some() && !self.partitions.is_empty() {
+            check.report(path.join("partitions"), "an array holds either content or partitions, not both");
+        }
+        if self.partitions.len() > crate::gpt::MAX_PARTITIONS {
+            check.report(path.join("partitions"), "more partitions than a GPT holds (128)");
+        }
+        for (part_name, part) in &self.partitions {
+            let part_path = path.join("partitions").join(part_name.clone());
+            part.validate(check, plan, name, part_name, &part_path, crate::gpt::TableFormat::Gpt);
+            if let Some(content) = &part.content {
+                Self::validate_content(check, content, &part_path.join("content"));
+            }
+        }
+    }
+
+    /// Members register by partition of a disk; an array and its partitions are not one.
+    fn validate_content(check: &mut Checker, content: &Content, path: &FieldPath) {
+        if matches!(
+            content.innermost(),
+            Content::LvmPv(_) | Content::Zfs(_) | Content::BtrfsMember(_) | Content::MdMember(_)
+        ) {
+            check.report(path.clone(), format!("a {} inside an array is not supported", content.innermost().kind()));
         }
     }
 
@@ -309,9 +405,46 @@ impl Raid {
             vec![created],
             Operation::MdAssemble(MdAssemble { name: name.to_string(), uuid, devices }),
         );
+        let device = format!("/dev/md/{name}");
         if let Some(content) = &self.content {
-            let device = format!("/dev/md/{name}");
             build.content(content, &Site { device: &device, provider: &assembled, owner: name, disk: None });
+        }
+        if self.partitions.is_empty() {
+            return;
+        }
+        let partitions: Vec<ArrayPartition> = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, (part_name, part))| {
+                let number = index as u32 + 1;
+                ArrayPartition {
+                    number,
+                    name: part.label.clone().unwrap_or_else(|| crate::gpt::default_partition_label(name, part_name)),
+                    type_guid: crate::gpt::type_guid(&part.effective_type()).unwrap_or_default(),
+                    uuid: build.plan.partition_uuid(name, part_name),
+                    size: part.size,
+                    attributes: part.attributes.clone(),
+                    device: array_partition_device(name, number),
+                }
+            })
+            .collect();
+        let table = build.push(
+            format!("md-gpt:{name}"),
+            format!("Write a GPT with {} partition(s) to array {name} ({device})", partitions.len()),
+            vec![device.clone()],
+            None,
+            vec![assembled],
+            Operation::ArrayPartitionTable(ArrayPartitionTable {
+                device: device.clone(),
+                partitions: partitions.clone(),
+            }),
+        );
+        for ((part_name, part), entry) in self.partitions.iter().zip(&partitions) {
+            if let Some(content) = &part.content {
+                let owner = format!("{name}/{part_name}");
+                build.content(content, &Site { device: &entry.device, provider: &table, owner: &owner, disk: None });
+            }
         }
     }
 
@@ -319,6 +452,12 @@ impl Raid {
         module.md_arrays.push(format!("ARRAY /dev/md/{name} metadata={} UUID={uuid}", self.metadata));
         if let Some(content) = &self.content {
             module.content(content, &format!("/dev/md/{name}"));
+        }
+        // udev names an array's partitions after the array (md* devices get no by-partuuid links).
+        for (index, part) in self.partitions.values().enumerate() {
+            if let Some(content) = &part.content {
+                module.content(content, &array_partition_device(name, index as u32 + 1));
+            }
         }
     }
 
@@ -333,8 +472,20 @@ impl Raid {
         if let Some(content) = &self.content {
             w.content_of(name, content);
         }
+        if !self.partitions.is_empty() {
+            w.open("content");
+            w.string("type", "gpt");
+            crate::gpt::partitions_to_disko(w, name, &self.partitions);
+            w.close();
+        }
         w.close();
     }
+}
+
+/// The device node of partition `number` of array `name`, as mdadm's udev rules link it:
+/// `/dev/md/<name><N>`, or `/dev/md/<name>p<N>` when the name ends in a digit.
+pub fn array_partition_device(name: &str, number: u32) -> String {
+    crate::gpt::partition_device(&format!("/dev/md/{name}"), number)
 }
 
 /// Reads disko's `type = "mdraid"` (a member).
@@ -349,7 +500,7 @@ pub(crate) fn member_from_disko(
 }
 
 /// Reads disko's `type = "mdadm"`.
-pub(crate) fn raid_from_disko(r: &mut Reader, object: &Object, path: &FieldPath) -> Option<Raid> {
+pub(crate) fn raid_from_disko(r: &mut Reader, name: &str, object: &Object, path: &FieldPath) -> Option<Raid> {
     r.only(object, path, &["type", "name", "level", "metadata", "extraArgs", "content"]);
     let level = match object.get("level") {
         None => 1,
@@ -366,15 +517,17 @@ pub(crate) fn raid_from_disko(r: &mut Reader, object: &Object, path: &FieldPath)
         Some("1") => "1.2".to_string(),
         Some(other) => other.to_string(),
     };
+    let mut partitions = IndexMap::new();
     let content = match object.get("content") {
         None | Some(serde_json::Value::Null) => None,
         Some(value) if value.get("type").and_then(serde_json::Value::as_str) == Some("gpt") => {
-            r.refuse(&path.join("content"), "a partition table inside an array is not supported");
-            return None;
+            let table = r.object(value, &path.join("content"))?.clone();
+            partitions = crate::gpt::partitions_from_disko(r, name, &table, &path.join("content"));
+            None
         }
         Some(value) => Some(r.content(value, &path.join("content"), false)?),
     };
-    Some(Raid { level, metadata, options: r.strings(object, "extraArgs", path), content })
+    Some(Raid { level, metadata, options: r.strings(object, "extraArgs", path), content, partitions })
 }
 
 /// Arrays by name, as disko lists them.
@@ -384,7 +537,7 @@ pub(crate) fn raids_from_disko(r: &mut Reader, list: &Object, path: &FieldPath) 
         let at = path.join(key.clone());
         let Some(object) = r.object(value, &at).cloned() else { continue };
         let name = object.get("name").and_then(serde_json::Value::as_str).unwrap_or(key).to_string();
-        if let Some(raid) = raid_from_disko(r, &object, &at) {
+        if let Some(raid) = raid_from_disko(r, &name, &object, &at) {
             raids.insert(name, raid);
         }
     }

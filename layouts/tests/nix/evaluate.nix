@@ -116,7 +116,14 @@ let
       nixpkgsLib.mapAttrs' (partName: part: nixpkgsLib.nameValuePair "${diskName}/${partName}" part.device) (
         partitions
       )
-  ) devices.disk;
+  ) devices.disk
+  # Partitions inside arrays, by "array/partition".
+  // nixpkgsLib.concatMapAttrs (
+    name: array:
+    nixpkgsLib.mapAttrs' (partName: part: nixpkgsLib.nameValuePair "${name}/${partName}" part.device) (
+      if array.content != null && array.content.type == "gpt" then array.content.partitions else { }
+    )
+  ) devices.mdadm;
 in
 let
   ours = evaluate ([ (import module) ] ++ nixpkgsLib.optional (hostModule != null) (import hostModule));

@@ -578,39 +578,44 @@ impl Disk {
         w.string("device", &self.device);
         w.open("content");
         w.string("type", "gpt");
-        w.open("partitions");
-        for (index, (part_name, part)) in self.partitions.iter().enumerate() {
-            w.open(part_name);
-            // disko orders by priority: keep the plan's order.
-            w.line(&format!("priority = {};", 1000 + index));
-            match part.size {
-                Size::Bytes(bytes) => w.string("size", &format_exact(bytes)),
-                Size::Rest => w.string("size", "100%"),
-                Size::AllBut(bytes) => w.string("end", &format!("-{}", format_exact(bytes))),
-            }
-            w.string("type", &code_of(&part.effective_type()));
-            w.string("label", &part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name)));
-            if let Some(uuid) = &part.uuid {
-                w.string("uuid", uuid);
-            }
-            if !part.attributes.is_empty() {
-                let bits: Vec<String> = part.attributes.iter().map(u32::to_string).collect();
-                w.line(&format!("attributes = [ {} ];", bits.join(" ")));
-            }
-            if let Some(content) = &part.content {
-                w.content_of(&format!("{disk_name}/{part_name}"), content);
-            }
-            w.close();
-        }
-        w.close();
+        partitions_to_disko(w, disk_name, &self.partitions);
         w.close();
         w.close();
         Ok(())
     }
 }
 
+/// The `partitions` of disko's gpt type (on a disk or inside an array), in the plan's order.
+pub(crate) fn partitions_to_disko(w: &mut Writer, disk_name: &str, partitions: &IndexMap<String, Partition>) {
+    w.open("partitions");
+    for (index, (part_name, part)) in partitions.iter().enumerate() {
+        w.open(part_name);
+        // disko orders by priority: keep the plan's order.
+        w.line(&format!("priority = {};", 1000 + index));
+        match part.size {
+            Size::Bytes(bytes) => w.string("size", &format_exact(bytes)),
+            Size::Rest => w.string("size", "100%"),
+            Size::AllBut(bytes) => w.string("end", &format!("-{}", format_exact(bytes))),
+        }
+        w.string("type", &code_of(&part.effective_type()));
+        w.string("label", &part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name)));
+        if let Some(uuid) = &part.uuid {
+            w.string("uuid", uuid);
+        }
+        if !part.attributes.is_empty() {
+            let bits: Vec<String> = part.attributes.iter().map(u32::to_string).collect();
+            w.line(&format!("attributes = [ {} ];", bits.join(" ")));
+        }
+        if let Some(content) = &part.content {
+            w.content_of(&format!("{disk_name}/{part_name}"), content);
+        }
+        w.close();
+    }
+    w.close();
+}
+
 impl Partition {
-    fn validate(
+    pub(crate) fn validate(
         &self,
         check: &mut Checker,
         plan: &Plan,
@@ -798,7 +803,19 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
             return None;
         }
     }
-    r.only(content, &content_path, &["type", "partitions", "efiGptPartitionFirst"]);
+    let partitions = partitions_from_disko(r, name, content, &content_path);
+    Some(Disk::from_disko(device, TableFormat::Gpt, partitions))
+}
+
+/// The partitions of disko's gpt type (on a disk or inside an array), in disko's order: by priority,
+/// then by name.
+pub(crate) fn partitions_from_disko(
+    r: &mut Reader,
+    name: &str,
+    content: &crate::disko::Object,
+    content_path: &FieldPath,
+) -> IndexMap<String, Partition> {
+    r.only(content, content_path, &["type", "partitions", "efiGptPartitionFirst"]);
     if content.get("efiGptPartitionFirst") == Some(&Value::Bool(false)) {
         r.refuse(&content_path.join("efiGptPartitionFirst"), "hybrid MBRs are not supported");
     }
@@ -811,9 +828,8 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
             }
         }
     }
-    // disko orders partitions by priority, then by name.
     partitions.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    Some(Disk::from_disko(device, TableFormat::Gpt, partitions.into_iter().map(|(_, key, part)| (key, part)).collect()))
+    partitions.into_iter().map(|(_, key, part)| (key, part)).collect()
 }
 
 /// disko's `size`/`start`/`end` as a plan size, or the reason it has none.
