@@ -533,3 +533,20 @@ fn additional_key_files_become_key_slots_and_a_header_without_them_is_made_again
     assert!(system.luks_header(device).expect("header").is_none(), "a header was written with an empty key");
     let _ = std::fs::remove_file(&key_file);
 }
+
+#[test]
+fn bcachefs_is_refused_before_anything_is_written_on_a_kernel_without_it() {
+    use installer::System;
+    let plan = Plan::from_toml(include_str!("../../layouts/example-plans/bcachefs-two-disks.toml")).expect("plan");
+    let system = machine();
+    system.write_file("/proc/filesystems", "nodev\tsysfs\n\text4\n\tvfat\n").expect("proc");
+    system.write_file("/proc/sys/kernel/osrelease", "6.1.0-26-amd64\n").expect("proc");
+    let changes = system.changes();
+    fresh_journal();
+    let error = apply(&system, &plan, Mode::Apply).expect_err("refused");
+    let text = error.to_string();
+    assert!(matches!(error, InstallError::Conflicts(_)), "{text}");
+    assert!(text.contains("bcachefs:main: the running kernel, Linux 6.1.0-26-amd64, has no bcachefs"), "{text}");
+    assert_eq!(system.changes(), changes, "something was written");
+    assert!(system.commands().is_empty(), "{:?}", system.commands());
+}

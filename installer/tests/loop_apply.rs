@@ -599,3 +599,29 @@ content.filesystem = { format = "xfs", mountpoint = "/srv" }
     let error = setup.apply(&[]).expect_err("a damaged table");
     assert!(matches!(&error, InstallError::NotConfirmed(list) if list.len() == 1), "{error}");
 }
+
+#[test]
+fn bcachefs_is_refused_on_this_kernel_before_anything_is_written() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    setup.plan_on_a(
+        r#"
+[disks.a.partitions.data]
+size = "rest"
+content.bcachefs = { filesystem = "main" }
+[bcachefs_filesystems.main]
+mountpoint = "/"
+"#,
+    );
+    let device = setup.disks[0].device.clone();
+    let before = run("sha256sum", &[&device]).expect("sha256sum");
+    let error = setup.apply(&all(&setup)).expect_err("this kernel has no bcachefs");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let text = error.to_string();
+    assert!(matches!(error, InstallError::Conflicts(_)), "{text}");
+    assert!(text.contains(&format!("the running kernel, Linux {}, has no bcachefs", release.trim())), "{text}");
+    assert_eq!(run("sha256sum", &[&device]).expect("sha256sum"), before, "the disk was written to");
+}

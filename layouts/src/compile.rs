@@ -200,6 +200,9 @@ impl Plan {
         for (key, nodev) in &self.nodev {
             nodev.compile(&mut builder, key);
         }
+        for (name, filesystem) in &self.bcachefs_filesystems {
+            filesystem.compile(&mut builder, name);
+        }
         let mounts = std::mem::take(&mut builder.mounts);
         crate::nodes::mount::compile(&mut builder, &mounts);
         crate::nodes::install::compile(&mut builder);

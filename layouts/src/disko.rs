@@ -193,8 +193,9 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     };
     for (key, value) in &devices {
         let empty = value.as_object().is_some_and(Map::is_empty);
-        if !["disk", "zpool", "nodev", "lvm_vg", "mdadm"].contains(&key.as_str()) && !empty {
-            let what = "is not a device type nix-dabei supports (disk, zpool, mdadm, lvm_vg, nodev)";
+        if !["disk", "zpool", "nodev", "lvm_vg", "mdadm", "bcachefs_filesystems"].contains(&key.as_str()) && !empty {
+            let what =
+                "is not a device type nix-dabei supports (disk, zpool, mdadm, lvm_vg, nodev, bcachefs_filesystems)";
             reader.refuse(&devices_path.join(key.clone()), what);
         }
     }
@@ -226,6 +227,15 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
     }
     let raids = match devices.get("mdadm").and_then(|d| reader.object(d, &devices_path.join("mdadm"))).cloned() {
         Some(list) => crate::nodes::mdadm::raids_from_disko(&mut reader, &list, &devices_path.join("mdadm")),
+        None => IndexMap::new(),
+    };
+    let bcachefs_path = devices_path.join("bcachefs_filesystems");
+    let bcachefs_filesystems = match devices.get("bcachefs_filesystems").and_then(|d| reader.object(d, &bcachefs_path))
+    {
+        Some(list) => {
+            let list = list.clone();
+            crate::nodes::bcachefs::filesystems_from_disko(&mut reader, &list, &bcachefs_path)
+        }
         None => IndexMap::new(),
     };
     let mut volume_groups = IndexMap::new();
@@ -271,6 +281,7 @@ pub fn import(value: &Value) -> Result<Imported, PlanError> {
         pools,
         raids,
         volume_groups,
+        bcachefs_filesystems,
         nodev,
         ..Plan::default()
     };
@@ -392,6 +403,13 @@ pub fn export(plan: &Plan) -> Result<String, ExportError> {
         w.open("mdadm");
         for (name, raid) in &plan.raids {
             raid.to_disko(&mut w, name);
+        }
+        w.close();
+    }
+    if !plan.bcachefs_filesystems.is_empty() {
+        w.open("bcachefs_filesystems");
+        for (name, filesystem) in &plan.bcachefs_filesystems {
+            filesystem.to_disko(&mut w, plan, name);
         }
         w.close();
     }

@@ -67,6 +67,9 @@ pub struct Plan {
     /// Filesystems without a device (tmpfs), by mountpoint.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub nodev: IndexMap<String, Nodev>,
+    /// bcachefs filesystems, by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub bcachefs_filesystems: IndexMap<String, crate::nodes::bcachefs::BcachefsFilesystem>,
 }
 
 impl Plan {
@@ -89,6 +92,7 @@ impl Plan {
         let partitions = self.disks.values().flat_map(|d| d.partitions.values());
         partitions.filter_map(|p| p.content.as_ref()).any(Content::needs_passphrase)
             || self.pools.values().any(Pool::needs_passphrase)
+            || self.bcachefs_filesystems.values().any(|f| f.encrypted)
     }
 }
 
@@ -108,6 +112,7 @@ impl Default for Plan {
             raids: IndexMap::new(),
             volume_groups: IndexMap::new(),
             nodev: IndexMap::new(),
+            bcachefs_filesystems: IndexMap::new(),
         }
     }
 }

@@ -177,6 +177,9 @@ pub(crate) fn parts(plan: &Plan) -> (ModuleParts, Vec<String>) {
     for (key, nodev) in &plan.nodev {
         nodev.nixos(&mut found, key);
     }
+    for (name, filesystem) in &plan.bcachefs_filesystems {
+        filesystem.nixos(&mut found, plan, name);
+    }
     found.file_systems.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     (found, esp_devices)
 }

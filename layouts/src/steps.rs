@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::nodes::bcachefs::{BcachefsDevice, BcachefsFormat, BcachefsSubvolumes};
 pub use crate::nodes::btrfs::BtrfsSubvolumes;
 pub use crate::nodes::filesystem::Mkfs;
 pub use crate::nodes::gpt::{GptPartition, PartitionTable, Wipe};
@@ -125,6 +126,10 @@ pub enum Operation {
     MdStop(MdStop),
     /// Write a GPT inside a RAID array, placed on its actual size.
     ArrayPartitionTable(ArrayPartitionTable),
+    /// `bcachefs format` over a filesystem's devices.
+    BcachefsFormat(BcachefsFormat),
+    /// Create bcachefs subvolumes.
+    BcachefsSubvolumes(BcachefsSubvolumes),
     /// Make an LVM physical volume.
     PvCreate(PvCreate),
     /// Create an LVM volume group.
@@ -176,6 +181,8 @@ impl Operation {
             Operation::MdAssemble(op) => op,
             Operation::MdStop(op) => op,
             Operation::ArrayPartitionTable(op) => op,
+            Operation::BcachefsFormat(op) => op,
+            Operation::BcachefsSubvolumes(op) => op,
             Operation::PvCreate(op) => op,
             Operation::VgCreate(op) => op,
             Operation::LvCreate(op) => op,

@@ -91,6 +91,9 @@ impl Checker {
         for (key, nodev) in &plan.nodev {
             nodev.validate(self, key, &root.join("nodev").join(key.clone()));
         }
+        for (name, filesystem) in &plan.bcachefs_filesystems {
+            filesystem.validate(self, plan, name);
+        }
         // A plan that only prepares data disks needs no root; one that installs NixOS does.
         if !self.mountpoints.contains_key("/") && plan.flake.is_some() {
             self.report(
@@ -117,6 +120,19 @@ impl Checker {
     }
 
     /// Checks a mountpoint and claims it: no two things mount at the same place.
+    /// Checks options passed through to `program`: each one of `allowed` (a prefix where it ends in `=`),
+    /// with no path and no whitespace in it (one argument, naming nothing outside the plan).
+    pub(crate) fn passed_options(&mut self, options: &[String], allowed: &[&str], program: &str, path: &FieldPath) {
+        for (index, option) in options.iter().enumerate() {
+            let known = allowed.iter().any(|o| if o.ends_with('=') { option.starts_with(o) } else { option == o });
+            if !known || option.contains('/') || option.contains(char::is_whitespace) {
+                let message =
+                    format!("{} is not an option nix-dabei passes to {program} ({})", shown(option), allowed.join(" "));
+                self.report(path.join(format!("[{index}]")), message);
+            }
+        }
+    }
+
     pub(crate) fn mountpoint(&mut self, mountpoint: &str, path: &FieldPath) {
         match normalize_mountpoint(mountpoint) {
             Err(reason) => self.report(path.clone(), format!("{} {reason}", shown(mountpoint))),

@@ -164,6 +164,11 @@ fn round_trip(plan: &Plan, name: &str) {
     for partition in expected.raids.values_mut().flat_map(|raid| raid.partitions.values_mut()) {
         partition.kind = Some(partition.effective_type());
     }
+    // A bcachefs's UUID is written out, so that disko's configuration names the same filesystem.
+    let uuids: Vec<String> = plan.bcachefs_filesystems.iter().map(|(name, fs)| fs.effective_uuid(plan, name)).collect();
+    for (filesystem, uuid) in expected.bcachefs_filesystems.values_mut().zip(uuids) {
+        filesystem.uuid = Some(uuid);
+    }
     assert_eq!(back, expected, "{name}: export, evaluate, import changed the plan:\n{text}");
 }
 

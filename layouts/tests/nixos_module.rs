@@ -166,7 +166,8 @@ fn differences(plan: &Plan, evaluated: &Value) -> Vec<String> {
     let plain = |options: &Value| -> BTreeSet<String> {
         strings(options)
             .into_iter()
-            .filter(|o| !["defaults", "nofail", "x-systemd.device-timeout=5s"].contains(&o.as_str()))
+            // disko adds X-mount.mkdir to bcachefs mounts; systemd makes a mountpoint that is missing anyway.
+            .filter(|o| !["defaults", "nofail", "x-systemd.device-timeout=5s", "X-mount.mkdir"].contains(&o.as_str()))
             .collect()
     };
     for (mountpoint, fs) in &our_fs {

@@ -5,6 +5,7 @@
 //!
 //! A new operation type implements [`Perform`] here and gets one line in [`of`].
 
+mod bcachefs;
 mod btrfs;
 mod fs;
 mod gpt;
@@ -73,6 +74,8 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
         Operation::Wipe(op) => op as &dyn Perform,
         Operation::PartitionTable(op) => op,
         Operation::ArrayPartitionTable(op) => op,
+        Operation::BcachefsFormat(op) => op,
+        Operation::BcachefsSubvolumes(op) => op,
         Operation::LuksFormat(op) => op,
         Operation::LuksOpen(op) => op,
         Operation::HostId(op) => op,

@@ -333,20 +333,7 @@ impl Raid {
                 format!("{} is not a superblock format (1.0, 1.1, 1.2)", shown(&self.metadata)),
             );
         }
-        for (index, option) in self.options.iter().enumerate() {
-            let known =
-                ALLOWED_OPTIONS.iter().any(|o| if o.ends_with('=') { option.starts_with(o) } else { option == o });
-            if !known || option.contains('/') {
-                check.report(
-                    path.join("options").join(format!("[{index}]")),
-                    format!(
-                        "{} is not an option nix-dabei passes to mdadm --create ({})",
-                        shown(option),
-                        ALLOWED_OPTIONS.join(" ")
-                    ),
-                );
-            }
-        }
+        check.passed_options(&self.options, ALLOWED_OPTIONS, "mdadm --create", &path.join("options"));
         if let Some(content) = &self.content {
             Self::validate_content(check, content, &path.join("content"));
             check.content(plan, content, &path.join("content"), false);

@@ -12,6 +12,7 @@
 //! a variant of [`Content`], its arm in [`Content::node`], and its entry in [`DISKO_CONTENT`].
 //! Its operations are registered in [`crate::steps::Operation`].
 
+pub mod bcachefs;
 pub mod btrfs;
 pub mod filesystem;
 pub mod gpt;
@@ -84,6 +85,7 @@ pub(crate) const DISKO_CONTENT: &[(&str, DiskoContentReader)] = &[
     ("btrfs", btrfs::from_disko),
     ("lvm_pv", lvm::pv_from_disko),
     ("mdraid", mdadm::member_from_disko),
+    ("bcachefs", bcachefs::member_from_disko),
 ];
 
 /// What a partition, a LUKS container or a ZFS volume holds.
@@ -110,6 +112,8 @@ pub enum Content {
     /// A member of a RAID array.
     #[serde(rename = "md_member")]
     MdMember(mdadm::MdMember),
+    /// A device of a bcachefs filesystem.
+    Bcachefs(bcachefs::BcachefsMember),
 }
 
 impl Content {
@@ -124,6 +128,7 @@ impl Content {
             Content::BtrfsMember(node) => node,
             Content::LvmPv(node) => node,
             Content::MdMember(node) => node,
+            Content::Bcachefs(node) => node,
         }
     }
 
