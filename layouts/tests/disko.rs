@@ -318,3 +318,28 @@ fn luks_format_arguments_keep_the_label_and_drop_key_derivation_tuning() {
     let error = disko::import(&config(serde_json::json!(["--sector-size 4096"]))).expect_err("refused").to_string();
     assert!(error.contains("content.extraFormatArgs: only a label"), "{error}");
 }
+
+#[test]
+fn a_pool_on_a_whole_disk_gets_one_partition_covering_it() {
+    let config = serde_json::json!({
+        "disk": {
+            "main": { "type": "disk", "device": "/dev/vdb", "content": { "type": "gpt", "partitions": {
+                "ESP": { "size": "500M", "type": "EF00",
+                    "content": { "type": "filesystem", "format": "vfat", "mountpoint": "/boot" } },
+                "root": { "size": "100%", "content": { "type": "filesystem", "format": "ext4", "mountpoint": "/" } }
+            } } },
+            "data": { "type": "disk", "device": "/dev/vdc", "content": { "type": "zfs", "pool": "tank" } }
+        },
+        "zpool": { "tank": { "type": "zpool", "datasets": { "srv": { "type": "zfs_fs", "mountpoint": "/srv" } } } }
+    });
+    let imported = disko::import(&config).expect("imports");
+    assert!(imported.warnings.iter().any(|w| w.contains("disk.data.content: the pool's member is a partition")));
+    let plan = with_facts(imported.plan);
+    let partition = &plan.disks["data"].partitions["zfs"];
+    assert_eq!(partition.size, layouts::Size::Rest);
+    assert_eq!(partition.effective_type(), "zfs");
+    assert_eq!(plan.pool_members("tank"), [("data", "zfs")]);
+    let steps = plan.compile(&CompileOptions::default()).expect("compiles");
+    let create = steps.steps.iter().find(|s| s.id == "zpool-create:tank").expect("the pool is created");
+    assert!(create.devices.iter().any(|d| d == "/dev/vdc1"), "{:?}", create.devices);
+}

@@ -795,6 +795,26 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
     match kind.as_str() {
         "gpt" => {}
         "table" => return legacy::disk_from_disko(r, device, content, &content_path),
+        "zfs" => {
+            // zpool itself puts a GPT on a whole disk and the pool in its first partition: the plan says so.
+            let member = r.content(&Value::Object(content.clone()), &content_path, false)?;
+            r.warn(format!(
+                "{content_path}: the pool's member is a partition covering the disk (zpool partitions a whole \
+                 disk the same way)"
+            ));
+            let partition = Partition {
+                size: Size::Rest,
+                kind: Some("zfs".into()),
+                label: None,
+                uuid: None,
+                attributes: vec![],
+                bootable: false,
+                logical: false,
+                content: Some(member),
+            };
+            let partitions = IndexMap::from([("zfs".to_string(), partition)]);
+            return Some(Disk::from_disko(device, TableFormat::Gpt, partitions));
+        }
         other => {
             r.refuse(
                 &content_path.join("type"),
