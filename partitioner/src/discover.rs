@@ -256,6 +256,37 @@ fn unescape_mount(text: &str) -> String {
     out
 }
 
+/// The holders of a device (from its sysfs `holders` directory), each named as a person knows it: a
+/// device-mapper device with its mapping name (`dm-0 (cryptroot)`), an md array with its `/dev/md` link
+/// (`md127 (/dev/md/boot)`), anything else by its kernel name.
+fn holder_names(roots: &SystemRoots, holders_dir: &Path) -> Vec<String> {
+    list_names(holders_dir).into_iter().map(|kernel| describe_holder(roots, &kernel)).collect()
+}
+
+fn describe_holder(roots: &SystemRoots, kernel: &str) -> String {
+    let block = roots.sys.join("block").join(kernel);
+    if let Some(name) = read_trimmed(&block.join("dm").join("name")).filter(|n| !n.is_empty()) {
+        return format!("{kernel} ({name})");
+    }
+    if block.join("md").is_dir() {
+        let md_dir = roots.dev.join("md");
+        let mut links: Vec<String> = fs::read_dir(&md_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| fs::read_link(e.path()).is_ok_and(|t| t.file_name().is_some_and(|f| f == kernel)))
+                    .map(|e| format!("/dev/md/{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        links.sort();
+        if let Some(link) = links.first() {
+            return format!("{kernel} ({link})");
+        }
+    }
+    kernel.to_string()
+}
+
 fn list_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
@@ -419,7 +450,7 @@ fn describe(
             size: read_number(&part_dir.join("size")).unwrap_or(0) * 512,
             label: udev.as_ref().and_then(|u| u.part_names.get(part).cloned()),
             signatures: probe_signatures(Path::new(&part_path)).unwrap_or_default(),
-            holders: list_names(&part_dir.join("holders")),
+            holders: holder_names(roots, &part_dir.join("holders")),
             mountpoints: usage.mounts.get(&part_devno).cloned().unwrap_or_default(),
             swap: usage.swaps.contains(&part_devno),
             devno: part_devno,
@@ -455,7 +486,7 @@ fn describe(
         partition_table,
         signatures: signatures.into_iter().filter(|s| s.usage.as_deref() != Some("partition_table")).collect(),
         partitions,
-        holders: list_names(&dir.join("holders")),
+        holders: holder_names(roots, &dir.join("holders")),
         mountpoints: usage.mounts.get(&devno).cloned().unwrap_or_default(),
         swap: usage.swaps.contains(&devno),
         devno,
@@ -484,4 +515,27 @@ pub fn find_disk<'a>(disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, 
         None => "is not a whole disk".to_string(),
     };
     Err(DiskError::NotADisk { path: path.to_string(), reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_are_named_as_people_know_them() {
+        let root = std::env::temp_dir().join(format!("nix-dabei-holders-{}", std::process::id()));
+        let roots = SystemRoots { sys: root.join("sys"), proc: root.join("proc"), dev: root.join("dev") };
+        fs::create_dir_all(roots.sys.join("block/dm-0/dm")).expect("dm");
+        fs::write(roots.sys.join("block/dm-0/dm/name"), "cryptroot\n").expect("dm name");
+        fs::create_dir_all(roots.sys.join("block/md127/md")).expect("md");
+        fs::create_dir_all(roots.sys.join("block/sdz")).expect("other");
+        fs::create_dir_all(roots.dev.join("md")).expect("dev/md");
+        std::os::unix::fs::symlink("../md127", roots.dev.join("md/boot")).expect("link");
+        let holders = root.join("holders");
+        for name in ["dm-0", "md127", "sdz"] {
+            fs::create_dir_all(holders.join(name)).expect("holder");
+        }
+        assert_eq!(holder_names(&roots, &holders), ["dm-0 (cryptroot)", "md127 (/dev/md/boot)", "sdz"]);
+        fs::remove_dir_all(&root).expect("clean up");
+    }
 }

@@ -1139,6 +1139,11 @@ fn verify_mdadm(share: &Path) -> Result<()> {
     }
     let verified = read(&out.join("md-data-verify.txt"))?;
     ensure!(verified.contains("No problems found"), "sgdisk -v /dev/md/data:\n{verified}");
+    // `nix-dabei disks` names each member's holder by the array's name.
+    let in_use = read(&out.join("disks-in-use.json"))?;
+    for array in ["boot", "data"] {
+        ensure!(in_use.contains(&format!("(/dev/md/{array})")), "no member held by /dev/md/{array}:\n{in_use}");
+    }
     Ok(())
 }
 

@@ -62,7 +62,7 @@ fn parted_text(bytes: u64) -> String {
     }
 }
 
-/// Reads disko's legacy `table` on the disk `name`. Partitions follow each other as they do in a plan:
+/// Reads disko's legacy `table` of a disk. Partitions follow each other as they do in a plan:
 /// each one's size is its `end` less its `start`; an `extended` entry only says that the `logical` ones
 /// after it are logical.
 pub(crate) fn disk_from_disko(r: &mut Reader, device: String, content: &Object, path: &FieldPath) -> Option<Disk> {
