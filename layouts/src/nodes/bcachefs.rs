@@ -257,21 +257,10 @@ impl BcachefsFilesystem {
         if let Some(mountpoint) = &self.mountpoint {
             check.mountpoint(mountpoint, &path.join("mountpoint"));
         }
-        for (index, (sub_name, subvolume)) in self.subvolumes.iter().enumerate() {
-            let sub_path = path.join("subvolumes").join(sub_name.clone());
-            let inner = sub_name.trim_matches('/');
-            if inner.is_empty() || inner.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-                check.report(sub_path.clone(), format!("{} is not a subvolume path", shown(sub_name)));
-            }
-            let parent = inner.rsplit_once('/').map(|(parent, _)| parent);
-            let listed_before = |p: &str| self.subvolumes.keys().take(index).any(|k| k.trim_matches('/') == p);
-            if let Some(parent) =
-                parent.filter(|p| self.subvolumes.keys().any(|k| k.trim_matches('/') == *p) && !listed_before(p))
-            {
-                check.report(sub_path.clone(), format!("its parent {parent:?} must be listed before it"));
-            }
+        super::btrfs::check_subvolume_names(check, self.subvolumes.keys(), &path.join("subvolumes"));
+        for (sub_name, subvolume) in &self.subvolumes {
             if let Some(mountpoint) = &subvolume.mountpoint {
-                check.mountpoint(mountpoint, &sub_path.join("mountpoint"));
+                check.mountpoint(mountpoint, &path.join("subvolumes").join(sub_name.clone()).join("mountpoint"));
             }
         }
     }

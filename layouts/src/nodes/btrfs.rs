@@ -83,6 +83,32 @@ pub fn subvolume_path(name: &str) -> String {
     name.split('/').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("/")
 }
 
+/// Checks subvolume names (of btrfs or bcachefs): each a path inside the filesystem, none twice, and a
+/// nested one after its parent, inside which it is created.
+pub(crate) fn check_subvolume_names<'a>(
+    check: &mut Checker,
+    names: impl Iterator<Item = &'a String>,
+    path: &FieldPath,
+) {
+    let mut seen: IndexMap<String, String> = IndexMap::new();
+    for name in names {
+        let field = path.join(name.clone());
+        if let Some(reason) = inner_path_problem(name) {
+            check.report(field, format!("{} {reason}", shown(name)));
+            continue;
+        }
+        let inner = subvolume_path(name);
+        if let Some(first) = seen.insert(inner.clone(), name.clone()) {
+            check.report(field.clone(), format!("is the same subvolume as {}", shown(&first)));
+        }
+        if let Some((parent, _)) = inner.rsplit_once('/') {
+            if !seen.contains_key(parent) {
+                check.report(field, format!("its parent {} is not a subvolume listed before it", shown(parent)));
+            }
+        }
+    }
+}
+
 /// Why a subvolume name or a swap file path is not a path inside the filesystem.
 fn inner_path_problem(path: &str) -> Option<&'static str> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -409,25 +435,11 @@ impl ContentNode for Btrfs {
             check.report(path.join("mkfs_options").join(format!("[{index}]")), format!("{value}{message}"));
         }
         Btrfs::validate_swap(check, &self.swap, self.mountpoint.as_deref(), &path);
-        let mut seen: IndexMap<String, String> = IndexMap::new();
+        check_subvolume_names(check, self.subvolumes.keys(), &path.join("subvolumes"));
         for (name, subvolume) in &self.subvolumes {
             let field = path.join("subvolumes").join(name.clone());
-            if let Some(reason) = inner_path_problem(name) {
-                check.report(field.clone(), format!("{} {reason}", shown(name)));
+            if inner_path_problem(name).is_some() {
                 continue;
-            }
-            let inner = subvolume_path(name);
-            if let Some(first) = seen.insert(inner.clone(), name.clone()) {
-                check.report(field.clone(), format!("is the same subvolume as {}", shown(&first)));
-            }
-            // A nested subvolume is created inside its parent, which must exist by then.
-            if let Some((parent, _)) = inner.rsplit_once('/') {
-                if !seen.contains_key(parent) {
-                    check.report(
-                        field.clone(),
-                        format!("its parent {} is not a subvolume listed before it", shown(parent)),
-                    );
-                }
             }
             if let Some(mountpoint) = &subvolume.mountpoint {
                 check.mountpoint(mountpoint, &field.join("mountpoint"));
