@@ -362,6 +362,13 @@ struct Runner<'a> {
     options: &'a Options,
     secrets: &'a Secrets,
     emit: &'a (dyn Fn(Event) + Sync),
+    /// Mount mode only: the steps the preview found done, with why. Unless a step they come after was
+    /// performed in this run, they are not probed again (a filesystem check each, for instance): mount
+    /// mode writes nothing to a disk, so what it found a moment ago still holds, and a step that no
+    /// longer does fails its own way.
+    found_done: HashMap<String, String>,
+    /// Steps performed in this run, and those after them: what the preview found of these may be stale.
+    changed: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Runs the steps of a preview. Every disk the preview will wipe must be in `confirmed` (named by plan
@@ -389,7 +396,18 @@ pub fn execute(
     let _holds: Vec<_> = preview.disks.iter().map(|disk| system.lock_disk(disk)).collect::<Result<_, _>>()?;
     let steps: Vec<&Step> = preview.steps.iter().map(|(s, _)| s).filter(|s| runs_in(options.mode, s)).collect();
     let all = preview.steps.iter().map(|(s, _)| s.clone()).collect();
-    let runner = Runner { system, plan, all, options, secrets, emit };
+    let found_done = match options.mode {
+        Mode::Mount => preview
+            .steps
+            .iter()
+            .filter_map(|(step, outlook)| match outlook {
+                Outlook::Done(why) => Some((step.id.clone(), why.clone())),
+                _ => None,
+            })
+            .collect(),
+        Mode::Apply => HashMap::new(),
+    };
+    let runner = Runner { system, plan, all, options, secrets, emit, found_done, changed: Default::default() };
     runner.run(&steps)
 }
 
@@ -402,7 +420,16 @@ pub fn teardown(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, InstallError> {
     let secrets = Secrets::default();
-    let runner = Runner { system, plan, all: steps.teardown.clone(), options, secrets: &secrets, emit };
+    let runner = Runner {
+        system,
+        plan,
+        all: steps.teardown.clone(),
+        options,
+        secrets: &secrets,
+        emit,
+        found_done: HashMap::new(),
+        changed: Default::default(),
+    };
     let list: Vec<&Step> = steps.teardown.iter().collect();
     runner.run(&list)
 }
@@ -436,19 +463,10 @@ impl Runner<'_> {
             let ready: Vec<usize> = (0..remaining.len())
                 .filter(|&i| remaining[i].after.iter().all(|d| finished.contains(d) || !ids.contains(d.as_str())))
                 .collect();
-            let Some(&first) = ready.first() else { break };
-            // Steps on different disks run together; a step on no single disk runs alone.
-            let mut batch = vec![first];
-            if let Some(disk) = &remaining[first].disk {
-                let mut busy: HashSet<&String> = HashSet::from([disk]);
-                for &i in &ready[1..] {
-                    if let Some(other) = &remaining[i].disk {
-                        if busy.insert(other) {
-                            batch.push(i);
-                        }
-                    }
-                }
+            if ready.is_empty() {
+                break;
             }
+            let batch = next_batch(&remaining, &ready);
             let outcomes: Vec<(usize, Result<Option<String>, StepError>, f64)> = std::thread::scope(|scope| {
                 let handles: Vec<_> = batch
                     .iter()
@@ -549,6 +567,12 @@ impl Runner<'_> {
 
     /// Probes and, when needed, performs one step; `Some(reason)` when it was already done.
     fn run_step(&self, step: &Step, journal: &std::sync::Mutex<Journal>) -> Result<Option<String>, StepError> {
+        let changed = |id: &str| self.changed.lock().unwrap_or_else(|p| p.into_inner()).contains(id);
+        if step.after.iter().any(|before| changed(before)) {
+            self.changed.lock().unwrap_or_else(|p| p.into_inner()).insert(step.id.clone());
+        } else if let Some(why) = self.found_done.get(&step.id) {
+            return Ok(Some(why.clone()));
+        }
         let outlook = {
             let journal = journal.lock().unwrap_or_else(|p| p.into_inner());
             probe(self.system, self.plan, &self.all, step, &journal)
@@ -578,9 +602,31 @@ impl Runner<'_> {
         };
         let op = ops::of(&step.operation)
             .ok_or_else(|| StepError::Conflict(format!("this nix-dabei cannot perform {}", step.operation)))?;
+        self.changed.lock().unwrap_or_else(|p| p.into_inner()).insert(step.id.clone());
         op.perform(&cx)?;
         Ok(None)
     }
+}
+
+/// Which of the ready steps (indices into `remaining`, in plan order) run together next: the first, and
+/// each later one on another disk. A step on no single disk runs alone, and key derivations never run
+/// together (each may take half the machine's memory).
+fn next_batch(remaining: &[&Step], ready: &[usize]) -> Vec<usize> {
+    let first = ready[0];
+    let mut batch = vec![first];
+    let Some(disk) = &remaining[first].disk else { return batch };
+    let mut busy: HashSet<&String> = HashSet::from([disk]);
+    let mut deriving = remaining[first].operation.derives_key();
+    for &i in &ready[1..] {
+        let derives = remaining[i].operation.derives_key();
+        if let Some(other) = &remaining[i].disk {
+            if !(deriving && derives) && busy.insert(other) {
+                deriving |= derives;
+                batch.push(i);
+            }
+        }
+    }
+    batch
 }
 
 impl Options {
@@ -644,5 +690,55 @@ fn power_off_if_asked(id: &str) {
     if cut {
         eprintln!("nix-dabei: test hook: powering off after step {id}");
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
+    use layouts::CompileOptions;
+
+    use super::*;
+
+    /// Runs the batching over a plan's steps as if each batch finished at once; returns the batches.
+    fn batches_of(steps: &[Step]) -> Vec<Vec<&Step>> {
+        let ids: HashSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        let mut finished: HashSet<&str> = HashSet::new();
+        let mut remaining: Vec<&Step> = steps.iter().collect();
+        let mut batches = Vec::new();
+        while !remaining.is_empty() {
+            let ready: Vec<usize> = (0..remaining.len())
+                .filter(|&i| {
+                    remaining[i].after.iter().all(|d| finished.contains(d.as_str()) || !ids.contains(d.as_str()))
+                })
+                .collect();
+            assert!(!ready.is_empty(), "steps never became ready");
+            let batch = next_batch(&remaining, &ready);
+            batches.push(batch.iter().map(|&i| remaining[i]).collect::<Vec<_>>());
+            finished.extend(batch.iter().map(|&i| remaining[i].id.as_str()));
+            let mut index = 0;
+            remaining.retain(|_| {
+                index += 1;
+                !batch.contains(&(index - 1))
+            });
+        }
+        batches
+    }
+
+    #[test]
+    fn luks_key_derivations_on_a_mirror_run_one_at_a_time_while_the_disks_are_otherwise_worked_on_together() {
+        let disks = ["disk0", "disk1"].map(|d| DiskFacts::offline(format!("/dev/disk/by-id/virtio-{d}"), 8 << 30));
+        let mut options = PresetOptions::new(PresetKind::Mirror, disks.to_vec());
+        options.encryption = Encryption::Luks;
+        let plan = build(&options).expect("the LUKS mirror preset builds");
+        let steps = plan.compile(&CompileOptions::default()).expect("it compiles").steps;
+        let batches = batches_of(&steps);
+        let derivations = steps.iter().filter(|s| s.operation.derives_key()).count();
+        assert_eq!(derivations, 4, "two LUKS formats and two opens: {steps:#?}");
+        for batch in &batches {
+            let ids: Vec<&str> = batch.iter().map(|s| s.id.as_str()).collect();
+            assert!(batch.iter().filter(|s| s.operation.derives_key()).count() <= 1, "together: {ids:?}");
+        }
+        assert!(batches.iter().any(|batch| batch.len() == 2), "the disks are still worked on together");
     }
 }

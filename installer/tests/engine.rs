@@ -205,6 +205,15 @@ fn teardown_then_mount_brings_everything_back_without_writing() {
             .map(ToString::to_string)
             .collect();
         assert!(wrote.is_empty(), "{name}: mount ran {wrote:?}");
+        // What the preview found done is not probed again before anything changed: one check each.
+        let checks: Vec<String> = system.commands()[before..]
+            .iter()
+            .filter(|c| ["fsck.vfat", "e2fsck", "xfs_db"].contains(&c.program.as_str()))
+            .map(ToString::to_string)
+            .collect();
+        let unique: std::collections::BTreeSet<&String> = checks.iter().collect();
+        assert_eq!(checks.len(), unique.len(), "{name}: a filesystem checked twice by mount: {checks:?}");
+        assert!(!checks.is_empty() || !name.starts_with("Ext4"), "{name}: mount checked no filesystem");
     }
 }
 

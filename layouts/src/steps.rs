@@ -79,6 +79,13 @@ pub trait OperationKind: fmt::Debug + Send + Sync {
         None
     }
 
+    /// True when performing the operation derives a key with a memory-hard function (LUKS2's argon2id,
+    /// up to 1 GiB, or half the machine's memory): the executor never runs two such steps at once, so
+    /// that a machine with little memory (a RAM OS holds itself in it) is not driven out of it.
+    fn derives_key(&self) -> bool {
+        false
+    }
+
     /// The line people review. Operations that run a program print their [`OperationKind::command`];
     /// the others say what they do in the same style.
     fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -204,6 +211,11 @@ impl Operation {
     /// True when performing the operation destroys what the device held.
     pub fn destroys_data(&self) -> bool {
         self.kind().destroys_data()
+    }
+
+    /// True when performing the operation derives a key with a memory-hard function.
+    pub fn derives_key(&self) -> bool {
+        self.kind().derives_key()
     }
 
     /// The exact program run for this operation, where it runs one.

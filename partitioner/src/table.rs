@@ -14,6 +14,67 @@ use crate::mbr::MbrState;
 use crate::error::DiskError;
 use crate::ioctl;
 
+/// Bytes read at once from a disk's table area: a whole GPT entry array (128 entries of 128 bytes).
+const TABLE_READ_WINDOW: usize = 64 * 1024;
+
+/// A reader for gptman, which seeks to each of the 128 entries and reads it on its own: it serves seeks
+/// and reads inside one window read at once, so that a GPT copy costs a read or two, not 256 system calls
+/// (each about a millisecond on an emulated machine). std's `BufReader` drops its buffer on every seek.
+struct WindowReader {
+    file: File,
+    /// Where the next read starts.
+    position: u64,
+    /// The window's first byte on the device, and its bytes.
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl WindowReader {
+    fn new(file: File) -> Self {
+        WindowReader { file, position: 0, start: 0, bytes: Vec::new() }
+    }
+}
+
+impl Read for WindowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let inside = self.position >= self.start && self.position < self.start + self.bytes.len() as u64;
+        if !inside {
+            self.file.seek(SeekFrom::Start(self.position))?;
+            self.bytes.resize(TABLE_READ_WINDOW, 0);
+            let mut filled = 0;
+            while filled < self.bytes.len() {
+                match self.file.read(&mut self.bytes[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            self.bytes.truncate(filled);
+            self.start = self.position;
+            if filled == 0 {
+                return Ok(0);
+            }
+        }
+        let offset = (self.position - self.start) as usize;
+        let count = buf.len().min(self.bytes.len() - offset);
+        buf[..count].copy_from_slice(&self.bytes[offset..offset + count]);
+        self.position += count as u64;
+        Ok(count)
+    }
+}
+
+impl Seek for WindowReader {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.position = match to {
+            SeekFrom::Start(offset) => offset,
+            SeekFrom::Current(delta) => {
+                self.position.checked_add_signed(delta).ok_or(std::io::ErrorKind::InvalidInput)?
+            }
+            SeekFrom::End(_) => self.file.seek(to)?,
+        };
+        Ok(self.position)
+    }
+}
+
 /// How long to wait for partition device nodes (and udev's links) to appear.
 pub const PARTITION_WAIT: Duration = Duration::from_secs(30);
 
@@ -150,8 +211,8 @@ pub fn device_geometry(device: &str) -> Result<(u64, u32), DiskError> {
 
 /// Reads the GPT of a device; `None` when it has none.
 pub fn read_partition_table(device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
-    let mut file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
-    let Ok(gpt) = GPT::find_from(&mut file) else { return Ok(None) };
+    let file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
+    let Ok(gpt) = GPT::find_from(&mut WindowReader::new(file)) else { return Ok(None) };
     Ok(Some(
         gpt.iter().filter(|(_, entry)| entry.is_used()).map(|(number, entry)| TableEntry::of(number, entry)).collect(),
     ))
@@ -210,7 +271,12 @@ impl TableState {
 
 /// Reads one GPT copy whose header is at `lba`: `None` when it is absent or damaged (a bad signature or
 /// checksum), an error only when the device cannot be read.
-fn read_copy(file: &mut File, device: &str, sector: u64, lba: u64) -> Result<Option<Vec<TableEntry>>, DiskError> {
+fn read_copy(
+    file: &mut (impl Read + Seek),
+    device: &str,
+    sector: u64,
+    lba: u64,
+) -> Result<Option<Vec<TableEntry>>, DiskError> {
     file.seek(SeekFrom::Start(lba * sector)).map_err(|e| DiskError::device(device, "seek", e))?;
     let header = match GPTHeader::read_from(file) {
         Ok(header) => header,
@@ -232,13 +298,15 @@ fn read_copy(file: &mut File, device: &str, sector: u64, lba: u64) -> Result<Opt
 /// Reads the state of a disk's table with `sector`-byte sectors. Errors only when the device cannot be
 /// read; a missing or damaged copy is reported as such.
 pub fn read_table_state(device: &str, sector: u64) -> Result<TableState, DiskError> {
-    let mut file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
+    let file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
     let size = ioctl::size_bytes(&file)
         .or_else(|_| file.metadata().map(|m| m.len()))
         .map_err(|e| DiskError::device(device, "read size", e))?;
     let last = (size / sector).checked_sub(1).ok_or_else(|| table_error(device, "the disk is empty".to_string()))?;
-    let primary = read_copy(&mut file, device, sector, 1)?;
-    let backup = read_copy(&mut file, device, sector, last)?;
+    let mut window = WindowReader::new(file);
+    let primary = read_copy(&mut window, device, sector, 1)?;
+    let backup = read_copy(&mut window, device, sector, last)?;
+    let mut file = window.file;
     let mut mbr = [0u8; 512];
     file.seek(SeekFrom::Start(0)).map_err(|e| DiskError::device(device, "seek", e))?;
     file.read_exact(&mut mbr).map_err(|e| DiskError::device(device, "read the MBR", e))?;

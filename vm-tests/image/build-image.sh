@@ -20,6 +20,8 @@ programs=(
     /usr/sbin/kexec /usr/bin/udevadm /lib/systemd/systemd-udevd /usr/sbin/modprobe
     /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dropbearconvert /usr/bin/tmux /usr/sbin/ip
     /usr/bin/nix
+    # disko's scripts, for the benchmark: bash, and partprobe after each partition.
+    /usr/bin/bash /usr/sbin/partprobe
 )
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic

@@ -3,6 +3,7 @@
 //!
 //! Usage: `vm-tests [image | list | bench | SCENARIO...]`. Logs are kept under target/vm-tests/<scenario>/.
 
+mod bench;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ fn run() -> Result<bool> {
     let mut all = scenarios::all();
     // The benchmark runs only when named: it prints figures rather than testing.
     if args.first().map(String::as_str) == Some("bench") {
-        all.push(scenarios::bench());
+        all.push(bench::scenario());
     }
     if args.first().map(String::as_str) == Some("list") {
         for scenario in &all {

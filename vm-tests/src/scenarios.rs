@@ -10,7 +10,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use vm_tests::vm::{self, Bus, DiskSpec, Image, Machine};
 
-const GIB: u64 = 1 << 30;
+pub const GIB: u64 = 1 << 30;
 const BYSTANDER: &str = "bystander";
 const BYSTANDER_SIZE: u64 = 64 << 20;
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
@@ -44,6 +44,11 @@ pub struct Scenario {
     pub driver: Option<fn(&Path, u16) -> Result<()>>,
     /// Guest memory in MiB, where the scenario proves a figure (else 2048; NIX_DABEI_VM_MEMORY overrides).
     pub memory_mib: Option<u32>,
+    /// Puts what the guest needs besides the binary and the passphrase into the share before the first
+    /// boot.
+    pub prepare: Option<fn(&Path) -> Result<()>>,
+    /// How long each boot may take, where longer than [`BOOT_LIMIT`].
+    pub boot_limit: Option<Duration>,
 }
 
 /// What a passing scenario took.
@@ -103,6 +108,9 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
             fs::copy(entry.path(), share.join("disko").join(entry.file_name()))?;
         }
     }
+    if let Some(prepare) = scenario.prepare {
+        prepare(&share).context("preparing the share")?;
+    }
     let start = std::time::Instant::now();
     let mut boots = Vec::new();
     if let Some(driver) = scenario.driver {
@@ -110,11 +118,12 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     }
     for (index, script) in scenario.boots.iter().enumerate() {
         let boot = index as u32 + 1;
-        let result = machine.boot(image, boot, &format!("{PRELUDE}{script}"), BOOT_LIMIT)?;
+        let limit = scenario.boot_limit.unwrap_or(BOOT_LIMIT);
+        let result = machine.boot(image, boot, &format!("{PRELUDE}{script}"), limit)?;
         boots.push(result.elapsed);
         let power_lost = scenario.power_loss_boots.contains(&boot);
         let failure = if result.timed_out {
-            Some(format!("boot {boot} hit its time limit of {} s", BOOT_LIMIT.as_secs()))
+            Some(format!("boot {boot} hit its time limit of {} s", limit.as_secs()))
         } else if power_lost && result.exit_code.is_some() {
             Some(format!("boot {boot} should have lost power but ended with {:?}", result.exit_code))
         } else if !power_lost && result.exit_code != Some(0) {
@@ -220,6 +229,8 @@ zpool export tank
         power_loss_boots: vec![],
         driver: None,
         memory_mib: None,
+        prepare: None,
+        boot_limit: None,
     }
 }
 
@@ -337,7 +348,7 @@ fn events(path: &Path) -> Result<Vec<Value>> {
 }
 
 /// The closing event of a run, checked to be a success.
-fn finished(path: &Path) -> Result<Value> {
+pub fn finished(path: &Path) -> Result<Value> {
     let list = events(path)?;
     let last = list.last().cloned().with_context(|| format!("{} is empty", path.display()))?;
     ensure!(last["event"] == "finished" && last["ok"] == true, "{} did not finish well: {last}", path.display());
@@ -733,6 +744,8 @@ fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario
         power_loss_boots: vec![],
         driver: None,
         memory_mib: None,
+        prepare: None,
+        boot_limit: None,
     }
 }
 
@@ -999,6 +1012,8 @@ fn planned_layout(
         power_loss_boots: vec![],
         driver: None,
         memory_mib: None,
+        prepare: None,
+        boot_limit: None,
     }
 }
 
@@ -1272,6 +1287,8 @@ pub fn all() -> Vec<Scenario> {
             power_loss_boots: vec![],
             driver: None,
             memory_mib: None,
+            prepare: None,
+            boot_limit: None,
         },
         resume,
         kexec_scenario(),
@@ -1286,6 +1303,8 @@ pub fn all() -> Vec<Scenario> {
             power_loss_boots: vec![],
             driver: None,
             memory_mib: None,
+            prepare: None,
+            boot_limit: None,
         },
         planned_layout(
             "btrfs-raid1-tmpfs-root",
@@ -1327,6 +1346,8 @@ pub fn all() -> Vec<Scenario> {
             power_loss_boots: vec![],
             driver: None,
             memory_mib: None,
+            prepare: None,
+            boot_limit: None,
         },
     ]
 }
@@ -1438,6 +1459,8 @@ fn power_cuts() -> Scenario {
         power_loss_boots,
         driver: None,
         memory_mib: None,
+        prepare: None,
+        boot_limit: None,
     }
 }
 
@@ -1482,85 +1505,6 @@ fn verify_power_cuts(share: &Path) -> Result<()> {
     ensure!(applied >= 10, "the interrupted runs applied only {applied} steps");
     ensure!(!cuts.iter().any(|e| e["event"] == "step-failed"), "a step failed after a power cut: {cuts:?}");
     verify_layout(share)
-}
-
-/// The benchmark: in one boot, the same encrypted two-disk mirror is made by a plain shell script and by
-/// `nix-dabei apply`, each timed; apply's peak memory is sampled from /proc.
-pub fn bench() -> Scenario {
-    let script = r#"
-D0=/dev/disk/by-id/virtio-b0 D1=/dev/disk/by-id/virtio-b1
-now() { cut -d' ' -f1 /proc/uptime; }
-start=$(now)
-for d in $D0 $D1; do wipefs -a -q "$d"; done
-for d in $D0 $D1; do sgdisk -n1:1M:+1G -t1:EF00 -n2:0:0 -t2:BF01 "$d" >/dev/null; done
-udevadm settle
-/usr/sbin/mkfs.vfat -F 32 $D0-part1 >/dev/null; /usr/sbin/mkfs.vfat -F 32 $D1-part1 >/dev/null
-cat /host/passphrase | zpool create -f -o ashift=12 -o autotrim=on -O acltype=posixacl -O compression=zstd \
-    -O encryption=aes-256-gcm -O keyformat=passphrase -O keylocation=prompt -O pbkdf2iters=100000 \
-    -O mountpoint=none -O relatime=on -O xattr=sa -R /mnt rpool mirror $D0-part2 $D1-part2
-for ds in root nix home var; do zfs create -o mountpoint=legacy rpool/$ds; done
-/usr/bin/mount -t zfs rpool/root /mnt
-mkdir -p /mnt/boot /mnt/boot-1 /mnt/nix /mnt/home /mnt/var
-/usr/bin/mount -o umask=0077 $D0-part1 /mnt/boot; /usr/bin/mount -o umask=0077 $D1-part1 /mnt/boot-1
-for ds in nix home var; do /usr/bin/mount -t zfs rpool/$ds /mnt/$ds; done
-mkdir -p /mnt/etc/nixos && echo '{ }' > /mnt/etc/nixos/nix-dabei.nix
-end=$(now)
-echo "script $start $end" > /host/out/times
-/usr/bin/umount -R /mnt; zpool export rpool
-for d in $D0 $D1; do wipefs -a -q $d-part1 $d-part2 "$d"; done
-
-nix-dabei plan --preset mirror --encrypt --disk $D0 --disk $D1 -o /host/plan.toml > /dev/null
-start=$(now)
-nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json > /host/out/apply.jsonl &
-pid=$!
-peak=0
-while kill -0 $pid 2>/dev/null; do
-    hwm=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$pid/status 2>/dev/null || true)
-    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
-    sleep 0.05
-done
-wait $pid
-end=$(now)
-echo "apply $start $end" >> /host/out/times
-echo "peak_rss_kib $peak" >> /host/out/times
-nix-dabei unmount /host/plan.toml > /dev/null
-"#;
-    Scenario {
-        name: "bench",
-        disks: vec![DiskSpec::virtio("b0", 3 * GIB), DiskSpec::virtio("b1", 3 * GIB)],
-        boots: vec![script.to_string()],
-        verify: print_bench,
-        power_loss_boots: vec![],
-        driver: None,
-        memory_mib: None,
-    }
-}
-
-fn print_bench(share: &Path) -> Result<()> {
-    let times = read(&share.join("out/times"))?;
-    let mut figures = std::collections::BTreeMap::new();
-    for line in times.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [name, start, end] => {
-                let seconds = end.parse::<f64>()? - start.parse::<f64>()?;
-                figures.insert(name.to_string(), seconds);
-            }
-            ["peak_rss_kib", kib] => {
-                figures.insert("peak_rss_mib".to_string(), kib.parse::<f64>()? / 1024.0);
-            }
-            _ => bail!("unexpected line in times: {line}"),
-        }
-    }
-    let (script, apply, peak) = (figures["script"], figures["apply"], figures["peak_rss_mib"]);
-    finished(&share.join("out/apply.jsonl"))?;
-    println!(
-        "bench: encrypted 2-disk mirror in the VM: shell script {script:.1} s, nix-dabei apply {apply:.1} \
-        s, ratio {:.2} (target <= 1.0)",
-        apply / script
-    );
-    println!("bench: peak RSS of nix-dabei apply {peak:.1} MiB (target < 20 MiB)");
-    Ok(())
 }
 
 /// Runs a scenario whose host side talks to the guest over SSH while it runs.
@@ -1796,5 +1740,7 @@ pub fn kexec_scenario() -> Scenario {
         driver: Some(drive_kexec),
         // A small rescue machine: the RAM OS loads beside it, and installs an encrypted mirror after.
         memory_mib: Some(512),
+        prepare: None,
+        boot_limit: None,
     }
 }

@@ -30,8 +30,24 @@ impl Perform for Mkfs {
             Ok(false) => {}
             Err(error) => return Outlook::Conflict(format!("cannot read the mount table: {error}")),
         }
-        let check = self.check_command();
+        // A filesystem that was mounted before is whole (its making finished), even where a crash left it
+        // failing the check; where a marker on disk says so, the check (a whole fsck) is not needed.
+        let marked = match self.used_marker() {
+            UsedMarker::ByteBit { offset, bit } => {
+                cx.system.read_bytes(device, offset, 1).map(|b| b[0] & (1 << bit) != 0)
+            }
+            UsedMarker::NonZeroU16 { offset } => {
+                cx.system.read_bytes(device, offset, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) > 0)
+            }
+            _ => Ok(false),
+        };
         let fs_type = self.format.fs_type();
+        match marked {
+            Ok(true) => return Outlook::Done(format!("{device} holds this plan's {fs_type}, mounted before")),
+            Ok(false) => {}
+            Err(error) => return Outlook::Conflict(format!("cannot read {device}: {error}")),
+        }
+        let check = self.check_command();
         let failed_code = match cx.system.run(&check, None) {
             Ok(output) if self.check_passes(&output) => {
                 return Outlook::Done(format!("{device} holds this plan's {fs_type}, whole (`{check}`)"))
@@ -40,24 +56,12 @@ impl Perform for Mkfs {
             Err(CommandError::Failed { code, .. }) => code,
             Err(error) => return Outlook::Conflict(format!("cannot check the filesystem on {device}: {error}")),
         };
-        // A filesystem that was mounted before is whole (its making finished); a crash may have left it
-        // failing the check. Only one that never was is half-made, and made again.
-        let used = match self.used_marker() {
-            UsedMarker::ByteBit { offset, bit } => {
-                cx.system.read_bytes(device, offset, 1).map(|b| b[0] & (1 << bit) != 0)
-            }
-            UsedMarker::NonZeroU16 { offset } => {
-                cx.system.read_bytes(device, offset, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) > 0)
-            }
-            UsedMarker::CheckExitCode(code) => Ok(failed_code == Some(code)),
-            _ => Ok(false),
-        };
-        match used {
-            Ok(true) => Outlook::Done(format!(
+        // Only a filesystem that never was mounted is half-made, and made again.
+        match self.used_marker() {
+            UsedMarker::CheckExitCode(code) if failed_code == Some(code) => Outlook::Done(format!(
                 "{device} holds this plan's {fs_type}, mounted before (`{check}` wants a repair)"
             )),
-            Ok(false) => Outlook::Todo { destroys: true },
-            Err(error) => Outlook::Conflict(format!("cannot read {device}: {error}")),
+            _ => Outlook::Todo { destroys: true },
         }
     }
 

@@ -128,6 +128,10 @@ impl OperationKind for LuksFormat {
         true
     }
 
+    fn derives_key(&self) -> bool {
+        true
+    }
+
     /// What cryptsetup would be asked for the same header; the executor makes it through libcryptsetup
     /// with the same [`LUKS_PARAMETERS`], the key on no command line.
     fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -168,6 +172,10 @@ pub struct LuksOpen {
 impl OperationKind for LuksOpen {
     fn destroys_data(&self) -> bool {
         false
+    }
+
+    fn derives_key(&self) -> bool {
+        true
     }
 
     fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
