@@ -17,9 +17,10 @@ use crate::events::Event;
 use crate::journal::Journal;
 use crate::luks::LuksError;
 use crate::ops::{self, ProbeContext, RunContext};
+use crate::reports::Reports;
 use crate::secret::Secret;
 use crate::system::System;
-use crate::zfs::ZfsError;
+use crate::zfs::{Zfs, ZfsError};
 
 /// What to do with the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,29 +244,32 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
         found.insert(name.clone(), disk.clone());
     }
     let journal = Journal::load(&options.journal_dir, &plan_id(plan), &plan.hostname).map_err(InstallError::Journal)?;
+    let (zfs, reports) = (Zfs::new(system), Reports::default());
     let mut outlooks: HashMap<String, Outlook> = HashMap::new();
     let mut result = Vec::new();
     for step in &steps.steps {
         let pending_destruction =
             step.after.iter().any(|dep| matches!(outlooks.get(dep), Some(Outlook::Todo { destroys: true })));
+        let cx =
+            ProbeContext { system, plan, steps: &steps.steps, journal: &journal, zfs: &zfs, reports: &reports, step };
         let outlook = if pending_destruction {
             // What comes after a step that destroys is not probed (the machine will differ by then),
             // except for what no earlier step can change: names and places already taken by others.
-            let cx = ProbeContext { system, plan, steps: &steps.steps, journal: &journal, step };
             match ops::of(&step.operation).and_then(|op| op.taken_by_others(&cx)) {
                 Some(why) => Outlook::Conflict(why),
                 None => Outlook::Todo { destroys: step.operation.destroys_data() },
             }
         } else {
-            probe(system, plan, &steps.steps, step, &journal)
+            probe(&cx)
         };
         outlooks.insert(step.id.clone(), outlook.clone());
         result.push((step.clone(), outlook));
     }
     let conflicts: Vec<String> = result
         .iter()
-        .filter_map(|(step, outlook)| match outlook {
-            Outlook::Conflict(why) => Some(format!("{}: {why}", step.id)),
+        .filter_map(|(step, outlook)| match (outlook, &step.keeps) {
+            (Outlook::Conflict(why), _) => Some(format!("{}: {why}", step.id)),
+            (Outlook::Todo { destroys: true }, Some(kept)) => Some(format!("{}: {}", step.id, destroys_kept(kept))),
             _ => None,
         })
         .collect();
@@ -329,6 +333,14 @@ fn ensure_inside_plan(
     Ok(())
 }
 
+/// Why a step that would destroy a kept partition is refused.
+fn destroys_kept(kept: &str) -> String {
+    format!(
+        "would destroy what is kept ({kept}): the machine does not hold it as the plan describes it (start, size, \
+         type, name and UUID of each kept partition, the UUID of what it holds)"
+    )
+}
+
 /// A stable id for a plan: a hash of its JSON form ([`Plan::id`]).
 pub fn plan_id(plan: &Plan) -> String {
     plan.id()
@@ -336,11 +348,10 @@ pub fn plan_id(plan: &Plan) -> String {
 
 /// Whether a step is already done, still to do, or conflicts with what is there, asked of its
 /// operation type.
-fn probe(system: &dyn System, plan: &Plan, all: &[Step], step: &Step, journal: &Journal) -> Outlook {
-    let cx = ProbeContext { system, plan, steps: all, journal, step };
-    match ops::of(&step.operation) {
-        Some(op) => op.probe(&cx),
-        None => Outlook::Conflict(format!("this nix-dabei cannot perform {}", step.operation)),
+fn probe(cx: &ProbeContext<'_>) -> Outlook {
+    match ops::of(&cx.step.operation) {
+        Some(op) => op.probe(cx),
+        None => Outlook::Conflict(format!("this nix-dabei cannot perform {}", cx.step.operation)),
     }
 }
 
@@ -369,6 +380,10 @@ struct Runner<'a> {
     found_done: HashMap<String, String>,
     /// Steps performed in this run, and those after them: what the preview found of these may be stale.
     changed: std::sync::Mutex<HashSet<String>>,
+    /// ZFS as read since the last step performed.
+    zfs: Zfs<'a>,
+    /// Report programs' outputs since the last step performed.
+    reports: Reports,
 }
 
 /// Runs the steps of a preview. Every disk the preview will wipe must be in `confirmed` (named by plan
@@ -407,7 +422,10 @@ pub fn execute(
             .collect(),
         Mode::Apply => HashMap::new(),
     };
-    let runner = Runner { system, plan, all, options, secrets, emit, found_done, changed: Default::default() };
+    let zfs = Zfs::new(system);
+    let changed = Default::default();
+    let reports = Reports::default();
+    let runner = Runner { system, plan, all, options, secrets, emit, found_done, changed, zfs, reports };
     runner.run(&steps)
 }
 
@@ -429,6 +447,8 @@ pub fn teardown(
         emit,
         found_done: HashMap::new(),
         changed: Default::default(),
+        zfs: Zfs::new(system),
+        reports: Reports::default(),
     };
     let list: Vec<&Step> = steps.teardown.iter().collect();
     runner.run(&list)
@@ -460,9 +480,7 @@ impl Runner<'_> {
         let (mut applied, mut skipped) = (0, 0);
         let mut failure = None;
         while !remaining.is_empty() && failure.is_none() {
-            let ready: Vec<usize> = (0..remaining.len())
-                .filter(|&i| remaining[i].after.iter().all(|d| finished.contains(d) || !ids.contains(d.as_str())))
-                .collect();
+            let ready = ready_steps(&remaining, &ids, &|id| finished.contains(id));
             if ready.is_empty() {
                 break;
             }
@@ -575,11 +593,22 @@ impl Runner<'_> {
         }
         let outlook = {
             let journal = journal.lock().unwrap_or_else(|p| p.into_inner());
-            probe(self.system, self.plan, &self.all, step, &journal)
+            probe(&ProbeContext {
+                system: self.system,
+                plan: self.plan,
+                steps: &self.all,
+                journal: &journal,
+                zfs: &self.zfs,
+                reports: &self.reports,
+                step,
+            })
         };
         match outlook {
             Outlook::Done(reason) => return Ok(Some(reason)),
             Outlook::Conflict(why) => return Err(StepError::Conflict(why)),
+            Outlook::Todo { destroys: true } if step.keeps.is_some() => {
+                return Err(StepError::Conflict(destroys_kept(step.keeps.as_deref().unwrap_or_default())))
+            }
             // Mount mode opens, imports and mounts what is there; it never makes anything.
             Outlook::Todo { destroys }
                 if self.options.mode == Mode::Mount && (destroys || step.operation.kind().creates()) =>
@@ -598,14 +627,26 @@ impl Runner<'_> {
             emit: self.emit,
             steps: &self.all,
             journal,
+            zfs: &self.zfs,
             step,
         };
         let op = ops::of(&step.operation)
             .ok_or_else(|| StepError::Conflict(format!("this nix-dabei cannot perform {}", step.operation)))?;
         self.changed.lock().unwrap_or_else(|p| p.into_inner()).insert(step.id.clone());
-        op.perform(&cx)?;
-        Ok(None)
+        let result = op.perform(&cx);
+        // Whatever the step wrote (a pool exported, a volume made) may change what ZFS and LVM report.
+        self.zfs.forget();
+        self.reports.forget();
+        result.map(|()| None)
     }
+}
+
+/// The steps of `remaining` (indices, in plan order) that may start: every step they come after has
+/// finished or is not part of this run (`in_run`).
+fn ready_steps(remaining: &[&Step], in_run: &HashSet<&str>, finished: &dyn Fn(&str) -> bool) -> Vec<usize> {
+    (0..remaining.len())
+        .filter(|&i| remaining[i].after.iter().all(|d| finished(d) || !in_run.contains(d.as_str())))
+        .collect()
 }
 
 /// Which of the ready steps (indices into `remaining`, in plan order) run together next: the first, and
@@ -707,11 +748,7 @@ mod tests {
         let mut remaining: Vec<&Step> = steps.iter().collect();
         let mut batches = Vec::new();
         while !remaining.is_empty() {
-            let ready: Vec<usize> = (0..remaining.len())
-                .filter(|&i| {
-                    remaining[i].after.iter().all(|d| finished.contains(d.as_str()) || !ids.contains(d.as_str()))
-                })
-                .collect();
+            let ready = ready_steps(&remaining, &ids, &|id| finished.contains(id));
             assert!(!ready.is_empty(), "steps never became ready");
             let batch = next_batch(&remaining, &ready);
             batches.push(batch.iter().map(|&i| remaining[i]).collect::<Vec<_>>());

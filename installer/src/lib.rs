@@ -18,6 +18,7 @@ pub mod journal;
 pub mod lock;
 pub mod luks;
 mod ops;
+pub mod reports;
 pub mod secret;
 pub mod system;
 pub mod zfs;

@@ -214,6 +214,22 @@ fn teardown_then_mount_brings_everything_back_without_writing() {
         let unique: std::collections::BTreeSet<&String> = checks.iter().collect();
         assert_eq!(checks.len(), unique.len(), "{name}: a filesystem checked twice by mount: {checks:?}");
         assert!(!checks.is_empty() || !name.starts_with("Ext4"), "{name}: mount checked no filesystem");
+        // A pool's datasets are read with a recursive listing (before and after the key is loaded), not
+        // with one program per dataset, and not at all while the pool is not imported.
+        let runs = |program: &str, first: &str| -> Vec<String> {
+            system.commands()[before..]
+                .iter()
+                .filter(|c| c.program == program && c.args.first().is_some_and(|a| a == first))
+                .map(ToString::to_string)
+                .collect()
+        };
+        let listings = runs("zfs", "get");
+        assert!(listings.iter().all(|l| l.contains(" -r ")), "{name}: a dataset read on its own: {listings:?}");
+        assert!(listings.len() <= 2 * plan.pools.len(), "{name}: datasets read {} times: {listings:?}", listings.len());
+        // LVM's report is read once before and once after the LUKS container under it is opened, not once
+        // per logical volume.
+        let volumes = runs("lvs", "--reportformat");
+        assert!(volumes.len() <= 2, "{name}: logical volumes listed {} times: {volumes:?}", volumes.len());
     }
 }
 

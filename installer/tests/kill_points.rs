@@ -20,6 +20,7 @@ impl Bench {
         let disk = LoopDisk::new(512 << 20, 512).expect("loop");
         let size = run("blockdev", &["--getsize64", &disk.device]).expect("size").trim().parse().expect("bytes");
         let root = Content::Filesystem(Filesystem {
+            uuid: None,
             format,
             mountpoint: Some("/".into()),
             mount_options: vec![],
@@ -27,6 +28,8 @@ impl Bench {
             mkfs_options: vec![],
         });
         let partition = Partition {
+            keep: false,
+            start: None,
             size: Size::Rest,
             kind: None,
             label: None,

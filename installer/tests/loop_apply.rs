@@ -11,6 +11,7 @@ use testkit::loopdev::{require_root, run, serialize, LoopDisk};
 
 fn filesystem(format: Format, mountpoint: &str) -> Content {
     Content::Filesystem(Filesystem {
+        uuid: None,
         format,
         mountpoint: Some(mountpoint.into()),
         mount_options: vec![],
@@ -38,6 +39,8 @@ fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
                 (
                     name.to_string(),
                     Partition {
+                        keep: false,
+                        start: None,
                         size,
                         kind: None,
                         label: None,

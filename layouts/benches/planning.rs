@@ -16,6 +16,8 @@ fn large_plan() -> Plan {
         partitions.insert(
             "esp".to_string(),
             Partition {
+                keep: false,
+                start: None,
                 size: Size::Bytes(1 << 30),
                 kind: Some("esp".into()),
                 label: None,
@@ -24,6 +26,7 @@ fn large_plan() -> Plan {
                 bootable: false,
                 logical: false,
                 content: Some(Content::Filesystem(Filesystem {
+                    uuid: None,
                     format: Format::Vfat,
                     mountpoint: Some(if index == 0 { "/boot".into() } else { format!("/boot-{index}") }),
                     mount_options: vec!["umask=0077".into()],
@@ -35,6 +38,8 @@ fn large_plan() -> Plan {
         partitions.insert(
             "zfs".to_string(),
             Partition {
+                keep: false,
+                start: None,
                 size: Size::Rest,
                 kind: Some("zfs".into()),
                 label: None,

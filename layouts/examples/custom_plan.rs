@@ -17,6 +17,8 @@ fn main() {
         partitions.insert(
             "boot".to_string(),
             Partition {
+                keep: false,
+                start: None,
                 size: Size::Bytes(512 << 20),
                 kind: Some("esp".to_string()),
                 label: None,
@@ -25,6 +27,7 @@ fn main() {
                 bootable: false,
                 logical: false,
                 content: Some(Content::Filesystem(Filesystem {
+                    uuid: None,
                     format: Format::Vfat,
                     mountpoint: Some(if index == 0 { "/boot".to_string() } else { format!("/boot-{index}") }),
                     mount_options: vec!["umask=0077".to_string()],
@@ -36,6 +39,8 @@ fn main() {
         partitions.insert(
             "data".to_string(),
             Partition {
+                keep: false,
+                start: None,
                 size: Size::Rest,
                 kind: Some("zfs".to_string()),
                 label: None,

@@ -239,6 +239,7 @@ impl Builder<'_> {
             disk: disk.map(str::to_string),
             after,
             operation,
+            keeps: None,
         });
         id
     }
@@ -298,6 +299,7 @@ fn teardown(steps: &[Step]) -> Vec<Step> {
             destructive: false,
             after,
             operation,
+            keeps: None,
         });
     }
     undo

@@ -179,6 +179,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
             partitions.insert(
                 "bios".to_string(),
                 Partition {
+                    keep: false,
+                    start: None,
                     size: Size::Bytes(BIOS_BOOT_SIZE),
                     kind: Some("bios-boot".to_string()),
                     label: None,
@@ -194,6 +196,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
         partitions.insert(
             "esp".to_string(),
             Partition {
+                keep: false,
+                start: None,
                 size: Size::Bytes(ESP_SIZE),
                 kind: Some("esp".to_string()),
                 label: None,
@@ -202,6 +206,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                 bootable: false,
                 logical: false,
                 content: Some(Content::Filesystem(Filesystem {
+                    uuid: None,
                     format: Format::Vfat,
                     mountpoint: Some(esp_mount),
                     mount_options: vec!["umask=0077".to_string()],
@@ -214,6 +219,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
             partitions.insert(
                 "swap".to_string(),
                 Partition {
+                    keep: false,
+                    start: None,
                     size: Size::Bytes(swap),
                     kind: Some("swap".to_string()),
                     label: None,
@@ -232,6 +239,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
             PresetKind::Ext4 => (
                 "root",
                 Content::Filesystem(Filesystem {
+                    uuid: None,
                     format: Format::Ext4,
                     mountpoint: Some("/".to_string()),
                     mount_options: vec![],
@@ -263,6 +271,8 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
         partitions.insert(
             part_name.to_string(),
             Partition {
+                keep: false,
+                start: None,
                 size: Size::Rest,
                 kind: Some(kind.to_string()),
                 label: None,

@@ -249,6 +249,11 @@ pub struct Step {
     pub after: Vec<String>,
     /// Exactly what it does.
     pub operation: Operation,
+    /// The kept partitions (`disk/partition`, comma-separated) whose data this step would destroy if it had
+    /// to run: on a machine that holds them as planned, the step is found done; otherwise the plan is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeps: Option<String>,
 }
 
 /// A compiled plan: the steps that apply it and the steps that tear the result down again.

@@ -343,3 +343,31 @@ fn a_pool_on_a_whole_disk_gets_one_partition_covering_it() {
     let create = steps.steps.iter().find(|s| s.id == "zpool-create:tank").expect("the pool is created");
     assert!(create.devices.iter().any(|d| d == "/dev/vdc1"), "{:?}", create.devices);
 }
+
+#[test]
+fn kept_partitions_are_exported_to_the_sector_and_marked() {
+    let plan = Plan::from_toml(
+        r#"
+hostname = "alongside"
+[disks.disk0]
+device = "/dev/disk/by-id/virtio-old"
+size = 268435456
+[disks.disk0.partitions.p1]
+start = 17408
+size = "8M"
+type = "microsoft-basic-data"
+label = "Basic data"
+uuid = "3863fa68-41ae-4638-9a13-a85bf9ba0493"
+keep = true
+[disks.disk0.partitions.root]
+size = "rest"
+content.filesystem = { format = "ext4", mountpoint = "/" }
+"#,
+    )
+    .expect("a plan keeping a partition");
+    let text = disko::export(&plan).expect("exports");
+    // sgdisk (which disko runs) reads a number with "s" as sectors, and disko then aligns to 1 sector.
+    assert!(text.contains("start = \"34s\";") && text.contains("end = \"16417s\";"), "{text}");
+    assert!(text.contains("type = \"0700\";"), "{text}");
+    assert!(text.contains("# kept by nix-dabei: disko's _create would destroy it"), "{text}");
+}

@@ -25,6 +25,7 @@ fn minus_zero_means_the_rest_and_is_written_back_so() {
 fn only_boot_loader_mountpoints_make_an_esp() {
     let vfat = |mountpoint: &str| {
         Content::Filesystem(Filesystem {
+            uuid: None,
             format: Format::Vfat,
             mountpoint: Some(mountpoint.into()),
             mount_options: vec![],

@@ -5,6 +5,7 @@ mod disko;
 mod disks;
 mod kexec;
 mod plan;
+mod probe;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     Plan(plan::PlanArgs),
     /// List the machine's disks and whether each may be used.
     Disks(disks::DisksArgs),
+    /// Read the disks back into a plan that keeps every partition as it is (for installing alongside).
+    Probe(probe::ProbeArgs),
     /// Partition, format and mount the disks as a plan says; resumes where an earlier run stopped.
     Apply(apply::ApplyArgs),
     /// Apply a plan and install NixOS from a flake (apply with --flake).
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Tui(args) => run_tui(args),
         Command::Plan(args) => plan::run(args),
         Command::Disks(args) => disks::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Apply(args) => apply::apply(args),
         Command::Install(args) => {
             if args.flake.is_none() {

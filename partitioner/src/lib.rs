@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adopt;
 pub mod discover;
 pub mod error;
 pub mod hardware;

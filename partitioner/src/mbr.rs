@@ -157,6 +157,7 @@ fn table_entry(signature: u32, number: u32, bootable: bool, kind: u8, first: u64
         first_lba: first,
         last_lba: first + sectors - 1,
         bootable,
+        attributes: Vec::new(),
     }
 }
 

@@ -137,6 +137,8 @@ pub struct TableEntry {
     pub last_lba: u64,
     /// MBR only: the boot flag.
     pub bootable: bool,
+    /// GPT only: the attribute bits set, from 0.
+    pub attributes: Vec<u32>,
 }
 
 /// Writes a protective MBR and a GPT holding exactly `partitions` (or, with `msdos`, an MBR table), after
@@ -229,6 +231,7 @@ impl TableEntry {
             first_lba: entry.starting_lba,
             last_lba: entry.ending_lba,
             bootable: false,
+            attributes: (0..64).filter(|bit| entry.attribute_bits & (1u64 << bit) != 0).collect(),
         }
     }
 }
@@ -349,24 +352,10 @@ fn kernel_partition_extents(device: &str) -> Result<Vec<KernelPartition>, DiskEr
     Ok(found)
 }
 
-/// Kernel names of the partitions the kernel currently knows for a disk, with their numbers.
-fn kernel_partitions(disk_name: &str) -> Vec<u32> {
-    let dir = Path::new("/sys/class/block").join(disk_name);
-    let mut numbers: Vec<u32> = fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| fs::read_to_string(e.path().join("partition")).ok())
-                .filter_map(|n| n.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    numbers.sort_unstable();
-    numbers
-}
-
 /// Makes the kernel see the partitions just written: BLKRRPART, or where the kernel will not scan this
-/// device (loop devices without partition scanning), BLKPG deletes and adds, partition by partition.
+/// device (loop devices without partition scanning) or a partition is in use (a kept one, mounted),
+/// BLKPG deletes and adds, partition by partition. A partition the kernel already has where the table
+/// puts it is left alone.
 pub fn announce_partitions(
     device: &str,
     file: &File,
@@ -376,17 +365,19 @@ pub fn announce_partitions(
     if ioctl::reread_partitions(file).is_ok() {
         return Ok(());
     }
-    let disk_name = fs::canonicalize(device)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    for number in kernel_partitions(&disk_name) {
-        ioctl::delete_partition(file, number)
-            .map_err(|e| DiskError::device(device, format!("remove old partition {number} from the kernel"), e))?;
+    let place = |p: &GptPartition| (p.number, p.extent.first_lba * sector, p.extent.sectors() * sector);
+    let kernel = kernel_partition_extents(device)?;
+    let unchanged = |k: &KernelPartition| partitions.iter().any(|p| place(p) == (k.number, k.start, k.size));
+    for old in kernel.iter().filter(|k| !unchanged(k)) {
+        ioctl::delete_partition(file, old.number).map_err(|e| {
+            DiskError::device(device, format!("remove old partition {} from the kernel", old.number), e)
+        })?;
     }
     for partition in partitions {
-        let start = partition.extent.first_lba * sector;
-        let length = partition.extent.sectors() * sector;
+        let (number, start, length) = place(partition);
+        if kernel.iter().any(|k| (k.number, k.start, k.size) == (number, start, length)) {
+            continue;
+        }
         ioctl::add_partition(file, partition.number, start, length)
             .map_err(|e| DiskError::device(device, format!("add partition {} to the kernel", partition.number), e))?;
     }

@@ -34,7 +34,7 @@ impl Perform for BcachefsFormat {
         }
         let mut all_done = true;
         for device in &self.devices {
-            match blank_or(cx.system, &device.device, "bcachefs", Some(&self.uuid)) {
+            match blank_or(cx, &device.device, "bcachefs", Some(&self.uuid)) {
                 Outlook::Done(_) => {}
                 Outlook::Todo { .. } => all_done = false,
                 conflict => return conflict,

@@ -13,13 +13,13 @@ impl Perform for Mkfs {
     /// never mounts. Such a half-made filesystem is the plan's own, so it is made again.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let device = &self.device;
-        let found = blank_or(cx.system, device, self.format.fs_type(), Some(&self.blkid_uuid()));
+        let found = blank_or(cx, device, self.format.fs_type(), Some(&self.blkid_uuid()));
         if !matches!(found, Outlook::Done(_)) {
             return found;
         }
         // A filesystem on several devices is whole only when every one of them carries it.
         for more in &self.more_devices {
-            match blank_or(cx.system, more, self.format.fs_type(), Some(&self.blkid_uuid())) {
+            match blank_or(cx, more, self.format.fs_type(), Some(&self.blkid_uuid())) {
                 Outlook::Done(_) => {}
                 other => return other,
             }

@@ -1,5 +1,6 @@
 //! Wiping a disk and writing its partition table.
 
+use layouts::gpt::GptPartition;
 use layouts::steps::{Operation, PartitionTable, Wipe};
 use partitioner::table::TableEntry;
 
@@ -68,19 +69,36 @@ impl Perform for PartitionTable {
                 return Outlook::Conflict(format!("cannot read the partition table of {}: {error}", self.device))
             }
         };
+        let same = |e: &TableEntry, p: &GptPartition| {
+            e.number == p.number
+                && e.first_lba == p.extent.first_lba
+                && e.last_lba == p.extent.last_lba
+                && e.uuid.eq_ignore_ascii_case(&p.uuid)
+                && e.type_guid.eq_ignore_ascii_case(&p.type_guid)
+                && e.name == p.name
+                && e.attributes == p.attribute_bits()
+        };
         let planned = |entries: &Option<Vec<TableEntry>>| {
             entries.as_ref().is_some_and(|entries| {
-                entries.len() == self.partitions.len()
-                    && entries.iter().zip(&self.partitions).all(|(e, p)| {
-                        e.number == p.number
-                            && e.first_lba == p.extent.first_lba
-                            && e.last_lba == p.extent.last_lba
-                            && e.uuid.eq_ignore_ascii_case(&p.uuid)
-                            && e.type_guid.eq_ignore_ascii_case(&p.type_guid)
-                            && e.name == p.name
-                    })
+                entries.len() == self.partitions.len() && entries.iter().zip(&self.partitions).all(|(e, p)| same(e, p))
             })
         };
+        // Installing alongside kept partitions: a table holding some of the planned partitions and nothing
+        // else gains the others in free space, without destroying anything.
+        let kept_and_free = |entries: &Option<Vec<TableEntry>>| {
+            entries.as_ref().is_some_and(|entries| {
+                !entries.is_empty() && entries.iter().all(|e| self.partitions.iter().any(|p| same(e, p)))
+            })
+        };
+        if cx.step.keeps.is_some()
+            && self.msdos.is_none()
+            && state.protective_mbr
+            && kept_and_free(&state.primary)
+            && state.primary == state.backup
+            && !planned(&state.primary)
+        {
+            return Outlook::Todo { destroys: false };
+        }
         let table_is_planned = match &self.msdos {
             None => planned(&state.primary) && planned(&state.backup) && state.protective_mbr,
             // No GPT may be left beside the MBR table: blkid would take the disk for a GPT one.

@@ -6,16 +6,15 @@ use serde_json::Value;
 
 use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
 use crate::execute::{Outlook, StepError};
-use crate::system::System;
 use layouts::steps::CommandLine;
 
 /// One row of `pvs` or `lvs`.
 type Row = serde_json::Map<String, Value>;
 
 /// Rows of an LVM report (`--reportformat json`): `{"report": [{"pv": [{...}, ...]}]}`.
-fn report(system: &dyn System, program: &str, kind: &str, fields: &str) -> Result<Vec<Row>, String> {
+fn report(cx: &ProbeContext<'_>, program: &str, kind: &str, fields: &str) -> Result<Vec<Row>, String> {
     let line = CommandLine::new(program, ["--reportformat", "json", "-o", fields]);
-    let output = system.run(&line, None).map_err(|e| format!("cannot read LVM's {kind}s: {e}"))?;
+    let output = cx.reports.run(cx.system, &line).map_err(|e| format!("cannot read LVM's {kind}s: {e}"))?;
     let value: Value = serde_json::from_str(&output).map_err(|e| format!("`{line}` printed no JSON report: {e}"))?;
     let rows = value["report"].as_array().and_then(|r| r.first()).and_then(|r| r[kind].as_array());
     let rows = rows.ok_or_else(|| format!("`{line}` printed no {kind} list"))?;
@@ -29,7 +28,7 @@ fn field<'a>(row: &'a Row, name: &str) -> &'a str {
 impl Perform for PvCreate {
     /// Done when the device carries this plan's physical volume (its UUID is derived from the plan).
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        blank_or(cx.system, &self.device, "LVM2_member", Some(&self.uuid))
+        blank_or(cx, &self.device, "LVM2_member", Some(&self.uuid))
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
@@ -39,8 +38,8 @@ impl Perform for PvCreate {
 
 /// Done when the group is made of exactly the plan's physical volumes; a conflict when another group
 /// holds one of them, or the name belongs to a group of other volumes.
-fn look(op: &VgCreate, system: &dyn System) -> Outlook {
-    let pvs = match report(system, "pvs", "pv", "pv_name,pv_uuid,vg_name") {
+fn look(op: &VgCreate, cx: &ProbeContext<'_>) -> Outlook {
+    let pvs = match report(cx, "pvs", "pv", "pv_name,pv_uuid,vg_name") {
         Ok(pvs) => pvs,
         Err(why) => return Outlook::Conflict(why),
     };
@@ -67,12 +66,12 @@ fn look(op: &VgCreate, system: &dyn System) -> Outlook {
 
 impl Perform for VgCreate {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        look(self, cx.system)
+        look(self, cx)
     }
 
     /// A group of the name made of other volumes is in the way whatever is made first.
     fn taken_by_others(&self, cx: &ProbeContext<'_>) -> Option<String> {
-        match look(self, cx.system) {
+        match look(self, cx) {
             Outlook::Conflict(why) if why.contains("not the plan's") => Some(why),
             _ => None,
         }
@@ -86,7 +85,7 @@ impl Perform for VgCreate {
 impl Perform for LvCreate {
     /// Done when the group (the plan's own, as the step before checked) has the volume.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        match report(cx.system, "lvs", "lv", "lv_name,vg_name") {
+        match report(cx, "lvs", "lv", "lv_name,vg_name") {
             Ok(lvs) if lvs.iter().any(|r| field(r, "vg_name") == self.group && field(r, "lv_name") == self.name) => {
                 Outlook::Done(format!("logical volume {}/{} exists", self.group, self.name))
             }

@@ -15,7 +15,7 @@ impl Perform for MdCreate {
         let uuid = self.blkid_uuid();
         let mut all_done = true;
         for device in &self.devices {
-            match blank_or(cx.system, device, "linux_raid_member", Some(&uuid)) {
+            match blank_or(cx, device, "linux_raid_member", Some(&uuid)) {
                 Outlook::Done(_) => {}
                 Outlook::Todo { .. } => all_done = false,
                 conflict => return conflict,

@@ -23,7 +23,9 @@ use layouts::Plan;
 use crate::events::Event;
 use crate::execute::{Options, Outlook, Secrets, StepError};
 use crate::journal::Journal;
+use crate::reports::Reports;
 use crate::system::System;
+use crate::zfs::Zfs;
 
 /// What a probe may look at.
 #[derive(Clone, Copy)]
@@ -33,6 +35,10 @@ pub(crate) struct ProbeContext<'a> {
     /// Every step of the run, for probes that judge a step by another (a wipe by its partition table).
     pub steps: &'a [Step],
     pub journal: &'a Journal,
+    /// ZFS as read since the last write.
+    pub zfs: &'a Zfs<'a>,
+    /// Report programs' outputs since the last write.
+    pub reports: &'a Reports,
     /// The step being probed.
     pub step: &'a Step,
 }
@@ -49,6 +55,8 @@ pub(crate) struct RunContext<'a> {
     pub steps: &'a [Step],
     /// The run's journal, for what a step learns (a pool's GUID).
     pub journal: &'a std::sync::Mutex<Journal>,
+    /// ZFS as read since the last write.
+    pub zfs: &'a Zfs<'a>,
     /// The step being performed.
     pub step: &'a Step,
 }
@@ -108,7 +116,8 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
 /// A device that must hold `wanted` (a libblkid type) with the UUID `uuid` (when the plan fixes one):
 /// done when it does, to do when it is blank, a conflict when it holds something else, or the same kind
 /// of thing that is not this plan's.
-pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str, uuid: Option<&str>) -> Outlook {
+pub(crate) fn blank_or(cx: &ProbeContext<'_>, device: &str, wanted: &str, uuid: Option<&str>) -> Outlook {
+    let system = cx.system;
     if !system.exists(device) {
         return Outlook::Todo { destroys: true };
     }
@@ -116,10 +125,14 @@ pub(crate) fn blank_or(system: &dyn System, device: &str, wanted: &str, uuid: Op
         Ok(signatures) => signatures,
         Err(error) => return Outlook::Conflict(format!("cannot read what {device} holds: {error}")),
     };
-    let clear_it = format!(
-        "if that is not wanted, clear it with `wipefs --all {device}` (or the whole disk with `wipefs --all` on \
-         the disk) and apply again"
-    );
+    let clear_it = match &cx.step.keeps {
+        // Clearing is the wrong advice for what the plan keeps: the plan is what needs mending.
+        Some(kept) => format!("{kept} is kept: give the plan what is there, or stop keeping it"),
+        None => format!(
+            "if that is not wanted, clear it with `wipefs --all {device}` (or the whole disk with `wipefs --all` \
+             on the disk) and apply again"
+        ),
+    };
     match signatures.first() {
         None => Outlook::Todo { destroys: true },
         Some(found) if found.kind != wanted => {

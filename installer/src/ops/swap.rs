@@ -7,7 +7,7 @@ use crate::execute::{Outlook, StepError};
 
 impl Perform for Mkswap {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        blank_or(cx.system, &self.device, "swap", Some(&self.uuid))
+        blank_or(cx, &self.device, "swap", Some(&self.uuid))
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {

@@ -7,7 +7,7 @@ use layouts::OperationKind;
 use super::{io, run_own_command, Perform, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
-use crate::zfs::{self, ZfsError};
+use crate::zfs::ZfsError;
 
 /// Under test emulation, native encryption's key derivation is cut to ZFS's minimum.
 const WEAK_PBKDF2_ITERATIONS: &str = "pbkdf2iters=100000";
@@ -28,7 +28,7 @@ impl Perform for HostId {
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         let value = self.value().ok_or_else(|| StepError::Conflict(format!("{:?} is not a host id", self.host_id)))?;
         let foreign: Vec<String> =
-            zfs::imported_pools(cx.system)?.into_iter().filter(|p| !cx.plan.pools.contains_key(p)).collect();
+            cx.zfs.imported_pools()?.into_iter().filter(|p| !cx.plan.pools.contains_key(p)).collect();
         if !foreign.is_empty() {
             let current = cx.system.host_id().ok().flatten().map_or("none".to_string(), |id| format!("{id:08x}"));
             return Err(StepError::Conflict(format!(
@@ -47,12 +47,12 @@ impl Perform for ZpoolCreate {
     /// member already carries this pool's label (it only needs importing).
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let pool = &self.pool;
-        match zfs::imported_pools(cx.system) {
+        match cx.zfs.imported_pools() {
             Ok(pools) if pools.contains(pool) => {
                 if let Some(why) = imported_from_elsewhere(self, cx) {
                     return Outlook::Conflict(why);
                 }
-                return match zfs::locked_encryption_roots(cx.system, pool) {
+                return match cx.zfs.locked_encryption_roots(pool) {
                     Ok(locked) if locked.is_empty() => Outlook::Done(format!("pool {pool} is imported")),
                     _ => Outlook::Todo { destroys: false },
                 };
@@ -88,7 +88,7 @@ impl Perform for ZpoolCreate {
     }
 
     fn taken_by_others(&self, cx: &ProbeContext<'_>) -> Option<String> {
-        let imported = zfs::imported_pools(cx.system).map(|pools| pools.contains(&self.pool));
+        let imported = cx.zfs.imported_pools().map(|pools| pools.contains(&self.pool));
         match imported {
             Ok(true) => imported_from_elsewhere(self, cx),
             // Nothing known yet (no ZFS here, as on a machine reviewing a plan): the step's own probe
@@ -99,7 +99,7 @@ impl Perform for ZpoolCreate {
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         let pool = &self.pool;
-        let imported = zfs::imported_pools(cx.system)?.contains(pool);
+        let imported = cx.zfs.imported_pools()?.contains(pool);
         let member = self.vdevs.iter().flat_map(|v| &v.devices).next();
         let existing = member.is_some_and(|m| {
             cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str())))
@@ -119,7 +119,7 @@ impl Perform for ZpoolCreate {
             create(cx, self)?;
         }
         // From now on, only this pool is this plan's: another of the same name is refused by the probe.
-        let guid = zfs::pool_guid(cx.system, pool)?;
+        let guid = cx.zfs.pool_guid(pool)?;
         let mut journal = cx.journal.lock().unwrap_or_else(|p| p.into_inner());
         journal.record_pool(pool, &guid).map_err(io(format!("record the GUID of pool {pool} in the journal")))?;
         drop(journal);
@@ -139,7 +139,7 @@ fn create(cx: &RunContext<'_>, op: &ZpoolCreate) -> Result<(), StepError> {
         Some(location) if location.starts_with("file://") => None,
         _ => Some(cx.secrets.key("prompt")?),
     };
-    zfs::zpool(cx.system, &line, key.as_ref())?;
+    cx.zfs.run(&line, key.as_ref())?;
     Ok(())
 }
 
@@ -148,10 +148,10 @@ fn create(cx: &RunContext<'_>, op: &ZpoolCreate) -> Result<(), StepError> {
 fn import(cx: &RunContext<'_>, op: &ZpoolCreate) -> Result<(), StepError> {
     let devices: Vec<String> = op.devices().cloned().collect();
     let (pool, altroot) = (&op.pool, &op.altroot);
-    match zfs::import_pool(cx.system, pool, altroot, false, &devices) {
+    match cx.zfs.import_pool(pool, altroot, false, &devices) {
         Ok(()) => Ok(()),
         Err(ZfsError::Command(CommandError::Failed { stderr, .. })) if stderr.contains("-f") => {
-            zfs::import_pool(cx.system, pool, altroot, true, &devices)?;
+            cx.zfs.import_pool(pool, altroot, true, &devices)?;
             Ok(())
         }
         Err(error) => Err(error.into()),
@@ -164,7 +164,7 @@ fn import(cx: &RunContext<'_>, op: &ZpoolCreate) -> Result<(), StepError> {
 fn imported_from_elsewhere(op: &ZpoolCreate, cx: &ProbeContext<'_>) -> Option<String> {
     let pool = &op.pool;
     if let Some(recorded) = cx.journal.pools.get(pool) {
-        match zfs::pool_guid(cx.system, pool) {
+        match cx.zfs.pool_guid(pool) {
             Ok(guid) if guid == *recorded => {}
             Ok(guid) => {
                 return Some(format!(
@@ -175,7 +175,7 @@ fn imported_from_elsewhere(op: &ZpoolCreate, cx: &ProbeContext<'_>) -> Option<St
             Err(error) => return Some(format!("cannot read the GUID of pool {pool}: {error}")),
         }
     }
-    match zfs::pool_members(cx.system, pool) {
+    match cx.zfs.pool_members(pool) {
         Ok(members) if members_are(cx, &members, op.devices()) => None,
         Ok(members) => Some(format!(
             "a pool named {pool} is imported from {}, not from this plan's devices: export it (`zpool export \
@@ -195,9 +195,9 @@ fn members_are<'a>(cx: &ProbeContext<'_>, members: &[String], planned: impl Iter
 
 /// Loads the keys of every locked encryption root of a pool.
 fn unlock(cx: &RunContext<'_>, pool: &str) -> Result<(), StepError> {
-    for (root, location) in zfs::locked_encryption_roots(cx.system, pool)? {
+    for (root, location) in cx.zfs.locked_encryption_roots(pool)? {
         let key = if location.starts_with("file://") { None } else { Some(cx.secrets.key("prompt")?) };
-        zfs::load_key(cx.system, &root, key.as_ref())?;
+        cx.zfs.load_key(&root, key.as_ref())?;
     }
     Ok(())
 }
@@ -205,7 +205,7 @@ fn unlock(cx: &RunContext<'_>, pool: &str) -> Result<(), StepError> {
 impl Perform for ZfsCreate {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let dataset = &self.dataset;
-        match zfs::dataset(cx.system, dataset, &[]) {
+        match cx.zfs.dataset(dataset) {
             Ok(Some(found)) => {
                 let want = if self.volume_size.is_some() { "VOLUME" } else { "FILESYSTEM" };
                 if found.kind == want {
@@ -228,7 +228,7 @@ impl Perform for ZfsCreate {
         if is_encrypted && cx.options.weak_kdf && !self.properties.contains_key("pbkdf2iters") {
             line.args.splice(1..1, ["-o".to_string(), WEAK_PBKDF2_ITERATIONS.to_string()]);
         }
-        zfs::zfs(cx.system, &line, key.as_ref())?;
+        cx.zfs.run(&line, key.as_ref())?;
         if self.volume_size.is_some() {
             // A volume's node comes from udev; what is made on it next needs the node.
             cx.system.settle();
@@ -241,8 +241,8 @@ impl Perform for ZfsCreate {
 
 impl Perform for ZpoolExport {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        match zfs::imported_pools(cx.system) {
-            Ok(pools) if pools.contains(&self.pool) => match zfs::pool_members(cx.system, &self.pool) {
+        match cx.zfs.imported_pools() {
+            Ok(pools) if pools.contains(&self.pool) => match cx.zfs.pool_members(&self.pool) {
                 Ok(members) if members_are(cx, &members, self.devices.iter()) => Outlook::Todo { destroys: false },
                 Ok(_) => Outlook::Done(format!("the imported pool {} is not this plan's: left alone", self.pool)),
                 Err(error) => Outlook::Conflict(format!("cannot read the members of pool {}: {error}", self.pool)),

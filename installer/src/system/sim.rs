@@ -715,8 +715,12 @@ impl State {
     fn zpool(&mut self, line: &CommandLine, args: &[&str], input: Option<&Secret>) -> Result<String, CommandError> {
         match args.first().copied() {
             Some("list") => {
-                let pools: Map<String, Value> =
-                    self.pools.iter().filter(|(_, p)| p.imported).map(|(n, _)| (n.clone(), json!({}))).collect();
+                let pools: Map<String, Value> = self
+                    .pools
+                    .iter()
+                    .filter(|(_, p)| p.imported)
+                    .map(|(n, p)| (n.clone(), json!({ "name": n, "pool_guid": p.guid.to_string() })))
+                    .collect();
                 Ok(if pools.is_empty() { String::new() } else { json!({ "pools": pools }).to_string() })
             }
             Some("create") => {
@@ -1095,6 +1099,7 @@ impl System for SimSystem {
                 first_lba: p.extent.first_lba,
                 last_lba: p.extent.last_lba,
                 bootable: p.bootable,
+                attributes: p.attribute_bits(),
             })
             .collect();
         match &table.msdos {

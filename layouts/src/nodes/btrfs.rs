@@ -672,6 +672,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
     let mount_options = r.mount_options(object, path);
     if subvolumes.is_empty() && swap.is_empty() {
         return Some(Content::Filesystem(super::filesystem::Filesystem {
+            uuid: None,
             format: Format::Btrfs,
             mountpoint,
             mount_options,

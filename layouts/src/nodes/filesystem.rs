@@ -262,6 +262,10 @@ pub struct Filesystem {
     /// Extra arguments for mkfs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mkfs_options: Vec<String>,
+    /// The filesystem's UUID (vfat: its volume id, `ABCD-1234`), for a filesystem that is already there (a
+    /// kept partition's); derived from the plan when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 /// Make a filesystem.
@@ -386,6 +390,15 @@ impl ContentNode for Filesystem {
                 check.report(path.join("label"), message);
             }
         }
+        if let Some(uuid) = &self.uuid {
+            let volume_id = uuid.len() == 9
+                && uuid.char_indices().all(|(i, c)| if i == 4 { c == '-' } else { c.is_ascii_hexdigit() });
+            let fits = if self.format == Format::Vfat { volume_id } else { crate::gpt::is_guid(uuid) };
+            if !fits {
+                let wanted = if self.format == Format::Vfat { "a FAT volume id (ABCD-1234)" } else { "a UUID" };
+                check.report(path.join("uuid"), format!("{} is not {wanted}", shown(uuid)));
+            }
+        }
         if let Err((index, message)) = self.format.check_mkfs_options(&self.mkfs_options) {
             let value = self.mkfs_options.get(index).map_or_else(String::new, |v| format!("{} ", shown(v)));
             check.report(path.join("mkfs_options").join(format!("[{index}]")), format!("{value}{message}"));
@@ -402,7 +415,10 @@ impl ContentNode for Filesystem {
             vec![site.provider.to_string()],
             crate::steps::Operation::Mkfs(Mkfs {
                 device: site.device.to_string(),
-                uuid: build.plan.filesystem_uuid(site.owner),
+                uuid: self
+                    .uuid
+                    .as_ref()
+                    .map_or_else(|| build.plan.filesystem_uuid(site.owner), |u| u.to_ascii_lowercase()),
                 format: self.format,
                 label: self.label.clone(),
                 options: self.mkfs_options.clone(),
@@ -479,6 +495,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
         label
     });
     Some(Content::Filesystem(Filesystem {
+        uuid: None,
         format,
         mountpoint: r.string(object, "mountpoint", path),
         mount_options: r.mount_options(object, path),

@@ -346,7 +346,7 @@ impl Raid {
         }
         for (part_name, part) in &self.partitions {
             let part_path = path.join("partitions").join(part_name.clone());
-            part.validate(check, plan, name, part_name, &part_path, crate::gpt::TableFormat::Gpt);
+            part.validate(check, plan, name, part_name, &part_path, crate::gpt::TableOn::Array);
             if let Some(content) = &part.content {
                 Self::validate_content(check, content, &part_path.join("content"));
             }
@@ -462,7 +462,7 @@ impl Raid {
         if !self.partitions.is_empty() {
             w.open("content");
             w.string("type", "gpt");
-            crate::gpt::partitions_to_disko(w, name, &self.partitions);
+            crate::gpt::partitions_to_disko(w, name, &self.partitions, 512);
             w.close();
         }
         w.close();

@@ -35,6 +35,10 @@ pub struct Swap {
     /// Resume from hibernation from this swap.
     #[serde(default, skip_serializing_if = "is_false")]
     pub resume_device: bool,
+    /// The swap area's UUID, for swap that is already there (a kept partition's); derived from the plan
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 /// Make swap space.
@@ -117,6 +121,9 @@ impl ContentNode for Swap {
     }
 
     fn validate(&self, check: &mut Checker, _plan: &Plan, path: &FieldPath, _inside_luks: bool) {
+        if let Some(uuid) = self.uuid.as_ref().filter(|u| !crate::gpt::is_guid(u)) {
+            check.report(path.join("swap").join("uuid"), format!("{uuid:?} is not a UUID"));
+        }
         if let Some(policy) = &self.discard_policy {
             if !["once", "pages", "both"].contains(&policy.as_str()) {
                 check.report(
@@ -141,7 +148,7 @@ impl ContentNode for Swap {
             vec![site.provider.to_string()],
             Operation::Mkswap(Mkswap {
                 device: site.device.to_string(),
-                uuid: build.plan.filesystem_uuid(owner),
+                uuid: self.uuid.as_ref().map_or_else(|| build.plan.filesystem_uuid(owner), |u| u.to_ascii_lowercase()),
                 label: self.label.clone(),
             }),
         );
@@ -212,6 +219,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
         },
     };
     Some(Content::Swap(Swap {
+        uuid: None,
         random_encryption: r.flag(object, "randomEncryption", path),
         priority,
         label,

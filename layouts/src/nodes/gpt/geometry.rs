@@ -26,6 +26,10 @@ pub const KNOWN_TYPES: &[KnownType] = &[
     KnownType { name: "zfs", code: "BF01", guid: "6A898CC3-1DD2-11B2-99A6-080020736631" },
     KnownType { name: "raid", code: "FD00", guid: "A19D880F-05FC-4D3B-A006-743F0F84911E" },
     KnownType { name: "lvm", code: "8E00", guid: "E6D6D379-F507-44C2-A23C-238F2A3DF928" },
+    // What Windows leaves, so that a plan keeping it reads as what it is.
+    KnownType { name: "microsoft-basic-data", code: "0700", guid: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" },
+    KnownType { name: "microsoft-reserved", code: "0C01", guid: "E3C9E316-0B5C-4DB8-817D-F92DF00215AE" },
+    KnownType { name: "windows-recovery", code: "2700", guid: "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC" },
 ];
 
 /// The MBR partition type byte of each type name plans may use on an `msdos` disk (util-linux's names:
@@ -201,6 +205,17 @@ pub enum AllocError {
         /// Its index.
         index: usize,
     },
+    /// A partition's given start lies before the end of the partition before it, or before the first
+    /// usable sector.
+    #[error("starts at byte {start}, before byte {free}, the first one free after what comes before it")]
+    StartOverlaps {
+        /// Its index.
+        index: usize,
+        /// The byte offset asked for.
+        start: u64,
+        /// The first free byte offset.
+        free: u64,
+    },
     /// A partition of an MBR table reaches past what its 32-bit sector numbers can address.
     #[error("ends past sector 2^32, the last an MBR table can address: use gpt")]
     BeyondMbr {
@@ -218,6 +233,7 @@ impl AllocError {
             | AllocError::NothingLeft { index, .. }
             | AllocError::TwoRests { index }
             | AllocError::EndAfterRest { index }
+            | AllocError::StartOverlaps { index, .. }
             | AllocError::BeyondMbr { index } => Some(*index),
         }
     }
@@ -226,6 +242,13 @@ impl AllocError {
 /// Places partitions of the given sizes, in order, each starting on a 1 MiB boundary. A `Rest` partition
 /// takes everything the partitions after it do not need, ending on a 1 MiB boundary.
 pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, AllocError> {
+    allocate_at(geometry, sizes, &vec![None; sizes.len()])
+}
+
+/// Like [`allocate`], but a partition with a start (a byte offset, a multiple of the sector size) begins
+/// exactly there, aligned or not: a partition that is already on the disk stays where it is. A `Rest`
+/// partition before one with a start ends where that one's predecessors need it to.
+pub fn allocate_at(geometry: Geometry, sizes: &[Size], starts: &[Option<u64>]) -> Result<Vec<Extent>, AllocError> {
     let last_usable = geometry.last_usable().ok_or(AllocError::DiskTooSmall)?;
     let end_exclusive = last_usable + 1;
     if geometry.align_up(geometry.first_usable()) >= end_exclusive {
@@ -243,8 +266,15 @@ pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, Alloc
     let bytes_at = |lba: u64| lba * geometry.sector_size;
     let mut extents = Vec::with_capacity(sizes.len());
     let mut cursor = geometry.first_usable();
+    let start_lba = |index: usize| starts.get(index).copied().flatten().map(|bytes| bytes / geometry.sector_size);
     for (index, size) in sizes.iter().enumerate() {
-        let start = geometry.align_up(cursor);
+        let start = match start_lba(index) {
+            Some(lba) if lba < cursor => {
+                return Err(AllocError::StartOverlaps { index, start: bytes_at(lba), free: bytes_at(cursor) })
+            }
+            Some(lba) => lba,
+            None => geometry.align_up(cursor),
+        };
         let last = match size {
             Size::Bytes(bytes) => {
                 let last = start.checked_add(sectors_of(*bytes) - 1);
@@ -273,12 +303,16 @@ pub fn allocate(geometry: Geometry, sizes: &[Size]) -> Result<Vec<Extent>, Alloc
                 }
             }
             Size::Rest => {
-                let reserved: u64 = sizes[index + 1..]
+                // Up to the next partition with a start of its own, or the disk's end, less what the
+                // partitions in between need.
+                let fixed = (index + 1..sizes.len()).find(|&i| start_lba(i).is_some());
+                let limit = fixed.and_then(start_lba).unwrap_or(end_exclusive);
+                let reserved: u64 = sizes[index + 1..fixed.unwrap_or(sizes.len())]
                     .iter()
                     .filter_map(|s| s.bytes())
                     .map(|bytes| geometry.align_up(sectors_of(bytes)))
                     .fold(0, u64::saturating_add);
-                let end = end_exclusive.checked_sub(reserved).map(|e| geometry.align_down(e));
+                let end = limit.checked_sub(reserved).map(|e| geometry.align_down(e));
                 match end {
                     Some(end) if end > start => end - 1,
                     _ => {
@@ -361,6 +395,23 @@ pub fn partition_device(disk: &str, number: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_with_a_start_stay_where_they_are_and_the_rest_fills_the_gap_before_them() {
+        let g = Geometry::new(64 * MIB, 512);
+        // Unaligned at sector 34 (as old tools made them), a gap, then one at 40 MiB.
+        let sizes = [Size::Bytes(MIB), Size::Rest, Size::Bytes(8 * MIB)];
+        let starts = [Some(34 * 512), None, Some(40 * MIB)];
+        let extents = allocate_at(g, &sizes, &starts).expect("fits");
+        assert_eq!(extents[0], Extent { first_lba: 34, last_lba: 34 + 2047 });
+        assert_eq!(extents[1].first_lba, 4096, "the next one is aligned again");
+        assert_eq!(extents[1].last_lba, 40 * 2048 - 1, "rest ends where the next fixed one starts");
+        assert_eq!(extents[2], Extent { first_lba: 40 * 2048, last_lba: 48 * 2048 - 1 });
+        let overlapping = allocate_at(g, &sizes[..1], &[Some(16 * 512)]);
+        assert!(matches!(overlapping, Err(AllocError::StartOverlaps { index: 0, .. })), "{overlapping:?}");
+        let overlapping = allocate_at(g, &[Size::Bytes(8 * MIB), Size::Bytes(MIB)], &[None, Some(4 * MIB)]);
+        assert!(matches!(overlapping, Err(AllocError::StartOverlaps { index: 1, .. })), "{overlapping:?}");
+    }
 
     #[test]
     fn partition_names_follow_the_kernel() {

@@ -176,7 +176,18 @@ pub(crate) fn disk_from_disko(r: &mut Reader, device: String, content: &Object, 
         let key = written_name.clone().unwrap_or_else(|| format!("part{}", index + 1));
         // On a GPT, parted names the partition after `name`.
         let label = written_name.filter(|_| table == TableFormat::Gpt);
-        let partition = Partition { size, kind, label, uuid: None, attributes, bootable, logical, content };
+        let partition = Partition {
+            keep: false,
+            start: None,
+            size,
+            kind,
+            label,
+            uuid: None,
+            attributes,
+            bootable,
+            logical,
+            content,
+        };
         if partitions.insert(key.clone(), partition).is_some() {
             r.refuse(&path.join("name"), format!("{key:?} names two partitions"));
         }

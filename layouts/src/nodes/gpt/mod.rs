@@ -110,6 +110,11 @@ impl Identity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Partition {
+    /// Where the partition begins (bytes from the disk's start, a multiple of the sector size), for a
+    /// partition that is already on the disk; without it, right after the partition before, aligned to
+    /// 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Size>,
     /// Size, or `"rest"` for what remains of the disk. Starts are aligned to 1 MiB.
     pub size: Size,
     /// Partition type: `esp`, `linux`, `swap`, `luks`, `zfs`, `bios-boot`, an sgdisk code such as
@@ -136,6 +141,11 @@ pub struct Partition {
     /// What the partition holds; nothing when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<super::Content>,
+    /// A partition that is on the disk already and must stay as it is, with what it holds: identified by
+    /// its UUID (and its filesystem's or swap's UUID), never wiped, formatted or moved. A plan that would
+    /// need to destroy it is refused before anything is written.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep: bool,
 }
 
 impl Partition {
@@ -191,6 +201,20 @@ impl Disk {
     pub fn boots_bios(&self) -> bool {
         self.table == TableFormat::Msdos || self.partitions.values().any(Partition::is_bios_boot)
     }
+}
+
+/// What holds a partition table, for checking its partitions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TableOn {
+    /// A disk, with its table format and logical sector size.
+    Disk {
+        /// GPT or MBR.
+        table: TableFormat,
+        /// Bytes per logical sector.
+        sector: u32,
+    },
+    /// A RAID array (always GPT).
+    Array,
 }
 
 /// The entries a GPT holds (the entry array nix-dabei writes has 128).
@@ -327,6 +351,14 @@ pub struct GptPartition {
     pub device: String,
 }
 
+impl GptPartition {
+    /// The attribute bits as a GPT holds them: each once, in order (on MBR, none).
+    pub fn attribute_bits(&self) -> Vec<u32> {
+        let bits: std::collections::BTreeSet<u32> = self.attributes.iter().copied().filter(|bit| *bit < 64).collect();
+        bits.into_iter().collect()
+    }
+}
+
 /// Checks that no two disks of the plan name the same device, serial or WWN.
 pub(crate) fn validate_identities(check: &mut Checker, plan: &Plan) {
     let mut devices: HashMap<&str, &str> = HashMap::new();
@@ -391,7 +423,8 @@ impl Disk {
         }
         for (part_name, part) in &self.partitions {
             let part_path = path.join("partitions").join(part_name.clone());
-            part.validate(check, plan, name, part_name, &part_path, self.table);
+            let on = TableOn::Disk { table: self.table, sector: self.logical_sector_size };
+            part.validate(check, plan, name, part_name, &part_path, on);
         }
         if self.table == TableFormat::Msdos {
             self.validate_msdos(check, &path);
@@ -441,10 +474,16 @@ impl Disk {
             return;
         }
         let sector = u64::from(self.logical_sector_size);
+        // A start off a sector boundary is reported at its field; placing around it would only mislead.
+        if self.partitions.values().any(|p| p.start.and_then(Size::bytes).is_some_and(|b| b % sector != 0)) {
+            return;
+        }
         match self.place(size) {
             Ok((extents, _)) => {
                 for ((part_name, part), extent) in self.partitions.iter().zip(extents) {
-                    let vfat = matches!(&part.content, Some(super::Content::Filesystem(fs))
+                    // A kept FAT may be FAT16 or FAT12: it is never made again, so FAT32's minimum does not hold.
+                    let vfat = !part.keep
+                        && matches!(&part.content, Some(super::Content::Filesystem(fs))
                         if fs.format == super::filesystem::Format::Vfat);
                     let bytes = extent.sectors().saturating_mul(sector);
                     if vfat && bytes < fat32_minimum(sector) {
@@ -466,7 +505,11 @@ impl Disk {
         let sector = u64::from(self.logical_sector_size);
         let sizes: Vec<Size> = self.partitions.values().map(|p| p.size).collect();
         match self.table {
-            TableFormat::Gpt => Ok((allocate(Geometry::new(size, sector), &sizes)?, None)),
+            TableFormat::Gpt => {
+                let starts: Vec<Option<u64>> =
+                    self.partitions.values().map(|p| p.start.and_then(|s| s.bytes())).collect();
+                Ok((allocate_at(Geometry::new(size, sector), &sizes, &starts)?, None))
+            }
             TableFormat::Msdos => {
                 let logical: Vec<bool> = self.partitions.values().map(|p| p.logical).collect();
                 let placed = allocate_msdos(Geometry::msdos(size, sector), &sizes, &logical)?;
@@ -477,9 +520,12 @@ impl Disk {
 
     fn report_allocation(&self, check: &mut Checker, name: &str, size: u64, path: &FieldPath, error: AllocError) {
         let at_fault = error.partition_index().and_then(|i| self.partitions.get_index(i));
-        let field = match at_fault {
-            Some((part_name, _)) => path.join("partitions").join(part_name.clone()).join("size"),
-            None => path.join("size"),
+        let field = match (at_fault, &error) {
+            (Some((part_name, _)), AllocError::StartOverlaps { .. }) => {
+                path.join("partitions").join(part_name.clone()).join("start")
+            }
+            (Some((part_name, _)), _) => path.join("partitions").join(part_name.clone()).join("size"),
+            (None, _) => path.join("size"),
         };
         let message = match (error, at_fault.map(|(_, p)| p.size)) {
             (AllocError::DoesNotFit { needed, start, end, .. }, _) => format!(
@@ -496,6 +542,11 @@ impl Disk {
                 human(before_end),
                 human(size),
                 human(left)
+            ),
+            (AllocError::StartOverlaps { start, free, .. }, _) => format!(
+                "starts at {} ({start} bytes), inside what comes before it: the first free byte is {free} ({})",
+                human(start),
+                human(free)
             ),
             (other, _) => other.to_string(),
         };
@@ -548,7 +599,7 @@ impl Disk {
             format!("Write {description} with {} partition(s) to disk {disk_name} ({device})", partitions.len()),
             vec![device.clone()],
             Some(disk_name),
-            vec![wipe],
+            vec![wipe.clone()],
             Operation::PartitionTable(PartitionTable {
                 device: device.clone(),
                 logical_sector_size: self.logical_sector_size,
@@ -557,13 +608,27 @@ impl Disk {
                 msdos,
             }),
         );
+        // The wipe and a table that differs would destroy a kept partition: both may only be found done.
+        let kept: Vec<String> =
+            self.partitions.iter().filter(|(_, p)| p.keep).map(|(name, _)| format!("{disk_name}/{name}")).collect();
+        if !kept.is_empty() {
+            let kept = kept.join(", ");
+            build.steps.iter_mut().filter(|s| s.id == wipe || s.id == table).for_each(|s| s.keeps = Some(kept.clone()));
+        }
         for ((part_name, part), entry) in self.partitions.iter().zip(partitions) {
             if let Some(content) = &part.content {
                 let owner = format!("{disk_name}/{part_name}");
+                let first = build.steps.len();
                 build.content(
                     content,
                     &Site { device: &entry.device, provider: &table, owner: &owner, disk: Some(disk_name) },
                 );
+                if part.keep {
+                    build.steps[first..]
+                        .iter_mut()
+                        .filter(|s| s.destructive)
+                        .for_each(|s| s.keeps = Some(owner.clone()));
+                }
             }
         }
     }
@@ -578,7 +643,7 @@ impl Disk {
         w.string("device", &self.device);
         w.open("content");
         w.string("type", "gpt");
-        partitions_to_disko(w, disk_name, &self.partitions);
+        partitions_to_disko(w, disk_name, &self.partitions, u64::from(self.logical_sector_size));
         w.close();
         w.close();
         Ok(())
@@ -586,16 +651,30 @@ impl Disk {
 }
 
 /// The `partitions` of disko's gpt type (on a disk or inside an array), in the plan's order.
-pub(crate) fn partitions_to_disko(w: &mut Writer, disk_name: &str, partitions: &IndexMap<String, Partition>) {
+pub(crate) fn partitions_to_disko(
+    w: &mut Writer,
+    disk_name: &str,
+    partitions: &IndexMap<String, Partition>,
+    sector: u64,
+) {
     w.open("partitions");
     for (index, (part_name, part)) in partitions.iter().enumerate() {
         w.open(part_name);
         // disko orders by priority: keep the plan's order.
         w.line(&format!("priority = {};", 1000 + index));
-        match part.size {
-            Size::Bytes(bytes) => w.string("size", &format_exact(bytes)),
-            Size::Rest => w.string("size", "100%"),
-            Size::AllBut(bytes) => w.string("end", &format!("-{}", format_exact(bytes))),
+        if part.keep {
+            // disko has no such thing: its _create formats the whole disk.
+            w.line("# kept by nix-dabei: disko's _create would destroy it");
+        }
+        match (part.start.and_then(Size::bytes), part.size) {
+            // Where it is, to the sector (disko aligns to 1 for starts in sectors).
+            (Some(start), Size::Bytes(bytes)) => {
+                w.string("start", &format!("{}s", start / sector));
+                w.string("end", &format!("{}s", (start + bytes) / sector - 1));
+            }
+            (_, Size::Bytes(bytes)) => w.string("size", &format_exact(bytes)),
+            (_, Size::Rest) => w.string("size", "100%"),
+            (_, Size::AllBut(bytes)) => w.string("end", &format!("-{}", format_exact(bytes))),
         }
         w.string("type", &code_of(&part.effective_type()));
         w.string("label", &part.label.clone().unwrap_or_else(|| default_partition_label(disk_name, part_name)));
@@ -622,8 +701,12 @@ impl Partition {
         disk_name: &str,
         part_name: &str,
         path: &FieldPath,
-        table: TableFormat,
+        on: TableOn,
     ) {
+        let (table, disk_sector) = match on {
+            TableOn::Disk { table, sector } => (table, Some(sector)),
+            TableOn::Array => (TableFormat::Gpt, None),
+        };
         if !valid_name(part_name) {
             check.report(path.clone(), format!("{part_name:?} is not a usable partition name (no '/', not empty)"));
         }
@@ -677,7 +760,9 @@ impl Partition {
                 Some(_) => {}
             }
         }
-        if let Size::Bytes(bytes) = self.size {
+        self.validate_start_and_keep(check, path, table, disk_sector);
+        // A kept partition is as small as it was made.
+        if let (Size::Bytes(bytes), false) = (self.size, self.keep) {
             if bytes < MIN_PARTITION {
                 let message = format!("{} is smaller than a partition can be (1 MiB, its alignment)", human(bytes));
                 check.report(path.join("size"), message);
@@ -695,7 +780,10 @@ impl Partition {
                 format!("{} is not a GPT partition name (up to 36 characters, no control characters)", shown(&label));
             check.report(path.join("label"), message);
         }
-        check.claim_partition_label(&label, path.join("label"));
+        // A kept partition's name is whatever it was given: two may share one (often the empty one).
+        if !self.keep {
+            check.claim_partition_label(&label, path.join("label"));
+        }
         for (index, bit) in self.attributes.iter().enumerate() {
             if *bit > 63 {
                 check.report(
@@ -710,6 +798,62 @@ impl Partition {
             } else {
                 check.claim_partition_uuid(uuid, path.join("uuid"));
             }
+        }
+    }
+
+    /// A start is a byte offset on a sector boundary (GPT only, so far); a kept partition says exactly
+    /// where it is and which it is, and holds nothing nix-dabei cannot identify.
+    /// `sector` is the disk's; `None` inside an array, where neither is supported yet.
+    fn validate_start_and_keep(&self, check: &mut Checker, path: &FieldPath, table: TableFormat, sector: Option<u32>) {
+        let Some(sector) = sector else {
+            for (field, set) in [("start", self.start.is_some()), ("keep", self.keep)] {
+                if set {
+                    check.report(path.join(field), "is supported on a disk's partitions only, so far, not an array's");
+                }
+            }
+            return;
+        };
+        match self.start {
+            None => {}
+            Some(_) if table == TableFormat::Msdos => {
+                check.report(path.join("start"), "a start is supported on gpt tables only, so far")
+            }
+            Some(Size::Bytes(bytes)) if bytes % u64::from(sector) == 0 => {}
+            Some(Size::Bytes(bytes)) => check.report(
+                path.join("start"),
+                format!("{bytes} is not on a sector boundary (a multiple of {sector} bytes on this disk)"),
+            ),
+            Some(_) => check.report(path.join("start"), "a start is a byte offset from the disk's beginning"),
+        }
+        if !self.keep {
+            return;
+        }
+        if table == TableFormat::Msdos {
+            check.report(path.join("keep"), "keeping partitions is supported on gpt tables only, so far");
+            return;
+        }
+        let missing = [
+            ("start", self.start.is_none(), "where it begins"),
+            ("size", self.size.bytes().is_none(), "its exact size in bytes"),
+            ("uuid", self.uuid.is_none(), "its partition UUID, which identifies it"),
+        ];
+        for (field, is_missing, what) in missing {
+            if is_missing {
+                check.report(path.join(field), format!("a kept partition must say {what}"));
+            }
+        }
+        match &self.content {
+            None => {}
+            Some(super::Content::Filesystem(fs)) if fs.uuid.is_some() => {}
+            Some(super::Content::Swap(swap)) if swap.uuid.is_some() => {}
+            Some(super::Content::Filesystem(_) | super::Content::Swap(_)) => check.report(
+                path.join("content").join("uuid"),
+                "what a kept partition holds is identified by its UUID: give the one it has",
+            ),
+            Some(_) => check.report(
+                path.join("content"),
+                "a kept partition may hold a filesystem or swap (with their UUIDs), or be left without content, so far",
+            ),
         }
     }
 
@@ -752,21 +896,8 @@ impl Partition {
     }
 }
 
-/// sgdisk type codes and the plan names they stand for.
-const CODES: &[(&str, &str)] = &[
-    ("EF00", "esp"),
-    ("EF02", "bios-boot"),
-    ("8300", "linux"),
-    ("8304", "linux-root-x86-64"),
-    ("8200", "swap"),
-    ("8309", "luks"),
-    ("BF01", "zfs"),
-    ("FD00", "raid"),
-    ("8E00", "lvm"),
-];
-
 fn code_of(kind: &str) -> String {
-    CODES.iter().find(|(_, n)| *n == kind).map_or_else(|| kind.to_string(), |(c, _)| c.to_string())
+    KNOWN_TYPES.iter().find(|t| t.name == kind).map_or_else(|| kind.to_string(), |t| t.code.to_string())
 }
 
 /// A label of at most 36 characters that stays unique: a prefix and a hash of the whole.
@@ -803,6 +934,8 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
                  disk the same way)"
             ));
             let partition = Partition {
+                keep: false,
+                start: None,
                 size: Size::Rest,
                 kind: Some("zfs".into()),
                 label: None,
@@ -943,7 +1076,8 @@ fn partition_from_disko(
     let content = object.get("content").and_then(|c| r.content(c, &path.join("content"), false));
     let default_code = if matches!(content, Some(super::Content::Swap(_))) { "8200" } else { "8300" };
     let code = r.string(object, "type", path).unwrap_or_else(|| default_code.into());
-    let kind = CODES.iter().find(|(c, _)| c.eq_ignore_ascii_case(&code)).map_or(code.clone(), |(_, n)| n.to_string());
+    let kind =
+        KNOWN_TYPES.iter().find(|t| t.code.eq_ignore_ascii_case(&code)).map_or(code.clone(), |t| t.name.to_string());
     let default_priority = if code.eq_ignore_ascii_case("EF02") {
         100
     } else if size == Size::Rest {
@@ -976,6 +1110,17 @@ fn partition_from_disko(
     Some((
         priority,
         key.to_string(),
-        Partition { size, kind: Some(kind), label, uuid, attributes, bootable: false, logical: false, content },
+        Partition {
+            keep: false,
+            start: None,
+            size,
+            kind: Some(kind),
+            label,
+            uuid,
+            attributes,
+            bootable: false,
+            logical: false,
+            content,
+        },
     ))
 }

@@ -1,0 +1,185 @@
+//! Reading a disk back into a plan and keeping what is on it, on real loop devices (run as root): tables
+//! made by sgdisk with unaligned and gapped partitions, 512- and 4096-byte sectors. A read-back plan is
+//! found done and applying it writes nothing; a plan that would destroy a kept partition is refused
+//! before anything is written; a partition added after the kept ones goes into free space and the kept
+//! ones stay byte for byte.
+
+use installer::{Event, InstallError, Mode, Options, Outlook, RealSystem, Secrets};
+use layouts::{CompileOptions, Operation, Plan};
+use partitioner::adopt::{read_back, ReadBackError};
+use testkit::loopdev::{require_root, run, serialize, LoopDisk};
+
+/// A disk as another system left it: an unaligned raw partition with data, an ext4 filesystem, swap, a
+/// Windows data partition with attribute 63, an ESP (FAT16, as small ones are), and free space at the end.
+fn foreign_disk(sector: u32) -> LoopDisk {
+    let disk = LoopDisk::new(256 << 20, sector).expect("loop device");
+    let first = if sector == 512 { "34" } else { "6" };
+    let device = disk.device.as_str();
+    let first = format!("1:{first}:+2M");
+    let partitions = [
+        vec!["-n", &first, "-t", "1:8300", "-c", "1:data"],
+        vec!["-n", "2:5M:+32M", "-t", "2:8300"],
+        vec!["-n", "3:0:+16M", "-t", "3:8200"],
+        vec!["-n", "4:120M:+20M", "-t", "4:0700", "-c", "4:Basic data", "-A", "4:set:63"],
+        vec!["-n", "5:150M:+40M", "-t", "5:EF00"],
+    ];
+    let mut args = vec!["-a", "1"];
+    args.extend(partitions.concat());
+    args.push(device);
+    run("sgdisk", &args).expect("sgdisk");
+    run("partx", &["-a", device]).expect("partx");
+    run("dd", &["if=/dev/urandom", &format!("of={}", disk.partition(1)), "bs=64K", "count=32", "status=none"])
+        .expect("data");
+    run("mkfs.ext4", &["-q", "-L", "old-root", &disk.partition(2)]).expect("mkfs.ext4");
+    run("mkswap", &[&disk.partition(3)]).expect("mkswap");
+    run("mkfs.vfat", &["-n", "ESP", &disk.partition(5)]).expect("mkfs.vfat");
+    run("dd", &["if=/dev/urandom", &format!("of={}", disk.partition(4)), "bs=64K", "count=16", "status=none"])
+        .expect("data");
+    disk
+}
+
+fn plan_of(disk: &LoopDisk) -> Plan {
+    let disks = partitioner::discover().expect("discover");
+    let info = partitioner::find_disk(&disks, &disk.device).expect("the loop device is found");
+    let read = read_back(info).expect("read back");
+    let mut plan = Plan { version: 1, hostname: "adopt".into(), ..Plan::default() };
+    plan.disks.insert("disk0".into(), read.disk);
+    plan.validate().unwrap_or_else(|e| panic!("the plan read back is refused: {e}\n{}", plan.to_toml()));
+    plan
+}
+
+fn options() -> Options {
+    let journal_dir = std::env::temp_dir().join(format!("nix-dabei-adopt-{}.state", std::process::id()));
+    let _ = std::fs::remove_dir_all(&journal_dir);
+    Options { mode: Mode::Apply, weak_kdf: true, journal_dir }
+}
+
+fn target() -> String {
+    std::env::temp_dir().join(format!("nix-dabei-adopt-{}", std::process::id())).to_string_lossy().into_owned()
+}
+
+fn apply(plan: &Plan, confirmed: &[String]) -> Result<installer::Report, InstallError> {
+    let steps = plan.compile(&CompileOptions { target: target() }).expect("compiles");
+    let options = options();
+    let preview = installer::preview(&RealSystem, plan, &steps, &options)?;
+    let result =
+        installer::execute(&RealSystem, plan, &preview, confirmed, &Secrets::default(), &options, &|_: Event| {});
+    let _ = installer::teardown(&RealSystem, plan, &steps, &options, &|_: Event| {});
+    result
+}
+
+fn sums(disk: &LoopDisk, numbers: &[u32]) -> Vec<String> {
+    numbers.iter().map(|n| run("sha256sum", &[&disk.partition(*n)]).expect("sha256sum")).collect()
+}
+
+#[test]
+fn a_disk_read_back_is_found_done_and_applying_it_writes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    for sector in [512, 4096] {
+        let disk = foreign_disk(sector);
+        let plan = plan_of(&disk);
+        let kept = &plan.disks["disk0"];
+        assert_eq!(kept.partitions.len(), 5, "{}", plan.to_toml());
+        assert!(kept.partitions.values().all(|p| p.keep), "every partition is kept");
+        let toml = plan.to_toml();
+        assert!(toml.contains("format = \"ext4\"") && toml.contains("[disks.disk0.partitions.p3.content.swap]"));
+        assert!(toml.contains("attributes = [63]") && toml.contains("label = \"Basic data\""), "{toml}");
+        assert!(!toml.contains("mountpoint"), "a mountpoint was invented: {toml}");
+        let esp = run("blkid", &["-o", "value", "-s", "UUID", &disk.partition(5)]).expect("blkid");
+        assert!(toml.contains(&format!("uuid = \"{}\"", esp.trim())), "no FAT volume id: {toml}");
+
+        let steps = plan.compile(&CompileOptions { target: target() }).expect("compiles");
+        let preview = installer::preview(&RealSystem, &plan, &steps, &options()).expect("preview");
+        for (step, outlook) in &preview.steps {
+            match (&step.operation, outlook) {
+                (Operation::Swapon(_), Outlook::Todo { destroys: false }) | (_, Outlook::Done(_)) => {}
+                (_, other) => panic!("{sector}: {} is {other:?} on the disk it was read from", step.id),
+            }
+        }
+        assert!(preview.wipes.is_empty(), "{sector}: a wipe on a read-back disk");
+
+        let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
+        let report = apply(&plan, &[]).expect("apply of the read-back plan");
+        assert_eq!(report.applied, 1, "{sector}: only swap is turned on: {report:?}");
+        assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "{sector}: the disk changed");
+    }
+}
+
+#[test]
+fn a_plan_that_would_destroy_a_kept_partition_is_refused_before_anything_is_written() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = foreign_disk(512);
+    let plan = plan_of(&disk);
+    let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
+    let all = vec!["disk0".to_string()];
+
+    // Another filesystem UUID: the kept ext4 would be made again.
+    let mut other_uuid = plan.clone();
+    if let Some(layouts::Content::Filesystem(fs)) = &mut other_uuid.disks["disk0"].partitions["p2"].content {
+        fs.uuid = Some("0b7cd0b2-3c0e-4f39-9d25-3a1e0e6f3c11".into());
+    }
+    let error = apply(&other_uuid, &all).expect_err("a kept filesystem would be made again").to_string();
+    assert!(error.contains("mkfs:disk0/p2") && error.contains("disk0/p2 is kept"), "{error}");
+    assert!(!error.contains("wipefs"), "clearing a kept filesystem is advised: {error}");
+
+    // A kept partition one mebibyte larger: the table would be rewritten over it.
+    let mut larger = plan.clone();
+    let p4 = &mut larger.disks["disk0"].partitions["p4"];
+    p4.size = layouts::Size::Bytes(p4.size.bytes().expect("exact") + (1 << 20));
+    let error = apply(&larger, &all).expect_err("a kept partition would change").to_string();
+    assert!(error.contains("wipe:disk0") && error.contains("disk0/p4"), "{error}");
+
+    assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "a refused plan wrote to the disk");
+}
+
+#[test]
+fn installing_alongside_puts_a_new_partition_in_free_space_and_leaves_the_kept_ones_byte_for_byte() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let disk = foreign_disk(4096);
+    let before = sums(&disk, &[1, 2, 3, 4, 5]);
+    let text = plan_of(&disk).to_toml()
+        + "\n[disks.disk0.partitions.root]\nsize = \"rest\"\n\
+           [disks.disk0.partitions.root.content.filesystem]\nformat = \"ext4\"\nmountpoint = \"/\"\n";
+    let plan = Plan::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+
+    let report = apply(&plan, &[]).expect("install alongside needs no wipe");
+    assert!(report.applied >= 3, "{report:?}");
+    assert_eq!(sums(&disk, &[1, 2, 3, 4, 5]), before, "a kept partition changed");
+    let table = run("sgdisk", &["-p", &disk.device]).expect("sgdisk -p");
+    assert!(table.lines().any(|l| l.split_whitespace().next() == Some("6")), "no sixth partition: {table}");
+    let probed = run("blkid", &["-o", "value", "-s", "TYPE", &disk.partition(6)]).expect("blkid");
+    assert_eq!(probed.trim(), "ext4");
+
+    // Read back again: six partitions, all kept, all done.
+    let again = plan_of(&disk);
+    assert_eq!(again.disks["disk0"].partitions.len(), 6);
+    assert_eq!(apply(&again, &[]).expect("apply again").applied, 1, "only swap is turned on");
+}
+
+#[test]
+fn tables_a_plan_cannot_describe_yet_are_refused_with_why() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mbr = LoopDisk::new(64 << 20, 512).expect("loop device");
+    run("sh", &["-c", &format!("echo 'start=2048, size=20480, type=83' | sfdisk -q {}", mbr.device)]).expect("sfdisk");
+    let gapped = LoopDisk::new(64 << 20, 512).expect("loop device");
+    run("sgdisk", &["-n", "2:0:+8M", &gapped.device]).expect("sgdisk");
+    let blank = LoopDisk::new(64 << 20, 512).expect("loop device");
+    let disks = partitioner::discover().expect("discover");
+    let find = |disk: &LoopDisk| partitioner::find_disk(&disks, &disk.device).expect("found").clone();
+    assert!(matches!(read_back(&find(&mbr)), Err(ReadBackError::Mbr { .. })));
+    let error = read_back(&find(&gapped)).expect_err("a gap in the numbers").to_string();
+    assert!(error.contains("gap before 2"), "{error}");
+    assert!(matches!(read_back(&find(&blank)), Err(ReadBackError::NoTable { .. })));
+}

@@ -1,0 +1,62 @@
+//! `nix-dabei probe`: the machine's disks read back into a plan whose every partition is kept.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use layouts::{Plan, PlanFormat};
+
+/// Arguments of `nix-dabei probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The disks to read (paths); every disk with a partition table when none is given.
+    pub disks: Vec<String>,
+    /// Write the plan here (TOML, or JSON for a .json name) instead of printing it.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Runs `nix-dabei probe`.
+pub fn run(args: ProbeArgs) -> Result<()> {
+    let found = partitioner::discover().context("cannot list the machine's disks")?;
+    let disks: Vec<&partitioner::DiskInfo> = if args.disks.is_empty() {
+        found.iter().filter(|d| d.partition_table.is_some()).collect()
+    } else {
+        args.disks
+            .iter()
+            .map(|path| partitioner::find_disk(&found, path).with_context(|| format!("cannot use {path}")))
+            .collect::<Result<_>>()?
+    };
+    if disks.is_empty() {
+        anyhow::bail!("no disk with a partition table was found: there is nothing to read back");
+    }
+    let mut plan = Plan { version: 1, hostname: hostname(), ..Plan::default() };
+    for (index, disk) in disks.iter().enumerate() {
+        let read = partitioner::adopt::read_back(disk).with_context(|| format!("cannot read {} back", disk.path))?;
+        for note in &read.notes {
+            eprintln!("nix-dabei: {note}");
+        }
+        plan.disks.insert(format!("disk{index}"), read.disk);
+    }
+    plan.validate().context("the disks as read back do not make a valid plan")?;
+    let json =
+        args.output.as_ref().is_some_and(|o| PlanFormat::from_file_name(&o.display().to_string()) == PlanFormat::Json);
+    let text = if json { plan.to_json() + "\n" } else { plan.to_toml() };
+    match &args.output {
+        Some(output) => std::fs::write(output, text).with_context(|| format!("cannot write {}", output.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// This machine's host name, or "nixos" when it has none that a plan accepts.
+fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    let valid = !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid {
+        name.to_string()
+    } else {
+        "nixos".to_string()
+    }
+}

@@ -1,0 +1,187 @@
+//! Reading a disk back into a plan (`nix-dabei probe`): every partition where it is, kept, with the
+//! filesystem or swap it holds identified by its UUID. Such a plan is found done on the machine it was
+//! read from, and a change to it that would destroy a kept partition is refused before anything is
+//! written. What a partition holds that a plan cannot describe yet (LUKS, ZFS, LVM, RAID, NTFS...) is kept
+//! without content and reported; nothing is invented: mountpoints, mount options and keys are left out.
+
+use indexmap::IndexMap;
+use layouts::gpt::{type_name, Identity, TableFormat};
+use layouts::{Content, Disk, Filesystem, Format, Partition, Size};
+
+use crate::discover::DiskInfo;
+use crate::error::DiskError;
+use crate::probe::Signature;
+use crate::table::{read_table_state, TableEntry};
+
+/// A disk as read back, with what could not be described.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadBack {
+    /// The disk as a plan describes it.
+    pub disk: Disk,
+    /// One line for each partition whose content is kept undescribed, and why.
+    pub notes: Vec<String>,
+}
+
+/// Why a disk could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    /// The disk could not be read.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// It has no partition table.
+    #[error("{device} has no partition table: there is nothing on it to keep")]
+    NoTable {
+        /// The disk.
+        device: String,
+    },
+    /// It has an MBR table.
+    #[error("{device} has an MBR (msdos) partition table: reading those back is not supported yet")]
+    Mbr {
+        /// The disk.
+        device: String,
+    },
+    /// The table is damaged or does not agree with the kernel.
+    #[error("{device}: {why}")]
+    Inconsistent {
+        /// The disk.
+        device: String,
+        /// What disagrees.
+        why: String,
+    },
+}
+
+/// Reads a disk's GPT and what each partition holds. Fails closed: a table whose two copies differ, or
+/// that the kernel sees otherwise, is an error, never a guess.
+pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
+    let device = disk.path.clone();
+    let sector = u64::from(disk.logical_sector_size);
+    let state = read_table_state(&device, sector)?;
+    let inconsistent = |why: String| ReadBackError::Inconsistent { device: device.clone(), why };
+    let entries = match (&state.primary, &state.backup, &state.mbr) {
+        (Some(primary), Some(backup), _) if primary == backup => primary.clone(),
+        (Some(_), Some(_), _) => {
+            return Err(inconsistent("the two GPT copies differ: repair the table first (sgdisk -v)".into()))
+        }
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(inconsistent("one GPT copy is missing or damaged: repair the table first (sgdisk -v)".into()))
+        }
+        (None, None, Some(_)) => return Err(ReadBackError::Mbr { device }),
+        (None, None, None) => return Err(ReadBackError::NoTable { device }),
+    };
+    let mut entries: Vec<TableEntry> = entries;
+    entries.sort_by_key(|e| e.number);
+    let mut partitions = IndexMap::new();
+    let mut notes = Vec::new();
+    let mut previous_end = 0;
+    for (index, entry) in entries.iter().enumerate() {
+        // A plan numbers partitions in its order, from 1, and places them in that order.
+        if entry.number != index as u32 + 1 {
+            return Err(inconsistent(format!(
+                "partition numbers have a gap before {} (a plan numbers them 1, 2, ...): renumber with sgdisk -s",
+                entry.number
+            )));
+        }
+        if entry.first_lba < previous_end {
+            return Err(inconsistent(format!(
+                "partition {} lies before partition {} on the disk (a plan orders them by place): sort them \
+                 with sgdisk -s",
+                entry.number, index
+            )));
+        }
+        previous_end = entry.last_lba + 1;
+        let (start, size) = (entry.first_lba * sector, (entry.last_lba + 1 - entry.first_lba) * sector);
+        let kernel = disk.partitions.iter().find(|p| p.number == entry.number);
+        let kernel = match kernel {
+            Some(k) if k.start == start && k.size == size => k,
+            Some(_) => {
+                return Err(inconsistent(format!(
+                    "the kernel sees partition {} elsewhere than the table says: let it re-read the table \
+                     (partprobe)",
+                    entry.number
+                )))
+            }
+            None => {
+                return Err(inconsistent(format!(
+                    "the kernel does not see partition {}: let it re-read the table (partprobe)",
+                    entry.number
+                )))
+            }
+        };
+        let name = format!("p{}", entry.number);
+        let (content, note) = content_of(&kernel.signatures);
+        if let Some(note) = note {
+            notes.push(format!("{}: {note}; kept without content", kernel.path));
+        }
+        let partition = Partition {
+            start: Some(Size::Bytes(start)),
+            size: Size::Bytes(size),
+            kind: Some(type_name(&entry.type_guid).map_or_else(|| entry.type_guid.clone(), str::to_string)),
+            label: Some(entry.name.clone()),
+            uuid: Some(entry.uuid.to_ascii_lowercase()),
+            attributes: entry.attributes.clone(),
+            bootable: false,
+            logical: false,
+            content,
+            keep: true,
+        };
+        partitions.insert(name, partition);
+    }
+    let identity = Identity { serial: disk.serial.clone(), wwn: disk.wwn.clone(), model: None };
+    let disk = Disk {
+        device: disk.preferred_path().to_string(),
+        size: Some(disk.size),
+        logical_sector_size: disk.logical_sector_size,
+        physical_sector_size: Some(disk.physical_sector_size),
+        identity,
+        discard: false,
+        table: TableFormat::Gpt,
+        partitions,
+    };
+    Ok(ReadBack { disk, notes })
+}
+
+/// What a partition holds, as a plan content, or why it is left undescribed.
+fn content_of(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
+    let [signature] = signatures else {
+        return match signatures {
+            [] => (None, None),
+            many => {
+                let kinds: Vec<&str> = many.iter().map(|s| s.kind.as_str()).collect();
+                (None, Some(format!("it carries several signatures ({})", kinds.join(", "))))
+            }
+        };
+    };
+    let format = match signature.kind.as_str() {
+        "vfat" => Some(Format::Vfat),
+        "ext4" => Some(Format::Ext4),
+        "xfs" => Some(Format::Xfs),
+        "btrfs" => Some(Format::Btrfs),
+        "f2fs" => Some(Format::F2fs),
+        _ => None,
+    };
+    let Some(uuid) = signature.uuid.clone() else {
+        return (None, Some(format!("it holds {} without a UUID", signature.kind)));
+    };
+    match (format, signature.kind.as_str()) {
+        (Some(format), _) => {
+            let filesystem = Filesystem {
+                format,
+                mountpoint: None,
+                mount_options: Vec::new(),
+                label: signature.label.clone().filter(|l| !l.is_empty()),
+                mkfs_options: Vec::new(),
+                uuid: Some(uuid),
+            };
+            (Some(Content::Filesystem(filesystem)), None)
+        }
+        (None, "swap") => {
+            let swap = layouts::nodes::swap::Swap {
+                label: signature.label.clone().filter(|l| !l.is_empty()),
+                uuid: Some(uuid),
+                ..Default::default()
+            };
+            (Some(Content::Swap(swap)), None)
+        }
+        (None, kind) => (None, Some(format!("it holds {kind} (UUID {uuid}), which a plan cannot describe yet"))),
+    }
+}
