@@ -28,6 +28,7 @@ impl Bench {
             mkfs_options: vec![],
         });
         let partition = Partition {
+            number: None,
             keep: false,
             start: None,
             size: Size::Rest,

@@ -139,34 +139,49 @@ fn a_plan_that_would_destroy_a_kept_partition_is_refused_before_anything_is_writ
 }
 
 #[test]
-fn installing_alongside_puts_a_new_partition_in_free_space_and_leaves_the_kept_ones_byte_for_byte() {
+fn installing_alongside_puts_a_new_partition_in_the_free_space_between_kept_ones_and_leaves_them_byte_for_byte() {
     if !require_root() {
         return;
     }
     let _lock = serialize();
     let disk = foreign_disk(4096);
     let before = sums(&disk, &[1, 2, 3, 4, 5]);
-    let text = plan_of(&disk).to_toml()
-        + "\n[disks.disk0.partitions.root]\nsize = \"rest\"\n\
-           [disks.disk0.partitions.root.content.filesystem]\nformat = \"ext4\"\nmountpoint = \"/\"\n";
-    let plan = Plan::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut plan = plan_of(&disk);
+    let addition = Plan::from_toml(
+        "hostname = \"adopt\"\n[disks.d]\ndevice = \"/dev/null\"\nsize = 1073741824\n\
+         [disks.d.partitions.root]\nsize = \"rest\"\n\
+         [disks.d.partitions.root.content.filesystem]\nformat = \"ext4\"\nmountpoint = \"/\"\n",
+    )
+    .expect("a partition");
+    let root = addition.disks["d"].partitions["root"].clone();
+    // In the disk's order: after the swap (ending at 53 MiB), before the Windows data partition at 120 MiB.
+    let partitions = &mut plan.disks["disk0"].partitions;
+    partitions.shift_insert(3, "root".to_string(), root);
+    plan.validate().unwrap_or_else(|e| panic!("{e}\n{}", plan.to_toml()));
 
     let report = apply(&plan, &[]).expect("install alongside needs no wipe");
     assert!(report.applied >= 3, "{report:?}");
     assert_eq!(sums(&disk, &[1, 2, 3, 4, 5]), before, "a kept partition changed");
-    let table = run("sgdisk", &["-p", &disk.device]).expect("sgdisk -p");
-    assert!(table.lines().any(|l| l.split_whitespace().next() == Some("6")), "no sixth partition: {table}");
+    // The lowest free number, in the gap, aligned to 1 MiB.
+    let name = disk.partition(6).trim_start_matches("/dev/").to_string();
+    let sysfs = |field: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/sys/class/block/{name}/{field}")).expect("the kernel sees it");
+        text.trim().parse::<u64>().expect("a number") * 512
+    };
+    let (start, size) = (sysfs("start"), sysfs("size"));
+    assert_eq!((start, start + size), (53 << 20, 120 << 20), "partition 6 is not the gap");
     let probed = run("blkid", &["-o", "value", "-s", "TYPE", &disk.partition(6)]).expect("blkid");
     assert_eq!(probed.trim(), "ext4");
 
-    // Read back again: six partitions, all kept, all done.
+    // Read back again: six partitions in the disk's order, numbered as they are, all kept, all done.
     let again = plan_of(&disk);
-    assert_eq!(again.disks["disk0"].partitions.len(), 6);
+    let numbers: Vec<Option<u32>> = again.disks["disk0"].partitions.values().map(|p| p.number).collect();
+    assert_eq!(numbers, [1, 2, 3, 6, 4, 5].map(Some));
     assert_eq!(apply(&again, &[]).expect("apply again").applied, 1, "only swap is turned on");
 }
 
 #[test]
-fn tables_a_plan_cannot_describe_yet_are_refused_with_why() {
+fn mbr_and_blank_disks_are_refused_with_why_and_numbers_with_gaps_kept() {
     if !require_root() {
         return;
     }
@@ -175,11 +190,13 @@ fn tables_a_plan_cannot_describe_yet_are_refused_with_why() {
     run("sh", &["-c", &format!("echo 'start=2048, size=20480, type=83' | sfdisk -q {}", mbr.device)]).expect("sfdisk");
     let gapped = LoopDisk::new(64 << 20, 512).expect("loop device");
     run("sgdisk", &["-n", "2:0:+8M", &gapped.device]).expect("sgdisk");
+    run("partx", &["-a", &gapped.device]).expect("partx");
     let blank = LoopDisk::new(64 << 20, 512).expect("loop device");
     let disks = partitioner::discover().expect("discover");
     let find = |disk: &LoopDisk| partitioner::find_disk(&disks, &disk.device).expect("found").clone();
     assert!(matches!(read_back(&find(&mbr)), Err(ReadBackError::Mbr { .. })));
-    let error = read_back(&find(&gapped)).expect_err("a gap in the numbers").to_string();
-    assert!(error.contains("gap before 2"), "{error}");
     assert!(matches!(read_back(&find(&blank)), Err(ReadBackError::NoTable { .. })));
+    let read = read_back(&find(&gapped)).expect("a table without partition 1");
+    let numbers: Vec<(&String, Option<u32>)> = read.disk.partitions.iter().map(|(n, p)| (n, p.number)).collect();
+    assert_eq!(numbers, [(&"p2".to_string(), Some(2))]);
 }

@@ -39,6 +39,7 @@ fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
                 (
                     name.to_string(),
                     Partition {
+                        number: None,
                         keep: false,
                         start: None,
                         size,

@@ -16,6 +16,7 @@ fn large_plan() -> Plan {
         partitions.insert(
             "esp".to_string(),
             Partition {
+                number: None,
                 keep: false,
                 start: None,
                 size: Size::Bytes(1 << 30),
@@ -38,6 +39,7 @@ fn large_plan() -> Plan {
         partitions.insert(
             "zfs".to_string(),
             Partition {
+                number: None,
                 keep: false,
                 start: None,
                 size: Size::Rest,

@@ -17,6 +17,7 @@ fn main() {
         partitions.insert(
             "boot".to_string(),
             Partition {
+                number: None,
                 keep: false,
                 start: None,
                 size: Size::Bytes(512 << 20),
@@ -39,6 +40,7 @@ fn main() {
         partitions.insert(
             "data".to_string(),
             Partition {
+                number: None,
                 keep: false,
                 start: None,
                 size: Size::Rest,

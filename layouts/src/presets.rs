@@ -179,6 +179,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
             partitions.insert(
                 "bios".to_string(),
                 Partition {
+                    number: None,
                     keep: false,
                     start: None,
                     size: Size::Bytes(BIOS_BOOT_SIZE),
@@ -196,6 +197,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
         partitions.insert(
             "esp".to_string(),
             Partition {
+                number: None,
                 keep: false,
                 start: None,
                 size: Size::Bytes(ESP_SIZE),
@@ -219,6 +221,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
             partitions.insert(
                 "swap".to_string(),
                 Partition {
+                    number: None,
                     keep: false,
                     start: None,
                     size: Size::Bytes(swap),
@@ -271,6 +274,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
         partitions.insert(
             part_name.to_string(),
             Partition {
+                number: None,
                 keep: false,
                 start: None,
                 size: Size::Rest,

@@ -353,6 +353,7 @@ hostname = "alongside"
 device = "/dev/disk/by-id/virtio-old"
 size = 268435456
 [disks.disk0.partitions.p1]
+number = 1
 start = 17408
 size = "8M"
 type = "microsoft-basic-data"
@@ -370,4 +371,10 @@ content.filesystem = { format = "ext4", mountpoint = "/" }
     assert!(text.contains("start = \"34s\";") && text.contains("end = \"16417s\";"), "{text}");
     assert!(text.contains("type = \"0700\";"), "{text}");
     assert!(text.contains("# kept by nix-dabei: disko's _create would destroy it"), "{text}");
+
+    // disko numbers partitions in their order: numbers that do not follow it cannot be written.
+    let mut out_of_order = plan.clone();
+    out_of_order.disks["disk0"].partitions["p1"].number = Some(2);
+    let error = disko::export(&out_of_order).expect_err("numbers out of order").to_string();
+    assert!(error.contains("disks.disk0.partitions.p1.number") && error.contains("disko numbers"), "{error}");
 }

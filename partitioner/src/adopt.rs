@@ -50,8 +50,9 @@ pub enum ReadBackError {
     },
 }
 
-/// Reads a disk's GPT and what each partition holds. Fails closed: a table whose two copies differ, or
-/// that the kernel sees otherwise, is an error, never a guess.
+/// Reads a disk's GPT and what each partition holds, partitions in the disk's order with their numbers.
+/// Fails closed: a table whose two copies differ, whose partitions overlap, or that the kernel sees
+/// otherwise, is an error, never a guess.
 pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
     let device = disk.path.clone();
     let sector = u64::from(disk.logical_sector_size);
@@ -68,27 +69,18 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
         (None, None, Some(_)) => return Err(ReadBackError::Mbr { device }),
         (None, None, None) => return Err(ReadBackError::NoTable { device }),
     };
+    // A plan lists partitions in the disk's order; each keeps its number.
     let mut entries: Vec<TableEntry> = entries;
-    entries.sort_by_key(|e| e.number);
+    entries.sort_by_key(|e| e.first_lba);
     let mut partitions = IndexMap::new();
     let mut notes = Vec::new();
-    let mut previous_end = 0;
-    for (index, entry) in entries.iter().enumerate() {
-        // A plan numbers partitions in its order, from 1, and places them in that order.
-        if entry.number != index as u32 + 1 {
-            return Err(inconsistent(format!(
-                "partition numbers have a gap before {} (a plan numbers them 1, 2, ...): renumber with sgdisk -s",
-                entry.number
-            )));
+    for pair in entries.windows(2) {
+        if pair[1].first_lba <= pair[0].last_lba {
+            let (a, b) = (pair[0].number, pair[1].number);
+            return Err(inconsistent(format!("partitions {a} and {b} overlap: repair the table first (sgdisk -v)")));
         }
-        if entry.first_lba < previous_end {
-            return Err(inconsistent(format!(
-                "partition {} lies before partition {} on the disk (a plan orders them by place): sort them \
-                 with sgdisk -s",
-                entry.number, index
-            )));
-        }
-        previous_end = entry.last_lba + 1;
+    }
+    for entry in &entries {
         let (start, size) = (entry.first_lba * sector, (entry.last_lba + 1 - entry.first_lba) * sector);
         let kernel = disk.partitions.iter().find(|p| p.number == entry.number);
         let kernel = match kernel {
@@ -115,6 +107,7 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
         let partition = Partition {
             start: Some(Size::Bytes(start)),
             size: Size::Bytes(size),
+            number: Some(entry.number),
             kind: Some(type_name(&entry.type_guid).map_or_else(|| entry.type_guid.clone(), str::to_string)),
             label: Some(entry.name.clone()),
             uuid: Some(entry.uuid.to_ascii_lowercase()),

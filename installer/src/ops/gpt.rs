@@ -78,9 +78,11 @@ impl Perform for PartitionTable {
                 && e.name == p.name
                 && e.attributes == p.attribute_bits()
         };
+        // Matched by number: a plan's order is the disk's, which numbers need not follow.
         let planned = |entries: &Option<Vec<TableEntry>>| {
             entries.as_ref().is_some_and(|entries| {
-                entries.len() == self.partitions.len() && entries.iter().zip(&self.partitions).all(|(e, p)| same(e, p))
+                entries.len() == self.partitions.len()
+                    && self.partitions.iter().all(|p| entries.iter().any(|e| e.number == p.number && same(e, p)))
             })
         };
         // Installing alongside kept partitions: a table holding some of the planned partitions and nothing
@@ -110,7 +112,10 @@ impl Perform for PartitionTable {
                             && !mbr.broken_chain
                             && mbr.extended.map(|(_, extent)| extent) == msdos.extended
                             && planned(&Some(mbr.entries.clone()))
-                            && mbr.entries.iter().zip(&self.partitions).all(|(e, p)| e.bootable == p.bootable)
+                            && self
+                                .partitions
+                                .iter()
+                                .all(|p| mbr.entries.iter().any(|e| e.number == p.number && e.bootable == p.bootable))
                     })
             }
         };
@@ -122,10 +127,12 @@ impl Perform for PartitionTable {
         let kernel_agrees = state.kernel.as_ref().is_none_or(|kernel| {
             let kernel: Vec<_> = kernel.iter().filter(|k| Some(k.number) != extended_number).collect();
             kernel.len() == self.partitions.len()
-                && kernel.iter().zip(&self.partitions).all(|(k, p)| {
-                    k.number == p.number
-                        && k.start == p.extent.first_lba * sector
-                        && k.size == p.extent.sectors() * sector
+                && self.partitions.iter().all(|p| {
+                    kernel.iter().any(|k| {
+                        k.number == p.number
+                            && k.start == p.extent.first_lba * sector
+                            && k.size == p.extent.sectors() * sector
+                    })
                 })
         });
         if kernel_agrees {

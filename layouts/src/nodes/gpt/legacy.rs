@@ -177,6 +177,7 @@ pub(crate) fn disk_from_disko(r: &mut Reader, device: String, content: &Object, 
         // On a GPT, parted names the partition after `name`.
         let label = written_name.filter(|_| table == TableFormat::Gpt);
         let partition = Partition {
+            number: None,
             keep: false,
             start: None,
             size,

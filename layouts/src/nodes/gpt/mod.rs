@@ -117,6 +117,10 @@ pub struct Partition {
     pub start: Option<Size>,
     /// Size, or `"rest"` for what remains of the disk. Starts are aligned to 1 MiB.
     pub size: Size,
+    /// GPT only: the partition's number, for one that is already on the disk (numbers need not follow
+    /// the disk's order); partitions without one take the lowest numbers left, in the plan's order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
     /// Partition type: `esp`, `linux`, `swap`, `luks`, `zfs`, `bios-boot`, an sgdisk code such as
     /// `BF01`, or a type GUID. Defaults from the content.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -181,9 +185,28 @@ impl Disk {
         }
     }
 
-    /// The partition numbers, in the plan's order: 1, 2, ... on GPT; on MBR, primary partitions from 1 and
-    /// logical ones from 5, as the kernel numbers them.
+    /// The partition numbers, in the plan's order: on GPT, a partition's own `number`, else the lowest
+    /// number no partition of the disk has, taken in order (1, 2, ... when none gives one); on MBR, primary
+    /// partitions from 1 and logical ones from 5, as the kernel numbers them.
     pub fn partition_numbers(&self) -> Vec<u32> {
+        if self.table == TableFormat::Gpt {
+            let mut taken: std::collections::BTreeSet<u32> =
+                self.partitions.values().filter_map(|p| p.number).collect();
+            let mut next = 1;
+            return self
+                .partitions
+                .values()
+                .map(|p| {
+                    p.number.unwrap_or_else(|| {
+                        while taken.contains(&next) {
+                            next += 1;
+                        }
+                        taken.insert(next);
+                        next
+                    })
+                })
+                .collect();
+        }
         let (mut primary, mut logical) = (0, 4);
         let msdos = self.table == TableFormat::Msdos;
         self.partitions
@@ -421,6 +444,16 @@ impl Disk {
                 format!("{} partitions do not fit a GPT, which holds {MAX_PARTITIONS}", self.partitions.len());
             check.report(path.join("partitions"), message);
         }
+        let mut numbers: HashMap<u32, &str> = HashMap::new();
+        for (part_name, part) in self.partitions.iter().filter(|_| self.table == TableFormat::Gpt) {
+            let Some(number) = part.number else { continue };
+            let field = path.join("partitions").join(part_name.clone()).join("number");
+            if number == 0 || number as usize > MAX_PARTITIONS {
+                check.report(field, format!("{number} is not a GPT partition number (1 to {MAX_PARTITIONS})"));
+            } else if let Some(first) = numbers.insert(number, part_name) {
+                check.report(field, format!("partition {first:?} has number {number} too"));
+            }
+        }
         for (part_name, part) in &self.partitions {
             let part_path = path.join("partitions").join(part_name.clone());
             let on = TableOn::Disk { table: self.table, sector: self.logical_sector_size };
@@ -638,6 +671,18 @@ impl Disk {
         if self.table == TableFormat::Msdos {
             return legacy::to_disko(self, w, disk_name);
         }
+        // disko numbers partitions in its (priority) order, which is the plan's.
+        let numbers = self.partition_numbers();
+        if let Some((index, number)) = numbers.iter().enumerate().find(|(i, n)| **n != *i as u32 + 1) {
+            let name = self.partitions.get_index(index).map(|(name, _)| name.clone()).unwrap_or_default();
+            return Err(crate::disko::ExportError {
+                path: FieldPath::root().join("disks").join(disk_name).join("partitions").join(name).join("number"),
+                message: format!(
+                    "is {number}, the {}. partition in the disk's order: disko numbers partitions in their order",
+                    index + 1
+                ),
+            });
+        }
         w.open(disk_name);
         w.string("type", "disk");
         w.string("device", &self.device);
@@ -806,7 +851,9 @@ impl Partition {
     /// `sector` is the disk's; `None` inside an array, where neither is supported yet.
     fn validate_start_and_keep(&self, check: &mut Checker, path: &FieldPath, table: TableFormat, sector: Option<u32>) {
         let Some(sector) = sector else {
-            for (field, set) in [("start", self.start.is_some()), ("keep", self.keep)] {
+            for (field, set) in
+                [("start", self.start.is_some()), ("number", self.number.is_some()), ("keep", self.keep)]
+            {
                 if set {
                     check.report(path.join(field), "is supported on a disk's partitions only, so far, not an array's");
                 }
@@ -833,6 +880,7 @@ impl Partition {
             return;
         }
         let missing = [
+            ("number", self.number.is_none(), "its number"),
             ("start", self.start.is_none(), "where it begins"),
             ("size", self.size.bytes().is_none(), "its exact size in bytes"),
             ("uuid", self.uuid.is_none(), "its partition UUID, which identifies it"),
@@ -873,6 +921,12 @@ impl Partition {
                 };
                 check.report(path.join("type"), message);
             }
+        }
+        if self.number.is_some() {
+            check.report(
+                path.join("number"),
+                "on MBR, numbers follow the plan's order (primary partitions from 1, logical ones from 5)",
+            );
         }
         let gpt_only = [
             ("label", self.label.is_some()),
@@ -934,6 +988,7 @@ pub(crate) fn disk_from_disko(r: &mut Reader, name: &str, value: &Value, path: &
                  disk the same way)"
             ));
             let partition = Partition {
+                number: None,
                 keep: false,
                 start: None,
                 size: Size::Rest,
@@ -1111,6 +1166,7 @@ fn partition_from_disko(
         priority,
         key.to_string(),
         Partition {
+            number: None,
             keep: false,
             start: None,
             size,
