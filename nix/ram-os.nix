@@ -133,6 +133,9 @@ in
       connect-timeout = 5;
     };
 
+    # Tells `nix-dabei remote` that the machine runs the RAM OS already (no kexec needed).
+    environment.etc."nix-dabei/ram-os".text = "nix-dabei RAM OS\n";
+
     environment.systemPackages = with pkgs; [
       gptfdisk
       kexec-tools

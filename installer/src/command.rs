@@ -48,6 +48,11 @@ pub fn run(program: &str, args: &[String], input: Option<&[u8]>) -> Result<Strin
         let _ = stdin.write_all(input);
     }
     let output = child.wait_with_output().map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    stdout_of(command, output)
+}
+
+/// A finished program's standard output, or its failure.
+fn stdout_of(command: String, output: std::process::Output) -> Result<String, CommandError> {
     if !output.status.success() {
         return Err(CommandError::Failed {
             command,
@@ -57,6 +62,21 @@ pub fn run(program: &str, args: &[String], input: Option<&[u8]>) -> Result<Strin
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs a program with the contents of `file` on its standard input (streamed, not read into memory);
+/// returns its standard output.
+pub fn run_with_file_input(program: &str, args: &[String], file: &std::path::Path) -> Result<String, CommandError> {
+    let command = command_line(program, args);
+    let input = std::fs::File::open(file).map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    stdout_of(command, output)
 }
 
 /// Runs a program, handing each line it prints (stdout and stderr) to `on_line` as it comes.

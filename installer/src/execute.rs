@@ -174,7 +174,7 @@ pub enum Outlook {
 }
 
 /// A disk that a run will wipe, for confirmation.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WipeTarget {
     /// Plan name.
     pub disk: String,

@@ -25,6 +25,10 @@ pub struct ApplyArgs {
     /// Install NixOS from this flake after the disks are ready (overrides the plan's flake).
     #[arg(long, value_name = "REF")]
     pub flake: Option<String>,
+    /// Only partition, format and mount, even when the plan names a flake (`nix-dabei install` installs
+    /// later; `nix-dabei remote` runs the two as separate phases).
+    #[arg(long, conflicts_with = "flake")]
+    pub disks_only: bool,
     /// After an install, leave everything mounted and the pools imported (by default they are unmounted,
     /// exported and closed, so that the installed system imports its pools cleanly at first boot).
     #[arg(long)]
@@ -33,6 +37,10 @@ pub struct ApplyArgs {
     /// LUKS, host id, ZFS support, drivers, boot loader and firmware).
     #[arg(long)]
     pub skip_flake_check: bool,
+    /// Show the steps as they stand on this machine (and check the flake, when one is given), then stop:
+    /// nothing is written and no passphrase is asked for. With --json, one "review" object.
+    #[arg(long)]
+    pub review_only: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
@@ -76,6 +84,11 @@ fn read_secrets(plan: &Plan, keys: &KeyArgs, confirm_twice: bool) -> Result<Secr
     if !plan.needs_passphrase() {
         return Ok(Secrets::default());
     }
+    Ok(Secrets { passphrase: Some(read_passphrase(keys, confirm_twice)?) })
+}
+
+/// The passphrase from where the arguments say: a file, standard input, or a prompt at a terminal.
+pub(crate) fn read_passphrase(keys: &KeyArgs, confirm_twice: bool) -> Result<Secret> {
     let passphrase = if let Some(path) = &keys.passphrase_file {
         Secret::from_file(path).with_context(|| format!("cannot read the passphrase file {}", path.display()))?
     } else if keys.passphrase_stdin {
@@ -88,7 +101,7 @@ fn read_secrets(plan: &Plan, keys: &KeyArgs, confirm_twice: bool) -> Result<Secr
     if passphrase.is_empty() {
         bail!("the passphrase is empty");
     }
-    Ok(Secrets { passphrase: Some(passphrase) })
+    Ok(passphrase)
 }
 
 fn options(mode: Mode) -> Options {
@@ -132,7 +145,7 @@ fn step_line(number: usize, total: usize, event: &Event) -> Option<String> {
 }
 
 /// Prints events for people, or as JSON lines.
-fn printer(json: bool, total: usize) -> impl Fn(Event) + Sync {
+pub(crate) fn printer(json: bool, total: usize) -> impl Fn(Event) + Sync + Send + 'static {
     let display = Display::choose(json);
     let bar = (display == Display::Progress).then(|| progress_bar(indicatif::ProgressDrawTarget::stdout(), total));
     printer_to(display, total, bar)
@@ -150,7 +163,11 @@ fn progress_bar(target: indicatif::ProgressDrawTarget, total: usize) -> indicati
     bar
 }
 
-fn printer_to(display: Display, total: usize, bar: Option<indicatif::ProgressBar>) -> impl Fn(Event) + Sync {
+fn printer_to(
+    display: Display,
+    total: usize,
+    bar: Option<indicatif::ProgressBar>,
+) -> impl Fn(Event) + Sync + Send + 'static {
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let running: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
     move |event: Event| {
@@ -219,6 +236,45 @@ fn print_review(preview: &Preview) {
     }
 }
 
+/// The review as one JSON object, for a frontend on another machine (`nix-dabei remote`, which reads it
+/// back as a `remote::Review`): each step with its state, the disks that will be wiped with the word that
+/// confirms each, and whether a passphrase will be needed.
+fn review_json(plan: &Plan, preview: &Preview) -> serde_json::Value {
+    let steps = preview
+        .steps
+        .iter()
+        .map(|(step, outlook)| {
+            let (state, detail) = match outlook {
+                Outlook::Done(reason) => ("done", reason.clone()),
+                Outlook::Todo { destroys: true } => ("destroys", String::new()),
+                Outlook::Todo { destroys: false } => ("todo", String::new()),
+                Outlook::Conflict(reason) => ("conflict", reason.clone()),
+            };
+            remote::ReviewStep {
+                id: step.id.clone(),
+                description: step.description.clone(),
+                state: state.to_string(),
+                detail,
+            }
+        })
+        .collect();
+    let wipes = preview
+        .wipes
+        .iter()
+        .map(|wipe| remote::ReviewWipe { target: wipe.clone(), confirm: wipe.confirmation_word().to_string() })
+        .collect();
+    let review = remote::Review {
+        host: plan.hostname.clone(),
+        steps,
+        wipes,
+        needs_passphrase: plan.needs_passphrase() && !preview.nothing_to_do(),
+        nothing_to_do: preview.nothing_to_do(),
+    };
+    let mut value = serde_json::to_value(review).unwrap_or_default();
+    value["event"] = "review".into();
+    value
+}
+
 /// Confirmed disk names: from the flags, or typed at the terminal (each disk's serial).
 fn confirm(preview: &Preview, args: &ApplyArgs) -> Result<Vec<String>> {
     if args.yes_wipe_all {
@@ -256,6 +312,9 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
     if let Some(flake) = &args.flake {
         plan.flake = Some(flake.clone());
     }
+    if args.disks_only {
+        plan.flake = None;
+    }
     let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
     let options = options(Mode::Apply);
     let preview = installer::preview(&RealSystem, &plan, &steps, &options)?;
@@ -271,6 +330,12 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
         if !args.output.json {
             println!("The configuration fits the plan.\n");
         }
+    }
+    if args.review_only {
+        if args.output.json {
+            println!("{}", review_json(&plan, &preview));
+        }
+        return Ok(());
     }
     let confirmed = confirm(&preview, &args)?;
     let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, true)? };

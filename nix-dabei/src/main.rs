@@ -6,6 +6,7 @@ mod disks;
 mod kexec;
 mod plan;
 mod probe;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,9 @@ enum Command {
     Kexec(kexec::KexecArgs),
     /// In the RAM OS: restore the keys and network settings `kexec` carried over.
     RestoreNetwork(kexec::RestoreArgs),
+    /// From a workstation: install a machine reached by SSH in one command (connect, inspect, kexec into
+    /// the RAM OS, plan, apply, install, reboot), resuming a run a dropped connection interrupted.
+    Remote(Box<remote::RemoteArgs>),
     /// The interactive installer for a console (also what `nix-dabei` alone starts on a terminal).
     Tui(TuiArgs),
 }
@@ -107,7 +111,10 @@ fn main() -> ExitCode {
         }
     };
     // Commands that may hold a passphrase keep it out of core dumps from the start.
-    if matches!(command, Command::Tui(_) | Command::Apply(_) | Command::Install(_) | Command::Mount(_)) {
+    if matches!(
+        command,
+        Command::Tui(_) | Command::Apply(_) | Command::Install(_) | Command::Mount(_) | Command::Remote(_)
+    ) {
         if let Err(error) = installer::secret::protect_process() {
             eprintln!("nix-dabei: cannot keep secrets out of core dumps: {error}");
             return ExitCode::FAILURE;
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
         Command::ExportDisko(args) => disko::export(args),
         Command::NixosModule(args) => print_nixos_module(args),
         Command::Unmount(args) => apply::unmount(args),
+        Command::Remote(args) => remote::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,6 +86,8 @@ fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd()
         .as_str()
         .expect("exec")
         .ends_with("-nix-dabei-from-the-flake-x86_64-linux/bin/nix-dabei restore-network /etc/nix-dabei/kexec"));
+    // `nix-dabei remote` looks for it to know that no kexec is needed.
+    assert!(facts["ramOsMarker"].as_str().is_some_and(|t| !t.is_empty()), "{}", facts["ramOsMarker"]);
     assert_eq!((facts["networkd"].clone(), facts["resolved"].clone()), (Value::Bool(true), Value::Bool(true)));
     assert_eq!(strings(&facts["nixSettings"]["experimental-features"]), ["nix-command", "flakes"]);
     let packages = strings(&facts["ramOsPackages"]);

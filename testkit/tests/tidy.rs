@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 /// The crates that ship in the binary; test harnesses (vm-tests, testkit) may do what they like.
-const SHIPPED: &[&str] = &["layouts", "partitioner", "installer", "handover", "tui", "nix-dabei"];
+const SHIPPED: &[&str] = &["layouts", "partitioner", "installer", "handover", "tui", "remote", "nix-dabei"];
 
 /// The one module allowed to start programs.
 const COMMAND_MODULE: &str = "installer/src/command.rs";

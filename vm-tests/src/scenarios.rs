@@ -1292,6 +1292,7 @@ pub fn all() -> Vec<Scenario> {
         },
         resume,
         kexec_scenario(),
+        remote_scenario(),
         Scenario {
             name: "disko-zfs",
             disks: vec![gib("z0", 3, Bus::Virtio), gib("z1", 3, Bus::Virtio)],
@@ -1507,7 +1508,9 @@ fn verify_power_cuts(share: &Path) -> Result<()> {
     verify_layout(share)
 }
 
-/// Runs a scenario whose host side talks to the guest over SSH while it runs.
+/// Runs a scenario whose host side talks to the guest over SSH while it runs. The first boot may kexec
+/// (its second system is boot 2); each later boot is the machine started again after it powered off
+/// (boots 3, 4, ...), with the same forwarded port.
 fn run_driven(
     scenario: &Scenario,
     driver: fn(&Path, u16) -> Result<()>,
@@ -1520,24 +1523,54 @@ fn run_driven(
     let share = machine.share();
     fs::copy(&image.bzimage, share.join("bzImage"))?;
     fs::copy(&image.initrd_zstd, share.join("initrd.zst"))?;
-    let mut running = machine.start(image, 1, &format!("{PRELUDE}{}", scenario.boots[0]))?;
-    let driven = driver(&share, port);
-    if driven.is_err() {
-        running.kill();
+    let driver_share = share.clone();
+    let mut driving = Some(std::thread::spawn(move || driver(&driver_share, port)));
+    let mut driven = None;
+    let mut boots = Vec::new();
+    let mut failure = None;
+    for (index, script) in scenario.boots.iter().enumerate() {
+        let number = if index == 0 { 1 } else { index as u32 + 2 };
+        let mut running = machine.start(image, number, &format!("{PRELUDE}{script}"))?;
+        let started = std::time::Instant::now();
+        while !running.has_ended()? && started.elapsed() < BOOT_LIMIT * 3 {
+            if driving.as_ref().is_some_and(|d| d.is_finished()) {
+                let result = driving.take().map(|d| d.join().map_err(|_| anyhow::anyhow!("the driver panicked")));
+                driven = result.map(|r| r.and_then(|r| r));
+            }
+            // A driver that gave up ends the machine instead of leaving it to its time limit.
+            if driven.as_ref().is_some_and(|d| d.is_err()) {
+                running.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let result = running.wait(BOOT_LIMIT * 3)?;
+        boots.push(result.elapsed);
+        if result.timed_out || result.exit_code != Some(0) {
+            failure = Some(format!(
+                "boot {number} ended with {:?}{}; console log {}:\n{}",
+                result.exit_code,
+                if result.timed_out { " (time limit)" } else { "" },
+                result.log.display(),
+                vm::tail(&result.log, 60)
+            ));
+            break;
+        }
     }
-    let result = running.wait(BOOT_LIMIT * 2)?;
-    let log = vm::tail(&result.log, 60);
-    driven.with_context(|| format!("console log {}:\n{log}", result.log.display()))?;
-    ensure!(
-        !result.timed_out && result.exit_code == Some(0),
-        "the guest ended with {:?}; console log {}:\n{log}",
-        result.exit_code,
-        result.log.display()
-    );
+    if let Some(driving) = driving {
+        driving.join().map_err(|_| anyhow::anyhow!("the driver panicked"))??;
+    }
+    if let Some(driven) = driven {
+        driven?;
+    }
+    if let Some(failure) = failure {
+        bail!("{failure}");
+    }
     let bystander = fs::read(machine.disk_file(BYSTANDER))?;
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
+    (scenario.verify)(&share).with_context(|| format!("checking the results in {}", share.display()))?;
     remove_disk_images(&machine)?;
-    Ok(Report { total: start.elapsed(), boots: vec![result.elapsed] })
+    Ok(Report { total: start.elapsed(), boots })
 }
 
 /// The guest side of the kexec scenario: a "rescue" system with a static address and SSH, which the
@@ -1740,6 +1773,264 @@ pub fn kexec_scenario() -> Scenario {
         driver: Some(drive_kexec),
         // A small rescue machine: the RAM OS loads beside it, and installs an encrypted mirror after.
         memory_mib: Some(512),
+        prepare: None,
+        boot_limit: None,
+    }
+}
+
+/// The guest side of the remote scenario. Boot 1 is a "rescue" system with SSH and nothing of
+/// nix-dabei on its PATH; boot 2, inside the same machine after the kexec `nix-dabei remote` does, is the
+/// RAM OS (the test image again: it marks itself as the RAM OS, restores what the kexec carried, and at
+/// first shows the wrong host key); boot 3, after the reboot `remote` asks for, is the installed system.
+const REMOTE_BOOT: &str = r#"
+iface=$(ls /sys/class/net | grep -v '^lo$' | head -n1)
+network() {
+    ip link set dev "$iface" up
+    ip address add 10.0.2.15/24 dev "$iface" 2>/dev/null || true
+    ip route add default via 10.0.2.2 dev "$iface" 2>/dev/null || true
+}
+ssh_with() { # host key file (OpenSSH format)
+    mkdir -p /etc/dropbear
+    dropbearconvert openssh dropbear "$1" /etc/dropbear/host_key 2>/dev/null
+    dropbear -r /etc/dropbear/host_key -p 22
+}
+wait_for() { # file, seconds
+    i=0
+    until [ -f "$1" ]; do i=$((i + 1)); [ $i -lt "$2" ] || exit 1; sleep 1; done
+}
+# The user's flake holds the layout's module, as committed before installing.
+cp /host/nix-dabei.nix /etc/nixos/nix-dabei.nix
+case "$NIX_DABEI_BOOT" in
+1)
+    say "rescue system on $iface"
+    network
+    mkdir -p /root/.ssh /etc/ssh
+    cp /host/test_key.pub /root/.ssh/authorized_keys
+    ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+    # nix-dabei is not on the rescue system's PATH: remote brings its own.
+    export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    ssh_with /etc/ssh/ssh_host_ed25519_key
+    touch /host/out/rescue-ready
+    # nix-dabei remote kexecs from here; this boot ends with the switch.
+    sleep 900
+    exit 1
+    ;;
+2)
+    say "RAM OS after kexec"
+    mkdir -p /etc/nix-dabei
+    echo "nix-dabei RAM OS (test image)" > /etc/nix-dabei/ram-os
+    nix-dabei restore-network /etc/nix-dabei/kexec > /host/out/restore.txt 2>&1
+    grep -E '^MemAvailable:' /proc/meminfo > /host/out/meminfo-ramos.txt
+    # The RAM OS's own nix-dabei, on the PATH SSH sessions get (with the test's weak key derivation).
+    printf '#!/bin/sh\nexport NIX_DABEI_WEAK_KDF=1\nexec /host/bin/nix-dabei "$@"\n' > /usr/local/bin/nix-dabei
+    # Rebooting (systemd's way, as in the RAM OS) ends this machine; the harness starts boot 3 as the
+    # installed system.
+    printf '#!/bin/sh\n[ "$1" = reboot ] || exit 1\ntouch /host/out/rebooted\n%s\n' \
+        'echo 0 > /host/exit-code; sync; poweroff -f' > /usr/local/bin/systemctl
+    chmod +x /usr/local/bin/nix-dabei /usr/local/bin/systemctl
+    network
+    # First another host key than the one carried over: remote must refuse it.
+    ssh-keygen -q -t ed25519 -N '' -f /tmp/other_host_key
+    ssh_with /tmp/other_host_key
+    touch /host/out/ramos-wrong-key
+    wait_for /host/out/right-key 600
+    kill "$(pidof dropbear)"; sleep 1
+    ssh_with /etc/ssh/ssh_host_ed25519_key
+    touch /host/out/ramos-ready
+    sleep 1500
+    exit 1
+    ;;
+*)
+    say "the installed system"
+    nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount.jsonl
+    cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt
+    zpool status -j --json-int > /host/out/zpool-status.json
+    network
+    ssh-keygen -q -t ed25519 -N '' -f /tmp/installed_host_key
+    mkdir -p /root/.ssh && cp /host/test_key.pub /root/.ssh/authorized_keys
+    ssh_with /tmp/installed_host_key
+    wait_for /host/out/done 600
+    nix-dabei unmount /host/plan.toml --json > /host/out/unmount.jsonl
+    ;;
+esac
+"#;
+
+/// `nix-dabei remote` on the host, against the guest, with the test's key and known_hosts.
+fn remote_command(share: &Path, port: u16, extra: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(share.join("bin/nix-dabei"));
+    command
+        .args(["remote", "root@127.0.0.1", "-p", &port.to_string(), "-i"])
+        .arg(share.join("test_key"))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", share.join("known_hosts").display()))
+        .args(["-o", "StrictHostKeyChecking=accept-new", "--json", "--plan"])
+        .arg(share.join("plan.toml"))
+        .args(["--flake", "path:/etc/nixos#vm", "--kexec-tarball"])
+        .arg(share.join("kexec.tar.gz"))
+        .args(["--passphrase-file"])
+        .arg(share.join("passphrase"))
+        .args(extra)
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+fn disk_digests(share: &Path, serials: &[&str]) -> Result<String> {
+    let machine = share.parent().context("machine folder")?;
+    let output = std::process::Command::new("sha256sum")
+        .args(serials.iter().map(|s| machine.join(format!("{s}.img"))))
+        .output()?;
+    ensure!(output.status.success(), "sha256sum failed");
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The host side of the remote scenario.
+fn drive_remote(share: &Path, port: u16) -> Result<()> {
+    let out = share.join("out");
+    fs::create_dir_all(&out)?;
+    let generated = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(share.join("test_key"))
+        .status()?;
+    ensure!(generated.success(), "ssh-keygen failed");
+    let binary = share.join("bin/nix-dabei");
+    // The plan is made on the workstation; its module goes into the flake before the install.
+    let plan = std::process::Command::new(&binary)
+        .args(["plan", "--preset", "mirror", "--encrypt", "--disk", "/dev/disk/by-id/virtio-x0", "--disk"])
+        .args(["/dev/disk/by-id/virtio-x1", "--offline-size", "3G", "--boot", "bios", "--flake", "path:/etc/nixos#vm"])
+        .arg("-o")
+        .arg(share.join("plan.toml"))
+        .output()?;
+    ensure!(plan.status.success(), "plan failed: {}", String::from_utf8_lossy(&plan.stderr));
+    let module = std::process::Command::new(&binary).arg("nixos-module").arg(share.join("plan.toml")).output()?;
+    ensure!(module.status.success(), "nixos-module failed");
+    fs::write(share.join("nix-dabei.nix"), &module.stdout)?;
+    // A kexec tarball as the flake's: kexec/{bzImage,initrd,nix-dabei,run}.
+    let kexec = share.join("tarball/kexec");
+    fs::create_dir_all(&kexec)?;
+    fs::copy(share.join("bzImage"), kexec.join("bzImage"))?;
+    fs::copy(share.join("initrd.zst"), kexec.join("initrd"))?;
+    fs::copy(&binary, kexec.join("nix-dabei"))?;
+    fs::write(
+        kexec.join("run"),
+        "#!/bin/sh\nset -eu\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\nexec \"$here/nix-dabei\" kexec --kernel \
+         \"$here/bzImage\" --initrd \"$here/initrd\" --delay 3 \
+         --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'\n",
+    )?;
+    std::os::unix::fs::PermissionsExt::set_mode(&mut fs::metadata(kexec.join("run"))?.permissions(), 0o755);
+    let packed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("chmod 755 tarball/kexec/run && tar -C tarball -cf - kexec | gzip -1 > kexec.tar.gz")
+        .current_dir(share)
+        .status()?;
+    ensure!(packed.success(), "cannot pack the kexec tarball");
+    wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
+    let disks = ["x0", "x1"];
+    let before = disk_digests(share, &disks)?;
+
+    // A dry run from the rescue system: the review, and nothing written.
+    let dry = remote_command(share, port, &["--dry-run"]).output()?;
+    let dry_events = String::from_utf8_lossy(&dry.stdout).into_owned();
+    fs::write(out.join("remote-dry-run.jsonl"), &dry_events)?;
+    ensure!(dry.status.success(), "the dry run failed: {}\n{dry_events}", String::from_utf8_lossy(&dry.stderr));
+    let events = json_lines(&dry_events);
+    let review = events.iter().find(|e| e["event"] == "reviewed").context("no review in the dry run")?;
+    ensure!(review["review"]["wipes"].as_array().map(Vec::len) == Some(2), "the review wipes two disks: {review}");
+    ensure!(!events.iter().any(|e| e["event"] == "phase-started" && e["phase"] == "apply"), "the dry run applied");
+    ensure!(disk_digests(share, &disks)? == before, "the dry run changed a disk");
+    let leftover = ssh(share, port, "yes", "test ! -e /run/nix-dabei/remote-dry-run")?;
+    ensure!(leftover.status.success(), "the dry run left its folder behind");
+
+    // The whole flow; after kexec the machine shows another host key, and the run stops there.
+    let refused = remote_command(share, port, &["--yes-wipe-all", "--boot-timeout", "300"]).output()?;
+    let refused_events = String::from_utf8_lossy(&refused.stdout).into_owned();
+    fs::write(out.join("remote-wrong-key.jsonl"), &refused_events)?;
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    ensure!(!refused.status.success(), "a changed host key after kexec was accepted: {refused_events}");
+    ensure!(stderr.contains("host key changed"), "the refusal does not say why: {stderr}");
+    ensure!(out.join("ramos-wrong-key").exists(), "the RAM OS did not come up");
+    ensure!(disk_digests(share, &disks)? == before, "a disk was written before the host key was checked");
+    fs::write(out.join("right-key"), "")?;
+    wait_for_file(&out.join("ramos-ready"), Duration::from_secs(60))?;
+
+    // Again, with the carried key: killed (with its SSH connections) in the middle of apply ...
+    let mut first = remote_command(share, port, &["--yes-wipe-all"]);
+    first.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut first, 0);
+    let mut child = first.spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut seen = String::new();
+    let mut in_apply = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        in_apply |= event["event"] == "phase-started" && event["phase"] == "apply";
+        if in_apply && event["event"] == "step-finished" {
+            break;
+        }
+    }
+    let group = child.id().to_string();
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+    let _ = child.wait();
+    fs::write(out.join("remote-killed.jsonl"), &seen)?;
+    ensure!(in_apply, "the run ended before apply: {seen}");
+
+    // ... and run once more: it reattaches to the apply still running there, installs and reboots.
+    let last = remote_command(share, port, &["--yes-wipe-all", "--post-install-check", "zpool list -H -o name,health"])
+        .output()?;
+    let last_events = String::from_utf8_lossy(&last.stdout).into_owned();
+    fs::write(out.join("remote-resumed.jsonl"), &last_events)?;
+    fs::write(out.join("remote-resumed.stderr"), &last.stderr)?;
+    let _ = fs::write(out.join("done"), "");
+    ensure!(last.status.success(), "the resumed run failed: {}\n{last_events}", String::from_utf8_lossy(&last.stderr));
+    let events = json_lines(&last_events);
+    let skipped_plan = events.iter().find(|e| e["event"] == "phase-skipped" && e["phase"] == "plan");
+    ensure!(
+        skipped_plan.is_some_and(|e| e["reason"].as_str().is_some_and(|r| r.contains("reattaching"))),
+        "the second run did not reattach to the running apply: {last_events}"
+    );
+    for phase in ["apply", "install", "reboot"] {
+        ensure!(
+            events.iter().any(|e| e["event"] == "phase-finished" && e["phase"] == phase),
+            "phase {phase} did not finish: {last_events}"
+        );
+    }
+    ensure!(
+        events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains("ONLINE"))),
+        "the post-install check did not see the pool: {last_events}"
+    );
+    ensure!(out.join("rebooted").exists(), "no reboot was asked for");
+    Ok(())
+}
+
+fn verify_remote(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let standin = read(&out.join("standin.txt"))?;
+    ensure!(standin.contains("path:/etc/nixos#vm"), "the install did not run with the flake: {standin}");
+    let status = read_json(&out.join("zpool-status.json"))?;
+    let pool = status["pools"].as_object().and_then(|p| p.keys().next().cloned()).context("no pool")?;
+    ensure!(vdev_shape(&status, &pool)? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");
+    let mount = read(&out.join("mount.jsonl"))?;
+    ensure!(mount.contains(r#""event":"finished","ok":true"#), "the installed system did not mount: {mount}");
+    Ok(())
+}
+
+/// The remote scenario: `nix-dabei remote` from the host against a rescue VM.
+pub fn remote_scenario() -> Scenario {
+    Scenario {
+        name: "remote",
+        disks: vec![DiskSpec::virtio("x0", 3 * GIB), DiskSpec::virtio("x1", 3 * GIB)],
+        boots: vec![REMOTE_BOOT.to_string(), REMOTE_BOOT.to_string()],
+        verify: verify_remote,
+        power_loss_boots: vec![],
+        driver: Some(drive_remote),
+        // The rescue system holds the unpacked tarball in memory (/run) beside what kexec needs.
+        memory_mib: Some(640),
         prepare: None,
         boot_limit: None,
     }

@@ -230,6 +230,11 @@ impl Running {
         Ok(BootResult { exit_code, elapsed: start.elapsed(), log: log.clone(), timed_out })
     }
 
+    /// Whether the guest has powered off.
+    pub fn has_ended(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
+    }
+
     /// Stops the guest at once.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -80,6 +80,7 @@ in
   resolved = ramOs.services.resolved.enable;
   nixSettings = ramOs.nix.settings;
   ramOsPackages = names ramOs.environment.systemPackages;
+  ramOsMarker = ramOs.environment.etc."nix-dabei/ram-os".text;
   kernelParams = ramOs.boot.kernelParams;
   importedEnabledByDefault = (evaluate [ flake.nixosModules.nix-dabei ]).programs.nix-dabei.enable;
   importedEnabled = names imported.environment.systemPackages;

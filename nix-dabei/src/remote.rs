@@ -1,0 +1,301 @@
+//! `nix-dabei remote`: the whole install of a machine reached by SSH, from this one (the phases are in
+//! the `remote` crate; this is arguments, confirmation and printing).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use installer::Event;
+use layouts::size::human;
+use remote::{Phase, PlanSource, RemoteError, RemoteEvent, Request, Review, ReviewWipe};
+
+use crate::apply::{read_passphrase, KeyArgs};
+
+/// Arguments of `nix-dabei remote`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The machine: user@host, or a host name from ~/.ssh/config.
+    pub destination: String,
+    /// A plan file; its disks are matched to the machine's by identity there.
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    pub plan: Option<PathBuf>,
+    /// Make the plan on the machine from a preset (single, mirror, ...; see `nix-dabei plan --help`).
+    #[arg(long, value_name = "PRESET")]
+    pub preset: Option<String>,
+    /// With --preset: encrypt (native ZFS encryption unless KIND is given).
+    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "native", requires = "preset")]
+    pub encrypt: Option<String>,
+    /// With --preset: choose the disks there by rules, such as "ssd,largest:2" (see `nix-dabei plan --help`).
+    #[arg(long, value_name = "RULES", requires = "preset")]
+    pub disk_select: Option<String>,
+    /// With --preset: a disk by path there; repeat for several.
+    #[arg(long = "disk", value_name = "PATH", requires = "preset")]
+    pub disk: Vec<String>,
+    /// With --preset: the swap size.
+    #[arg(long, value_name = "SIZE", requires = "preset")]
+    pub swap: Option<String>,
+    /// With --preset: the host name.
+    #[arg(long, requires = "preset")]
+    pub hostname: Option<String>,
+    /// The flake to install, such as github:me/machines#web1 (as the machine sees it).
+    #[arg(long, value_name = "REF")]
+    pub flake: Option<String>,
+    /// The kexec tarball (`nix build .#kexec-tarball`), for a machine that does not run the RAM OS yet.
+    #[arg(long, value_name = "FILE")]
+    pub kexec_tarball: Option<PathBuf>,
+    /// nix-dabei to upload for reading the disks when there is no tarball (it must run on the machine).
+    #[arg(long, value_name = "FILE")]
+    pub binary: Option<PathBuf>,
+    /// Run only these phases, comma-separated: connect, inspect, kexec, plan, apply, install, reboot
+    /// (connect and inspect always run).
+    #[arg(long, value_name = "LIST")]
+    pub phases: Option<String>,
+    /// Connect, inspect and review the plan there; write nothing to any disk and install nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm wiping this disk (plan name, path or serial); repeat for every disk that will be wiped.
+    #[arg(long = "yes-wipe", value_name = "DISK")]
+    pub yes_wipe: Vec<String>,
+    /// Confirm wiping every disk of the plan.
+    #[arg(long)]
+    pub yes_wipe_all: bool,
+    /// Install without first checking the flake's configuration against the plan.
+    #[arg(long)]
+    pub skip_flake_check: bool,
+    /// A command to run on the installed system once it answers SSH after the reboot.
+    #[arg(long, value_name = "COMMAND")]
+    pub post_install_check: Option<String>,
+    /// Seconds a kexec or a reboot may take before the machine answers again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub boot_timeout: u64,
+    /// ssh: the identity file.
+    #[arg(short = 'i', value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// ssh: the port.
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// ssh: jump hosts.
+    #[arg(short = 'J', value_name = "DESTINATION")]
+    pub jump: Option<String>,
+    /// ssh: an option, as for `ssh -o`; repeat for several.
+    #[arg(short = 'o', value_name = "OPTION")]
+    pub ssh_option: Vec<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Print one JSON event per line: the phases' own and apply's.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RemoteArgs {
+    fn ssh_options(&self) -> Vec<String> {
+        let mut options = Vec::new();
+        for identity in &self.identity {
+            options.extend(["-i".to_string(), identity.display().to_string()]);
+        }
+        if let Some(port) = self.port {
+            options.extend(["-p".to_string(), port.to_string()]);
+        }
+        if let Some(jump) = &self.jump {
+            options.extend(["-J".to_string(), jump.clone()]);
+        }
+        for option in &self.ssh_option {
+            options.extend(["-o".to_string(), option.clone()]);
+        }
+        options
+    }
+
+    fn plan_source(&self) -> Result<Option<(PlanSource, bool)>> {
+        if let Some(path) = &self.plan {
+            let plan = crate::plan::read_plan_file(path)?;
+            plan.validate()?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            return Ok(Some((PlanSource::File(text), plan.needs_passphrase())));
+        }
+        let Some(preset) = &self.preset else { return Ok(None) };
+        let mut words = vec!["--preset".to_string(), preset.clone()];
+        if let Some(kind) = &self.encrypt {
+            words.push(format!("--encrypt={kind}"));
+        }
+        if let Some(rules) = &self.disk_select {
+            words.extend(["--disk-select".to_string(), rules.clone()]);
+        }
+        for disk in &self.disk {
+            words.extend(["--disk".to_string(), disk.clone()]);
+        }
+        if let Some(swap) = &self.swap {
+            words.extend(["--swap".to_string(), swap.clone()]);
+        }
+        if let Some(hostname) = &self.hostname {
+            words.extend(["--hostname".to_string(), hostname.clone()]);
+        }
+        if let Some(flake) = &self.flake {
+            words.extend(["--flake".to_string(), flake.clone()]);
+        }
+        Ok(Some((PlanSource::Preset(words), self.encrypt.is_some())))
+    }
+}
+
+/// Runs `nix-dabei remote`.
+pub fn run(args: RemoteArgs) -> Result<()> {
+    let phases = match &args.phases {
+        Some(list) => Phase::parse_list(list)?,
+        None => Phase::ALL.to_vec(),
+    };
+    let plan = args.plan_source()?;
+    let wants_disks = phases.iter().any(|p| matches!(p, Phase::Plan | Phase::Apply | Phase::Install));
+    if wants_disks && plan.is_none() {
+        bail!("give the layout: --plan FILE, or --preset with --disk-select or --disk");
+    }
+    let needs_passphrase = plan.as_ref().is_some_and(|(_, needs)| *needs) && !args.dry_run;
+    let passphrase = if needs_passphrase { Some(read_passphrase(&args.keys, true)?) } else { None };
+    let request = Request {
+        phases,
+        plan: plan.map(|(source, _)| source),
+        flake: args.flake.clone(),
+        kexec_tarball: args.kexec_tarball.clone(),
+        binary: args.binary.clone(),
+        dry_run: args.dry_run,
+        yes_wipe: args.yes_wipe.clone(),
+        yes_wipe_all: args.yes_wipe_all,
+        passphrase,
+        skip_flake_check: args.skip_flake_check,
+        post_install_check: args.post_install_check.clone(),
+        boot_limit: Duration::from_secs(args.boot_timeout),
+    };
+    let far = remote::Ssh::new(&args.destination, args.ssh_options())?;
+    let printer = Printer::new(args.json);
+    let confirm = |wipes: &[&ReviewWipe]| confirm(wipes, args.json);
+    remote::run(&far, &request, &confirm, &|event| printer.print(event))?;
+    Ok(())
+}
+
+/// Typed confirmation at this terminal, disk by disk, with the word the far side gave for each.
+fn confirm(wipes: &[&ReviewWipe], json: bool) -> Result<Vec<String>, RemoteError> {
+    if json || !std::io::stdin().is_terminal() {
+        let names: Vec<String> = wipes.iter().map(|w| format!("--yes-wipe {}", w.target.disk)).collect();
+        return Err(RemoteError::Refused(format!(
+            "refusing to wipe without confirmation; nothing was written. Confirm with {} (or --yes-wipe-all)",
+            names.join(" ")
+        )));
+    }
+    let mut confirmed = Vec::new();
+    for wipe in wipes {
+        eprint!(
+            "Type {:?} to wipe disk {} ({}, {}) on the far side: ",
+            wipe.confirm,
+            wipe.target.disk,
+            wipe.target.kernel_path,
+            human(wipe.target.size)
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| RemoteError::Local(e.to_string()))?;
+        if line.trim() != wipe.confirm {
+            return Err(RemoteError::Refused("not confirmed; nothing was written".into()));
+        }
+        confirmed.push(wipe.target.disk.clone());
+    }
+    Ok(confirmed)
+}
+
+/// How a job's events are shown: apply's own display (a progress bar on a terminal, else a line per step).
+type JobDisplay = Box<dyn Fn(Event) + Sync + Send>;
+
+/// Prints the run for people (a line per phase; each job as `apply` shows itself) or as JSON lines.
+struct Printer {
+    json: bool,
+    job: std::sync::Mutex<Option<JobDisplay>>,
+}
+
+impl Printer {
+    fn new(json: bool) -> Printer {
+        Printer { json, job: std::sync::Mutex::new(None) }
+    }
+
+    fn print(&self, event: RemoteEvent) {
+        if self.json {
+            println!("{}", event.to_json_line());
+            return;
+        }
+        match event {
+            RemoteEvent::PhaseStarted { phase } => println!("== {}", phase.name()),
+            RemoteEvent::PhaseFinished { phase, seconds } => println!("   {} done in {seconds:.1} s", phase.name()),
+            RemoteEvent::PhaseSkipped { phase, reason } => println!("== {}: skipped ({reason})", phase.name()),
+            RemoteEvent::Note { text, .. } => println!("   {text}"),
+            RemoteEvent::Inspected { machine, disks } => {
+                println!("   {}", machine.summary());
+                for disk in disks["disks"].as_array().into_iter().flatten() {
+                    let in_use = disk["in_use"].as_array().map_or(0, Vec::len);
+                    println!(
+                        "   disk {} {} model {} serial {}{}",
+                        disk["path"].as_str().unwrap_or("?"),
+                        human(disk["size"].as_u64().unwrap_or(0)),
+                        disk["model"].as_str().unwrap_or("-"),
+                        disk["serial"].as_str().unwrap_or("-"),
+                        if in_use > 0 { " (in use)" } else { "" }
+                    );
+                }
+            }
+            RemoteEvent::PlanMade { text } => {
+                println!("   the plan made there:");
+                for line in text.lines() {
+                    println!("   | {line}");
+                }
+            }
+            RemoteEvent::Reviewed { review } => print_review(&review),
+            RemoteEvent::Far(line) => self.far_event(&line),
+            RemoteEvent::RemoteFinished { ok, seconds, phases, uploaded_bytes } => {
+                let times: Vec<String> = phases.iter().map(|(p, s)| format!("{} {s:.1} s", p.name())).collect();
+                let verdict = if ok { "finished" } else { "stopped" };
+                println!(
+                    "\nremote {verdict} after {seconds:.1} s ({}); {uploaded_bytes} bytes uploaded",
+                    times.join(", ")
+                );
+            }
+        }
+    }
+
+    fn far_event(&self, line: &str) {
+        let Ok(event) = serde_json::from_str::<Event>(line) else { return };
+        let mut job = self.job.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Event::Started { steps, .. } = &event {
+            *job = Some(Box::new(crate::apply::printer(false, *steps)));
+        }
+        let finished = matches!(event, Event::Finished { .. });
+        if let Some(display) = job.as_ref() {
+            display(event);
+        }
+        if finished {
+            *job = None;
+        }
+    }
+}
+
+fn print_review(review: &Review) {
+    println!("   Steps (on the machine now):");
+    for (index, step) in review.steps.iter().enumerate() {
+        let state = match step.state.as_str() {
+            "done" => "done    ",
+            "destroys" => "DESTROYS",
+            "conflict" => "CONFLICT",
+            _ => "to do   ",
+        };
+        println!("   {:>3}. {state} {}", index + 1, step.description);
+    }
+    if !review.wipes.is_empty() {
+        println!("   These disks will be wiped, and everything on them lost:");
+        for wipe in &review.wipes {
+            println!(
+                "     {} {} ({}) model {} serial {} size {}",
+                wipe.target.disk,
+                wipe.target.device,
+                wipe.target.kernel_path,
+                wipe.target.model.as_deref().unwrap_or("-"),
+                wipe.target.serial.as_deref().unwrap_or("-"),
+                human(wipe.target.size)
+            );
+        }
+    }
+}
