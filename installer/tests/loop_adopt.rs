@@ -200,3 +200,96 @@ fn mbr_and_blank_disks_are_refused_with_why_and_numbers_with_gaps_kept() {
     let numbers: Vec<(&String, Option<u32>)> = read.disk.partitions.iter().map(|(n, p)| (n, p.number)).collect();
     assert_eq!(numbers, [(&"p2".to_string(), Some(2))]);
 }
+
+/// What a random partition holds.
+#[derive(Debug, Clone, Copy)]
+enum Holds {
+    Nothing,
+    Vfat,
+    Ext4,
+    Swap,
+}
+
+/// A plan of random partitions (1 to 24 MiB each, FAT 34 MiB at least, the last possibly "rest") on `device`.
+fn random_plan(device: &str, size: u64, sector: u32, partitions: &[(u64, Holds)], rest: bool) -> Plan {
+    let mut text = format!(
+        "hostname = \"random\"\n[disks.disk0]\ndevice = \"{device}\"\nsize = {size}\nlogical_sector_size = {sector}\n"
+    );
+    for (index, (mib, holds)) in partitions.iter().enumerate() {
+        // FAT32 needs 65525 clusters: 33 MiB with 512-byte sectors, more than the disk with 4096-byte ones.
+        let holds = match holds {
+            Holds::Vfat if sector == 4096 => &Holds::Ext4,
+            other => other,
+        };
+        let mib = if matches!(holds, Holds::Vfat) { (*mib).max(34) } else { *mib };
+        let size = if rest && index + 1 == partitions.len() { "\"rest\"".to_string() } else { format!("\"{mib}M\"") };
+        text.push_str(&format!("[disks.disk0.partitions.p{index}]\nsize = {size}\n"));
+        match holds {
+            Holds::Nothing => {}
+            Holds::Vfat => text.push_str("content.filesystem = { format = \"vfat\" }\n"),
+            Holds::Ext4 => text.push_str("content.filesystem = { format = \"ext4\" }\n"),
+            Holds::Swap => text.push_str("content.swap = {}\n"),
+        }
+    }
+    Plan::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+proptest::proptest! {
+    // Each case makes filesystems on a loop device: a few cases, and no file of failures in the tree.
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 5,
+        max_shrink_iters: 4,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// Whatever a plan made, probe reads back as done: the same partitions (sizes, types, UUIDs of
+    /// partitions, filesystems and swap), and applying the read-back plan writes nothing.
+    #[test]
+    fn whatever_apply_made_probe_reads_back_as_done(
+        sector in proptest::sample::select(vec![512u32, 4096]),
+        partitions in proptest::collection::vec(
+            (1u64..=24, proptest::sample::select(vec![Holds::Nothing, Holds::Vfat, Holds::Ext4, Holds::Swap])),
+            1..=5,
+        ),
+        rest in proptest::bool::ANY,
+    ) {
+        if !require_root() {
+            return Ok(());
+        }
+        let _lock = serialize();
+        let disk = LoopDisk::new(256 << 20, sector).expect("loop device");
+        let size = run("blockdev", &["--getsize64", &disk.device]).expect("size").trim().parse().expect("bytes");
+        let planned = random_plan(&disk.device, size, sector, &partitions, rest);
+        apply(&planned, &["disk0".to_string()]).unwrap_or_else(|e| panic!("apply: {e}\n{}", planned.to_toml()));
+
+        let read = plan_of(&disk);
+        let (made, probed) = (&planned.disks["disk0"].partitions, &read.disks["disk0"].partitions);
+        proptest::prop_assert_eq!(made.len(), probed.len(), "{}", read.to_toml());
+        let steps = planned.compile(&CompileOptions { target: target() }).expect("compiles");
+        let layout = installer::preview(&RealSystem, &planned, &steps, &options()).expect("preview of the plan");
+        for ((_, made), (_, probed)) in made.iter().zip(probed.iter()) {
+            if let Some(exact) = made.size.bytes() {
+                proptest::prop_assert_eq!(probed.size.bytes(), Some(exact));
+            }
+            let content = |p: &layouts::Partition| p.content.as_ref().map(std::mem::discriminant);
+            proptest::prop_assert_eq!(content(made), content(probed));
+        }
+        for (step, outlook) in &layout.steps {
+            let done = matches!(outlook, Outlook::Done(_)) || matches!(step.operation, Operation::Swapon(_));
+            proptest::prop_assert!(done, "{} of the applied plan is {:?}", step.id, outlook);
+        }
+
+        let steps = read.compile(&CompileOptions { target: target() }).expect("compiles");
+        let preview = installer::preview(&RealSystem, &read, &steps, &options()).expect("preview");
+        for (step, outlook) in &preview.steps {
+            proptest::prop_assert!(
+                matches!(outlook, Outlook::Done(_)) || matches!(step.operation, Operation::Swapon(_)),
+                "{} is {:?} on the disk it was read from:\n{}", step.id, outlook, read.to_toml()
+            );
+        }
+        let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
+        apply(&read, &[]).expect("apply of the read-back plan");
+        proptest::prop_assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole);
+    }
+}

@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alongside;
 pub mod boot;
 pub mod compile;
 pub mod disko;

@@ -12,7 +12,7 @@ use partitioner::discover::SystemRoots;
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// A plan file (TOML, or JSON when it ends in .json) to show instead of a preset.
-    #[arg(conflicts_with_all = ["preset", "disk", "disk_select", "boot", "remote_unlock"])]
+    #[arg(conflicts_with_all = ["preset", "disk", "disk_select", "boot", "remote_unlock", "alongside"])]
     pub file: Option<PathBuf>,
     /// Build the plan from a preset.
     #[arg(long, value_enum)]
@@ -25,6 +25,11 @@ pub struct PlanArgs {
     /// smallest:N; all apply). Disks in use, read-only or removable are never chosen.
     #[arg(long, value_name = "RULES", conflicts_with_all = ["disk", "offline_size"])]
     pub disk_select: Option<String>,
+    /// Install beside what is on this disk (GPT): its partitions are kept as they are (read back as
+    /// `nix-dabei probe` does), the preset's go into its largest free extent, and its ESP is reused at /boot
+    /// when it has 150 MiB free (else the new system gets an ESP of its own there). Presets single and ext4.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["disk", "disk_select", "offline_size"])]
+    pub alongside: Option<String>,
     /// Encrypt: ZFS native encryption, or LUKS2 under the pool (or the ext4 root) with "luks".
     #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "native")]
     pub encrypt: Option<EncryptKind>,
@@ -165,7 +170,13 @@ pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
             selected = chosen.iter().map(|disk| disk.preferred_path().to_string()).collect::<Vec<_>>();
             &selected
         }
-        None => &args.disk,
+        None => match &args.alongside {
+            Some(disk) => {
+                selected = vec![disk.clone()];
+                &selected
+            }
+            None => &args.disk,
+        },
     };
     if disks.is_empty() {
         bail!("--preset needs at least one --disk (or --disk-select)");
@@ -205,9 +216,32 @@ pub fn plan_from_args(args: &PlanArgs) -> Result<Plan> {
     options.pool_name = args.pool.clone();
     options.hostname = args.hostname.clone();
     options.flake = args.flake.clone();
-    let plan = presets::build(&options)?;
+    let plan = match &args.alongside {
+        Some(path) => alongside_plan(path, &options)?,
+        None => presets::build(&options)?,
+    };
     plan.validate()?;
     Ok(plan)
+}
+
+/// The preset beside what `path` holds: its partitions read back and kept, its ESP measured.
+fn alongside_plan(path: &str, options: &PresetOptions) -> Result<Plan> {
+    let disks = partitioner::discover().context("cannot list the machine's disks")?;
+    let disk = partitioner::find_disk(&disks, path)?;
+    let read = partitioner::adopt::read_back(disk)?;
+    for note in &read.notes {
+        eprintln!("--alongside: {note}");
+    }
+    let esp_free = |name: &str| {
+        let number = read.disk.partitions.get(name)?.number?;
+        let partition = disk.partitions.iter().find(|p| p.number == number)?;
+        partitioner::fat::fat_space(&partition.path).ok().map(|space| space.free_bytes())
+    };
+    let result = layouts::alongside::alongside(&read.disk, options, &esp_free)?;
+    for note in &result.notes {
+        eprintln!("--alongside: {note}");
+    }
+    Ok(result.plan)
 }
 
 /// Runs `nix-dabei plan`.

@@ -9,6 +9,7 @@
 pub mod adopt;
 pub mod discover;
 pub mod error;
+pub mod fat;
 pub mod hardware;
 mod ioctl;
 pub mod mbr;

@@ -359,3 +359,42 @@ fn msdos_on_4096_byte_sectors() {
         msdos_partition_and_check(4096);
     }
 }
+
+/// The free space of FAT12, FAT16 and FAT32 filesystems (an ESP's) as dosfstools counts it, before and
+/// after files are written into them (with mtools: this kernel has no vfat).
+#[test]
+fn fat_free_space_is_what_fsck_fat_counts() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let kernel = std::env::temp_dir().join(format!("nix-dabei-fat-{}", std::process::id()));
+    std::fs::write(&kernel, vec![7u8; 3 << 20]).expect("a file");
+    for (size_mib, fat) in [(8u64, "12"), (40, "16"), (300, "32")] {
+        let disk = LoopDisk::new(size_mib << 20, 512).expect("loop device");
+        run("mkfs.vfat", &["-F", fat, &disk.device]).expect("mkfs.vfat");
+        for written in [false, true] {
+            if written {
+                run("mmd", &["-i", &disk.device, "::/EFI"]).expect("mmd");
+                run("mcopy", &["-i", &disk.device, &kernel.to_string_lossy(), "::/EFI/kernel"]).expect("mcopy");
+            }
+            let report = run("fsck.fat", &["-n", "-v", &disk.device]).expect("fsck.fat");
+            let number_before = |suffix: &str| -> u64 {
+                let line = report.lines().find(|l| l.trim_end().ends_with(suffix)).expect(suffix);
+                line.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a number")
+            };
+            let cluster_bytes = number_before("bytes per cluster");
+            let counts = report.lines().last().and_then(|l| l.split(", ").nth(1)).expect("clusters line");
+            let (used, total) = counts.trim_end_matches(" clusters").split_once('/').expect("used/total");
+            let (used, total): (u64, u64) = (used.parse().expect("used"), total.parse().expect("total"));
+            let space = partitioner::fat::fat_space(&disk.device).expect("a FAT");
+            assert_eq!((space.clusters, space.cluster_bytes), (total, cluster_bytes), "FAT{fat}: {report}");
+            assert_eq!(space.free_bytes(), (total - used) * cluster_bytes, "FAT{fat}, written {written}: {report}");
+            assert!(!written || space.free_bytes() + (3 << 20) <= (total * cluster_bytes), "the file counts");
+        }
+    }
+    let _ = std::fs::remove_file(&kernel);
+    let blank = LoopDisk::new(8 << 20, 512).expect("loop device");
+    let error = partitioner::fat::fat_space(&blank.device).expect_err("not a FAT");
+    assert!(error.to_string().contains("not a FAT filesystem"), "{error}");
+}

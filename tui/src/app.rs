@@ -29,7 +29,7 @@ pub enum Screen {
 }
 
 /// A disk as the disks screen shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiskRow {
     /// Stable path.
     pub path: String,
@@ -43,6 +43,21 @@ pub struct DiskRow {
     pub in_use: Vec<String>,
     /// What a plan records about it.
     pub facts: layouts::presets::DiskFacts,
+    /// What installing beside its partitions would keep, when it has a GPT with free space.
+    pub alongside: Option<AlongsideRoom>,
+}
+
+/// A disk's partitions as read back, for installing beside them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlongsideRoom {
+    /// The disk with every partition kept.
+    pub kept: layouts::Disk,
+    /// Bytes of its largest free extent.
+    pub largest_free: u64,
+    /// Free bytes of each ESP's FAT, by partition name.
+    pub esp_free: std::collections::BTreeMap<String, u64>,
+    /// One line per partition that stays, for the review.
+    pub stays: Vec<String>,
 }
 
 impl DiskRow {
@@ -206,6 +221,8 @@ pub struct Review {
     pub wipes: Vec<ReviewWipe>,
     /// Where the plan was saved.
     pub saved_to: Option<String>,
+    /// The partitions that stay as they are (installing alongside).
+    pub stays: Vec<String>,
 }
 
 /// Progress of the run.
@@ -241,6 +258,8 @@ pub enum Outcome {
 
 /// The word typed to confirm wiping.
 pub const CONFIRM_WORD: &str = "wipe";
+/// The word typed to start when no disk is wiped (installing alongside).
+pub const CONFIRM_WORD_KEEPING: &str = "install";
 
 /// Everything the installer shows.
 #[derive(Debug, Clone)]
@@ -253,6 +272,8 @@ pub struct Model {
     pub disk_cursor: usize,
     /// Chosen disks (indexes).
     pub chosen: BTreeSet<usize>,
+    /// Install beside the chosen disk's partitions instead of wiping it.
+    pub alongside: bool,
     /// Layout answers.
     pub layout: LayoutChoice,
     /// Host name.
@@ -322,6 +343,7 @@ impl Model {
             disks,
             disk_cursor: first_usable,
             chosen: BTreeSet::new(),
+            alongside: false,
             layout: LayoutChoice {
                 kind: PresetKind::Single,
                 encryption: Encryption::None,
@@ -348,9 +370,17 @@ impl Model {
         }
     }
 
+    /// The word that starts the run: "wipe" when disks will be wiped, "install" when none is.
+    pub fn confirm_word(&self) -> &'static str {
+        match &self.review {
+            Some(review) if review.wipes.is_empty() => CONFIRM_WORD_KEEPING,
+            _ => CONFIRM_WORD,
+        }
+    }
+
     /// The presets the chosen disks allow.
     pub fn allowed_kinds(&self) -> Vec<PresetKind> {
-        if self.chosen.len() >= 2 {
+        if self.chosen.len() >= 2 && !self.alongside {
             vec![PresetKind::Mirror]
         } else {
             vec![PresetKind::Single, PresetKind::Ext4]
@@ -550,14 +580,14 @@ fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
                 if model.review.is_none() {
                     return vec![];
                 }
-                if model.confirm.text.trim() == CONFIRM_WORD {
+                if model.confirm.text.trim() == model.confirm_word() {
                     model.confirm = Input::default();
                     model.run = RunState::default();
                     model.outcome = None;
                     model.go(Screen::Run);
                     return vec![Command::Install];
                 }
-                model.notice = Some(format!("type {CONFIRM_WORD:?} and press Enter to start"));
+                model.notice = Some(format!("type {:?} and press Enter to start", model.confirm_word()));
             }
             _ => {
                 model.confirm.key(key);
@@ -588,8 +618,42 @@ fn disks_key(model: &mut Model, key: KeyEvent) {
             if !disk.usable() {
                 model.notice = Some(format!("{} cannot be used: {}", disk.path, disk.in_use.join("; ")));
             } else if !model.chosen.remove(&model.disk_cursor) {
+                if model.alongside {
+                    // Installing alongside is on one disk: choosing another one wipes disks instead.
+                    model.chosen.clear();
+                    model.alongside = false;
+                }
                 model.chosen.insert(model.disk_cursor);
                 model.notice = None;
+            } else {
+                model.alongside = false;
+            }
+        }
+        KeyCode::Char('a') => {
+            let Some(disk) = model.disks.get(model.disk_cursor) else { return };
+            match &disk.alongside {
+                _ if !disk.usable() => {
+                    model.notice = Some(format!("{} cannot be used: {}", disk.path, disk.in_use.join("; ")));
+                }
+                Some(room) if !(model.alongside && model.chosen.contains(&model.disk_cursor)) => {
+                    model.notice = Some(format!(
+                        "installing alongside on {}: its {} partition(s) stay; the new system goes into {} of \
+                         free space",
+                        disk.path,
+                        room.kept.partitions.len(),
+                        layouts::size::human(room.largest_free)
+                    ));
+                    model.chosen = BTreeSet::from([model.disk_cursor]);
+                    model.alongside = true;
+                }
+                Some(_) => {
+                    model.alongside = false;
+                    model.chosen.clear();
+                    model.notice = None;
+                }
+                None => {
+                    model.notice = Some(format!("{} has no GPT with free space to install beside", disk.path));
+                }
             }
         }
         KeyCode::Enter => {

@@ -12,8 +12,8 @@ use layouts::{CompileOptions, Identity, Plan};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
 
 use crate::app::{
-    self, Command, DiskRow, Model, Msg, Outcome, Review, ReviewStep, ReviewWipe, ASHIFT_CHOICES, COMPRESSION_CHOICES,
-    SWAP_CHOICES,
+    self, AlongsideRoom, Command, DiskRow, Model, Msg, Outcome, Review, ReviewStep, ReviewWipe, ASHIFT_CHOICES,
+    COMPRESSION_CHOICES, SWAP_CHOICES,
 };
 
 /// How the installer runs.
@@ -49,6 +49,7 @@ pub fn disk_rows() -> Result<Vec<DiskRow>, String> {
     Ok(disks
         .into_iter()
         .map(|disk| DiskRow {
+            alongside: alongside_room(&disk),
             path: disk.preferred_path().to_string(),
             model: disk.model.clone().unwrap_or_else(|| "-".into()),
             serial: disk.serial.clone().unwrap_or_else(|| "-".into()),
@@ -63,6 +64,41 @@ pub fn disk_rows() -> Result<Vec<DiskRow>, String> {
             },
         })
         .collect())
+}
+
+/// What installing beside a disk's partitions would keep: its GPT read back (a disk whose table cannot be
+/// read back, or without free space, offers nothing), with each ESP's free space.
+fn alongside_room(disk: &partitioner::DiskInfo) -> Option<AlongsideRoom> {
+    if disk.partitions.is_empty() || !disk.in_use.is_empty() {
+        return None;
+    }
+    let read = partitioner::adopt::read_back(disk).ok()?;
+    let extents = layouts::alongside::free_extents(&read.disk, disk.size).ok()?;
+    let largest_free = extents.iter().map(|e| e.size).max().filter(|size| *size >= 1 << 30)?;
+    let mut esp_free = std::collections::BTreeMap::new();
+    let mut stays = Vec::new();
+    for (name, partition) in &read.disk.partitions {
+        let kernel = partition.number.and_then(|n| disk.partitions.iter().find(|p| p.number == n));
+        let holds = kernel.and_then(|k| k.signatures.first()).map(|s| s.kind.clone()).unwrap_or_else(|| "-".into());
+        if partition.kind.as_deref() == Some("esp") {
+            if let Some(space) = kernel.and_then(|k| partitioner::fat::fat_space(&k.path).ok()) {
+                esp_free.insert(name.clone(), space.free_bytes());
+            }
+        }
+        stays.push(format!(
+            "{name}  {}  {}  {holds}  {}",
+            partition.kind.as_deref().unwrap_or("-"),
+            partition.size.bytes().map(layouts::size::human).unwrap_or_default(),
+            partition.label.as_deref().unwrap_or("")
+        ));
+    }
+    Some(AlongsideRoom { kept: read.disk, largest_free, esp_free, stays })
+}
+
+/// The chosen disk's partitions as read back, when installing alongside.
+fn alongside_choice(model: &Model) -> Option<&AlongsideRoom> {
+    let index = model.chosen.iter().next().filter(|_| model.alongside)?;
+    model.disks.get(*index)?.alongside.as_ref()
 }
 
 /// The plan the answers describe.
@@ -88,7 +124,13 @@ pub fn plan_from_answers(model: &Model) -> Result<Plan, String> {
     options.hostname = model.hostname.text.trim().to_string();
     let flake = model.flake.text.trim();
     options.flake = (!flake.is_empty()).then(|| flake.to_string());
-    let mut plan = presets::build(&options).map_err(|e| e.to_string())?;
+    let mut plan = match alongside_choice(model) {
+        Some(room) => {
+            let esp_free = |name: &str| room.esp_free.get(name).copied();
+            layouts::alongside::alongside(&room.kept, &options, &esp_free).map_err(|e| e.to_string())?.plan
+        }
+        None => presets::build(&options).map_err(|e| e.to_string())?,
+    };
     for pool in plan.pools.values_mut() {
         if let Some(ashift) = Some(ASHIFT_CHOICES[model.layout.ashift]).filter(|a| *a != 0) {
             pool.options.insert("ashift".into(), ashift.to_string());
@@ -151,6 +193,7 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
             })
             .collect(),
         saved_to: Some(options.save_path.display().to_string()),
+        stays: alongside_choice(model).map(|room| room.stays.clone()).unwrap_or_default(),
     };
     Ok((plan, review))
 }

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, List, ListItem, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use crate::app::{Model, Outcome, Screen, ASHIFT_CHOICES, COMPRESSION_CHOICES, CONFIRM_WORD, SWAP_CHOICES};
+use crate::app::{Model, Outcome, Screen, ASHIFT_CHOICES, COMPRESSION_CHOICES, SWAP_CHOICES};
 
 /// Borders the Linux console can draw without a Unicode font.
 const ASCII_BORDER: border::Set<'static> = border::Set {
@@ -35,9 +35,12 @@ fn block<'a>(model: &Model, title: &'a str) -> Block<'a> {
 fn keys(screen: Screen, model: &Model) -> &'static str {
     match screen {
         Screen::Welcome => "Enter start   q quit",
-        Screen::Disks => "Up/Down move   Space choose   Enter next   Esc back   q quit",
+        Screen::Disks => "Up/Down move   Space choose   a alongside   Enter next   Esc back   q quit",
         Screen::Layout => "Up/Down field   Left/Right change   Enter next   Esc back   q quit",
         Screen::Host | Screen::Passphrase => "Tab other field   Enter next   Esc back   Ctrl-C quit",
+        Screen::Review if model.confirm_word() == "install" => {
+            "Up/Down scroll   type install, then Enter: start   Esc back   Ctrl-C quit"
+        }
         Screen::Review => "Up/Down scroll   type wipe, then Enter: start   Esc back   Ctrl-C quit",
         Screen::Run if model.run.confirm_quit => "y quit now (the install stops half-way)   any other key: keep going",
         Screen::Run => "q quit (asks first)",
@@ -122,13 +125,21 @@ fn disks(model: &Model, frame: &mut Frame, area: Rect) {
     let path_width = model.disks.iter().map(|d| d.path.chars().count()).max().unwrap_or(20).clamp(20, 44) as u16;
     let rows = model.disks.iter().enumerate().map(|(index, disk)| {
         let mark = if model.chosen.contains(&index) {
-            "[x]"
+            if model.alongside {
+                "[A]"
+            } else {
+                "[x]"
+            }
         } else if disk.usable() {
             "[ ]"
         } else {
             " - "
         };
-        let usage = if disk.usable() { "free".to_string() } else { disk.in_use.join("; ") };
+        let usage = match &disk.alongside {
+            _ if !disk.usable() => disk.in_use.join("; "),
+            Some(room) => format!("{} free", human(room.largest_free)),
+            None => "free".to_string(),
+        };
         let mut style = if disk.usable() { Style::new() } else { Style::new().fg(Color::DarkGray) };
         if index == model.disk_cursor {
             style = style.add_modifier(Modifier::REVERSED);
@@ -158,12 +169,25 @@ fn disks(model: &Model, frame: &mut Frame, area: Rect) {
     .header(
         Row::new(vec!["", "PATH", "MODEL", "SERIAL", "SIZE", "USE"]).style(Style::new().add_modifier(Modifier::BOLD)),
     );
-    let outer = block(model, "Choose the disks to install on (they will be wiped)");
+    let title = if model.alongside {
+        "Install alongside: the chosen disk's partitions stay"
+    } else {
+        "Choose the disks to install on (they will be wiped)"
+    };
+    let outer = block(model, title);
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
     // The table cuts a long in-use reason: the selected disk's is shown in full below it.
     let detail = model.disks.get(model.disk_cursor).map(|disk| {
-        if disk.usable() {
+        if let (true, Some(room)) = (disk.usable(), &disk.alongside) {
+            format!(
+                "{}: {}; a installs beside its {} partition(s), into {} of free space, instead of wiping it",
+                disk.path,
+                human(disk.size),
+                room.kept.partitions.len(),
+                human(room.largest_free)
+            )
+        } else if disk.usable() {
             format!("{}: free, {}", disk.path, human(disk.size))
         } else {
             format!("{} is in use: {}", disk.path, disk.in_use.join("; "))
@@ -271,7 +295,8 @@ fn review(model: &Model, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new(text).block(block(model, "Review")), area);
         return;
     };
-    let wipe_lines = review.wipes.len().max(1) as u16 + 2;
+    let stays = review.wipes.is_empty() && !review.stays.is_empty();
+    let wipe_lines = if stays { review.stays.len() } else { review.wipes.len().max(1) } as u16 + 2;
     let [steps_area, wipes_area, confirm_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(wipe_lines), Constraint::Length(3)]).areas(area);
     let items: Vec<ListItem> = review
@@ -301,9 +326,17 @@ fn review(model: &Model, frame: &mut Frame, area: Rect) {
             })
             .collect()
     };
-    frame.render_widget(Paragraph::new(wipes).block(block(model, "These disks will be WIPED")), wipes_area);
+    if stays {
+        let lines: Vec<Line> = review.stays.iter().map(|line| Line::from(line.as_str())).collect();
+        frame.render_widget(
+            Paragraph::new(lines).block(block(model, "No disk is wiped; these partitions stay as they are")),
+            wipes_area,
+        );
+    } else {
+        frame.render_widget(Paragraph::new(wipes).block(block(model, "These disks will be WIPED")), wipes_area);
+    }
     frame.render_widget(
-        Paragraph::new(field_line(&format!("Type {CONFIRM_WORD:?}:"), &model.confirm.text, true, false))
+        Paragraph::new(field_line(&format!("Type {:?}: ", model.confirm_word()), &model.confirm.text, true, false))
             .block(block(model, "Confirm")),
         confirm_area,
     );

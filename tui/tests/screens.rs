@@ -23,7 +23,50 @@ fn row(path: &str, serial: &str, size: u64, in_use: &[&str]) -> DiskRow {
             physical_sector_size: Some(4096),
             identity: Identity { serial: Some(serial.into()), wwn: None, model: Some("QEMU HARDDISK".into()) },
         },
+        alongside: None,
     }
+}
+
+/// A disk as Windows leaves it, read back: an ESP with room, the system partition, free space after it.
+fn windows_row() -> DiskRow {
+    let plan = layouts::Plan::from_toml(
+        r#"hostname = "read-back"
+[disks.main]
+device = "/dev/disk/by-id/nvme-windows"
+size = 137438953472
+[disks.main.partitions.p1]
+number = 1
+start = "1M"
+size = "300M"
+type = "esp"
+uuid = "2f2c1b56-7d34-4c1e-9f0a-0b6a6c1d1e01"
+keep = true
+content.filesystem = { format = "vfat", uuid = "1A2B-3C4D", label = "SYSTEM" }
+[disks.main.partitions.p2]
+number = 2
+start = "301M"
+size = "60G"
+type = "microsoft-basic-data"
+uuid = "2f2c1b56-7d34-4c1e-9f0a-0b6a6c1d1e02"
+keep = true
+"#,
+    )
+    .expect("plan");
+    let mut row = row("/dev/disk/by-id/nvme-windows", "W1", 128 << 30, &[]);
+    row.alongside = Some(tui::app::AlongsideRoom {
+        kept: plan.disks["main"].clone(),
+        largest_free: (128 << 30) - (61 << 30) - (301 << 20),
+        esp_free: [("p1".to_string(), 250u64 << 20)].into(),
+        stays: vec!["p1  esp  300 MiB  vfat  SYSTEM".into(), "p2  microsoft-basic-data  60 GiB  -  ".into()],
+    });
+    row
+}
+
+/// The disks screen with a disk to install beside.
+fn alongside_model() -> Model {
+    let mut m = Model::new(vec![row("/dev/disk/by-id/virtio-d0", "d0", 32 << 30, &[]), windows_row()], false, false);
+    update(&mut m, key(KeyCode::Enter));
+    m
 }
 
 fn model() -> Model {
@@ -98,6 +141,64 @@ fn at_review() -> Model {
             },
         ],
         saved_to: Some("/run/nix-dabei/plan.toml".into()),
+        stays: Vec::new(),
+    };
+    update(&mut m, Msg::Prepared(Ok(review)));
+    m
+}
+
+#[test]
+fn installing_alongside_takes_one_disk_keeps_its_partitions_and_reuses_its_esp() {
+    let mut m = alongside_model();
+    assert_eq!(m.disk_cursor, 0);
+    update(&mut m, key(KeyCode::Char('a')));
+    assert!(!m.alongside, "the blank disk has nothing to install beside");
+    assert!(m.notice.as_deref().is_some_and(|n| n.contains("no GPT with free space")), "{:?}", m.notice);
+    update(&mut m, key(KeyCode::Char(' ')));
+    update(&mut m, key(KeyCode::Down));
+    update(&mut m, key(KeyCode::Char('a')));
+    assert!(m.alongside && m.chosen == [1].into(), "alongside on the Windows disk alone: {:?}", m.chosen);
+    assert!(m.notice.as_deref().is_some_and(|n| n.contains("2 partition(s) stay")), "{:?}", m.notice);
+    update(&mut m, key(KeyCode::Enter));
+    assert_eq!(m.screen, Screen::Layout);
+    assert_eq!(m.allowed_kinds(), [PresetKind::Single, PresetKind::Ext4]);
+    let plan = tui::runtime::plan_from_answers(&m).expect("a plan beside Windows");
+    let names: Vec<&str> = plan.disks["main"].partitions.keys().map(String::as_str).collect();
+    assert_eq!(names, ["p1", "p2", "zfs"], "the pool goes after Windows; the ESP with room is reused");
+    assert!(plan.disks["main"].partitions["p1"].keep && plan.disks["main"].partitions["p2"].keep);
+    // Choosing a disk with Space leaves alongside: that disk would be wiped.
+    update(&mut m, key(KeyCode::Esc));
+    update(&mut m, key(KeyCode::Up));
+    update(&mut m, key(KeyCode::Char(' ')));
+    assert!(!m.alongside && m.chosen == [0].into(), "{:?}", m.chosen);
+}
+
+/// The review of an install beside Windows: nothing wiped, what stays listed.
+fn alongside_review() -> Model {
+    let mut m = alongside_model();
+    update(&mut m, key(KeyCode::Down));
+    update(&mut m, key(KeyCode::Char('a')));
+    update(&mut m, key(KeyCode::Enter));
+    update(&mut m, key(KeyCode::Enter));
+    let plan = tui::runtime::plan_from_answers(&m).expect("plan");
+    let steps = plan.compile(&CompileOptions::default()).expect("steps");
+    m.screen = Screen::Review;
+    let review = Review {
+        steps: steps
+            .steps
+            .iter()
+            .map(|s| {
+                let kept = s.keeps.is_some();
+                ReviewStep {
+                    description: s.description.clone(),
+                    state: if kept { "done".into() } else { "to do".into() },
+                    destructive: false,
+                }
+            })
+            .collect(),
+        wipes: Vec::new(),
+        saved_to: Some("/run/nix-dabei/plan.toml".into()),
+        stays: windows_row().alongside.map(|room| room.stays).unwrap_or_default(),
     };
     update(&mut m, Msg::Prepared(Ok(review)));
     m
@@ -204,6 +305,20 @@ fn the_run_starts_only_after_the_word_is_typed() {
 }
 
 #[test]
+fn beside_another_system_the_word_is_install_not_wipe() {
+    let mut m = alongside_review();
+    assert_eq!(m.confirm_word(), "install");
+    typed(&mut m, "wipe");
+    assert!(update(&mut m, key(KeyCode::Enter)).is_empty(), "nothing is wiped: wipe is not the word");
+    assert!(m.notice.as_deref().is_some_and(|n| n.contains("\"install\"")), "{:?}", m.notice);
+    for _ in 0..4 {
+        update(&mut m, key(KeyCode::Backspace));
+    }
+    typed(&mut m, "install");
+    assert_eq!(update(&mut m, key(KeyCode::Enter)), vec![Command::Install]);
+}
+
+#[test]
 fn quitting_during_a_run_asks_first_and_a_failure_can_be_resumed() {
     let mut m = at_review();
     typed(&mut m, "wipe");
@@ -245,6 +360,11 @@ fn screens() -> Vec<(&'static str, Model)> {
     let mut in_use = m.clone();
     update(&mut in_use, key(KeyCode::Up));
     list.push(("disks-in-use", in_use));
+    let mut beside = alongside_model();
+    update(&mut beside, key(KeyCode::Down));
+    update(&mut beside, key(KeyCode::Char('a')));
+    list.push(("disks-alongside", beside));
+    list.push(("review-alongside", alongside_review()));
     let review = at_review();
     let mut layout = review.clone();
     layout.screen = Screen::Layout;

@@ -328,7 +328,9 @@ nix-dabei disks --json > /host/out/disks.json
 nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json ${{APPLY_ARGS:-}} \
     > /host/out/apply1.jsonl
 {RELEASED}
+say "mounting after the install"
 nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount-after-install.jsonl
+say "mounted after the install"
 {AFTER_INSTALL}"#
     )
 }
@@ -1293,6 +1295,7 @@ pub fn all() -> Vec<Scenario> {
         resume,
         kexec_scenario(),
         remote_scenario(),
+        alongside_scenario(),
         Scenario {
             name: "disko-zfs",
             disks: vec![gib("z0", 3, Bus::Virtio), gib("z1", 3, Bus::Virtio)],
@@ -2031,6 +2034,75 @@ pub fn remote_scenario() -> Scenario {
         driver: Some(drive_remote),
         // The rescue system holds the unpacked tarball in memory (/run) beside what kexec needs.
         memory_mib: Some(640),
+        prepare: None,
+        boot_limit: None,
+    }
+}
+
+/// Boot 1 of the alongside scenario, before the install: a disk as a Windows machine leaves it (an ESP
+/// with its boot manager, the system partition, free space, a recovery partition at the end; ext4 with a
+/// file stands in for NTFS), and a plan that installs the ext4 preset beside it.
+const ALONGSIDE_PREPARE: &str = r#"
+d=/dev/disk/by-id/virtio-a0
+sgdisk -n1:1M:+300M -t1:EF00 -c1:"EFI system partition" -n2:0:+600M -t2:0700 -c2:"Basic data partition" \
+    -n3:-200M:0 -t3:2700 "$d" > /dev/null
+udevadm settle
+mkfs.vfat -F 32 -n SYSTEM "$d-part1" > /dev/null
+mkfs.ext4 -q -L windows "$d-part2"
+mkdir -p /tmp/foreign
+mount "$d-part1" /tmp/foreign
+mkdir -p /tmp/foreign/EFI/Microsoft/Boot
+echo "the other system's boot manager" > /tmp/foreign/EFI/Microsoft/Boot/bootmgfw.efi
+umount /tmp/foreign
+mount "$d-part2" /tmp/foreign
+echo "the other system's files" > /tmp/foreign/document.txt
+umount /tmp/foreign
+dd if=/dev/urandom of="$d-part3" bs=1M count=8 status=none
+sha256sum "$d-part2" "$d-part3" | cut -d' ' -f1 > /host/out/foreign-before.txt
+nix-dabei plan --preset ext4 --boot both --alongside "$d" --flake path:/etc/nixos#vm -o /host/plan.toml \
+    > /host/out/plan.txt 2> /host/out/plan-notes.txt
+"#;
+
+/// Boot 2 of the alongside scenario, while the installed system is mounted: the other system's files.
+const ALONGSIDE_CHECK: &str = r#"
+d=/dev/disk/by-id/virtio-a0
+cat /mnt/boot/EFI/Microsoft/Boot/bootmgfw.efi > /host/out/bootmgr.txt
+ls /mnt/boot > /host/out/esp-listing.txt
+sha256sum "$d-part2" "$d-part3" | cut -d' ' -f1 > /host/out/foreign-after.txt
+"#;
+
+fn verify_alongside(share: &Path) -> Result<()> {
+    verify_layout(share)?;
+    let out = share.join("out");
+    let notes = read(&out.join("plan-notes.txt"))?;
+    ensure!(notes.contains("p1") && notes.contains("reused at /boot"), "the ESP was not reused: {notes}");
+    ensure!(
+        read(&out.join("foreign-after.txt"))? == read(&out.join("foreign-before.txt"))?,
+        "a partition of the other system changed"
+    );
+    let bootmgr = read(&out.join("bootmgr.txt"))?;
+    ensure!(bootmgr.trim() == "the other system's boot manager", "the ESP lost the other system's file: {bootmgr}");
+    let first = events(&out.join("apply1.jsonl"))?;
+    for step in ["wipe:main", "mkfs:main/p1"] {
+        let ran = first.iter().any(|e| e["event"] == "step-finished" && e["id"] == step);
+        ensure!(!ran, "{step} ran on the disk shared with the other system");
+    }
+    Ok(())
+}
+
+/// The alongside scenario: NixOS installed into the free space of a disk another system uses.
+pub fn alongside_scenario() -> Scenario {
+    Scenario {
+        name: "alongside",
+        disks: vec![DiskSpec::virtio("a0", 4 * GIB)],
+        boots: vec![
+            install_boot(ALONGSIDE_PREPARE),
+            format!("{VERIFY_BOOT_MOUNTED}{ALONGSIDE_CHECK}{UNMOUNT_AFTER_VERIFY}"),
+        ],
+        verify: verify_alongside,
+        power_loss_boots: vec![],
+        driver: None,
+        memory_mib: None,
         prepare: None,
         boot_limit: None,
     }
