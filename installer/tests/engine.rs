@@ -575,3 +575,37 @@ fn bcachefs_is_refused_before_anything_is_written_on_a_kernel_without_it() {
     assert_eq!(system.changes(), changes, "something was written");
     assert!(system.commands().is_empty(), "{:?}", system.commands());
 }
+
+/// Changing a layout in place, the part that needs nothing destroyed: a dataset added to an installed
+/// plan is the only step to do (with its mount, and the NixOS module that now names it), and applying
+/// creates it and leaves the rest alone.
+#[test]
+fn a_dataset_added_to_an_installed_plan_is_the_only_change() {
+    fresh_journal();
+    let system = machine();
+    let mut preset = PresetOptions::new(PresetKind::Single, vec![facts("virtio-disk0", "disk0")]);
+    preset.encryption = Encryption::ZfsNative;
+    let plan = build(&preset).expect("preset");
+    apply(&system, &plan, Mode::Apply).expect("install");
+
+    let mut grown = plan.clone();
+    let mut srv = grown.pools["rpool"].datasets["home"].clone();
+    srv.mountpoint = Some("/srv".into());
+    grown.pools.get_mut("rpool").expect("pool").datasets.insert("srv".into(), srv);
+    grown.validate().expect("valid");
+    let preview = installer::preview(&system, &grown, &steps(&grown), &options(Mode::Apply)).expect("preview");
+    let todo: Vec<&str> = preview
+        .steps
+        .iter()
+        .filter(|(_, outlook)| !matches!(outlook, Outlook::Done(_)))
+        .map(|(step, _)| step.id.as_str())
+        .collect();
+    assert_eq!(todo, ["zfs-create:rpool/srv", "mount:/srv", "nixos-module"], "only the new dataset");
+    assert!(preview.wipes.is_empty(), "nothing to confirm");
+    let changes = system.changes();
+    let report = apply(&system, &grown, Mode::Apply).expect("the change");
+    assert_eq!(report.applied, 3, "{report:?}");
+    assert!(system.changes() > changes);
+    assert!(system.commands().iter().any(|c| c.args.last().map(String::as_str) == Some("rpool/srv")));
+    assert_eq!(apply(&system, &grown, Mode::Apply).expect("again").applied, 0, "and then nothing");
+}
