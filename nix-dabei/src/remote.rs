@@ -203,15 +203,53 @@ fn confirm(wipes: &[&ReviewWipe], json: bool) -> Result<Vec<String>, RemoteError
 /// How a job's events are shown: apply's own display (a progress bar on a terminal, else a line per step).
 type JobDisplay = Box<dyn Fn(Event) + Sync + Send>;
 
-/// Prints the run for people (a line per phase; each job as `apply` shows itself) or as JSON lines.
+/// Where a phase's spinner draws: the terminal, or a test's in-memory one.
+type DrawTarget = Box<dyn Fn() -> indicatif::ProgressDrawTarget + Send + Sync>;
+
+/// Prints the run for people (a line per phase, with a spinner and the time while it runs on a terminal;
+/// each job as `apply` shows itself) or as JSON lines.
 struct Printer {
     json: bool,
     job: std::sync::Mutex<Option<JobDisplay>>,
+    spinner_target: Option<DrawTarget>,
+    spinner: std::sync::Mutex<Option<indicatif::ProgressBar>>,
 }
 
 impl Printer {
     fn new(json: bool) -> Printer {
-        Printer { json, job: std::sync::Mutex::new(None) }
+        let terminal = !json && std::io::stdout().is_terminal();
+        let target: Option<DrawTarget> =
+            terminal.then(|| Box::new(indicatif::ProgressDrawTarget::stdout) as DrawTarget);
+        Printer::with_target(json, target)
+    }
+
+    fn with_target(json: bool, spinner_target: Option<DrawTarget>) -> Printer {
+        Printer { json, job: std::sync::Mutex::new(None), spinner_target, spinner: std::sync::Mutex::new(None) }
+    }
+
+    /// A line above the spinner, or plainly.
+    fn say(&self, line: String) {
+        match self.spinner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            Some(spinner) => spinner.println(line),
+            None => println!("{line}"),
+        }
+    }
+
+    fn stop_spinner(&self) {
+        if let Some(spinner) = self.spinner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            spinner.finish_and_clear();
+        }
+    }
+
+    fn start_spinner(&self, phase: Phase) {
+        let Some(target) = &self.spinner_target else { return };
+        let spinner = indicatif::ProgressBar::with_draw_target(None, target());
+        let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        spinner.set_style(style);
+        spinner.set_message(phase.name());
+        spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+        *self.spinner.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spinner);
     }
 
     fn print(&self, event: RemoteEvent) {
@@ -220,33 +258,44 @@ impl Printer {
             return;
         }
         match event {
-            RemoteEvent::PhaseStarted { phase } => println!("== {}", phase.name()),
-            RemoteEvent::PhaseFinished { phase, seconds } => println!("   {} done in {seconds:.1} s", phase.name()),
-            RemoteEvent::PhaseSkipped { phase, reason } => println!("== {}: skipped ({reason})", phase.name()),
-            RemoteEvent::Note { text, .. } => println!("   {text}"),
+            RemoteEvent::PhaseStarted { phase } => {
+                self.start_spinner(phase);
+                self.say(format!("== {}", phase.name()));
+            }
+            RemoteEvent::PhaseFinished { phase, seconds } => {
+                self.say(format!("   {} done in {seconds:.1} s", phase.name()));
+                self.stop_spinner();
+            }
+            RemoteEvent::PhaseSkipped { phase, reason } => self.say(format!("== {}: skipped ({reason})", phase.name())),
+            RemoteEvent::Note { text, .. } => self.say(format!("   {text}")),
             RemoteEvent::Inspected { machine, disks } => {
-                println!("   {}", machine.summary());
+                self.say(format!("   {}", machine.summary()));
                 for disk in disks["disks"].as_array().into_iter().flatten() {
                     let in_use = disk["in_use"].as_array().map_or(0, Vec::len);
-                    println!(
+                    self.say(format!(
                         "   disk {} {} model {} serial {}{}",
                         disk["path"].as_str().unwrap_or("?"),
                         human(disk["size"].as_u64().unwrap_or(0)),
                         disk["model"].as_str().unwrap_or("-"),
                         disk["serial"].as_str().unwrap_or("-"),
                         if in_use > 0 { " (in use)" } else { "" }
-                    );
+                    ));
                 }
             }
             RemoteEvent::PlanMade { text } => {
-                println!("   the plan made there:");
+                self.say("   the plan made there:".into());
                 for line in text.lines() {
-                    println!("   | {line}");
+                    self.say(format!("   | {line}"));
                 }
             }
-            RemoteEvent::Reviewed { review } => print_review(&review),
+            RemoteEvent::Reviewed { review } => {
+                // The review stays on the screen above the questions that follow it.
+                self.stop_spinner();
+                print_review(&review);
+            }
             RemoteEvent::Far(line) => self.far_event(&line),
             RemoteEvent::RemoteFinished { ok, seconds, phases, uploaded_bytes } => {
+                self.stop_spinner();
                 let times: Vec<String> = phases.iter().map(|(p, s)| format!("{} {s:.1} s", p.name())).collect();
                 let verdict = if ok { "finished" } else { "stopped" };
                 println!(
@@ -261,6 +310,8 @@ impl Printer {
         let Ok(event) = serde_json::from_str::<Event>(line) else { return };
         let mut job = self.job.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Event::Started { steps, .. } = &event {
+            // The job's own progress bar takes over from the phase's spinner.
+            self.stop_spinner();
             *job = Some(Box::new(crate::apply::printer(false, *steps)));
         }
         let finished = matches!(event, Event::Finished { .. });
@@ -297,5 +348,29 @@ fn print_review(review: &Review) {
                 human(wipe.target.size)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_phase_shows_its_name_and_time_and_its_lines_scroll_above() {
+        let term = indicatif::InMemoryTerm::new(10, 100);
+        let handle = term.clone();
+        let target: DrawTarget = Box::new(move || indicatif::ProgressDrawTarget::term_like(Box::new(handle.clone())));
+        let printer = Printer::with_target(false, Some(target));
+        printer.print(RemoteEvent::PhaseStarted { phase: Phase::Kexec });
+        printer.print(RemoteEvent::Note { phase: Phase::Kexec, text: "uploaded kexec.tar.gz".into() });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let screen = term.contents();
+        assert!(screen.contains("== kexec") && screen.contains("   uploaded kexec.tar.gz"), "{screen}");
+        let last = screen.lines().last().unwrap_or_default();
+        assert!(last.contains("[00:00:00] kexec"), "the spinner names the phase: {screen}");
+        printer.print(RemoteEvent::PhaseFinished { phase: Phase::Kexec, seconds: 61.5 });
+        let screen = term.contents();
+        assert!(screen.contains("kexec done in 61.5 s"), "{screen}");
+        assert!(!screen.lines().last().unwrap_or_default().contains("[00:00"), "the spinner is gone: {screen}");
     }
 }
