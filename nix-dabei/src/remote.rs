@@ -266,6 +266,10 @@ impl Printer {
                 self.say(format!("   {} done in {seconds:.1} s", phase.name()));
                 self.stop_spinner();
             }
+            RemoteEvent::PhaseFailed { phase, seconds, .. } => {
+                self.say(format!("   {} FAILED after {seconds:.1} s", phase.name()));
+                self.stop_spinner();
+            }
             RemoteEvent::PhaseSkipped { phase, reason } => self.say(format!("== {}: skipped ({reason})", phase.name())),
             RemoteEvent::Note { text, .. } => self.say(format!("   {text}")),
             RemoteEvent::Inspected { machine, disks } => {

@@ -206,6 +206,15 @@ pub enum RemoteEvent {
         /// How long it took.
         seconds: f64,
     },
+    /// A phase failed; the run stops.
+    PhaseFailed {
+        /// Which.
+        phase: Phase,
+        /// How long it ran.
+        seconds: f64,
+        /// Why.
+        error: String,
+    },
     /// A phase was not run.
     PhaseSkipped {
         /// Which.
@@ -331,11 +340,14 @@ impl Run<'_> {
     ) -> Result<T, RemoteError> {
         (self.emit)(RemoteEvent::PhaseStarted { phase });
         let start = Instant::now();
-        let result = body(self)?;
+        let result = body(self);
         let seconds = start.elapsed().as_secs_f64();
         self.times.push((phase, seconds));
-        (self.emit)(RemoteEvent::PhaseFinished { phase, seconds });
-        Ok(result)
+        match &result {
+            Ok(_) => (self.emit)(RemoteEvent::PhaseFinished { phase, seconds }),
+            Err(error) => (self.emit)(RemoteEvent::PhaseFailed { phase, seconds, error: error.to_string() }),
+        }
+        result
     }
 
     fn all(&mut self, confirm: Confirm<'_>) -> Result<(), RemoteError> {

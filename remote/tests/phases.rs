@@ -240,6 +240,11 @@ fn from_a_rescue_system_the_ram_os_is_booted_first_and_the_host_key_checked() {
     assert!(matches!(error, RemoteError::HostKeyChanged(_)), "{error}");
     assert!(error.to_string().contains("refusing to go on"), "{error}");
     assert!(!changed.tags().iter().any(|t| t.starts_with("start-job")), "nothing was applied");
+    let failed = events.iter().find_map(|e| match e {
+        RemoteEvent::PhaseFailed { phase, error, .. } => Some((*phase, error.clone())),
+        _ => None,
+    });
+    assert!(failed.is_some_and(|(phase, error)| phase == Phase::Kexec && error.contains("host key")), "{events:?}");
     assert!(matches!(events.last(), Some(RemoteEvent::RemoteFinished { ok: false, .. })));
 }
 

@@ -1954,6 +1954,10 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
     let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
     ensure!(!refused.status.success(), "a changed host key after kexec was accepted: {refused_events}");
     ensure!(stderr.contains("host key changed"), "the refusal does not say why: {stderr}");
+    let kexec_failed = json_lines(&refused_events)
+        .into_iter()
+        .any(|e| e["event"] == "phase-failed" && e["phase"] == "kexec" && e["error"].to_string().contains("host key"));
+    ensure!(kexec_failed, "no phase-failed event for kexec: {refused_events}");
     ensure!(out.join("ramos-wrong-key").exists(), "the RAM OS did not come up");
     ensure!(disk_digests(share, &disks)? == before, "a disk was written before the host key was checked");
     fs::write(out.join("right-key"), "")?;
