@@ -2036,8 +2036,9 @@ pub fn remote_scenario() -> Scenario {
         verify: verify_remote,
         power_loss_boots: vec![],
         driver: Some(drive_remote),
-        // The rescue system holds the unpacked tarball in memory (/run) beside what kexec needs.
-        memory_mib: Some(640),
+        // The target: the rescue system holds the unpacked tarball in memory (/run) beside what
+        // kexec needs, and the RAM OS installs an encrypted mirror.
+        memory_mib: Some(512),
         prepare: None,
         boot_limit: None,
     }

@@ -327,7 +327,10 @@ impl OperationKind for VgActivate {
     }
 
     fn command(&self) -> Option<CommandLine> {
-        Some(CommandLine::new("vgchange", ["--activate", "y", &self.name]))
+        // No dmeventd runs where nix-dabei does (a RAM OS, a rescue system): LVM would fail the activation
+        // of a raid volume still syncing for want of monitoring it, as initramfs scripts avoid with the same
+        // flag. The installed system monitors its volumes itself.
+        Some(CommandLine::new("vgchange", ["--activate", "y", "--ignoremonitoring", &self.name]))
     }
 
     fn undo(&self) -> Option<(String, String, Operation)> {
@@ -355,7 +358,7 @@ impl OperationKind for VgDeactivate {
     }
 
     fn command(&self) -> Option<CommandLine> {
-        Some(CommandLine::new("vgchange", ["--activate", "n", &self.name]))
+        Some(CommandLine::new("vgchange", ["--activate", "n", "--ignoremonitoring", &self.name]))
     }
 }
 
