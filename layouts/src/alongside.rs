@@ -103,12 +103,11 @@ pub fn alongside(
     let largest = free_extents(kept, disk_size)?.into_iter().max_by_key(|extent| extent.size);
     let mut notes = Vec::new();
     let mut built = presets::build(options)?;
-    let Some((disk_name, preset_disk)) = built.disks.shift_remove_index(0) else {
+    let Some((disk_name, mut preset_disk)) = built.disks.shift_remove_index(0) else {
         return Err(AlongsideError::NotOneDisk);
     };
-    let mut disk = Disk { partitions: kept.partitions.clone(), ..preset_disk.clone() };
-    let mut new_partitions = preset_disk.partitions;
-    disk.size = kept.size.or(preset_disk.size);
+    let mut new_partitions = std::mem::take(&mut preset_disk.partitions);
+    let mut disk = Disk { partitions: kept.partitions.clone(), size: kept.size.or(preset_disk.size), ..preset_disk };
 
     let esp = disk.partitions.iter_mut().find(|(_, p)| {
         p.kind.as_deref() == Some("esp")

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use installer::Event;
 use layouts::size::human;
@@ -111,8 +111,8 @@ impl RemoteArgs {
         if let Some(path) = &self.plan {
             let plan = crate::plan::read_plan_file(path)?;
             plan.validate()?;
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            return Ok(Some((PlanSource::File(text), plan.needs_passphrase())));
+            // As TOML, whatever it was written in: the far side reads plan.toml.
+            return Ok(Some((PlanSource::File(plan.to_toml()), plan.needs_passphrase())));
         }
         let Some(preset) = &self.preset else { return Ok(None) };
         let mut words = vec!["--preset".to_string(), preset.clone()];
@@ -358,6 +358,32 @@ fn print_review(review: &Review) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_plan_goes_to_the_far_side_as_the_same_plan_in_toml() {
+        let toml = "hostname = \"web1\"\n[disks.main]\ndevice = \"/dev/disk/by-id/nvme-A\"\nsize = 21474836480\n\
+                    [disks.main.partitions.root]\nsize = \"rest\"\n\
+                    content.filesystem = { format = \"ext4\", mountpoint = \"/\" }\n";
+        let plan = layouts::Plan::from_toml(toml).expect("plan");
+        let file = std::env::temp_dir().join(format!("nix-dabei-remote-plan-{}.json", std::process::id()));
+        std::fs::write(&file, plan.to_json()).expect("json");
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            remote: RemoteArgs,
+        }
+        let parsed =
+            <Command as clap::Parser>::try_parse_from(["remote", "root@host", "--plan", &file.to_string_lossy()]);
+        let source = parsed.expect("arguments").remote.plan_source().expect("read");
+        let _ = std::fs::remove_file(&file);
+        match source {
+            Some((PlanSource::File(text), needs_passphrase)) => {
+                assert_eq!(layouts::Plan::from_toml(&text).expect("TOML"), plan);
+                assert!(!needs_passphrase);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_running_phase_shows_its_name_and_time_and_its_lines_scroll_above() {

@@ -79,17 +79,19 @@ impl Ssh {
         self.folder.join(format!("c{}", self.generation.load(Ordering::Relaxed)))
     }
 
-    fn options(&self, multiplex: bool, keys: Option<&Path>) -> Vec<String> {
+    /// Our options: `keys` is a known_hosts file of our own to check the host key against, with
+    /// `StrictHostKeyChecking` "yes" (pinned) or "accept-new" (recording a new system's key).
+    fn options(&self, multiplex: bool, keys: Option<(&Path, &str)>) -> Vec<String> {
         let mut args = Vec::new();
         let mut option = |value: String| {
             args.push("-o".to_string());
             args.push(value);
         };
-        if let Some(known) = keys {
+        if let Some((known, strict)) = keys {
             option(format!("UserKnownHostsFile={}", known.display()));
             option("GlobalKnownHostsFile=/dev/null".into());
             option(format!("HostKeyAlias={HOST_KEY_ALIAS}"));
-            option("StrictHostKeyChecking=yes".into());
+            option(format!("StrictHostKeyChecking={strict}"));
         }
         if multiplex {
             option("ControlMaster=auto".into());
@@ -107,7 +109,7 @@ impl Ssh {
         args
     }
 
-    fn args(&self, multiplex: bool, keys: Option<&Path>, script: &str) -> Vec<String> {
+    fn args(&self, multiplex: bool, keys: Option<(&Path, &str)>, script: &str) -> Vec<String> {
         let mut args = self.options(multiplex, keys);
         args.push(self.destination.clone());
         args.push(script.to_string());
@@ -158,20 +160,22 @@ impl Far for Ssh {
         if let Some(input) = input {
             self.uploaded.fetch_add(input.len() as u64, Ordering::Relaxed);
         }
-        command::run("ssh", &self.args(true, pinned.as_deref(), script), input).map_err(|e| self.classify(e))
+        command::run("ssh", &self.args(true, pinned.as_deref().map(|file| (file, "yes")), script), input)
+            .map_err(|e| self.classify(e))
     }
 
     fn run_with_file(&self, script: &str, file: &Path) -> Result<String, RemoteError> {
         let pinned = self.pinned_file();
         let size = std::fs::metadata(file).map_err(|e| RemoteError::Local(format!("{}: {e}", file.display())))?.len();
         self.uploaded.fetch_add(size, Ordering::Relaxed);
-        command::run_with_file_input("ssh", &self.args(true, pinned.as_deref(), script), file)
+        command::run_with_file_input("ssh", &self.args(true, pinned.as_deref().map(|file| (file, "yes")), script), file)
             .map_err(|e| self.classify(e))
     }
 
     fn stream(&self, script: &str, on_line: &mut dyn FnMut(&str)) -> Result<(), RemoteError> {
         let pinned = self.pinned_file();
-        command::stream("ssh", &self.args(true, pinned.as_deref(), script), on_line).map_err(|e| self.classify(e))
+        command::stream("ssh", &self.args(true, pinned.as_deref().map(|file| (file, "yes")), script), on_line)
+            .map_err(|e| self.classify(e))
     }
 
     fn pin_host_keys(&self, keys: &[String]) -> Result<(), RemoteError> {
@@ -190,22 +194,12 @@ impl Far for Ssh {
         let mut last;
         loop {
             // Without multiplexing: a master connection to the old system would outlive it.
+            let pinned = self.pinned_file();
             let args = match keys {
-                HostKeys::Pinned => self.args(false, self.pinned_file().as_deref(), &script::boot_id()),
+                HostKeys::Pinned => self.args(false, pinned.as_deref().map(|file| (file, "yes")), &script::boot_id()),
                 HostKeys::New => {
                     let _ = std::fs::remove_file(&new_keys);
-                    let mut args = vec![
-                        "-o".to_string(),
-                        format!("UserKnownHostsFile={}", new_keys.display()),
-                        "-o".into(),
-                        "GlobalKnownHostsFile=/dev/null".into(),
-                        "-o".into(),
-                        format!("HostKeyAlias={HOST_KEY_ALIAS}"),
-                        "-o".into(),
-                        "StrictHostKeyChecking=accept-new".into(),
-                    ];
-                    args.extend(self.args(false, None, &script::boot_id()));
-                    args
+                    self.args(false, Some((&new_keys, "accept-new")), &script::boot_id())
                 }
             };
             match command::run("ssh", &args, None).map_err(|e| self.classify(e)) {
@@ -254,7 +248,7 @@ mod tests {
     fn our_options_come_before_the_users_so_that_they_hold() {
         let ssh = Ssh::new("root@host", vec!["-p".into(), "2222".into(), "-o".into(), "ControlPath=x".into()])
             .expect("folder");
-        let args = ssh.args(true, Some(Path::new("/k")), "true");
+        let args = ssh.args(true, Some((Path::new("/k"), "yes")), "true");
         let ours = args.iter().position(|a| a.starts_with("ControlPath=/")).expect("ours");
         let theirs = args.iter().position(|a| a == "ControlPath=x").expect("theirs");
         assert!(ours < theirs, "{args:?}");
