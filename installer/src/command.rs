@@ -81,9 +81,20 @@ pub fn run_with_file_input(program: &str, args: &[String], file: &std::path::Pat
 
 /// Runs a program, handing each line it prints (stdout and stderr) to `on_line` as it comes.
 pub fn stream(program: &str, args: &[String], on_line: &mut dyn FnMut(&str)) -> Result<(), CommandError> {
+    stream_with_env(program, args, &[], on_line)
+}
+
+/// [`stream`] with variables added to the program's environment (settings, never secrets).
+pub fn stream_with_env(
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), CommandError> {
     let command = command_line(program, args);
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -169,6 +169,9 @@ pub enum Outlook {
         /// It destroys whatever the device holds.
         destroys: bool,
     },
+    /// Will run, changing what exists in place without destroying anything (a mirror member attached
+    /// to a pool); what changes.
+    Change(String),
     /// Something on the machine conflicts with the plan.
     Conflict(String),
 }
@@ -254,10 +257,21 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
             ProbeContext { system, plan, steps: &steps.steps, journal: &journal, zfs: &zfs, reports: &reports, step };
         let outlook = if pending_destruction {
             // What comes after a step that destroys is not probed (the machine will differ by then),
-            // except for what no earlier step can change: names and places already taken by others.
-            match ops::of(&step.operation).and_then(|op| op.taken_by_others(&cx)) {
+            // except for what no earlier step can change: names and places already taken by others, and
+            // a change in place that what stays tells of.
+            let op = ops::of(&step.operation);
+            let destroyed: Vec<&Step> = steps
+                .steps
+                .iter()
+                .filter(|s| {
+                    step.after.contains(&s.id) && matches!(outlooks.get(&s.id), Some(Outlook::Todo { destroys: true }))
+                })
+                .collect();
+            match op.and_then(|op| op.taken_by_others(&cx)) {
                 Some(why) => Outlook::Conflict(why),
-                None => Outlook::Todo { destroys: step.operation.destroys_data() },
+                None => op
+                    .and_then(|op| op.change_despite_destruction(&cx, &destroyed))
+                    .unwrap_or(Outlook::Todo { destroys: step.operation.destroys_data() }),
             }
         } else {
             probe(&cx)
@@ -609,13 +623,16 @@ impl Runner<'_> {
             Outlook::Todo { destroys: true } if step.keeps.is_some() => {
                 return Err(StepError::Conflict(destroys_kept(step.keeps.as_deref().unwrap_or_default())))
             }
-            // Mount mode opens, imports and mounts what is there; it never makes anything.
+            // Mount mode opens, imports and mounts what is there; it never makes or changes anything.
             Outlook::Todo { destroys }
                 if self.options.mode == Mode::Mount && (destroys || step.operation.kind().creates()) =>
             {
                 return Err(StepError::NotApplied(step.operation.to_string()))
             }
-            Outlook::Todo { .. } => {}
+            Outlook::Change(what) if self.options.mode == Mode::Mount => {
+                return Err(StepError::NotApplied(format!("{} ({what})", step.operation)))
+            }
+            Outlook::Todo { .. } | Outlook::Change(_) => {}
         }
         (self.emit)(Event::StepStarted { id: step.id.clone(), description: step.description.clone() });
         power_off_during_if_asked(&step.id);

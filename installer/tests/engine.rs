@@ -609,3 +609,105 @@ fn a_dataset_added_to_an_installed_plan_is_the_only_change() {
     assert!(system.commands().iter().any(|c| c.args.last().map(String::as_str) == Some("rpool/srv")));
     assert_eq!(apply(&system, &grown, Mode::Apply).expect("again").applied, 0, "and then nothing");
 }
+
+/// The second disk of a mirror, as a person adds it to a single-disk plan (the mirror preset's shape).
+const SECOND_DISK: &str = r#"
+[disks.second]
+device = "/dev/disk/by-id/virtio-disk1"
+size = 21474836480
+
+[disks.second.partitions.esp]
+size = "1G"
+type = "esp"
+
+[disks.second.partitions.esp.content.filesystem]
+format = "vfat"
+mountpoint = "/boot-1"
+mount_options = ["umask=0077"]
+
+[disks.second.partitions.zfs]
+size = "rest"
+type = "zfs"
+
+[disks.second.partitions.zfs.content.zfs]
+pool = "rpool"
+"#;
+
+/// Changing a layout in place: a single-disk pool made a mirror with a second disk. After a reboot (the
+/// pool exported), the first disk is left alone, the second is wiped (confirmed), the pool's step is a
+/// change (`zpool attach`, shown), and applying imports the pool and attaches the new partition to it.
+#[test]
+fn a_single_disk_pool_becomes_a_mirror_by_attaching_the_second_disk() {
+    fresh_journal();
+    let system = machine();
+    let mut preset = PresetOptions::new(PresetKind::Single, vec![facts("virtio-disk0", "disk0")]);
+    preset.encryption = Encryption::ZfsNative;
+    let single = build(&preset).expect("preset");
+    apply(&system, &single, Mode::Apply).expect("install");
+    system.reboot();
+
+    let text = single.to_toml().replace("mode = \"stripe\"", "mode = \"mirror\"") + SECOND_DISK;
+    let mirror = Plan::from_toml(&text).expect("the mirror plan");
+    let preview = installer::preview(&system, &mirror, &steps(&mirror), &options(Mode::Apply)).expect("preview");
+    let outlook = |id: &str| preview.steps.iter().find(|(s, _)| s.id == id).map(|(_, o)| o.clone()).expect(id);
+    match outlook("zpool-create:rpool") {
+        Outlook::Change(what) => assert!(
+            what.contains(concat!(
+                "zpool attach -f -o ashift=12 rpool /dev/disk/by-id/virtio-disk0-part2 ",
+                "/dev/disk/by-id/virtio-disk1-part2"
+            )),
+            "{what}"
+        ),
+        other => panic!("the pool should grow in place: {other:?}"),
+    }
+    let wiped: Vec<&str> = preview.wipes.iter().map(|w| w.disk.as_str()).collect();
+    assert_eq!(wiped, ["second"], "only the new disk is wiped");
+    for (step, outlook) in &preview.steps {
+        if step.id.contains(":main") {
+            assert!(!matches!(outlook, Outlook::Todo { destroys: true }), "{} destroys on the kept disk", step.id);
+        }
+    }
+    apply(&system, &mirror, Mode::Apply).expect("the change");
+    let attached = system.commands().iter().filter(|c| c.program == "zpool" && c.args[0] == "attach").count();
+    assert_eq!(attached, 1);
+    assert!(
+        !system.commands().iter().any(|c| c.program == "zpool" && c.args[0] == "create" && c.args.len() > 1 && {
+            c.args.contains(&"/dev/disk/by-id/virtio-disk1-part2".to_string())
+        }),
+        "the pool was made again"
+    );
+    assert_eq!(apply(&system, &mirror, Mode::Apply).expect("again").applied, 0, "and then nothing");
+}
+
+/// A device that would join a vdev that cannot take it in place is refused before anything is written.
+#[test]
+fn a_pool_that_cannot_grow_in_place_is_refused() {
+    fresh_journal();
+    let system = machine();
+    let single = build(&PresetOptions::new(PresetKind::Single, vec![facts("virtio-disk0", "disk0")])).expect("preset");
+    apply(&system, &single, Mode::Apply).expect("install");
+    system.reboot();
+    let text = single.to_toml() + SECOND_DISK;
+    let striped = Plan::from_toml(&text).expect("two striped disks");
+    let changes = system.changes();
+    let error = apply(&system, &striped, Mode::Apply).expect_err("a stripe does not grow in place").to_string();
+    assert!(error.contains("zpool-create:rpool") && error.contains("only mirrors"), "{error}");
+    assert_eq!(system.changes(), changes, "nothing was written");
+}
+
+/// A pool of the same name on disks the plan wipes is no pool to grow: the new plan makes its own.
+#[test]
+fn an_old_pool_on_disks_the_plan_wipes_is_made_anew_not_grown() {
+    fresh_journal();
+    let system = machine();
+    let single = build(&PresetOptions::new(PresetKind::Single, vec![facts("virtio-disk0", "disk0")])).expect("preset");
+    apply(&system, &single, Mode::Apply).expect("install");
+    system.reboot();
+    let disks = vec![facts("virtio-disk0", "disk0"), facts("virtio-disk1", "disk1")];
+    let mirror = build(&PresetOptions::new(PresetKind::Mirror, disks)).expect("preset");
+    let preview = installer::preview(&system, &mirror, &steps(&mirror), &options(Mode::Apply)).expect("preview");
+    let pool = preview.steps.iter().find(|(s, _)| s.id == "zpool-create:rpool").map(|(_, o)| o.clone());
+    assert_eq!(pool, Some(Outlook::Todo { destroys: true }), "the old pool's disk is wiped first");
+    apply(&system, &mirror, Mode::Apply).expect("the new install");
+    assert!(!system.commands().iter().any(|c| c.program == "zpool" && c.args[0] == "attach"));
+}

@@ -62,7 +62,9 @@ impl Bench {
     }
 
     fn steps(&self) -> layouts::Steps {
-        self.plan.compile(&CompileOptions { target: self.target.to_string_lossy().into_owned() }).expect("compiles")
+        self.plan
+            .compile(&CompileOptions { target: self.target.to_string_lossy().into_owned(), ..Default::default() })
+            .expect("compiles")
     }
 
     fn apply(&self) -> Result<installer::Report, installer::InstallError> {
@@ -129,6 +131,7 @@ fn try_kill_points(format: Format, syscall: &str, points: impl Iterator<Item = u
                 run("umount", &[&bench.target.to_string_lossy()]).expect("umount");
             }
             Outlook::Todo { .. } => {}
+            Outlook::Change(what) => panic!("{format:?} killed at write {point}: a filesystem to change? {what}"),
             Outlook::Conflict(why) => panic!("{format:?} killed at write {point}: refused instead of redone: {why}"),
         }
         bench.apply().unwrap_or_else(|e| panic!("{format:?} killed at write {point}: resume failed: {e}"));

@@ -59,7 +59,7 @@ fn target() -> String {
 }
 
 fn apply(plan: &Plan, confirmed: &[String]) -> Result<installer::Report, InstallError> {
-    let steps = plan.compile(&CompileOptions { target: target() }).expect("compiles");
+    let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
     let options = options();
     let preview = installer::preview(&RealSystem, plan, &steps, &options)?;
     let result =
@@ -91,7 +91,7 @@ fn a_disk_read_back_is_found_done_and_applying_it_writes_nothing() {
         let esp = run("blkid", &["-o", "value", "-s", "UUID", &disk.partition(5)]).expect("blkid");
         assert!(toml.contains(&format!("uuid = \"{}\"", esp.trim())), "no FAT volume id: {toml}");
 
-        let steps = plan.compile(&CompileOptions { target: target() }).expect("compiles");
+        let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
         let preview = installer::preview(&RealSystem, &plan, &steps, &options()).expect("preview");
         for (step, outlook) in &preview.steps {
             match (&step.operation, outlook) {
@@ -266,7 +266,7 @@ proptest::proptest! {
         let read = plan_of(&disk);
         let (made, probed) = (&planned.disks["disk0"].partitions, &read.disks["disk0"].partitions);
         proptest::prop_assert_eq!(made.len(), probed.len(), "{}", read.to_toml());
-        let steps = planned.compile(&CompileOptions { target: target() }).expect("compiles");
+        let steps = planned.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
         let layout = installer::preview(&RealSystem, &planned, &steps, &options()).expect("preview of the plan");
         for ((_, made), (_, probed)) in made.iter().zip(probed.iter()) {
             if let Some(exact) = made.size.bytes() {
@@ -280,7 +280,7 @@ proptest::proptest! {
             proptest::prop_assert!(done, "{} of the applied plan is {:?}", step.id, outlook);
         }
 
-        let steps = read.compile(&CompileOptions { target: target() }).expect("compiles");
+        let steps = read.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
         let preview = installer::preview(&RealSystem, &read, &steps, &options()).expect("preview");
         for (step, outlook) in &preview.steps {
             proptest::prop_assert!(

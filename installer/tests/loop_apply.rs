@@ -85,7 +85,9 @@ impl Setup {
     }
 
     fn steps(&self) -> layouts::Steps {
-        self.plan.compile(&CompileOptions { target: self.target.to_string_lossy().into_owned() }).expect("compiles")
+        self.plan
+            .compile(&CompileOptions { target: self.target.to_string_lossy().into_owned(), ..Default::default() })
+            .expect("compiles")
     }
 
     fn apply(&self, confirmed: &[String]) -> Result<installer::Report, InstallError> {

@@ -19,6 +19,10 @@ pub use crate::nodes::install::NIXOS_MODULE_PATH;
 pub struct CompileOptions {
     /// The directory the installed system is mounted under.
     pub target: String,
+    /// A NixOS system built elsewhere (`/nix/store/...-nixos-system-...`) and already copied into the
+    /// target's store: the install step installs it (`nixos-install --system`) instead of building the
+    /// plan's flake.
+    pub system: Option<String>,
 }
 
 impl CompileOptions {
@@ -34,16 +38,35 @@ impl CompileOptions {
             }
             Ok(_) => None,
         };
-        match problem {
-            Some(message) => Err(PlanError::single(FieldPath::root().join("target"), message)),
-            None => Ok(()),
+        if let Some(message) = problem {
+            return Err(PlanError::single(FieldPath::root().join("target"), message));
+        }
+        match self.system.as_deref().map(store_path_problem) {
+            Some(Some(message)) => Err(PlanError::single(FieldPath::root().join("system"), message)),
+            _ => Ok(()),
         }
     }
 }
 
+/// Why `path` is not a store path as Nix writes them (`/nix/store/`, 32 characters of Nix's base32, `-`,
+/// a name of letters, digits and `+-._?=`): it reaches nixos-install's command line.
+fn store_path_problem(path: &str) -> Option<String> {
+    const BASE32: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+    let shown = crate::error::shown(path);
+    let Some(base) = path.strip_prefix("/nix/store/") else {
+        return Some(format!("{shown} is not in /nix/store"));
+    };
+    let (hash, name) = base.split_at_checked(32).unwrap_or((base, ""));
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || "+-._?=".contains(c);
+    let fits = hash.len() == 32
+        && hash.chars().all(|c| BASE32.contains(c))
+        && name.strip_prefix('-').is_some_and(|n| !n.is_empty() && !n.starts_with('.') && n.chars().all(name_ok));
+    (!fits).then(|| format!("{shown} is not a store path (/nix/store/HASH-NAME)"))
+}
+
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { target: "/mnt".to_string() }
+        CompileOptions { target: "/mnt".to_string(), system: None }
     }
 }
 

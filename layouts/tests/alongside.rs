@@ -74,7 +74,8 @@ fn the_new_partitions_go_into_the_largest_gap_and_an_esp_with_room_is_reused() {
     assert!(result.notes.iter().any(|n| n.contains("p1") && n.contains("reused")), "{:?}", result.notes);
     // The steps that could destroy the kept partitions carry them, so that they are refused rather than
     // run should the machine differ; the ESP is mounted at /boot.
-    let steps = plan.compile(&layouts::CompileOptions { target: "/mnt".into() }).expect("compiles");
+    let steps =
+        plan.compile(&layouts::CompileOptions { target: "/mnt".into(), ..Default::default() }).expect("compiles");
     for id in ["wipe:main", "gpt:main", "mkfs:main/p1"] {
         let step = steps.steps.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("{id}"));
         assert!(step.keeps.is_some(), "{id} does not carry what it keeps");

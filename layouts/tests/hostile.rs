@@ -45,12 +45,44 @@ fn only_boot_loader_mountpoints_make_an_esp() {
 fn the_target_is_an_absolute_normal_path_other_than_root() {
     let plan = plain_plan();
     for bad in ["", "/", "mnt", "/mnt/", "/mnt/../etc", "//mnt", "/mnt/./x", "/m\nt"] {
-        let error = plan.compile(&CompileOptions { target: bad.into() }).expect_err(bad).to_string();
+        let error =
+            plan.compile(&CompileOptions { target: bad.into(), ..Default::default() }).expect_err(bad).to_string();
         assert!(error.starts_with("target: "), "{bad:?}: {error}");
     }
     for good in ["/mnt", "/target/new-root"] {
-        plan.compile(&CompileOptions { target: good.into() }).unwrap_or_else(|e| panic!("{good}: {e}"));
+        plan.compile(&CompileOptions { target: good.into(), ..Default::default() })
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
     }
+}
+
+#[test]
+fn a_system_built_elsewhere_is_a_store_path_and_installed_as_it_is() {
+    let mut plan = plain_plan();
+    plan.flake = Some("github:me/m#web1".into());
+    let with = |system: &str| CompileOptions { system: Some(system.into()), ..Default::default() };
+    for bad in [
+        "/tmp/x",
+        "/nix/store/abc-system",
+        "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-",
+        "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-a b",
+        "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x/../../etc",
+        "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x\n--flake",
+        "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeu-x",
+    ] {
+        let error = plan.compile(&with(bad)).expect_err(bad).to_string();
+        assert!(error.starts_with("system: "), "{bad:?}: {error}");
+    }
+    let system = "/nix/store/x9p2sf21mnj7416qknignzlb2n4iy5qq-nixos-system-web1-25.05";
+    let steps = plan.compile(&with(system)).expect("compiles");
+    let install = steps.steps.iter().find(|s| s.id == "nixos-install").expect("the install");
+    let line = layouts::OperationKind::command(match &install.operation {
+        layouts::Operation::NixosInstall(op) => op,
+        other => panic!("{other:?}"),
+    })
+    .expect("a command")
+    .to_string();
+    assert!(line.contains(&format!("--system {system}")) && !line.contains("--flake"), "{line}");
+    assert!(install.description.contains("built from github:me/m#web1"), "{}", install.description);
 }
 
 #[test]

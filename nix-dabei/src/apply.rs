@@ -29,6 +29,11 @@ pub struct ApplyArgs {
     /// later; `nix-dabei remote` runs the two as separate phases).
     #[arg(long, conflicts_with = "flake")]
     pub disks_only: bool,
+    /// Install this system, built from the flake elsewhere and copied into the target's store (`nix copy
+    /// --to 'ssh://HOST?remote-store=local?root=/mnt'`), instead of building the flake here. Needs --flake,
+    /// which names it; the flake is not evaluated here, so the check before install is the builder's.
+    #[arg(long, value_name = "STORE-PATH", requires = "flake", requires = "skip_flake_check")]
+    pub system: Option<String>,
     /// After an install, leave everything mounted and the pools imported (by default they are unmounted,
     /// exported and closed, so that the installed system imports its pools cleanly at first boot).
     #[arg(long)]
@@ -217,9 +222,13 @@ fn print_review(preview: &Preview) {
             Outlook::Done(_) => "done    ",
             Outlook::Todo { destroys: true } => "DESTROYS",
             Outlook::Todo { destroys: false } => "to do   ",
+            Outlook::Change(_) => "change  ",
             Outlook::Conflict(_) => "CONFLICT",
         };
         println!("{:>3}. {state} {}", index + 1, step.description);
+        if let Outlook::Change(what) = outlook {
+            println!("               {what}");
+        }
     }
     if !preview.wipes.is_empty() {
         println!("\nThese disks will be wiped, and everything on them lost:");
@@ -248,6 +257,7 @@ fn review_json(plan: &Plan, preview: &Preview) -> serde_json::Value {
                 Outlook::Done(reason) => ("done", reason.clone()),
                 Outlook::Todo { destroys: true } => ("destroys", String::new()),
                 Outlook::Todo { destroys: false } => ("todo", String::new()),
+                Outlook::Change(what) => ("change", what.clone()),
                 Outlook::Conflict(reason) => ("conflict", reason.clone()),
             };
             remote::ReviewStep {
@@ -315,7 +325,7 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
     if args.disks_only {
         plan.flake = None;
     }
-    let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
+    let steps = plan.compile(&CompileOptions { target: args.output.target.clone(), system: args.system.clone() })?;
     let options = options(Mode::Apply);
     let preview = installer::preview(&RealSystem, &plan, &steps, &options)?;
     if !args.output.json {
@@ -415,7 +425,7 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
 /// Runs `nix-dabei mount`.
 pub fn mount(args: MountArgs) -> Result<()> {
     let plan = read_plan_file(&args.file)?;
-    let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
+    let steps = plan.compile(&CompileOptions { target: args.output.target.clone(), ..Default::default() })?;
     let options = options(Mode::Mount);
     let preview = installer::preview(&RealSystem, &plan, &steps, &options)?;
     let secrets = if preview.nothing_to_do() { Secrets::default() } else { read_secrets(&plan, &args.keys, false)? };
@@ -427,7 +437,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
 /// Runs `nix-dabei unmount`.
 pub fn unmount(args: MountArgs) -> Result<()> {
     let plan = read_plan_file(&args.file)?;
-    let steps = plan.compile(&CompileOptions { target: args.output.target.clone() })?;
+    let steps = plan.compile(&CompileOptions { target: args.output.target.clone(), ..Default::default() })?;
     let emit = printer(args.output.json, steps.teardown.len());
     installer::teardown(&RealSystem, &plan, &steps, &options(Mode::Mount), &emit)?;
     Ok(())

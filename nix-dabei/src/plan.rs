@@ -247,7 +247,7 @@ fn alongside_plan(path: &str, options: &PresetOptions) -> Result<Plan> {
 /// Runs `nix-dabei plan`.
 pub fn run(args: PlanArgs) -> Result<()> {
     let plan = plan_from_args(&args)?;
-    let steps = plan.compile(&CompileOptions { target: args.target.clone() })?;
+    let steps = plan.compile(&CompileOptions { target: args.target.clone(), ..Default::default() })?;
     if let Some(output) = &args.output {
         let name = output.display().to_string();
         let text = match PlanFormat::from_file_name(&name) {

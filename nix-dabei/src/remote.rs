@@ -14,6 +14,15 @@ use remote::{Phase, PlanSource, RemoteError, RemoteEvent, Request, Review, Revie
 use crate::apply::{read_passphrase, KeyArgs};
 
 /// Arguments of `nix-dabei remote`.
+/// Where the system is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildOn {
+    /// On the far side, by its nixos-install.
+    Remote,
+    /// Here, then copied.
+    Local,
+}
+
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
     /// The machine: user@host, or a host name from ~/.ssh/config.
@@ -39,9 +48,14 @@ pub struct RemoteArgs {
     /// With --preset: the host name.
     #[arg(long, requires = "preset")]
     pub hostname: Option<String>,
-    /// The flake to install, such as github:me/machines#web1 (as the machine sees it).
+    /// The flake to install, such as github:me/machines#web1 (as the machine that builds it sees it).
     #[arg(long, value_name = "REF")]
     pub flake: Option<String>,
+    /// Where the system is evaluated, checked and built: `remote` (the far side's nixos-install builds
+    /// the flake) or `local` (this machine's Nix builds it; `nix copy` puts it into the target's store
+    /// there and nixos-install --system installs it).
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t = BuildOn::Remote, requires = "flake")]
+    pub build_on: BuildOn,
     /// The kexec tarball (`nix build .#kexec-tarball`), for a machine that does not run the RAM OS yet.
     #[arg(long, value_name = "FILE")]
     pub kexec_tarball: Option<PathBuf>,
@@ -162,6 +176,7 @@ pub fn run(args: RemoteArgs) -> Result<()> {
         yes_wipe_all: args.yes_wipe_all,
         passphrase,
         skip_flake_check: args.skip_flake_check,
+        build_on_local: args.build_on == BuildOn::Local,
         post_install_check: args.post_install_check.clone(),
         boot_limit: Duration::from_secs(args.boot_timeout),
     };
@@ -335,9 +350,13 @@ fn print_review(review: &Review) {
             "done" => "done    ",
             "destroys" => "DESTROYS",
             "conflict" => "CONFLICT",
+            "change" => "change  ",
             _ => "to do   ",
         };
         println!("   {:>3}. {state} {}", index + 1, step.description);
+        if step.state == "change" {
+            println!("                 {}", step.detail);
+        }
     }
     if !review.wipes.is_empty() {
         println!("   These disks will be wiped, and everything on them lost:");

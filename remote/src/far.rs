@@ -35,7 +35,17 @@ pub trait Far {
     /// Waits until the machine answers from a boot other than `old_boot_id`, accepting `keys`; a
     /// different host key under [`HostKeys::Pinned`] fails at once with [`RemoteError::HostKeyChanged`].
     fn await_new_boot(&self, old_boot_id: &str, keys: HostKeys, limit: Duration) -> Result<(), RemoteError>;
-    /// Bytes sent so far (uploads, plans, passphrases).
+    /// Copies `path` and everything it refers to from this machine's Nix store into the far side's store
+    /// under `root` (`nix copy`), handing over each line nix prints; `bytes`, the closure's size, is
+    /// counted as uploaded.
+    fn copy_closure(
+        &self,
+        path: &str,
+        bytes: u64,
+        root: &str,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), RemoteError>;
+    /// Bytes sent so far (uploads, plans, passphrases, store paths).
     fn uploaded_bytes(&self) -> u64;
 }
 
@@ -228,9 +238,64 @@ impl Far for Ssh {
         Ok(())
     }
 
+    fn copy_closure(
+        &self,
+        path: &str,
+        bytes: u64,
+        root: &str,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), RemoteError> {
+        // nix runs ssh itself, with NIX_SSHOPTS split at spaces. It rides on the multiplexed connection,
+        // opened here and so checked against the pinned keys; should that connection be gone, a new one
+        // is held to the same keys.
+        self.run("# nix-dabei-remote: before-copy\ntrue\n", None)?;
+        let pinned = self.pinned_file().ok_or_else(|| RemoteError::Refused("no host keys pinned".into()))?;
+        let mut options =
+            vec!["ControlMaster=no".to_string(), format!("ControlPath={}", self.control_path().display())];
+        options.extend([
+            format!("UserKnownHostsFile={}", pinned.display()),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            format!("HostKeyAlias={HOST_KEY_ALIAS}"),
+            "StrictHostKeyChecking=yes".into(),
+            "BatchMode=yes".into(),
+        ]);
+        if options.iter().any(|o| o.contains(char::is_whitespace)) {
+            return Err(RemoteError::Local(format!(
+                "nix copy cannot be handed the SSH connection's files in {}: the path has a space (set TMPDIR to \
+                 a folder without)",
+                self.folder.display()
+            )));
+        }
+        let sshopts = options.iter().map(|o| format!("-o {o}")).collect::<Vec<_>>().join(" ");
+        // A store URL's settings are percent-decoded: the far side's nix-store serves the store under
+        // `root` (`--store local?root=ROOT`), where nixos-install --system looks for the system.
+        let store =
+            format!("ssh://{}?remote-store={}", self.destination, percent_encoded(&format!("local?root={root}")));
+        let args: Vec<String> =
+            ["--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", &store, path]
+                .map(String::from)
+                .to_vec();
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+        command::stream_with_env("nix", &args, &[("NIX_SSHOPTS", &sshopts)], on_line).map_err(|error| match error {
+            CommandError::Spawn { .. } => RemoteError::Local(format!("--build-on local needs Nix here: {error}")),
+            other => RemoteError::Far(other.to_string()),
+        })
+    }
+
     fn uploaded_bytes(&self) -> u64 {
         self.uploaded.load(Ordering::Relaxed)
     }
+}
+
+/// `value` with everything but unreserved URL characters percent-encoded.
+fn percent_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 impl Drop for Ssh {
@@ -254,6 +319,11 @@ mod tests {
         assert!(ours < theirs, "{args:?}");
         assert!(args.contains(&"StrictHostKeyChecking=yes".to_string()));
         assert_eq!(&args[args.len() - 2..], ["root@host", "true"]);
+    }
+
+    #[test]
+    fn the_far_store_setting_is_encoded_as_one_url_parameter() {
+        assert_eq!(percent_encoded("local?root=/mnt"), "local%3Froot%3D%2Fmnt");
     }
 
     #[test]

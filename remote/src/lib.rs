@@ -11,6 +11,7 @@
 
 pub mod far;
 pub mod inspect;
+pub mod local;
 pub mod script;
 pub mod tarball;
 
@@ -134,6 +135,9 @@ pub struct Request {
     pub passphrase: Option<Secret>,
     /// Install without checking the flake against the plan first.
     pub skip_flake_check: bool,
+    /// Evaluate, check and build the flake's system here and copy it into the target's store (`nix
+    /// copy`), rather than have the far side build it.
+    pub build_on_local: bool,
     /// A command to run on the installed system once it answers after the reboot.
     pub post_install_check: Option<String>,
     /// How long a kexec or a reboot may take.
@@ -147,7 +151,7 @@ pub struct ReviewStep {
     pub id: String,
     /// What it does.
     pub description: String,
-    /// `done`, `todo`, `destroys` or `conflict`.
+    /// `done`, `todo`, `destroys`, `change` or `conflict`.
     pub state: String,
     /// Why it is done or in conflict.
     #[serde(default)]
@@ -272,6 +276,9 @@ impl RemoteEvent {
     }
 }
 
+/// Where the far side's nix-dabei mounts the target (its default).
+const TARGET: &str = "/mnt";
+
 /// What the frontend is asked: the disks to wipe, given the review (typed confirmation at a terminal).
 pub type Confirm<'a> = &'a dyn Fn(&[&ReviewWipe]) -> Result<Vec<String>, RemoteError>;
 
@@ -286,6 +293,8 @@ struct Run<'a> {
     binary: String,
     machine: Option<Inspection>,
     times: Vec<(Phase, f64)>,
+    /// The flake was checked against the plan here (`--build-on local`).
+    checked_here: bool,
 }
 
 /// Runs the request's phases. The events tell the whole story; the error says why the run stopped.
@@ -297,7 +306,8 @@ pub fn run(
 ) -> Result<Vec<(Phase, f64)>, RemoteError> {
     let start = Instant::now();
     let dir = if request.dry_run { script::DRY_RUN_DIR } else { script::DIR };
-    let mut run = Run { far, request, emit, dir, binary: String::new(), machine: None, times: Vec::new() };
+    let mut run =
+        Run { far, request, emit, dir, binary: String::new(), machine: None, times: Vec::new(), checked_here: false };
     let result = run.all(confirm);
     if request.dry_run {
         // The one file a dry run uploads goes again, whatever happened.
@@ -544,8 +554,7 @@ impl Run<'_> {
                 words.extend(args.iter().cloned());
                 words.extend(["-o".to_string(), path.clone()]);
                 self.far.run(&script::nix_dabei("plan", &self.binary, &words), None)?;
-                let text =
-                    self.far.run(&format!("# nix-dabei-remote: read-plan\ncat {}\n", script::quote(&path)), None)?;
+                let text = self.read_plan()?;
                 (self.emit)(RemoteEvent::PlanMade { text });
             }
             None => return Err(RemoteError::Refused("give --plan FILE or --preset".into())),
@@ -554,7 +563,8 @@ impl Run<'_> {
         if let Some(flake) = &self.request.flake {
             words.extend(["--flake".to_string(), flake.clone()]);
         }
-        if self.request.skip_flake_check || self.request.flake.is_none() {
+        // Built here, the flake is checked here (before anything is written): the far side cannot see it.
+        if self.request.skip_flake_check || self.request.flake.is_none() || self.request.build_on_local {
             words.push("--skip-flake-check".into());
         }
         let output = self.far.run(&script::nix_dabei("review", &self.binary, &words), None)?;
@@ -575,7 +585,61 @@ impl Run<'_> {
                 conflicts.join("\n  ")
             )));
         }
+        if let (Some(flake), true) = (&self.request.flake, self.request.build_on_local) {
+            self.check_here(Phase::Plan, flake)?;
+        }
         Ok(review)
+    }
+
+    /// The plan as the far side holds it.
+    fn read_plan(&self) -> Result<String, RemoteError> {
+        self.far.run(&format!("# nix-dabei-remote: read-plan\ncat {}\n", script::quote(&self.plan_path())), None)
+    }
+
+    fn far_plan(&self) -> Result<layouts::Plan, RemoteError> {
+        let text = self.read_plan()?;
+        layouts::Plan::from_toml(&text)
+            .map_err(|e| RemoteError::Far(format!("the plan on the far side cannot be read: {e}")))
+    }
+
+    /// The check before install, with this machine's Nix: the flake's configuration against the plan and
+    /// the far side's firmware.
+    fn check_here(&mut self, phase: Phase, flake: &str) -> Result<(), RemoteError> {
+        if self.request.skip_flake_check || self.checked_here {
+            return Ok(());
+        }
+        let plan = self.far_plan()?;
+        let uefi = self.machine.as_ref().map(|m| m.firmware == "uefi");
+        self.note(phase, format!("checking {flake} against the plan here (nix eval)"));
+        installer::flake::verify(&installer::RealSystem, &plan, flake, uefi)
+            .map_err(|e| RemoteError::Refused(format!("{e}\nNothing was written on the far side.")))?;
+        self.checked_here = true;
+        Ok(())
+    }
+
+    /// `--build-on local`: checks, builds here, copies into the far side's target store; returns the
+    /// system's store path.
+    fn build_and_copy(&mut self, flake: &str) -> Result<String, RemoteError> {
+        let root = TARGET;
+        let mounted = self.far.run(&script::mounted(root), None)?;
+        if mounted.trim() != "mounted" {
+            return Err(RemoteError::Refused(format!(
+                "{root} is not mounted on the far side, so the system has no store to go into: run the apply \
+                 phase first (it mounts the plan's filesystems)"
+            )));
+        }
+        self.check_here(Phase::Install, flake)?;
+        let hostname = self.far_plan()?.hostname;
+        let emit = self.emit;
+        let system = local::build_system(flake, &hostname, &mut |line| {
+            emit(RemoteEvent::Note { phase: Phase::Install, text: line.to_string() })
+        })?;
+        let bytes = local::closure_bytes(&system)?;
+        self.note(Phase::Install, format!("built {system}; copying {bytes} bytes into the far side's {root}"));
+        self.far.copy_closure(&system, bytes, root, &mut |line| {
+            emit(RemoteEvent::Note { phase: Phase::Install, text: line.to_string() })
+        })?;
+        Ok(system)
     }
 
     /// The disks confirmed for wiping: by the request, the rest asked of the frontend.
@@ -623,7 +687,10 @@ impl Run<'_> {
 
     fn install(&mut self, flake: &str) -> Result<(), RemoteError> {
         let mut words = vec!["install".to_string(), self.plan_path(), "--json".into(), "--flake".into(), flake.into()];
-        if self.request.skip_flake_check {
+        if self.request.build_on_local {
+            let system = self.build_and_copy(flake)?;
+            words.extend(["--system".to_string(), system, "--skip-flake-check".into()]);
+        } else if self.request.skip_flake_check {
             words.push("--skip-flake-check".into());
         }
         if let Some(path) = self.send_passphrase()? {

@@ -62,6 +62,15 @@ pub fn receive_binary(dir: &str) -> String {
     )
 }
 
+/// Prints `mounted` when `path` is a mount point.
+pub fn mounted(path: &str) -> String {
+    format!(
+        "# nix-dabei-remote: mounted\n\
+         awk -v m={} '$2 == m {{ found = 1 }} END {{ print found ? \"mounted\" : \"not-mounted\" }}' /proc/mounts\n",
+        quote(path)
+    )
+}
+
 /// Runs nix-dabei with these arguments.
 pub fn nix_dabei(tag: &str, binary: &str, args: &[String]) -> String {
     format!("# nix-dabei-remote: {tag}\n{} {}\n", quote(binary), command_line(args))

@@ -148,7 +148,9 @@ fn engine_options() -> Options {
 /// Builds, saves and previews the plan.
 fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String> {
     let plan = plan_from_answers(model)?;
-    let steps = plan.compile(&CompileOptions { target: options.target.clone() }).map_err(|e| e.to_string())?;
+    let steps = plan
+        .compile(&CompileOptions { target: options.target.clone(), ..Default::default() })
+        .map_err(|e| e.to_string())?;
     if let Some(dir) = options.save_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
@@ -176,6 +178,7 @@ fn prepare(model: &Model, options: &TuiOptions) -> Result<(Plan, Review), String
                     Outlook::Done(_) => "done",
                     Outlook::Todo { destroys: true } => "DESTROYS",
                     Outlook::Todo { destroys: false } => "to do",
+                    Outlook::Change(_) => "change",
                     Outlook::Conflict(_) => "CONFLICT",
                 }
                 .to_string(),
@@ -212,7 +215,7 @@ fn start_install(plan: Plan, passphrase: Option<Secret>, options: &TuiOptions, s
             let _ = sender.send(Msg::Engine(event));
         };
         let outcome = (|| -> Result<Outcome, String> {
-            let steps = plan.compile(&CompileOptions { target }).map_err(|e| e.to_string())?;
+            let steps = plan.compile(&CompileOptions { target, ..Default::default() }).map_err(|e| e.to_string())?;
             let mut engine = engine_options();
             let simulated;
             let system: &dyn System = if dry_run {

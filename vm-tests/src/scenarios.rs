@@ -1296,6 +1296,7 @@ pub fn all() -> Vec<Scenario> {
         kexec_scenario(),
         remote_scenario(),
         alongside_scenario(),
+        grow_scenario(),
         Scenario {
             name: "disko-zfs",
             disks: vec![gib("z0", 3, Bus::Virtio), gib("z1", 3, Bus::Virtio)],
@@ -1847,6 +1848,9 @@ case "$NIX_DABEI_BOOT" in
     say "the installed system"
     nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount.jsonl
     cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt
+    generation=$(readlink /mnt/nix/var/nix/profiles/system)
+    system=$(readlink "/mnt/nix/var/nix/profiles/$generation")
+    [ -e "/mnt$system" ] && echo "$system" > /host/out/system-profile.txt
     zpool status -j --json-int > /host/out/zpool-status.json
     network
     ssh-keygen -q -t ed25519 -N '' -f /tmp/installed_host_key
@@ -1858,6 +1862,30 @@ case "$NIX_DABEI_BOOT" in
 esac
 "#;
 
+/// The host flake's system: two store paths (the system refers to its module), added to the stand-in
+/// configuration through its override.
+const LOCAL_SYSTEM: &str = r#"{
+  host = { };
+  change = config: config // {
+    system = (config.system or { }) // { build.toplevel = let
+      module = derivation {
+        name = "nix-dabei-module"; system = "x86_64-linux"; builder = "/bin/sh";
+        text = builtins.readFile ./nix-dabei.nix;
+        args = [ "-c" "echo \"$text\" > $out" ];
+      };
+    in derivation {
+      name = "nixos-system-vm"; system = "x86_64-linux"; builder = "/bin/sh";
+      args = [ "-c" "echo ${module} > $out" ];
+    }; };
+  };
+}
+"#;
+
+/// Debian's Nix on the host, as root without its daemon: no build users, no binary cache, and builders
+/// that are the host's /bin/sh.
+const HOST_NIX_CONFIG: &str =
+    "build-users-group =\nsubstituters =\nsandbox = false\nexperimental-features = nix-command flakes";
+
 /// `nix-dabei remote` on the host, against the guest, with the test's key and known_hosts.
 fn remote_command(share: &Path, port: u16, extra: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(share.join("bin/nix-dabei"));
@@ -1868,7 +1896,7 @@ fn remote_command(share: &Path, port: u16, extra: &[&str]) -> std::process::Comm
         .arg(format!("UserKnownHostsFile={}", share.join("known_hosts").display()))
         .args(["-o", "StrictHostKeyChecking=accept-new", "--json", "--plan"])
         .arg(share.join("plan.toml"))
-        .args(["--flake", "path:/etc/nixos#vm", "--kexec-tarball"])
+        .args(["--kexec-tarball"])
         .arg(share.join("kexec.tar.gz"))
         .args(["--passphrase-file"])
         .arg(share.join("passphrase"))
@@ -1934,8 +1962,18 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
     let disks = ["x0", "x1"];
     let before = disk_digests(share, &disks)?;
 
+    // The flake on the far side, built there; and one here, built here (`--build-on local`): the stand-in
+    // configuration with a system of two store paths, built by this machine's Nix without nixpkgs.
+    let far_flake = ["--flake", "path:/etc/nixos#vm"];
+    let flake = share.join("flake");
+    fs::create_dir_all(&flake)?;
+    fs::write(flake.join("flake.nix"), include_str!("../image/flake.nix"))?;
+    fs::copy(share.join("nix-dabei.nix"), flake.join("nix-dabei.nix"))?;
+    fs::write(flake.join("override.nix"), LOCAL_SYSTEM)?;
+    let local_flake = format!("path:{}#vm", flake.display());
+
     // A dry run from the rescue system: the review, and nothing written.
-    let dry = remote_command(share, port, &["--dry-run"]).output()?;
+    let dry = remote_command(share, port, &[&far_flake[..], &["--dry-run"]].concat()).output()?;
     let dry_events = String::from_utf8_lossy(&dry.stdout).into_owned();
     fs::write(out.join("remote-dry-run.jsonl"), &dry_events)?;
     ensure!(dry.status.success(), "the dry run failed: {}\n{dry_events}", String::from_utf8_lossy(&dry.stderr));
@@ -1948,7 +1986,8 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
     ensure!(leftover.status.success(), "the dry run left its folder behind");
 
     // The whole flow; after kexec the machine shows another host key, and the run stops there.
-    let refused = remote_command(share, port, &["--yes-wipe-all", "--boot-timeout", "300"]).output()?;
+    let refused = remote_command(share, port, &[&far_flake[..], &["--yes-wipe-all", "--boot-timeout", "300"]].concat())
+        .output()?;
     let refused_events = String::from_utf8_lossy(&refused.stdout).into_owned();
     fs::write(out.join("remote-wrong-key.jsonl"), &refused_events)?;
     let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
@@ -1964,7 +2003,7 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
     wait_for_file(&out.join("ramos-ready"), Duration::from_secs(60))?;
 
     // Again, with the carried key: killed (with its SSH connections) in the middle of apply ...
-    let mut first = remote_command(share, port, &["--yes-wipe-all"]);
+    let mut first = remote_command(share, port, &[&far_flake[..], &["--yes-wipe-all"]].concat());
     first.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut first, 0);
     let mut child = first.spawn()?;
@@ -1987,8 +2026,11 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
     fs::write(out.join("remote-killed.jsonl"), &seen)?;
     ensure!(in_apply, "the run ended before apply: {seen}");
 
-    // ... and run once more: it reattaches to the apply still running there, installs and reboots.
+    // ... and run once more: it reattaches to the apply still running there, checks and builds the system
+    // here, copies it into the target's store there, installs it and reboots.
     let last = remote_command(share, port, &["--yes-wipe-all", "--post-install-check", "zpool list -H -o name,health"])
+        .args(["--flake", &local_flake, "--build-on", "local"])
+        .env("NIX_CONFIG", HOST_NIX_CONFIG)
         .output()?;
     let last_events = String::from_utf8_lossy(&last.stdout).into_owned();
     fs::write(out.join("remote-resumed.jsonl"), &last_events)?;
@@ -2007,6 +2049,11 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
             "phase {phase} did not finish: {last_events}"
         );
     }
+    let noted = |text: &str| {
+        events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains(text)))
+    };
+    ensure!(noted("against the plan here"), "the flake was not checked here: {last_events}");
+    ensure!(noted("-nixos-system-vm; copying"), "the system was not built here: {last_events}");
     ensure!(
         events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains("ONLINE"))),
         "the post-install check did not see the pool: {last_events}"
@@ -2017,8 +2064,12 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
 
 fn verify_remote(share: &Path) -> Result<()> {
     let out = share.join("out");
+    // The system built on the host, copied into the target's store, is what the profile holds.
     let standin = read(&out.join("standin.txt"))?;
-    ensure!(standin.contains("path:/etc/nixos#vm"), "the install did not run with the flake: {standin}");
+    let system = read(&out.join("system-profile.txt"))?;
+    let system = system.trim();
+    ensure!(system.starts_with("/nix/store/") && system.ends_with("-nixos-system-vm"), "the profile: {system}");
+    ensure!(standin.contains(&format!("flake=system:{system}")), "the install did not get the built system: {standin}");
     let status = read_json(&out.join("zpool-status.json"))?;
     let pool = status["pools"].as_object().and_then(|p| p.keys().next().cloned()).context("no pool")?;
     ensure!(vdev_shape(&status, &pool)? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");
@@ -2093,6 +2144,102 @@ fn verify_alongside(share: &Path) -> Result<()> {
         ensure!(!ran, "{step} ran on the disk shared with the other system");
     }
     Ok(())
+}
+
+/// Boot 2 of the grow scenario: the installed single-disk pool's plan, with a second disk added and the
+/// pool made a mirror (as a person edits it), applied: the new disk is partitioned, its partition attached.
+const GROW_BOOT: &str = r#"
+cp /host/plan.toml /host/plan-single.toml
+sed 's/^mode = "stripe"$/mode = "mirror"/' /host/plan-single.toml > /host/plan.toml
+cat >> /host/plan.toml <<'PLAN'
+
+[disks.second]
+device = "/dev/disk/by-id/virtio-g1"
+size = 3221225472
+
+[disks.second.partitions.esp]
+size = "1G"
+type = "esp"
+
+[disks.second.partitions.esp.content.filesystem]
+format = "vfat"
+mountpoint = "/boot-1"
+mount_options = ["umask=0077"]
+
+[disks.second.partitions.zfs]
+size = "rest"
+type = "zfs"
+
+[disks.second.partitions.zfs.content.zfs]
+pool = "rpool"
+PLAN
+nix-dabei nixos-module /host/plan.toml > /etc/nixos/nix-dabei.nix
+sha256sum /dev/disk/by-id/virtio-g0-part1 | cut -d' ' -f1 > /host/out/esp-before.txt
+nix-dabei apply /host/plan.toml --review-only --json > /host/out/grow-review.json
+say "growing the pool"
+nix-dabei apply /host/plan.toml --yes-wipe second --keep-mounted --json > /host/out/grow-apply.jsonl
+zpool wait -t resilver rpool
+say "resilvered"
+zpool status -j --json-int > /host/out/zpool-status-grown.json
+cat /mnt/home/hello.txt > /host/out/hello-grown.txt
+nix-dabei apply /host/plan.toml --json > /host/out/grow-again.jsonl
+nix-dabei unmount /host/plan.toml --json > /host/out/unmount-grown.jsonl
+sha256sum /dev/disk/by-id/virtio-g0-part1 | cut -d' ' -f1 > /host/out/esp-after.txt
+"#;
+
+fn verify_grow(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let review = read_json(&out.join("grow-review.json"))?;
+    let steps = review["steps"].as_array().context("the review's steps")?;
+    let pool = steps.iter().find(|s| s["id"] == "zpool-create:rpool").context("the pool's step")?;
+    ensure!(pool["state"] == "change", "the pool is not changed in place: {pool}");
+    ensure!(pool["detail"].as_str().is_some_and(|d| d.contains("zpool attach")), "no attach shown: {pool}");
+    for step in steps.iter().filter(|s| s["id"].as_str().is_some_and(|id| id.contains(":main"))) {
+        ensure!(step["state"] == "done", "a step on the installed disk is not done: {step}");
+    }
+    let wipes: Vec<&Value> = review["wipes"].as_array().context("wipes")?.iter().map(|w| &w["disk"]).collect();
+    ensure!(wipes == [&Value::from("second")], "only the new disk is wiped: {wipes:?}");
+    finished(&out.join("grow-apply.jsonl"))?;
+    let ran: Vec<String> = events(&out.join("grow-apply.jsonl"))?
+        .iter()
+        .filter(|e| e["event"] == "step-finished")
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    ensure!(!ran.iter().any(|id| id.contains(":main")), "a step ran on the installed disk: {ran:?}");
+    ensure!(ran.iter().any(|id| id == "zpool-create:rpool"), "the pool was not changed: {ran:?}");
+    let status = read_json(&out.join("zpool-status-grown.json"))?;
+    ensure!(vdev_shape(&status, "rpool")? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");
+    let scan = &status["pools"]["rpool"]["scan_stats"];
+    ensure!(scan["function"] == "RESILVER" && scan["state"] == "FINISHED", "the resilver is not done: {scan}");
+    ensure!(read(&out.join("hello-grown.txt"))?.trim() == "written in boot 1", "the data did not stay");
+    ensure!(read(&out.join("esp-after.txt"))? == read(&out.join("esp-before.txt"))?, "the installed ESP changed");
+    let again = finished(&out.join("grow-again.jsonl"))?;
+    ensure!(again["applied"] == 0, "applying the grown plan again did something: {again}");
+    // Boot 3 mounts the mirror as the installed system would, from both disks.
+    ensure!(read(&out.join("hello.txt"))?.trim() == "written in boot 1", "the file did not survive the reboot");
+    let status = read_json(&out.join("zpool-status.json"))?;
+    ensure!(vdev_shape(&status, "rpool")? == [("mirror".to_string(), 2)], "not a mirror after the reboot: {status}");
+    Ok(())
+}
+
+/// The grow scenario (issue item: change in place): a single-disk pool installed, then its plan changed to
+/// a mirror with a second disk and applied: the pool is a mirror, resilvered, its data intact.
+pub fn grow_scenario() -> Scenario {
+    Scenario {
+        name: "zfs-grow",
+        disks: vec![DiskSpec::virtio("g0", 3 * GIB), DiskSpec::virtio("g1", 3 * GIB)],
+        boots: vec![
+            apply_boot("--preset single --disk /dev/disk/by-id/virtio-g0"),
+            GROW_BOOT.to_string(),
+            VERIFY_BOOT.to_string(),
+        ],
+        verify: verify_grow,
+        power_loss_boots: vec![],
+        driver: None,
+        memory_mib: None,
+        prepare: None,
+        boot_limit: None,
+    }
 }
 
 /// The alongside scenario: NixOS installed into the free space of a disk another system uses.

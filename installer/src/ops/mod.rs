@@ -73,6 +73,13 @@ pub(crate) trait Perform {
     fn taken_by_others(&self, _cx: &ProbeContext<'_>) -> Option<String> {
         None
     }
+
+    /// In a preview, for a step after one that destroys: the change in place this step will make, when
+    /// what the destruction leaves alone already tells (a pool on a kept disk that a new disk's partition
+    /// joins). At run time the step is probed again, as every step is.
+    fn change_despite_destruction(&self, _cx: &ProbeContext<'_>, _destroyed: &[&Step]) -> Option<Outlook> {
+        None
+    }
 }
 
 /// The executor's side of an operation: the registry, one line per operation type. `None` for an

@@ -1,13 +1,16 @@
 //! Creating, importing and exporting pools, and creating datasets.
 
 use layouts::nodes::zfs::encrypted;
-use layouts::steps::{HostId, ZfsCreate, ZpoolCreate, ZpoolExport};
+use layouts::steps::{HostId, Step, ZfsCreate, ZpoolCreate, ZpoolExport};
 use layouts::OperationKind;
 
 use super::{io, run_own_command, Perform, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
 use crate::zfs::ZfsError;
+
+/// Partition numbers a GPT holds (its 128 entries).
+const MAX_PARTITION_NUMBER: u32 = 128;
 
 /// Under test emulation, native encryption's key derivation is cut to ZFS's minimum.
 const WEAK_PBKDF2_ITERATIONS: &str = "pbkdf2iters=100000";
@@ -44,13 +47,17 @@ impl Perform for HostId {
 
 impl Perform for ZpoolCreate {
     /// Done when the pool is imported with its keys loaded; to do without destroying anything when every
-    /// member already carries this pool's label (it only needs importing).
+    /// member already carries this pool's label (it only needs importing); a change when the pool holds
+    /// some of the planned devices and the rest can join it in place ([`ZpoolCreate::growth`]).
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let pool = &self.pool;
         match cx.zfs.imported_pools() {
             Ok(pools) if pools.contains(pool) => {
                 if let Some(why) = imported_from_elsewhere(self, cx) {
                     return Outlook::Conflict(why);
+                }
+                if let Some(outlook) = in_place(self, cx, &|_| false) {
+                    return outlook;
                 }
                 return match cx.zfs.locked_encryption_roots(pool) {
                     Ok(locked) if locked.is_empty() => Outlook::Done(format!("pool {pool} is imported")),
@@ -63,21 +70,16 @@ impl Perform for ZpoolCreate {
         let members: Vec<&String> = self.vdevs.iter().flat_map(|v| &v.devices).collect();
         let mut labels: Vec<Option<String>> = Vec::new();
         for member in &members {
-            match cx.system.signatures(member) {
-                Ok(signatures) => labels.push(signatures.into_iter().next().map(|s| {
-                    if s.kind == "zfs_member" {
-                        format!("zfs:{}", s.label.unwrap_or_default())
-                    } else {
-                        s.kind
-                    }
-                })),
-                // A member that does not exist yet is a partition this plan makes first.
-                Err(_) if !cx.system.exists(member) => labels.push(None),
-                Err(error) => return Outlook::Conflict(format!("cannot read what {member} holds: {error}")),
+            match label_of(cx, member) {
+                Ok(label) => labels.push(label),
+                Err(why) => return Outlook::Conflict(why),
             }
         }
         if !members.is_empty() && labels.iter().all(|l| l.as_deref() == Some(&format!("zfs:{pool}"))) {
             return Outlook::Todo { destroys: false };
+        }
+        if let Some(outlook) = in_place(self, cx, &|_| false) {
+            return outlook;
         }
         match members.iter().zip(&labels).find(|(_, l)| l.is_some()) {
             Some((member, Some(label))) => {
@@ -85,6 +87,22 @@ impl Perform for ZpoolCreate {
             }
             _ => Outlook::Todo { destroys: true },
         }
+    }
+
+    /// New partitions for the pool are made first (destroying what their disk held); the pool on the other
+    /// members is what grows.
+    fn change_despite_destruction(&self, cx: &ProbeContext<'_>, destroyed: &[&Step]) -> Option<Outlook> {
+        // A member on a disk that is wiped, or on a device a destroying step writes, is made anew.
+        let anew = |device: &str| {
+            destroyed.iter().any(|step| {
+                step.devices.iter().any(|d| d == device)
+                    || step.disk.as_ref().and_then(|d| cx.plan.disks.get(d)).is_some_and(|disk| {
+                        (1..=MAX_PARTITION_NUMBER)
+                            .any(|n| layouts::nodes::gpt::partition_device(&disk.device, n) == device)
+                    })
+            })
+        };
+        in_place(self, cx, &anew)
     }
 
     fn taken_by_others(&self, cx: &ProbeContext<'_>) -> Option<String> {
@@ -100,10 +118,9 @@ impl Perform for ZpoolCreate {
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         let pool = &self.pool;
         let imported = cx.zfs.imported_pools()?.contains(pool);
-        let member = self.vdevs.iter().flat_map(|v| &v.devices).next();
-        let existing = member.is_some_and(|m| {
-            cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str())))
-        });
+        let existing = self
+            .devices()
+            .any(|m| cx.system.signatures(m).is_ok_and(|s| s.iter().any(|s| s.zfs_pool() == Some(pool.as_str()))));
         if !imported && existing {
             match import(cx, self) {
                 // Labels of this pool's name, on the plan's own devices, that ZFS does not take for a
@@ -117,6 +134,11 @@ impl Perform for ZpoolCreate {
             }
         } else if !imported {
             create(cx, self)?;
+        }
+        // An existing pool that holds part of the plan: the rest joins it (the probe said how).
+        let growth = growth_of_imported(self, cx.system, cx.zfs).map_err(StepError::Conflict)?;
+        for command in &growth {
+            cx.zfs.run(command, None)?;
         }
         // From now on, only this pool is this plan's: another of the same name is refused by the probe.
         let guid = cx.zfs.pool_guid(pool)?;
@@ -186,11 +208,82 @@ fn imported_from_elsewhere(op: &ZpoolCreate, cx: &ProbeContext<'_>) -> Option<St
     }
 }
 
-/// Whether a pool's members, as ZFS names them, are exactly the planned devices.
+/// Whether a pool's members, as ZFS names them, are all planned devices (the plan may have more, which
+/// join the pool in place).
 fn members_are<'a>(cx: &ProbeContext<'_>, members: &[String], planned: impl Iterator<Item = &'a String>) -> bool {
     let planned: Vec<&String> = planned.collect();
-    members.len() == planned.len()
+    !members.is_empty()
         && members.iter().all(|member| planned.iter().any(|device| cx.system.same_device(member, device)))
+}
+
+/// What a device holds, as the probe compares it: `zfs:POOL` for a pool member, else the signature's kind;
+/// `None` for nothing, or a partition this plan makes first (it does not exist yet).
+fn label_of(cx: &ProbeContext<'_>, device: &str) -> Result<Option<String>, String> {
+    match cx.system.signatures(device) {
+        Ok(signatures) => Ok(signatures.into_iter().next().map(|s| {
+            if s.kind == "zfs_member" {
+                format!("zfs:{}", s.label.unwrap_or_default())
+            } else {
+                s.kind
+            }
+        })),
+        Err(_) if !cx.system.exists(device) => Ok(None),
+        Err(error) => Err(format!("cannot read what {device} holds: {error}")),
+    }
+}
+
+/// A pool of the plan's name that holds some of the planned devices and not the others, which can join it
+/// in place: the change, or why they cannot. `None` when that is not the case (or cannot be read: the
+/// probe then says why). `anew` tells the devices that steps before this one make anew (their disk is
+/// wiped): they count as not members, whatever they hold now.
+fn in_place(op: &ZpoolCreate, cx: &ProbeContext<'_>, anew: &dyn Fn(&str) -> bool) -> Option<Outlook> {
+    let pool = &op.pool;
+    let outlook = |growth: Result<Vec<layouts::CommandLine>, String>, before: &str| match growth {
+        Ok(commands) if commands.is_empty() => None,
+        Ok(commands) => Some(Outlook::Change(format!("{before}{}", shown(&commands)))),
+        Err(why) => Some(Outlook::Conflict(why)),
+    };
+    if cx.zfs.imported_pools().ok()?.contains(pool) {
+        if imported_from_elsewhere(op, cx).is_some() {
+            return None;
+        }
+        let members = cx.zfs.pool_members(pool).ok()?;
+        let member = |device: &str| {
+            let found = members.iter().find(|m| cx.system.same_device(m, device));
+            found.filter(|_| !anew(device)).cloned()
+        };
+        return outlook(op.growth(&member), "");
+    }
+    let ours = format!("zfs:{pool}");
+    let mut labelled = Vec::new();
+    for device in op.devices().filter(|d| !anew(d)) {
+        match label_of(cx, device).ok()? {
+            Some(label) if label == ours => labelled.push(device.clone()),
+            None => {}
+            Some(_) => return None,
+        }
+    }
+    if labelled.is_empty() {
+        return None;
+    }
+    let member = |device: &str| labelled.iter().find(|d| d.as_str() == device).cloned();
+    outlook(op.growth(&member), &format!("import pool {pool} from {}, then ", labelled.join(", ")))
+}
+
+/// What an imported pool of the plan's lacks, as the commands that add it.
+fn growth_of_imported(
+    op: &ZpoolCreate,
+    system: &dyn crate::system::System,
+    zfs: &crate::zfs::Zfs<'_>,
+) -> Result<Vec<layouts::CommandLine>, String> {
+    let members =
+        zfs.pool_members(&op.pool).map_err(|e| format!("cannot read the members of pool {}: {e}", op.pool))?;
+    op.growth(&|device: &str| members.iter().find(|m| system.same_device(m, device)).cloned())
+}
+
+/// Commands as a person reads them.
+fn shown(commands: &[layouts::CommandLine]) -> String {
+    commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Loads the keys of every locked encryption root of a pool.

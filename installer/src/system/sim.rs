@@ -808,6 +808,48 @@ impl State {
                 pool.host_id = host_id;
                 Ok(String::new())
             }
+            // `zpool attach [-f] [-o P=V] POOL EXISTING NEW` and `zpool add [-f] [-o P=V] POOL [CLASS] DEVICES`.
+            Some(verb @ ("attach" | "add")) => {
+                let mut words = args[1..].iter().copied().peekable();
+                while let Some(&word) = words.peek() {
+                    match word {
+                        "-f" => {}
+                        "-o" => {
+                            words.next();
+                        }
+                        _ => break,
+                    }
+                    words.next();
+                }
+                let name = words.next().ok_or_else(|| failed(line, "missing pool name"))?.to_string();
+                let keywords = ["mirror", "raidz1", "raidz2", "raidz3", "log", "special", "dedup", "cache", "spare"];
+                let mut devices: Vec<String> =
+                    words.filter(|w| !keywords.contains(w)).map(|w| self.canonical(w)).collect();
+                let pool = self
+                    .pools
+                    .get(&name)
+                    .filter(|p| p.imported)
+                    .ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
+                if verb == "attach" {
+                    let existing = devices.first().cloned().unwrap_or_default();
+                    if devices.len() != 2 || !pool.members.contains(&existing) {
+                        return Err(failed(line, format!("cannot attach to {existing}: no such device in pool")));
+                    }
+                    devices.remove(0);
+                }
+                if let Some(missing) = devices.iter().find(|m| !self.exists(m)) {
+                    return Err(failed(line, format!("cannot open '{missing}': no such device")));
+                }
+                if let Some(taken) = devices.iter().find(|d| self.pools.values().any(|p| p.members.contains(d))) {
+                    return Err(failed(line, format!("{taken} is part of a pool")));
+                }
+                for device in &devices {
+                    let uuid = self.uuid();
+                    self.set_signature(device, "zfs_member", Some(name.clone()), uuid);
+                }
+                self.pools.get_mut(&name).expect("checked").members.extend(devices);
+                Ok(String::new())
+            }
             Some("get") => {
                 let name = args.last().copied().unwrap_or_default();
                 let pool = self

@@ -64,6 +64,9 @@ pub struct NixosInstall {
     pub root: String,
     /// Flake reference.
     pub flake: String,
+    /// The flake's system, built elsewhere and copied into the target's store: installed as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 impl OperationKind for NixosInstall {
@@ -76,7 +79,14 @@ impl OperationKind for NixosInstall {
     }
 
     fn command(&self) -> Option<CommandLine> {
-        let args = ["--root", &self.root, "--flake", &self.flake, "--no-root-passwd", "--no-channel-copy"];
+        // nixos-install --system sets the target's system profile to a path already in its store and
+        // installs the boot loader from it, without evaluating anything (pkgs/by-name/ni/nixos-install/
+        // nixos-install.sh in nixpkgs).
+        let (source, value) = match &self.system {
+            Some(system) => ("--system", system),
+            None => ("--flake", &self.flake),
+        };
+        let args = ["--root", &self.root, source, value, "--no-root-passwd", "--no-channel-copy"];
         Some(CommandLine::new("nixos-install", args))
     }
 }
@@ -126,11 +136,14 @@ pub(crate) fn compile(build: &mut Builder<'_>) {
     let last = match build.plan.flake.clone() {
         Some(flake) => build.push(
             "nixos-install".to_string(),
-            format!("Install NixOS from {flake} into {root}"),
+            match &build.options.system {
+                Some(system) => format!("Install NixOS {system} (built from {flake}) into {root}"),
+                None => format!("Install NixOS from {flake} into {root}"),
+            },
             vec![],
             None,
             before_install,
-            Operation::NixosInstall(NixosInstall { root, flake }),
+            Operation::NixosInstall(NixosInstall { root, flake, system: build.options.system.clone() }),
         ),
         None => before_install.pop().unwrap_or(module),
     };

@@ -216,6 +216,75 @@ impl ZpoolCreate {
     }
 }
 
+impl ZpoolCreate {
+    /// The commands that turn a pool holding some of the planned devices into the planned pool without
+    /// destroying anything: `member(device)` is the pool's name for a planned device that is already a
+    /// member (as `zpool status` shows it), or `None`. A device missing from a mirror that has a member
+    /// is attached to it (`zpool attach`); a log vdev, cache or spare devices missing entirely are added
+    /// (`zpool add`). Anything else (a data vdev missing entirely, a device missing from a raidz or a
+    /// single-device vdev planned as a stripe) cannot be had in place: the error names it. No commands:
+    /// the pool holds every planned device.
+    pub fn growth(&self, member: &dyn Fn(&str) -> Option<String>) -> Result<Vec<CommandLine>, String> {
+        let pool = &self.pool;
+        let mut base = vec![];
+        if let Some(ashift) = self.options.get("ashift") {
+            base.extend(["-o".to_string(), format!("ashift={ashift}")]);
+        }
+        let zpool = |verb: &str, rest: Vec<String>| {
+            let mut args = vec![verb.to_string(), "-f".to_string()];
+            args.extend(base.iter().cloned());
+            args.push(pool.clone());
+            args.extend(rest);
+            CommandLine { program: "zpool".into(), args }
+        };
+        let mut commands = Vec::new();
+        for (class, vdevs) in
+            [("data", &self.vdevs), ("log", &self.log), ("special", &self.special), ("dedup", &self.dedup)]
+        {
+            for vdev in vdevs {
+                let present: Vec<String> = vdev.devices.iter().filter_map(|d| member(d)).collect();
+                let missing: Vec<&String> = vdev.devices.iter().filter(|d| member(d).is_none()).collect();
+                match (present.first(), missing.is_empty()) {
+                    (_, true) => {}
+                    (Some(existing), false) if vdev.mode == VdevMode::Mirror => {
+                        for device in missing {
+                            commands.push(zpool("attach", vec![existing.clone(), device.clone()]));
+                        }
+                    }
+                    (None, false) if class == "log" => {
+                        let mut rest = vec!["log".to_string()];
+                        rest.extend(vdev.mode.keyword().map(str::to_string));
+                        rest.extend(vdev.devices.iter().cloned());
+                        commands.push(zpool("add", rest));
+                    }
+                    (Some(_), false) => {
+                        return Err(format!(
+                            "{} would join a {} vdev of pool {pool} that exists: only mirrors take more devices in \
+                             place (zpool attach)",
+                            missing[0],
+                            vdev.mode.keyword().unwrap_or("single-device")
+                        ))
+                    }
+                    (None, false) => {
+                        return Err(format!(
+                            "pool {pool} exists without the {class} vdev of {}: a new {class} vdev is not added in \
+                             place",
+                            vdev.devices.join(", ")
+                        ))
+                    }
+                }
+            }
+        }
+        for (class, devices) in [("cache", &self.cache), ("spare", &self.spare)] {
+            let missing: Vec<String> = devices.iter().filter(|d| member(d).is_none()).cloned().collect();
+            if !missing.is_empty() {
+                commands.push(zpool("add", std::iter::once(class.to_string()).chain(missing).collect()));
+            }
+        }
+        Ok(commands)
+    }
+}
+
 fn push_properties(args: &mut Vec<String>, flag: &str, properties: &BTreeMap<String, String>) {
     for (key, value) in properties {
         args.push(flag.to_string());
