@@ -104,7 +104,7 @@ struct Seen {
 pub struct Dataset {
     /// FILESYSTEM or VOLUME.
     pub kind: String,
-    /// encryptionroot, keystatus, keylocation, as text.
+    /// Every property ZFS shows for it (`zfs get -p all`), as text.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -173,10 +173,10 @@ impl<'a> Zfs<'a> {
         if let Some(datasets) = self.seen().datasets.get(pool) {
             return Ok(datasets.clone());
         }
-        let properties = "type,encryptionroot,keystatus,keylocation";
+        // Every property: besides type and the key's state, the probes compare the planned properties.
         let line = command(
             "zfs",
-            &["get", "-j", "-r", "-p", "-t", "filesystem,volume", "-o", "name,property,value", properties, pool],
+            &["get", "-j", "-r", "-p", "-t", "filesystem,volume", "-o", "name,property,value", "all", pool],
         );
         let list: DatasetList = json(self.system, line)?;
         let datasets: BTreeMap<String, Dataset> = list

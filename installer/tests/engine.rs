@@ -711,3 +711,131 @@ fn an_old_pool_on_disks_the_plan_wipes_is_made_anew_not_grown() {
     apply(&system, &mirror, Mode::Apply).expect("the new install");
     assert!(!system.commands().iter().any(|c| c.program == "zpool" && c.args[0] == "attach"));
 }
+
+/// Changing a layout in place: a dataset's properties changed in the plan of an installed pool are set
+/// (`zfs set`, shown in the review as a change); a property fixed at creation is refused, nothing written.
+#[test]
+fn changed_dataset_properties_are_set_in_place() {
+    fresh_journal();
+    let system = machine();
+    let single = build(&PresetOptions::new(PresetKind::Single, vec![facts("virtio-disk0", "disk0")])).expect("preset");
+    apply(&system, &single, Mode::Apply).expect("install");
+
+    let mut changed = single.clone();
+    let home = changed.pools.get_mut("rpool").and_then(|p| p.datasets.get_mut("home")).expect("home");
+    home.properties.insert("compression".into(), "lz4".into());
+    let nix = changed.pools.get_mut("rpool").and_then(|p| p.datasets.get_mut("nix")).expect("nix");
+    nix.properties.insert("atime".into(), "on".into());
+    let preview = installer::preview(&system, &changed, &steps(&changed), &options(Mode::Apply)).expect("preview");
+    let changes: Vec<(&str, String)> = preview
+        .steps
+        .iter()
+        .filter_map(|(step, outlook)| match outlook {
+            Outlook::Change(what) => Some((step.id.as_str(), what.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("zfs-create:rpool/nix", "`zfs set atime=on rpool/nix`".to_string()),
+            ("zfs-create:rpool/home", "`zfs set compression=lz4 rpool/home`".to_string()),
+        ]
+    );
+    apply(&system, &changed, Mode::Apply).expect("the change");
+    let set: Vec<String> =
+        system.commands().iter().filter(|c| c.program == "zfs" && c.args[0] == "set").map(|c| c.to_string()).collect();
+    assert_eq!(set, ["zfs set atime=on rpool/nix", "zfs set compression=lz4 rpool/home"]);
+    assert_eq!(apply(&system, &changed, Mode::Apply).expect("again").applied, 0, "and then nothing");
+
+    let mut fixed = changed.clone();
+    let home = fixed.pools.get_mut("rpool").and_then(|p| p.datasets.get_mut("home")).expect("home");
+    home.properties.insert("casesensitivity".into(), "insensitive".into());
+    let before = system.changes();
+    let shown = layouts::CommandLine::new("zfs", ["set", "casesensitivity=sensitive", "rpool/home"]);
+    installer::System::run(&system, &shown, None).expect("as ZFS shows it");
+    let error = apply(&system, &fixed, Mode::Apply).expect_err("fixed at creation").to_string();
+    assert!(error.contains("casesensitivity") && error.contains("not done in place"), "{error}");
+    assert_eq!(system.changes(), before + 1, "nothing was written but the test's own setting");
+}
+
+/// Keeping a LUKS container: in a new plan that names things differently (so nothing derived matches),
+/// the partition holding LUKS and its filesystem, kept by their identities (partition, header and
+/// filesystem UUIDs), is found done and only opened, never formatted; a header UUID that is not the one
+/// on the disk refuses the run before anything is written, naming the kept partition.
+#[test]
+fn a_kept_luks_container_is_opened_not_formatted() {
+    fresh_journal();
+    let system = machine();
+    let mut preset = PresetOptions::new(PresetKind::Ext4, vec![facts("virtio-disk0", "disk0")]);
+    preset.encryption = Encryption::Luks;
+    let installed = build(&preset).expect("preset");
+    apply(&system, &installed, Mode::Apply).expect("install");
+    system.reboot();
+
+    // The identities as the installed plan made them (what reading the disk back gives).
+    let made = steps(&installed);
+    let table = made.steps.iter().find_map(|s| match &s.operation {
+        Operation::PartitionTable(t) => Some(t.clone()),
+        _ => None,
+    });
+    let table = table.expect("the table");
+    let header = made.steps.iter().find_map(|s| match &s.operation {
+        Operation::LuksFormat(f) => Some(f.uuid.clone()),
+        _ => None,
+    });
+    let inner = made.steps.iter().find_map(|s| match &s.operation {
+        Operation::Mkfs(m) if m.device.starts_with("/dev/mapper/") => Some(m.uuid.clone()),
+        _ => None,
+    });
+    let mut kept = installed.clone();
+    let disk = kept.disks.get_mut("main").expect("the disk");
+    let (index, name) = disk
+        .partitions
+        .iter()
+        .enumerate()
+        .find(|(_, (_, p))| matches!(p.content, Some(layouts::Content::Luks(_))))
+        .map(|(i, (n, _))| (i, n.clone()))
+        .expect("the LUKS partition");
+    let mut partition = disk.partitions.shift_remove(&name).expect("it");
+    let entry = &table.partitions[index];
+    partition.keep = true;
+    partition.number = Some(entry.number);
+    partition.start = Some(layouts::Size::Bytes(entry.extent.first_lba * 512));
+    partition.size = layouts::Size::Bytes(entry.extent.sectors() * 512);
+    partition.uuid = Some(entry.uuid.clone());
+    partition.label = Some(entry.name.clone());
+    let Some(layouts::Content::Luks(luks)) = partition.content.as_mut() else { unreachable!() };
+    luks.name = "cryptroot".into();
+    luks.uuid = header.clone();
+    let layouts::Content::Filesystem(fs) = luks.content.as_mut() else { panic!("a filesystem inside") };
+    fs.uuid = inner;
+    disk.partitions.insert("system".into(), partition);
+    kept.validate().unwrap_or_else(|e| panic!("{e}\n{}", kept.to_toml()));
+
+    let preview = installer::preview(&system, &kept, &steps(&kept), &options(Mode::Apply)).expect("preview");
+    let outlook = |id: &str| preview.steps.iter().find(|(s, _)| s.id == id).map(|(_, o)| o.clone()).expect(id);
+    for id in ["wipe:main", "gpt:main", "luks-format:main/system"] {
+        assert!(matches!(outlook(id), Outlook::Done(_)), "{id}: {:?}", outlook(id));
+    }
+    // What the container holds is read once it is open, during the run, before anything could be destroyed.
+    for id in ["luks-open:main/system", "mkfs:main/system"] {
+        assert_eq!(outlook(id), Outlook::Todo { destroys: false }, "{id}");
+    }
+    assert!(preview.wipes.is_empty(), "nothing to wipe");
+    let made = system.commands().len();
+    apply(&system, &kept, Mode::Apply).expect("opened and mounted");
+    let ran: Vec<String> = system.commands()[made..].iter().map(|c| c.to_string()).collect();
+    assert!(!ran.iter().any(|c| c.starts_with("mkfs")), "{ran:?}");
+    assert!(ran.iter().any(|c| c.contains("/dev/mapper/cryptroot")), "mounted from the kept container: {ran:?}");
+
+    system.reboot();
+    let mut other = kept.clone();
+    let disk = other.disks.get_mut("main").expect("the disk");
+    let Some(layouts::Content::Luks(luks)) = disk.partitions["system"].content.as_mut() else { unreachable!() };
+    luks.uuid = Some("0b7e2f6a-1c3d-4e5f-8a9b-0c1d2e3f4a5b".into());
+    let changes = system.changes();
+    let error = apply(&system, &other, Mode::Apply).expect_err("another header").to_string();
+    assert!(error.contains("main/system keeps") && error.contains("nothing was written"), "{error}");
+    assert_eq!(system.changes(), changes, "nothing was written");
+}

@@ -360,6 +360,7 @@ fn a_luks_header_without_its_key_is_made_again() {
         name: "killtest".into(),
         key: "prompt".into(),
         label: None,
+        uuid: None,
         passphrase_file: None,
         allow_discards: true,
         additional_key_files: vec![],

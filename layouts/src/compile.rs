@@ -229,7 +229,29 @@ impl Plan {
         let mounts = std::mem::take(&mut builder.mounts);
         crate::nodes::mount::compile(&mut builder, &mounts);
         crate::nodes::install::compile(&mut builder);
+        check_kept_content_first(&mut builder.steps);
         builder.finish()
+    }
+}
+
+/// What a kept partition or container holds is checked (its mkfs or mkswap found done by UUID) before
+/// anything is destroyed: inside a kept LUKS container that can only be read once it is open, during
+/// the run, so every step that destroys and keeps nothing waits for those checks.
+fn check_kept_content_first(steps: &mut [Step]) {
+    let checks: Vec<String> = steps
+        .iter()
+        .filter(|s| s.keeps.is_some() && matches!(s.operation, Operation::Mkfs(_) | Operation::Mkswap(_)))
+        .map(|s| s.id.clone())
+        .collect();
+    if checks.is_empty() {
+        return;
+    }
+    for step in steps.iter_mut().filter(|s| s.destructive && s.keeps.is_none()) {
+        for check in &checks {
+            if !step.after.contains(check) {
+                step.after.push(check.clone());
+            }
+        }
     }
 }
 

@@ -262,6 +262,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                     name: luks_name,
                     key: "prompt".to_string(),
                     label: None,
+                    uuid: None,
                     passphrase_file: None,
                     allow_discards: true,
                     additional_key_files: vec![],

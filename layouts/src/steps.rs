@@ -266,15 +266,32 @@ pub struct Steps {
 }
 
 impl Steps {
-    /// A readable dry run: one line per step, destructive ones marked.
+    /// A readable dry run: one line per step, destructive ones marked, and those that would destroy what
+    /// the plan keeps marked as such (on the machine they are found done, or the plan is refused).
     pub fn render(&self) -> String {
         let mut out = String::new();
         let width = self.steps.len().to_string().len();
         for (index, step) in self.steps.iter().enumerate() {
-            let mark = if step.destructive { "DESTROYS" } else { "        " };
+            let mark = match (&step.keeps, step.destructive) {
+                (Some(_), _) => "KEEPS   ",
+                (None, true) => "DESTROYS",
+                (None, false) => "        ",
+            };
             out.push_str(&format!("{:>width$}. {mark} {}\n", index + 1, step.description));
+            if let Some(kept) = &step.keeps {
+                out.push_str(&format!(
+                    "{:>width$}           (found done where {kept} stays as planned; otherwise the plan is refused)\n",
+                    ""
+                ));
+            }
             out.push_str(&format!("{:>width$}           {}\n", "", step.operation));
         }
         out
+    }
+
+    /// The steps that destroy data, leaving out those that keep what the plan keeps (they run only when
+    /// they destroy nothing kept).
+    pub fn destructive(&self) -> usize {
+        self.steps.iter().filter(|s| s.destructive && s.keeps.is_none()).count()
     }
 }

@@ -81,6 +81,12 @@ fn the_new_partitions_go_into_the_largest_gap_and_an_esp_with_room_is_reused() {
         assert!(step.keeps.is_some(), "{id} does not carry what it keeps");
     }
     assert!(steps.steps.iter().any(|s| s.id == "mount:/boot"));
+    // Shown without the machine, they are marked as keeping, not destroying, and not counted as such.
+    let shown = steps.render();
+    let wipe = shown.lines().find(|l| l.contains("Wipe disk main")).expect("the wipe");
+    assert!(wipe.contains("KEEPS") && !wipe.contains("DESTROYS"), "{shown}");
+    assert!(shown.contains("found done where main/p1"), "{shown}");
+    assert!(steps.destructive() < steps.steps.iter().filter(|s| s.destructive).count());
 }
 
 #[test]

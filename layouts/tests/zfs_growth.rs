@@ -75,3 +75,52 @@ fn what_cannot_be_had_in_place_is_named() {
     let error = lines(&stripe, &["a"]).expect_err("a new data vdev");
     assert!(error.contains("without the data vdev of b"), "{error}");
 }
+
+fn dataset(properties: &[(&str, &str)]) -> layouts::nodes::zfs::ZfsCreate {
+    layouts::nodes::zfs::ZfsCreate {
+        dataset: "tank/home".into(),
+        volume_size: None,
+        properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+fn shown(properties: &[(&str, &str)]) -> BTreeMap<String, String> {
+    properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn a_dataset_with_the_planned_properties_as_zfs_shows_them_needs_nothing() {
+    let planned = dataset(&[
+        ("acltype", "posixacl"),
+        ("recordsize", "1M"),
+        ("quota", "none"),
+        ("mountpoint", "/srv"),
+        ("encryption", "on"),
+        ("keylocation", "prompt"),
+        ("com.sun:auto-snapshot", "false"),
+    ]);
+    let found = shown(&[
+        ("acltype", "posix"),
+        ("recordsize", "1048576"),
+        ("quota", "0"),
+        ("mountpoint", "/mnt/srv"),
+        ("encryption", "aes-256-gcm"),
+        ("keylocation", "file:///run/key"),
+        ("com.sun:auto-snapshot", "false"),
+    ]);
+    assert_eq!(planned.property_changes(&found, Some("/mnt")), Ok(vec![]));
+}
+
+#[test]
+fn changed_properties_are_set_and_fixed_ones_refused() {
+    let planned = dataset(&[("atime", "off"), ("compression", "zstd"), ("mountpoint", "legacy"), ("xattr", "sa")]);
+    let found = shown(&[("atime", "on"), ("compression", "zstd"), ("mountpoint", "legacy")]);
+    let changes = planned.property_changes(&found, Some("/mnt")).expect("settable");
+    assert_eq!(changes, [("atime".to_string(), "off".to_string())], "xattr is not shown, so not compared");
+    assert_eq!(planned.set_command(&changes).to_string(), "zfs set atime=off tank/home");
+    let fixed = dataset(&[("casesensitivity", "insensitive")]);
+    let error = fixed.property_changes(&shown(&[("casesensitivity", "sensitive")]), None).expect_err("fixed");
+    assert!(error.contains("tank/home") && error.contains("casesensitivity") && error.contains("not done in place"));
+    let unencrypted = dataset(&[("encryption", "on")]);
+    assert!(unencrypted.property_changes(&shown(&[("encryption", "off")]), None).is_err());
+}

@@ -262,7 +262,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({ "steps": steps.steps, "teardown": steps.teardown }))?
         );
     } else {
-        let destructive = steps.steps.iter().filter(|s| s.destructive).count();
+        let destructive = steps.destructive();
         println!(
             "Plan for host {} ({} steps, {destructive} destroy data). Nothing has been written.\n",
             plan.hostname,

@@ -2147,7 +2147,8 @@ fn verify_alongside(share: &Path) -> Result<()> {
 }
 
 /// Boot 2 of the grow scenario: the installed single-disk pool's plan, with a second disk added and the
-/// pool made a mirror (as a person edits it), applied: the new disk is partitioned, its partition attached.
+/// pool made a mirror and a dataset's compression changed (as a person edits it), applied: the new disk is
+/// partitioned, its partition attached, the property set.
 const GROW_BOOT: &str = r#"
 cp /host/plan.toml /host/plan-single.toml
 sed 's/^mode = "stripe"$/mode = "mirror"/' /host/plan-single.toml > /host/plan.toml
@@ -2172,6 +2173,9 @@ type = "zfs"
 
 [disks.second.partitions.zfs.content.zfs]
 pool = "rpool"
+
+[pools.rpool.datasets.home.properties]
+compression = "lz4"
 PLAN
 nix-dabei nixos-module /host/plan.toml > /etc/nixos/nix-dabei.nix
 sha256sum /dev/disk/by-id/virtio-g0-part1 | cut -d' ' -f1 > /host/out/esp-before.txt
@@ -2182,6 +2186,7 @@ zpool wait -t resilver rpool
 say "resilvered"
 zpool status -j --json-int > /host/out/zpool-status-grown.json
 cat /mnt/home/hello.txt > /host/out/hello-grown.txt
+zfs get -H -o value compression rpool/home > /host/out/home-compression.txt
 nix-dabei apply /host/plan.toml --json > /host/out/grow-again.jsonl
 nix-dabei unmount /host/plan.toml --json > /host/out/unmount-grown.jsonl
 sha256sum /dev/disk/by-id/virtio-g0-part1 | cut -d' ' -f1 > /host/out/esp-after.txt
@@ -2207,6 +2212,11 @@ fn verify_grow(share: &Path) -> Result<()> {
         .collect();
     ensure!(!ran.iter().any(|id| id.contains(":main")), "a step ran on the installed disk: {ran:?}");
     ensure!(ran.iter().any(|id| id == "zpool-create:rpool"), "the pool was not changed: {ran:?}");
+    // Of the existing datasets, only the one whose properties the plan changed is touched: what real ZFS
+    // shows for the others (inherited values, aliases, sizes) is found as planned.
+    let datasets: Vec<&String> = ran.iter().filter(|id| id.starts_with("zfs-create:")).collect();
+    ensure!(datasets == ["zfs-create:rpool/home"], "datasets changed: {datasets:?}");
+    ensure!(read(&out.join("home-compression.txt"))?.trim() == "lz4", "the property was not set");
     let status = read_json(&out.join("zpool-status-grown.json"))?;
     ensure!(vdev_shape(&status, "rpool")? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");
     let scan = &status["pools"]["rpool"]["scan_stats"];

@@ -18,7 +18,14 @@ impl Perform for LuksFormat {
             }
             // This plan's header without all its key slots: formatting was cut short; it is made again.
             Ok(Some(found)) if found.uuid.eq_ignore_ascii_case(&self.uuid) => Outlook::Todo { destroys: true },
-            Ok(Some(found)) => Outlook::Conflict(format!("{device} holds another LUKS header ({})", found.uuid)),
+            Ok(Some(found)) => Outlook::Conflict(match &cx.step.keeps {
+                Some(kept) => format!(
+                    "{device} holds the LUKS header {}, not the one {kept} keeps ({}): give the plan the UUID it has, \
+                     or stop keeping it",
+                    found.uuid, self.uuid
+                ),
+                None => format!("{device} holds another LUKS header ({})", found.uuid),
+            }),
             Ok(None) => blank_or(cx, device, "crypto_LUKS", None),
             Err(error) => Outlook::Conflict(format!("cannot read the LUKS header on {device}: {error}")),
         }

@@ -126,7 +126,9 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
 pub(crate) fn blank_or(cx: &ProbeContext<'_>, device: &str, wanted: &str, uuid: Option<&str>) -> Outlook {
     let system = cx.system;
     if !system.exists(device) {
-        return Outlook::Todo { destroys: true };
+        // What a kept container holds is there only once it is open (a step before this one): nothing of
+        // it can be destroyed now, and it is probed again, and refused unless found done, when it runs.
+        return Outlook::Todo { destroys: cx.step.keeps.is_none() };
     }
     let signatures = match system.signatures(device) {
         Ok(signatures) => signatures,

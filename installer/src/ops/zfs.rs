@@ -281,6 +281,15 @@ fn growth_of_imported(
     op.growth(&|device: &str| members.iter().find(|m| system.same_device(m, device)).cloned())
 }
 
+/// The `altroot` the plan imports a dataset's pool under (its mountpoints show under it).
+fn altroot_of<'a>(op: &ZfsCreate, steps: &'a [Step]) -> Option<&'a str> {
+    let pool = op.dataset.split('/').next().unwrap_or_default();
+    steps.iter().find_map(|step| match &step.operation {
+        layouts::Operation::ZpoolCreate(create) if create.pool == pool => Some(create.altroot.as_str()),
+        _ => None,
+    })
+}
+
 /// Commands as a person reads them.
 fn shown(commands: &[layouts::CommandLine]) -> String {
     commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
@@ -302,7 +311,11 @@ impl Perform for ZfsCreate {
             Ok(Some(found)) => {
                 let want = if self.volume_size.is_some() { "VOLUME" } else { "FILESYSTEM" };
                 if found.kind == want {
-                    Outlook::Done(format!("{dataset} exists"))
+                    match self.property_changes(&found.properties, altroot_of(self, cx.steps)) {
+                        Ok(changes) if changes.is_empty() => Outlook::Done(format!("{dataset} exists")),
+                        Ok(changes) => Outlook::Change(format!("`{}`", self.set_command(&changes))),
+                        Err(why) => Outlook::Conflict(why),
+                    }
                 } else {
                     let (have, want) = (found.kind.to_lowercase(), want.to_lowercase());
                     Outlook::Conflict(format!("{dataset} exists as a {have}, the plan wants a {want}"))
@@ -314,6 +327,15 @@ impl Perform for ZfsCreate {
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        // An existing dataset (the probe found it with other properties) gets the planned ones.
+        if let Some(found) = cx.zfs.dataset(&self.dataset)? {
+            let changes =
+                self.property_changes(&found.properties, altroot_of(self, cx.steps)).map_err(StepError::Conflict)?;
+            if !changes.is_empty() {
+                cx.zfs.run(&self.set_command(&changes), None)?;
+            }
+            return Ok(());
+        }
         let is_encrypted = encrypted(&self.properties);
         let prompt = self.properties.get("keylocation").is_none_or(|l| l == "prompt");
         let key = if is_encrypted && prompt { Some(cx.secrets.key("prompt")?) } else { None };

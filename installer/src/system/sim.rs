@@ -27,6 +27,8 @@ struct SimDataset {
     volume: bool,
     encryption_root: Option<String>,
     keylocation: String,
+    /// Properties given at creation or set since, as ZFS shows them.
+    properties: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -764,7 +766,12 @@ impl State {
                 let host_id = self.host_id;
                 let mut pool =
                     SimPool { guid, members: members.clone(), imported: true, key, host_id, ..SimPool::default() };
-                let root = SimDataset { volume: false, encryption_root: encrypted.then(|| name.clone()), keylocation };
+                let root = SimDataset {
+                    volume: false,
+                    encryption_root: encrypted.then(|| name.clone()),
+                    keylocation,
+                    properties: root_options.clone(),
+                };
                 pool.datasets.insert(name.clone(), root);
                 if encrypted {
                     pool.unlocked.insert(name.clone());
@@ -909,11 +916,20 @@ impl State {
                             Some(root) if pool.unlocked.contains(root) => "available",
                             Some(_) => "unavailable",
                         };
-                        let properties = json!({
+                        let mut properties = json!({
                             "encryptionroot": { "value": root },
                             "keystatus": { "value": status },
                             "keylocation": { "value": d.keylocation },
                         });
+                        // Its own properties over those it inherits, as ZFS shows every property.
+                        let mut lineage: Vec<&str> =
+                            ds.match_indices('/').map(|(i, _)| &ds[..i]).chain([ds.as_str()]).collect();
+                        lineage.retain(|name| pool.datasets.contains_key(*name));
+                        for name in lineage {
+                            for (key, value) in &pool.datasets[name].properties {
+                                properties[key.as_str()] = json!({ "value": value });
+                            }
+                        }
                         (
                             ds.clone(),
                             json!({ "type": if d.volume { "VOLUME" } else { "FILESYSTEM" }, "properties": properties }),
@@ -964,7 +980,7 @@ impl State {
                         return Err(failed(line, "no key given on standard input"));
                     }
                     pool.unlocked.insert(name.clone());
-                    SimDataset { volume, encryption_root: Some(name.clone()), keylocation }
+                    SimDataset { volume, encryption_root: Some(name.clone()), keylocation, properties }
                 } else {
                     if inherited.encryption_root.as_ref().is_some_and(|root| !pool.unlocked.contains(root)) {
                         return Err(failed(line, format!("cannot create '{name}': encryption key not loaded")));
@@ -973,9 +989,19 @@ impl State {
                         volume,
                         encryption_root: inherited.encryption_root.clone(),
                         keylocation: inherited.keylocation.clone(),
+                        properties,
                     }
                 };
                 pool.datasets.insert(name, dataset);
+                Ok(String::new())
+            }
+            Some("set") => {
+                let pool = self.pools.get_mut(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
+                let dataset = pool.datasets.get_mut(&name).ok_or_else(missing)?;
+                for assignment in &args[1..args.len() - 1] {
+                    let (key, value) = assignment.split_once('=').ok_or_else(|| failed(line, "bad property"))?;
+                    dataset.properties.insert(key.to_string(), value.to_string());
+                }
                 Ok(String::new())
             }
             Some("load-key") => {

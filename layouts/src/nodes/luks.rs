@@ -73,6 +73,10 @@ pub struct Luks {
     /// LUKS label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The header's UUID. A plan derives it from the container's name; a kept container (in a kept
+    /// partition) says the one it has, which identifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     /// With `key = "prompt"`: read the passphrase from this file when formatting instead of asking;
     /// the booted system still asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +247,9 @@ impl ContentNode for Luks {
             check.report(luks_path.join("name"), message);
         }
         check.claim_luks_name(&self.name, luks_path.join("name"));
+        if let Some(uuid) = self.uuid.as_ref().filter(|u| !crate::gpt::is_guid(u)) {
+            check.report(luks_path.join("uuid"), format!("{} is not a UUID", crate::error::shown(uuid)));
+        }
         if !valid_key_location(&self.key) {
             check.report(
                 luks_path.join("key"),
@@ -280,7 +287,7 @@ impl ContentNode for Luks {
             Operation::LuksFormat(LuksFormat {
                 device: device.clone(),
                 name: self.name.clone(),
-                uuid: build.plan.luks_uuid(&self.name),
+                uuid: self.uuid.as_deref().map_or_else(|| build.plan.luks_uuid(&self.name), str::to_ascii_lowercase),
                 label: self.label.clone(),
                 key: self.key.clone(),
                 passphrase_file: self.passphrase_file.clone(),
@@ -428,6 +435,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
         name,
         key: key_file.map_or_else(|| "prompt".to_string(), |f| format!("file://{f}")),
         label,
+        uuid: None,
         passphrase_file: r.string(object, "passwordFile", path),
         allow_discards,
         additional_key_files: r.strings(object, "additionalKeyFiles", path),

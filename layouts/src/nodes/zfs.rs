@@ -375,6 +375,77 @@ impl OperationKind for ZfsCreate {
     }
 }
 
+/// Properties fixed when a dataset is made: a plan that wants another value for an existing dataset needs it
+/// made again, which is not done in place.
+const CREATE_ONLY_PROPERTIES: &[&str] =
+    &["encryption", "keyformat", "pbkdf2iters", "casesensitivity", "normalization", "utf8only", "volblocksize"];
+
+/// A property's value as ZFS shows it (`zfs get -p`), for comparing: sizes in bytes, `none` for no limit
+/// as 0, aliases by their shown name, case folded.
+fn shown_value(property: &str, value: &str) -> String {
+    let value = value.trim().to_ascii_lowercase();
+    match (property, value.as_str()) {
+        ("acltype", "posixacl") => "posix".into(),
+        ("acltype", "noacl") => "off".into(),
+        (_, "none") if property.ends_with("quota") || property.ends_with("reservation") => "0".into(),
+        _ => match crate::size::parse_bytes(&value) {
+            Some(bytes) if value.chars().next().is_some_and(|c| c.is_ascii_digit()) => bytes.to_string(),
+            _ => value,
+        },
+    }
+}
+
+impl ZfsCreate {
+    /// What must change for an existing dataset, whose properties ZFS shows as `found`, to have the
+    /// planned ones: the properties to set (`zfs set`), in the plan's order. A property ZFS does not show
+    /// is not compared; `mountpoint` is shown under the pool's `altroot` while imported. A property fixed
+    /// at creation (encryption and its key format, case sensitivity, ...) that differs is an error naming
+    /// it.
+    pub fn property_changes(
+        &self,
+        found: &BTreeMap<String, String>,
+        altroot: Option<&str>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut changes = Vec::new();
+        for (property, planned) in &self.properties {
+            let Some(have) = found.get(property) else { continue };
+            let same = match property.as_str() {
+                // `on` picks the default cipher, which ZFS shows by name.
+                "encryption" => (planned == "off") == (have == "off") && (planned == "on" || planned == have),
+                // Where the key is read from may change (the installed system reads it elsewhere).
+                "keylocation" => true,
+                "mountpoint" => {
+                    let under_altroot = altroot
+                        .filter(|root| *root != "/" && planned.starts_with('/'))
+                        .map(|root| format!("{}{}", root.trim_end_matches('/'), planned.trim_end_matches('/')));
+                    have == planned || under_altroot.as_deref() == Some(have.as_str())
+                }
+                _ => shown_value(property, planned) == shown_value(property, have),
+            };
+            if same {
+                continue;
+            }
+            if CREATE_ONLY_PROPERTIES.contains(&property.as_str()) {
+                return Err(format!(
+                    "{} exists with {property}={have}, the plan wants {planned}: {property} is fixed when a dataset \
+                     is made, so it would have to be destroyed and made again, which is not done in place",
+                    self.dataset
+                ));
+            }
+            changes.push((property.clone(), planned.clone()));
+        }
+        Ok(changes)
+    }
+
+    /// `zfs set` of these properties on the dataset.
+    pub fn set_command(&self, changes: &[(String, String)]) -> CommandLine {
+        let mut args = vec!["set".to_string()];
+        args.extend(changes.iter().map(|(k, v)| format!("{k}={v}")));
+        args.push(self.dataset.clone());
+        CommandLine { program: "zfs".into(), args }
+    }
+}
+
 /// Make this running system's host id the installed system's (`networking.hostId`) before pools are
 /// created or imported: a pool records the host id that last used it, and the installed system then
 /// imports it at first boot as its own, without forcing.

@@ -890,17 +890,42 @@ impl Partition {
                 check.report(path.join(field), format!("a kept partition must say {what}"));
             }
         }
+        let identified = |content: &super::Content| match content {
+            super::Content::Filesystem(fs) => fs.uuid.is_some(),
+            super::Content::Swap(swap) => swap.uuid.is_some(),
+            _ => false,
+        };
         match &self.content {
             None => {}
-            Some(super::Content::Filesystem(fs)) if fs.uuid.is_some() => {}
-            Some(super::Content::Swap(swap)) if swap.uuid.is_some() => {}
+            Some(content @ (super::Content::Filesystem(_) | super::Content::Swap(_))) if identified(content) => {}
             Some(super::Content::Filesystem(_) | super::Content::Swap(_)) => check.report(
                 path.join("content").join("uuid"),
                 "what a kept partition holds is identified by its UUID: give the one it has",
             ),
+            // A kept LUKS container: its header's UUID identifies it, the UUID of what it holds its content.
+            Some(super::Content::Luks(luks)) => {
+                let at = path.join("content").join("luks");
+                if luks.uuid.is_none() {
+                    check.report(at.join("uuid"), "a kept LUKS container is identified by its header's UUID: give it");
+                }
+                match luks.content.as_ref() {
+                    content @ (super::Content::Filesystem(_) | super::Content::Swap(_)) if !identified(content) => {
+                        check.report(
+                            at.join("content").join("uuid"),
+                            "what a kept LUKS container holds is identified by its UUID: give the one it has",
+                        )
+                    }
+                    super::Content::Filesystem(_) | super::Content::Swap(_) => {}
+                    _ => check.report(
+                        at.join("content"),
+                        "a kept LUKS container may hold a filesystem or swap (with their UUIDs), so far",
+                    ),
+                }
+            }
             Some(_) => check.report(
                 path.join("content"),
-                "a kept partition may hold a filesystem or swap (with their UUIDs), or be left without content, so far",
+                "a kept partition may hold a filesystem or swap (with their UUIDs), a LUKS container of one, or be \
+                 left without content, so far",
             ),
         }
     }
