@@ -175,6 +175,41 @@ fn content_of(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
             };
             (Some(Content::Swap(swap)), None)
         }
+        // What a container holds is read only once it is open, with its key, which reading back has not.
+        (None, "crypto_LUKS") => (
+            None,
+            Some(format!(
+                "it holds a LUKS container (header UUID {uuid}{}); to keep it and use what it holds, give the \
+                 partition `content.luks` with `uuid = \"{uuid}\"`, a `name`, and what it holds with its `uuid`",
+                signature
+                    .label
+                    .as_deref()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| format!(", label {l}"))
+                    .unwrap_or_default()
+            )),
+        ),
         (None, kind) => (None, Some(format!("it holds {kind} (UUID {uuid}), which a plan cannot describe yet"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signature(kind: &str, uuid: &str, label: Option<&str>) -> Signature {
+        Signature { kind: kind.into(), usage: None, label: label.map(str::to_string), uuid: Some(uuid.into()) }
+    }
+
+    #[test]
+    fn a_luks_container_is_kept_undescribed_with_what_keeping_it_takes() {
+        let uuid = "3c909942-6252-4a73-b0c9-1b7c63fbdf03";
+        let (content, note) = content_of(&[signature("crypto_LUKS", uuid, Some("secrets"))]);
+        assert!(content.is_none(), "nothing is invented for what the container holds");
+        let note = note.expect("a note");
+        assert!(
+            note.contains(&format!("header UUID {uuid}, label secrets")) && note.contains("content.luks"),
+            "{note}"
+        );
     }
 }
