@@ -98,10 +98,7 @@ impl Ssh {
             args.push(value);
         };
         if let Some((known, strict)) = keys {
-            option(format!("UserKnownHostsFile={}", known.display()));
-            option("GlobalKnownHostsFile=/dev/null".into());
-            option(format!("HostKeyAlias={HOST_KEY_ALIAS}"));
-            option(format!("StrictHostKeyChecking={strict}"));
+            known_hosts_options(known, strict).into_iter().for_each(&mut option);
         }
         if multiplex {
             option("ControlMaster=auto".into());
@@ -252,13 +249,8 @@ impl Far for Ssh {
         let pinned = self.pinned_file().ok_or_else(|| RemoteError::Refused("no host keys pinned".into()))?;
         let mut options =
             vec!["ControlMaster=no".to_string(), format!("ControlPath={}", self.control_path().display())];
-        options.extend([
-            format!("UserKnownHostsFile={}", pinned.display()),
-            "GlobalKnownHostsFile=/dev/null".into(),
-            format!("HostKeyAlias={HOST_KEY_ALIAS}"),
-            "StrictHostKeyChecking=yes".into(),
-            "BatchMode=yes".into(),
-        ]);
+        options.extend(known_hosts_options(&pinned, "yes"));
+        options.push("BatchMode=yes".into());
         if options.iter().any(|o| o.contains(char::is_whitespace)) {
             return Err(RemoteError::Local(format!(
                 "nix copy cannot be handed the SSH connection's files in {}: the path has a space (set TMPDIR to \
@@ -285,6 +277,17 @@ impl Far for Ssh {
     fn uploaded_bytes(&self) -> u64 {
         self.uploaded.load(Ordering::Relaxed)
     }
+}
+
+/// The options that check the host key against our own known_hosts file `known` only, under
+/// [`HOST_KEY_ALIAS`], with `StrictHostKeyChecking` `strict` ("yes" or "accept-new").
+fn known_hosts_options(known: &Path, strict: &str) -> [String; 4] {
+    [
+        format!("UserKnownHostsFile={}", known.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        format!("HostKeyAlias={HOST_KEY_ALIAS}"),
+        format!("StrictHostKeyChecking={strict}"),
+    ]
 }
 
 /// `value` with everything but unreserved URL characters percent-encoded.
