@@ -48,6 +48,7 @@ impl Bench {
             identity: Identity::default(),
             discard: false,
             table: Default::default(),
+            signature: None,
             partitions: IndexMap::from([("root".to_string(), partition)]),
         };
         let plan = Plan {

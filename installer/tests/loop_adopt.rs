@@ -181,24 +181,109 @@ fn installing_alongside_puts_a_new_partition_in_the_free_space_between_kept_ones
 }
 
 #[test]
-fn mbr_and_blank_disks_are_refused_with_why_and_numbers_with_gaps_kept() {
+fn blank_disks_and_mbr_tables_with_logical_partitions_are_refused_with_why_and_numbers_with_gaps_kept() {
     if !require_root() {
         return;
     }
     let _lock = serialize();
-    let mbr = LoopDisk::new(64 << 20, 512).expect("loop device");
-    run("sh", &["-c", &format!("echo 'start=2048, size=20480, type=83' | sfdisk -q {}", mbr.device)]).expect("sfdisk");
+    let logical = LoopDisk::new(64 << 20, 512).expect("loop device");
+    let script = "label: dos\nstart=2048, size=8192, type=83\nstart=10240, size=40960, type=5\n\
+                  start=12288, size=8192, type=83\n";
+    run("sh", &["-c", &format!("printf '{script}' | sfdisk -q {}", logical.device)]).expect("sfdisk");
     let gapped = LoopDisk::new(64 << 20, 512).expect("loop device");
     run("sgdisk", &["-n", "2:0:+8M", &gapped.device]).expect("sgdisk");
     run("partx", &["-a", &gapped.device]).expect("partx");
     let blank = LoopDisk::new(64 << 20, 512).expect("loop device");
     let disks = partitioner::discover().expect("discover");
     let find = |disk: &LoopDisk| partitioner::find_disk(&disks, &disk.device).expect("found").clone();
-    assert!(matches!(read_back(&find(&mbr)), Err(ReadBackError::Mbr { .. })));
+    assert!(matches!(read_back(&find(&logical)), Err(ReadBackError::MbrLogical { .. })));
     assert!(matches!(read_back(&find(&blank)), Err(ReadBackError::NoTable { .. })));
     let read = read_back(&find(&gapped)).expect("a table without partition 1");
     let numbers: Vec<(&String, Option<u32>)> = read.disk.partitions.iter().map(|(n, p)| (n, p.number)).collect();
     assert_eq!(numbers, [(&"p2".to_string(), Some(2))]);
+}
+
+/// A disk with an MBR table as fdisk's sfdisk leaves it: signature 0x1a2b3c4d, a FAT partition at the
+/// old DOS alignment (sector 63), a bootable ext4, a Windows (0x07) partition of random data, and free
+/// space at the end.
+fn foreign_mbr_disk(sector: u32) -> LoopDisk {
+    let disk = LoopDisk::new(256 << 20, sector).expect("loop device");
+    let mib = (1 << 20) / u64::from(sector);
+    let script = format!(
+        "label: dos\nlabel-id: 0x1a2b3c4d\nstart=63, size={}, type=c\nstart={}, size={}, type=83, bootable\n\
+         start={}, size={}, type=7\n",
+        40 * mib,
+        48 * mib,
+        32 * mib,
+        100 * mib,
+        20 * mib
+    );
+    run("sh", &["-c", &format!("printf '{script}' | sfdisk -q {}", disk.device)]).expect("sfdisk");
+    run("partx", &["-a", &disk.device]).expect("partx");
+    run("mkfs.vfat", &["-n", "OLDFAT", &disk.partition(1)]).expect("mkfs.vfat");
+    run("mkfs.ext4", &["-q", "-L", "old-boot", &disk.partition(2)]).expect("mkfs.ext4");
+    run("dd", &["if=/dev/urandom", &format!("of={}", disk.partition(3)), "bs=64K", "count=16", "status=none"])
+        .expect("data");
+    disk
+}
+
+#[test]
+fn an_mbr_disk_is_read_back_done_and_a_partition_goes_into_its_free_space_leaving_the_others_as_they_were() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    for sector in [512u32, 4096] {
+        let disk = foreign_mbr_disk(sector);
+        let plan = plan_of(&disk);
+        let toml = plan.to_toml();
+        let kept = &plan.disks["disk0"];
+        assert_eq!(kept.table, layouts::gpt::TableFormat::Msdos, "{toml}");
+        assert_eq!(kept.signature.as_deref(), Some("1a2b3c4d"), "{toml}");
+        let starts: Vec<Option<u64>> = kept.partitions.values().map(|p| p.start.and_then(|s| s.bytes())).collect();
+        let sector_bytes = u64::from(sector);
+        assert_eq!(starts, [Some(63 * sector_bytes), Some(48 << 20), Some(100 << 20)], "{toml}");
+        let kinds: Vec<Option<&str>> = kept.partitions.values().map(|p| p.kind.as_deref()).collect();
+        assert_eq!(kinds, [Some("0x0c"), Some("linux"), Some("0x07")]);
+        let flags: Vec<bool> = kept.partitions.values().map(|p| p.bootable).collect();
+        assert_eq!(flags, [false, true, false]);
+        assert!(toml.contains("format = \"vfat\"") && toml.contains("format = \"ext4\""), "{toml}");
+
+        let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
+        let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
+        let preview = installer::preview(&RealSystem, &plan, &steps, &options()).expect("preview");
+        for (step, outlook) in &preview.steps {
+            assert!(matches!(outlook, Outlook::Done(_)), "{sector}: {} is {outlook:?}", step.id);
+        }
+        assert_eq!(apply(&plan, &[]).expect("apply of the read-back plan").applied, 0);
+        assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "{sector}: the disk changed");
+
+        // Another signature: not this table; it would be written anew over the kept partitions: refused.
+        let mut other = plan.clone();
+        other.disks["disk0"].signature = Some("0badcafe".into());
+        let error = apply(&other, &["disk0".to_string()]).expect_err("another table").to_string();
+        assert!(error.contains("wipe:disk0") && error.contains("is kept"), "{error}");
+
+        // Alongside: a fourth primary partition in the free space after the last.
+        let before = sums(&disk, &[1, 2, 3]);
+        let mut alongside = plan.clone();
+        let addition = Plan::from_toml(
+            "hostname = \"adopt\"\n[disks.d]\ndevice = \"/dev/null\"\nsize = 1073741824\ntable = \"msdos\"\n\
+             [disks.d.partitions.root]\nsize = \"rest\"\n\
+             [disks.d.partitions.root.content.filesystem]\nformat = \"ext4\"\nmountpoint = \"/\"\n",
+        )
+        .expect("a partition");
+        alongside.disks["disk0"].partitions.insert("root".into(), addition.disks["d"].partitions["root"].clone());
+        alongside.validate().unwrap_or_else(|e| panic!("{e}\n{}", alongside.to_toml()));
+        let report = apply(&alongside, &[]).expect("alongside on MBR needs no wipe");
+        assert!(report.applied >= 2, "{report:?}");
+        assert_eq!(sums(&disk, &[1, 2, 3]), before, "{sector}: a kept partition changed");
+        let probed = run("blkid", &["-o", "value", "-s", "TYPE", &disk.partition(4)]).expect("blkid");
+        assert_eq!(probed.trim(), "ext4");
+        let again = plan_of(&disk);
+        assert_eq!(again.disks["disk0"].partitions.len(), 4);
+        assert_eq!(apply(&again, &[]).expect("apply again").applied, 0, "{sector}");
+    }
 }
 
 /// What a random partition holds.

@@ -33,6 +33,7 @@ fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
         identity: Identity::default(),
         discard: false,
         table: Default::default(),
+        signature: None,
         partitions: partitions
             .into_iter()
             .map(|(name, size, content)| {

@@ -62,6 +62,7 @@ fn large_plan() -> Plan {
                 identity: Identity { serial: Some(format!("SER{index:02}")), wwn: None, model: None },
                 discard: false,
                 table: Default::default(),
+                signature: None,
                 partitions,
             },
         );

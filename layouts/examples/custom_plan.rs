@@ -63,6 +63,7 @@ fn main() {
                 identity: Identity { serial: Some(serial.to_string()), wwn: None, model: Some("EXAMPLE".to_string()) },
                 discard: true,
                 table: Default::default(),
+                signature: None,
                 partitions,
             },
         );

@@ -144,7 +144,7 @@ impl Plan {
     pub fn partition_uuid(&self, disk: &str, partition: &str) -> String {
         if let Some(plan_disk) = self.disks.get(disk).filter(|d| d.table == crate::gpt::TableFormat::Msdos) {
             let number = plan_disk.partitions.get_index_of(partition).map_or(0, |i| plan_disk.partition_numbers()[i]);
-            return format!("{:08x}-{number:02x}", self.disk_signature(disk));
+            return format!("{:08x}-{number:02x}", plan_disk.mbr_signature(self, disk));
         }
         let planned = self.disks.get(disk).and_then(|d| d.partitions.get(partition)).and_then(|p| p.uuid.clone());
         if let Some(uuid) = planned {

@@ -42,8 +42,11 @@ pub(crate) type Object = Map<String, Value>;
 
 impl Reader {
     /// Notes something not carried over that does not stop the import.
+    /// Adds a warning, once.
     pub(crate) fn warn(&mut self, message: String) {
-        self.warnings.push(message);
+        if !self.warnings.contains(&message) {
+            self.warnings.push(message);
+        }
     }
 
     pub(crate) fn refuse(&mut self, path: &FieldPath, message: impl Into<String>) {

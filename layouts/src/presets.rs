@@ -298,6 +298,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                 identity: facts.identity.clone(),
                 discard: false,
                 table: Default::default(),
+                signature: None,
                 partitions,
             },
         );

@@ -284,14 +284,14 @@ fn trickier_forms() {
 
     let bad = json!({ "disk": { "d": { "type": "disk", "device": "/dev/sda", "content": { "type": "gpt", "partitions": {
         "p": { "size": "50%", "content": { "type": "filesystem", "format": "ntfs", "mountpoint": "/" } },
-        "q": { "start": "10G", "size": "1G" },
+        "q": { "start": "10000K", "size": "1G" },
         "r": { "size": "1G", "hybrid": { "mbrPartitionType": "0x0c" } }
     } } } }, "nodev": { "/proc": { "fsType": "proc" } } });
     let error = disko::import(&bad).expect_err("refused").to_string();
     for expected in [
         "nodev.\"/proc\".fsType: \"proc\" is not a filesystem without a device nix-dabei mounts (tmpfs, ramfs)",
         "disk.d.content.partitions.p.size: \"50%\" is not a size",
-        "disk.d.content.partitions.q.start: \"10G\"",
+        "disk.d.content.partitions.q.start: \"10000K\": a start is",
         "disk.d.content.partitions.r.hybrid: is not supported by nix-dabei",
     ] {
         assert!(error.contains(expected), "missing {expected:?} in:\n{error}");
@@ -360,9 +360,15 @@ type = "microsoft-basic-data"
 label = "Basic data"
 uuid = "3863fa68-41ae-4638-9a13-a85bf9ba0493"
 keep = true
+[disks.disk0.partitions.swap]
+size = "64M"
+content.swap = { uuid = "5d0c4f2e-8a43-4b8e-9f0e-2b7d3c9a1e55", label = "old-swap" }
+[disks.disk0.partitions.esp]
+size = "64M"
+content.filesystem = { format = "vfat", uuid = "759A-7434" }
 [disks.disk0.partitions.root]
 size = "rest"
-content.filesystem = { format = "ext4", mountpoint = "/" }
+content.filesystem = { format = "xfs", mountpoint = "/", uuid = "0b7cd0b2-3c0e-4f39-9d25-3a1e0e6f3c11" }
 "#,
     )
     .expect("a plan keeping a partition");
@@ -371,6 +377,25 @@ content.filesystem = { format = "ext4", mountpoint = "/" }
     assert!(text.contains("start = \"34s\";") && text.contains("end = \"16417s\";"), "{text}");
     assert!(text.contains("type = \"0700\";"), "{text}");
     assert!(text.contains("# kept by nix-dabei: disko's _create would destroy it"), "{text}");
+
+    // Evaluated and imported again: the same places, the same UUIDs; only the keeping is gone.
+    let dir = std::env::temp_dir().join(format!("nix-dabei-disko-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("kept.nix");
+    std::fs::write(&file, &text).expect("write");
+    let result = disko::import(&nix_eval(&file)).expect("imports");
+    assert!(result.warnings.iter().any(|w| w.contains("512-byte sectors")), "{:?}", result.warnings);
+    let (before, after) = (&plan.disks["disk0"].partitions, &result.plan.disks["disk0"].partitions);
+    let p1 = &after["p1"];
+    assert_eq!((p1.start, p1.size, p1.keep), (Some(Size::Bytes(17408)), Size::Bytes(8 << 20), false));
+    assert_eq!((&p1.uuid, &p1.label), (&before["p1"].uuid, &before["p1"].label));
+    for name in ["swap", "esp", "root"] {
+        assert_eq!(after[name].content, before[name].content, "{name}");
+    }
+    // disko's mkfs and mkswap get the flags that make them so.
+    for flags in ["[ \"-U\" \"5d0c4f2e", "[ \"-i\" \"759A7434\" ]", "[ \"-m\" \"uuid=0b7cd0b2"] {
+        assert!(text.contains(flags), "{flags}: {text}");
+    }
 
     // disko numbers partitions in their order: numbers that do not follow it cannot be written.
     let mut out_of_order = plan.clone();

@@ -578,3 +578,86 @@ fn the_flake_check_refuses_each_mismatch_naming_the_option() {
 fn strings_are_escaped_for_nix() {
     assert_eq!(layouts::nixos::nix_string("a\"b${c}\\"), "\"a\\\"b\\${c}\\\\\"");
 }
+
+/// A disk as `nix-dabei probe` reads it back, exported: disko's own `_create` (evaluated from disko's
+/// source) puts each partition on the sectors where it is, with its partition UUID, and makes each
+/// filesystem and swap with the UUID it has, so the configuration describes this machine's disk.
+#[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
+fn disko_makes_a_read_back_disk_where_it_is_with_its_uuids() {
+    let plan = Plan::from_toml(
+        r#"
+hostname = "probed"
+[disks.disk0]
+device = "/dev/vda"
+size = 268435456
+[disks.disk0.partitions.p1]
+number = 1
+start = 17408
+size = "8M"
+uuid = "3863fa68-41ae-4638-9a13-a85bf9ba0493"
+keep = true
+content.filesystem = { format = "ext4", uuid = "0b7cd0b2-3c0e-4f39-9d25-3a1e0e6f3c11" }
+[disks.disk0.partitions.p2]
+number = 2
+start = "16M"
+size = "34M"
+type = "esp"
+uuid = "a1f0c9de-5b7e-4d1c-8f2a-6e3b9c0d4f17"
+keep = true
+content.filesystem = { format = "vfat", uuid = "759A-7434" }
+[disks.disk0.partitions.p3]
+number = 3
+start = "50M"
+size = "16M"
+type = "swap"
+uuid = "c4e8a2b6-1d3f-4a5c-9e7b-0f2d4c6a8e13"
+keep = true
+content.swap = { uuid = "5d0c4f2e-8a43-4b8e-9f0e-2b7d3c9a1e55" }
+"#,
+    )
+    .expect("a read-back plan");
+    let dir = scratch();
+    let config = dir.join("probed-disko.nix");
+    std::fs::write(&config, disko::export(&plan).expect("exports")).expect("write");
+    let sources = nix_sources();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm-tests/bench/disko-scripts.nix");
+    let (lib, disko_src) = (sources.join("nixpkgs-lib/lib"), sources.join("disko"));
+    let (lib, disko_src, config) = (lib.display().to_string(), disko_src.display().to_string(), config.display());
+    let config = config.to_string();
+    let json = run_nix(&[
+        "--eval",
+        "--strict",
+        "--json",
+        script,
+        "--arg",
+        "nixpkgsLib",
+        &lib,
+        "--arg",
+        "disko",
+        &disko_src,
+        "--arg",
+        "config",
+        &config,
+        "--argstr",
+        "attr",
+        "_create",
+        "--arg",
+        "weak",
+        "false",
+    ]);
+    let create: String = serde_json::from_str(&json).expect("a script");
+    let squeezed = create.replace("\\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "--new=1:34s:16417s",
+        "--partition-guid=\"1:3863fa68-41ae-4638-9a13-a85bf9ba0493\"",
+        "--new=2:32768s:102399s",
+        "--new=3:102400s:135167s",
+        "--partition-guid=\"3:c4e8a2b6-1d3f-4a5c-9e7b-0f2d4c6a8e13\"",
+        "mkfs.ext4 -U 0b7cd0b2-3c0e-4f39-9d25-3a1e0e6f3c11",
+        "mkfs.vfat -i 759A7434",
+        "mkswap -U 5d0c4f2e-8a43-4b8e-9f0e-2b7d3c9a1e55",
+    ] {
+        assert!(squeezed.contains(expected), "disko's _create lacks {expected:?}:\n{create}");
+    }
+}

@@ -1,11 +1,12 @@
-//! Reading a disk back into a plan (`nix-dabei probe`): every partition where it is, kept, with the
+//! Reading a disk back into a plan (`nix-dabei probe`): every partition of its GPT or MBR table (primary
+//! partitions, so far) where it is, kept, with the
 //! filesystem or swap it holds identified by its UUID. Such a plan is found done on the machine it was
 //! read from, and a change to it that would destroy a kept partition is refused before anything is
 //! written. What a partition holds that a plan cannot describe yet (LUKS, ZFS, LVM, RAID, NTFS...) is kept
 //! without content and reported; nothing is invented: mountpoints, mount options and keys are left out.
 
 use indexmap::IndexMap;
-use layouts::gpt::{type_name, Identity, TableFormat};
+use layouts::gpt::{type_name, Identity, TableFormat, MBR_TYPES};
 use layouts::{Content, Disk, Filesystem, Format, Partition, Size};
 
 use crate::discover::DiskInfo;
@@ -34,9 +35,9 @@ pub enum ReadBackError {
         /// The disk.
         device: String,
     },
-    /// It has an MBR table.
-    #[error("{device} has an MBR (msdos) partition table: reading those back is not supported yet")]
-    Mbr {
+    /// It has an MBR table with logical partitions.
+    #[error("{device} has an MBR table with logical partitions: reading those back is not supported yet")]
+    MbrLogical {
         /// The disk.
         device: String,
     },
@@ -58,15 +59,29 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
     let sector = u64::from(disk.logical_sector_size);
     let state = read_table_state(&device, sector)?;
     let inconsistent = |why: String| ReadBackError::Inconsistent { device: device.clone(), why };
-    let entries = match (&state.primary, &state.backup, &state.mbr) {
-        (Some(primary), Some(backup), _) if primary == backup => primary.clone(),
+    let (entries, table, signature) = match (&state.primary, &state.backup, &state.mbr) {
+        (Some(primary), Some(backup), _) if primary == backup => (primary.clone(), TableFormat::Gpt, None),
         (Some(_), Some(_), _) => {
             return Err(inconsistent("the two GPT copies differ: repair the table first (sgdisk -v)".into()))
         }
         (Some(_), None, _) | (None, Some(_), _) => {
             return Err(inconsistent("one GPT copy is missing or damaged: repair the table first (sgdisk -v)".into()))
         }
-        (None, None, Some(_)) => return Err(ReadBackError::Mbr { device }),
+        (None, None, Some(mbr)) if mbr.extended.is_some() || mbr.broken_chain => {
+            return Err(ReadBackError::MbrLogical { device })
+        }
+        (None, None, Some(mbr)) => {
+            // On MBR, a plan numbers partitions in its order: a table with a gap in its numbers (entries
+            // 1 and 3 used) cannot be described, so far.
+            if let Some(entry) = mbr.entries.iter().enumerate().find(|(i, e)| e.number != *i as u32 + 1) {
+                return Err(inconsistent(format!(
+                    "MBR entry {} is used while an earlier one is empty: reading such a table back is not \
+                     supported yet",
+                    entry.1.number
+                )));
+            }
+            (mbr.entries.clone(), TableFormat::Msdos, Some(format!("{:08x}", mbr.signature)))
+        }
         (None, None, None) => return Err(ReadBackError::NoTable { device }),
     };
     // A plan lists partitions in the disk's order; each keeps its number.
@@ -104,15 +119,22 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
         if let Some(note) = note {
             notes.push(format!("{}: {note}; kept without content", kernel.path));
         }
+        let gpt = table == TableFormat::Gpt;
+        let kind = if gpt {
+            type_name(&entry.type_guid).map_or_else(|| entry.type_guid.clone(), str::to_string)
+        } else {
+            mbr_type_name(&entry.type_guid)
+        };
+        // On MBR, the number is the plan's order, the UUID the disk signature's, and there is no name.
         let partition = Partition {
             start: Some(Size::Bytes(start)),
             size: Size::Bytes(size),
-            number: Some(entry.number),
-            kind: Some(type_name(&entry.type_guid).map_or_else(|| entry.type_guid.clone(), str::to_string)),
-            label: Some(entry.name.clone()),
-            uuid: Some(entry.uuid.to_ascii_lowercase()),
+            number: gpt.then_some(entry.number),
+            kind: Some(kind),
+            label: gpt.then(|| entry.name.clone()),
+            uuid: gpt.then(|| entry.uuid.to_ascii_lowercase()),
             attributes: entry.attributes.clone(),
-            bootable: false,
+            bootable: entry.bootable,
             logical: false,
             content,
             keep: true,
@@ -127,10 +149,18 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
         physical_sector_size: Some(disk.physical_sector_size),
         identity,
         discard: false,
-        table: TableFormat::Gpt,
+        table,
+        signature,
         partitions,
     };
     Ok(ReadBack { disk, notes })
+}
+
+/// An MBR type byte (two hex digits) as a plan writes it: the name where it has one, else `0x..`.
+fn mbr_type_name(byte: &str) -> String {
+    let value = u8::from_str_radix(byte, 16).ok();
+    let named = MBR_TYPES.iter().find(|(_, b)| Some(*b) == value).map(|(name, _)| name.to_string());
+    named.unwrap_or_else(|| format!("0x{}", byte.to_ascii_lowercase()))
 }
 
 /// What a partition holds, as a plan content, or why it is left undescribed.

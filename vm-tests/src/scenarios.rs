@@ -1272,7 +1272,7 @@ pub fn all() -> Vec<Scenario> {
                 "--preset mirror --encrypt luks --swap 256M",
             )
         },
-        layout("ext4-single", vec![gib("e0", 3, Bus::Nvme)], "--preset ext4 --swap 256M"),
+        probe_scenario(),
         power_cuts(),
         Scenario {
             name: "tui-install",
@@ -2249,6 +2249,75 @@ pub fn grow_scenario() -> Scenario {
         memory_mib: None,
         prepare: None,
         boot_limit: None,
+    }
+}
+
+/// Boot 2 of ext4-single, once everything is unmounted again: the installed disk read back (probe),
+/// written as a disko configuration, read from it (import-disko, evaluated with nix-instantiate here),
+/// and reviewed on the machine.
+const PROBE_ROUND_TRIP: &str = r#"
+nix-dabei probe /dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_e0 -o /host/out/probed.toml 2> /host/out/probe-notes.txt
+nix-dabei export-disko /host/out/probed.toml -o /host/out/probed.nix
+nix-dabei import-disko /host/out/probed.nix -o /host/out/imported.toml 2> /host/out/import-warnings.txt
+nix-dabei apply /host/out/imported.toml --review-only --json > /host/out/imported-review.json
+"#;
+
+/// The installed layout is read back whole: the probed plan has every partition where the plan put
+/// it, with the plan's partition, filesystem and swap UUIDs; through disko's format and back it still
+/// does, and the machine finds every step of it done (swap is off once unmounted: only swapon is left).
+fn verify_probe_round_trip(share: &Path) -> Result<()> {
+    verify_layout(share)?;
+    let out = share.join("out");
+    let plan = layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let probed =
+        layouts::Plan::from_toml(&read(&out.join("probed.toml"))?).map_err(|e| anyhow::anyhow!("probed: {e}"))?;
+    let imported =
+        layouts::Plan::from_toml(&read(&out.join("imported.toml"))?).map_err(|e| anyhow::anyhow!("imported: {e}"))?;
+    let (disk_name, disk) = plan.disks.first().context("a disk")?;
+    for read_back in [&probed, &imported] {
+        let again = read_back.disks.values().next().context("a disk read back")?;
+        ensure!(again.partitions.len() == disk.partitions.len(), "partitions differ: {:?}", again.partitions.keys());
+        for ((name, planned), (_, found)) in disk.partitions.iter().zip(&again.partitions) {
+            let uuid = plan.partition_uuid(disk_name, name);
+            ensure!(found.uuid.as_deref() == Some(uuid.as_str()), "{name}: partition UUID {:?}", found.uuid);
+            let made = |content: &layouts::Content| match content {
+                layouts::Content::Filesystem(fs) => Some((fs.format.fs_type(), fs.uuid.clone())),
+                layouts::Content::Swap(swap) => Some(("swap", swap.uuid.clone())),
+                _ => None,
+            };
+            let owner = format!("{disk_name}/{name}");
+            let expected = planned.content.as_ref().and_then(made).map(|(kind, _)| {
+                let uuid = plan.filesystem_uuid(&owner);
+                // A FAT volume id is the first 8 hex digits of the planned UUID.
+                let uuid = if kind == "vfat" { format!("{}-{}", &uuid[..4], &uuid[4..8]).to_uppercase() } else { uuid };
+                (kind, Some(uuid))
+            });
+            ensure!(found.content.as_ref().and_then(made) == expected, "{name}: holds {:?}", found.content);
+        }
+    }
+    ensure!(probed.disks.values().all(|d| d.partitions.values().all(|p| p.keep)), "probe kept not everything");
+    let warnings = read(&out.join("import-warnings.txt"))?;
+    ensure!(warnings.contains("512-byte sectors"), "the sector size assumption is not said: {warnings}");
+    let review = read_json(&out.join("imported-review.json"))?;
+    let steps = review["steps"].as_array().context("the review's steps")?;
+    for step in steps {
+        let swapon = step["id"].as_str().is_some_and(|id| id.starts_with("swapon:"));
+        ensure!(step["state"] == "done" || swapon, "a step of the imported plan is not done: {step}");
+    }
+    ensure!(steps.len() >= 5, "the review has too few steps: {steps:?}");
+    ensure!(review["wipes"].as_array().is_some_and(Vec::is_empty), "the review wipes: {review}");
+    Ok(())
+}
+
+/// The ext4 layout, and (issue item b) its disk probed, exported to disko, imported, and found done.
+fn probe_scenario() -> Scenario {
+    Scenario {
+        boots: vec![
+            apply_boot("--preset ext4 --swap 256M --disk /dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_e0"),
+            format!("{VERIFY_BOOT}{PROBE_ROUND_TRIP}"),
+        ],
+        verify: verify_probe_round_trip,
+        ..layout("ext4-single", vec![DiskSpec { serial: "e0".into(), size: 3 * GIB, bus: Bus::Nvme }], "")
     }
 }
 

@@ -77,6 +77,7 @@ impl Perform for PartitionTable {
                 && e.type_guid.eq_ignore_ascii_case(&p.type_guid)
                 && e.name == p.name
                 && e.attributes == p.attribute_bits()
+                && e.bootable == p.bootable
         };
         // Matched by number: a plan's order is the disk's, which numbers need not follow.
         let planned = |entries: &Option<Vec<TableEntry>>| {
@@ -92,13 +93,23 @@ impl Perform for PartitionTable {
                 !entries.is_empty() && entries.iter().all(|e| self.partitions.iter().any(|p| same(e, p)))
             })
         };
-        if cx.step.keeps.is_some()
-            && self.msdos.is_none()
-            && state.protective_mbr
-            && kept_and_free(&state.primary)
-            && state.primary == state.backup
-            && !planned(&state.primary)
-        {
+        let alongside = match &self.msdos {
+            None => state.protective_mbr && kept_and_free(&state.primary) && state.primary == state.backup,
+            // An MBR table of primary partitions, known by its signature (the boot code stays as it is).
+            Some(msdos) => {
+                state.primary.is_none()
+                    && state.backup.is_none()
+                    && state.mbr.as_ref().is_some_and(|mbr| {
+                        mbr.signature == msdos.signature
+                            && mbr.extended.is_none()
+                            && msdos.extended.is_none()
+                            && kept_and_free(&Some(mbr.entries.clone()))
+                    })
+            }
+        };
+        let current =
+            if self.msdos.is_some() { state.mbr.as_ref().map(|m| m.entries.clone()) } else { state.primary.clone() };
+        if cx.step.keeps.is_some() && alongside && !planned(&current) {
             return Outlook::Todo { destroys: false };
         }
         let table_is_planned = match &self.msdos {

@@ -219,6 +219,31 @@ impl Format {
             _ => "-L",
         }
     }
+
+    /// The mkfs arguments that give the filesystem `uuid` (for vfat, a volume id: its first 8 hex digits).
+    pub fn uuid_args(self, uuid: &str) -> [String; 2] {
+        match self {
+            Format::Vfat => {
+                let id: String = uuid.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+                ["-i".to_string(), id.to_ascii_uppercase()]
+            }
+            Format::Ext4 | Format::Btrfs | Format::F2fs => ["-U".to_string(), uuid.to_string()],
+            Format::Xfs => ["-m".to_string(), format!("uuid={uuid}")],
+        }
+    }
+
+    /// The UUID that `uuid_args` sets, read from a pair of mkfs arguments (vfat: as `ABCD-1234`).
+    pub fn uuid_from_args(self, flag: &str, value: &str) -> Option<String> {
+        match (self, flag) {
+            (Format::Vfat, "-i") => {
+                let hex = value.len() == 8 && value.chars().all(|c| c.is_ascii_hexdigit());
+                hex.then(|| format!("{}-{}", &value[..4], &value[4..]).to_ascii_uppercase())
+            }
+            (Format::Ext4 | Format::Btrfs | Format::F2fs, "-U") => Some(value.to_string()),
+            (Format::Xfs, "-m") => value.strip_prefix("uuid=").map(str::to_string),
+            _ => None,
+        }
+    }
 }
 
 /// How to tell a filesystem that was in use (and may fail a read-only check after a crash) from one
@@ -287,16 +312,11 @@ pub struct Mkfs {
 }
 
 impl Mkfs {
-    /// A FAT volume id (8 hex digits) from the planned UUID.
-    fn volume_id(&self) -> String {
-        self.uuid.chars().filter(char::is_ascii_hexdigit).take(8).collect::<String>().to_ascii_uppercase()
-    }
-
     /// The UUID blkid reports for the filesystem once made (`ABCD-1234` for vfat's volume id).
     pub fn blkid_uuid(&self) -> String {
         match self.format {
             Format::Vfat => {
-                let id = self.volume_id();
+                let [_, id] = self.format.uuid_args(&self.uuid);
                 format!("{}-{}", &id[..4], &id[4..])
             }
             _ => self.uuid.to_ascii_lowercase(),
@@ -351,12 +371,7 @@ impl OperationKind for Mkfs {
     fn command(&self) -> Option<CommandLine> {
         let (program, unattended) = self.format.mkfs();
         let mut args: Vec<String> = unattended.iter().map(|s| s.to_string()).collect();
-        let uuid = self.uuid.clone();
-        args.extend(match self.format {
-            Format::Vfat => vec!["-i".to_string(), self.volume_id()],
-            Format::Ext4 | Format::Btrfs | Format::F2fs => vec!["-U".to_string(), uuid],
-            Format::Xfs => vec!["-m".to_string(), format!("uuid={uuid}")],
-        });
+        args.extend(self.format.uuid_args(&self.uuid));
         if let Some(label) = &self.label {
             args.extend([self.format.label_flag().to_string(), label.clone()]);
         }
@@ -450,7 +465,9 @@ impl ContentNode for Filesystem {
         if !self.mount_options.is_empty() {
             w.list("mountOptions", &self.mount_options);
         }
-        let mut extra = Vec::new();
+        // A filesystem that is already there (read back by probe) keeps its UUID: disko's mkfs gets the
+        // flag that sets it, and import reads it back from there.
+        let mut extra: Vec<String> = self.uuid.iter().flat_map(|uuid| self.format.uuid_args(uuid)).collect();
         if let Some(label) = &self.label {
             extra.push(self.format.label_flag().to_string());
             extra.push(label.clone());
@@ -489,13 +506,20 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
         return None;
     };
     let mut extra = r.strings(object, "extraArgs", path);
-    let label = (extra.len() >= 2 && extra[0] == format.label_flag()).then(|| {
-        let label = extra[1].clone();
+    // Leading pairs that set the UUID or the label (as export writes them) become those fields.
+    let (mut uuid, mut label) = (None, None);
+    while let [flag, value, ..] = extra.as_slice() {
+        if let (None, Some(found)) = (&uuid, format.uuid_from_args(flag, value)) {
+            uuid = Some(found);
+        } else if label.is_none() && *flag == format.label_flag() {
+            label = Some(value.clone());
+        } else {
+            break;
+        }
         extra.drain(..2);
-        label
-    });
+    }
     Some(Content::Filesystem(Filesystem {
-        uuid: None,
+        uuid,
         format,
         mountpoint: r.string(object, "mountpoint", path),
         mount_options: r.mount_options(object, path),

@@ -186,8 +186,13 @@ impl ContentNode for Swap {
         if self.resume_device {
             w.line("resumeDevice = true;");
         }
+        // Swap that is already there (read back by probe) keeps its UUID: mkswap gets the flag that sets it.
+        let mut extra: Vec<String> = self.uuid.iter().flat_map(|uuid| ["-U".to_string(), uuid.clone()]).collect();
         if let Some(label) = &self.label {
-            w.list("extraArgs", &["-L".to_string(), label.clone()]);
+            extra.extend(["-L".to_string(), label.clone()]);
+        }
+        if !extra.is_empty() {
+            w.list("extraArgs", &extra);
         }
     }
 
@@ -200,14 +205,18 @@ impl ContentNode for Swap {
 pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _inside_luks: bool) -> Option<Content> {
     r.only(object, path, &["type", "randomEncryption", "priority", "discardPolicy", "resumeDevice", "extraArgs"]);
     let extra = r.strings(object, "extraArgs", path);
-    let label = match extra.as_slice() {
-        [] => None,
-        [flag, label] if flag == "-L" => Some(label.clone()),
-        _ => {
-            r.refuse(&path.join("extraArgs"), "only a label (\"-L\" LABEL) is supported for swap");
-            None
+    let (mut uuid, mut label) = (None, None);
+    for pair in extra.chunks(2) {
+        match pair {
+            [flag, value] if flag == "-U" && uuid.is_none() => uuid = Some(value.clone()),
+            [flag, value] if flag == "-L" && label.is_none() => label = Some(value.clone()),
+            _ => {
+                let message = "only a UUID (\"-U\" UUID) and a label (\"-L\" LABEL) are supported for swap";
+                r.refuse(&path.join("extraArgs"), message);
+                break;
+            }
         }
-    };
+    }
     let priority = match object.get("priority") {
         None | Some(Value::Null) => None,
         Some(value) => match value.as_i64().and_then(|p| i32::try_from(p).ok()) {
@@ -219,7 +228,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
         },
     };
     Some(Content::Swap(Swap {
-        uuid: None,
+        uuid,
         random_encryption: r.flag(object, "randomEncryption", path),
         priority,
         label,

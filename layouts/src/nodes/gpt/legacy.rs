@@ -53,6 +53,13 @@ fn parted_bytes(text: &str) -> Option<u64> {
     number.checked_mul(multiplier)
 }
 
+/// True for an end written in bytes that is the last byte of a sector (511 past a 512-byte boundary).
+fn is_last_byte(text: &str, bytes: u64) -> bool {
+    text.trim().ends_with('B')
+        && text.trim().trim_end_matches('B').bytes().all(|b| b.is_ascii_digit())
+        && (bytes + 1).is_multiple_of(512)
+}
+
 /// A byte offset as parted takes it exactly: whole MiB where it is one, bytes otherwise.
 fn parted_text(bytes: u64) -> String {
     if bytes.is_multiple_of(MIB) {
@@ -130,6 +137,11 @@ pub(crate) fn disk_from_disko(r: &mut Reader, device: String, content: &Object, 
         let size = match (start, end) {
             (_, Position::End) => Size::Rest,
             (_, Position::BeforeEnd(bytes)) => Size::AllBut(bytes),
+            // An end in bytes (not on a 512-byte boundary) is the byte the partition ends in, as parted
+            // takes it (see `to_disko`).
+            (Position::At(first), Position::At(last)) if last > first && is_last_byte(&end_text, last) => {
+                Size::Bytes(last + 1 - first)
+            }
             (Position::At(first), Position::At(last)) if last > first => Size::Bytes(last - first),
             _ => {
                 r.refuse(&path.join("end"), format!("{end_text:?} does not lie after the start {start_text:?}"));
@@ -212,8 +224,18 @@ pub(crate) fn to_disko(disk: &Disk, w: &mut Writer, disk_name: &str) -> Result<(
     let (extents, extended) =
         disk.place(size).map_err(|error| ExportError { path: path.join("partitions"), message: error.to_string() })?;
     let sector = u64::from(disk.logical_sector_size);
-    let span = |first: u64, last: u64| (parted_text(first * sector), parted_text((last + 1) * sector));
+    // parted takes an end in IEC units as exclusive (it steps back one sector) and one in bytes as the
+    // byte the partition ends in.
+    let span = |first: u64, last: u64| {
+        let end = (last + 1) * sector;
+        let end = if end.is_multiple_of(MIB) { parted_text(end) } else { format!("{}B", end - 1) };
+        (parted_text(first * sector), end)
+    };
     w.open(disk_name);
+    if let Some(signature) = &disk.signature {
+        // disko's table has no such field: parted gives a new table a signature of its own.
+        w.line(&format!("# the MBR's disk signature is {signature}: disko's table cannot keep it"));
+    }
     w.string("type", "disk");
     w.string("device", &disk.device);
     w.open("content");

@@ -59,6 +59,11 @@ pub struct Disk {
     /// The kind of partition table: `gpt` (the default) or `msdos` (an MBR, for old BIOS machines).
     #[serde(default, skip_serializing_if = "TableFormat::is_gpt")]
     pub table: TableFormat,
+    /// An MBR table's disk signature (8 hex digits, as blkid's PTUUID shows it), for a table that is
+    /// already there (a disk read back by probe): its partitions are known by it. Derived from the plan
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
     /// The partitions, in table order.
     #[serde(default)]
     pub partitions: IndexMap<String, Partition>,
@@ -181,6 +186,7 @@ impl Disk {
             identity: Identity::default(),
             discard: false,
             table,
+            signature: None,
             partitions,
         }
     }
@@ -462,7 +468,40 @@ impl Disk {
         if self.table == TableFormat::Msdos {
             self.validate_msdos(check, &path);
         }
+        self.validate_signature(check, &path);
         self.validate_allocation(check, name, &path);
+    }
+
+    /// The disk signature of this disk's MBR table: the one given, or one derived from the plan.
+    pub fn mbr_signature(&self, plan: &Plan, disk_name: &str) -> u32 {
+        self.signature
+            .as_deref()
+            .and_then(|s| u32::from_str_radix(s, 16).ok())
+            .unwrap_or_else(|| plan.disk_signature(disk_name))
+    }
+
+    /// A signature is an MBR table's: 8 hex digits, not zero; a kept MBR partition is known by it.
+    fn validate_signature(&self, check: &mut Checker, path: &FieldPath) {
+        let kept = self.partitions.values().any(|p| p.keep);
+        match (&self.signature, self.table) {
+            (Some(_), TableFormat::Gpt) => {
+                check.report(path.join("signature"), "a disk signature belongs to an MBR table (table = \"msdos\")")
+            }
+            (Some(text), TableFormat::Msdos) => {
+                let valid = text.len() == 8 && u32::from_str_radix(text, 16).is_ok_and(|s| s != 0);
+                if !valid {
+                    check.report(
+                        path.join("signature"),
+                        format!("{} is not a disk signature (8 hex digits, not all zero)", shown(text)),
+                    );
+                }
+            }
+            (None, TableFormat::Msdos) if kept => check.report(
+                path.join("signature"),
+                "an MBR table with kept partitions is identified by its disk signature: give the one it has",
+            ),
+            (None, _) => {}
+        }
     }
 
     /// The limits of an MBR table: four entries, one of them the extended partition when there are
@@ -491,6 +530,15 @@ impl Disk {
                 );
             }
             seen_logical |= part.logical;
+        }
+        if any_logical {
+            let started = self.partitions.iter().find(|(_, p)| p.start.is_some() && !p.logical);
+            if let Some((part_name, _)) = started {
+                check.report(
+                    path.join("partitions").join(part_name.clone()).join("start"),
+                    "a start on an MBR disk with logical partitions is not supported yet",
+                );
+            }
         }
     }
 
@@ -542,6 +590,16 @@ impl Disk {
                 let starts: Vec<Option<u64>> =
                     self.partitions.values().map(|p| p.start.and_then(|s| s.bytes())).collect();
                 Ok((allocate_at(Geometry::new(size, sector), &sizes, &starts)?, None))
+            }
+            // Partitions where they are (kept ones): only primary ones, so far (validation sees to it).
+            TableFormat::Msdos if self.partitions.values().any(|p| p.start.is_some()) => {
+                let starts: Vec<Option<u64>> =
+                    self.partitions.values().map(|p| p.start.and_then(|s| s.bytes())).collect();
+                let extents = allocate_at(Geometry::msdos(size, sector), &sizes, &starts)?;
+                if let Some(index) = extents.iter().position(|e| e.last_lba > u64::from(u32::MAX)) {
+                    return Err(AllocError::BeyondMbr { index });
+                }
+                Ok((extents, None))
             }
             TableFormat::Msdos => {
                 let logical: Vec<bool> = self.partitions.values().map(|p| p.logical).collect();
@@ -602,7 +660,7 @@ impl Disk {
         );
         let mut partitions = Vec::new();
         let msdos = (self.table == TableFormat::Msdos)
-            .then(|| MsdosTable { signature: build.plan.disk_signature(disk_name), extended });
+            .then(|| MsdosTable { signature: self.mbr_signature(build.plan, disk_name), extended });
         let numbers = self.partition_numbers();
         for (((part_name, part), extent), number) in self.partitions.iter().zip(extents).zip(numbers) {
             let (name, type_guid) = match msdos {
@@ -862,8 +920,8 @@ impl Partition {
         };
         match self.start {
             None => {}
-            Some(_) if table == TableFormat::Msdos => {
-                check.report(path.join("start"), "a start is supported on gpt tables only, so far")
+            Some(_) if table == TableFormat::Msdos && self.logical => {
+                check.report(path.join("start"), "a start is supported on primary MBR partitions only, so far")
             }
             Some(Size::Bytes(bytes)) if bytes % u64::from(sector) == 0 => {}
             Some(Size::Bytes(bytes)) => check.report(
@@ -875,15 +933,17 @@ impl Partition {
         if !self.keep {
             return;
         }
-        if table == TableFormat::Msdos {
-            check.report(path.join("keep"), "keeping partitions is supported on gpt tables only, so far");
+        let msdos = table == TableFormat::Msdos;
+        if msdos && self.logical {
+            check.report(path.join("keep"), "keeping logical MBR partitions is not supported yet");
             return;
         }
+        // On MBR, numbers follow the plan's order and the disk signature identifies the partitions.
         let missing = [
-            ("number", self.number.is_none(), "its number"),
+            ("number", !msdos && self.number.is_none(), "its number"),
             ("start", self.start.is_none(), "where it begins"),
             ("size", self.size.bytes().is_none(), "its exact size in bytes"),
-            ("uuid", self.uuid.is_none(), "its partition UUID, which identifies it"),
+            ("uuid", !msdos && self.uuid.is_none(), "its partition UUID, which identifies it"),
         ];
         for (field, is_missing, what) in missing {
             if is_missing {
@@ -1065,23 +1125,45 @@ pub(crate) fn partitions_from_disko(
     partitions.into_iter().map(|(_, key, part)| (key, part)).collect()
 }
 
-/// disko's `size`/`start`/`end` as a plan size, or the reason it has none.
-fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPath) -> Option<Size> {
+/// disko's `size`/`start`/`end` as a plan's start and size, or the reason there are none. A start in
+/// sectors (`"2048s"`, as export writes where a partition is) or on a MiB boundary past the first MiB
+/// is where the partition begins; `"0"` or up to `"1M"` means "where the one before ends".
+fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPath) -> Option<(Option<Size>, Size)> {
     let start = r.string(object, "start", path).unwrap_or_else(|| "0".into());
-    let start_bytes = match start.as_str() {
-        "0" => 0,
-        other => match parse_bytes(other) {
-            Some(bytes) if bytes <= 1 << 20 => bytes,
+    let (start_bytes, exact_start) = match start.as_str() {
+        "0" => (0, None),
+        other => match sectors_from_disko(r, other).or_else(|| parse_bytes(other)) {
+            Some(bytes) if bytes <= 1 << 20 && !other.ends_with('s') => (bytes, None),
+            Some(bytes) if other.ends_with('s') || bytes % (1 << 20) == 0 => (bytes, Some(Size::Bytes(bytes))),
             _ => {
                 let message = format!(
-                    "{other:?}: partitions start where the one before ends (1 MiB aligned); only \"0\" or \
-                        \"1M\" is supported"
+                    "{other:?}: a start is \"0\", up to \"1M\" (where the one before ends), a MiB boundary or \
+                     a sector (\"2048s\")"
                 );
                 r.refuse(&path.join("start"), message);
                 return None;
             }
         },
     };
+    // Where the partition begins, for an absolute end: a start up to 1 MiB means 1 MiB, as disko aligns.
+    let begins = if exact_start.is_some() { start_bytes } else { start_bytes.max(1 << 20) };
+    size_of_disko(r, object, path, begins).map(|size| (exact_start, size))
+}
+
+/// A disko position in sectors (`"4096s"`) as bytes. disko's disks have no sector size: 512 bytes is
+/// assumed, and said.
+fn sectors_from_disko(r: &mut Reader, text: &str) -> Option<u64> {
+    let sectors: u64 = text.strip_suffix('s')?.parse().ok()?;
+    r.warn(
+        "positions in sectors (\"2048s\") are read as 512-byte sectors: disko's disks have no sector size; for \
+         a disk with 4096-byte ones, set its logical_sector_size and the starts and sizes in bytes"
+            .to_string(),
+    );
+    sectors.checked_mul(512)
+}
+
+/// disko's `size` or `end` as a plan size, for a partition that begins at byte `begins`.
+fn size_of_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPath, begins: u64) -> Option<Size> {
     let size_text = r.string(object, "size", path);
     let end_text = r.string(object, "end", path);
     match (size_text.as_deref(), end_text.as_deref()) {
@@ -1102,11 +1184,14 @@ fn size_from_disko(r: &mut Reader, object: &crate::disko::Object, path: &FieldPa
                 parse_bytes(rest).map(Size::AllBut)
             } else if let Some(rest) = end.strip_prefix('+') {
                 parse_bytes(rest).map(Size::Bytes)
-            } else {
-                parse_bytes(end)
-                    .and_then(|e| e.checked_sub(start_bytes.max(1 << 20)))
+            } else if end.ends_with('s') {
+                // The last sector, as sgdisk takes it.
+                sectors_from_disko(r, end)
+                    .and_then(|e| (e + 512).checked_sub(begins))
                     .filter(|b| *b > 0)
                     .map(Size::Bytes)
+            } else {
+                parse_bytes(end).and_then(|e| e.checked_sub(begins)).filter(|b| *b > 0).map(Size::Bytes)
             };
             if parsed.is_none() {
                 r.refuse(
@@ -1152,7 +1237,7 @@ fn partition_from_disko(
         r.refuse(&path.join("alignment"), "nix-dabei aligns every partition to 1 MiB");
     }
     let name = r.string(object, "name", path).unwrap_or_else(|| key.to_string());
-    let size = size_from_disko(r, object, path)?;
+    let (start, size) = size_from_disko(r, object, path)?;
     let content = object.get("content").and_then(|c| r.content(c, &path.join("content"), false));
     let default_code = if matches!(content, Some(super::Content::Swap(_))) { "8200" } else { "8300" };
     let code = r.string(object, "type", path).unwrap_or_else(|| default_code.into());
@@ -1193,7 +1278,7 @@ fn partition_from_disko(
         Partition {
             number: None,
             keep: false,
-            start: None,
+            start,
             size,
             kind: Some(kind),
             label,
