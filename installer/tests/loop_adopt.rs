@@ -378,3 +378,67 @@ proptest::proptest! {
         proptest::prop_assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole);
     }
 }
+
+/// The free space after a disk's last partition is taken by it and by the filesystem on it (ext4
+/// offline, xfs and btrfs mounted privately): the review shows both as changes, the data stays, the other
+/// partition stays byte for byte, and applying again does nothing.
+#[test]
+fn the_last_kept_partition_grows_into_the_free_space_after_it_and_its_filesystem_with_it() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    let mountpoint = std::env::temp_dir().join(format!("nix-dabei-grow-{}", std::process::id()));
+    std::fs::create_dir_all(&mountpoint).expect("dir");
+    let mountpoint = mountpoint.to_string_lossy().into_owned();
+    for (format, mkfs) in [("ext4", "mkfs.ext4"), ("xfs", "mkfs.xfs"), ("btrfs", "mkfs.btrfs")] {
+        let disk = LoopDisk::new(1 << 30, 512).expect("loop device");
+        run("sgdisk", &["-n", "1:1M:+16M", "-t", "1:8300", "-n", "2:17M:+320M", "-t", "2:8300", &disk.device])
+            .expect("sgdisk");
+        run("partx", &["-a", &disk.device]).expect("partx");
+        run("dd", &["if=/dev/urandom", &format!("of={}", disk.partition(1)), "bs=64K", "count=16", "status=none"])
+            .expect("data");
+        run(mkfs, &["-q", &disk.partition(2)]).expect("mkfs");
+        let file = format!("{mountpoint}/data");
+        run("mount", &[&disk.partition(2), &mountpoint]).expect("mount");
+        run("dd", &["if=/dev/urandom", &format!("of={file}"), "bs=64K", "count=32", "status=none"]).expect("a file");
+        let data = run("sha256sum", &[&file]).expect("sha256sum");
+        let size_before = df_size(&mountpoint);
+        run("umount", &[&mountpoint]).expect("umount");
+        let other = sums(&disk, &[1]);
+
+        let mut plan = plan_of(&disk);
+        plan.disks["disk0"].partitions["p2"].size = layouts::Size::Rest;
+        plan.validate().unwrap_or_else(|e| panic!("{format}: a growing last partition is refused: {e}"));
+        let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
+        let preview = installer::preview(&RealSystem, &plan, &steps, &options()).expect("preview");
+        let state = |id: &str| preview.steps.iter().find(|(s, _)| s.id == id).map(|(_, o)| o.clone());
+        assert!(matches!(state("gpt:disk0"), Some(Outlook::Change(what)) if what.contains("partition 2 grows")));
+        assert!(matches!(state("grow:disk0/p2"), Some(Outlook::Change(_))), "{format}: {:?}", preview.steps);
+        assert!(matches!(state("wipe:disk0"), Some(Outlook::Done(_))), "{format}");
+        assert!(preview.wipes.is_empty(), "{format}: growing wipes nothing");
+
+        let report = apply(&plan, &[]).expect("growing needs no confirmation");
+        assert_eq!(report.applied, 2, "{format}: {report:?}");
+        let name = disk.partition(2).trim_start_matches("/dev/").to_string();
+        let sectors: u64 = std::fs::read_to_string(format!("/sys/class/block/{name}/size"))
+            .expect("the kernel sees partition 2")
+            .trim()
+            .parse()
+            .expect("a number");
+        assert!(sectors * 512 > 1000 << 20, "{format}: partition 2 did not grow: {sectors} sectors");
+        run("mount", &[&disk.partition(2), &mountpoint]).expect("mount the grown filesystem");
+        let (data_after, size_after) = (run("sha256sum", &[&file]), df_size(&mountpoint));
+        run("umount", &[&mountpoint]).expect("umount");
+        assert_eq!(data_after.expect("the file is there"), data, "{format}: the data changed");
+        assert!(size_after > size_before + (600 << 20), "{format}: {size_before} -> {size_after} bytes");
+        assert_eq!(sums(&disk, &[1]), other, "{format}: the other partition changed");
+        assert_eq!(apply(&plan, &[]).expect("apply again").applied, 0, "{format}: applying again did something");
+    }
+}
+
+/// The size `df` gives a mounted filesystem, in bytes.
+fn df_size(mountpoint: &str) -> u64 {
+    let out = run("df", &["-B1", "--output=size", mountpoint]).expect("df");
+    out.lines().last().and_then(|l| l.trim().parse().ok()).expect("a size")
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::nodes::bcachefs::{BcachefsDevice, BcachefsFormat, BcachefsSubvolumes};
 pub use crate::nodes::btrfs::BtrfsSubvolumes;
-pub use crate::nodes::filesystem::Mkfs;
+pub use crate::nodes::filesystem::{GrowFs, Mkfs};
 pub use crate::nodes::gpt::{GptPartition, PartitionTable, Wipe};
 pub use crate::nodes::install::{InitrdHostKey, NixosInstall, WriteNixosModule};
 pub use crate::nodes::luks::{LuksClose, LuksFormat, LuksOpen};
@@ -125,6 +125,8 @@ pub enum Operation {
     ZfsCreate(ZfsCreate),
     /// Make a filesystem.
     Mkfs(Mkfs),
+    /// Grow a kept filesystem to fill its grown partition.
+    GrowFs(GrowFs),
     /// Create a RAID array.
     MdCreate(MdCreate),
     /// Assemble a RAID array.
@@ -183,6 +185,7 @@ impl Operation {
             Operation::ZpoolCreate(op) => op,
             Operation::ZfsCreate(op) => op,
             Operation::Mkfs(op) => op,
+            Operation::GrowFs(op) => op,
             Operation::BtrfsSubvolumes(op) => op,
             Operation::MdCreate(op) => op,
             Operation::MdAssemble(op) => op,

@@ -17,6 +17,7 @@ type libc_int = std::os::raw::c_int;
 
 const BLKPG_ADD_PARTITION: libc_int = 1;
 const BLKPG_DEL_PARTITION: libc_int = 2;
+const BLKPG_RESIZE_PARTITION: libc_int = 3;
 
 #[repr(C)]
 struct BlkpgIoctlArg {
@@ -94,4 +95,10 @@ pub fn add_partition(file: &File, number: u32, start: u64, length: u64) -> std::
 /// Makes the kernel forget one partition (BLKPG_DEL_PARTITION).
 pub fn delete_partition(file: &File, number: u32) -> std::io::Result<()> {
     blkpg_partition(BLKPG_DEL_PARTITION, file, number, 0, 0)
+}
+
+/// Tells the kernel that a partition now has `length` bytes from the same start (BLKPG_RESIZE_PARTITION);
+/// unlike removing and adding it, this works while the partition is in use.
+pub fn resize_partition(file: &File, number: u32, start: u64, length: u64) -> std::io::Result<()> {
+    blkpg_partition(BLKPG_RESIZE_PARTITION, file, number, start, length)
 }

@@ -368,14 +368,25 @@ pub fn announce_partitions(
     let place = |p: &GptPartition| (p.number, p.extent.first_lba * sector, p.extent.sectors() * sector);
     let kernel = kernel_partition_extents(device)?;
     let unchanged = |k: &KernelPartition| partitions.iter().any(|p| place(p) == (k.number, k.start, k.size));
+    // A partition grown (or shrunk) from where it starts keeps its node, even while in use.
+    let resized = |k: &KernelPartition| {
+        partitions.iter().find(|p| (p.number, p.extent.first_lba * sector) == (k.number, k.start))
+    };
     for old in kernel.iter().filter(|k| !unchanged(k)) {
+        if let Some(partition) = resized(old) {
+            let (number, start, length) = place(partition);
+            ioctl::resize_partition(file, number, start, length)
+                .map_err(|e| DiskError::device(device, format!("tell the kernel partition {number}'s new size"), e))?;
+            continue;
+        }
         ioctl::delete_partition(file, old.number).map_err(|e| {
             DiskError::device(device, format!("remove old partition {} from the kernel", old.number), e)
         })?;
     }
     for partition in partitions {
         let (number, start, length) = place(partition);
-        if kernel.iter().any(|k| (k.number, k.start, k.size) == (number, start, length)) {
+        let there = |k: &KernelPartition| (k.number, k.start) == (number, start);
+        if kernel.iter().any(there) {
             continue;
         }
         ioctl::add_partition(file, partition.number, start, length)

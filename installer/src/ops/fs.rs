@@ -1,9 +1,11 @@
-//! Making filesystems.
+//! Making filesystems, and growing kept ones.
 
 use layouts::nodes::filesystem::UsedMarker;
-use layouts::steps::Mkfs;
+use layouts::nodes::mount::Mount;
+use layouts::size::human;
+use layouts::steps::{GrowFs, Mkfs};
 
-use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
+use super::{blank_or, io, run_own_command, Perform, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
 
@@ -67,5 +69,70 @@ impl Perform for Mkfs {
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
         run_own_command(cx)
+    }
+}
+
+/// How much larger the partition is than the filesystem on it, when by more than the filesystem's slack.
+/// The partition's size is the larger of what it is and what the plan's table makes it: a review before
+/// the table grows shows the growth to come.
+fn room_to_grow(cx: &ProbeContext<'_>, op: &GrowFs) -> Result<Option<(u64, u64)>, String> {
+    let (system, device) = (cx.system, &op.device);
+    let (now, _) = system.device_geometry(device).map_err(|e| format!("cannot read the size of {device}: {e}"))?;
+    let planned = cx.steps.iter().find_map(|step| match &step.operation {
+        layouts::Operation::PartitionTable(table) => {
+            let sector = u64::from(table.logical_sector_size);
+            table.partitions.iter().find(|p| p.device == *device).map(|p| p.extent.sectors() * sector)
+        }
+        _ => None,
+    });
+    let partition = now.max(planned.unwrap_or(0));
+    let (offset, length) = op.superblock();
+    let superblock =
+        system.read_bytes(device, offset, length).map_err(|e| format!("cannot read {device}'s superblock: {e}"))?;
+    let fs_type = op.format.fs_type();
+    let (size, slack) = op
+        .size_and_slack(&superblock)
+        .ok_or_else(|| format!("{device} holds no {fs_type} superblock that says its size"))?;
+    Ok((partition > size.saturating_add(slack)).then_some((size, partition)))
+}
+
+impl Perform for GrowFs {
+    /// Done when the filesystem fills its partition (but for its slack: see `GrowFs::size_and_slack`); a
+    /// change when the partition is larger, which it is once grown into free space. The step before
+    /// (the filesystem's) has checked that it is the plan's, by its UUID.
+    fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        match room_to_grow(cx, self) {
+            Ok(None) => Outlook::Done(format!("the {} on {} fills its partition", self.format.fs_type(), self.device)),
+            Ok(Some((size, partition))) => Outlook::Change(format!(
+                "the {} on {} grows from {} to fill its partition of {}: {}",
+                self.format.fs_type(),
+                self.device,
+                human(size),
+                human(partition),
+                cx.step.operation
+            )),
+            Err(why) => Outlook::Conflict(why),
+        }
+    }
+
+    fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        let system = cx.system;
+        let mounted = system.is_mounted(&self.device).map_err(io("read the mount table".into()))?;
+        if self.format == layouts::Format::Ext4 {
+            for command in self.commands(mounted) {
+                system.run(&command, None)?;
+            }
+            return Ok(());
+        }
+        // xfs and btrfs grow while mounted: privately, for as long as it takes.
+        let target = self.private_mountpoint();
+        system.create_private_dir(&target).map_err(io(format!("create {target}")))?;
+        let fs_type = self.format.fs_type().to_string();
+        let mount = Mount { source: self.device.clone(), target: target.clone(), fs_type, options: Vec::new() };
+        system.mount(&mount).map_err(io(format!("mount {} at {target}", self.device)))?;
+        let grown = self.commands(true).iter().try_for_each(|command| system.run(command, None).map(drop));
+        system.unmount(&target).map_err(io(format!("unmount {target}")))?;
+        grown?;
+        Ok(())
     }
 }

@@ -19,7 +19,7 @@ impl Perform for Wipe {
                 match super::of(&table.operation).map(|op| op.probe(&table_cx)) {
                     // The planned table is on the disk (even if the kernel has yet to see it): the disk
                     // holds this plan's work, which a wipe would destroy.
-                    Some(Outlook::Done(_) | Outlook::Todo { destroys: false }) => {
+                    Some(Outlook::Done(_) | Outlook::Todo { destroys: false } | Outlook::Change(_)) => {
                         Outlook::Done("the disk already has the planned partition table".into())
                     }
                     // A table that cannot be read is no reason to wipe: the run stops instead.
@@ -86,11 +86,34 @@ impl Perform for PartitionTable {
                     && self.partitions.iter().all(|p| entries.iter().any(|e| e.number == p.number && same(e, p)))
             })
         };
+        // The disk's last partition, kept, may grow into the free space after it: its entry is the
+        // planned one but for an earlier last sector.
+        let grown = |e: &TableEntry, p: &GptPartition| {
+            e.last_lba < p.extent.last_lba && same(&TableEntry { last_lba: p.extent.last_lba, ..e.clone() }, p)
+        };
+        let is_last = |entries: &[TableEntry], e: &TableEntry| entries.iter().all(|o| o.first_lba <= e.first_lba);
         // Installing alongside kept partitions: a table holding some of the planned partitions and nothing
-        // else gains the others in free space, without destroying anything.
+        // else gains the others in free space (and its last one may grow), without destroying anything.
         let kept_and_free = |entries: &Option<Vec<TableEntry>>| {
             entries.as_ref().is_some_and(|entries| {
-                !entries.is_empty() && entries.iter().all(|e| self.partitions.iter().any(|p| same(e, p)))
+                !entries.is_empty()
+                    && entries
+                        .iter()
+                        .all(|e| self.partitions.iter().any(|p| same(e, p) || (is_last(entries, e) && grown(e, p))))
+            })
+        };
+        let growth = |entries: &Option<Vec<TableEntry>>| {
+            let entries = entries.as_deref().unwrap_or_default();
+            entries.iter().filter(|e| is_last(entries, e)).find_map(|e| {
+                let p = self.partitions.iter().find(|p| grown(e, p))?;
+                let bytes = |sectors: u64| layouts::size::human(sectors * sector);
+                Some(format!(
+                    "partition {} grows into the free space after it, from {} to {} (the table is written again, \
+                     every other entry as it is)",
+                    e.number,
+                    bytes(e.last_lba + 1 - e.first_lba),
+                    bytes(p.extent.sectors())
+                ))
             })
         };
         let alongside = match &self.msdos {
@@ -110,7 +133,7 @@ impl Perform for PartitionTable {
         let current =
             if self.msdos.is_some() { state.mbr.as_ref().map(|m| m.entries.clone()) } else { state.primary.clone() };
         if cx.step.keeps.is_some() && alongside && !planned(&current) {
-            return Outlook::Todo { destroys: false };
+            return growth(&current).map_or(Outlook::Todo { destroys: false }, Outlook::Change);
         }
         let table_is_planned = match &self.msdos {
             None => planned(&state.primary) && planned(&state.backup) && state.protective_mbr,

@@ -97,6 +97,7 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
         Operation::ZpoolCreate(op) => op,
         Operation::ZfsCreate(op) => op,
         Operation::Mkfs(op) => op,
+        Operation::GrowFs(op) => op,
         Operation::BtrfsSubvolumes(op) => op,
         Operation::MdCreate(op) => op,
         Operation::MdAssemble(op) => op,

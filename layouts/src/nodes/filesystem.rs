@@ -1,5 +1,7 @@
 //! Filesystems (vfat, ext4, xfs, btrfs) on a partition, a LUKS container or a ZFS volume.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Content, ContentNode, Site};
@@ -382,6 +384,106 @@ impl OperationKind for Mkfs {
     }
 }
 
+/// Grow a filesystem that is already there (a kept partition's, the last on its disk) to fill its
+/// partition once the partition has grown into the free space after it. Found done when the filesystem
+/// fills the partition but for less than [`GrowFs::slack`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrowFs {
+    /// The partition.
+    pub device: String,
+    /// The filesystem's format: ext4, xfs or btrfs.
+    pub format: Format,
+    /// The filesystem's UUID (xfs and btrfs grow only while mounted: this names the private mountpoint).
+    pub uuid: String,
+}
+
+impl GrowFs {
+    /// Whether nix-dabei grows filesystems of this format.
+    pub fn grows(format: Format) -> bool {
+        matches!(format, Format::Ext4 | Format::Xfs | Format::Btrfs)
+    }
+
+    /// Where xfs and btrfs are mounted, privately, while they grow.
+    pub fn private_mountpoint(&self) -> String {
+        format!("/run/nix-dabei/grow-{}", self.uuid)
+    }
+
+    /// The programs that grow it, in order: ext4 offline after the forced check resize2fs asks for (or
+    /// online, when `mounted`), xfs and btrfs at the private mountpoint.
+    pub fn commands(&self, mounted: bool) -> Vec<CommandLine> {
+        let device = self.device.as_str();
+        match self.format {
+            Format::Ext4 if mounted => vec![CommandLine::new("resize2fs", [device])],
+            Format::Ext4 => {
+                vec![CommandLine::new("e2fsck", ["-f", "-p", device]), CommandLine::new("resize2fs", [device])]
+            }
+            Format::Xfs => vec![CommandLine::new("xfs_growfs", [self.private_mountpoint()])],
+            _ => vec![CommandLine::new(
+                "btrfs",
+                ["filesystem".to_string(), "resize".to_string(), "max".to_string(), self.private_mountpoint()],
+            )],
+        }
+    }
+
+    /// Where the superblock that says the filesystem's size lies: (offset, length) in bytes.
+    pub fn superblock(&self) -> (u64, usize) {
+        match self.format {
+            Format::Ext4 => (1024, 0x158),
+            Format::Xfs => (0, 16),
+            _ => (0x10000, 0x78),
+        }
+    }
+
+    /// The filesystem's size in bytes, and the room at the partition's end it may leave unused and still
+    /// fill it (mkfs and the grow tools leave a last ext4 block group too small for its own metadata
+    /// unused, and a last xfs or btrfs piece smaller than a block or allocation group), read from the
+    /// superblock at [`GrowFs::superblock`]. `None` when the bytes are no such superblock.
+    pub fn size_and_slack(&self, sb: &[u8]) -> Option<(u64, u64)> {
+        let le32 = |at: usize| sb.get(at..at + 4).map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        let le16 = |at: usize| sb.get(at..at + 2).map(|b| u64::from(u16::from_le_bytes([b[0], b[1]])));
+        match self.format {
+            Format::Ext4 => {
+                (le16(0x38)? == 0xEF53).then_some(())?;
+                let block = 1024u64.checked_shl(u32::try_from(le32(0x18)?).ok()?)?;
+                let wide = le32(0x60)? & 0x80 != 0;
+                let blocks = le32(0x04)? | if wide { le32(0x150)? << 32 } else { 0 };
+                // ext2fs drops a last group smaller than its overhead (inode table, reserved descriptors)
+                // and 50 blocks; twice that is the slack.
+                let inode_blocks = (le32(0x28)? * le16(0x58)?).div_ceil(block);
+                let slack = 2 * (3 + inode_blocks + le16(0xCE)? + 50) * block;
+                Some((blocks.checked_mul(block)?, slack))
+            }
+            Format::Xfs => {
+                (sb.get(0..4)? == b"XFSB").then_some(())?;
+                let block = u64::from(u32::from_be_bytes(sb.get(4..8)?.try_into().ok()?));
+                let blocks = u64::from_be_bytes(sb.get(8..16)?.try_into().ok()?);
+                Some((blocks.checked_mul(block)?, 1 << 20))
+            }
+            _ => {
+                (sb.get(0x40..0x48)? == b"_BHRfS_M").then_some(())?;
+                let total = u64::from_le_bytes(sb.get(0x70..0x78)?.try_into().ok()?);
+                Some((total, 1 << 20))
+            }
+        }
+    }
+}
+
+impl OperationKind for GrowFs {
+    fn destroys_data(&self) -> bool {
+        false
+    }
+
+    /// It changes the filesystem: never run when only mounting.
+    fn creates(&self) -> bool {
+        true
+    }
+
+    fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let commands: Vec<String> = self.commands(false).iter().map(ToString::to_string).collect();
+        write!(f, "{}", commands.join(" && "))
+    }
+}
+
 impl ContentNode for Filesystem {
     fn kind(&self) -> &'static str {
         "filesystem"
@@ -440,8 +542,27 @@ impl ContentNode for Filesystem {
                 more_devices: Vec::new(),
             }),
         );
+        // A filesystem that is there, on a kept partition that may have grown, grows with it before it
+        // is mounted.
+        let mut made = mkfs;
+        if let (Some(uuid), true) =
+            (&self.uuid, GrowFs::grows(self.format) && crate::gpt::filesystem_may_grow(build.plan, site.owner))
+        {
+            made = build.push(
+                format!("grow:{}", site.owner),
+                format!("Grow the {} filesystem on {} to fill its partition", self.format.fs_type(), site.owner),
+                vec![site.device.to_string()],
+                site.disk,
+                vec![made],
+                crate::steps::Operation::GrowFs(GrowFs {
+                    device: site.device.to_string(),
+                    format: self.format,
+                    uuid: uuid.to_ascii_lowercase(),
+                }),
+            );
+        }
         if let Some(mountpoint) = &self.mountpoint {
-            build.add_mount(MountSpec::new(mountpoint, site.device, self.format.fs_type(), &self.mount_options, mkfs));
+            build.add_mount(MountSpec::new(mountpoint, site.device, self.format.fs_type(), &self.mount_options, made));
         }
     }
 

@@ -753,6 +753,22 @@ impl Disk {
     }
 }
 
+/// Whether the partition `owner` (`disk/partition`) may have grown: it is kept, and the last of its disk's
+/// partitions, so the free space after it is what it grows into.
+pub(crate) fn may_grow(plan: &Plan, owner: &str) -> bool {
+    let Some((disk, part)) = owner.split_once('/') else { return false };
+    let Some(disk) = plan.disks.get(disk) else { return false };
+    disk.partitions.last().is_some_and(|(name, p)| name == part && p.keep)
+}
+
+/// Whether the filesystem of `owner` grows with its partition: it lies on the partition itself (inside a
+/// LUKS container it would need the container resized first, which nix-dabei does not do yet).
+pub(crate) fn filesystem_may_grow(plan: &Plan, owner: &str) -> bool {
+    let on_partition = owner.split_once('/').and_then(|(disk, part)| plan.disks.get(disk)?.partitions.get(part));
+    may_grow(plan, owner)
+        && matches!(on_partition.and_then(|p| p.content.as_ref()), Some(super::Content::Filesystem(_)))
+}
+
 /// The `partitions` of disko's gpt type (on a disk or inside an array), in the plan's order.
 pub(crate) fn partitions_to_disko(
     w: &mut Writer,
@@ -863,7 +879,8 @@ impl Partition {
                 Some(_) => {}
             }
         }
-        self.validate_start_and_keep(check, path, table, disk_sector);
+        let last = may_grow(plan, &format!("{disk_name}/{part_name}"));
+        self.validate_start_and_keep(check, path, table, disk_sector, last);
         // A kept partition is as small as it was made.
         if let (Size::Bytes(bytes), false) = (self.size, self.keep) {
             if bytes < MIN_PARTITION {
@@ -907,7 +924,16 @@ impl Partition {
     /// A start is a byte offset on a sector boundary (GPT only, so far); a kept partition says exactly
     /// where it is and which it is, and holds nothing nix-dabei cannot identify.
     /// `sector` is the disk's; `None` inside an array, where neither is supported yet.
-    fn validate_start_and_keep(&self, check: &mut Checker, path: &FieldPath, table: TableFormat, sector: Option<u32>) {
+    /// A kept partition that is the disk's `last` may give a larger size (or `"rest"`): it grows into the
+    /// free space after it.
+    fn validate_start_and_keep(
+        &self,
+        check: &mut Checker,
+        path: &FieldPath,
+        table: TableFormat,
+        sector: Option<u32>,
+        last: bool,
+    ) {
         let Some(sector) = sector else {
             for (field, set) in
                 [("start", self.start.is_some()), ("number", self.number.is_some()), ("keep", self.keep)]
@@ -942,7 +968,7 @@ impl Partition {
         let missing = [
             ("number", !msdos && self.number.is_none(), "its number"),
             ("start", self.start.is_none(), "where it begins"),
-            ("size", self.size.bytes().is_none(), "its exact size in bytes"),
+            ("size", self.size.bytes().is_none() && !last, "its exact size in bytes (only the last may grow)"),
             ("uuid", !msdos && self.uuid.is_none(), "its partition UUID, which identifies it"),
         ];
         for (field, is_missing, what) in missing {
