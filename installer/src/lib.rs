@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adopt;
 pub mod command;
 pub mod events;
 pub mod execute;

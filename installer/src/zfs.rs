@@ -240,6 +240,42 @@ impl<'a> Zfs<'a> {
         self.run(&command("zpool", &args), None)
     }
 
+    /// Imports a pool read-only, without mounting anything, under `altroot`, from `devices` only: for
+    /// reading it back. Forced: a read-only import writes nothing to the disks, so a pool another system
+    /// (the installed one) used last is read without taking it over.
+    pub fn import_read_only(&self, pool: &str, altroot: &str, devices: &[String]) -> Result<(), ZfsError> {
+        let mut args = vec!["import", "-f", "-o", "readonly=on"];
+        for device in devices {
+            args.extend(["-d", device.as_str()]);
+        }
+        args.extend(["-N", "-R", altroot, pool]);
+        self.run(&command("zpool", &args), None)
+    }
+
+    /// Exports a pool.
+    pub fn export(&self, pool: &str) -> Result<(), ZfsError> {
+        self.run(&command("zpool", &["export", pool]), None)
+    }
+
+    /// `zpool status -j --json-int` of an imported pool: its vdev tree.
+    pub fn status(&self, pool: &str) -> Result<serde_json::Value, ZfsError> {
+        json(self.system, command("zpool", &["status", "-j", "--json-int", pool]))
+    }
+
+    /// Every property of a pool's datasets (`zfs get -j -p -r all`), with where each value comes from.
+    pub fn all_properties(&self, pool: &str) -> Result<serde_json::Value, ZfsError> {
+        let line = command(
+            "zfs",
+            &["get", "-j", "-r", "-p", "-t", "filesystem,volume", "-o", "name,property,value,source", "all", pool],
+        );
+        json(self.system, line)
+    }
+
+    /// Every property of a pool (`zpool get -j -p all`), with where each value comes from.
+    pub fn pool_properties(&self, pool: &str) -> Result<serde_json::Value, ZfsError> {
+        json(self.system, command("zpool", &["get", "-j", "-p", "all", pool]))
+    }
+
     /// Loads the key of an encryption root.
     pub fn load_key(&self, dataset: &str, passphrase: Option<&Secret>) -> Result<(), ZfsError> {
         self.run(&command("zfs", &["load-key", dataset]), passphrase)

@@ -20,6 +20,7 @@ fn pool(vdevs: Vec<VdevDevices>) -> ZpoolCreate {
         spare: vec![],
         options: BTreeMap::from([("ashift".to_string(), "12".to_string())]),
         root_fs_options: BTreeMap::new(),
+        guid: None,
     }
 }
 
@@ -81,6 +82,7 @@ fn dataset(properties: &[(&str, &str)]) -> layouts::nodes::zfs::ZfsCreate {
         dataset: "tank/home".into(),
         volume_size: None,
         properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        guid: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `nix-dabei probe`: the machine's disks read back into a plan whose every partition is kept.
+//! `nix-dabei probe`: the machine's disks read back into a plan whose every partition is kept, and the
+//! ZFS pools on them, kept by their GUIDs.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,10 @@ pub struct ProbeArgs {
     /// Write the plan here (TOML, or JSON for a .json name) instead of printing it.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Open the LUKS containers with the passphrase in this file, to read what they hold (each is closed
+    /// again); without it, they are kept without content.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// Runs `nix-dabei probe`.
@@ -31,12 +36,39 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         anyhow::bail!("no disk with a partition table was found: there is nothing to read back");
     }
     let mut plan = Plan { version: 1, hostname: hostname(), ..Plan::default() };
+    let mut notes = Vec::new();
     for (index, disk) in disks.iter().enumerate() {
         let read = partitioner::adopt::read_back(disk).with_context(|| format!("cannot read {} back", disk.path))?;
-        for note in &read.notes {
-            eprintln!("nix-dabei: {note}");
-        }
+        notes.extend(read.notes);
         plan.disks.insert(format!("disk{index}"), read.disk);
+    }
+    let mut read = Vec::new();
+    if let Some(path) = &args.passphrase_file {
+        let key = installer::Secret::from_file(path)
+            .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
+        let containers = installer::adopt::read_luks(&installer::RealSystem, &mut plan, &key)
+            .context("cannot read the LUKS containers back")?;
+        read.extend(containers);
+    }
+    let pools =
+        installer::adopt::read_pools(&installer::RealSystem, &mut plan).context("cannot read the pools back")?;
+    read.extend(pools);
+    // A member of a pool that was read, or a container that was opened, is described by now.
+    let opened: Vec<String> = plan
+        .disks
+        .values()
+        .flat_map(|d| d.partitions.values())
+        .filter_map(|p| match &p.content {
+            Some(layouts::Content::Luks(luks)) => luks.uuid.clone(),
+            _ => None,
+        })
+        .collect();
+    let described = |note: &String| {
+        plan.pools.keys().any(|pool| note.contains(&format!("member of ZFS pool {pool} ")))
+            || opened.iter().any(|uuid| note.contains(&format!("header UUID {uuid}")))
+    };
+    for note in notes.iter().filter(|note| !described(note)).chain(&read) {
+        eprintln!("nix-dabei: {note}");
     }
     plan.validate().context("the disks as read back do not make a valid plan")?;
     let json =

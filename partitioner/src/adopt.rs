@@ -115,7 +115,7 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
             }
         };
         let name = format!("p{}", entry.number);
-        let (content, note) = content_of(&kernel.signatures);
+        let (content, note) = describe(&kernel.signatures);
         if let Some(note) = note {
             notes.push(format!("{}: {note}; kept without content", kernel.path));
         }
@@ -163,8 +163,8 @@ fn mbr_type_name(byte: &str) -> String {
     named.unwrap_or_else(|| format!("0x{}", byte.to_ascii_lowercase()))
 }
 
-/// What a partition holds, as a plan content, or why it is left undescribed.
-fn content_of(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
+/// What a partition (or an open LUKS container) holds, as a plan content, or why it is left undescribed.
+pub fn describe(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
     let [signature] = signatures else {
         return match signatures {
             [] => (None, None),
@@ -219,6 +219,11 @@ fn content_of(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
                     .unwrap_or_default()
             )),
         ),
+        // Pools are read with the members on every disk (`installer::adopt`, in `nix-dabei probe`).
+        (None, "zfs_member") => {
+            let pool = signature.label.as_deref().unwrap_or_default();
+            (None, Some(format!("it is a member of ZFS pool {pool} (GUID {uuid})")))
+        }
         (None, kind) => (None, Some(format!("it holds {kind} (UUID {uuid}), which a plan cannot describe yet"))),
     }
 }
@@ -234,7 +239,7 @@ mod tests {
     #[test]
     fn a_luks_container_is_kept_undescribed_with_what_keeping_it_takes() {
         let uuid = "3c909942-6252-4a73-b0c9-1b7c63fbdf03";
-        let (content, note) = content_of(&[signature("crypto_LUKS", uuid, Some("secrets"))]);
+        let (content, note) = describe(&[signature("crypto_LUKS", uuid, Some("secrets"))]);
         assert!(content.is_none(), "nothing is invented for what the container holds");
         let note = note.expect("a note");
         assert!(

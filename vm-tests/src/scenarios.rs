@@ -717,7 +717,59 @@ fn verify_remote_unlock(share: &Path) -> Result<()> {
 }
 
 /// The single-disk scenario also checks that flakes which do not fit are refused before any write.
+/// The end of single-zfs's second boot, everything released: the disk read back with its pool (imported
+/// read-only to be read, exported again), reviewed, refused under another GUID, and applied.
+const PROBE_POOL: &str = r#"
+nix-dabei probe /dev/disk/by-id/virtio-s0 -o /host/out/probed.toml 2> /host/out/probe-notes.txt
+zpool list -H -o name > /host/out/pools-after-probe.txt
+nix-dabei apply /host/out/probed.toml --review-only --json > /host/out/probed-review.json
+sed 's/^guid = .*/guid = "12345"/' /host/out/probed.toml > /tmp/other-guid.toml
+nix-dabei apply /tmp/other-guid.toml --json > /host/out/other-guid.jsonl 2>&1 || true
+nix-dabei apply /host/out/probed.toml --json > /host/out/probed-apply.jsonl
+zfs get -H -p -o name,value guid -r rpool > /host/out/guids-after-probed-apply.txt
+nix-dabei unmount /host/out/probed.toml --json > /host/out/probed-unmount.jsonl
+"#;
+
+/// Issue item 1 and 2 for pools: the probed plan keeps the pool by its GUID, with its datasets and their
+/// properties; it changes nothing when applied (the pool is imported, no dataset made); another GUID is
+/// refused before anything is written.
+fn verify_probed_pool(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let probed =
+        layouts::Plan::from_toml(&read(&out.join("probed.toml"))?).map_err(|e| anyhow::anyhow!("probed: {e}"))?;
+    let pool = probed.pools.get("rpool").context("the pool is not read back")?;
+    let status = read_json(&out.join("zpool-status.json"))?;
+    let guid = status["pools"]["rpool"]["pool_guid"].to_string();
+    ensure!(pool.keep && pool.guid.as_deref() == Some(guid.trim_matches('"')), "kept by GUID {guid}: {pool:?}");
+    ensure!(probed.pool_members("rpool").len() == 1, "members: {:?}", probed.pool_members("rpool"));
+    for dataset in ["root", "nix", "home", "var"] {
+        let found = pool.datasets.get(dataset).with_context(|| format!("dataset {dataset} is not read back"))?;
+        ensure!(found.properties.get("mountpoint").map(String::as_str) == Some("legacy"), "{dataset}: {found:?}");
+        ensure!(found.keep && found.guid.is_some(), "{dataset} is not kept by its GUID: {found:?}");
+    }
+    ensure!(pool.datasets["nix"].properties.get("atime").map(String::as_str) == Some("off"), "nix's atime");
+    ensure!(read(&out.join("pools-after-probe.txt"))?.trim().is_empty(), "probe left the pool imported");
+    let review = read_json(&out.join("probed-review.json"))?;
+    for step in review["steps"].as_array().context("steps")? {
+        ensure!(step["state"] == "done" || step["state"] == "todo", "{step}");
+        ensure!(step["destroys"] != true, "a step of the probed plan destroys: {step}");
+    }
+    ensure!(review["wipes"].as_array().is_some_and(Vec::is_empty), "the probed plan wipes: {review}");
+    let refused = read(&out.join("other-guid.jsonl"))?;
+    ensure!(refused.contains("not the kept pool's 12345"), "another GUID was not refused by it:\n{refused}");
+    ensure!(!refused.contains("\"step-started\""), "a step ran under another GUID:\n{refused}");
+    let applied = events(&out.join("probed-apply.jsonl"))?;
+    finished(&out.join("probed-apply.jsonl"))?;
+    let started: Vec<&str> =
+        applied.iter().filter(|e| e["event"] == "step-started").filter_map(|e| e["id"].as_str()).collect();
+    ensure!(!started.iter().any(|id| id.starts_with("zfs-create:") || id.starts_with("mkfs:")), "{started:?}");
+    ensure!(read(&out.join("guids-after-probed-apply.txt"))?.lines().count() == 5, "the pool's datasets changed");
+    finished(&out.join("probed-unmount.jsonl"))?;
+    Ok(())
+}
+
 fn verify_single(share: &Path) -> Result<()> {
+    verify_probed_pool(share)?;
     let out = share.join("out");
     let expected: [(&str, &[&str]); 3] = [
         ("1", &["networking.hostId", "fileSystems.\"/data\"", "Nothing was written"]),
@@ -1249,7 +1301,7 @@ pub fn all() -> Vec<Scenario> {
                     "nix-dabei plan --preset single --swap 256M --disk /dev/disk/by-id/virtio-s0 \
                      --flake path:/etc/nixos#vm -o /host/plan.toml > /host/out/plan.txt\n{BAD_FLAKES}"
                 )),
-                VERIFY_BOOT.to_string(),
+                format!("{VERIFY_BOOT}{PROBE_POOL}"),
             ],
             verify: verify_single,
             ..layout("single-zfs", vec![gib("s0", 3, Bus::Virtio)], "--preset single --swap 256M")
@@ -2252,68 +2304,116 @@ pub fn grow_scenario() -> Scenario {
     }
 }
 
-/// Boot 2 of ext4-single, once everything is unmounted again: the installed disk read back (probe),
-/// written as a disko configuration, read from it (import-disko, evaluated with nix-instantiate here),
-/// and reviewed on the machine.
+/// Boot 2 of ext4-single, once everything is unmounted again: the installed disk read back (probe, with
+/// the passphrase, so that the LUKS container is opened and read), written as a disko configuration, read
+/// from it (import-disko, evaluated with nix-instantiate here), and reviewed on the machine.
 const PROBE_ROUND_TRIP: &str = r#"
-nix-dabei probe /dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_e0 -o /host/out/probed.toml 2> /host/out/probe-notes.txt
+nix-dabei probe /dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_e0 --passphrase-file /host/passphrase \
+    -o /host/out/probed.toml 2> /host/out/probe-notes.txt
+ls /dev/mapper > /host/out/mappers-after-probe.txt
 nix-dabei export-disko /host/out/probed.toml -o /host/out/probed.nix
 nix-dabei import-disko /host/out/probed.nix -o /host/out/imported.toml 2> /host/out/import-warnings.txt
 nix-dabei apply /host/out/imported.toml --review-only --json > /host/out/imported-review.json
+nix-dabei mount /host/out/imported.toml --passphrase-file /host/passphrase --json > /host/out/imported-mount.jsonl
+nix-dabei unmount /host/out/imported.toml --json > /host/out/imported-unmount.jsonl
 "#;
 
+/// What is on a device: its kind and UUID, and for a LUKS container the kind and UUID of what it holds.
+type Made = (String, String, Option<Box<(String, String)>>);
+
+/// What a compiled plan makes on a device, as reading it back describes it: the filesystem, swap or LUKS
+/// header with its UUID (a FAT's as its volume id), and for LUKS what the opened container holds.
+fn made_on(steps: &layouts::Steps, device: &str) -> Option<Made> {
+    steps.steps.iter().find_map(|step| match &step.operation {
+        layouts::Operation::Mkfs(m) if m.device == device => Some((m.format.fs_type().into(), m.blkid_uuid(), None)),
+        layouts::Operation::Mkswap(m) if m.device == device => Some(("swap".into(), m.uuid.clone(), None)),
+        layouts::Operation::LuksFormat(f) if f.device == device => {
+            let inner =
+                made_on(steps, &format!("/dev/mapper/{}", f.name)).map(|(kind, uuid, _)| Box::new((kind, uuid)));
+            Some(("luks".into(), f.uuid.clone(), inner))
+        }
+        _ => None,
+    })
+}
+
+/// A read-back content in the same terms as [`made_on`].
+fn read_as(content: &layouts::Content) -> Option<Made> {
+    match content {
+        layouts::Content::Filesystem(fs) => Some((fs.format.fs_type().into(), fs.uuid.clone()?, None)),
+        layouts::Content::Swap(swap) => Some(("swap".into(), swap.uuid.clone()?, None)),
+        layouts::Content::Luks(luks) => {
+            let inner = read_as(&luks.content).map(|(kind, uuid, _)| Box::new((kind, uuid)));
+            Some(("luks".into(), luks.uuid.clone()?, inner))
+        }
+        _ => None,
+    }
+}
+
 /// The installed layout is read back whole: the probed plan has every partition where the plan put
-/// it, with the plan's partition, filesystem and swap UUIDs; through disko's format and back it still
+/// it, with the plan's partition UUIDs, and what the plan made on each with its UUID (the LUKS header's
+/// and the filesystem's inside it, read with the passphrase); through disko's format and back it still
 /// does, and the machine finds every step of it done (swap is off once unmounted: only swapon is left).
 fn verify_probe_round_trip(share: &Path) -> Result<()> {
     verify_layout(share)?;
     let out = share.join("out");
     let plan = layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let steps = plan.compile(&layouts::CompileOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let probed =
         layouts::Plan::from_toml(&read(&out.join("probed.toml"))?).map_err(|e| anyhow::anyhow!("probed: {e}"))?;
     let imported =
         layouts::Plan::from_toml(&read(&out.join("imported.toml"))?).map_err(|e| anyhow::anyhow!("imported: {e}"))?;
     let (disk_name, disk) = plan.disks.first().context("a disk")?;
+    let numbers = disk.partition_numbers();
+    let mut luks = 0;
     for read_back in [&probed, &imported] {
         let again = read_back.disks.values().next().context("a disk read back")?;
         ensure!(again.partitions.len() == disk.partitions.len(), "partitions differ: {:?}", again.partitions.keys());
-        for ((name, planned), (_, found)) in disk.partitions.iter().zip(&again.partitions) {
+        for (((name, _), (_, found)), number) in disk.partitions.iter().zip(&again.partitions).zip(&numbers) {
             let uuid = plan.partition_uuid(disk_name, name);
             ensure!(found.uuid.as_deref() == Some(uuid.as_str()), "{name}: partition UUID {:?}", found.uuid);
-            let made = |content: &layouts::Content| match content {
-                layouts::Content::Filesystem(fs) => Some((fs.format.fs_type(), fs.uuid.clone())),
-                layouts::Content::Swap(swap) => Some(("swap", swap.uuid.clone())),
-                _ => None,
-            };
-            let owner = format!("{disk_name}/{name}");
-            let expected = planned.content.as_ref().and_then(made).map(|(kind, _)| {
-                let uuid = plan.filesystem_uuid(&owner);
-                // A FAT volume id is the first 8 hex digits of the planned UUID.
-                let uuid = if kind == "vfat" { format!("{}-{}", &uuid[..4], &uuid[4..8]).to_uppercase() } else { uuid };
-                (kind, Some(uuid))
-            });
-            ensure!(found.content.as_ref().and_then(made) == expected, "{name}: holds {:?}", found.content);
+            let expected = made_on(&steps, &layouts::gpt::partition_device(&disk.device, *number));
+            let seen = found.content.as_ref().and_then(read_as);
+            ensure!(seen == expected, "{name}: read back as {seen:?}, made as {expected:?}");
+            luks += usize::from(expected.is_some_and(|(kind, _, _)| kind == "luks"));
         }
     }
+    ensure!(luks == 2, "the layout has no LUKS container to read back");
     ensure!(probed.disks.values().all(|d| d.partitions.values().all(|p| p.keep)), "probe kept not everything");
+    let mappers = read(&out.join("mappers-after-probe.txt"))?;
+    ensure!(!mappers.contains("nix-dabei-probe"), "probe left a container open: {mappers}");
     let warnings = read(&out.join("import-warnings.txt"))?;
     ensure!(warnings.contains("512-byte sectors"), "the sector size assumption is not said: {warnings}");
     let review = read_json(&out.join("imported-review.json"))?;
     let steps = review["steps"].as_array().context("the review's steps")?;
+    let in_containers: Vec<String> = imported
+        .disks
+        .iter()
+        .flat_map(|(d, disk)| disk.partitions.iter().map(move |(p, part)| (d, p, part)))
+        .filter(|(_, _, part)| matches!(part.content, Some(layouts::Content::Luks(_))))
+        .map(|(d, p, _)| format!("mkfs:{d}/{p}"))
+        .collect();
+    let mapped = |id: &str| in_containers.iter().any(|inside| inside == id);
     for step in steps {
-        let swapon = step["id"].as_str().is_some_and(|id| id.starts_with("swapon:"));
-        ensure!(step["state"] == "done" || swapon, "a step of the imported plan is not done: {step}");
+        let id = step["id"].as_str().unwrap_or_default();
+        // Opening the container and turning swap on is all a released disk has left to do; what the
+        // closed container holds is read once it is open (the mount below).
+        let opens = id.starts_with("swapon:") || id.starts_with("luks-open:");
+        let inside = id.starts_with("mkfs:") && mapped(id);
+        ensure!(step["state"] == "done" || ((opens || inside) && step["state"] != "conflict"), "not done: {step}");
     }
     ensure!(steps.len() >= 5, "the review has too few steps: {steps:?}");
     ensure!(review["wipes"].as_array().is_some_and(Vec::is_empty), "the review wipes: {review}");
+    // Mounting makes and changes nothing: it finishing shows every step of the imported plan done.
+    finished(&out.join("imported-mount.jsonl"))?;
+    finished(&out.join("imported-unmount.jsonl"))?;
     Ok(())
 }
 
-/// The ext4 layout, and (issue item b) its disk probed, exported to disko, imported, and found done.
+/// The ext4 layout on LUKS, and (issue item b) its disk probed, exported to disko, imported, and found done.
 fn probe_scenario() -> Scenario {
     Scenario {
         boots: vec![
-            apply_boot("--preset ext4 --swap 256M --disk /dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_e0"),
+            apply_boot("--preset ext4 --encrypt luks --swap 256M --disk /dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_e0"),
             format!("{VERIFY_BOOT}{PROBE_ROUND_TRIP}"),
         ],
         verify: verify_probe_round_trip,

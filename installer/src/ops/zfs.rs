@@ -50,6 +50,10 @@ impl Perform for ZpoolCreate {
     /// member already carries this pool's label (it only needs importing); a change when the pool holds
     /// some of the planned devices and the rest can join it in place ([`ZpoolCreate::growth`]).
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
+        // A kept pool is the one of its GUID, or nothing of the plan's: never another of its name.
+        if let Some(why) = self.guid.as_ref().and_then(|guid| not_the_kept_pool(self, cx, guid)) {
+            return Outlook::Conflict(why);
+        }
         let pool = &self.pool;
         match cx.zfs.imported_pools() {
             Ok(pools) if pools.contains(pool) => {
@@ -126,13 +130,16 @@ impl Perform for ZpoolCreate {
                 // Labels of this pool's name, on the plan's own devices, that ZFS does not take for a
                 // pool: its making was cut short (the labels of a pool never synced). Make it again.
                 Err(StepError::Zfs(ZfsError::Command(CommandError::Failed { stderr, .. })))
-                    if stderr.contains("no such pool available") =>
+                    if stderr.contains("no such pool available") && self.guid.is_none() =>
                 {
                     create(cx, self)?
                 }
                 other => other?,
             }
         } else if !imported {
+            if self.guid.is_some() {
+                return Err(StepError::Conflict(format!("the kept pool {pool} is not on the plan's devices")));
+            }
             create(cx, self)?;
         }
         // An existing pool that holds part of the plan: the rest joins it (the probe said how).
@@ -146,6 +153,30 @@ impl Perform for ZpoolCreate {
         journal.record_pool(pool, &guid).map_err(io(format!("record the GUID of pool {pool} in the journal")))?;
         drop(journal);
         unlock(cx, pool)
+    }
+}
+
+/// Why what the machine holds under a kept pool's name is not that pool (its GUID differs), if it is not.
+/// Devices without a label of the pool's name are left to the probe (a kept pool there is refused).
+fn not_the_kept_pool(op: &ZpoolCreate, cx: &ProbeContext<'_>, guid: &str) -> Option<String> {
+    let pool = &op.pool;
+    match cx.zfs.imported_pools() {
+        Ok(pools) if pools.contains(pool) => match cx.zfs.pool_guid(pool) {
+            Ok(found) if found == guid => None,
+            Ok(found) => Some(format!("the imported pool {pool} has GUID {found}, not the kept pool's {guid}")),
+            Err(error) => Some(format!("cannot read the GUID of pool {pool}: {error}")),
+        },
+        Ok(_) => op.devices().find_map(|device| match cx.system.signatures(device) {
+            Ok(signatures) => signatures
+                .into_iter()
+                .find(|s| s.zfs_pool() == Some(pool.as_str()) && s.uuid.as_deref() != Some(guid))
+                .map(|s| {
+                    let found = s.uuid.unwrap_or_else(|| "none".into());
+                    format!("{device} belongs to a pool {pool} of GUID {found}, not the kept pool's {guid}")
+                }),
+            Err(_) => None,
+        }),
+        Err(error) => Some(format!("cannot list ZFS pools: {error}")),
     }
 }
 
@@ -308,6 +339,11 @@ impl Perform for ZfsCreate {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let dataset = &self.dataset;
         match cx.zfs.dataset(dataset) {
+            Ok(Some(found)) if self.guid.as_ref().is_some_and(|g| found.properties.get("guid") != Some(g)) => {
+                let have = found.properties.get("guid").map_or("none", String::as_str);
+                let kept = self.guid.as_deref().unwrap_or_default();
+                Outlook::Conflict(format!("{dataset} has GUID {have}, not the kept dataset's {kept}"))
+            }
             Ok(Some(found)) => {
                 let want = if self.volume_size.is_some() { "VOLUME" } else { "FILESYSTEM" };
                 if found.kind == want {
@@ -319,6 +355,17 @@ impl Perform for ZfsCreate {
                 } else {
                     let (have, want) = (found.kind.to_lowercase(), want.to_lowercase());
                     Outlook::Conflict(format!("{dataset} exists as a {have}, the plan wants a {want}"))
+                }
+            }
+            // A kept dataset is never made: once its pool is imported, it must be there.
+            Ok(None) if self.guid.is_some() => {
+                let pool = dataset.split('/').next().unwrap_or_default();
+                match cx.zfs.imported_pools() {
+                    Ok(pools) if pools.iter().any(|p| p == pool) => {
+                        Outlook::Conflict(format!("the kept dataset {dataset} is not in pool {pool}"))
+                    }
+                    Ok(_) => Outlook::Todo { destroys: false },
+                    Err(error) => Outlook::Conflict(error.to_string()),
                 }
             }
             Ok(None) => Outlook::Todo { destroys: false },
@@ -335,6 +382,9 @@ impl Perform for ZfsCreate {
                 cx.zfs.run(&self.set_command(&changes), None)?;
             }
             return Ok(());
+        }
+        if self.guid.is_some() {
+            return Err(StepError::Conflict(format!("the kept dataset {} is not there", self.dataset)));
         }
         let is_encrypted = encrypted(&self.properties);
         let prompt = self.properties.get("keylocation").is_none_or(|l| l == "prompt");

@@ -331,8 +331,14 @@ impl ContentNode for Luks {
         if let Some(file) = &self.passphrase_file {
             w.string("passwordFile", file);
         }
+        // A container that is already there (read back by probe) keeps its header's UUID: cryptsetup gets
+        // the flag that sets it, and import reads it back from there.
+        let mut format_args: Vec<String> = self.uuid.iter().flat_map(|u| ["--uuid".to_string(), u.clone()]).collect();
         if let Some(label) = &self.label {
-            w.list("extraFormatArgs", &["--label".to_string(), label.clone()]);
+            format_args.extend(["--label".to_string(), label.clone()]);
+        }
+        if !format_args.is_empty() {
+            w.list("extraFormatArgs", &format_args);
         }
         if !self.additional_key_files.is_empty() {
             w.list("additionalKeyFiles", &self.additional_key_files);
@@ -388,7 +394,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
         .iter()
         .flat_map(|a| a.split_whitespace().map(str::to_string))
         .collect();
-    let mut label = None;
+    let (mut label, mut uuid) = (None, None);
     let mut args = format_args.iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -398,6 +404,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
         let value = inline.or_else(|| args.next().cloned());
         match (flag, value) {
             ("--label", Some(value)) => label = Some(value),
+            ("--uuid", Some(value)) => uuid = Some(value),
             // Key derivation tuning: nix-dabei formats with its own settings (argon2id; weak ones only
             // with --weak-kdf-for-tests), whatever the configuration asked for.
             ("--iter-time" | "-i" | "--pbkdf" | "--pbkdf-memory" | "--pbkdf-parallel", Some(value)) => {
@@ -407,8 +414,8 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
                 ));
             }
             _ => {
-                let message = "only a label (\"--label\" LABEL) and key derivation settings (--iter-time, --pbkdf*) \
-                               are supported";
+                let message = "only a label (\"--label\" LABEL), a UUID (\"--uuid\" UUID) and key derivation \
+                               settings (--iter-time, --pbkdf*) are supported";
                 r.refuse(&path.join("extraFormatArgs"), message);
                 break;
             }
@@ -435,7 +442,7 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, insi
         name,
         key: key_file.map_or_else(|| "prompt".to_string(), |f| format!("file://{f}")),
         label,
-        uuid: None,
+        uuid,
         passphrase_file: r.string(object, "passwordFile", path),
         allow_discards,
         additional_key_files: r.strings(object, "additionalKeyFiles", path),

@@ -124,6 +124,32 @@ pub struct Pool {
     /// Datasets, by name relative to the pool (`"root"`, `"home/alice"`).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub datasets: IndexMap<String, Dataset>,
+    /// The pool is already there (a machine read back by probe) and is never made again: it must be the
+    /// pool of this `guid`, or the plan is refused before anything is written.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep: bool,
+    /// The pool's GUID (decimal, as `zpool get guid` shows it), which identifies a kept pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// A kept pool or dataset says its GUID, in decimal; a GUID belongs to a kept one.
+fn validate_identity(check: &mut Checker, keep: bool, guid: Option<&str>, path: &FieldPath, what: &str) {
+    match (guid, keep) {
+        (Some(guid), _) if guid.is_empty() || !guid.bytes().all(|b| b.is_ascii_digit()) => check
+            .report(path.join("guid"), format!("{} is not a {what} GUID (decimal digits)", crate::error::shown(guid))),
+        (None, true) => {
+            check.report(path.join("guid"), format!("a kept {what} is identified by its GUID: give the one it has"))
+        }
+        (Some(_), false) => {
+            check.report(path.join("guid"), format!("a GUID identifies a kept {what}: set keep = true too"))
+        }
+        _ => {}
+    }
 }
 
 /// What a dataset is.
@@ -165,6 +191,13 @@ pub struct Dataset {
     /// What a volume holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// The dataset is already there (read back by probe) and is never made: it must be the dataset of this
+    /// `guid`, or the run stops before it would be made.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep: bool,
+    /// The dataset's GUID (decimal, as `zfs get guid` shows it), which identifies a kept dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
 }
 
 /// True when these properties turn native encryption on.
@@ -206,6 +239,9 @@ pub struct ZpoolCreate {
     pub options: BTreeMap<String, String>,
     /// Root dataset properties (`-O`).
     pub root_fs_options: BTreeMap<String, String>,
+    /// The GUID the pool must have: it is already there, kept (never made again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
 }
 
 impl ZpoolCreate {
@@ -353,6 +389,9 @@ pub struct ZfsCreate {
     pub volume_size: Option<u64>,
     /// Properties (`-o`).
     pub properties: BTreeMap<String, String>,
+    /// The GUID of a kept dataset: it must be there with it, and is never made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
 }
 
 impl OperationKind for ZfsCreate {
@@ -644,6 +683,7 @@ impl Pool {
             check.mountpoint(mountpoint, &path.join("mountpoint"));
         }
         validate_encryption(check, &self.root_fs_options, &BTreeMap::new(), &path.join("root_fs_options"));
+        validate_identity(check, self.keep, self.guid.as_deref(), path, "pool");
         for (dataset_name, dataset) in &self.datasets {
             let ds_path = path.join("datasets").join(dataset_name.clone());
             if !valid_dataset_name(dataset_name) {
@@ -779,8 +819,15 @@ impl Pool {
                 spare,
                 options: self.options.clone(),
                 root_fs_options,
+                guid: self.guid.clone().filter(|_| self.keep),
             }),
         );
+        if self.keep {
+            // Made anew, the kept pool would be destroyed: it may only be found, by its GUID.
+            if let Some(step) = build.steps.iter_mut().find(|s| s.id == create) {
+                step.keeps = Some(format!("pool {name}"));
+            }
+        }
         if let Some(mountpoint) = &self.mountpoint {
             build.add_mount(MountSpec::new(mountpoint, name, "zfs", &[], create.clone()));
         }
@@ -936,6 +983,7 @@ impl Dataset {
             }
         }
         validate_encryption(check, &self.properties, inherited, &ds_path.join("properties"));
+        validate_identity(check, self.keep, self.guid.as_deref(), ds_path, "dataset");
     }
 
     fn compile(&self, build: &mut Builder<'_>, pool: &str, dataset_name: &str, create: &str) {
@@ -962,7 +1010,12 @@ impl Dataset {
             vec![full.clone()],
             None,
             after,
-            Operation::ZfsCreate(ZfsCreate { dataset: full.clone(), volume_size, properties }),
+            Operation::ZfsCreate(ZfsCreate {
+                dataset: full.clone(),
+                volume_size,
+                properties,
+                guid: self.guid.clone().filter(|_| self.keep),
+            }),
         );
         if let Some(mountpoint) = &self.mountpoint {
             build.add_mount(MountSpec::new(mountpoint, &full, "zfs", &self.mount_options, created.clone()));
@@ -1317,6 +1370,7 @@ fn dataset_from_disko(r: &mut Reader, value: &Value, path: &FieldPath) -> Option
                 properties,
                 size: None,
                 content: None,
+                ..Dataset::default()
             })
         }
         "zfs_volume" => {
@@ -1334,6 +1388,7 @@ fn dataset_from_disko(r: &mut Reader, value: &Value, path: &FieldPath) -> Option
                 properties,
                 size: Some(Size::Bytes(bytes)),
                 content,
+                ..Dataset::default()
             })
         }
         other => {

@@ -880,7 +880,8 @@ impl Partition {
             }
         }
         let last = may_grow(plan, &format!("{disk_name}/{part_name}"));
-        self.validate_start_and_keep(check, path, table, disk_sector, last);
+        let kept_pool = |pool: &str| plan.pools.get(pool).is_some_and(|p| p.keep);
+        self.validate_start_and_keep(check, path, table, disk_sector, last, &kept_pool);
         // A kept partition is as small as it was made.
         if let (Size::Bytes(bytes), false) = (self.size, self.keep) {
             if bytes < MIN_PARTITION {
@@ -933,6 +934,7 @@ impl Partition {
         table: TableFormat,
         sector: Option<u32>,
         last: bool,
+        kept_pool: &dyn Fn(&str) -> bool,
     ) {
         let Some(sector) = sector else {
             for (field, set) in
@@ -1008,10 +1010,12 @@ impl Partition {
                     ),
                 }
             }
+            // A member of a kept pool: the pool is known by its GUID.
+            Some(super::Content::Zfs(member)) if kept_pool(&member.pool) => {}
             Some(_) => check.report(
                 path.join("content"),
-                "a kept partition may hold a filesystem or swap (with their UUIDs), a LUKS container of one, or be \
-                 left without content, so far",
+                "a kept partition may hold a filesystem or swap (with their UUIDs), a LUKS container of one, a \
+                 member of a kept pool, or be left without content, so far",
             ),
         }
     }
