@@ -408,6 +408,20 @@ fn the_last_kept_partition_grows_into_the_free_space_after_it_and_its_filesystem
         let other = sums(&disk, &[1]);
 
         let mut plan = plan_of(&disk);
+        // Only the plan's last partition grows: one with a new partition after it in the plan is refused.
+        if format == "ext4" {
+            let mut before_another = plan.clone();
+            let p2 = &mut before_another.disks["disk0"].partitions["p2"];
+            p2.size = layouts::Size::Bytes(p2.size.bytes().expect("exact") + (16 << 20));
+            let mut new = p2.clone();
+            (new.keep, new.start, new.number, new.uuid, new.content, new.size) =
+                (false, None, None, None, None, layouts::Size::Rest);
+            before_another.disks["disk0"].partitions.insert("new".into(), new);
+            let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
+            let error = apply(&before_another, &["disk0".to_string()]).expect_err("not the last").to_string();
+            assert!(error.contains("disk0/p2"), "{error}");
+            assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "a refused plan wrote");
+        }
         plan.disks["disk0"].partitions["p2"].size = layouts::Size::Rest;
         plan.validate().unwrap_or_else(|e| panic!("{format}: a growing last partition is refused: {e}"));
         let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");

@@ -87,9 +87,12 @@ impl Perform for PartitionTable {
             })
         };
         // The disk's last partition, kept, may grow into the free space after it: its entry is the
-        // planned one but for an earlier last sector.
+        // planned one but for an earlier last sector, and it is the plan's last partition too (whose
+        // filesystem grows with it).
         let grown = |e: &TableEntry, p: &GptPartition| {
-            e.last_lba < p.extent.last_lba && same(&TableEntry { last_lba: p.extent.last_lba, ..e.clone() }, p)
+            self.partitions.last() == Some(p)
+                && e.last_lba < p.extent.last_lba
+                && same(&TableEntry { last_lba: p.extent.last_lba, ..e.clone() }, p)
         };
         let is_last = |entries: &[TableEntry], e: &TableEntry| entries.iter().all(|o| o.first_lba <= e.first_lba);
         // Installing alongside kept partitions: a table holding some of the planned partitions and nothing
