@@ -45,73 +45,63 @@ pub enum AdoptError {
 /// line per container, for people.
 pub fn read_luks(system: &dyn System, plan: &mut Plan, key: &Secret) -> Result<Vec<String>, AdoptError> {
     let mut lines = Vec::new();
-    for disk in plan.disks.values_mut() {
-        let numbers = disk.partition_numbers();
-        let device_of = |number: u32| layouts::gpt::partition_device(&disk.device, number);
-        let devices: Vec<String> = numbers.into_iter().map(device_of).collect();
-        for (partition, device) in disk.partitions.values_mut().zip(devices) {
-            if partition.content.is_some() {
-                continue;
+    for Candidate { reference, device } in undescribed(plan) {
+        let signatures = system
+            .signatures(&device)
+            .map_err(|e| AdoptError::Unreadable(format!("cannot read what {device} holds: {e}")))?;
+        let Some(header) = signatures.iter().find(|s| s.kind == "crypto_LUKS") else { continue };
+        let Some(uuid) = header.uuid.clone() else { continue };
+        let label = header.label.clone().filter(|l| !l.is_empty());
+        let probe_name = format!("nix-dabei-probe-{}", &uuid[..uuid.len().min(8)]);
+        let open = LuksOpen {
+            device: device.clone(),
+            name: probe_name.clone(),
+            key: "prompt".into(),
+            passphrase_file: None,
+            allow_discards: false,
+        };
+        if let Err(error) = system.luks_open(&open, key) {
+            lines.push(format!(
+                "{device}: the key given does not open its LUKS container ({error}): kept without content"
+            ));
+            continue;
+        }
+        let inside = system.signatures(&format!("/dev/mapper/{probe_name}"));
+        system.luks_close(&probe_name).map_err(|e| AdoptError::Unreadable(e.to_string()))?;
+        let inside = inside.map_err(|e| AdoptError::Unreadable(format!("cannot read what {device} holds: {e}")))?;
+        match partitioner::adopt::describe(&inside) {
+            (Some(content @ (Content::Filesystem(_) | Content::Swap(_))), _) => {
+                let name = label.clone().unwrap_or_else(|| format!("luks-{uuid}"));
+                lines.push(format!("{device}: LUKS container {uuid} opened with the key given and read: {name}"));
+                let luks = Content::Luks(Luks {
+                    name,
+                    key: "prompt".into(),
+                    label,
+                    uuid: Some(uuid),
+                    passphrase_file: None,
+                    allow_discards: false,
+                    additional_key_files: Vec::new(),
+                    content: Box::new(content),
+                });
+                describe_as(plan, &reference, luks);
             }
-            let signatures = system
-                .signatures(&device)
-                .map_err(|e| AdoptError::Unreadable(format!("cannot read what {device} holds: {e}")))?;
-            let Some(header) = signatures.iter().find(|s| s.kind == "crypto_LUKS") else { continue };
-            let Some(uuid) = header.uuid.clone() else { continue };
-            let label = header.label.clone().filter(|l| !l.is_empty());
-            let probe_name = format!("nix-dabei-probe-{}", &uuid[..uuid.len().min(8)]);
-            let open = LuksOpen {
-                device: device.clone(),
-                name: probe_name.clone(),
-                key: "prompt".into(),
-                passphrase_file: None,
-                allow_discards: false,
-            };
-            if let Err(error) = system.luks_open(&open, key) {
-                lines.push(format!(
-                    "{device}: the key given does not open its LUKS container ({error}): kept without content"
-                ));
-                continue;
-            }
-            let inside = system.signatures(&format!("/dev/mapper/{probe_name}"));
-            system.luks_close(&probe_name).map_err(|e| AdoptError::Unreadable(e.to_string()))?;
-            let inside = inside.map_err(|e| AdoptError::Unreadable(format!("cannot read what {device} holds: {e}")))?;
-            match partitioner::adopt::describe(&inside) {
-                (Some(content @ (Content::Filesystem(_) | Content::Swap(_))), _) => {
-                    let name = label.clone().unwrap_or_else(|| format!("luks-{uuid}"));
-                    lines.push(format!("{device}: LUKS container {uuid} opened with the key given and read: {name}"));
-                    partition.content = Some(Content::Luks(Luks {
-                        name,
-                        key: "prompt".into(),
-                        label,
-                        uuid: Some(uuid),
-                        passphrase_file: None,
-                        allow_discards: false,
-                        additional_key_files: Vec::new(),
-                        content: Box::new(content),
-                    }));
-                }
-                (_, why) => lines.push(format!(
-                    "{device}: its LUKS container holds {}: kept without content",
-                    why.unwrap_or_else(|| "nothing a plan describes".into())
-                )),
-            }
+            (_, why) => lines.push(format!(
+                "{device}: its LUKS container holds {}: kept without content",
+                why.unwrap_or_else(|| "nothing a plan describes".into())
+            )),
         }
     }
     Ok(lines)
 }
 
-/// A partition of the plan that may be a pool member: `disk/partition` and its device.
+/// A partition of the plan that holds nothing yet: `disk/partition` and its device.
 struct Candidate {
     reference: String,
     device: String,
 }
 
-/// Reads every pool with a member among the plan's partitions that hold nothing yet into the plan (kept,
-/// by GUID) and names it as those partitions' content. Returns one line per pool read, for people.
-/// Fails closed: a device that cannot be read, two pools of one name, a member outside the plan's disks
-/// or a vdev of a kind plans do not describe stop it.
-pub fn read_pools(system: &dyn System, plan: &mut Plan) -> Result<Vec<String>, AdoptError> {
+/// The plan's partitions that hold nothing yet, in the plan's order.
+fn undescribed(plan: &Plan) -> Vec<Candidate> {
     let mut candidates = Vec::new();
     for (disk_name, disk) in &plan.disks {
         for ((part_name, part), number) in disk.partitions.iter().zip(disk.partition_numbers()) {
@@ -121,6 +111,23 @@ pub fn read_pools(system: &dyn System, plan: &mut Plan) -> Result<Vec<String>, A
             }
         }
     }
+    candidates
+}
+
+/// Gives the partition `reference` (`disk/partition`) its content.
+fn describe_as(plan: &mut Plan, reference: &str, content: Content) {
+    let (disk, part) = reference.split_once('/').unwrap_or_default();
+    if let Some(partition) = plan.disks.get_mut(disk).and_then(|d| d.partitions.get_mut(part)) {
+        partition.content = Some(content);
+    }
+}
+
+/// Reads every pool with a member among the plan's partitions that hold nothing yet into the plan (kept,
+/// by GUID) and names it as those partitions' content. Returns one line per pool read, for people.
+/// Fails closed: a device that cannot be read, two pools of one name, a member outside the plan's disks
+/// or a vdev of a kind plans do not describe stop it.
+pub fn read_pools(system: &dyn System, plan: &mut Plan) -> Result<Vec<String>, AdoptError> {
+    let candidates = undescribed(plan);
     // Each pool's name and GUID, from the labels on its members.
     let mut labelled: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for candidate in &candidates {
@@ -165,10 +172,7 @@ pub fn read_pools(system: &dyn System, plan: &mut Plan) -> Result<Vec<String>, A
         pool.guid = Some(guid.clone());
         let datasets = pool.datasets.len();
         for reference in &members {
-            let (disk, part) = reference.split_once('/').unwrap_or_default();
-            if let Some(partition) = plan.disks.get_mut(disk).and_then(|d| d.partitions.get_mut(part)) {
-                partition.content = Some(Content::Zfs(ZfsMember { pool: name.clone() }));
-            }
+            describe_as(plan, reference, Content::Zfs(ZfsMember { pool: name.clone() }));
         }
         let how = if was_imported { "imported" } else { "imported read-only to read it, and exported again" };
         lines.push(format!(
@@ -249,15 +253,14 @@ fn read_pool(
         ([only], true) if pool.cache.is_empty() && pool.spare.is_empty() => pool.mode = only.mode,
         _ => pool.vdevs = data,
     }
-    pool.options = set_here(&zfs.pool_properties(name)?["pools"][name]["properties"])
+    let pool_properties = zfs.pool_properties(name)?;
+    let pool_properties = &pool_properties["pools"][name]["properties"];
+    pool.options = set_here(pool_properties)
         .into_iter()
         // Features a new pool enables anyway are no part of how it was made.
         .filter(|(key, _)| !IMPORT_PROPERTIES.contains(&key.as_str()) && !key.starts_with("feature@"))
         .collect();
-    let altroot = zfs.pool_properties(name)?["pools"][name]["properties"]["altroot"]["value"]
-        .as_str()
-        .filter(|root| root.starts_with('/'))
-        .map(str::to_string);
+    let altroot = pool_properties["altroot"]["value"].as_str().filter(|root| root.starts_with('/')).map(str::to_string);
     let listing = zfs.all_properties(name)?;
     let entries = listing["datasets"].as_object().cloned().unwrap_or_default();
     let mut datasets = IndexMap::new();
