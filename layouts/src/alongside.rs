@@ -25,6 +25,12 @@ pub enum AlongsideError {
     /// Only one-disk presets go beside kept partitions.
     #[error("installing alongside takes one disk and a one-disk preset (single or ext4), not mirror")]
     NotOneDisk,
+    /// The disk has an MBR table.
+    #[error(
+        "installing alongside goes into a GPT disk's free space; this disk has an MBR table (add partitions to \
+         the plan `nix-dabei probe` writes instead)"
+    )]
+    Mbr,
     /// A partition of the disk has no known place.
     #[error("partition {0} of the disk has no start and exact size: read the disk back with nix-dabei probe")]
     Unplaced(String),
@@ -98,6 +104,10 @@ pub fn alongside(
 ) -> Result<Alongside, AlongsideError> {
     if options.kind == PresetKind::Mirror || options.disks.len() != 1 {
         return Err(AlongsideError::NotOneDisk);
+    }
+    // The presets' partitions (an ESP, a BIOS boot partition) are GPT ones.
+    if kept.table == crate::gpt::TableFormat::Msdos {
+        return Err(AlongsideError::Mbr);
     }
     let disk_size = kept.size.or(options.disks[0].size).unwrap_or(0);
     let largest = free_extents(kept, disk_size)?.into_iter().max_by_key(|extent| extent.size);

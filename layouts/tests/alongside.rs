@@ -121,3 +121,12 @@ fn the_largest_of_several_gaps_is_chosen_and_too_little_room_is_refused() {
     let mirror = PresetOptions { kind: PresetKind::Mirror, ..options(size) };
     assert_eq!(alongside(&disk, &mirror, &|_| None), Err(AlongsideError::NotOneDisk));
 }
+
+#[test]
+fn an_mbr_disk_is_refused_naming_its_table() {
+    let mut disk = windows_disk(20 * GIB, 19 * GIB);
+    disk.table = layouts::gpt::TableFormat::Msdos;
+    let error = alongside(&disk, &options(20 * GIB), &|_| None).expect_err("an MBR disk");
+    assert_eq!(error, AlongsideError::Mbr);
+    assert!(error.to_string().contains("MBR table"), "{error}");
+}

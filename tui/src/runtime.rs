@@ -66,13 +66,17 @@ pub fn disk_rows() -> Result<Vec<DiskRow>, String> {
         .collect())
 }
 
-/// What installing beside a disk's partitions would keep: its GPT read back (a disk whose table cannot be
+/// What installing beside a disk's partitions would keep: its GPT read back (an MBR disk, a disk whose table cannot be
 /// read back, or without free space, offers nothing), with each ESP's free space.
 fn alongside_room(disk: &partitioner::DiskInfo) -> Option<AlongsideRoom> {
     if disk.partitions.is_empty() || !disk.in_use.is_empty() {
         return None;
     }
     let read = partitioner::adopt::read_back(disk).ok()?;
+    // The presets' partitions are GPT ones: an MBR disk offers nothing.
+    if read.disk.table != layouts::gpt::TableFormat::Gpt {
+        return None;
+    }
     let extents = layouts::alongside::free_extents(&read.disk, disk.size).ok()?;
     let largest_free = extents.iter().map(|e| e.size).max().filter(|size| *size >= 1 << 30)?;
     let mut esp_free = std::collections::BTreeMap::new();
