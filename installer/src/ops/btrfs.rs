@@ -2,7 +2,7 @@
 
 use layouts::steps::{BtrfsSubvolumes, Mount};
 
-use super::{io, Perform, ProbeContext, RunContext};
+use super::{io, Perform, PrivateMount, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
 use crate::system::System;
@@ -18,40 +18,14 @@ struct Found {
     missing_swap_files: Vec<(String, u64)>,
 }
 
-/// The top level mounted at the step's private mountpoint for as long as it lives; unmounted on drop.
-/// A mount an interrupted run left there is replaced, so that it has the options asked for.
-struct TopLevel<'a> {
-    system: &'a dyn System,
-    target: String,
-}
-
-impl<'a> TopLevel<'a> {
-    /// Mounts the top level (read-only for a probe, which must change nothing).
-    fn mount(system: &'a dyn System, op: &BtrfsSubvolumes, read_only: bool) -> std::io::Result<Self> {
-        let target = op.private_mountpoint();
-        match system.mounted_at(&target)? {
-            Some(entry) if entry.source == op.device || system.same_device(&entry.source, &op.device) => {
-                system.unmount(&target)?;
-            }
-            Some(entry) => {
-                return Err(std::io::Error::other(format!("{target} has {} mounted, not {}", entry.source, op.device)))
-            }
-            None => system.create_private_dir(&target)?,
-        }
-        let mut options = op.top_level_options();
-        if read_only {
-            options.push("ro".into());
-        }
-        system.mount(&Mount { source: op.device.clone(), target: target.clone(), fs_type: "btrfs".into(), options })?;
-        Ok(TopLevel { system, target })
+/// Mounts the top level at the step's private mountpoint (read-only for a probe, which must change nothing).
+fn top_level<'a>(system: &'a dyn System, op: &BtrfsSubvolumes, read_only: bool) -> std::io::Result<PrivateMount<'a>> {
+    let mut options = op.top_level_options();
+    if read_only {
+        options.push("ro".into());
     }
-}
-
-impl Drop for TopLevel<'_> {
-    fn drop(&mut self) {
-        // A failure leaves a private mount under /run, which the next run reuses.
-        let _ = self.system.unmount(&self.target);
-    }
+    let mount = Mount { source: op.device.clone(), target: op.private_mountpoint(), fs_type: "btrfs".into(), options };
+    PrivateMount::new(system, mount)
 }
 
 /// Reads which subvolumes and swap files are missing; the probe and the run share it.
@@ -95,7 +69,7 @@ impl Perform for BtrfsSubvolumes {
     /// Done when every subvolume and swap file is there; the filesystem is this plan's own (the mkfs
     /// step before checked its UUID). Reading them mounts the top level privately for a moment.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        let top = match TopLevel::mount(cx.system, self, true) {
+        let top = match top_level(cx.system, self, true) {
             Ok(top) => top,
             Err(error) => return Outlook::Conflict(format!("cannot mount the btrfs on {}: {error}", self.device)),
         };
@@ -111,8 +85,7 @@ impl Perform for BtrfsSubvolumes {
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
-        let _top =
-            TopLevel::mount(cx.system, self, false).map_err(io(format!("mount the btrfs on {}", self.device)))?;
+        let _top = top_level(cx.system, self, false).map_err(io(format!("mount the btrfs on {}", self.device)))?;
         let found = look(cx.system, self).map_err(StepError::Conflict)?;
         for subvolume in &found.missing_subvolumes {
             cx.system.run(&self.create_command(subvolume), None)?;

@@ -5,7 +5,7 @@ use layouts::nodes::mount::Mount;
 use layouts::size::human;
 use layouts::steps::{GrowFs, Mkfs};
 
-use super::{blank_or, io, run_own_command, Perform, ProbeContext, RunContext};
+use super::{blank_or, io, run_own_command, Perform, PrivateMount, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
 
@@ -126,13 +126,12 @@ impl Perform for GrowFs {
         }
         // xfs and btrfs grow while mounted: privately, for as long as it takes.
         let target = self.private_mountpoint();
-        system.create_private_dir(&target).map_err(io(format!("create {target}")))?;
         let fs_type = self.format.fs_type().to_string();
         let mount = Mount { source: self.device.clone(), target: target.clone(), fs_type, options: Vec::new() };
-        system.mount(&mount).map_err(io(format!("mount {} at {target}", self.device)))?;
-        let grown = self.commands(true).iter().try_for_each(|command| system.run(command, None).map(drop));
-        system.unmount(&target).map_err(io(format!("unmount {target}")))?;
-        grown?;
+        let _mounted = PrivateMount::new(system, mount).map_err(io(format!("mount {} at {target}", self.device)))?;
+        for command in self.commands(true) {
+            system.run(&command, None)?;
+        }
         Ok(())
     }
 }

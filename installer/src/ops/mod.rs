@@ -168,6 +168,44 @@ pub(crate) fn run_own_command(cx: &RunContext<'_>) -> Result<(), StepError> {
     Ok(())
 }
 
+/// A filesystem mounted at a private mountpoint (under /run/nix-dabei) for as long as this lives, for a
+/// step that works inside it; unmounted on drop. A mount of the same device an interrupted run left there
+/// is replaced, so that it has the options asked for; another device there is an error.
+pub(crate) struct PrivateMount<'a> {
+    system: &'a dyn crate::system::System,
+    target: String,
+}
+
+impl<'a> PrivateMount<'a> {
+    pub(crate) fn new(
+        system: &'a dyn crate::system::System,
+        mount: layouts::nodes::mount::Mount,
+    ) -> std::io::Result<Self> {
+        let target = mount.target.clone();
+        match system.mounted_at(&target)? {
+            Some(entry) if entry.source == mount.source || system.same_device(&entry.source, &mount.source) => {
+                system.unmount(&target)?;
+            }
+            Some(entry) => {
+                return Err(std::io::Error::other(format!(
+                    "{target} has {} mounted, not {}",
+                    entry.source, mount.source
+                )))
+            }
+            None => system.create_private_dir(&target)?,
+        }
+        system.mount(&mount)?;
+        Ok(PrivateMount { system, target })
+    }
+}
+
+impl Drop for PrivateMount<'_> {
+    fn drop(&mut self) {
+        // A failure leaves a private mount under /run, which the next run replaces.
+        let _ = self.system.unmount(&self.target);
+    }
+}
+
 /// A closure that wraps an I/O error with what was being done.
 pub(crate) fn io(action: String) -> impl FnOnce(std::io::Error) -> StepError {
     move |source| StepError::Io { action, source }

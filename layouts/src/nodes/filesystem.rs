@@ -386,7 +386,7 @@ impl OperationKind for Mkfs {
 
 /// Grow a filesystem that is already there (a kept partition's, the last on its disk) to fill its
 /// partition once the partition has grown into the free space after it. Found done when the filesystem
-/// fills the partition but for less than [`GrowFs::slack`].
+/// fills the partition but for its slack ([`GrowFs::size_and_slack`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrowFs {
     /// The partition.
