@@ -49,6 +49,7 @@ impl Bench {
             discard: false,
             table: Default::default(),
             signature: None,
+            extended: None,
             partitions: IndexMap::from([("root".to_string(), partition)]),
         };
         let plan = Plan {

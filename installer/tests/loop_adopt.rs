@@ -68,6 +68,19 @@ fn apply(plan: &Plan, confirmed: &[String]) -> Result<installer::Report, Install
     result
 }
 
+/// Previews `plan` on the disk it was read from: every step is found done (kept swap is only turned on).
+fn assert_found_done(plan: &Plan, sector: u32) -> installer::Preview {
+    let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
+    let preview = installer::preview(&RealSystem, plan, &steps, &options()).expect("preview");
+    for (step, outlook) in &preview.steps {
+        match (&step.operation, outlook) {
+            (Operation::Swapon(_), Outlook::Todo { destroys: false }) | (_, Outlook::Done(_)) => {}
+            (_, other) => panic!("{sector}: {} is {other:?} on the disk it was read from", step.id),
+        }
+    }
+    preview
+}
+
 fn sums(disk: &LoopDisk, numbers: &[u32]) -> Vec<String> {
     numbers.iter().map(|n| run("sha256sum", &[&disk.partition(*n)]).expect("sha256sum")).collect()
 }
@@ -91,14 +104,7 @@ fn a_disk_read_back_is_found_done_and_applying_it_writes_nothing() {
         let esp = run("blkid", &["-o", "value", "-s", "UUID", &disk.partition(5)]).expect("blkid");
         assert!(toml.contains(&format!("uuid = \"{}\"", esp.trim())), "no FAT volume id: {toml}");
 
-        let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
-        let preview = installer::preview(&RealSystem, &plan, &steps, &options()).expect("preview");
-        for (step, outlook) in &preview.steps {
-            match (&step.operation, outlook) {
-                (Operation::Swapon(_), Outlook::Todo { destroys: false }) | (_, Outlook::Done(_)) => {}
-                (_, other) => panic!("{sector}: {} is {other:?} on the disk it was read from", step.id),
-            }
-        }
+        let preview = assert_found_done(&plan, sector);
         assert!(preview.wipes.is_empty(), "{sector}: a wipe on a read-back disk");
 
         let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
@@ -181,22 +187,24 @@ fn installing_alongside_puts_a_new_partition_in_the_free_space_between_kept_ones
 }
 
 #[test]
-fn blank_disks_and_mbr_tables_with_logical_partitions_are_refused_with_why_and_numbers_with_gaps_kept() {
+fn blank_disks_and_mbr_tables_out_of_order_are_refused_with_why_and_numbers_with_gaps_kept() {
     if !require_root() {
         return;
     }
     let _lock = serialize();
-    let logical = LoopDisk::new(64 << 20, 512).expect("loop device");
-    let script = "label: dos\nstart=2048, size=8192, type=83\nstart=10240, size=40960, type=5\n\
-                  start=12288, size=8192, type=83\n";
-    run("sh", &["-c", &format!("printf '{script}' | sfdisk -q {}", logical.device)]).expect("sfdisk");
+    // Primary partition 1 lies after partition 2 on the disk: a plan numbers MBR partitions in its order.
+    let unordered = LoopDisk::new(64 << 20, 512).expect("loop device");
+    let script = "label: dos\nstart=40960, size=8192, type=83\nstart=2048, size=8192, type=83\n";
+    run("sh", &["-c", &format!("printf '{script}' | sfdisk -q {}", unordered.device)]).expect("sfdisk");
+    run("partx", &["-a", &unordered.device]).expect("partx");
     let gapped = LoopDisk::new(64 << 20, 512).expect("loop device");
     run("sgdisk", &["-n", "2:0:+8M", &gapped.device]).expect("sgdisk");
     run("partx", &["-a", &gapped.device]).expect("partx");
     let blank = LoopDisk::new(64 << 20, 512).expect("loop device");
     let disks = partitioner::discover().expect("discover");
     let find = |disk: &LoopDisk| partitioner::find_disk(&disks, &disk.device).expect("found").clone();
-    assert!(matches!(read_back(&find(&logical)), Err(ReadBackError::MbrLogical { .. })));
+    let error = read_back(&find(&unordered)).expect_err("numbers against the disk's order").to_string();
+    assert!(error.contains("MBR partition 2 is not the 1. primary partition in the disk's order"), "{error}");
     assert!(matches!(read_back(&find(&blank)), Err(ReadBackError::NoTable { .. })));
     let read = read_back(&find(&gapped)).expect("a table without partition 1");
     let numbers: Vec<(&String, Option<u32>)> = read.disk.partitions.iter().map(|(n, p)| (n, p.number)).collect();
@@ -250,11 +258,7 @@ fn an_mbr_disk_is_read_back_done_and_a_partition_goes_into_its_free_space_leavin
         assert!(toml.contains("format = \"vfat\"") && toml.contains("format = \"ext4\""), "{toml}");
 
         let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
-        let steps = plan.compile(&CompileOptions { target: target(), ..Default::default() }).expect("compiles");
-        let preview = installer::preview(&RealSystem, &plan, &steps, &options()).expect("preview");
-        for (step, outlook) in &preview.steps {
-            assert!(matches!(outlook, Outlook::Done(_)), "{sector}: {} is {outlook:?}", step.id);
-        }
+        assert_found_done(&plan, sector);
         assert_eq!(apply(&plan, &[]).expect("apply of the read-back plan").applied, 0);
         assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "{sector}: the disk changed");
 
@@ -283,6 +287,78 @@ fn an_mbr_disk_is_read_back_done_and_a_partition_goes_into_its_free_space_leavin
         let again = plan_of(&disk);
         assert_eq!(again.disks["disk0"].partitions.len(), 4);
         assert_eq!(apply(&again, &[]).expect("apply again").applied, 0, "{sector}");
+    }
+}
+
+/// A disk with an MBR table with logical partitions as sfdisk makes them: a primary ext4, the extended
+/// partition up to the disk's end (entry 2), an ext4 with a file (5) and swap (6) in it, each after its boot
+/// record, and free space after them inside the extended partition.
+fn foreign_logical_disk(sector: u32) -> LoopDisk {
+    let disk = LoopDisk::new(128 << 20, sector).expect("loop device");
+    let mib = (1 << 20) / u64::from(sector);
+    let script = format!(
+        "label: dos\nlabel-id: 0x5eed1e55\nstart={}, size={}, type=83\nstart={}, type=5\n\
+         start={}, size={}, type=83\nstart={}, size={}, type=82\n",
+        mib,
+        16 * mib,
+        20 * mib,
+        21 * mib,
+        16 * mib,
+        40 * mib,
+        8 * mib
+    );
+    run("sh", &["-c", &format!("printf '{script}' | sfdisk -q {}", disk.device)]).expect("sfdisk");
+    // partx adds the extended partition as 1 KiB, which a disk of 4096-byte sectors refuses: the others
+    // one by one.
+    for number in ["1:1", "5:6"] {
+        run("partx", &["-a", "-n", number, &disk.device]).expect("partx");
+    }
+    run("mkfs.ext4", &["-q", "-L", "first", &disk.partition(1)]).expect("mkfs.ext4");
+    run("mkfs.ext4", &["-q", "-L", "logical", &disk.partition(5)]).expect("mkfs.ext4");
+    run("mkswap", &[&disk.partition(6)]).expect("mkswap");
+    disk
+}
+
+#[test]
+fn an_mbr_table_with_logical_partitions_is_read_back_with_its_extended_partition_and_found_done() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    for sector in [512u32, 4096] {
+        let disk = foreign_logical_disk(sector);
+        let plan = plan_of(&disk);
+        let toml = plan.to_toml();
+        let kept = &plan.disks["disk0"];
+        assert_eq!(kept.signature.as_deref(), Some("5eed1e55"), "{toml}");
+        let extended = kept.extended.expect("the extended partition is read back");
+        assert_eq!(extended.start.bytes(), Some(20 << 20), "{toml}");
+        assert_eq!(extended.size.bytes(), Some((128 - 20) << 20), "it reaches the disk's end: {toml}");
+        let logical: Vec<bool> = kept.partitions.values().map(|p| p.logical).collect();
+        assert_eq!(logical, [false, true, true], "{toml}");
+        assert_eq!(kept.partition_numbers(), [1, 5, 6]);
+        let starts: Vec<Option<u64>> = kept.partitions.values().map(|p| p.start.and_then(|s| s.bytes())).collect();
+        assert_eq!(starts, [Some(1 << 20), Some(21 << 20), Some(40 << 20)], "{toml}");
+        assert!(toml.contains("label = \"logical\"") && toml.contains("content.swap"), "{toml}");
+        // disko's legacy table gets the extended partition where it is, before the logical ones.
+        let disko = layouts::disko::export(&plan).expect("export-disko");
+        let at = |text: &str| disko.find(text).unwrap_or_else(|| panic!("no {text} in {disko}"));
+        assert!(at("part-type = \"extended\"") < at("part-type = \"logical\""), "{disko}");
+        assert!(disko.contains("start = \"20MiB\"") && disko.contains("end = \"128MiB\""), "{disko}");
+
+        let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
+        assert_found_done(&plan, sector);
+        assert_eq!(apply(&plan, &[]).expect("apply of the read-back plan").applied, 1, "{sector}: swap only");
+        assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "{sector}: the disk changed");
+
+        // The extended partition elsewhere: not this table, and rewriting it would destroy: refused.
+        let mut other = plan.clone();
+        let moved = layouts::gpt::ExtendedPartition { start: layouts::Size::Bytes(19 << 20), ..extended };
+        other.disks["disk0"].extended = Some(moved);
+        other.validate().expect("a valid plan, of another table");
+        let error = apply(&other, &["disk0".to_string()]).expect_err("another table").to_string();
+        assert!(error.contains("is kept"), "{error}");
+        assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "{sector}: the disk changed");
     }
 }
 

@@ -34,6 +34,7 @@ fn disk(device: &str, partitions: Vec<(&str, Size, Content)>) -> Disk {
         discard: false,
         table: Default::default(),
         signature: None,
+        extended: None,
         partitions: partitions
             .into_iter()
             .map(|(name, size, content)| {

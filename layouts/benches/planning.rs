@@ -63,6 +63,7 @@ fn large_plan() -> Plan {
                 discard: false,
                 table: Default::default(),
                 signature: None,
+                extended: None,
                 partitions,
             },
         );

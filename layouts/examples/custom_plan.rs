@@ -64,6 +64,7 @@ fn main() {
                 discard: true,
                 table: Default::default(),
                 signature: None,
+                extended: None,
                 partitions,
             },
         );

@@ -299,6 +299,7 @@ pub fn build(options: &PresetOptions) -> Result<Plan, PresetError> {
                 discard: false,
                 table: Default::default(),
                 signature: None,
+                extended: None,
                 partitions,
             },
         );

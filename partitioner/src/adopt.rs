@@ -1,12 +1,12 @@
-//! Reading a disk back into a plan (`nix-dabei probe`): every partition of its GPT or MBR table (primary
-//! partitions, so far) where it is, kept, with the
+//! Reading a disk back into a plan (`nix-dabei probe`): every partition of its GPT or MBR table (logical
+//! ones in the extended partition where it is) where it is, kept, with the
 //! filesystem or swap it holds identified by its UUID. Such a plan is found done on the machine it was
 //! read from, and a change to it that would destroy a kept partition is refused before anything is
 //! written. What a partition holds that a plan cannot describe yet (LUKS, ZFS, LVM, RAID, NTFS...) is kept
 //! without content and reported; nothing is invented: mountpoints, mount options and keys are left out.
 
 use indexmap::IndexMap;
-use layouts::gpt::{type_name, Identity, TableFormat, MBR_TYPES};
+use layouts::gpt::{type_name, ExtendedPartition, Identity, TableFormat, MBR_TYPES};
 use layouts::{Content, Disk, Filesystem, Format, Partition, Size};
 
 use crate::discover::DiskInfo;
@@ -32,12 +32,6 @@ pub enum ReadBackError {
     /// It has no partition table.
     #[error("{device} has no partition table: there is nothing on it to keep")]
     NoTable {
-        /// The disk.
-        device: String,
-    },
-    /// It has an MBR table with logical partitions.
-    #[error("{device} has an MBR table with logical partitions: reading those back is not supported yet")]
-    MbrLogical {
         /// The disk.
         device: String,
     },
@@ -67,17 +61,21 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
         (Some(_), None, _) | (None, Some(_), _) => {
             return Err(inconsistent("one GPT copy is missing or damaged: repair the table first (sgdisk -v)".into()))
         }
-        (None, None, Some(mbr)) if mbr.extended.is_some() || mbr.broken_chain => {
-            return Err(ReadBackError::MbrLogical { device })
+        (None, None, Some(mbr)) if mbr.broken_chain => {
+            return Err(inconsistent(
+                "the chain of extended boot records ends in a sector that is none: repair the table first (fdisk)"
+                    .into(),
+            ))
         }
         (None, None, Some(mbr)) => {
-            // On MBR, a plan numbers partitions in its order: a table with a gap in its numbers (entries
-            // 1 and 3 used) cannot be described, so far.
-            if let Some(entry) = mbr.entries.iter().enumerate().find(|(i, e)| e.number != *i as u32 + 1) {
+            // On MBR, a plan numbers partitions in its order, primary ones from 1 and the extended one
+            // after them: a table with a gap in its numbers (entries 1 and 3 used) cannot be described, so far.
+            let primaries = mbr.entries.iter().filter(|e| e.number <= 4);
+            let used: Vec<u32> = primaries.map(|e| e.number).chain(mbr.extended.map(|(n, _)| n)).collect();
+            if let Some((_, number)) = used.iter().enumerate().find(|(i, n)| **n != *i as u32 + 1) {
                 return Err(inconsistent(format!(
-                    "MBR entry {} is used while an earlier one is empty: reading such a table back is not \
-                     supported yet",
-                    entry.1.number
+                    "MBR entry {number} is used while an earlier one is empty (or the extended partition is not \
+                     the last entry used): reading such a table back is not supported yet"
                 )));
             }
             (mbr.entries.clone(), TableFormat::Msdos, Some(format!("{:08x}", mbr.signature)))
@@ -93,6 +91,27 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
         if pair[1].first_lba <= pair[0].last_lba {
             let (a, b) = (pair[0].number, pair[1].number);
             return Err(inconsistent(format!("partitions {a} and {b} overlap: repair the table first (sgdisk -v)")));
+        }
+    }
+    let extended = match &state.mbr {
+        Some(mbr) if table == TableFormat::Msdos => mbr.extended.map(|(_, extent)| extent),
+        _ => None,
+    };
+    if table == TableFormat::Msdos {
+        // The plan's order is the disk's, and it numbers primary partitions from 1 and logical ones from 5.
+        let (mut primary, mut logical) = (0, 4);
+        for entry in &entries {
+            let counter = if entry.number > 4 { &mut logical } else { &mut primary };
+            *counter += 1;
+            if entry.number != *counter {
+                return Err(inconsistent(format!(
+                    "MBR partition {} is not the {}. {} partition in the disk's order: reading a table whose \
+                     numbers do not follow the disk's order back is not supported yet",
+                    entry.number,
+                    *counter - if entry.number > 4 { 4 } else { 0 },
+                    if entry.number > 4 { "logical" } else { "primary" }
+                )));
+            }
         }
     }
     for entry in &entries {
@@ -135,7 +154,7 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
             uuid: gpt.then(|| entry.uuid.to_ascii_lowercase()),
             attributes: entry.attributes.clone(),
             bootable: entry.bootable,
-            logical: false,
+            logical: !gpt && entry.number > 4,
             content,
             keep: true,
         };
@@ -151,6 +170,10 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
         discard: false,
         table,
         signature,
+        extended: extended.map(|extent| ExtendedPartition {
+            start: Size::Bytes(extent.first_lba * sector),
+            size: Size::Bytes(extent.sectors() * sector),
+        }),
         partitions,
     };
     Ok(ReadBack { disk, notes })

@@ -147,7 +147,7 @@ impl Perform for PartitionTable {
                     && state.mbr.as_ref().is_some_and(|mbr| {
                         mbr.signature == msdos.signature
                             && !mbr.broken_chain
-                            && mbr.extended.map(|(_, extent)| extent) == msdos.extended
+                            && mbr.extended == msdos.extended_number(&self.partitions).zip(msdos.extended)
                             && planned(&Some(mbr.entries.clone()))
                             && self
                                 .partitions
@@ -172,8 +172,17 @@ impl Perform for PartitionTable {
                     })
                 })
         });
+        let kept_logical = cx.step.keeps.is_some() && self.msdos.as_ref().is_some_and(|m| m.extended.is_some());
         if kernel_agrees {
             Outlook::Done("the planned partition table is there, both copies, and the kernel sees it".into())
+        } else if kept_logical {
+            // Written again, the boot records of logical partitions would go where nix-dabei puts them, not
+            // where they are: a kept table with logical partitions is only ever found.
+            Outlook::Conflict(format!(
+                "the kernel does not see the partitions of {}'s table where the table has them: let it re-read \
+                 the table (partprobe); a kept table with logical partitions is never written again",
+                self.device
+            ))
         } else {
             Outlook::Todo { destroys: false }
         }

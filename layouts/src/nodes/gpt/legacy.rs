@@ -243,12 +243,12 @@ pub(crate) fn to_disko(disk: &Disk, w: &mut Writer, disk_name: &str) -> Result<(
     w.string("format", "msdos");
     w.line("partitions = [");
     w.indent += 1;
-    for ((part_name, part), extent) in disk.partitions.iter().zip(extents) {
-        if let Some(extended) =
-            extended.filter(|e| part.logical && e.first_lba + sector_count(sector) == extent.first_lba)
-        {
+    let first_logical = disk.partitions.values().position(|p| p.logical);
+    for (index, ((part_name, part), extent)) in disk.partitions.iter().zip(extents).enumerate() {
+        if let Some(extended) = extended.filter(|_| Some(index) == first_logical) {
             let (start, mut end) = span(extended.first_lba, extended.last_lba);
-            match disk.partitions.values().last().map(|p| p.size) {
+            // One the disk has already ends where it ends; nix-dabei's own ends with the last partition.
+            match disk.partitions.values().last().map(|p| p.size).filter(|_| disk.extended.is_none()) {
                 Some(Size::Rest) => end = "100%".into(),
                 Some(Size::AllBut(bytes)) => end = format!("-{}", parted_text(bytes)),
                 _ => {}
@@ -297,11 +297,6 @@ pub(crate) fn to_disko(disk: &Disk, w: &mut Writer, disk_name: &str) -> Result<(
     w.close();
     w.close();
     Ok(())
-}
-
-/// Sectors in the 1 MiB before a logical partition.
-fn sector_count(sector: u64) -> u64 {
-    (MIB / sector).max(1)
 }
 
 #[cfg(test)]

@@ -64,9 +64,34 @@ pub struct Disk {
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// MBR only: where the extended partition around kept logical partitions lies (a disk read back by
+    /// probe). Without it, nix-dabei makes the extended partition from 1 MiB before the first logical
+    /// partition to the end of the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended: Option<ExtendedPartition>,
     /// The partitions, in table order.
     #[serde(default)]
     pub partitions: IndexMap<String, Partition>,
+}
+
+/// An MBR table's extended partition that is already on the disk: the room its logical partitions and
+/// their boot records take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendedPartition {
+    /// Where it begins: bytes from the disk's start, a multiple of the sector size.
+    pub start: Size,
+    /// Its exact size in bytes.
+    pub size: Size,
+}
+
+impl ExtendedPartition {
+    /// Its extent in `sector`-byte sectors, when start and size are exact.
+    pub fn extent(&self, sector: u64) -> Option<Extent> {
+        let (start, size) = (self.start.bytes()?, self.size.bytes()?);
+        (size >= sector && start % sector == 0 && size % sector == 0)
+            .then(|| Extent { first_lba: start / sector, last_lba: (start + size) / sector - 1 })
+    }
 }
 
 /// The kind of partition table a disk gets.
@@ -187,6 +212,7 @@ impl Disk {
             discard: false,
             table,
             signature: None,
+            extended: None,
             partitions,
         }
     }
@@ -467,6 +493,8 @@ impl Disk {
         }
         if self.table == TableFormat::Msdos {
             self.validate_msdos(check, &path);
+        } else if self.extended.is_some() {
+            check.report(path.join("extended"), "an extended partition belongs to an MBR table (table = \"msdos\")");
         }
         self.validate_signature(check, &path);
         self.validate_allocation(check, name, &path);
@@ -531,13 +559,71 @@ impl Disk {
             }
             seen_logical |= part.logical;
         }
-        if any_logical {
+        let kept_logical = self.partitions.values().any(|p| p.logical && p.keep);
+        if any_logical && !kept_logical {
             let started = self.partitions.iter().find(|(_, p)| p.start.is_some() && !p.logical);
             if let Some((part_name, _)) = started {
                 check.report(
                     path.join("partitions").join(part_name.clone()).join("start"),
-                    "a start on an MBR disk with logical partitions is not supported yet",
+                    "a start on an MBR disk with logical partitions is supported when they are kept only, so far",
                 );
+            }
+        }
+        if kept_logical {
+            // The boot records of logical partitions lie where the table's maker put them, which a plan does
+            // not say: such a table is only ever found, never written again.
+            for (part_name, _) in self.partitions.iter().filter(|(_, p)| !p.keep) {
+                check.report(
+                    path.join("partitions").join(part_name.clone()).join("keep"),
+                    "an MBR table with kept logical partitions is kept whole, so far: keep every partition of it",
+                );
+            }
+        }
+        match (&self.extended, kept_logical) {
+            (None, true) => check.report(
+                path.join("extended"),
+                "kept logical partitions lie in the disk's extended partition: give its start and size (as probe \
+                 reads them)",
+            ),
+            (Some(_), false) => check.report(
+                path.join("extended"),
+                "an extended partition is given for kept logical partitions only (nix-dabei places its own)",
+            ),
+            (Some(extended), true) if extended.extent(u64::from(self.logical_sector_size)).is_none() => check.report(
+                path.join("extended"),
+                format!(
+                    "start and size are exact byte counts, multiples of the sector size ({} bytes)",
+                    self.logical_sector_size
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    /// Kept logical partitions lie inside the extended partition, each after room for its boot record;
+    /// primary ones lie outside it.
+    fn validate_extended(&self, check: &mut Checker, path: &FieldPath, extents: &[Extent]) {
+        let sector = u64::from(self.logical_sector_size);
+        let Some(extended) = self.extended.and_then(|e| e.extent(sector)) else { return };
+        if self.table != TableFormat::Msdos {
+            return;
+        }
+        let mut record_room_from = extended.first_lba;
+        for ((part_name, part), extent) in self.partitions.iter().zip(extents) {
+            let field = path.join("partitions").join(part_name.clone()).join("start");
+            let inside = extent.first_lba >= extended.first_lba && extent.last_lba <= extended.last_lba;
+            let overlaps = extent.first_lba <= extended.last_lba && extent.last_lba >= extended.first_lba;
+            if part.logical && (!inside || extent.first_lba <= record_room_from) {
+                check.report(
+                    field,
+                    "is outside the extended partition, or leaves no room for its boot record before it: a logical \
+                     partition lies inside it, after that room",
+                );
+            } else if !part.logical && overlaps {
+                check.report(field, "overlaps the extended partition: a primary partition lies outside it");
+            }
+            if part.logical {
+                record_room_from = extent.last_lba + 1;
             }
         }
     }
@@ -561,6 +647,7 @@ impl Disk {
         }
         match self.place(size) {
             Ok((extents, _)) => {
+                self.validate_extended(check, path, &extents);
                 for ((part_name, part), extent) in self.partitions.iter().zip(extents) {
                     // A kept FAT may be FAT16 or FAT12: it is never made again, so FAT32's minimum does not hold.
                     let vfat = !part.keep
@@ -591,7 +678,7 @@ impl Disk {
                     self.partitions.values().map(|p| p.start.and_then(|s| s.bytes())).collect();
                 Ok((allocate_at(Geometry::new(size, sector), &sizes, &starts)?, None))
             }
-            // Partitions where they are (kept ones): only primary ones, so far (validation sees to it).
+            // Partitions where they are (kept ones), logical ones in the extended partition the disk has.
             TableFormat::Msdos if self.partitions.values().any(|p| p.start.is_some()) => {
                 let starts: Vec<Option<u64>> =
                     self.partitions.values().map(|p| p.start.and_then(|s| s.bytes())).collect();
@@ -599,7 +686,8 @@ impl Disk {
                 if let Some(index) = extents.iter().position(|e| e.last_lba > u64::from(u32::MAX)) {
                     return Err(AllocError::BeyondMbr { index });
                 }
-                Ok((extents, None))
+                let extended = self.extended.and_then(|e| e.extent(sector));
+                Ok((extents, extended.filter(|_| self.partitions.values().any(|p| p.logical))))
             }
             TableFormat::Msdos => {
                 let logical: Vec<bool> = self.partitions.values().map(|p| p.logical).collect();
@@ -948,9 +1036,10 @@ impl Partition {
         };
         match self.start {
             None => {}
-            Some(_) if table == TableFormat::Msdos && self.logical => {
-                check.report(path.join("start"), "a start is supported on primary MBR partitions only, so far")
-            }
+            Some(_) if table == TableFormat::Msdos && self.logical && !self.keep => check.report(
+                path.join("start"),
+                "a start on a logical MBR partition is supported on a kept one only (as probe reads it), so far",
+            ),
             Some(Size::Bytes(bytes)) if bytes % u64::from(sector) == 0 => {}
             Some(Size::Bytes(bytes)) => check.report(
                 path.join("start"),
@@ -962,15 +1051,20 @@ impl Partition {
             return;
         }
         let msdos = table == TableFormat::Msdos;
-        if msdos && self.logical {
-            check.report(path.join("keep"), "keeping logical MBR partitions is not supported yet");
-            return;
-        }
         // On MBR, numbers follow the plan's order and the disk signature identifies the partitions.
         let missing = [
             ("number", !msdos && self.number.is_none(), "its number"),
             ("start", self.start.is_none(), "where it begins"),
-            ("size", self.size.bytes().is_none() && !last, "its exact size in bytes (only the last may grow)"),
+            (
+                "size",
+                self.size.bytes().is_none() && !last && !self.logical,
+                "its exact size in bytes (only the last may grow)",
+            ),
+            (
+                "size",
+                self.size.bytes().is_none() && self.logical,
+                "its exact size in bytes (a logical one does not grow)",
+            ),
             ("uuid", !msdos && self.uuid.is_none(), "its partition UUID, which identifies it"),
         ];
         for (field, is_missing, what) in missing {
