@@ -1120,10 +1120,13 @@ impl System for SimSystem {
             })
             .collect();
         if let Some(msdos) = state.msdos.get(&canonical) {
-            let extended = msdos.extended.map(|e| (0, e));
+            let entries = table.unwrap_or_default();
+            // The extended partition takes the entry after the primary ones, as the table writer puts it.
+            let number = entries.iter().filter(|e| e.number <= 4).count() as u32 + 1;
+            let extended = msdos.extended.map(|e| (number, e));
             let mbr = partitioner::mbr::MbrState {
                 signature: msdos.signature,
-                entries: table.unwrap_or_default(),
+                entries,
                 extended,
                 broken_chain: false,
             };
