@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
 use layouts::nodes::luks::{Luks, LuksOpen};
+use layouts::nodes::lvm::{LogicalVolume, LvSize, LvType, LvmPv, VolumeGroup};
+use layouts::nodes::mdadm::{MdMember, Raid};
 use layouts::nodes::zfs::{Dataset, DatasetKind, Pool, Vdev, VdevMode, ZfsMember};
-use layouts::{Content, Plan, Size};
+use layouts::{CommandLine, Content, Plan, Size};
 use serde_json::Value;
 
 use crate::secret::Secret;
@@ -38,13 +40,61 @@ pub enum AdoptError {
     Unreadable(String),
 }
 
+/// LUKS containers `read_luks` left open because they hold a physical volume, for
+/// [`read_volume_groups`]: closed when dropped, whatever happens in between.
+pub struct OpenContainers<'a> {
+    system: &'a dyn System,
+    containers: Vec<OpenContainer>,
+}
+
+/// One container left open: the partition, its header (without content yet) and its mapping.
+#[derive(Debug)]
+struct OpenContainer {
+    reference: String,
+    luks: Luks,
+    mapping: String,
+}
+
+impl OpenContainers<'_> {
+    /// None left open.
+    pub fn none(system: &dyn System) -> OpenContainers<'_> {
+        OpenContainers { system, containers: Vec::new() }
+    }
+}
+
+impl std::fmt::Debug for OpenContainers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.containers.iter().map(|c| &c.mapping)).finish()
+    }
+}
+
+impl Drop for OpenContainers<'_> {
+    fn drop(&mut self) {
+        for container in &self.containers {
+            // Closing fails only while something holds the mapping; the probe's own activation is undone
+            // before this, and nothing else knows the probe's names.
+            let _ = self.system.luks_close(&container.mapping);
+        }
+    }
+}
+
+/// What `read_luks` found: one line per container, for people, and the containers left open.
+#[derive(Debug)]
+pub struct LuksRead<'a> {
+    /// One line per container.
+    pub lines: Vec<String>,
+    /// Containers holding a physical volume, open until [`read_volume_groups`] has read their groups.
+    pub open: OpenContainers<'a>,
+}
+
 /// Opens every LUKS container among the plan's partitions that hold nothing yet with `key`, reads what it
 /// holds, closes it again, and describes it as the partition's content (kept by the header's UUID, what it
-/// holds by its own). A container the key does not open, or that holds what a kept container may not
-/// (anything but a filesystem or swap, so far), is left undescribed, with a line saying so. Returns one
-/// line per container, for people.
-pub fn read_luks(system: &dyn System, plan: &mut Plan, key: &Secret) -> Result<Vec<String>, AdoptError> {
+/// holds by its own). A container holding a physical volume stays open, for [`read_volume_groups`]. A
+/// container the key does not open, or that holds what a kept container may not (anything else), is left
+/// undescribed, with a line saying so.
+pub fn read_luks<'a>(system: &'a dyn System, plan: &mut Plan, key: &Secret) -> Result<LuksRead<'a>, AdoptError> {
     let mut lines = Vec::new();
+    let mut left_open = OpenContainers::none(system);
     for Candidate { reference, device } in undescribed(plan) {
         let signatures = system
             .signatures(&device)
@@ -67,23 +117,29 @@ pub fn read_luks(system: &dyn System, plan: &mut Plan, key: &Secret) -> Result<V
             continue;
         }
         let inside = system.signatures(&format!("/dev/mapper/{probe_name}"));
+        let name = label.clone().unwrap_or_else(|| format!("luks-{uuid}"));
+        let luks = |content: Content| Luks {
+            name: name.clone(),
+            key: "prompt".into(),
+            label: label.clone(),
+            uuid: Some(uuid.clone()),
+            passphrase_file: None,
+            allow_discards: false,
+            additional_key_files: Vec::new(),
+            content: Box::new(content),
+        };
+        if inside.as_ref().is_ok_and(|found| found.iter().any(|s| s.kind == "LVM2_member")) {
+            // Read with its volume group, which may span other containers; closed after that.
+            let placeholder = luks(Content::LvmPv(LvmPv { volume_group: String::new(), uuid: None }));
+            left_open.containers.push(OpenContainer { reference, luks: placeholder, mapping: probe_name });
+            continue;
+        }
         system.luks_close(&probe_name).map_err(|e| AdoptError::Unreadable(e.to_string()))?;
         let inside = inside.map_err(|e| AdoptError::Unreadable(format!("cannot read what {device} holds: {e}")))?;
         match partitioner::adopt::describe(&inside) {
             (Some(content @ (Content::Filesystem(_) | Content::Swap(_))), _) => {
-                let name = label.clone().unwrap_or_else(|| format!("luks-{uuid}"));
                 lines.push(format!("{device}: LUKS container {uuid} opened with the key given and read: {name}"));
-                let luks = Content::Luks(Luks {
-                    name,
-                    key: "prompt".into(),
-                    label,
-                    uuid: Some(uuid),
-                    passphrase_file: None,
-                    allow_discards: false,
-                    additional_key_files: Vec::new(),
-                    content: Box::new(content),
-                });
-                describe_as(plan, &reference, luks);
+                describe_as(plan, &reference, Content::Luks(luks(content)));
             }
             (_, why) => lines.push(format!(
                 "{device}: its LUKS container holds {}: kept without content",
@@ -91,7 +147,175 @@ pub fn read_luks(system: &dyn System, plan: &mut Plan, key: &Secret) -> Result<V
             )),
         }
     }
+    Ok(LuksRead { lines, open: left_open })
+}
+
+/// Reads every LVM volume group with a physical volume among the plan's partitions that hold nothing yet
+/// (or in a container `read_luks` left open) into the plan: kept, by its UUID, with its logical volumes
+/// (kept by theirs, with their size, type, thin pool and what they hold: a filesystem or swap), and names
+/// it, with each physical volume's UUID, as those partitions' content. A group whose volumes are not active
+/// is activated for as long as it is read, then deactivated again; the containers are closed at the end.
+/// Fails closed: a physical volume outside the plan's partitions, or a volume of a kind plans do not
+/// describe, stop it. Returns one line per group read, for people.
+pub fn read_volume_groups(
+    system: &dyn System,
+    plan: &mut Plan,
+    open: OpenContainers<'_>,
+) -> Result<Vec<String>, AdoptError> {
+    // Every candidate physical volume: its device, its partition, and its container where it is in one.
+    let mut candidates: Vec<(String, String, Option<&OpenContainer>)> = Vec::new();
+    for Candidate { reference, device } in undescribed(plan) {
+        let signatures = system
+            .signatures(&device)
+            .map_err(|e| AdoptError::Unreadable(format!("cannot read what {device} holds: {e}")))?;
+        if signatures.iter().any(|s| s.kind == "LVM2_member") {
+            candidates.push((device, reference, None));
+        }
+    }
+    for container in &open.containers {
+        candidates.push((format!("/dev/mapper/{}", container.mapping), container.reference.clone(), Some(container)));
+    }
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pvs = lvm_report(system, "pvs", "pv", "pv_name,pv_uuid,vg_name,vg_uuid", None)?;
+    let candidate_of =
+        |row: &Value| candidates.iter().find(|(device, _, _)| system.same_device(device, text(row, "pv_name")));
+    // A group with a physical volume among the candidates is read: every one of its volumes must be one.
+    let mut groups: BTreeMap<String, (String, Vec<(String, String)>)> = BTreeMap::new();
+    for row in pvs.iter().filter(|row| candidate_of(row).is_some() && !text(row, "vg_name").is_empty()) {
+        groups
+            .entry(text(row, "vg_name").to_string())
+            .or_insert_with(|| (text(row, "vg_uuid").to_string(), Vec::new()));
+    }
+    let read: Vec<&Value> = pvs.iter().filter(|row| groups.contains_key(text(row, "vg_name"))).collect();
+    for row in read {
+        let (group, pv_name) = (text(row, "vg_name"), text(row, "pv_name"));
+        let Some((_, reference, _)) = candidate_of(row) else {
+            return Err(AdoptError::Unreadable(format!(
+                "volume group {group} has physical volume {pv_name}, which is not on the disks read: name its disk too"
+            )));
+        };
+        if let Some(entry) = groups.get_mut(group) {
+            entry.1.push((reference.clone(), text(row, "pv_uuid").to_string()));
+        }
+    }
+    let mut lines = Vec::new();
+    for (group, (group_uuid, members)) in groups {
+        let volumes = read_volumes(system, &group)?;
+        let count = volumes.len();
+        plan.volume_groups.insert(group.clone(), VolumeGroup { volumes, uuid: Some(group_uuid.clone()), keep: true });
+        let mut names = Vec::new();
+        for (reference, pv_uuid) in members {
+            let pv = Content::LvmPv(LvmPv { volume_group: group.clone(), uuid: Some(pv_uuid) });
+            let container = candidates.iter().find(|(_, r, _)| *r == reference).and_then(|(_, _, c)| *c);
+            match container {
+                Some(container) => {
+                    names.push(format!("{reference} (in LUKS container {})", container.luks.name));
+                    let luks = Luks { content: Box::new(pv), ..container.luks.clone() };
+                    describe_as(plan, &reference, Content::Luks(luks));
+                }
+                None => {
+                    names.push(reference.clone());
+                    describe_as(plan, &reference, pv);
+                }
+            }
+        }
+        lines.push(format!(
+            "volume group {group} (UUID {group_uuid}) on {}, with {count} logical volume(s): kept",
+            names.join(", ")
+        ));
+    }
+    drop(open);
     Ok(lines)
+}
+
+/// A string field of a report row.
+fn text<'a>(row: &'a Value, name: &str) -> &'a str {
+    row[name].as_str().unwrap_or_default()
+}
+
+/// The rows of an LVM report in JSON, sizes in bytes.
+fn lvm_report(
+    system: &dyn System,
+    program: &str,
+    kind: &str,
+    fields: &str,
+    group: Option<&str>,
+) -> Result<Vec<Value>, AdoptError> {
+    let mut args: Vec<String> = ["--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    args.extend(group.map(str::to_string));
+    let line = CommandLine { program: program.into(), args };
+    let output =
+        system.run(&line, None).map_err(|e| AdoptError::Unreadable(format!("cannot read LVM's {kind}s: {e}")))?;
+    let value: Value = serde_json::from_str(&output)
+        .map_err(|e| AdoptError::Unreadable(format!("`{line}` printed no JSON report: {e}")))?;
+    let rows = value["report"].as_array().and_then(|r| r.first()).and_then(|r| r[kind].as_array()).cloned();
+    rows.ok_or_else(|| AdoptError::Unreadable(format!("`{line}` printed no {kind} list")))
+}
+
+/// A group's logical volumes as kept volumes of a plan, with what they hold (activating the group to read
+/// that, and deactivating it again, where its volumes are not active).
+fn read_volumes(system: &dyn System, group: &str) -> Result<IndexMap<String, LogicalVolume>, AdoptError> {
+    let unreadable = |why: String| AdoptError::Unreadable(format!("volume group {group}: {why}"));
+    let rows = lvm_report(system, "lvs", "lv", "lv_name,lv_uuid,lv_size,segtype,pool_lv", Some(group))?;
+    let mut volumes = IndexMap::new();
+    for row in &rows {
+        let name = text(row, "lv_name").to_string();
+        let segment = text(row, "segtype");
+        let kind = match segment {
+            "linear" => None,
+            "thin-pool" => Some(LvType::ThinPool),
+            "thin" => Some(LvType::Thin),
+            "raid0" => Some(LvType::Raid0),
+            "raid1" => Some(LvType::Raid1),
+            "raid4" => Some(LvType::Raid4),
+            "raid5" | "raid5_ls" => Some(LvType::Raid5),
+            "raid6" | "raid6_zr" => Some(LvType::Raid6),
+            "raid10" => Some(LvType::Raid10),
+            "mirror" => Some(LvType::Mirror),
+            other => return Err(unreadable(format!("{name} is a {other} volume, which plans do not describe"))),
+        };
+        let bytes = text(row, "lv_size").parse::<u64>().map_err(|_| unreadable(format!("{name} shows no size")))?;
+        let pool = Some(text(row, "pool_lv").to_string()).filter(|p| !p.is_empty() && kind == Some(LvType::Thin));
+        let uuid = Some(text(row, "lv_uuid").to_string());
+        let volume = LogicalVolume { size: LvSize::Bytes(bytes), kind, pool, content: None, uuid, keep: true };
+        volumes.insert(name, volume);
+    }
+    let devices: Vec<String> = volumes
+        .iter()
+        .filter(|(_, lv)| lv.kind != Some(LvType::ThinPool))
+        .map(|(name, _)| format!("/dev/{group}/{name}"))
+        .collect();
+    let activate = !devices.iter().all(|d| system.exists(d));
+    let change = |state: &str| CommandLine::new("vgchange", ["--activate", state, "--ignoremonitoring", group]);
+    if activate {
+        system.run(&change("y"), None).map_err(|e| unreadable(format!("cannot activate it to read it: {e}")))?;
+        system.settle();
+    }
+    let mut read = Ok(());
+    for (name, volume) in volumes.iter_mut().filter(|(_, lv)| lv.kind != Some(LvType::ThinPool)) {
+        match system.signatures(&format!("/dev/{group}/{name}")) {
+            Ok(signatures) => {
+                if let (Some(content @ (Content::Filesystem(_) | Content::Swap(_))), _) =
+                    partitioner::adopt::describe(&signatures)
+                {
+                    volume.content = Some(content);
+                }
+            }
+            Err(error) => {
+                read = Err(unreadable(format!("cannot read what {name} holds: {error}")));
+                break;
+            }
+        }
+    }
+    if activate {
+        system.run(&change("n"), None).map_err(|e| unreadable(format!("cannot deactivate it again: {e}")))?;
+    }
+    read.map(|()| volumes)
 }
 
 /// A partition of the plan that holds nothing yet: `disk/partition` and its device.
@@ -120,6 +344,141 @@ fn describe_as(plan: &mut Plan, reference: &str, content: Content) {
     if let Some(partition) = plan.disks.get_mut(disk).and_then(|d| d.partitions.get_mut(part)) {
         partition.content = Some(content);
     }
+}
+
+/// Reads every RAID array with a member among the plan's partitions that hold nothing yet into the plan
+/// (kept, by its UUID) with its level, superblock format and what it holds (a filesystem or swap; anything
+/// else, such as a partition table, is kept undescribed and said), and names it as those partitions'
+/// content. An array that is not running is assembled read-only under a name of its own for as long as it
+/// is read, then stopped again. Fails closed: a member outside the plan's partitions, or two arrays of one
+/// name, stop it. Returns one line per array read, for people.
+pub fn read_arrays(system: &dyn System, plan: &mut Plan) -> Result<Vec<String>, AdoptError> {
+    let candidates = undescribed(plan);
+    // Each array's members, by its UUID (blkid's form), and its name.
+    let mut labelled: BTreeMap<String, (String, Vec<&Candidate>)> = BTreeMap::new();
+    for candidate in &candidates {
+        let signatures = system
+            .signatures(&candidate.device)
+            .map_err(|e| AdoptError::Unreadable(format!("cannot read what {} holds: {e}", candidate.device)))?;
+        for signature in signatures.iter().filter(|s| s.kind == "linux_raid_member") {
+            let Some(uuid) = signature.uuid.clone() else { continue };
+            let label = signature.label.clone().unwrap_or_default();
+            let name = label.rsplit_once(':').map_or(label.as_str(), |(_, name)| name).to_string();
+            labelled.entry(uuid).or_insert_with(|| (name, Vec::new())).1.push(candidate);
+        }
+    }
+    let mut lines = Vec::new();
+    for (blkid_uuid, (name, members)) in labelled {
+        if plan.raids.contains_key(&name) {
+            return Err(AdoptError::Unreadable(format!("two arrays are named {name}: rename one first")));
+        }
+        let uuid = layouts::nodes::mdadm::md_uuid(&blkid_uuid);
+        let devices: Vec<String> = members.iter().map(|m| m.device.clone()).collect();
+        let running = running_array(system, &name, &uuid);
+        let device = match &running {
+            Some(device) => device.clone(),
+            None => {
+                let device = format!("/dev/md/nix-dabei-probe-{}", &blkid_uuid[..8.min(blkid_uuid.len())]);
+                let mut args = vec!["--assemble".to_string(), "--readonly".into(), device.clone()];
+                args.push(format!("--uuid={uuid}"));
+                args.extend(devices.iter().cloned());
+                system.run(&CommandLine { program: "mdadm".into(), args }, None).map_err(|e| {
+                    AdoptError::Unreadable(format!("cannot assemble array {name} read-only to read it: {e}"))
+                })?;
+                system.settle();
+                device
+            }
+        };
+        let read = read_array(system, &device, &name, &devices);
+        if running.is_none() {
+            let stop = CommandLine::new("mdadm", ["--stop".to_string(), device.clone()]);
+            system.run(&stop, None).map_err(|e| AdoptError::Unreadable(format!("cannot stop {device}: {e}")))?;
+        }
+        let (level, metadata, content, note) = read?;
+        let what = match (&content, note) {
+            (Some(_), _) => "what it holds".to_string(),
+            (None, Some(note)) => format!("kept without content, as {note}"),
+            (None, None) => "nothing in it".to_string(),
+        };
+        let how = if running.is_some() { "running" } else { "assembled read-only to read it, and stopped again" };
+        let references: Vec<&str> = members.iter().map(|m| m.reference.as_str()).collect();
+        lines.push(format!(
+            "RAID {level} array {name} (UUID {uuid}) on {}: kept with {what} ({how})",
+            references.join(", ")
+        ));
+        for reference in &references {
+            describe_as(plan, reference, Content::MdMember(MdMember { array: name.clone() }));
+        }
+        let raid = Raid {
+            level,
+            metadata,
+            options: Vec::new(),
+            content,
+            partitions: IndexMap::new(),
+            uuid: Some(uuid),
+            keep: true,
+        };
+        plan.raids.insert(name, raid);
+    }
+    Ok(lines)
+}
+
+/// `/dev/md/<name>` when it is running with this UUID.
+fn running_array(system: &dyn System, name: &str, uuid: &str) -> Option<String> {
+    let device = format!("/dev/md/{name}");
+    if !system.exists(&device) {
+        return None;
+    }
+    let detail = system.run(&CommandLine::new("mdadm", ["--detail", "--export", &device]), None).ok()?;
+    let running = detail.lines().find_map(|l| l.strip_prefix("MD_UUID="))?;
+    running.eq_ignore_ascii_case(uuid).then_some(device)
+}
+
+/// An assembled array's level, superblock format and content (or why it has none described), checking
+/// that its members are the ones found.
+fn read_array(
+    system: &dyn System,
+    device: &str,
+    name: &str,
+    devices: &[String],
+) -> Result<(u8, String, Option<Content>, Option<String>), AdoptError> {
+    let unreadable = |why: String| AdoptError::Unreadable(format!("array {name}: {why}"));
+    let detail = system
+        .run(&CommandLine::new("mdadm", ["--detail", "--export", device]), None)
+        .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
+    let value = |key: &str| detail.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_string);
+    let level = value("MD_LEVEL").unwrap_or_default();
+    let level: u8 = level
+        .strip_prefix("raid")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| unreadable(format!("level {level:?} is not one a plan describes")))?;
+    let metadata = value("MD_METADATA").ok_or_else(|| unreadable("mdadm shows no superblock format".into()))?;
+    let members: Vec<String> = detail
+        .lines()
+        .filter(|l| l.starts_with("MD_DEVICE_") && l.contains("_DEV="))
+        .filter_map(|l| l.split_once('=').map(|(_, dev)| dev.to_string()))
+        .collect();
+    let expected = value("MD_DEVICES").and_then(|n| n.parse::<usize>().ok()).unwrap_or_default();
+    let outside = members.iter().find(|m| !devices.iter().any(|d| system.same_device(d, m)));
+    if let Some(member) = outside {
+        return Err(unreadable(format!("{member} is a member, but not a partition of the disks read")));
+    }
+    if members.len() != expected || expected != devices.len() {
+        return Err(unreadable(format!(
+            "it has {expected} member(s), {} found on the disks read: name every disk it is on, and let it be \
+             whole",
+            devices.len()
+        )));
+    }
+    let signatures = system.signatures(device).map_err(|e| unreadable(format!("cannot read what it holds: {e}")))?;
+    let (content, note) = match partitioner::adopt::describe(&signatures) {
+        (Some(content @ (Content::Filesystem(_) | Content::Swap(_))), _) => (Some(content), None),
+        (_, note) => (None, note),
+    };
+    // A partition table inside the array shows no signature of its own.
+    let table = system.read_table_state(device, 512).is_ok_and(|t| t.primary.is_some() || t.mbr.is_some());
+    let note = note.or_else(|| table.then(|| "it holds a partition table".into()));
+    Ok((level, metadata, content, note))
 }
 
 /// Reads every pool with a member among the plan's partitions that hold nothing yet into the plan (kept,

@@ -362,6 +362,58 @@ fn an_mbr_table_with_logical_partitions_is_read_back_with_its_extended_partition
     }
 }
 
+/// Removes a volume group made for a test, whatever happened.
+struct VolumeGroupGone(String);
+
+impl Drop for VolumeGroupGone {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("vgremove").args(["--force", "--yes", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_volume_group_is_read_back_kept_by_its_uuid_and_another_uuid_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let _lock = serialize();
+    // No device-mapper here: a group without volumes, which LVM makes and reads without activating anything.
+    let disk = LoopDisk::new(64 << 20, 512).expect("loop device");
+    run("sgdisk", &["-n", "1:1M:+32M", "-t", "1:8E00", &disk.device]).expect("sgdisk");
+    run("partx", &["-a", &disk.device]).expect("partx");
+    let group = format!("ndprobe{}", std::process::id());
+    run("pvcreate", &["--yes", &disk.partition(1)]).expect("pvcreate");
+    run("vgcreate", &["--yes", &group, &disk.partition(1)]).expect("vgcreate");
+    let _gone = VolumeGroupGone(group.clone());
+    let report = |fields: &str| run("pvs", &["--noheadings", "-o", fields, &disk.partition(1)]).expect("pvs");
+    let (pv_uuid, vg_uuid) = (report("pv_uuid").trim().to_string(), report("vg_uuid").trim().to_string());
+
+    let mut plan = plan_of(&disk);
+    let open = installer::adopt::OpenContainers::none(&RealSystem);
+    let lines = installer::adopt::read_volume_groups(&RealSystem, &mut plan, open).expect("groups read");
+    assert!(lines.iter().any(|l| l.contains(&format!("volume group {group} (UUID {vg_uuid})"))), "{lines:?}");
+    plan.validate().unwrap_or_else(|e| panic!("the plan read back is refused: {e}\n{}", plan.to_toml()));
+    let read = &plan.volume_groups[&group];
+    assert!(read.keep && read.uuid.as_deref() == Some(vg_uuid.as_str()), "{}", plan.to_toml());
+    let pv = match &plan.disks["disk0"].partitions["p1"].content {
+        Some(layouts::Content::LvmPv(pv)) => pv.clone(),
+        other => panic!("the physical volume is not read back: {other:?}"),
+    };
+    assert_eq!((pv.volume_group.as_str(), pv.uuid.as_deref()), (group.as_str(), Some(pv_uuid.as_str())));
+
+    let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
+    assert_found_done(&plan, 512);
+    assert_eq!(apply(&plan, &[]).expect("apply of the read-back plan").applied, 0);
+    assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "the disk changed");
+
+    // Another group UUID: not this group, which is never made anew: refused, nothing written.
+    let mut other = plan.clone();
+    other.volume_groups[&group].uuid = Some("AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA".into());
+    let error = apply(&other, &["disk0".to_string()]).expect_err("another group").to_string();
+    assert!(error.contains("not the kept group's AAAAAA-AAAA"), "{error}");
+    assert_eq!(run("sha256sum", &[&disk.device]).expect("sha256sum"), whole, "the disk changed");
+}
+
 /// What a random partition holds.
 #[derive(Debug, Clone, Copy)]
 enum Holds {

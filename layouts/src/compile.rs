@@ -234,13 +234,16 @@ impl Plan {
     }
 }
 
-/// What a kept partition or container holds is checked (its mkfs or mkswap found done by UUID) before
+/// What a kept partition or container holds is checked (its mkfs, mkswap or pvcreate found done by UUID) before
 /// anything is destroyed: inside a kept LUKS container that can only be read once it is open, during
 /// the run, so every step that destroys and keeps nothing waits for those checks.
 fn check_kept_content_first(steps: &mut [Step]) {
     let checks: Vec<String> = steps
         .iter()
-        .filter(|s| s.keeps.is_some() && matches!(s.operation, Operation::Mkfs(_) | Operation::Mkswap(_)))
+        .filter(|s| {
+            s.keeps.is_some()
+                && matches!(s.operation, Operation::Mkfs(_) | Operation::Mkswap(_) | Operation::PvCreate(_))
+        })
         .map(|s| s.id.clone())
         .collect();
     if checks.is_empty() {

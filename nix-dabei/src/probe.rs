@@ -1,5 +1,5 @@
 //! `nix-dabei probe`: the machine's disks read back into a plan whose every partition is kept, and the
-//! ZFS pools on them, kept by their GUIDs.
+//! ZFS pools, RAID arrays and LVM volume groups on them, kept by their GUIDs and UUIDs.
 
 use std::path::PathBuf;
 
@@ -43,16 +43,26 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         plan.disks.insert(format!("disk{index}"), read.disk);
     }
     let mut read = Vec::new();
+    let system = &installer::RealSystem;
+    // Containers holding physical volumes stay open until their groups are read, and are closed on every path.
+    let mut open = installer::adopt::OpenContainers::none(system);
     if let Some(path) = &args.passphrase_file {
         let key = installer::Secret::from_file(path)
             .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
-        let containers = installer::adopt::read_luks(&installer::RealSystem, &mut plan, &key)
-            .context("cannot read the LUKS containers back")?;
-        read.extend(containers);
+        let containers =
+            installer::adopt::read_luks(system, &mut plan, &key).context("cannot read the LUKS containers back")?;
+        read.extend(containers.lines);
+        open = containers.open;
     }
     let pools =
         installer::adopt::read_pools(&installer::RealSystem, &mut plan).context("cannot read the pools back")?;
     read.extend(pools);
+    let arrays =
+        installer::adopt::read_arrays(&installer::RealSystem, &mut plan).context("cannot read the arrays back")?;
+    read.extend(arrays);
+    let groups =
+        installer::adopt::read_volume_groups(system, &mut plan, open).context("cannot read the volume groups back")?;
+    read.extend(groups);
     // A member of a pool that was read, or a container that was opened, is described by now.
     let opened: Vec<String> = plan
         .disks
@@ -63,8 +73,19 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             _ => None,
         })
         .collect();
+    let physical_volumes: Vec<String> = plan
+        .disks
+        .values()
+        .flat_map(|d| d.partitions.values())
+        .filter_map(|p| match p.content.as_ref().map(layouts::Content::innermost) {
+            Some(layouts::Content::LvmPv(pv)) => pv.uuid.clone(),
+            _ => None,
+        })
+        .collect();
     let described = |note: &String| {
         plan.pools.keys().any(|pool| note.contains(&format!("member of ZFS pool {pool} ")))
+            || plan.raids.keys().any(|array| note.contains(&format!("member of RAID array {array} ")))
+            || physical_volumes.iter().any(|uuid| note.contains(&format!("LVM physical volume (UUID {uuid})")))
             || opened.iter().any(|uuid| note.contains(&format!("header UUID {uuid}")))
     };
     for note in notes.iter().filter(|note| !described(note)).chain(&read) {

@@ -247,6 +247,14 @@ pub fn describe(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
             let pool = signature.label.as_deref().unwrap_or_default();
             (None, Some(format!("it is a member of ZFS pool {pool} (GUID {uuid})")))
         }
+        // Arrays are read with the members on every disk (`installer::adopt`, in `nix-dabei probe`).
+        (None, "linux_raid_member") => {
+            let name = signature.label.as_deref().unwrap_or_default();
+            let name = name.rsplit_once(':').map_or(name, |(_, name)| name);
+            (None, Some(format!("it is a member of RAID array {name} (UUID {uuid})")))
+        }
+        // Volume groups are read with the physical volumes on every disk, in `nix-dabei probe`.
+        (None, "LVM2_member") => (None, Some(format!("it is an LVM physical volume (UUID {uuid})"))),
         (None, kind) => (None, Some(format!("it holds {kind} (UUID {uuid}), which a plan cannot describe yet"))),
     }
 }

@@ -730,13 +730,36 @@ zfs get -H -p -o name,value guid -r rpool > /host/out/guids-after-probed-apply.t
 nix-dabei unmount /host/out/probed.toml --json > /host/out/probed-unmount.jsonl
 "#;
 
+/// The plan `probe` wrote, in `out/probed.toml`.
+fn probed_plan(out: &Path) -> Result<layouts::Plan> {
+    layouts::Plan::from_toml(&read(&out.join("probed.toml"))?).map_err(|e| anyhow::anyhow!("probed: {e}"))
+}
+
+/// The review of the probed plan (`out/probed-review.json`): every step done or to do, none destroying,
+/// no disk wiped.
+fn review_destroys_nothing(out: &Path) -> Result<()> {
+    let review = read_json(&out.join("probed-review.json"))?;
+    for step in review["steps"].as_array().context("steps")? {
+        ensure!(step["state"] == "done" || step["state"] == "todo", "{step}");
+        ensure!(step["destroys"] != true, "a step of the probed plan destroys: {step}");
+    }
+    ensure!(review["wipes"].as_array().is_some_and(Vec::is_empty), "the probed plan wipes: {review}");
+    Ok(())
+}
+
+/// The ids of the steps a run (its JSON events) started.
+fn steps_started(path: &Path) -> Result<Vec<String>> {
+    let events = events(path)?;
+    let started = events.iter().filter(|e| e["event"] == "step-started");
+    Ok(started.filter_map(|e| e["id"].as_str().map(String::from)).collect())
+}
+
 /// Issue item 1 and 2 for pools: the probed plan keeps the pool by its GUID, with its datasets and their
 /// properties; it changes nothing when applied (the pool is imported, no dataset made); another GUID is
 /// refused before anything is written.
 fn verify_probed_pool(share: &Path) -> Result<()> {
     let out = share.join("out");
-    let probed =
-        layouts::Plan::from_toml(&read(&out.join("probed.toml"))?).map_err(|e| anyhow::anyhow!("probed: {e}"))?;
+    let probed = probed_plan(&out)?;
     let pool = probed.pools.get("rpool").context("the pool is not read back")?;
     let status = read_json(&out.join("zpool-status.json"))?;
     let guid = status["pools"]["rpool"]["pool_guid"].to_string();
@@ -749,19 +772,12 @@ fn verify_probed_pool(share: &Path) -> Result<()> {
     }
     ensure!(pool.datasets["nix"].properties.get("atime").map(String::as_str) == Some("off"), "nix's atime");
     ensure!(read(&out.join("pools-after-probe.txt"))?.trim().is_empty(), "probe left the pool imported");
-    let review = read_json(&out.join("probed-review.json"))?;
-    for step in review["steps"].as_array().context("steps")? {
-        ensure!(step["state"] == "done" || step["state"] == "todo", "{step}");
-        ensure!(step["destroys"] != true, "a step of the probed plan destroys: {step}");
-    }
-    ensure!(review["wipes"].as_array().is_some_and(Vec::is_empty), "the probed plan wipes: {review}");
+    review_destroys_nothing(&out)?;
     let refused = read(&out.join("other-guid.jsonl"))?;
     ensure!(refused.contains("not the kept pool's 12345"), "another GUID was not refused by it:\n{refused}");
     ensure!(!refused.contains("\"step-started\""), "a step ran under another GUID:\n{refused}");
-    let applied = events(&out.join("probed-apply.jsonl"))?;
     finished(&out.join("probed-apply.jsonl"))?;
-    let started: Vec<&str> =
-        applied.iter().filter(|e| e["event"] == "step-started").filter_map(|e| e["id"].as_str()).collect();
+    let started = steps_started(&out.join("probed-apply.jsonl"))?;
     ensure!(!started.iter().any(|id| id.starts_with("zfs-create:") || id.starts_with("mkfs:")), "{started:?}");
     ensure!(read(&out.join("guids-after-probed-apply.txt"))?.lines().count() == 5, "the pool's datasets changed");
     finished(&out.join("probed-unmount.jsonl"))?;
@@ -1018,13 +1034,81 @@ srv = { size = "512M", type = "raid1", content.filesystem = { format = "ext4", m
 
 /// What boot 2 of the LVM layout reports beyond a layout's usual: the volumes' kinds.
 const LVM_CHECKS: &str = r#"
-lvs --reportformat json -o lv_name,segtype,pool_lv,lv_active main > /host/out/lvs.json
+lvs --reportformat json -o lv_name,segtype,pool_lv,lv_active,lv_uuid,vg_uuid main > /host/out/lvs.json
 pvs --reportformat json -o pv_name,vg_name > /host/out/pvs.json
 /usr/sbin/cryptsetup open --test-passphrase --key-file /host/extra.key /dev/disk/by-id/virtio-v1-part3
 /usr/sbin/cryptsetup luksDump /dev/disk/by-id/virtio-v1-part3 > /host/out/luks-dump-v1.txt
 "#;
 
+/// The end of the LVM layout's second boot, everything released (the group inactive, the containers
+/// closed): the disks read back with the passphrase (containers opened, the group activated to be read,
+/// both undone), reviewed, refused under another group UUID, and applied.
+const PROBE_VOLUMES: &str = r#"
+nix-dabei probe /dev/disk/by-id/virtio-v0 /dev/disk/by-id/virtio-v1 --passphrase-file /host/passphrase \
+  -o /host/out/probed.toml 2> /host/out/probe-notes.txt
+ls /dev/mapper > /host/out/mapper-after-probe.txt
+nix-dabei apply /host/out/probed.toml --review-only --json > /host/out/probed-review.json
+awk '/^\[/ { main = ($0 == "[volume_groups.main]") }
+  main && /^uuid = / { $0 = "uuid = \"AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA\"" } { print }' \
+  /host/out/probed.toml > /tmp/other-uuid.toml
+nix-dabei apply /tmp/other-uuid.toml --passphrase-file /host/passphrase --json > /host/out/other-uuid.jsonl 2>&1 \
+  || true
+nix-dabei unmount /tmp/other-uuid.toml --json > /dev/null 2>&1 || true
+nix-dabei apply /host/out/probed.toml --passphrase-file /host/passphrase --json > /host/out/probed-apply.jsonl
+lvs --reportformat json -o lv_name,lv_uuid,lv_active main > /host/out/lvs-after-probed-apply.json
+nix-dabei unmount /host/out/probed.toml --json > /host/out/probed-unmount.jsonl
+"#;
+
+/// Issue item 1 for LVM: the probed plan keeps the group and its volumes by their UUIDs, with their kinds
+/// and thin pool, the filesystems in them and each physical volume (in its LUKS container) by its UUID;
+/// applying it opens, activates and makes nothing; another group UUID is refused before anything is
+/// written.
+fn verify_probed_volumes(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let probed = probed_plan(&out)?;
+    let lvs = read_json(&out.join("lvs.json"))?;
+    let rows = lvs["report"][0]["lv"].as_array().context("lvs printed no volumes")?;
+    let group = probed.volume_groups.get("main").context("volume group main is not read back")?;
+    let vg_uuid = rows.first().and_then(|r| r["vg_uuid"].as_str()).context("no vg_uuid")?;
+    ensure!(group.keep && group.uuid.as_deref() == Some(vg_uuid), "main is not kept by {vg_uuid}: {group:?}");
+    for row in rows {
+        let name = row["lv_name"].as_str().unwrap_or_default();
+        let volume = group.volumes.get(name).with_context(|| format!("{name} is not read back: {group:?}"))?;
+        ensure!(volume.keep && volume.uuid.as_deref() == row["lv_uuid"].as_str(), "{name}: {volume:?}");
+    }
+    let kind = |name: &str| group.volumes.get(name).and_then(|v| v.kind.map(|k| k.name()));
+    ensure!(kind("pool") == Some("thin-pool") && kind("srv") == Some("raid1"), "kinds: {group:?}");
+    ensure!(group.volumes["root"].pool.as_deref() == Some("pool"), "root's pool: {group:?}");
+    let holds = |name: &str, format: layouts::Format| {
+        matches!(&group.volumes[name].content, Some(layouts::Content::Filesystem(fs))
+            if fs.format == format && fs.uuid.is_some())
+    };
+    ensure!(holds("root", layouts::Format::Ext4) && holds("home", layouts::Format::Xfs), "contents: {group:?}");
+    let members = probed.volume_group_members("main");
+    ensure!(members.len() == 2, "physical volumes: {members:?}");
+    let left = read(&out.join("mapper-after-probe.txt"))?;
+    ensure!(!left.contains("nix-dabei-probe") && !left.contains("main-"), "probe left mappings:\n{left}");
+    review_destroys_nothing(&out)?;
+    let refused = read(&out.join("other-uuid.jsonl"))?;
+    ensure!(refused.contains("not the kept group's"), "another group UUID was not refused:\n{refused}");
+    let made =
+        |id: &str| ["pvcreate:", "vgcreate:", "lvcreate:", "mkfs:", "luks-format:"].iter().any(|p| id.starts_with(p));
+    let other = steps_started(&out.join("other-uuid.jsonl"))?;
+    ensure!(!other.iter().any(|id| made(id)), "a step ran under another group UUID: {other:?}");
+    finished(&out.join("probed-apply.jsonl"))?;
+    let applied = steps_started(&out.join("probed-apply.jsonl"))?;
+    ensure!(!applied.iter().any(|id| made(id)), "applying the probed plan made something: {applied:?}");
+    let after = read(&out.join("lvs-after-probed-apply.json"))?;
+    for row in rows {
+        let uuid = row["lv_uuid"].as_str().unwrap_or_default();
+        ensure!(after.contains(uuid), "volume {uuid} changed:\n{after}");
+    }
+    finished(&out.join("probed-unmount.jsonl"))?;
+    Ok(())
+}
+
 fn verify_lvm(share: &Path) -> Result<()> {
+    verify_probed_volumes(share)?;
     verify_layout(share)?;
     let out = share.join("out");
     let lvs = read_json(&out.join("lvs.json"))?;
@@ -1190,7 +1274,61 @@ for n in 0 1 2; do /usr/sbin/fsck.vfat -n /dev/disk/by-id/virtio-md$n-part2 > /d
 echo "every half reads as FAT" > /host/out/esp-halves.txt
 "#;
 
+/// The end of the RAID layout's second boot, everything released (the arrays stopped): the disks read back
+/// with their arrays (assembled read-only to be read, stopped again), reviewed, refused under another
+/// array UUID, and applied.
+const PROBE_ARRAYS: &str = r#"
+nix-dabei probe /dev/disk/by-id/virtio-md0 /dev/disk/by-id/virtio-md1 /dev/disk/by-id/virtio-md2 \
+  -o /host/out/probed.toml 2> /host/out/probe-notes.txt
+ls /dev/md > /host/out/md-after-probe.txt 2>&1 || true
+nix-dabei apply /host/out/probed.toml --review-only --json > /host/out/probed-review.json
+awk '/^\[/ { boot = ($0 == "[raids.boot]") }
+  boot && /^uuid = / { $0 = "uuid = \"0badcafe:00000000:00000000:00000001\"" } { print }' \
+  /host/out/probed.toml > /tmp/other-uuid.toml
+nix-dabei apply /tmp/other-uuid.toml --json > /host/out/other-uuid.jsonl 2>&1 || true
+nix-dabei apply /host/out/probed.toml --json > /host/out/probed-apply.jsonl
+mdadm --detail --export /dev/md/boot > /host/out/md-boot-after-probed-apply.txt
+nix-dabei unmount /host/out/probed.toml --json > /host/out/probed-unmount.jsonl
+"#;
+
+/// Issue items 1 and 2 for arrays: the probed plan keeps each array by its UUID, with its level, superblock
+/// format and filesystem (the GPT inside the RAID 5 array is said, not described); applying it creates and
+/// formats nothing; another UUID is refused before anything is written.
+fn verify_probed_arrays(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let probed = probed_plan(&out)?;
+    for (array, level, metadata) in [("boot", 1, "1.0"), ("data", 5, "1.2")] {
+        let raid = probed.raids.get(array).with_context(|| format!("array {array} is not read back"))?;
+        let detail = read(&out.join(format!("md-{array}.txt")))?;
+        let uuid = detail.lines().find_map(|l| l.strip_prefix("MD_UUID=")).context("no MD_UUID")?;
+        ensure!(raid.keep && raid.uuid.as_deref() == Some(uuid), "{array} is not kept by UUID {uuid}: {raid:?}");
+        ensure!(raid.level == level && raid.metadata == metadata, "{array}: {raid:?}");
+        ensure!(probed.array_members(array).len() == 3, "{array}'s members: {:?}", probed.array_members(array));
+    }
+    let boot = &probed.raids["boot"];
+    let fat = |fs: &layouts::Filesystem| fs.format == layouts::Format::Vfat && fs.uuid.is_some();
+    let read_back = matches!(&boot.content, Some(layouts::Content::Filesystem(fs)) if fat(fs));
+    ensure!(read_back, "the ESP array's FAT is not read back: {boot:?}");
+    ensure!(probed.raids["data"].content.is_none(), "the GPT inside the RAID 5 array was described");
+    let notes = read(&out.join("probe-notes.txt"))?;
+    ensure!(notes.contains("array data") && notes.contains("partition table"), "probe's notes:\n{notes}");
+    let left = read(&out.join("md-after-probe.txt"))?;
+    ensure!(!left.contains("nix-dabei-probe"), "probe left an array running:\n{left}");
+    review_destroys_nothing(&out)?;
+    let refused = read(&out.join("other-uuid.jsonl"))?;
+    ensure!(refused.contains("md-create:boot") && refused.contains("kept"), "another UUID was not refused:\n{refused}");
+    ensure!(!refused.contains("\"step-started\""), "a step ran under another UUID:\n{refused}");
+    finished(&out.join("probed-apply.jsonl"))?;
+    let started = steps_started(&out.join("probed-apply.jsonl"))?;
+    ensure!(!started.iter().any(|id| id.starts_with("md-create:") || id.starts_with("mkfs:")), "{started:?}");
+    let running = read(&out.join("md-boot-after-probed-apply.txt"))?;
+    ensure!(running.contains("MD_LEVEL=raid1"), "the kept array is not assembled by apply:\n{running}");
+    finished(&out.join("probed-unmount.jsonl"))?;
+    Ok(())
+}
+
 fn verify_mdadm(share: &Path) -> Result<()> {
+    verify_probed_arrays(share)?;
     verify_layout(share)?;
     let out = share.join("out");
     for (array, level) in [("boot", "raid1"), ("data", "raid5")] {
@@ -1293,6 +1431,22 @@ pub fn all() -> Vec<Scenario> {
     resume.boots[1] = install_boot(r#"test "$(cat /host/out/interrupted)" = "about to lose power""#);
     resume.verify = verify_resume;
     resume.power_loss_boots = vec![1];
+    let mut mdadm = planned_layout(
+        "mdadm-raid1-boot-raid5",
+        vec![gib("md0", 2, Bus::Virtio), gib("md1", 2, Bus::Virtio), gib("md2", 2, Bus::Virtio)],
+        ("", MDADM_PLAN),
+        MDADM_CHECKS,
+        verify_mdadm,
+    );
+    mdadm.boots[1].push_str(PROBE_ARRAYS);
+    let mut lvm = planned_layout(
+        "lvm-thin-on-luks",
+        vec![gib("v0", 3, Bus::Virtio), gib("v1", 3, Bus::Virtio)],
+        ("printf '%s' 'a second key' > /host/extra.key\n", LVM_PLAN),
+        LVM_CHECKS,
+        verify_lvm,
+    );
+    lvm.boots[1].push_str(PROBE_VOLUMES);
     vec![
         harness(),
         Scenario {
@@ -1370,13 +1524,7 @@ pub fn all() -> Vec<Scenario> {
             BTRFS_TMPFS_CHECKS,
             verify_btrfs_tmpfs,
         ),
-        planned_layout(
-            "lvm-thin-on-luks",
-            vec![gib("v0", 3, Bus::Virtio), gib("v1", 3, Bus::Virtio)],
-            ("printf '%s' 'a second key' > /host/extra.key\n", LVM_PLAN),
-            LVM_CHECKS,
-            verify_lvm,
-        ),
+        lvm,
         planned_layout(
             "zfs-special-dedup",
             vec![gib("c0", 3, Bus::Virtio), gib("c1", 3, Bus::Virtio)],
@@ -1385,13 +1533,7 @@ pub fn all() -> Vec<Scenario> {
             verify_zfs_classes,
         ),
         planned_layout("mbr-bios", vec![gib("mbr0", 3, Bus::Virtio)], ("", MBR_PLAN), MBR_CHECKS, verify_mbr),
-        planned_layout(
-            "mdadm-raid1-boot-raid5",
-            vec![gib("md0", 2, Bus::Virtio), gib("md1", 2, Bus::Virtio), gib("md2", 2, Bus::Virtio)],
-            ("", MDADM_PLAN),
-            MDADM_CHECKS,
-            verify_mdadm,
-        ),
+        mdadm,
         Scenario {
             name: "disko-zfs-encrypted-root",
             disks: vec![gib("k0", 3, Bus::Nvme)],
@@ -2358,8 +2500,7 @@ fn verify_probe_round_trip(share: &Path) -> Result<()> {
     let out = share.join("out");
     let plan = layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("{e}"))?;
     let steps = plan.compile(&layouts::CompileOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let probed =
-        layouts::Plan::from_toml(&read(&out.join("probed.toml"))?).map_err(|e| anyhow::anyhow!("probed: {e}"))?;
+    let probed = probed_plan(&out)?;
     let imported =
         layouts::Plan::from_toml(&read(&out.join("imported.toml"))?).map_err(|e| anyhow::anyhow!("imported: {e}"))?;
     let (disk_name, disk) = plan.disks.first().context("a disk")?;

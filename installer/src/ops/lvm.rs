@@ -39,6 +39,26 @@ impl Perform for PvCreate {
 /// Done when the group is made of exactly the plan's physical volumes; a conflict when another group
 /// holds one of them, or the name belongs to a group of other volumes.
 fn look(op: &VgCreate, cx: &ProbeContext<'_>) -> Outlook {
+    let outlook = look_for_members(op, cx);
+    let Some(uuid) = &op.uuid else { return outlook };
+    // A kept group may only be found, with its UUID. Before its physical volumes can be seen (in containers
+    // opened by earlier steps) it is to do; performing it is refused.
+    let Outlook::Done(why) = outlook else { return outlook };
+    let groups = match report(cx, "vgs", "vg", "vg_name,vg_uuid") {
+        Ok(groups) => groups,
+        Err(why) => return Outlook::Conflict(why),
+    };
+    match groups.iter().find(|g| field(g, "vg_name") == op.name).map(|g| field(g, "vg_uuid")) {
+        Some(found) if found.eq_ignore_ascii_case(uuid) => Outlook::Done(why),
+        found => Outlook::Conflict(format!(
+            "volume group {} has UUID {}, not the kept group's {uuid}",
+            op.name,
+            found.unwrap_or("(none)")
+        )),
+    }
+}
+
+fn look_for_members(op: &VgCreate, cx: &ProbeContext<'_>) -> Outlook {
     let pvs = match report(cx, "pvs", "pv", "pv_name,pv_uuid,vg_name") {
         Ok(pvs) => pvs,
         Err(why) => return Outlook::Conflict(why),
@@ -64,6 +84,11 @@ fn look(op: &VgCreate, cx: &ProbeContext<'_>) -> Outlook {
     }
 }
 
+/// What stops a kept group or volume from being made: it is not there as the plan says.
+fn kept_missing(what: &str, uuid: &str) -> StepError {
+    StepError::Conflict(format!("kept {what} ({uuid}) is not there: it is never made anew"))
+}
+
 impl Perform for VgCreate {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         look(self, cx)
@@ -78,23 +103,38 @@ impl Perform for VgCreate {
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        if let Some(uuid) = &self.uuid {
+            return Err(kept_missing(&format!("volume group {}", self.name), uuid));
+        }
         run_own_command(cx)
     }
 }
 
 impl Perform for LvCreate {
-    /// Done when the group (the plan's own, as the step before checked) has the volume.
+    /// Done when the group (the plan's own, as the step before checked) has the volume; a kept volume
+    /// must be there with its UUID (another is a conflict), and is never made.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        match report(cx, "lvs", "lv", "lv_name,vg_name") {
-            Ok(lvs) if lvs.iter().any(|r| field(r, "vg_name") == self.group && field(r, "lv_name") == self.name) => {
-                Outlook::Done(format!("logical volume {}/{} exists", self.group, self.name))
-            }
-            Ok(_) => Outlook::Todo { destroys: false },
-            Err(why) => Outlook::Conflict(why),
+        let lvs = match report(cx, "lvs", "lv", "lv_name,vg_name,lv_uuid") {
+            Ok(lvs) => lvs,
+            Err(why) => return Outlook::Conflict(why),
+        };
+        let found = lvs.iter().find(|r| field(r, "vg_name") == self.group && field(r, "lv_name") == self.name);
+        let volume = format!("{}/{}", self.group, self.name);
+        match (found, &self.uuid) {
+            (Some(row), Some(uuid)) if !field(row, "lv_uuid").eq_ignore_ascii_case(uuid) => Outlook::Conflict(format!(
+                "logical volume {volume} has UUID {}, not the kept volume's {uuid}",
+                field(row, "lv_uuid")
+            )),
+            (Some(_), _) => Outlook::Done(format!("logical volume {volume} exists")),
+            // Its group may not be visible yet (in containers opened by earlier steps); performing is refused.
+            (None, _) => Outlook::Todo { destroys: false },
         }
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
+        if let Some(uuid) = &self.uuid {
+            return Err(kept_missing(&format!("logical volume {}/{}", self.group, self.name), uuid));
+        }
         run_own_command(cx)
     }
 }

@@ -1124,12 +1124,7 @@ impl System for SimSystem {
             // The extended partition takes the entry after the primary ones, as the table writer puts it.
             let number = entries.iter().filter(|e| e.number <= 4).count() as u32 + 1;
             let extended = msdos.extended.map(|e| (number, e));
-            let mbr = partitioner::mbr::MbrState {
-                signature: msdos.signature,
-                entries,
-                extended,
-                broken_chain: false,
-            };
+            let mbr = partitioner::mbr::MbrState { signature: msdos.signature, entries, extended, broken_chain: false };
             return Ok(TableState {
                 protective_mbr: false,
                 primary: None,

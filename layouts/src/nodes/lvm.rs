@@ -29,6 +29,10 @@ use crate::validate::Checker;
 pub struct LvmPv {
     /// The volume group it belongs to.
     pub volume_group: String,
+    /// Its UUID in LVM's form (`xxxxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxxxx`), for one that is already there
+    /// (read back by probe); derived from the plan when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 /// A volume group: its logical volumes, in the order they are created.
@@ -38,6 +42,13 @@ pub struct VolumeGroup {
     /// Logical volumes by name.
     #[serde(default)]
     pub volumes: IndexMap<String, LogicalVolume>,
+    /// Its UUID in LVM's form, for a group that is already there (read back by probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// A group that is on the disks already: it must be there with its `uuid`, made of the plan's physical
+    /// volumes (each kept, with its own `uuid`); it is never made anew. Volumes may be added to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
 }
 
 /// What kind of logical volume.
@@ -233,6 +244,13 @@ pub struct LogicalVolume {
     /// What it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// Its UUID in LVM's form, for a volume that is already there (read back by probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// A volume of a kept group that is there already and must stay as it is, with what it holds: it must
+    /// be there with its `uuid`, is never made, and what it holds is identified by its UUID.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
 }
 
 impl LogicalVolume {
@@ -272,6 +290,9 @@ pub struct VgCreate {
     pub devices: Vec<String>,
     /// The physical volumes' UUIDs, in the same order: what makes the group the plan's own.
     pub uuids: Vec<String>,
+    /// A kept group's own UUID: it may only be found, with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 impl OperationKind for VgCreate {
@@ -296,6 +317,9 @@ pub struct LvCreate {
     pub name: String,
     /// `lvcreate`'s arguments for size, type and pool.
     pub arguments: Vec<String>,
+    /// A kept volume's UUID: it may only be found, with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 impl OperationKind for LvCreate {
@@ -390,6 +414,31 @@ impl Plan {
     pub fn volume_group_members(&self, group: &str) -> Vec<String> {
         self.partitions_holding(|content| matches!(content, Content::LvmPv(pv) if pv.volume_group == group))
     }
+
+    /// The physical volume of `"<disk>/<partition>"` (inside any LUKS container), and whether the
+    /// partition is kept.
+    fn physical_volume(&self, owner: &str) -> Option<(&LvmPv, bool)> {
+        let (disk, part) = owner.split_once('/')?;
+        let partition = self.disks.get(disk)?.partitions.get(part)?;
+        match partition.content.as_ref().map(Content::innermost) {
+            Some(Content::LvmPv(pv)) => Some((pv, partition.keep)),
+            _ => None,
+        }
+    }
+
+    /// The UUID of the physical volume of `"<disk>/<partition>"`: its own where the plan gives it, else
+    /// one derived from the plan.
+    pub fn physical_volume_uuid(&self, owner: &str) -> String {
+        let given = self.physical_volume(owner).and_then(|(pv, _)| pv.uuid.clone());
+        given.unwrap_or_else(|| lvm_uuid(&self.filesystem_uuid(owner)))
+    }
+}
+
+/// True for a UUID in LVM's form: 32 letters and digits in groups of 6-4-4-4-4-4-6.
+pub fn is_lvm_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([6, 4, 4, 4, 4, 4, 6])
+        && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 impl ContentNode for LvmPv {
@@ -402,6 +451,10 @@ impl ContentNode for LvmPv {
     }
 
     fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, _inside_luks: bool) {
+        if let Some(uuid) = self.uuid.as_deref().filter(|u| !is_lvm_uuid(u)) {
+            let message = format!("{} is not a physical volume UUID (LVM's form, 6-4-4-4-4-4-6)", shown(uuid));
+            check.report(path.join("lvm_pv").join("uuid"), message);
+        }
         if !plan.volume_groups.contains_key(&self.volume_group) {
             check.report(
                 path.join("lvm_pv").join("volume_group"),
@@ -412,7 +465,7 @@ impl ContentNode for LvmPv {
 
     /// A physical volume is made at once; the group is created from all of them after every disk.
     fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
-        let uuid = lvm_uuid(&build.plan.filesystem_uuid(site.owner));
+        let uuid = self.uuid.clone().unwrap_or_else(|| lvm_uuid(&build.plan.filesystem_uuid(site.owner)));
         let made = build.push(
             format!("pvcreate:{}", site.owner),
             format!("Make {} a physical volume of {}", site.owner, self.volume_group),
@@ -447,6 +500,7 @@ impl VolumeGroup {
                 format!("{} is also the name of a disk or pool: give the volume group another name", shown(name));
             check.report(path.clone(), message);
         }
+        self.validate_identity(check, plan, name, &path);
         let members = plan.volume_group_members(name).len();
         if members == 0 {
             let message = format!(
@@ -496,12 +550,63 @@ impl VolumeGroup {
         }
     }
 
+    /// A kept group is known by its UUID and made of kept physical volumes known by theirs; a kept volume
+    /// is a kept group's, known by its UUID, and holds nothing it cannot identify.
+    fn validate_identity(&self, check: &mut Checker, plan: &Plan, name: &str, path: &FieldPath) {
+        let uuids = std::iter::once((path.join("uuid"), &self.uuid)).chain(
+            self.volumes
+                .iter()
+                .map(|(lv_name, lv)| (path.join("volumes").join(lv_name.clone()).join("uuid"), &lv.uuid)),
+        );
+        for (field, uuid) in uuids {
+            if let Some(uuid) = uuid.as_deref().filter(|u| !is_lvm_uuid(u)) {
+                check.report(field, format!("{} is not an LVM UUID (6-4-4-4-4-4-6 letters and digits)", shown(uuid)));
+            }
+        }
+        if self.keep {
+            if self.uuid.is_none() {
+                check.report(path.join("uuid"), "a kept volume group is identified by its UUID: give the one it has");
+            }
+            for member in plan.volume_group_members(name) {
+                let (disk, part) = member.split_once('/').unwrap_or_default();
+                let at =
+                    FieldPath::root().join("disks").join(disk.to_string()).join("partitions").join(part.to_string());
+                match plan.physical_volume(&member) {
+                    Some((_, false)) => {
+                        check.report(at.join("keep"), format!("is a physical volume of kept group {name}: keep it too"))
+                    }
+                    Some((pv, true)) if pv.uuid.is_none() => check.report(
+                        at.join("content"),
+                        format!(
+                            "a physical volume of kept group {name} is identified by its UUID: give the one it has"
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        for (lv_name, lv) in self.volumes.iter().filter(|(_, lv)| lv.keep) {
+            let lv_path = path.join("volumes").join(lv_name.clone());
+            if !self.keep {
+                check
+                    .report(lv_path.join("keep"), "a kept logical volume belongs to a kept volume group (keep = true)");
+            }
+            if lv.uuid.is_none() {
+                check.report(
+                    lv_path.join("uuid"),
+                    "a kept logical volume is identified by its UUID: give the one it has",
+                );
+            }
+            super::validate_kept_content(check, lv.content.as_ref(), &lv_path, "logical volume");
+        }
+    }
+
     /// The group from its physical volumes (once every disk is compiled), its volumes in order, their
     /// activation, and what they hold.
     pub(crate) fn compile(&self, build: &mut Builder<'_>, name: &str) {
         let references = build.plan.volume_group_members(name);
         let members: Vec<MemberDevice> = references.iter().filter_map(|r| build.member(r)).cloned().collect();
-        let uuids: Vec<String> = references.iter().map(|owner| lvm_uuid(&build.plan.filesystem_uuid(owner))).collect();
+        let uuids: Vec<String> = references.iter().map(|owner| build.plan.physical_volume_uuid(owner)).collect();
         let devices: Vec<String> = members.iter().map(|m| m.device.clone()).collect();
         let mut last = build.push(
             format!("vgcreate:{name}"),
@@ -509,7 +614,12 @@ impl VolumeGroup {
             devices.clone(),
             None,
             members.iter().map(|m| m.provided_by.clone()).collect(),
-            Operation::VgCreate(VgCreate { name: name.to_string(), devices: devices.clone(), uuids }),
+            Operation::VgCreate(VgCreate {
+                name: name.to_string(),
+                devices: devices.clone(),
+                uuids,
+                uuid: self.uuid.clone().filter(|_| self.keep),
+            }),
         );
         let mut ordered: Vec<(&String, &LogicalVolume)> = self.volumes.iter().collect();
         ordered.sort_by_key(|(_, lv)| lv.order());
@@ -526,7 +636,12 @@ impl VolumeGroup {
                 devices.clone(),
                 None,
                 vec![last],
-                Operation::LvCreate(LvCreate { group: name.to_string(), name: lv_name.to_string(), arguments }),
+                Operation::LvCreate(LvCreate {
+                    group: name.to_string(),
+                    name: lv_name.to_string(),
+                    arguments,
+                    uuid: lv.uuid.clone().filter(|_| lv.keep),
+                }),
             );
         }
         let volume_devices: Vec<String> = ordered
@@ -546,7 +661,16 @@ impl VolumeGroup {
             if let Some(content) = &lv.content {
                 let device = format!("/dev/{name}/{lv_name}");
                 let owner = format!("{name}/{lv_name}");
+                let first = build.steps.len();
                 build.content(content, &Site { device: &device, provider: &active, owner: &owner, disk: None });
+                if lv.keep {
+                    // Made anew, what a kept volume holds would be destroyed: it may only be found.
+                    let kept = format!("logical volume {owner}");
+                    build.steps[first..]
+                        .iter_mut()
+                        .filter(|s| s.destructive)
+                        .for_each(|s| s.keeps = Some(kept.clone()));
+                }
             }
         }
     }
@@ -597,7 +721,7 @@ impl VolumeGroup {
 pub(crate) fn pv_from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _inside_luks: bool) -> Option<Content> {
     r.only(object, path, &["type", "vg"]);
     let group = r.string(object, "vg", path).unwrap_or_default();
-    Some(Content::LvmPv(LvmPv { volume_group: group }))
+    Some(Content::LvmPv(LvmPv { volume_group: group, uuid: None }))
 }
 
 /// Reads disko's `type = "lvm_vg"`.
@@ -642,7 +766,8 @@ pub(crate) fn vg_from_disko(r: &mut Reader, object: &Object, path: &FieldPath) -
         };
         let content =
             lv.get("content").filter(|c| !c.is_null()).and_then(|c| r.content(c, &lv_path.join("content"), false));
-        let volume = LogicalVolume { size, kind, pool: r.string(lv, "pool", &lv_path), content };
+        let pool = r.string(lv, "pool", &lv_path);
+        let volume = LogicalVolume { size, kind, pool, content, uuid: None, keep: false };
         // disko's default priority: thin pools 501, others 1000, plus 251 for a "100%" size.
         let default =
             if kind == Some(LvType::ThinPool) { 501 } else { 1000 } + if size_text.contains("100%") { 251 } else { 0 };
@@ -650,5 +775,6 @@ pub(crate) fn vg_from_disko(r: &mut Reader, object: &Object, path: &FieldPath) -
         volumes.push((priority, name, volume));
     }
     volumes.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    Some(VolumeGroup { volumes: volumes.into_iter().map(|(_, name, lv)| (name, lv)).collect() })
+    let volumes = volumes.into_iter().map(|(_, name, lv)| (name, lv)).collect();
+    Some(VolumeGroup { volumes, uuid: None, keep: false })
 }

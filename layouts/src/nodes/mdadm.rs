@@ -45,6 +45,15 @@ pub struct Raid {
     /// `rest` partition up to the end.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub partitions: IndexMap<String, crate::gpt::Partition>,
+    /// The array's UUID in mdadm's form (`8hex:8hex:8hex:8hex`), for one that is already there (read back
+    /// by probe); derived from the plan when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// An array that is on the disks already and must stay as it is, with what it holds: its members carry
+    /// its `uuid`, it is never created anew, and what it holds is identified by its UUID. A plan that would
+    /// need to destroy it is refused before anything is written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
 }
 
 /// Write a GPT inside an array once it exists: the partitions are placed on the array's actual size.
@@ -341,6 +350,20 @@ impl Raid {
         if self.content.is_some() && !self.partitions.is_empty() {
             check.report(path.join("partitions"), "an array holds either content or partitions, not both");
         }
+        self.validate_identity(check, &path);
+        if self.keep {
+            for member in plan.array_members(name) {
+                let (disk, part) = member.split_once('/').unwrap_or_default();
+                let kept = plan.disks.get(disk).and_then(|d| d.partitions.get(part)).is_some_and(|p| p.keep);
+                if !kept {
+                    let at = FieldPath::root().join("disks").join(disk.to_string()).join("partitions");
+                    check.report(
+                        at.join(part.to_string()).join("keep"),
+                        format!("is a member of kept array {name}: keep it too"),
+                    );
+                }
+            }
+        }
         if self.partitions.len() > crate::gpt::MAX_PARTITIONS {
             check.report(path.join("partitions"), "more partitions than a GPT holds (128)");
         }
@@ -351,6 +374,32 @@ impl Raid {
                 Self::validate_content(check, content, &part_path.join("content"));
             }
         }
+    }
+
+    /// A UUID is mdadm's four groups of 8 hex digits; a kept array is known by it, and holds nothing it
+    /// cannot identify.
+    fn validate_identity(&self, check: &mut Checker, path: &FieldPath) {
+        if let Some(uuid) = &self.uuid {
+            let groups: Vec<&str> = uuid.split(':').collect();
+            let valid =
+                groups.len() == 4 && groups.iter().all(|g| g.len() == 8 && g.chars().all(|c| c.is_ascii_hexdigit()));
+            if !valid {
+                check.report(
+                    path.join("uuid"),
+                    format!("{} is not an array UUID (mdadm's 8hex:8hex:8hex:8hex)", shown(uuid)),
+                );
+            }
+        }
+        if !self.keep {
+            return;
+        }
+        if self.uuid.is_none() {
+            check.report(path.join("uuid"), "a kept array is identified by its UUID: give the one it has");
+        }
+        if !self.partitions.is_empty() {
+            check.report(path.join("partitions"), "keeping the partitions inside an array is not supported yet");
+        }
+        super::validate_kept_content(check, self.content.as_ref(), path, "array");
     }
 
     /// Members register by partition of a disk; an array and its partitions are not one.
@@ -368,7 +417,10 @@ impl Raid {
         let members: Vec<MemberDevice> =
             build.plan.array_members(name).iter().filter_map(|r| build.member(r)).cloned().collect();
         let devices: Vec<String> = members.iter().map(|m| m.device.clone()).collect();
-        let uuid = md_uuid(&build.plan.filesystem_uuid(&format!("md\0{name}")));
+        let uuid = match &self.uuid {
+            Some(uuid) => uuid.to_ascii_lowercase(),
+            None => md_uuid(&build.plan.filesystem_uuid(&format!("md\0{name}"))),
+        };
         let created = build.push(
             format!("md-create:{name}"),
             format!("Create RAID {} array {name} of {} member(s)", self.level, devices.len()),
@@ -393,8 +445,18 @@ impl Raid {
             Operation::MdAssemble(MdAssemble { name: name.to_string(), uuid, devices }),
         );
         let device = format!("/dev/md/{name}");
+        let first = build.steps.len();
         if let Some(content) = &self.content {
             build.content(content, &Site { device: &device, provider: &assembled, owner: name, disk: None });
+        }
+        if self.keep {
+            // Made anew, the kept array would be destroyed with what it holds: both may only be found.
+            let created = format!("md-create:{name}");
+            for step in
+                build.steps.iter_mut().enumerate().filter(|(i, s)| s.id == created || *i >= first && s.destructive)
+            {
+                step.1.keeps = Some(format!("array {name}"));
+            }
         }
         if self.partitions.is_empty() {
             return;
@@ -514,7 +576,8 @@ pub(crate) fn raid_from_disko(r: &mut Reader, name: &str, object: &Object, path:
         }
         Some(value) => Some(r.content(value, &path.join("content"), false)?),
     };
-    Some(Raid { level, metadata, options: r.strings(object, "extraArgs", path), content, partitions })
+    let options = r.strings(object, "extraArgs", path);
+    Some(Raid { level, metadata, options, content, partitions, uuid: None, keep: false })
 }
 
 /// Arrays by name, as disko lists them.

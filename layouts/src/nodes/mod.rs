@@ -162,6 +162,24 @@ impl Content {
     }
 }
 
+/// What a kept array or logical volume holds (`content`, at `path`) is identified by its UUID: a
+/// filesystem or swap that gives it, or nothing.
+pub(crate) fn validate_kept_content(check: &mut Checker, content: Option<&Content>, path: &FieldPath, holder: &str) {
+    match content {
+        None => {}
+        Some(Content::Filesystem(fs)) if fs.uuid.is_some() => {}
+        Some(Content::Swap(swap)) if swap.uuid.is_some() => {}
+        Some(Content::Filesystem(_) | Content::Swap(_)) => check.report(
+            path.join("content").join("uuid"),
+            format!("what a kept {holder} holds is identified by its UUID: give the one it has"),
+        ),
+        Some(_) => check.report(
+            path.join("content"),
+            format!("a kept {holder} may hold a filesystem or swap (with their UUIDs), or nothing, so far"),
+        ),
+    }
+}
+
 /// The partition type a partition gets from its content when the plan names none.
 pub fn default_type(content: Option<&Content>) -> &'static str {
     content.map_or("linux", Content::partition_type)

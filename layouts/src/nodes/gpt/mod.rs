@@ -968,8 +968,14 @@ impl Partition {
             }
         }
         let last = may_grow(plan, &format!("{disk_name}/{part_name}"));
-        let kept_pool = |pool: &str| plan.pools.get(pool).is_some_and(|p| p.keep);
-        self.validate_start_and_keep(check, path, table, disk_sector, last, &kept_pool);
+        // A member of a kept pool, array or volume group: each is known by its GUID or UUID.
+        let member_of_kept = |content: &super::Content| match content {
+            super::Content::Zfs(member) => plan.pools.get(&member.pool).is_some_and(|p| p.keep),
+            super::Content::MdMember(member) => plan.raids.get(&member.array).is_some_and(|r| r.keep),
+            super::Content::LvmPv(pv) => plan.volume_groups.get(&pv.volume_group).is_some_and(|g| g.keep),
+            _ => false,
+        };
+        self.validate_start_and_keep(check, path, table, disk_sector, last, &member_of_kept);
         // A kept partition is as small as it was made.
         if let (Size::Bytes(bytes), false) = (self.size, self.keep) {
             if bytes < MIN_PARTITION {
@@ -1022,7 +1028,7 @@ impl Partition {
         table: TableFormat,
         sector: Option<u32>,
         last: bool,
-        kept_pool: &dyn Fn(&str) -> bool,
+        member_of_kept: &dyn Fn(&super::Content) -> bool,
     ) {
         let Some(sector) = sector else {
             for (field, set) in
@@ -1098,18 +1104,20 @@ impl Partition {
                         )
                     }
                     super::Content::Filesystem(_) | super::Content::Swap(_) => {}
+                    content if member_of_kept(content) => {}
                     _ => check.report(
                         at.join("content"),
-                        "a kept LUKS container may hold a filesystem or swap (with their UUIDs), so far",
+                        "a kept LUKS container may hold a filesystem or swap (with their UUIDs), or a physical \
+                         volume of a kept volume group, so far",
                     ),
                 }
             }
             // A member of a kept pool: the pool is known by its GUID.
-            Some(super::Content::Zfs(member)) if kept_pool(&member.pool) => {}
+            Some(content) if member_of_kept(content) => {}
             Some(_) => check.report(
                 path.join("content"),
                 "a kept partition may hold a filesystem or swap (with their UUIDs), a LUKS container of one, a \
-                 member of a kept pool, or be left without content, so far",
+                 member of a kept pool, array or volume group, or be left without content, so far",
             ),
         }
     }
