@@ -400,6 +400,8 @@ fn a_volume_group_is_read_back_kept_by_its_uuid_and_another_uuid_is_refused() {
         other => panic!("the physical volume is not read back: {other:?}"),
     };
     assert_eq!((pv.volume_group.as_str(), pv.uuid.as_deref()), (group.as_str(), Some(pv_uuid.as_str())));
+    let disko = layouts::disko::export(&plan).expect("export-disko");
+    assert!(disko.contains("type = \"lvm_vg\"") && disko.contains(&format!("vg = \"{group}\"")), "{disko}");
 
     let whole = run("sha256sum", &[&disk.device]).expect("sha256sum");
     assert_found_done(&plan, 512);
