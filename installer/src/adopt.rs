@@ -397,7 +397,7 @@ pub fn read_arrays(system: &dyn System, plan: &mut Plan) -> Result<Vec<String>, 
         let (level, metadata, content, note) = read?;
         let what = match (&content, note) {
             (Some(_), _) => "what it holds".to_string(),
-            (None, Some(note)) => format!("kept without content, as {note}"),
+            (None, Some(note)) => format!("no content ({note})"),
             (None, None) => "nothing in it".to_string(),
         };
         let how = if running.is_some() { "running" } else { "assembled read-only to read it, and stopped again" };
@@ -471,13 +471,12 @@ fn read_array(
         )));
     }
     let signatures = system.signatures(device).map_err(|e| unreadable(format!("cannot read what it holds: {e}")))?;
+    let table = signatures.iter().any(|s| ["gpt", "dos", "PMBR"].contains(&s.kind.as_str()));
     let (content, note) = match partitioner::adopt::describe(&signatures) {
+        _ if table => (None, Some("it holds a partition table; partitions inside an array are not kept yet".into())),
         (Some(content @ (Content::Filesystem(_) | Content::Swap(_))), _) => (Some(content), None),
         (_, note) => (None, note),
     };
-    // A partition table inside the array shows no signature of its own.
-    let table = system.read_table_state(device, 512).is_ok_and(|t| t.primary.is_some() || t.mbr.is_some());
-    let note = note.or_else(|| table.then(|| "it holds a partition table".into()));
     Ok((level, metadata, content, note))
 }
 

@@ -188,7 +188,9 @@ fn mbr_type_name(byte: &str) -> String {
 
 /// What a partition (or an open LUKS container) holds, as a plan content, or why it is left undescribed.
 pub fn describe(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
-    let [signature] = signatures else {
+    // A member of an array with its superblock at the end (metadata 1.0) shows the array's content too.
+    let member = signatures.iter().find(|s| s.kind == "linux_raid_member");
+    let [signature] = member.map(std::slice::from_ref).unwrap_or(signatures) else {
         return match signatures {
             [] => (None, None),
             many => {
@@ -276,6 +278,18 @@ mod tests {
         assert!(
             note.contains(&format!("header UUID {uuid}, label secrets")) && note.contains("content.luks"),
             "{note}"
+        );
+    }
+
+    #[test]
+    fn a_member_of_an_array_with_its_superblock_at_the_end_is_named_as_one_not_as_what_the_array_holds() {
+        let member = signature("linux_raid_member", "4d1a9332-a8c5-4514-805d-7249fa746744", Some("any:boot"));
+        let fat = signature("vfat", "791B-0D01", None);
+        let (content, note) = describe(&[fat, member]);
+        assert!(content.is_none(), "the array's FAT was taken for the partition's own");
+        assert_eq!(
+            note.as_deref(),
+            Some("it is a member of RAID array boot (UUID 4d1a9332-a8c5-4514-805d-7249fa746744)")
         );
     }
 }

@@ -1051,8 +1051,8 @@ nix-dabei apply /host/out/probed.toml --review-only --json > /host/out/probed-re
 awk '/^\[/ { main = ($0 == "[volume_groups.main]") }
   main && /^uuid = / { $0 = "uuid = \"AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA\"" } { print }' \
   /host/out/probed.toml > /tmp/other-uuid.toml
-nix-dabei apply /tmp/other-uuid.toml --passphrase-file /host/passphrase --json > /host/out/other-uuid.jsonl 2>&1 \
-  || true
+nix-dabei apply /tmp/other-uuid.toml --passphrase-file /host/passphrase --json > /host/out/other-uuid.jsonl \
+  2> /host/out/other-uuid.txt || true
 nix-dabei unmount /tmp/other-uuid.toml --json > /dev/null 2>&1 || true
 nix-dabei apply /host/out/probed.toml --passphrase-file /host/passphrase --json > /host/out/probed-apply.jsonl
 lvs --reportformat json -o lv_name,lv_uuid,lv_active main > /host/out/lvs-after-probed-apply.json
@@ -1089,7 +1089,7 @@ fn verify_probed_volumes(share: &Path) -> Result<()> {
     let left = read(&out.join("mapper-after-probe.txt"))?;
     ensure!(!left.contains("nix-dabei-probe") && !left.contains("main-"), "probe left mappings:\n{left}");
     review_destroys_nothing(&out)?;
-    let refused = read(&out.join("other-uuid.jsonl"))?;
+    let refused = read(&out.join("other-uuid.txt"))? + &read(&out.join("other-uuid.jsonl"))?;
     ensure!(refused.contains("not the kept group's"), "another group UUID was not refused:\n{refused}");
     let made =
         |id: &str| ["pvcreate:", "vgcreate:", "lvcreate:", "mkfs:", "luks-format:"].iter().any(|p| id.starts_with(p));
