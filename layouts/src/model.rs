@@ -87,6 +87,12 @@ impl Plan {
         found
     }
 
+    /// The partition a `"<disk>/<partition>"` reference names.
+    pub fn partition_at(&self, reference: &str) -> Option<&crate::gpt::Partition> {
+        let (disk, part) = reference.split_once('/')?;
+        self.disks.get(disk)?.partitions.get(part)
+    }
+
     /// Whether applying the plan needs a passphrase: a LUKS container or ZFS encryption whose key is typed.
     pub fn needs_passphrase(&self) -> bool {
         let partitions = self.disks.values().flat_map(|d| d.partitions.values());

@@ -377,8 +377,7 @@ impl BcachefsFilesystem {
 
 /// The member content of a `disk/partition` reference.
 fn member_content<'p>(plan: &'p Plan, reference: &str) -> Option<&'p BcachefsMember> {
-    let (disk, part) = reference.split_once('/')?;
-    match plan.disks.get(disk)?.partitions.get(part)?.content.as_ref()?.innermost() {
+    match plan.partition_at(reference)?.content.as_ref()?.innermost() {
         Content::Bcachefs(member) => Some(member),
         _ => None,
     }

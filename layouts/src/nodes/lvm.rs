@@ -415,13 +415,10 @@ impl Plan {
         self.partitions_holding(|content| matches!(content, Content::LvmPv(pv) if pv.volume_group == group))
     }
 
-    /// The physical volume of `"<disk>/<partition>"` (inside any LUKS container), and whether the
-    /// partition is kept.
-    fn physical_volume(&self, owner: &str) -> Option<(&LvmPv, bool)> {
-        let (disk, part) = owner.split_once('/')?;
-        let partition = self.disks.get(disk)?.partitions.get(part)?;
-        match partition.content.as_ref().map(Content::innermost) {
-            Some(Content::LvmPv(pv)) => Some((pv, partition.keep)),
+    /// The physical volume of `"<disk>/<partition>"` (inside any LUKS container).
+    fn physical_volume(&self, owner: &str) -> Option<&LvmPv> {
+        match self.partition_at(owner)?.content.as_ref()?.innermost() {
+            Content::LvmPv(pv) => Some(pv),
             _ => None,
         }
     }
@@ -429,7 +426,7 @@ impl Plan {
     /// The UUID of the physical volume of `"<disk>/<partition>"`: its own where the plan gives it, else
     /// one derived from the plan.
     pub fn physical_volume_uuid(&self, owner: &str) -> String {
-        let given = self.physical_volume(owner).and_then(|(pv, _)| pv.uuid.clone());
+        let given = self.physical_volume(owner).and_then(|pv| pv.uuid.clone());
         given.unwrap_or_else(|| lvm_uuid(&self.filesystem_uuid(owner)))
     }
 }
@@ -567,21 +564,16 @@ impl VolumeGroup {
             if self.uuid.is_none() {
                 check.report(path.join("uuid"), "a kept volume group is identified by its UUID: give the one it has");
             }
-            for member in plan.volume_group_members(name) {
-                let (disk, part) = member.split_once('/').unwrap_or_default();
-                let at =
-                    FieldPath::root().join("disks").join(disk.to_string()).join("partitions").join(part.to_string());
-                match plan.physical_volume(&member) {
-                    Some((_, false)) => {
-                        check.report(at.join("keep"), format!("is a physical volume of kept group {name}: keep it too"))
-                    }
-                    Some((pv, true)) if pv.uuid.is_none() => check.report(
-                        at.join("content"),
+            let members = plan.volume_group_members(name);
+            super::validate_kept_members(check, plan, &members, &format!("a physical volume of kept group {name}"));
+            for member in members.iter().filter(|m| plan.partition_at(m).is_some_and(|p| p.keep)) {
+                if plan.physical_volume(member).is_some_and(|pv| pv.uuid.is_none()) {
+                    check.report(
+                        super::partition_field(member).join("content"),
                         format!(
                             "a physical volume of kept group {name} is identified by its UUID: give the one it has"
                         ),
-                    ),
-                    _ => {}
+                    );
                 }
             }
         }

@@ -352,17 +352,12 @@ impl Raid {
         }
         self.validate_identity(check, &path);
         if self.keep {
-            for member in plan.array_members(name) {
-                let (disk, part) = member.split_once('/').unwrap_or_default();
-                let kept = plan.disks.get(disk).and_then(|d| d.partitions.get(part)).is_some_and(|p| p.keep);
-                if !kept {
-                    let at = FieldPath::root().join("disks").join(disk.to_string()).join("partitions");
-                    check.report(
-                        at.join(part.to_string()).join("keep"),
-                        format!("is a member of kept array {name}: keep it too"),
-                    );
-                }
-            }
+            super::validate_kept_members(
+                check,
+                plan,
+                &plan.array_members(name),
+                &format!("a member of kept array {name}"),
+            );
         }
         if self.partitions.len() > crate::gpt::MAX_PARTITIONS {
             check.report(path.join("partitions"), "more partitions than a GPT holds (128)");

@@ -162,6 +162,20 @@ impl Content {
     }
 }
 
+/// Where the partition a `"<disk>/<partition>"` reference names is in the plan.
+pub(crate) fn partition_field(reference: &str) -> FieldPath {
+    let (disk, part) = reference.split_once('/').unwrap_or_default();
+    FieldPath::root().join("disks").join(disk.to_string()).join("partitions").join(part.to_string())
+}
+
+/// The members (`"<disk>/<partition>"`) of what a plan keeps are kept partitions (`role`: "a member of
+/// kept array boot"): a member made anew would destroy it.
+pub(crate) fn validate_kept_members(check: &mut Checker, plan: &Plan, members: &[String], role: &str) {
+    for member in members.iter().filter(|m| !plan.partition_at(m).is_some_and(|p| p.keep)) {
+        check.report(partition_field(member).join("keep"), format!("is {role}: keep it too"));
+    }
+}
+
 /// What a kept array or logical volume holds (`content`, at `path`) is identified by its UUID: a
 /// filesystem or swap that gives it, or nothing.
 pub(crate) fn validate_kept_content(check: &mut Checker, content: Option<&Content>, path: &FieldPath, holder: &str) {

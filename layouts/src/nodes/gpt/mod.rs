@@ -852,9 +852,8 @@ pub(crate) fn may_grow(plan: &Plan, owner: &str) -> bool {
 /// Whether the filesystem of `owner` grows with its partition: it lies on the partition itself (inside a
 /// LUKS container it would need the container resized first, which nix-dabei does not do yet).
 pub(crate) fn filesystem_may_grow(plan: &Plan, owner: &str) -> bool {
-    let on_partition = owner.split_once('/').and_then(|(disk, part)| plan.disks.get(disk)?.partitions.get(part));
     may_grow(plan, owner)
-        && matches!(on_partition.and_then(|p| p.content.as_ref()), Some(super::Content::Filesystem(_)))
+        && matches!(plan.partition_at(owner).and_then(|p| p.content.as_ref()), Some(super::Content::Filesystem(_)))
 }
 
 /// The `partitions` of disko's gpt type (on a disk or inside an array), in the plan's order.
