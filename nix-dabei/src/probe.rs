@@ -54,11 +54,9 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         read.extend(containers.lines);
         open = containers.open;
     }
-    let pools =
-        installer::adopt::read_pools(&installer::RealSystem, &mut plan).context("cannot read the pools back")?;
+    let pools = installer::adopt::read_pools(system, &mut plan).context("cannot read the pools back")?;
     read.extend(pools);
-    let arrays =
-        installer::adopt::read_arrays(&installer::RealSystem, &mut plan).context("cannot read the arrays back")?;
+    let arrays = installer::adopt::read_arrays(system, &mut plan).context("cannot read the arrays back")?;
     read.extend(arrays);
     let groups =
         installer::adopt::read_volume_groups(system, &mut plan, open).context("cannot read the volume groups back")?;
