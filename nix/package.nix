@@ -14,20 +14,11 @@ rustPlatform.buildRustPackage {
   pname = "nix-dabei";
   version = (lib.importTOML ../Cargo.toml).workspace.package.version;
 
+  # The workspace as Cargo.toml names it (./source-paths.nix), and nothing else of the repository.
+  # lib.fileset.unions of paths: nixpkgs lib/fileset/default.nix; each path must exist.
   src = lib.fileset.toSource {
     root = ../.;
-    fileset = lib.fileset.unions [
-      ../Cargo.toml
-      ../Cargo.lock
-      ../layouts
-      ../partitioner
-      ../installer
-      ../handover
-      ../testkit
-      ../tui
-      ../vm-tests
-      ../nix-dabei
-    ];
+    fileset = lib.fileset.unions (map (path: ../. + "/${path}") (import ./source-paths.nix));
   };
 
   cargoLock.lockFile = ../Cargo.lock;

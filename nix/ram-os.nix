@@ -136,13 +136,14 @@ in
     # Tells `nix-dabei remote` that the machine runs the RAM OS already (no kexec needed).
     environment.etc."nix-dabei/ram-os".text = "nix-dabei RAM OS\n";
 
+    # Besides the programs nix-dabei runs (nix-dabei-module.nix installs the one list): tools for a
+    # person at the console, and git, which Nix fetches git flakes with.
     environment.systemPackages = with pkgs; [
+      cryptsetup
       gptfdisk
       kexec-tools
-      iproute2
       git
       rsync
-      nixos-install-tools
     ];
 
     # The installer on the console, in place of the login prompt there.

@@ -117,6 +117,16 @@ pub enum InstallError {
     /// A disk is missing, not the planned one, or in use.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// The plan types a passphrase (LUKS or ZFS encryption) and none was given.
+    #[error("the plan encrypts with a passphrase and none was given; nothing was written")]
+    NoPassphrase,
+    /// Programs the plan's steps run are not on this machine.
+    #[error(
+        "this machine lacks programs the plan's steps run: {}; nothing was written (`nix-dabei programs` \
+         says which packages have them)",
+        .0.join(", ")
+    )]
+    MissingPrograms(Vec<String>),
     /// Two disks of the plan are one device.
     #[error("disks {first:?} and {second:?} of the plan are the same device, {device}; nothing was written")]
     SameDisk {
@@ -228,8 +238,27 @@ impl Preview {
     }
 }
 
-/// Checks the plan's disks (present, the same identity, free when they will be wiped) and probes every
-/// step. Writes nothing.
+/// The programs the steps and their teardown run (`Operation::programs`) that this machine lacks, each
+/// with the package that has it: a plan is refused for them before any probe, as nothing may be written
+/// for a run that would stop halfway at a missing mkfs or mdadm.
+fn missing_programs(system: &dyn System, steps: &Steps) -> Vec<String> {
+    let mut missing: Vec<String> = Vec::new();
+    for program in steps.steps.iter().chain(&steps.teardown).flat_map(|step| step.operation.programs()) {
+        if missing.iter().any(|m| m.starts_with(&format!("{program} "))) || system.has_program(&program) {
+            continue;
+        }
+        let provider = match layouts::programs::find(&program) {
+            Some(p) if !p.debian.is_empty() => format!("nixpkgs {}, Debian {}", p.nixpkgs, p.debian),
+            Some(p) => format!("nixpkgs {}", p.nixpkgs),
+            None => "not in nix-dabei's program list".to_string(),
+        };
+        missing.push(format!("{program} ({provider})"));
+    }
+    missing
+}
+
+/// Checks the plan's disks (present, the same identity, free when they will be wiped) and that this
+/// machine has the programs the steps run, and probes every step. Writes nothing.
 pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview, InstallError> {
     let disks = system.discover()?;
     let mut found: HashMap<String, DiskInfo> = HashMap::new();
@@ -245,6 +274,10 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
         }
         partitioner::check_identity(name, planned, disk)?;
         found.insert(name.clone(), disk.clone());
+    }
+    let missing = missing_programs(system, steps);
+    if !missing.is_empty() {
+        return Err(InstallError::MissingPrograms(missing));
     }
     let journal = Journal::load(&options.journal_dir, &plan_id(plan), &plan.hostname).map_err(InstallError::Journal)?;
     let (zfs, reports) = (Zfs::new(system), Reports::default());
@@ -419,6 +452,11 @@ pub fn execute(
         .collect();
     if !missing.is_empty() {
         return Err(InstallError::NotConfirmed(missing));
+    }
+    // A passphrase the plan types (LUKS or ZFS, in whatever container: `Plan::needs_passphrase`) must be
+    // there before the first write, not found missing at the step that asks for it after the wipes.
+    if secrets.passphrase.is_none() && plan.needs_passphrase() && !preview.nothing_to_do() {
+        return Err(InstallError::NoPassphrase);
     }
     // Every disk of the plan is held until the run ends: a second run of this plan, or of another plan
     // sharing a disk, is refused instead of writing the same disks at the same time.
@@ -725,29 +763,37 @@ fn power_off_during_if_asked(id: &str) {
 
 /// Tests of resuming cut the power right after a chosen step, as a crash would: no unmount, no export,
 /// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id, or to `new:<events file>` for the first step
-/// this run applies that the JSON events in that file (earlier runs) never show finished. Only in builds
-/// with the `test-hooks` feature.
+/// this run applies that the JSON events in that file (earlier runs) never show finished.
+/// NIX_DABEI_TEST_KILL_AFTER, in the same form, kills the process instead (SIGKILL: no cleanup, the
+/// kernel's state as the step left it), for resuming in the same boot. Only in builds with the
+/// `test-hooks` feature.
 #[cfg(feature = "test-hooks")]
 fn power_off_if_asked(id: &str) {
     static SEEN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let Ok(wanted) = std::env::var("NIX_DABEI_TEST_POWER_OFF_AFTER") else { return };
-    let cut = match wanted.strip_prefix("new:") {
-        Some(file) => {
-            let seen = SEEN.get_or_init(|| {
-                let text = std::fs::read_to_string(file).unwrap_or_default();
-                text.lines()
-                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                    .filter(|event| event["event"] == "step-finished")
-                    .filter_map(|event| event["id"].as_str().map(str::to_string))
-                    .collect()
-            });
-            !seen.iter().any(|s| s == id)
+    let asked = |variable: &str| {
+        let Ok(wanted) = std::env::var(variable) else { return false };
+        match wanted.strip_prefix("new:") {
+            Some(file) => {
+                let seen = SEEN.get_or_init(|| {
+                    let text = std::fs::read_to_string(file).unwrap_or_default();
+                    text.lines()
+                        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                        .filter(|event| event["event"] == "step-finished")
+                        .filter_map(|event| event["id"].as_str().map(str::to_string))
+                        .collect()
+                });
+                !seen.iter().any(|s| s == id)
+            }
+            None => wanted == id,
         }
-        None => wanted == id,
     };
-    if cut {
+    if asked("NIX_DABEI_TEST_POWER_OFF_AFTER") {
         eprintln!("nix-dabei: test hook: powering off after step {id}");
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    }
+    if asked("NIX_DABEI_TEST_KILL_AFTER") {
+        eprintln!("nix-dabei: test hook: killed after step {id}");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
 

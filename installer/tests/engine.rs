@@ -108,6 +108,13 @@ fn apply(system: &SimSystem, plan: &Plan, mode: Mode) -> Result<Report, InstallE
     installer::execute(system, plan, &preview, &confirm_all(plan), &secrets(), &options, &|_: Event| {})
 }
 
+/// Applies with no passphrase given.
+fn apply_without_passphrase(system: &SimSystem, plan: &Plan) -> Result<Report, InstallError> {
+    let options = options(Mode::Apply);
+    let preview = installer::preview(system, plan, &steps(plan), &options)?;
+    installer::execute(system, plan, &preview, &confirm_all(plan), &Secrets::default(), &options, &|_: Event| {})
+}
+
 fn fresh_journal() {
     let _ = std::fs::remove_dir_all(options(Mode::Apply).journal_dir);
 }
@@ -181,6 +188,74 @@ fn every_program_runs_with_the_command_line_plan_prints() {
             checked += 1;
         }
         assert!(checked >= 3, "{name}: only {checked} steps run programs");
+    }
+}
+
+/// Every program the steps run, over every preset and example plan (apply, apply again, teardown and
+/// mount), is declared in `layouts::programs` with the packages that provide it, and is among the
+/// programs the plan's own steps name, which the preview checks the machine for.
+#[test]
+fn every_program_run_is_declared_and_named_by_the_plans_steps() {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, plan) in presets() {
+        fresh_journal();
+        let system = machine();
+        let all = steps(&plan);
+        apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: {e}"));
+        apply(&system, &plan, Mode::Apply).unwrap_or_else(|e| panic!("{name}: again: {e}"));
+        installer::teardown(&system, &plan, &all, &options(Mode::Mount), &|_: Event| {}).expect("teardown");
+        apply(&system, &plan, Mode::Mount).unwrap_or_else(|e| panic!("{name}: mount: {e}"));
+        let named: std::collections::BTreeSet<String> =
+            all.steps.iter().chain(&all.teardown).flat_map(|s| s.operation.programs()).collect();
+        for command in system.commands() {
+            let program = command.program.as_str();
+            assert!(
+                layouts::programs::find(program).is_some(),
+                "{name}: `{command}` runs {program}, which layouts::programs does not declare"
+            );
+            assert!(
+                program == "udevadm" || named.contains(program),
+                "{name}: `{command}` runs {program}, which no step of the plan names (OperationKind::other_programs)"
+            );
+            seen.insert(program.to_string());
+        }
+    }
+    for program in ["zpool", "zfs", "mkfs.vfat", "mkfs.ext4", "mkswap", "pvcreate", "mdadm", "btrfs", "nixos-install"] {
+        assert!(seen.contains(program), "no plan ran {program}: {seen:?}");
+    }
+}
+
+/// The root in LUKS on a RAID 1 array (and LUKS on LVM, under it): applied without a passphrase, refused
+/// before the first write; before, the disks were wiped and the run failed at luks-format.
+#[test]
+fn a_plan_that_types_a_passphrase_is_refused_without_one_before_anything_is_written() {
+    for layout in ["Mdadm-Luks-swaptrue", "Lvm-thin-Luks-swaptrue", "Single-Luks-swapfalse"] {
+        fresh_journal();
+        let plan = presets().into_iter().find(|(n, _)| n == layout).map(|(_, p)| p).expect("layout");
+        assert!(plan.needs_passphrase(), "{layout}");
+        let system = machine();
+        let error = apply_without_passphrase(&system, &plan).expect_err("refused");
+        assert!(matches!(error, InstallError::NoPassphrase), "{layout}: {error}");
+        assert_eq!(system.changes(), 0, "{layout}: something was written");
+    }
+}
+
+/// A plan whose steps run a program this machine lacks is refused before anything is written, naming the
+/// program and its packages: the root in LUKS on a RAID 1 with no mdadm, an LVM layout with no lvcreate.
+#[test]
+fn a_plan_whose_programs_are_missing_is_refused_before_anything_is_written() {
+    for (layout, program, package) in
+        [("Mdadm-Luks-swaptrue", "mdadm", "Debian mdadm"), ("Lvm-thin-Luks-swaptrue", "lvcreate", "Debian lvm2")]
+    {
+        fresh_journal();
+        let plan = presets().into_iter().find(|(n, _)| n == layout).map(|(_, p)| p).expect("layout");
+        let system = machine();
+        system.remove_program(program);
+        let error = apply(&system, &plan, Mode::Apply).expect_err("refused");
+        let message = error.to_string();
+        assert!(message.contains(&format!("{program} (")) && message.contains(package), "{layout}: {message}");
+        assert_eq!(system.changes(), 0, "{layout}: something was written");
+        assert!(system.commands().is_empty(), "{layout}: programs ran: {:?}", system.commands());
     }
 }
 
@@ -299,20 +374,12 @@ fn refusals_change_nothing() {
     let refused = apply(&system, &plan, Mode::Mount);
     assert!(refused.is_err_and(|e| e.to_string().contains("has not been applied")));
 
-    // No passphrase for an encrypted layout: the run stops at the LUKS header, and nothing is made on
-    // what would have been inside it.
-    let preview = installer::preview(&system, &plan, &all, &options(Mode::Apply)).expect("preview");
-    let refused = installer::execute(
-        &system,
-        &plan,
-        &preview,
-        &confirm_all(&plan),
-        &Secrets::default(),
-        &options(Mode::Apply),
-        &|_: Event| {},
-    );
-    let error = refused.expect_err("ran without a passphrase").to_string();
-    assert!(error.contains("luks-format") && error.contains("passphrase"), "{error}");
+    // No passphrase for an encrypted layout: refused before anything is written, and nothing is made on
+    // what would have been inside the container.
+    let changes = system.changes();
+    let error = apply_without_passphrase(&system, &plan).expect_err("ran without a passphrase").to_string();
+    assert!(error.contains("passphrase") && error.contains("nothing was written"), "{error}");
+    assert_eq!(system.changes(), changes, "written without a passphrase");
     let inside: Vec<String> = system
         .commands()
         .iter()

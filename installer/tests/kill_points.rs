@@ -146,10 +146,9 @@ fn try_kill_points(format: Format, syscall: &str, points: impl Iterator<Item = u
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn mkfs_killed_at_any_write_is_redone_never_taken_as_done() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     assert!(run("strace", &["-V"]).is_ok(), "strace is needed (scripts/setup installs it)");
     let _lock = serialize();
     let xfs = try_kill_points(Format::Xfs, "pwrite64", 1..=66);

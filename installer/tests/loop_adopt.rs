@@ -86,10 +86,9 @@ fn sums(disk: &LoopDisk, numbers: &[u32]) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn a_disk_read_back_is_found_done_and_applying_it_writes_nothing() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     for sector in [512, 4096] {
         let disk = foreign_disk(sector);
@@ -115,10 +114,9 @@ fn a_disk_read_back_is_found_done_and_applying_it_writes_nothing() {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn a_plan_that_would_destroy_a_kept_partition_is_refused_before_anything_is_written() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = foreign_disk(512);
     let plan = plan_of(&disk);
@@ -145,10 +143,9 @@ fn a_plan_that_would_destroy_a_kept_partition_is_refused_before_anything_is_writ
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn installing_alongside_puts_a_new_partition_in_the_free_space_between_kept_ones_and_leaves_them_byte_for_byte() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = foreign_disk(4096);
     let before = sums(&disk, &[1, 2, 3, 4, 5]);
@@ -187,10 +184,9 @@ fn installing_alongside_puts_a_new_partition_in_the_free_space_between_kept_ones
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn blank_disks_and_mbr_tables_out_of_order_are_refused_with_why_and_numbers_with_gaps_kept() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     // Primary partition 1 lies after partition 2 on the disk: a plan numbers MBR partitions in its order.
     let unordered = LoopDisk::new(64 << 20, 512).expect("loop device");
@@ -236,10 +232,9 @@ fn foreign_mbr_disk(sector: u32) -> LoopDisk {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn an_mbr_disk_is_read_back_done_and_a_partition_goes_into_its_free_space_leaving_the_others_as_they_were() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     for sector in [512u32, 4096] {
         let disk = foreign_mbr_disk(sector);
@@ -320,10 +315,9 @@ fn foreign_logical_disk(sector: u32) -> LoopDisk {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn an_mbr_table_with_logical_partitions_is_read_back_with_its_extended_partition_and_found_done() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     for sector in [512u32, 4096] {
         let disk = foreign_logical_disk(sector);
@@ -372,10 +366,9 @@ impl Drop for VolumeGroupGone {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn a_volume_group_is_read_back_kept_by_its_uuid_and_another_uuid_is_refused() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     // No device-mapper here: a group without volumes, which LVM makes and reads without activating anything.
     let disk = LoopDisk::new(64 << 20, 512).expect("loop device");
@@ -461,6 +454,7 @@ proptest::proptest! {
     /// Whatever a plan made, probe reads back as done: the same partitions (sizes, types, UUIDs of
     /// partitions, filesystems and swap), and applying the read-back plan writes nothing.
     #[test]
+    #[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
     fn whatever_apply_made_probe_reads_back_as_done(
         sector in proptest::sample::select(vec![512u32, 4096]),
         partitions in proptest::collection::vec(
@@ -469,9 +463,7 @@ proptest::proptest! {
         ),
         rest in proptest::bool::ANY,
     ) {
-        if !require_root() {
-            return Ok(());
-        }
+        require_root();
         let _lock = serialize();
         let disk = LoopDisk::new(256 << 20, sector).expect("loop device");
         let size = run("blockdev", &["--getsize64", &disk.device]).expect("size").trim().parse().expect("bytes");
@@ -513,10 +505,9 @@ proptest::proptest! {
 /// offline, xfs and btrfs mounted privately): the review shows both as changes, the data stays, the other
 /// partition stays byte for byte, and applying again does nothing.
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn the_last_kept_partition_grows_into_the_free_space_after_it_and_its_filesystem_with_it() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let mountpoint = std::env::temp_dir().join(format!("nix-dabei-grow-{}", std::process::id()));
     std::fs::create_dir_all(&mountpoint).expect("dir");

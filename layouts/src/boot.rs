@@ -98,8 +98,7 @@ pub fn valid_public_key(line: &str) -> bool {
 
 /// Whether anything in the plan asks for a passphrase at boot.
 fn asks_at_boot(plan: &Plan) -> bool {
-    plan.needs_passphrase()
-        || plan.disks.values().flat_map(|d| d.partitions.values()).any(|p| matches!(p.content, Some(Content::Luks(_))))
+    plan.needs_passphrase() || plan.contents().iter().any(|(_, content)| matches!(content, Content::Luks(_)))
 }
 
 impl Checker {

@@ -38,6 +38,7 @@ pub mod nixos;
 pub mod nodes;
 pub mod parse;
 pub mod presets;
+pub mod programs;
 pub mod size;
 pub mod steps;
 pub mod validate;

@@ -93,10 +93,58 @@ impl Plan {
         self.disks.get(disk)?.partitions.get(part)
     }
 
-    /// Whether applying the plan needs a passphrase: a LUKS container or ZFS encryption whose key is typed.
+    /// Every content the plan holds, with the field path where it is (`disks.a.partitions.b.content`):
+    /// in disks' partitions (GPT or MBR), in arrays and their partitions, in volume groups' volumes and in
+    /// pools' volumes, and inside LUKS containers (after the container). Plan-wide questions about
+    /// contents ask this one walk, so that no kind of container is passed over.
+    pub fn contents(&self) -> Vec<(String, &Content)> {
+        fn with_inner<'a>(found: &mut Vec<(String, &'a Content)>, path: String, content: &'a Content) {
+            if let Content::Luks(luks) = content {
+                found.push((path.clone(), content));
+                with_inner(found, format!("{path}.luks.content"), &luks.content);
+            } else {
+                found.push((path, content));
+            }
+        }
+        let mut found = Vec::new();
+        for (disk, d) in &self.disks {
+            for (part, p) in &d.partitions {
+                if let Some(content) = &p.content {
+                    with_inner(&mut found, format!("disks.{disk}.partitions.{part}.content"), content);
+                }
+            }
+        }
+        for (name, raid) in &self.raids {
+            if let Some(content) = &raid.content {
+                with_inner(&mut found, format!("raids.{name}.content"), content);
+            }
+            for (part, p) in &raid.partitions {
+                if let Some(content) = &p.content {
+                    with_inner(&mut found, format!("raids.{name}.partitions.{part}.content"), content);
+                }
+            }
+        }
+        for (group, g) in &self.volume_groups {
+            for (volume, v) in &g.volumes {
+                if let Some(content) = &v.content {
+                    with_inner(&mut found, format!("volume_groups.{group}.volumes.{volume}.content"), content);
+                }
+            }
+        }
+        for (pool, p) in &self.pools {
+            for (dataset, d) in &p.datasets {
+                if let Some(content) = &d.content {
+                    with_inner(&mut found, format!("pools.{pool}.datasets.{dataset}.content"), content);
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether applying the plan needs a passphrase: a LUKS container (wherever it is: [`Plan::contents`])
+    /// or ZFS or bcachefs encryption whose key is typed.
     pub fn needs_passphrase(&self) -> bool {
-        let partitions = self.disks.values().flat_map(|d| d.partitions.values());
-        partitions.filter_map(|p| p.content.as_ref()).any(Content::needs_passphrase)
+        self.contents().iter().any(|(_, content)| content.needs_passphrase())
             || self.pools.values().any(Pool::needs_passphrase)
             || self.bcachefs_filesystems.values().any(|f| f.encrypted)
     }

@@ -79,6 +79,13 @@ pub trait OperationKind: fmt::Debug + Send + Sync {
         None
     }
 
+    /// The programs that probing and performing the operation run besides its
+    /// [`OperationKind::command`]: filesystem checks, reports read back, growing. Each is declared in
+    /// [`crate::programs`]; the preview refuses a plan whose programs the machine lacks.
+    fn other_programs(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     /// True when performing the operation derives a key with a memory-hard function (LUKS2's argon2id,
     /// up to 1 GiB, or half the machine's memory): the executor never runs two such steps at once, so
     /// that a machine with little memory (a RAM OS holds itself in it) is not driven out of it.
@@ -224,6 +231,19 @@ impl Operation {
     /// The exact program run for this operation, where it runs one.
     pub fn command(&self) -> Option<CommandLine> {
         self.kind().command()
+    }
+
+    /// Every program probing and performing the operation runs: its command's and the others
+    /// ([`OperationKind::other_programs`]), each once. udev's `udevadm settle` is not among them: it
+    /// runs only where udev does.
+    pub fn programs(&self) -> Vec<String> {
+        let mut programs: Vec<String> = self.command().map(|c| c.program).into_iter().collect();
+        for program in self.kind().other_programs() {
+            if !programs.iter().any(|p| p == program) {
+                programs.push(program.to_string());
+            }
+        }
+        programs
     }
 }
 

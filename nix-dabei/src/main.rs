@@ -51,6 +51,44 @@ enum Command {
     Remote(Box<remote::RemoteArgs>),
     /// The interactive installer for a console (also what `nix-dabei` alone starts on a terminal).
     Tui(TuiArgs),
+    /// List the external programs nix-dabei runs, with the nixpkgs attribute and Debian package of each.
+    Programs(ProgramsArgs),
+}
+
+/// Arguments of `nix-dabei programs`.
+#[derive(Debug, clap::Args)]
+struct ProgramsArgs {
+    /// Print JSON (the list `nix/programs.json` holds) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the one list of programs (`layouts::programs`): where each runs, what provides it, what for.
+fn print_programs(args: ProgramsArgs) -> anyhow::Result<()> {
+    let programs = layouts::programs::all();
+    if args.json {
+        println!("{}", programs_json(&programs)?);
+        return Ok(());
+    }
+    println!("{:<16} {:<12} {:<24} {:<24} used for", "program", "runs on", "nixpkgs", "debian");
+    for p in &programs {
+        let runs_on = serde_json::to_value(p.runs_on)?;
+        let debian = if p.debian.is_empty() { "-" } else { p.debian };
+        println!(
+            "{:<16} {:<12} {:<24} {:<24} {}",
+            p.name,
+            runs_on.as_str().unwrap_or_default(),
+            p.nixpkgs,
+            debian,
+            p.used_for
+        );
+    }
+    Ok(())
+}
+
+/// The list as `nix/programs.json` holds it: one object per program, pretty-printed.
+fn programs_json(programs: &[layouts::programs::Program]) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(programs)?)
 }
 
 /// Arguments of `nix-dabei nixos-module`.
@@ -139,6 +177,7 @@ fn main() -> ExitCode {
         Command::RestoreNetwork(args) => kexec::restore(args),
         Command::ExportDisko(args) => disko::export(args),
         Command::NixosModule(args) => print_nixos_module(args),
+        Command::Programs(args) => print_programs(args),
         Command::Unmount(args) => apply::unmount(args),
         Command::Remote(args) => remote::run(*args),
     };

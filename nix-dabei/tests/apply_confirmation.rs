@@ -24,10 +24,9 @@ fn disk_with_old_data(test: &str) -> (LoopDisk, String, std::path::PathBuf) {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn wiping_is_confirmed_by_typing_the_disk() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let (disk, size, dir) = disk_with_old_data("confirm");
     let plan = dir.join("plan.toml");
@@ -67,10 +66,9 @@ fn wiping_is_confirmed_by_typing_the_disk() {
 /// What `nix-dabei remote` reads from the far side: the review as JSON, with the disk to wipe and the
 /// word that confirms it; nothing is written and no passphrase asked for.
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn the_review_alone_is_json_for_remote_and_writes_nothing() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let (disk, size, dir) = disk_with_old_data("review");
     let plan = dir.join("plan.toml");

@@ -91,7 +91,7 @@ fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd()
     assert_eq!((facts["networkd"].clone(), facts["resolved"].clone()), (Value::Bool(true), Value::Bool(true)));
     assert_eq!(strings(&facts["nixSettings"]["experimental-features"]), ["nix-command", "flakes"]);
     let packages = strings(&facts["ramOsPackages"]);
-    for program in ["nixos-install-tools", "zfs", "cryptsetup", "util-linux", "git"] {
+    for program in ["nixos-install-tools", "zfs-for-the-kernel", "cryptsetup", "util-linux", "git"] {
         assert!(packages.contains(&program), "{program} is on the RAM OS's PATH: {packages:?}");
     }
     assert!(strings(&facts["tui"]["conflicts"]).contains(&"getty@tty1.service"));
@@ -126,6 +126,47 @@ fn the_kexec_tarball_and_runvm_pass_init_and_use_the_right_kernel_and_qemu() {
     assert!(x86.contains("exec qemu-system-x86_64  -accel") && x86.contains("-append \"init=/x/init\""), "{x86}");
     let arm = facts["runvmAarch64"].as_str().expect("runvm");
     assert!(arm.contains("exec qemu-system-aarch64 -machine virt -cpu max -accel"), "{arm}");
+}
+
+/// The package that provides a program in the evaluated modules: the stand-in of its nixpkgs attribute,
+/// or the one the system chooses (the kernel's ZFS, the system's systemd and Nix).
+fn package_of(attribute: &str) -> String {
+    match attribute {
+        "zfs" => "zfs-for-the-kernel".into(),
+        "systemd" => "systemd-of-the-system".into(),
+        "nix" => "nix-of-the-system".into(),
+        other => other.into(),
+    }
+}
+
+/// `nix/programs.json` is the program list the binary declares, and the RAM OS and the NixOS module
+/// install a package for every program of the machine being installed; before, the RAM OS lacked mdadm,
+/// f2fs-tools, lvm2, thin-provisioning-tools and bcachefs-tools, which the executor runs.
+#[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
+fn the_ram_os_and_the_module_install_every_program_the_steps_run() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let listed = Command::new(env!("CARGO_BIN_EXE_nix-dabei")).args(["programs", "--json"]).output().expect("run");
+    assert!(listed.status.success());
+    let declared: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let committed: Value =
+        serde_json::from_slice(&std::fs::read(repo.join("nix/programs.json")).expect("nix/programs.json"))
+            .expect("json");
+    assert_eq!(
+        committed, declared,
+        "nix/programs.json differs from `nix-dabei programs --json`: write that output into it"
+    );
+    let facts = evaluate();
+    let ram_os = strings(&facts["ramOsPackages"]);
+    let module = strings(&facts["importedEnabled"]);
+    let programs = facts["programs"].as_array().expect("programs");
+    assert!(programs.len() >= 30, "{programs:?}");
+    for program in programs.iter().filter(|p| p["runs_on"] == "target") {
+        let package = package_of(program["nixpkgs"].as_str().expect("attribute"));
+        let name = &program["name"];
+        assert!(ram_os.contains(&package.as_str()), "the RAM OS lacks {package}, which has {name}: {ram_os:?}");
+        assert!(module.contains(&package.as_str()), "the module lacks {package}, which has {name}: {module:?}");
+    }
 }
 
 #[test]

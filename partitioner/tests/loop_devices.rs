@@ -101,17 +101,17 @@ fn partition_and_check(sector: u32) {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn gpt_on_512_byte_sectors() {
-    if require_root() {
-        partition_and_check(512);
-    }
+    require_root();
+    partition_and_check(512);
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn gpt_on_4096_byte_sectors() {
-    if require_root() {
-        partition_and_check(4096);
-    }
+    require_root();
+    partition_and_check(4096);
 }
 
 fn partitioned_loop() -> LoopDisk {
@@ -122,10 +122,9 @@ fn partitioned_loop() -> LoopDisk {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn a_mounted_partition_makes_the_disk_unusable() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = partitioned_loop();
     let esp = disk.partition(1);
@@ -146,10 +145,9 @@ fn a_mounted_partition_makes_the_disk_unusable() {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn active_swap_makes_the_disk_unusable() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = partitioned_loop();
     let swap = disk.partition(2);
@@ -163,10 +161,9 @@ fn active_swap_makes_the_disk_unusable() {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn a_different_disk_is_refused() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = LoopDisk::new(SIZE, 512).expect("loop device");
     let (plan, ..) = planned_table(&disk.device);
@@ -186,10 +183,9 @@ fn a_different_disk_is_refused() {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn wiping_leaves_no_signature() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = partitioned_loop();
     run("mkfs.vfat", &[&disk.partition(1)]).expect("mkfs.vfat");
@@ -211,10 +207,9 @@ fn wiping_leaves_no_signature() {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn luks_headers_are_wiped() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = partitioned_loop();
     let part = disk.partition(3);
@@ -246,10 +241,9 @@ fn luks_headers_are_wiped() {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn partitions_are_not_disks() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let disk = partitioned_loop();
     let disks = discover().expect("discovery");
@@ -347,26 +341,25 @@ fn msdos_partition_and_check(sector: u32) {
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn msdos_on_512_byte_sectors() {
-    if require_root() {
-        msdos_partition_and_check(512);
-    }
+    require_root();
+    msdos_partition_and_check(512);
 }
 
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn msdos_on_4096_byte_sectors() {
-    if require_root() {
-        msdos_partition_and_check(4096);
-    }
+    require_root();
+    msdos_partition_and_check(4096);
 }
 
 /// The free space of FAT12, FAT16 and FAT32 filesystems (an ESP's) as dosfstools counts it, before and
 /// after files are written into them (with mtools: this kernel has no vfat).
 #[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn fat_free_space_is_what_fsck_fat_counts() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let _lock = serialize();
     let kernel = std::env::temp_dir().join(format!("nix-dabei-fat-{}", std::process::id()));
     std::fs::write(&kernel, vec![7u8; 3 << 20]).expect("a file");

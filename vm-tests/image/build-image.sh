@@ -23,13 +23,31 @@ programs=(
     # disko's scripts, for the benchmark: bash, and partprobe after each partition.
     /usr/bin/bash /usr/sbin/partprobe
 )
+# Every program of the machine being installed that the one program list names (nix/programs.json, as
+# `nix-dabei programs --json` prints it), as this machine has it (scripts/setup installs their Debian
+# packages): the image misses none that a step may run. A name that is a link to another program
+# (pvcreate to lvm, mkfs.vfat to mkfs.fat) is copied once and linked.
+repo=$(cd "$here/../.." && pwd)
+listed=$(python3 -c 'import json, sys
+for p in json.load(open(sys.argv[1])):
+    if p["runs_on"] == "target" and p["debian"]:
+        print(p["name"])' "$repo/nix/programs.json")
+links=()
+for name in $listed; do
+    path=$(PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$name") ||
+        { echo "build-image: $name (nix/programs.json) is not on this machine: run scripts/setup" >&2; exit 1; }
+    real=$(readlink -f "$path")
+    [ "$(basename "$real")" = "$name" ] || links+=("$(dirname "$path")/$name:$(basename "$real")")
+    case " ${programs[*]} " in *" $real "*) ;; *) programs+=("$real") ;; esac
+done
 modules=(zfs virtio_pci virtio_blk virtio_scsi sd_mod nvme virtio_rng virtio_net 9p 9pnet_virtio
     dm_mod dm_crypt xts aesni_intel af_alg algif_skcipher algif_hash crc32c_generic
     ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8 xfs btrfs f2fs loop
     dummy 8021q bonding
     dm_snapshot dm_thin_pool dm_mirror dm_raid raid0 raid1 raid456 raid10)
 inputs_hash=$( {
-    cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install" "$here/flake.nix"
+    cat "$here/build-image.sh" "$here/common.sh" "$here/init" "$here/nixos-install" "$here/flake.nix" \
+        "$repo/nix/programs.json"
     echo "$kver $(candidate_version "linux-image-$kver") $zfs_dir"
     for p in "${programs[@]}"; do
         # Merged /usr: dpkg may know the file under /bin or /sbin.
@@ -90,6 +108,10 @@ copy_with_libs() { # program
     done
 }
 for program in "${programs[@]}"; do copy_with_libs "$program"; done
+for link in "${links[@]}"; do
+    name=${link%%:*}
+    [ -e "$root$name" ] || ln -s "${link#*:}" "$root$name"
+done
 # LVM's and thin-provisioning-tools' commands are names of one program each.
 for command in pvcreate vgcreate lvcreate vgchange pvs vgs lvs pvscan vgscan; do ln -s lvm "$root/usr/sbin/$command"; done
 for command in thin_check thin_repair thin_dump thin_restore; do ln -s pdata_tools "$root/usr/sbin/$command"; done

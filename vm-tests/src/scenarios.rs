@@ -51,12 +51,22 @@ pub struct Scenario {
     pub boot_limit: Option<Duration>,
 }
 
+impl Scenario {
+    /// How long it runs, roughly, as boots: the order in which scenarios are started (longest first).
+    /// A driven scenario's boot is a whole remote install.
+    pub fn weight(&self) -> usize {
+        self.boots.len() + if self.driver.is_some() { 8 } else { 0 }
+    }
+}
+
 /// What a passing scenario took.
 pub struct Report {
     /// Wall time of everything.
     pub total: Duration,
     /// Wall time of each boot.
     pub boots: Vec<Duration>,
+    /// The console logs of the boots, for where their seconds went ([`vm::stages`]).
+    pub logs: Vec<std::path::PathBuf>,
 }
 
 impl Report {
@@ -113,6 +123,7 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     }
     let start = std::time::Instant::now();
     let mut boots = Vec::new();
+    let mut logs = Vec::new();
     if let Some(driver) = scenario.driver {
         return run_driven(scenario, driver, machine, image, start);
     }
@@ -121,6 +132,7 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
         let limit = scenario.boot_limit.unwrap_or(BOOT_LIMIT);
         let result = machine.boot(image, boot, &format!("{PRELUDE}{script}"), limit)?;
         boots.push(result.elapsed);
+        logs.push(result.log.clone());
         let power_lost = scenario.power_loss_boots.contains(&boot);
         let failure = if result.timed_out {
             Some(format!("boot {boot} hit its time limit of {} s", limit.as_secs()))
@@ -146,7 +158,7 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
     (scenario.verify)(&share).with_context(|| format!("checking the results in {}", share.display()))?;
     remove_disk_images(&machine)?;
-    Ok(Report { total: start.elapsed(), boots })
+    Ok(Report { total: start.elapsed(), boots, logs })
 }
 
 /// A passed scenario keeps its logs and results but not its disks: sparse, but gigabytes each to `ls` and
@@ -364,7 +376,10 @@ fn verify_layout(share: &Path) -> Result<()> {
         layouts::Plan::from_toml(&read(&share.join("plan.toml"))?).map_err(|e| anyhow::anyhow!("plan.toml: {e}"))?;
     let steps = plan.compile(&layouts::CompileOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let out = share.join("out");
-    if out.join("tui.txt").exists() {
+    // Installed through the TUI, whose boot leaves its last screen; every other install boot leaves the
+    // events of its apply and the disks as listed before it, and a missing one fails the check.
+    let through_tui = out.join("tui.txt").exists();
+    if through_tui {
         // Installed through the TUI: its last screen says so.
         let screen = read(&out.join("tui.txt"))?;
         ensure!(
@@ -406,8 +421,8 @@ fn verify_layout(share: &Path) -> Result<()> {
     }
     // Discovery saw each planned disk with udev's stable path, its serial and size; once installed, the
     // disks are in use (mounted, in an imported pool) and the bystander is still free.
-    if let Ok(text) = fs::read_to_string(out.join("disks.json")) {
-        let before: Value = serde_json::from_str(&text)?;
+    if !through_tui {
+        let before = read_json(&out.join("disks.json"))?;
         let after = read_json(&out.join("disks-in-use.json"))?;
         let find = |list: &Value, device: &str| {
             list["disks"].as_array().and_then(|disks| {
@@ -1593,23 +1608,50 @@ sha256sum /dev/disk/by-id/virtio-f0 | cut -d' ' -f1 > /host/out/foreign-after
 zpool import > /host/out/importable.txt 2>&1 || true
 "#;
 
-/// One boot of the power-cut scenario: resume the install, with the power going off after the first step
-/// this run applies that no earlier boot finished (or during a chosen step); with nothing left to do, the
-/// power goes off all the same.
-fn cut_boot(hook: &str) -> String {
+/// One run of the interrupted install: resume it, with `hook` naming the interruption (a power cut or
+/// the process killed) right after the first step this run applies that no earlier run finished (or
+/// during a chosen step).
+fn cut_run(hook: &str) -> String {
     format!(
-        "{LAYOUT_MODULE}\n\
-         {hook} NIX_DABEI_TEST_POWER_OFF_AFTER=new:/host/out/cuts.jsonl nix-dabei apply /host/plan.toml --yes-wipe-all \
-             --passphrase-file /host/passphrase --json >> /host/out/cuts.jsonl 2>> /host/out/cuts.err || true\n\
-         echo o > /proc/sysrq-trigger\nsleep 30\n"
+        "{hook} nix-dabei apply /host/plan.toml --yes-wipe-all \
+             --passphrase-file /host/passphrase --json >> /host/out/cuts.jsonl 2>> /host/out/cuts.err || true\n"
     )
 }
 
-/// The power goes off at every step boundary of an encrypted (LUKS) mirror install, each in its own
-/// boot, and inside luksFormat, zpool create and mkfs; every boot resumes where the last stopped. Then
-/// the install finishes, a second apply is a no-op, and the disks are checked as in every layout
-/// scenario. A disk outside the plan carries a pool named like the plan's and a LUKS header: it stays
-/// byte for byte as it was, and its pool is never imported.
+/// One boot of the power-cut scenario: its runs, the last of which loses power; with nothing left to do,
+/// the power goes off all the same.
+fn cut_boot(runs: &[String]) -> String {
+    format!("{LAYOUT_MODULE}\n{}echo o > /proc/sysrq-trigger\nsleep 30\n", runs.concat())
+}
+
+/// Steps that change only the running kernel's state (mappings, mounts, swap, activations), nothing on
+/// the disks. The power-cut scenario interrupts these by killing the process and resumes in the same
+/// boot, where the kernel still holds what the step made: the resume must find it done. Losing that
+/// state is shown by the power cut after the next step that writes, whose boot starts with none of it.
+fn kernel_state_only(operation: &layouts::Operation) -> bool {
+    use layouts::Operation as O;
+    matches!(
+        operation,
+        O::LuksOpen(_)
+            | O::LuksClose(_)
+            | O::Mount(_)
+            | O::Unmount(_)
+            | O::Swapon(_)
+            | O::Swapoff(_)
+            | O::VgActivate(_)
+            | O::VgDeactivate(_)
+            | O::MdAssemble(_)
+            | O::MdStop(_)
+    )
+}
+
+/// The power goes off at every step boundary of an encrypted (LUKS) mirror install where the step wrote
+/// to the disks, each in its own boot, and inside luksFormat, zpool create and mkfs; at the boundaries
+/// after steps that change only the kernel's state the process is killed and the install resumed in the
+/// same boot. Every run resumes where the last stopped. Then the install finishes, a second apply is a
+/// no-op, and the disks are checked as in every layout scenario. A disk outside the plan carries a pool
+/// named like the plan's and a LUKS header: it stays byte for byte as it was, and its pool is never
+/// imported.
 fn power_cuts() -> Scenario {
     use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
     let disks = vec![DiskSpec::virtio("c0", 3 * GIB), DiskSpec::virtio("c1", 3 * GIB)];
@@ -1627,9 +1669,12 @@ fn power_cuts() -> Scenario {
     };
     let mut boots = vec![CUTS_PREPARE.to_string()];
     let mut cut_inside = [false; 3];
-    // One boot per batch the executor runs (steps on different disks run together), the power going off
-    // after it; the last batch is left for the final boot, which must finish the install.
+    const POWER_OFF: &str = "NIX_DABEI_TEST_POWER_OFF_AFTER=new:/host/out/cuts.jsonl";
+    const KILL: &str = "NIX_DABEI_TEST_KILL_AFTER=new:/host/out/cuts.jsonl";
+    // One interruption per batch the executor runs (steps on different disks run together), after it;
+    // the last batch is left for the final boot, which must finish the install.
     let batches = batches(&steps);
+    let mut runs = Vec::new();
     for batch in batches.iter().take(batches.len().saturating_sub(1)) {
         let inside = batch.iter().find_map(|step| match step.operation {
             layouts::Operation::LuksFormat(_) => Some((0, &step.id, 30)),
@@ -1640,10 +1685,19 @@ fn power_cuts() -> Scenario {
         if let Some((kind, id, millis)) = inside {
             if !cut_inside[kind] {
                 cut_inside[kind] = true;
-                boots.push(cut_boot(&format!("NIX_DABEI_TEST_POWER_OFF_DURING={id}:{millis}")));
+                runs.push(cut_run(&format!("NIX_DABEI_TEST_POWER_OFF_DURING={id}:{millis} {POWER_OFF}")));
+                boots.push(cut_boot(&std::mem::take(&mut runs)));
             }
         }
-        boots.push(cut_boot(""));
+        if batch.iter().all(|step| kernel_state_only(&step.operation)) {
+            runs.push(cut_run(KILL));
+        } else {
+            runs.push(cut_run(POWER_OFF));
+            boots.push(cut_boot(&std::mem::take(&mut runs)));
+        }
+    }
+    if !runs.is_empty() {
+        boots.push(cut_boot(&runs));
     }
     let power_loss_boots = (2..=boots.len() as u32).collect();
     boots.push(format!("{}{CUTS_FOREIGN_CHECK}", install_boot(": the plan was made in boot 1")));
@@ -1703,6 +1757,17 @@ fn verify_power_cuts(share: &Path) -> Result<()> {
     let applied = cuts.iter().filter(|e| e["event"] == "step-finished").count();
     ensure!(applied >= 10, "the interrupted runs applied only {applied} steps");
     ensure!(!cuts.iter().any(|e| e["event"] == "step-failed"), "a step failed after a power cut: {cuts:?}");
+    // A run killed after a step left the kernel as the step made it: the next run, in the same boot, found
+    // it done and never ran it again.
+    let hooks = read(&out.join("cuts.err"))?;
+    let killed: Vec<&str> =
+        hooks.lines().filter_map(|l| l.strip_prefix("nix-dabei: test hook: killed after step ")).collect();
+    ensure!(killed.len() >= 3, "only {} runs were killed after a step: {killed:?}", killed.len());
+    let finished_install = events(&out.join("apply1.jsonl"))?;
+    for id in &killed {
+        let runs = cuts.iter().chain(&finished_install).filter(|e| e["event"] == "step-started" && e["id"] == *id);
+        ensure!(runs.count() == 1, "{id} ran again after the run was killed right after it");
+    }
     verify_layout(share)
 }
 
@@ -1725,6 +1790,7 @@ fn run_driven(
     let mut driving = Some(std::thread::spawn(move || driver(&driver_share, port)));
     let mut driven = None;
     let mut boots = Vec::new();
+    let mut logs = Vec::new();
     let mut failure = None;
     for (index, script) in scenario.boots.iter().enumerate() {
         let number = if index == 0 { 1 } else { index as u32 + 2 };
@@ -1744,6 +1810,7 @@ fn run_driven(
         }
         let result = running.wait(BOOT_LIMIT * 3)?;
         boots.push(result.elapsed);
+        logs.push(result.log.clone());
         if result.timed_out || result.exit_code != Some(0) {
             failure = Some(format!(
                 "boot {number} ended with {:?}{}; console log {}:\n{}",
@@ -1768,7 +1835,7 @@ fn run_driven(
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
     (scenario.verify)(&share).with_context(|| format!("checking the results in {}", share.display()))?;
     remove_disk_images(&machine)?;
-    Ok(Report { total: start.elapsed(), boots })
+    Ok(Report { total: start.elapsed(), boots, logs })
 }
 
 /// The guest side of the kexec scenario: a "rescue" system with a static address and SSH, which the

@@ -86,6 +86,23 @@ pub struct Machine {
     pub memory_mib: u32,
     /// Extra qemu arguments (networking, for example).
     pub extra_args: Vec<String>,
+    /// Virtual CPUs: [`cpus_per_machine`], so that the machines running at once share the host's cores.
+    pub cpus: u32,
+}
+
+/// How many scenarios run at once: NIX_DABEI_VM_JOBS, else 2 (on 2 cores, two machines of one CPU each
+/// finish the suite sooner than one machine of two: most of a boot runs on one CPU; see the README).
+pub fn jobs() -> usize {
+    std::env::var("NIX_DABEI_VM_JOBS").ok().and_then(|j| j.parse().ok()).filter(|&j| j > 0).unwrap_or(2)
+}
+
+/// The CPUs of each machine: NIX_DABEI_VM_CPUS, else the host's cores shared among the [`jobs`].
+pub fn cpus_per_machine() -> u32 {
+    if let Some(cpus) = std::env::var("NIX_DABEI_VM_CPUS").ok().and_then(|c| c.parse().ok()).filter(|&c| c > 0) {
+        return cpus;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / jobs()).max(1) as u32
 }
 
 /// What one boot did.
@@ -114,7 +131,7 @@ impl Machine {
         }
         // NIX_DABEI_VM_MEMORY (MiB) finds the smallest guest that still works.
         let memory_mib = std::env::var("NIX_DABEI_VM_MEMORY").ok().and_then(|m| m.parse().ok()).unwrap_or(2048);
-        Ok(Machine { dir, disks, memory_mib, extra_args: Vec::new() })
+        Ok(Machine { dir, disks, memory_mib, extra_args: Vec::new(), cpus: cpus_per_machine() })
     }
 
     /// The image file of a disk.
@@ -163,7 +180,7 @@ impl Machine {
         let log = self.dir.join(format!("boot{boot}.log"));
         let mut command = Command::new("qemu-system-x86_64");
         command
-            .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", &self.memory_mib.to_string()])
+            .args(["-accel", "tcg", "-cpu", "max", "-smp", &self.cpus.to_string(), "-m", &self.memory_mib.to_string()])
             .args(["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults"])
             .arg("-serial")
             .arg(format!("file:{}", log.display()))
@@ -240,6 +257,21 @@ impl Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The stages of a boot as the image's init marks them on the console (`nix-dabei-vm: stage NAME at
+/// UPTIME s`): each stage's name with the kernel's uptime when it began: `modules` (the init has
+/// started), `udev`, `share`, `script`, and `poweroff` when the scenario's script returned (absent after
+/// a power cut).
+pub fn stages(log: &Path) -> Vec<(String, f64)> {
+    let text = fs::read(log).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("nix-dabei-vm: stage ")? + "nix-dabei-vm: stage ".len()..];
+            let (name, at) = rest.split_once(" at ")?;
+            Some((name.to_string(), at.trim_end_matches(" s").trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// The last `lines` lines of a log, for failure reports.

@@ -72,6 +72,8 @@ pub trait System: fmt::Debug + Send + Sync {
 
     /// Runs a program with `input` on its standard input; returns its standard output.
     fn run(&self, command: &CommandLine, input: Option<&Secret>) -> Result<String, CommandError>;
+    /// Whether a program can be run: found on PATH.
+    fn has_program(&self, name: &str) -> bool;
     /// Runs a program, handing each line it prints to `on_line` as it comes.
     fn stream(&self, command: &CommandLine, on_line: &mut dyn FnMut(&str)) -> Result<(), CommandError>;
 

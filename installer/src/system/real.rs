@@ -81,6 +81,10 @@ impl System for RealSystem {
         partitioner::table::wait_for_nodes(device, nodes.iter().copied(), partitioner::table::PARTITION_WAIT)
     }
 
+    fn has_program(&self, name: &str) -> bool {
+        command::available(name)
+    }
+
     fn settle(&self) {
         if Path::new("/run/udev/control").exists() && command::available("udevadm") {
             let _ = command::run("udevadm", &["settle".to_string(), "--timeout=30".to_string()], None);

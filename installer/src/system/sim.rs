@@ -96,6 +96,8 @@ struct State {
     next_uuid: u64,
     /// Devices whose reads fail (a dying disk, a driver error).
     unreadable: BTreeSet<String>,
+    /// Programs this machine lacks ([`SimSystem::remove_program`]).
+    missing_programs: Vec<String>,
     /// Filesystems whose signature is there but that are not whole (mkfs cut short).
     damaged: BTreeSet<String>,
 }
@@ -246,6 +248,11 @@ impl SimSystem {
         if let Some(pool) = state.pools.get_mut(name) {
             pool.guid = guid;
         }
+    }
+
+    /// The program is not on this machine from now on.
+    pub fn remove_program(&self, name: &str) {
+        self.lock().missing_programs.push(name.to_string());
     }
 
     /// Every read of this device fails from now on, as on a disk that gives I/O errors.
@@ -1196,6 +1203,10 @@ impl System for SimSystem {
         } else {
             Err(DiskError::PartitionsMissing { device: device.to_string(), seconds: 0, missing })
         }
+    }
+
+    fn has_program(&self, name: &str) -> bool {
+        !self.lock().missing_programs.iter().any(|m| m == name)
     }
 
     fn settle(&self) {}

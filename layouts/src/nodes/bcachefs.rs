@@ -17,8 +17,13 @@ use crate::disko::{Object, Reader, Writer};
 use crate::error::{shown, FieldPath};
 use crate::model::Plan;
 use crate::nixos::{FileSystemEntry, ModuleParts};
+use crate::programs::Program;
 use crate::steps::{CommandLine, Operation, OperationKind};
 use crate::validate::Checker;
+
+/// The program that makes bcachefs and its subvolumes.
+pub const PROGRAMS: &[Program] =
+    &[Program::target("bcachefs", "bcachefs-tools", "", "making bcachefs and its subvolumes")];
 
 /// A device of a bcachefs filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +125,11 @@ pub struct BcachefsFormat {
 }
 
 impl OperationKind for BcachefsFormat {
+    /// Made with `bcachefs`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["bcachefs"]
+    }
+
     fn destroys_data(&self) -> bool {
         true
     }
@@ -166,6 +176,11 @@ impl BcachefsSubvolumes {
 }
 
 impl OperationKind for BcachefsSubvolumes {
+    /// Made with `bcachefs`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["bcachefs"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

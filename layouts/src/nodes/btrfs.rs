@@ -20,9 +20,14 @@ use crate::model::Plan;
 use crate::nixos::{ModuleParts, SwapEntry};
 use crate::nodes::gpt::default_partition_label;
 use crate::nodes::zfs::split_member;
+use crate::programs::Program;
 use crate::size::{format_exact, Size};
 use crate::steps::{shell_word, CommandLine, Operation, OperationKind};
 use crate::validate::Checker;
+
+/// The program of btrfs's subvolumes, swap files, checks and growing.
+pub const PROGRAMS: &[Program] =
+    &[Program::target("btrfs", "btrfs-progs", "btrfs-progs", "subvolumes, swap files, checks, growing")];
 
 /// A btrfs filesystem with subvolumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +183,11 @@ impl BtrfsSubvolumes {
 }
 
 impl OperationKind for BtrfsSubvolumes {
+    /// Subvolumes and swap files are made and read back with `btrfs`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["btrfs"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

@@ -10,8 +10,25 @@ use crate::disko::{Object, Reader, Writer};
 use crate::error::{shown, FieldPath};
 use crate::model::Plan;
 use crate::nixos::{FileSystemEntry, ModuleParts};
+use crate::programs::Program;
 use crate::steps::{CommandLine, OperationKind};
 use crate::validate::Checker;
+
+/// The programs the filesystem steps run: mkfs, the read-only checks that tell a whole filesystem from
+/// one a cut left, and growing.
+pub const PROGRAMS: &[Program] = &[
+    Program::target("mkfs.vfat", "dosfstools", "dosfstools", "making FAT (EFI system partitions)"),
+    Program::target("fsck.vfat", "dosfstools", "dosfstools", "checking a FAT is whole (read-only)"),
+    Program::target("mkfs.ext4", "e2fsprogs", "e2fsprogs", "making ext4"),
+    Program::target("e2fsck", "e2fsprogs", "e2fsprogs", "checking an ext4 is whole (read-only), before growing it"),
+    Program::target("resize2fs", "e2fsprogs", "e2fsprogs", "growing ext4"),
+    Program::target("mkfs.xfs", "xfsprogs", "xfsprogs", "making XFS"),
+    Program::target("xfs_db", "xfsprogs", "xfsprogs", "checking an XFS is whole (read-only)"),
+    Program::target("xfs_growfs", "xfsprogs", "xfsprogs", "growing XFS"),
+    Program::target("mkfs.btrfs", "btrfs-progs", "btrfs-progs", "making btrfs"),
+    Program::target("mkfs.f2fs", "f2fs-tools", "f2fs-tools", "making F2FS"),
+    Program::target("fsck.f2fs", "f2fs-tools", "f2fs-tools", "checking an F2FS is whole (read-only)"),
+];
 
 /// A filesystem format nix-dabei can create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -366,6 +383,17 @@ impl Mkfs {
 }
 
 impl OperationKind for Mkfs {
+    /// The read-only check that tells a whole filesystem from one a cut left.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec![match self.format {
+            Format::Vfat => "fsck.vfat",
+            Format::Ext4 => "e2fsck",
+            Format::Xfs => "xfs_db",
+            Format::Btrfs => "btrfs",
+            Format::F2fs => "fsck.f2fs",
+        }]
+    }
+
     fn destroys_data(&self) -> bool {
         true
     }
@@ -469,6 +497,15 @@ impl GrowFs {
 }
 
 impl OperationKind for GrowFs {
+    /// The programs that grow it ([`GrowFs::commands`]).
+    fn other_programs(&self) -> Vec<&'static str> {
+        match self.format {
+            Format::Ext4 => vec!["e2fsck", "resize2fs"],
+            Format::Xfs => vec!["xfs_growfs"],
+            _ => vec!["btrfs"],
+        }
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

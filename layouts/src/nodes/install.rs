@@ -6,7 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::compile::Builder;
 use crate::nodes::nodev::NODEV_TYPES;
+use crate::programs::Program;
 use crate::steps::{CommandLine, Operation, OperationKind};
+
+/// The programs of the install: the flake's check and the install itself, and the initrd's host key.
+pub const PROGRAMS: &[Program] = &[
+    Program::target("nix", "nix", "nix-bin", "checking the flake's configuration against the plan (nix eval)"),
+    Program::target("nixos-install", "nixos-install-tools", "", "installing NixOS"),
+    Program::target("ssh-keygen", "openssh", "openssh-client", "the initrd's SSH host key for remote unlock"),
+    Program::target("nix-instantiate", "nix", "nix-bin", "import-disko: evaluating a disko configuration"),
+];
 
 /// Where the NixOS module for a layout is written, relative to the target root.
 pub const NIXOS_MODULE_PATH: &str = "etc/nixos/nix-dabei.nix";
@@ -70,6 +79,11 @@ pub struct NixosInstall {
 }
 
 impl OperationKind for NixosInstall {
+    /// The flake is checked against the plan with `nix eval` before the first write.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["nixos-install", "nix"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

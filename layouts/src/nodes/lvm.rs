@@ -19,9 +19,27 @@ use crate::disko::{Object, Reader, Writer};
 use crate::error::{shown, FieldPath};
 use crate::model::Plan;
 use crate::nixos::ModuleParts;
+use crate::programs::Program;
 use crate::size::{format_exact, parse_bytes};
 use crate::steps::{CommandLine, Operation, OperationKind};
 use crate::validate::Checker;
+
+/// LVM's programs (names of one program, `lvm`), and the thin pool checker LVM itself runs when it
+/// activates a thin pool.
+pub const PROGRAMS: &[Program] = &[
+    Program::target("pvcreate", "lvm2", "lvm2", "making physical volumes"),
+    Program::target("vgcreate", "lvm2", "lvm2", "making volume groups"),
+    Program::target("lvcreate", "lvm2", "lvm2", "making logical volumes"),
+    Program::target("vgchange", "lvm2", "lvm2", "activating and deactivating volume groups"),
+    Program::target("pvs", "lvm2", "lvm2", "reading physical volumes"),
+    Program::target("lvs", "lvm2", "lvm2", "reading logical volumes"),
+    Program::target(
+        "thin_check",
+        "thin-provisioning-tools",
+        "thin-provisioning-tools",
+        "run by LVM when it activates a thin pool",
+    ),
+];
 
 /// A physical volume of a volume group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +290,11 @@ pub struct PvCreate {
 }
 
 impl OperationKind for PvCreate {
+    /// Physical volumes are read back from `pvs`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["pvs"]
+    }
+
     fn destroys_data(&self) -> bool {
         true
     }
@@ -296,6 +319,11 @@ pub struct VgCreate {
 }
 
 impl OperationKind for VgCreate {
+    /// The group is read back from `pvs`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["pvs"]
+    }
+
     /// It writes only on physical volumes the plan made.
     fn destroys_data(&self) -> bool {
         false
@@ -323,6 +351,11 @@ pub struct LvCreate {
 }
 
 impl OperationKind for LvCreate {
+    /// Volumes are read back from `lvs`; LVM runs thin_check as it activates a thin pool.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["lvs", "thin_check"]
+    }
+
     /// It takes free space of a group the plan made.
     fn destroys_data(&self) -> bool {
         false
@@ -346,6 +379,11 @@ pub struct VgActivate {
 }
 
 impl OperationKind for VgActivate {
+    /// Whether the volumes are active is read from `lvs`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["vgchange", "lvs", "thin_check"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }
@@ -377,6 +415,11 @@ pub struct VgDeactivate {
 }
 
 impl OperationKind for VgDeactivate {
+    /// Deactivated with vgchange, once read from `lvs`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["vgchange", "lvs"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

@@ -14,8 +14,13 @@ use crate::disko::{Object, Reader, Writer};
 use crate::error::{shown, FieldPath};
 use crate::model::Plan;
 use crate::nixos::ModuleParts;
+use crate::programs::Program;
 use crate::steps::{CommandLine, Operation, OperationKind};
 use crate::validate::Checker;
+
+/// The program of software RAID.
+pub const PROGRAMS: &[Program] =
+    &[Program::target("mdadm", "mdadm", "mdadm", "making, assembling, reading and stopping arrays")];
 
 /// A member of an array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +123,11 @@ impl ArrayPartitionTable {
 }
 
 impl OperationKind for ArrayPartitionTable {
+    /// Arrays are read back with `mdadm --detail`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["mdadm"]
+    }
+
     fn destroys_data(&self) -> bool {
         true
     }
@@ -172,6 +182,11 @@ impl MdCreate {
 }
 
 impl OperationKind for MdCreate {
+    /// Arrays are read back with `mdadm --detail`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["mdadm"]
+    }
+
     fn destroys_data(&self) -> bool {
         true
     }
@@ -217,6 +232,11 @@ impl MdAssemble {
 }
 
 impl OperationKind for MdAssemble {
+    /// Arrays are read back with `mdadm --detail`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["mdadm"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }
@@ -245,6 +265,11 @@ pub struct MdStop {
 }
 
 impl OperationKind for MdStop {
+    /// Arrays are read back with `mdadm --detail`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["mdadm"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

@@ -10,7 +10,8 @@
 //! (pools and datasets). The others are *contents*: what a partition, a LUKS container or a ZFS volume
 //! holds. A content type implements [`ContentNode`] and is registered in three places, one line each:
 //! a variant of [`Content`], its arm in [`Content::node`], and its entry in [`DISKO_CONTENT`].
-//! Its operations are registered in [`crate::steps::Operation`].
+//! Its operations are registered in [`crate::steps::Operation`], and the programs its steps run in
+//! [`PROGRAMS`].
 
 pub mod bcachefs;
 pub mod btrfs;
@@ -32,7 +33,20 @@ use crate::disko::{Object, Reader, Writer};
 use crate::error::FieldPath;
 use crate::model::Plan;
 use crate::nixos::ModuleParts;
+use crate::programs::Program;
 use crate::validate::Checker;
+
+/// The programs each node type's steps run, one line per node type that runs any ([`crate::programs`]).
+pub const PROGRAMS: &[&[Program]] = &[
+    filesystem::PROGRAMS,
+    btrfs::PROGRAMS,
+    bcachefs::PROGRAMS,
+    swap::PROGRAMS,
+    zfs::PROGRAMS,
+    lvm::PROGRAMS,
+    mdadm::PROGRAMS,
+    install::PROGRAMS,
+];
 
 /// Where a content sits: its device and the step that provides that device.
 #[derive(Debug, Clone, Copy)]

@@ -9,8 +9,16 @@ use crate::disko::{Object, Reader, Writer};
 use crate::error::FieldPath;
 use crate::model::Plan;
 use crate::nixos::{ModuleParts, SwapEntry};
+use crate::programs::Program;
 use crate::steps::{CommandLine, Operation, OperationKind};
 use crate::validate::Checker;
+
+/// The programs of swap partitions.
+pub const PROGRAMS: &[Program] = &[
+    Program::target("mkswap", "util-linux", "util-linux", "making swap"),
+    Program::target("swapon", "util-linux", "util-linux", "turning swap on after the install"),
+    Program::target("swapoff", "util-linux", "util-linux", "turning swap off when the disks are released"),
+];
 
 fn is_false(value: &bool) -> bool {
     !*value
@@ -75,6 +83,11 @@ pub struct Swapon {
 }
 
 impl OperationKind for Swapon {
+    /// Turned on with `swapon`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["swapon"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }
@@ -101,6 +114,11 @@ pub struct Swapoff {
 }
 
 impl OperationKind for Swapoff {
+    /// Turned off with `swapoff`.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["swapoff"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

@@ -15,9 +15,16 @@ use crate::error::FieldPath;
 use crate::model::Plan;
 use crate::nixos::nix_string;
 use crate::nixos::{FileSystemEntry, ModuleParts};
+use crate::programs::Program;
 use crate::size::{format_exact, human, parse_bytes, Size};
 use crate::steps::{CommandLine, Operation, OperationKind};
 use crate::validate::{valid_key_location, Checker};
+
+/// The programs of pools and datasets (the kernel's ZFS: in NixOS `boot.zfs.package`).
+pub const PROGRAMS: &[Program] = &[
+    Program::target("zpool", "zfs", "zfsutils-linux", "making, importing, growing and exporting pools"),
+    Program::target("zfs", "zfs", "zfsutils-linux", "making datasets, loading keys, reading properties"),
+];
 
 /// Pool names may not begin with these words, which `zpool create` reads as vdev kinds.
 const RESERVED_POOL_PREFIXES: &[&str] = &["mirror", "raidz", "draid", "spare"];
@@ -338,6 +345,11 @@ fn push_vdevs(args: &mut Vec<String>, vdevs: &[VdevDevices]) {
 }
 
 impl OperationKind for ZpoolCreate {
+    /// Pools and their datasets' properties are read back with both of ZFS's programs.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["zpool", "zfs"]
+    }
+
     fn destroys_data(&self) -> bool {
         true
     }
@@ -395,6 +407,11 @@ pub struct ZfsCreate {
 }
 
 impl OperationKind for ZfsCreate {
+    /// The pool is listed before its datasets are.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["zpool", "zfs"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }
@@ -528,6 +545,11 @@ pub struct ZpoolExport {
 }
 
 impl OperationKind for ZpoolExport {
+    /// Exported with zpool, once listed.
+    fn other_programs(&self) -> Vec<&'static str> {
+        vec!["zpool"]
+    }
+
     fn destroys_data(&self) -> bool {
         false
     }

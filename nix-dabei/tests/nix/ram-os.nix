@@ -7,10 +7,11 @@
 let
   lib = import libPath;
   package = name: { type = "derivation"; inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
-  pkgsFor = system: lib.genAttrs [
-    "nix-dabei" "cryptsetup" "dosfstools" "e2fsprogs" "xfsprogs" "btrfs-progs" "util-linux" "gptfdisk"
-    "kexec-tools" "iproute2" "git" "rsync" "nixos-install-tools" "qemu"
-  ] package // {
+  # Every attribute the program list names (nix/programs.json), and those the RAM OS adds.
+  programAttributes = map (program: program.nixpkgs) (lib.importJSON (repo + "/nix/programs.json"));
+  pkgsFor = system: lib.genAttrs (lib.unique (programAttributes ++ [
+    "nix-dabei" "cryptsetup" "gptfdisk" "kexec-tools" "iproute2" "git" "rsync" "nixos-install-tools" "qemu"
+  ])) package // {
     stdenv.hostPlatform = { inherit system; isAarch64 = system == "aarch64-linux"; qemuArch = lib.head (lib.splitString "-" system); };
   };
   pkgs = pkgsFor "x86_64-linux";
@@ -23,7 +24,11 @@ let
     options.boot.kernelParams = lib.mkOption { type = lib.types.listOf lib.types.str; default = [ ]; };
   };
   nixpkgsSettings = {
-    boot.zfs.package = package "zfs";
+    # What nixpkgs' modules choose: the kernel's ZFS, the system's systemd and Nix (named apart from the
+    # package set's, so that the tests see which one the module took).
+    boot.zfs.package = package "zfs-for-the-kernel";
+    systemd.package = package "systemd-of-the-system";
+    nix.package = package "nix-of-the-system";
     system.path = package "system-path";
     system.build.toplevel = "/nix/store/00000000000000000000000000000000-nixos-system-nix-dabei";
   };
@@ -84,6 +89,7 @@ in
   kernelParams = ramOs.boot.kernelParams;
   importedEnabledByDefault = (evaluate [ flake.nixosModules.nix-dabei ]).programs.nix-dabei.enable;
   importedEnabled = names imported.environment.systemPackages;
+  programs = lib.importJSON (repo + "/nix/programs.json");
   inherit tarballScript;
   runvmX86 = runvm "x86_64-linux";
   runvmAarch64 = runvm "aarch64-linux";
