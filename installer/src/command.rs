@@ -29,6 +29,45 @@ pub enum CommandError {
     },
 }
 
+/// Programs given paths the user wrote, which may be relative to where nix-dabei was started (a flake
+/// `.#web1`, a key file, a kernel image): they run there.
+const IN_CALLERS_FOLDER: &[&str] = &["nix", "nix-instantiate", "nixos-install", "ssh", "kexec"];
+
+/// The working directory of a program: for all but [`IN_CALLERS_FOLDER`], an empty directory of
+/// nix-dabei's own (mode 0500), so that a relative name a program resolves against it (mkfs.xfs's
+/// `logdev=loop43`) names nothing rather than a device beside wherever nix-dabei was started. The plan's
+/// validation refuses such options too; this holds for what it does not know.
+fn working_directory(program: &str) -> std::path::PathBuf {
+    if IN_CALLERS_FOLDER.contains(&program) {
+        return std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+    }
+    empty_directory().to_path_buf()
+}
+
+/// The empty directory of [`working_directory`], made once.
+fn empty_directory() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let uid = nix::unistd::getuid().as_raw();
+        let shared = std::env::temp_dir().join(format!("nix-dabei-empty-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o500).create(&shared);
+        // Ours, not writable, and empty: or one for this process alone.
+        let fit = std::fs::symlink_metadata(&shared)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o222 == 0)
+            && std::fs::read_dir(&shared).is_ok_and(|mut entries| entries.next().is_none());
+        if fit {
+            return shared;
+        }
+        let own = std::env::temp_dir().join(format!("nix-dabei-empty-{uid}-{}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o500).create(&own) {
+            Ok(()) => own,
+            // Where no folder can be made, the root: a relative name there is refused by the plan's checks.
+            Err(_) => std::path::PathBuf::from("/"),
+        }
+    })
+}
+
 fn command_line(program: &str, args: &[String]) -> String {
     std::iter::once(program.to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ")
 }
@@ -37,6 +76,7 @@ fn command_line(program: &str, args: &[String]) -> String {
 pub fn run(program: &str, args: &[String], input: Option<&[u8]>) -> Result<String, CommandError> {
     let command = command_line(program, args);
     let mut child = Command::new(program)
+        .current_dir(working_directory(program))
         .args(args)
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -70,6 +110,7 @@ pub fn run_with_file_input(program: &str, args: &[String], file: &std::path::Pat
     let command = command_line(program, args);
     let input = std::fs::File::open(file).map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
     let output = Command::new(program)
+        .current_dir(working_directory(program))
         .args(args)
         .stdin(Stdio::from(input))
         .stdout(Stdio::piped())
@@ -93,6 +134,7 @@ pub fn stream_with_env(
 ) -> Result<(), CommandError> {
     let command = command_line(program, args);
     let mut child = Command::new(program)
+        .current_dir(working_directory(program))
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -140,4 +182,26 @@ pub fn available(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Programs run in an empty folder: a relative name given to one (`logdev=loop43`) names nothing; those
+    /// given the user's paths (a flake `.#host`) run where nix-dabei was started.
+    #[test]
+    fn programs_run_in_an_empty_folder_of_their_own() {
+        let caller = std::env::current_dir().expect("cwd");
+        assert_eq!(working_directory("nix"), caller);
+        let here = run("pwd", &[], None).expect("pwd");
+        let here = here.trim();
+        assert_ne!(here, std::env::current_dir().expect("cwd").to_string_lossy(), "the caller's folder");
+        assert_ne!(here, "/", "a folder of nix-dabei's own");
+        let listed = run("ls", &["-A".to_string()], None).expect("ls");
+        assert_eq!(listed, "", "{here} holds {listed}");
+        let streamed = std::sync::Mutex::new(String::new());
+        stream("pwd", &[], &mut |line| streamed.lock().expect("lock").push_str(line)).expect("pwd");
+        assert_eq!(streamed.into_inner().expect("lock"), here);
+    }
 }

@@ -19,8 +19,12 @@ pub enum FlakeCheckError {
          (--skip-flake-check installs without the check)"
     )]
     NoNix,
-    /// `nix eval` failed.
-    #[error("cannot evaluate {installable}: {message}")]
+    /// `nix eval` failed: the flake, or NixOS's assertions and option types, which evaluating the system's
+    /// derivation checks.
+    #[error(
+        "cannot evaluate {installable}: {message}\nNothing was written. Fix the configuration, or give \
+         --skip-flake-check"
+    )]
     Evaluation {
         /// What was evaluated.
         installable: String,

@@ -16,7 +16,10 @@ use crate::nodes::gpt::default_partition_label;
 /// The Nix function `nix eval --apply` runs on `nixosConfigurations.<host>.config`: it picks the fields
 /// the check compares and gives every missing one a default, so that a small plain configuration (as
 /// in the tests) evaluates as well as a full NixOS one. `boot.supportedFilesystems` is a list in older
-/// NixOS and an attribute set of booleans in newer.
+/// NixOS and an attribute set of booleans in newer. `toplevel` is the system's derivation: evaluating it
+/// makes NixOS check every assertion and option type (nixos/modules/system/activation/top-level.nix
+/// throws "Failed assertions" from `system.build.toplevel`), so that a configuration `nixos-install`
+/// would refuse is refused here, before the first write, naming the option.
 pub const SELECT: &str = r#"c: let
   get = path: default: let v = builtins.foldl' (a: k: if builtins.isAttrs a && a ? ${k} then a.${k} else null) c path;
     in if v == null then default else v;
@@ -38,6 +41,7 @@ in {
   };
   systemdBoot = get [ "boot" "loader" "systemd-boot" "enable" ] false;
   initrdModules = get [ "boot" "initrd" "availableKernelModules" ] [ ] ++ get [ "boot" "initrd" "kernelModules" ] [ ];
+  toplevel = get [ "system" "build" "toplevel" "drvPath" ] null;
 }"#;
 
 /// What [`SELECT`] returns.
@@ -68,6 +72,10 @@ pub struct HostConfig {
     /// `boot.initrd.availableKernelModules` and `boot.initrd.kernelModules`.
     #[serde(default)]
     pub initrd_modules: Vec<String>,
+    /// `system.build.toplevel.drvPath`: evaluated so that NixOS's assertions and option types are checked
+    /// (absent from a plain configuration, as in the tests).
+    #[serde(default)]
+    pub toplevel: Option<String>,
 }
 
 /// One `fileSystems` entry.

@@ -238,9 +238,12 @@ pub fn module(plan: &Plan) -> String {
     }
     if !found.md_arrays.is_empty() {
         // nixos/modules/tasks/swraid.nix: mdadm and the RAID modules in the initrd, which assembles the
-        // arrays named here under their names.
+        // arrays named here under their names. It warns on every build (and mdmon crashes) where the
+        // file has neither MAILADDR nor PROGRAM: the monitor's reports go to root.
         let _ = writeln!(out, "  boot.swraid.enable = true;");
-        let _ = writeln!(out, "  boot.swraid.mdadmConf = {};", nix_string(&found.md_arrays.join("\n")));
+        let mut conf = found.md_arrays.clone();
+        conf.push("MAILADDR root".to_string());
+        let _ = writeln!(out, "  boot.swraid.mdadmConf = {};", nix_string(&conf.join("\n")));
     }
     if !plan.volume_groups.is_empty() {
         // nixos/modules/tasks/lvm.nix: the systemd initrd activates LVM only when asked; thin pools need

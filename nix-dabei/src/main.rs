@@ -55,6 +55,32 @@ enum Command {
     Programs(ProgramsArgs),
 }
 
+impl Command {
+    /// Whether the command may hold a secret in memory: a passphrase (read from a file, standard input or
+    /// a prompt), or SSH host keys (which kexec carries over and restore-network puts in place). Such a
+    /// command makes no core dump and is not dumpable ([`installer::secret::protect_process`]). Every
+    /// command is named, so that a new one must be decided on.
+    fn holds_secrets(&self) -> bool {
+        match self {
+            Command::Tui(_)
+            | Command::Apply(_)
+            | Command::Install(_)
+            | Command::Mount(_)
+            | Command::Unmount(_)
+            | Command::Probe(_)
+            | Command::Kexec(_)
+            | Command::RestoreNetwork(_)
+            | Command::Remote(_) => true,
+            Command::Plan(_)
+            | Command::Disks(_)
+            | Command::ImportDisko(_)
+            | Command::ExportDisko(_)
+            | Command::NixosModule(_)
+            | Command::Programs(_) => false,
+        }
+    }
+}
+
 /// Arguments of `nix-dabei programs`.
 #[derive(Debug, clap::Args)]
 struct ProgramsArgs {
@@ -148,11 +174,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Commands that may hold a passphrase keep it out of core dumps from the start.
-    if matches!(
-        command,
-        Command::Tui(_) | Command::Apply(_) | Command::Install(_) | Command::Mount(_) | Command::Remote(_)
-    ) {
+    // Commands that may hold a secret keep it out of core dumps from the start.
+    if command.holds_secrets() {
         if let Err(error) = installer::secret::protect_process() {
             eprintln!("nix-dabei: cannot keep secrets out of core dumps: {error}");
             return ExitCode::FAILURE;
@@ -201,4 +224,54 @@ fn describe(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every command that takes a passphrase (an argument named for one) is among those that keep secrets
+    /// out of core dumps; `probe --passphrase-file` was not.
+    #[test]
+    fn every_command_that_takes_a_passphrase_protects_it() {
+        let mut taking = Vec::new();
+        for subcommand in Cli::command().get_subcommands() {
+            let takes = subcommand.get_arguments().any(|a| a.get_id().as_str().contains("passphrase"));
+            if !takes {
+                continue;
+            }
+            let name = subcommand.get_name().to_string();
+            taking.push(name.clone());
+            // The smallest argument list the command parses with.
+            let mut args = vec!["nix-dabei".to_string(), name.clone()];
+            args.extend(match name.as_str() {
+                "apply" | "install" | "mount" | "unmount" => vec!["plan.toml".to_string()],
+                "remote" => vec!["root@host".to_string()],
+                _ => vec![],
+            });
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let command = cli.command.expect("a command");
+            assert!(command.holds_secrets(), "`nix-dabei {name}` takes a passphrase but may dump core");
+        }
+        for name in ["tui", "apply", "install", "mount", "probe", "remote"] {
+            assert!(
+                taking.contains(&name.to_string()) || name == "tui",
+                "{name} takes no passphrase argument: {taking:?}"
+            );
+        }
+    }
+
+    /// The commands that handle SSH host keys keep them out of core dumps too.
+    #[test]
+    fn kexec_and_restore_network_protect_the_host_keys() {
+        for args in [
+            ["nix-dabei", "kexec", "--kernel", "k", "--initrd", "i"].as_slice(),
+            &["nix-dabei", "restore-network", "d"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(cli.command.expect("a command").holds_secrets(), "{args:?}");
+        }
+    }
 }

@@ -113,11 +113,11 @@ for link in "${links[@]}"; do
     [ -e "$root$name" ] || ln -s "${link#*:}" "$root$name"
 done
 # LVM's and thin-provisioning-tools' commands are names of one program each.
-for command in pvcreate vgcreate lvcreate vgchange pvs vgs lvs pvscan vgscan; do ln -s lvm "$root/usr/sbin/$command"; done
-for command in thin_check thin_repair thin_dump thin_restore; do ln -s pdata_tools "$root/usr/sbin/$command"; done
+for command in pvcreate vgcreate lvcreate vgchange pvs vgs lvs pvscan vgscan; do ln -sf lvm "$root/usr/sbin/$command"; done
+for command in thin_check thin_repair thin_dump thin_restore; do ln -sf pdata_tools "$root/usr/sbin/$command"; done
 # Nix's store commands are names of one program: `nix copy` from a workstation runs nix-store on this side;
 # import-disko evaluates a .nix file with nix-instantiate.
-for command in nix-store nix-daemon nix-env nix-instantiate; do ln -s nix "$root/usr/bin/$command"; done
+for command in nix-store nix-daemon nix-env nix-instantiate; do ln -sf nix "$root/usr/bin/$command"; done
 # Libraries systemd-udevd and libcryptsetup open at run time rather than link.
 for lib in /usr/lib/x86_64-linux-gnu/libkmod.so.2 /usr/lib/x86_64-linux-gnu/libblkid.so.1 \
     /usr/lib/x86_64-linux-gnu/libudev.so.1 /usr/lib/x86_64-linux-gnu/libcryptsetup.so.12 \

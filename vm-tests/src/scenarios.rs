@@ -674,7 +674,7 @@ fn verify_released(plan: &layouts::Plan, out: &Path) -> Result<()> {
 const BAD_FLAKES: &str = r#"
 nix-dabei nixos-module /host/plan.toml > /etc/nixos/nix-dabei.nix
 head -c 4194304 /dev/disk/by-id/virtio-s0 | sha256sum > /host/out/disk-before-bad-flakes
-for n in 1 2 3; do
+for n in 1 2 3 4; do
     mkdir -p /tmp/bad$n
     cp /etc/nixos/flake.nix /etc/nixos/nix-dabei.nix /tmp/bad$n/
 done
@@ -689,7 +689,14 @@ cat > /tmp/bad3/override.nix <<'END'
 { host = { boot.loader.systemd-boot.enable = true; };
   change = c: c // { boot = c.boot // { loader = c.boot.loader // { systemd-boot.enable = true; }; }; }; }
 END
-for n in 1 2 3; do
+# A configuration NixOS itself refuses: its system derivation fails an assertion, as NixOS reports one.
+cat > /tmp/bad4/override.nix <<'END'
+{ host = { }; change = c: c // { system.build.toplevel = throw ''
+
+  Failed assertions:
+  - You cannot have duplicated devices in mirroredBoots''; }; }
+END
+for n in 1 2 3 4; do
     if nix-dabei apply /host/plan.toml --flake "path:/tmp/bad$n#vm" --yes-wipe-all \
         --passphrase-file /host/passphrase > /host/out/bad-flake-$n.txt 2>&1; then
         echo "apply exited 0" >> /host/out/bad-flake-$n.txt
@@ -802,10 +809,12 @@ fn verify_probed_pool(share: &Path) -> Result<()> {
 fn verify_single(share: &Path) -> Result<()> {
     verify_probed_pool(share)?;
     let out = share.join("out");
-    let expected: [(&str, &[&str]); 3] = [
+    let expected: [(&str, &[&str]); 4] = [
         ("1", &["networking.hostId", "fileSystems.\"/data\"", "Nothing was written"]),
         ("2", &["fileSystems.\"/\"", "mounts nothing at /"]),
         ("3", &["boot.loader.systemd-boot.enable", "legacy BIOS"]),
+        // The system's own assertions, evaluated before the first write (system.build.toplevel).
+        ("4", &["Failed assertions", "duplicated devices in mirroredBoots"]),
     ];
     for (n, words) in expected {
         let text = read(&out.join(format!("bad-flake-{n}.txt")))?;

@@ -182,6 +182,33 @@ impl Format {
         }
     }
 
+    /// The sub-options (`key` of `key=value`, comma-separated) that an option's value may not hold, with
+    /// why: they put part of the filesystem on another device or into a file, whatever its spelling
+    /// (mkfs.xfs resolves `logdev=loop43` against its working directory), write away from the start of
+    /// the device, make it something else, or set the UUID that the plan derives and resuming finds the
+    /// filesystem by.
+    fn forbidden_sub_options(self) -> &'static [(&'static str, &'static str, &'static str)] {
+        const ELSEWHERE: &str = "puts part of the filesystem on another device or in a file";
+        const UUID: &str = "sets the UUID, which is the plan's own (resuming finds the filesystem by it)";
+        match self {
+            Format::Xfs => &[
+                ("-l", "logdev", ELSEWHERE),
+                ("-l", "name", ELSEWHERE),
+                ("-l", "file", ELSEWHERE),
+                ("-d", "name", ELSEWHERE),
+                ("-d", "file", ELSEWHERE),
+                ("-m", "uuid", UUID),
+            ],
+            Format::Ext4 => &[
+                ("-E", "offset", "writes the filesystem away from the start of its device"),
+                ("-E", "device", ELSEWHERE),
+                ("-O", "journal_dev", "makes the device another filesystem's external journal"),
+                ("-O", "^has_journal", "turns the journal off, which the check of a whole filesystem relies on"),
+            ],
+            Format::Vfat | Format::Btrfs | Format::F2fs => &[],
+        }
+    }
+
     /// Checks mkfs options against [`Format::allowed_mkfs_options`]; values may not name a path.
     pub fn check_mkfs_options(self, options: &[String]) -> Result<(), (usize, String)> {
         let allowed = self.allowed_mkfs_options();
@@ -223,6 +250,13 @@ impl Format {
                         index,
                         "is not a value nix-dabei passes to mkfs: values may not name a path".to_string(),
                     ));
+                }
+                for sub_option in value.split(',') {
+                    let key = sub_option.split_once('=').map_or(sub_option, |(key, _)| key).trim();
+                    let forbidden = self.forbidden_sub_options().iter().find(|(f, k, _)| *f == *name && *k == key);
+                    if let Some((flag, key, why)) = forbidden {
+                        return Err((index, format!("is refused: {flag} {key} {why}")));
+                    }
                 }
             }
             index += 1;

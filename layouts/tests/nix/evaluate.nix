@@ -84,6 +84,11 @@ let
     inherit (config.boot) zfs;
     grub = config.boot.loader.grub;
     systemdBoot = config.boot.loader.systemd-boot;
+    # nixos/modules/tasks/swraid.nix warns on every build, and mdmon crashes, where mdadm.conf has
+    # neither MAILADDR nor PROGRAM: its own test of the text.
+    swraidWarns =
+      (config.boot.swraid.enable or false)
+      && builtins.match ".*(MAILADDR|PROGRAM).*" (config.boot.swraid.mdadmConf or "") == null;
   };
   diskoLib = import (disko + "/lib") {
     lib = nixpkgsLib;
