@@ -458,6 +458,9 @@ pub fn execute(
     if secrets.passphrase.is_none() && plan.needs_passphrase() && !preview.nothing_to_do() {
         return Err(InstallError::NoPassphrase);
     }
+    // What earlier runs finished, for the tests' interruptions, is read before this run finishes a step.
+    #[cfg(feature = "test-hooks")]
+    let _ = finished_by_earlier_runs();
     // Every disk of the plan is held until the run ends: a second run of this plan, or of another plan
     // sharing a disk, is refused instead of writing the same disks at the same time.
     let _holds: Vec<_> = preview.disks.iter().map(|disk| system.lock_disk(disk)).collect::<Result<_, _>>()?;
@@ -591,7 +594,7 @@ impl Runner<'_> {
                             description: step.description.clone(),
                             seconds,
                         });
-                        power_off_if_asked(&step.id);
+                        power_off_if_asked(step);
                     }
                     Err(error) => {
                         journal
@@ -738,20 +741,31 @@ impl Options {
 
 /// Without the `test-hooks` feature, nothing.
 #[cfg(not(feature = "test-hooks"))]
-fn power_off_if_asked(_id: &str) {}
+fn power_off_if_asked(_step: &Step) {}
 
 /// Without the `test-hooks` feature, nothing.
 #[cfg(not(feature = "test-hooks"))]
 fn power_off_during_if_asked(_id: &str) {}
 
 /// Tests of resuming cut the power in the middle of a chosen step: NIX_DABEI_TEST_POWER_OFF_DURING is
-/// `<step id>:<milliseconds>`, the time after the step starts. Only in builds with `test-hooks`.
+/// `<step id>:<milliseconds>[,<step id>:<milliseconds>...]`, the time after the step starts. With
+/// NIX_DABEI_TEST_ONCE_DIR, each cut happens once over all runs: a file named for the step there says it
+/// happened (written before the cut). Only in builds with `test-hooks`.
 #[cfg(feature = "test-hooks")]
 fn power_off_during_if_asked(id: &str) {
     let Ok(wanted) = std::env::var("NIX_DABEI_TEST_POWER_OFF_DURING") else { return };
-    let Some((step, millis)) = wanted.rsplit_once(':') else { return };
-    let Ok(millis) = millis.parse::<u64>() else { return };
-    if step == id {
+    for spec in wanted.split(',') {
+        let Some((step, millis)) = spec.rsplit_once(':') else { continue };
+        let Ok(millis) = millis.parse::<u64>() else { continue };
+        if step != id {
+            continue;
+        }
+        if let Some(dir) = std::env::var_os("NIX_DABEI_TEST_ONCE_DIR") {
+            let marker = std::path::Path::new(&dir).join(id.replace('/', "_"));
+            if marker.exists() || std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&marker, "")).is_err() {
+                continue;
+            }
+        }
         let id = id.to_string();
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(millis));
@@ -761,39 +775,91 @@ fn power_off_during_if_asked(id: &str) {
     }
 }
 
+/// The steps the events file of NIX_DABEI_TEST_POWER_OFF_AFTER / NIX_DABEI_TEST_KILL_AFTER (`new:<file>`)
+/// shows finished by earlier runs: read once, before this run finishes its first step (whose own event
+/// is in the file by the time the hook asks).
+#[cfg(feature = "test-hooks")]
+fn finished_by_earlier_runs() -> &'static [String] {
+    static SEEN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SEEN.get_or_init(|| {
+        let file = ["NIX_DABEI_TEST_KILL_AFTER", "NIX_DABEI_TEST_POWER_OFF_AFTER"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().and_then(|w| w.strip_prefix("new:").map(str::to_string)));
+        let text = file.and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["event"] == "step-finished")
+            .filter_map(|event| event["id"].as_str().map(str::to_string))
+            .collect()
+    })
+}
+
 /// Tests of resuming cut the power right after a chosen step, as a crash would: no unmount, no export,
 /// no sync. Set NIX_DABEI_TEST_POWER_OFF_AFTER to a step id, or to `new:<events file>` for the first step
 /// this run applies that the JSON events in that file (earlier runs) never show finished.
-/// NIX_DABEI_TEST_KILL_AFTER, in the same form, kills the process instead (SIGKILL: no cleanup, the
-/// kernel's state as the step left it), for resuming in the same boot. Only in builds with the
-/// `test-hooks` feature.
+/// NIX_DABEI_TEST_KILL_AFTER, in the same form, kills the process instead (SIGKILL: no cleanup) where
+/// that step changes only the kernel's state ([`changes_only_the_kernel`]), for resuming in the same
+/// boot with the kernel as the step left it; after a step that writes, it cuts the power all the same.
+/// Only in builds with the `test-hooks` feature.
 #[cfg(feature = "test-hooks")]
-fn power_off_if_asked(id: &str) {
-    static SEEN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let asked = |variable: &str| {
-        let Ok(wanted) = std::env::var(variable) else { return false };
-        match wanted.strip_prefix("new:") {
-            Some(file) => {
-                let seen = SEEN.get_or_init(|| {
-                    let text = std::fs::read_to_string(file).unwrap_or_default();
-                    text.lines()
-                        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                        .filter(|event| event["event"] == "step-finished")
-                        .filter_map(|event| event["id"].as_str().map(str::to_string))
-                        .collect()
-                });
-                !seen.iter().any(|s| s == id)
-            }
-            None => wanted == id,
-        }
+fn power_off_if_asked(step: &Step) {
+    let id = step.id.as_str();
+    let asked = |variable: &str| match std::env::var(variable) {
+        Ok(wanted) if wanted.starts_with("new:") => !finished_by_earlier_runs().iter().any(|s| s == id),
+        Ok(wanted) => wanted == id,
+        Err(_) => false,
     };
-    if asked("NIX_DABEI_TEST_POWER_OFF_AFTER") {
+    let kill = asked("NIX_DABEI_TEST_KILL_AFTER");
+    if kill && changes_only_the_kernel(&step.operation) {
+        eprintln!("nix-dabei: test hook: killed after step {id}");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    if kill || asked("NIX_DABEI_TEST_POWER_OFF_AFTER") {
         eprintln!("nix-dabei: test hook: powering off after step {id}");
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     }
-    if asked("NIX_DABEI_TEST_KILL_AFTER") {
-        eprintln!("nix-dabei: test hook: killed after step {id}");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Whether an operation changes only the running kernel's state (mappings, mounts, swap, activations)
+/// and nothing on the disks: what a reboot undoes. Every operation is named, so that a new one must be
+/// decided on.
+#[cfg(feature = "test-hooks")]
+fn changes_only_the_kernel(operation: &Operation) -> bool {
+    match operation {
+        Operation::LuksOpen(_)
+        | Operation::LuksClose(_)
+        | Operation::Mount(_)
+        | Operation::Unmount(_)
+        | Operation::Swapon(_)
+        | Operation::Swapoff(_)
+        | Operation::VgActivate(_)
+        | Operation::VgDeactivate(_)
+        | Operation::MdAssemble(_)
+        | Operation::MdStop(_) => true,
+        Operation::Wipe(_)
+        | Operation::PartitionTable(_)
+        | Operation::LuksFormat(_)
+        | Operation::HostId(_)
+        | Operation::ZpoolCreate(_)
+        | Operation::ZfsCreate(_)
+        | Operation::Mkfs(_)
+        | Operation::GrowFs(_)
+        | Operation::BtrfsSubvolumes(_)
+        | Operation::MdCreate(_)
+        | Operation::ArrayPartitionTable(_)
+        | Operation::BcachefsFormat(_)
+        | Operation::BcachefsSubvolumes(_)
+        | Operation::PvCreate(_)
+        | Operation::VgCreate(_)
+        | Operation::LvCreate(_)
+        | Operation::Mkswap(_)
+        | Operation::WriteNixosModule(_)
+        | Operation::InitrdHostKey(_)
+        | Operation::NixosInstall(_)
+        | Operation::ZpoolExport(_) => false,
+        // Operation is #[non_exhaustive] for other crates; within the workspace every kind is named above.
+        #[allow(unreachable_patterns)]
+        _ => false,
     }
 }
 
@@ -803,6 +869,21 @@ mod tests {
     use layouts::CompileOptions;
 
     use super::*;
+
+    /// The power-cut scenario's kills: after opening LUKS and mounting, not after what writes.
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn only_steps_that_change_the_kernels_state_are_killed_after() {
+        let disks = vec![DiskFacts::offline("/dev/vda", 20 << 30), DiskFacts::offline("/dev/vdb", 20 << 30)];
+        let mut options = PresetOptions::new(PresetKind::Mirror, disks);
+        options.encryption = Encryption::Luks;
+        options.flake = Some("github:me/machines#host".into());
+        let steps = build(&options).expect("preset").compile(&CompileOptions::default()).expect("compiles");
+        let kernel: Vec<&str> =
+            steps.steps.iter().filter(|s| changes_only_the_kernel(&s.operation)).map(|s| s.id.as_str()).collect();
+        assert!(kernel.contains(&"mount:/") && kernel.contains(&"luks-open:disk0/luks"), "{kernel:?}");
+        assert!(!kernel.iter().any(|id| id.starts_with("luks-format") || id.starts_with("zpool-create")), "{kernel:?}");
+    }
 
     /// Runs the batching over a plan's steps as if each batch finished at once; returns the batches.
     fn batches_of(steps: &[Step]) -> Vec<Vec<&Step>> {

@@ -59,6 +59,7 @@ pub fn scenario() -> Scenario {
         // Production LUKS settings take up to 1 GiB for argon2id, which cryptsetup caps at half the memory.
         memory_mib: Some(3072),
         prepare: Some(prepare),
+        repeat_until: None,
         boot_limit: Some(Duration::from_secs(1800)),
     }
 }

@@ -1,7 +1,8 @@
 //! `vm-tests`: builds the test image (cached) and runs the VM scenarios, printing the time of each and a
 //! closing "N passed, N failed" line.
 //!
-//! Usage: `vm-tests [image | list | bench | SCENARIO...]`. Logs are kept under target/vm-tests/<scenario>/.
+//! Usage: `vm-tests [image | list | show SCENARIO... | bench | SCENARIO...]`. Logs are kept under
+//! target/vm-tests/<scenario>/.
 
 mod bench;
 mod scenarios;
@@ -54,6 +55,16 @@ fn run() -> Result<bool> {
     // The benchmark runs only when named: it prints figures rather than testing.
     if args.first().map(String::as_str) == Some("bench") {
         all.push(bench::scenario());
+    }
+    // The shell each boot of a scenario runs, as the guest gets it.
+    if args.first().map(String::as_str) == Some("show") {
+        for name in &args[1..] {
+            let scenario = all.iter().find(|s| s.name == name).with_context(|| format!("no scenario {name:?}"))?;
+            for (index, script) in scenario.boots.iter().enumerate() {
+                println!("# {name}: boot {}\n{script}", index + 1);
+            }
+        }
+        return Ok(true);
     }
     if args.first().map(String::as_str) == Some("list") {
         for scenario in &all {

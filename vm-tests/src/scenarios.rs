@@ -49,6 +49,9 @@ pub struct Scenario {
     pub prepare: Option<fn(&Path) -> Result<()>>,
     /// How long each boot may take, where longer than [`BOOT_LIMIT`].
     pub boot_limit: Option<Duration>,
+    /// A boot (from 1, one that loses power) run again and again until the guest leaves this file in the
+    /// share, at most this many times: the power-cut scenario's interrupted install.
+    pub repeat_until: Option<(u32, &'static str, u32)>,
 }
 
 impl Scenario {
@@ -127,13 +130,15 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
     if let Some(driver) = scenario.driver {
         return run_driven(scenario, driver, machine, image, start);
     }
-    for (index, script) in scenario.boots.iter().enumerate() {
-        let boot = index as u32 + 1;
+    // The boot being run (counting repetitions), and the script's number in `boots` (from 1).
+    let (mut boot, mut script_number, mut repeated) = (0, 1, 0);
+    while let Some(script) = scenario.boots.get(script_number as usize - 1) {
+        boot += 1;
         let limit = scenario.boot_limit.unwrap_or(BOOT_LIMIT);
         let result = machine.boot(image, boot, &format!("{PRELUDE}{script}"), limit)?;
         boots.push(result.elapsed);
         logs.push(result.log.clone());
-        let power_lost = scenario.power_loss_boots.contains(&boot);
+        let power_lost = scenario.power_loss_boots.contains(&script_number);
         let failure = if result.timed_out {
             Some(format!("boot {boot} hit its time limit of {} s", limit.as_secs()))
         } else if power_lost && result.exit_code.is_some() {
@@ -153,6 +158,13 @@ pub fn run(scenario: &Scenario, image: &Image, binary: &Path, root: &Path) -> Re
             "the passphrase appears on the console of boot {boot} ({})",
             result.log.display()
         );
+        match scenario.repeat_until {
+            Some((again, file, at_most)) if again == script_number && !share.join(file).exists() => {
+                repeated += 1;
+                ensure!(repeated < at_most, "boot {boot}: {file} is not there after {at_most} repetitions");
+            }
+            _ => script_number += 1,
+        }
     }
     let bystander = fs::read(machine.disk_file(BYSTANDER))?;
     ensure!(bystander == bystander_bytes(), "the bystander disk was written to");
@@ -243,6 +255,7 @@ zpool export tank
         memory_mib: None,
         prepare: None,
         boot_limit: None,
+        repeat_until: None,
     }
 }
 
@@ -840,6 +853,7 @@ fn layout(name: &'static str, disks: Vec<DiskSpec>, plan_args: &str) -> Scenario
         memory_mib: None,
         prepare: None,
         boot_limit: None,
+        repeat_until: None,
     }
 }
 
@@ -1176,6 +1190,7 @@ fn planned_layout(
         memory_mib: None,
         prepare: None,
         boot_limit: None,
+        repeat_until: None,
     }
 }
 
@@ -1521,6 +1536,7 @@ pub fn all() -> Vec<Scenario> {
             memory_mib: None,
             prepare: None,
             boot_limit: None,
+            repeat_until: None,
         },
         resume,
         kexec_scenario(),
@@ -1540,6 +1556,7 @@ pub fn all() -> Vec<Scenario> {
             memory_mib: None,
             prepare: None,
             boot_limit: None,
+            repeat_until: None,
         },
         planned_layout(
             "btrfs-raid1-tmpfs-root",
@@ -1571,6 +1588,7 @@ pub fn all() -> Vec<Scenario> {
             memory_mib: None,
             prepare: None,
             boot_limit: None,
+            repeat_until: None,
         },
     ]
 }
@@ -1617,50 +1635,43 @@ sha256sum /dev/disk/by-id/virtio-f0 | cut -d' ' -f1 > /host/out/foreign-after
 zpool import > /host/out/importable.txt 2>&1 || true
 "#;
 
-/// One run of the interrupted install: resume it, with `hook` naming the interruption (a power cut or
-/// the process killed) right after the first step this run applies that no earlier run finished (or
-/// during a chosen step).
-fn cut_run(hook: &str) -> String {
+/// The boot of the power-cut scenario that runs again and again: resume the install, interrupted right
+/// after the first step this run applies that no earlier run finished, and again in the same boot for as
+/// long as the executor only kills the run (after a step that changed nothing but the kernel's state:
+/// opening LUKS, a mount, swap), until it cuts the power (after a step that wrote to the disks) or, once
+/// during each of luksFormat, zpool create and mkfs, while the step runs. A run that finds nothing left
+/// to do ends the repetitions.
+fn cut_boot(inside: &str) -> String {
     format!(
-        "{hook} nix-dabei apply /host/plan.toml --yes-wipe-all \
-             --passphrase-file /host/passphrase --json >> /host/out/cuts.jsonl 2>> /host/out/cuts.err || true\n"
-    )
-}
-
-/// One boot of the power-cut scenario: its runs, the last of which loses power; with nothing left to do,
-/// the power goes off all the same.
-fn cut_boot(runs: &[String]) -> String {
-    format!("{LAYOUT_MODULE}\n{}echo o > /proc/sysrq-trigger\nsleep 30\n", runs.concat())
-}
-
-/// Steps that change only the running kernel's state (mappings, mounts, swap, activations), nothing on
-/// the disks. The power-cut scenario interrupts these by killing the process and resumes in the same
-/// boot, where the kernel still holds what the step made: the resume must find it done. Losing that
-/// state is shown by the power cut after the next step that writes, whose boot starts with none of it.
-fn kernel_state_only(operation: &layouts::Operation) -> bool {
-    use layouts::Operation as O;
-    matches!(
-        operation,
-        O::LuksOpen(_)
-            | O::LuksClose(_)
-            | O::Mount(_)
-            | O::Unmount(_)
-            | O::Swapon(_)
-            | O::Swapoff(_)
-            | O::VgActivate(_)
-            | O::VgDeactivate(_)
-            | O::MdAssemble(_)
-            | O::MdStop(_)
+        r#"{LAYOUT_MODULE}
+# A line of its own between the boots' events, for the check of what each boot resumed.
+printf '{{"event":"boot"}}\n' >> /host/out/cuts.jsonl
+while :; do
+    rc=0
+    NIX_DABEI_TEST_POWER_OFF_DURING={inside} NIX_DABEI_TEST_ONCE_DIR=/host/out/cut-inside \
+        NIX_DABEI_TEST_KILL_AFTER=new:/host/out/cuts.jsonl nix-dabei apply /host/plan.toml --yes-wipe-all \
+        --passphrase-file /host/passphrase --json >> /host/out/cuts.jsonl 2>> /host/out/cuts.err || rc=$?
+    case $rc in
+        0) touch /host/out/cuts-finished; break ;;
+        # Killed (SIGKILL) after a step that changed only the kernel's state: resumed in this boot.
+        137) ;;
+        *) echo "nix-dabei apply failed with $rc" >> /host/out/cuts.err; exit 1 ;;
+    esac
+done
+echo o > /proc/sysrq-trigger
+sleep 30
+"#
     )
 }
 
 /// The power goes off at every step boundary of an encrypted (LUKS) mirror install where the step wrote
 /// to the disks, each in its own boot, and inside luksFormat, zpool create and mkfs; at the boundaries
 /// after steps that change only the kernel's state the process is killed and the install resumed in the
-/// same boot. Every run resumes where the last stopped. Then the install finishes, a second apply is a
-/// no-op, and the disks are checked as in every layout scenario. A disk outside the plan carries a pool
-/// named like the plan's and a LUKS header: it stays byte for byte as it was, and its pool is never
-/// imported.
+/// same boot, where the resumed run must find the step done (losing that state is what the next power
+/// cut's boot shows). The executor decides which by the step it finished ([`cut_boot`]). Then the
+/// install finishes, a second apply is a no-op, and the disks are checked as in every layout scenario.
+/// A disk outside the plan carries a pool named like the plan's and a LUKS header: it stays byte for
+/// byte as it was, and its pool is never imported.
 fn power_cuts() -> Scenario {
     use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
     let disks = vec![DiskSpec::virtio("c0", 3 * GIB), DiskSpec::virtio("c1", 3 * GIB)];
@@ -1676,41 +1687,21 @@ fn power_cuts() -> Scenario {
         Ok(Ok(steps)) => steps.steps,
         _ => Vec::new(),
     };
-    let mut boots = vec![CUTS_PREPARE.to_string()];
-    let mut cut_inside = [false; 3];
-    const POWER_OFF: &str = "NIX_DABEI_TEST_POWER_OFF_AFTER=new:/host/out/cuts.jsonl";
-    const KILL: &str = "NIX_DABEI_TEST_KILL_AFTER=new:/host/out/cuts.jsonl";
-    // One interruption per batch the executor runs (steps on different disks run together), after it;
-    // the last batch is left for the final boot, which must finish the install.
-    let batches = batches(&steps);
-    let mut runs = Vec::new();
-    for batch in batches.iter().take(batches.len().saturating_sub(1)) {
-        let inside = batch.iter().find_map(|step| match step.operation {
-            layouts::Operation::LuksFormat(_) => Some((0, &step.id, 30)),
-            layouts::Operation::ZpoolCreate(_) => Some((1, &step.id, 300)),
-            layouts::Operation::Mkfs(_) => Some((2, &step.id, 15)),
-            _ => None,
-        });
-        if let Some((kind, id, millis)) = inside {
-            if !cut_inside[kind] {
-                cut_inside[kind] = true;
-                runs.push(cut_run(&format!("NIX_DABEI_TEST_POWER_OFF_DURING={id}:{millis} {POWER_OFF}")));
-                boots.push(cut_boot(&std::mem::take(&mut runs)));
-            }
-        }
-        if batch.iter().all(|step| kernel_state_only(&step.operation)) {
-            runs.push(cut_run(KILL));
-        } else {
-            runs.push(cut_run(POWER_OFF));
-            boots.push(cut_boot(&std::mem::take(&mut runs)));
+    // A cut inside the first step of each kind that takes long enough to be cut into.
+    let mut inside: Vec<String> = Vec::new();
+    for (prefix, millis) in [("luks-format:", 30), ("zpool-create:", 300), ("mkfs:", 15)] {
+        if let Some(step) = steps.iter().find(|s| s.id.starts_with(prefix)) {
+            inside.push(format!("{}:{millis}", step.id));
         }
     }
-    if !runs.is_empty() {
-        boots.push(cut_boot(&runs));
-    }
-    let power_loss_boots = (2..=boots.len() as u32).collect();
-    boots.push(format!("{}{CUTS_FOREIGN_CHECK}", install_boot(": the plan was made in boot 1")));
-    boots.push(VERIFY_BOOT.to_string());
+    // At most one boot per step, and the cuts inside steps.
+    let at_most = (steps.len() + inside.len() + 2) as u32;
+    let boots = vec![
+        CUTS_PREPARE.to_string(),
+        cut_boot(&inside.join(",")),
+        format!("{}{CUTS_FOREIGN_CHECK}", install_boot(": the plan was made in boot 1")),
+        VERIFY_BOOT.to_string(),
+    ];
     let mut all = disks;
     all.push(DiskSpec::virtio("f0", 512 << 20));
     Scenario {
@@ -1718,42 +1709,13 @@ fn power_cuts() -> Scenario {
         disks: all,
         boots,
         verify: verify_power_cuts,
-        power_loss_boots,
+        power_loss_boots: vec![2],
         driver: None,
         memory_mib: None,
         prepare: None,
         boot_limit: None,
+        repeat_until: Some((2, "out/cuts-finished", at_most)),
     }
-}
-
-/// The batches the executor runs the steps in, as its scheduler forms them: the first ready step, with
-/// every other ready step on another disk when it is on one disk.
-fn batches(steps: &[layouts::Step]) -> Vec<Vec<&layouts::Step>> {
-    let mut finished: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    let mut remaining: Vec<&layouts::Step> = steps.iter().collect();
-    let mut batches = Vec::new();
-    while !remaining.is_empty() {
-        let ready: Vec<usize> = (0..remaining.len())
-            .filter(|&i| remaining[i].after.iter().all(|d| finished.contains(d.as_str())))
-            .collect();
-        let Some(&first) = ready.first() else { break };
-        let mut batch = vec![first];
-        if let Some(disk) = &remaining[first].disk {
-            let mut busy = std::collections::HashSet::from([disk]);
-            for &i in &ready[1..] {
-                if let Some(other) = &remaining[i].disk {
-                    if busy.insert(other) {
-                        batch.push(i);
-                    }
-                }
-            }
-        }
-        let taken: Vec<&layouts::Step> = batch.iter().map(|&i| remaining[i]).collect();
-        finished.extend(taken.iter().map(|s| s.id.as_str()));
-        remaining = remaining.into_iter().enumerate().filter(|(i, _)| !batch.contains(i)).map(|(_, s)| s).collect();
-        batches.push(taken);
-    }
-    batches
 }
 
 fn verify_power_cuts(share: &Path) -> Result<()> {
@@ -1767,16 +1729,33 @@ fn verify_power_cuts(share: &Path) -> Result<()> {
     ensure!(applied >= 10, "the interrupted runs applied only {applied} steps");
     ensure!(!cuts.iter().any(|e| e["event"] == "step-failed"), "a step failed after a power cut: {cuts:?}");
     // A run killed after a step left the kernel as the step made it: the next run, in the same boot, found
-    // it done and never ran it again.
-    let hooks = read(&out.join("cuts.err"))?;
-    let killed: Vec<&str> =
-        hooks.lines().filter_map(|l| l.strip_prefix("nix-dabei: test hook: killed after step ")).collect();
-    ensure!(killed.len() >= 3, "only {} runs were killed after a step: {killed:?}", killed.len());
-    let finished_install = events(&out.join("apply1.jsonl"))?;
-    for id in &killed {
-        let runs = cuts.iter().chain(&finished_install).filter(|e| e["event"] == "step-started" && e["id"] == *id);
-        ensure!(runs.count() == 1, "{id} ran again after the run was killed right after it");
+    // it done and did not run it again.
+    let mut killed = Vec::new();
+    for boot in cuts.split(|e| e["event"] == "boot") {
+        let runs: Vec<&[Value]> = boot.split(|e| e["event"] == "started").filter(|r| !r.is_empty()).collect();
+        for pair in runs.windows(2) {
+            let (run, next) = (pair[0], pair[1]);
+            if run.iter().any(|e| e["event"] == "finished") {
+                continue;
+            }
+            let last = run.iter().rev().find(|e| e["event"] == "step-finished").context("a killed run did nothing")?;
+            let id = &last["id"];
+            ensure!(
+                !next.iter().any(|e| e["event"] == "step-started" && e["id"] == *id),
+                "{id} ran again in the same boot after the run was killed right after it"
+            );
+            killed.push(id.clone());
+        }
     }
+    ensure!(killed.len() >= 3, "only {} runs were killed after a step: {killed:?}", killed.len());
+    let hooks = read(&out.join("cuts.err"))?;
+    let cut_after = hooks.lines().filter(|l| l.starts_with("nix-dabei: test hook: powering off after step ")).count();
+    let cut_inside = hooks.lines().filter(|l| l.starts_with("nix-dabei: test hook: powering off during step ")).count();
+    ensure!(cut_after >= 10, "the power was cut after only {cut_after} steps");
+    ensure!(
+        cut_inside == 3,
+        "the power was cut inside {cut_inside} steps, not inside luksFormat, zpool create and mkfs"
+    );
     verify_layout(share)
 }
 
@@ -2049,6 +2028,7 @@ pub fn kexec_scenario() -> Scenario {
         memory_mib: Some(512),
         prepare: None,
         boot_limit: None,
+        repeat_until: None,
     }
 }
 
@@ -2362,6 +2342,7 @@ pub fn remote_scenario() -> Scenario {
         memory_mib: Some(512),
         prepare: None,
         boot_limit: None,
+        repeat_until: None,
     }
 }
 
@@ -2519,6 +2500,7 @@ pub fn grow_scenario() -> Scenario {
         memory_mib: None,
         prepare: None,
         boot_limit: None,
+        repeat_until: None,
     }
 }
 
@@ -2653,5 +2635,6 @@ pub fn alongside_scenario() -> Scenario {
         memory_mib: None,
         prepare: None,
         boot_limit: None,
+        repeat_until: None,
     }
 }
