@@ -109,6 +109,12 @@ fn mkfs_options_that_users_of_disko_write_are_kept() {
         (Format::Ext4, &["-d", "/etc"], 0),
         (Format::Ext4, &["-n"], 0),
         (Format::Ext4, &["-E", "root_owner=0:0,offset=../x/y"], 1),
+        // Relative names, which mkfs resolves against its working directory, and a second UUID.
+        (Format::Xfs, &["-l", "logdev=loop43"], 1),
+        (Format::Xfs, &["-lsize=10m,logdev=loop43"], 0),
+        (Format::Xfs, &["-m", "uuid=0b7b1a3e-0000-4000-8000-000000000001"], 1),
+        (Format::Ext4, &["-E", "offset=4096"], 1),
+        (Format::Ext4, &["-O", "journal_dev"], 1),
         (Format::Vfat, &["-C", "/tmp/image"], 0),
         (Format::Ext4, &["-L"], 0),
         (Format::Ext4, &["-b"], 0),

@@ -203,7 +203,6 @@ impl Format {
                 ("-E", "offset", "writes the filesystem away from the start of its device"),
                 ("-E", "device", ELSEWHERE),
                 ("-O", "journal_dev", "makes the device another filesystem's external journal"),
-                ("-O", "^has_journal", "turns the journal off, which the check of a whole filesystem relies on"),
             ],
             Format::Vfat | Format::Btrfs | Format::F2fs => &[],
         }
