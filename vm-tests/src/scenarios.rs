@@ -56,9 +56,10 @@ pub struct Scenario {
 
 impl Scenario {
     /// How long it runs, roughly, as boots: the order in which scenarios are started (longest first).
-    /// A driven scenario's boot is a whole remote install.
+    /// A driven scenario's boot is a whole remote install; a repeated boot counts as often as it may run.
     pub fn weight(&self) -> usize {
-        self.boots.len() + if self.driver.is_some() { 8 } else { 0 }
+        let repeated = self.repeat_until.map_or(0, |(_, _, at_most)| at_most as usize);
+        self.boots.len() + repeated + if self.driver.is_some() { 8 } else { 0 }
     }
 }
 
