@@ -242,9 +242,14 @@ impl Preview {
 /// with the package that has it: a plan is refused for them before any probe, as nothing may be written
 /// for a run that would stop halfway at a missing mkfs or mdadm.
 fn missing_programs(system: &dyn System, steps: &Steps) -> Vec<String> {
+    let mut asked: Vec<String> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for program in steps.steps.iter().chain(&steps.teardown).flat_map(|step| step.operation.programs()) {
-        if missing.iter().any(|m| m.starts_with(&format!("{program} "))) || system.has_program(&program) {
+        if asked.contains(&program) {
+            continue;
+        }
+        asked.push(program.clone());
+        if system.has_program(&program) {
             continue;
         }
         let provider = match layouts::programs::find(&program) {
