@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use vm_tests::vm::DiskSpec;
 
-use crate::scenarios::{finished, Scenario, GIB, PASSPHRASE};
+use crate::scenarios::{finished, BootScript, Scenario, GIB, PASSPHRASE};
 
 /// Timed runs of each side per layout.
 const RUNS: usize = 5;
@@ -50,16 +50,24 @@ const LAYOUTS: [Layout; 4] = [
 /// The benchmark as a scenario of the harness: one boot per layout, figures printed by its check.
 pub fn scenario() -> Scenario {
     Scenario {
-        name: "bench",
+        name: "bench".into(),
+        folder: None,
+        copy: Vec::new(),
         disks: vec![DiskSpec::virtio("b0", 3 * GIB), DiskSpec::virtio("b1", 3 * GIB)],
-        boots: LAYOUTS.iter().map(guest_script).collect(),
+        boots: LAYOUTS
+            .iter()
+            .map(|layout| BootScript {
+                source: format!("vm-tests/src/bench.rs for {}", layout.name),
+                script: format!(". /host/lib/common.sh\n{}", guest_script(layout)),
+            })
+            .collect(),
         verify: print_figures,
         power_loss_boots: vec![],
         driver: None,
         // Production LUKS settings take up to 1 GiB for argon2id, which cryptsetup caps at half the memory.
         memory_mib: Some(3072),
         prepare: Some(prepare),
-        repeat_until: None,
+        repeat: None,
         boot_limit: Some(Duration::from_secs(1800)),
     }
 }

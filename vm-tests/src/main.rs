@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<bool> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut all = scenarios::all();
+    let mut all = scenarios::all()?;
     // The benchmark runs only when named: it prints figures rather than testing.
     if args.first().map(String::as_str) == Some("bench") {
         all.push(bench::scenario());
@@ -59,9 +59,9 @@ fn run() -> Result<bool> {
     // The shell each boot of a scenario runs, as the guest gets it.
     if args.first().map(String::as_str) == Some("show") {
         for name in &args[1..] {
-            let scenario = all.iter().find(|s| s.name == name).with_context(|| format!("no scenario {name:?}"))?;
-            for (index, script) in scenario.boots.iter().enumerate() {
-                println!("# {name}: boot {}\n{script}", index + 1);
+            let scenario = all.iter().find(|s| &s.name == name).with_context(|| format!("no scenario {name:?}"))?;
+            for (index, boot) in scenario.boots.iter().enumerate() {
+                println!("# {name}: boot {} (vm-tests/scenarios/{})\n{}", index + 1, boot.source, boot.script);
             }
         }
         return Ok(true);
@@ -85,7 +85,7 @@ fn run() -> Result<bool> {
         for name in &args {
             chosen.push(
                 all.iter()
-                    .find(|s| s.name == name)
+                    .find(|s| &s.name == name)
                     .with_context(|| format!("no scenario {name:?} (see `vm-tests list`)"))?,
             );
         }
@@ -126,7 +126,7 @@ fn run() -> Result<bool> {
 
 /// How one scenario ended.
 struct Outcome {
-    name: &'static str,
+    name: String,
     elapsed: std::time::Duration,
     boot_seconds: Vec<f64>,
     /// Each boot's stages as the init marked them.
@@ -158,7 +158,7 @@ fn run_all(selected: &[&scenarios::Scenario], image: &vm::Image, binary: &Path) 
                             report.boots_summary()
                         );
                         Outcome {
-                            name: scenario.name,
+                            name: scenario.name.clone(),
                             elapsed: report.total,
                             boot_seconds: report.boots.iter().map(|b| b.as_secs_f64()).collect(),
                             stages: report.logs.iter().map(|log| vm::stages(log)).collect(),
@@ -172,10 +172,10 @@ fn run_all(selected: &[&scenarios::Scenario], image: &vm::Image, binary: &Path) 
                             "vm-tests: {} FAILED: {error:#}\nvm-tests: {} left what it reported in {}",
                             scenario.name,
                             scenario.name,
-                            root.join(scenario.name).join("share/out").display()
+                            root.join(&scenario.name).join("share/out").display()
                         );
                         Outcome {
-                            name: scenario.name,
+                            name: scenario.name.clone(),
                             elapsed: started.elapsed(),
                             boot_seconds: Vec::new(),
                             stages: Vec::new(),

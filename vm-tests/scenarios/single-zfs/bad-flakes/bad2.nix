@@ -1,0 +1,2 @@
+# Nothing mounted at /.
+{ host = { }; change = c: c // { fileSystems = builtins.removeAttrs c.fileSystems [ "/" ]; }; }

@@ -1,0 +1,384 @@
+//! What the host does besides booting: the drivers that talk to a running guest over SSH (the kexec and
+//! remote scenarios) and the preparations that put computed files into the share before the first boot.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+
+use super::checks::read;
+use super::{Driver, Prepare};
+
+/// The driver a manifest names.
+pub fn by_name(name: &str) -> Option<Driver> {
+    match name {
+        "kexec" => Some(drive_kexec),
+        "remote" => Some(drive_remote),
+        _ => None,
+    }
+}
+
+/// The preparation a manifest names.
+pub fn preparation(name: &str) -> Option<Prepare> {
+    match name {
+        "power-cuts" => Some(prepare_power_cuts),
+        _ => None,
+    }
+}
+
+/// The power-cut scenario's plan as the guest makes it (the step ids depend only on the plan's names,
+/// which are the guest's too), its steps, and the steps to cut into with how long after their start:
+/// the first of each kind that takes long enough to be cut into.
+pub fn power_cut_steps() -> (Vec<layouts::Step>, Vec<String>) {
+    use layouts::presets::{build, DiskFacts, Encryption, PresetKind, PresetOptions};
+    let facts =
+        ["c0", "c1"].iter().map(|s| DiskFacts::offline(format!("/dev/disk/by-id/virtio-{s}"), 3 << 30)).collect();
+    let mut options = PresetOptions::new(PresetKind::Mirror, facts);
+    options.encryption = Encryption::Luks;
+    options.flake = Some("path:/etc/nixos#vm".into());
+    // As the guest plans it: booted with SeaBIOS, a BIOS boot partition on each disk.
+    options.boot = layouts::BootMode::Both;
+    let steps = match build(&options).map(|p| p.compile(&layouts::CompileOptions::default())) {
+        Ok(Ok(steps)) => steps.steps,
+        _ => Vec::new(),
+    };
+    let mut inside = Vec::new();
+    for (prefix, millis) in [("luks-format:", 30), ("zpool-create:", 300), ("mkfs:", 15)] {
+        if let Some(step) = steps.iter().find(|s| s.id.starts_with(prefix)) {
+            inside.push(format!("{}:{millis}", step.id));
+        }
+    }
+    (steps, inside)
+}
+
+/// Writes `scenario/cut-inside` for power-cuts/cut.sh: the steps to cut into ([`power_cut_steps`]).
+fn prepare_power_cuts(share: &Path) -> Result<()> {
+    let (steps, inside) = power_cut_steps();
+    ensure!(!steps.is_empty() && inside.len() == 3, "the power-cut plan does not compile to the steps to cut into");
+    fs::write(share.join("scenario/cut-inside"), inside.join(","))?;
+    Ok(())
+}
+
+fn ssh(share: &Path, port: u16, strict: &str, command: &str) -> Result<std::process::Output> {
+    ssh_with_key(share, "test_key", port, strict, command)
+}
+
+fn ssh_with_key(share: &Path, key: &str, port: u16, strict: &str, command: &str) -> Result<std::process::Output> {
+    let output = std::process::Command::new("ssh")
+        .args(["-p", &port.to_string(), "-i"])
+        .arg(share.join(key))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", share.join("known_hosts").display()))
+        .args([
+            "-o",
+            &format!("StrictHostKeyChecking={strict}"),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+            "root@127.0.0.1",
+            command,
+        ])
+        .output()?;
+    Ok(output)
+}
+
+fn wait_for_file(path: &Path, limit: Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        ensure!(start.elapsed() < limit, "{} did not appear within {} s", path.display(), limit.as_secs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+const GUEST_PATH: &str = "export PATH=/host/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin NIX_DABEI_WEAK_KDF=1;";
+
+/// The host side of the kexec scenario.
+fn drive_kexec(share: &Path, port: u16) -> Result<()> {
+    let out = share.join("out");
+    fs::create_dir_all(&out)?;
+    for name in ["test_key", "cloud_key"] {
+        let generated = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(share.join(name))
+            .status()?;
+        ensure!(generated.success(), "ssh-keygen failed");
+    }
+    wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
+    let first = ssh(share, port, "accept-new", "grep -E '^(MemTotal|MemAvailable):' /proc/meminfo")?;
+    fs::write(out.join("meminfo-rescue.txt"), &first.stdout)?;
+    ensure!(first.status.success(), "ssh into the rescue system failed: {}", String::from_utf8_lossy(&first.stderr));
+    let kexec = ssh(
+        share,
+        port,
+        "yes",
+        &format!(
+            "{GUEST_PATH} nix-dabei kexec --kernel /host/bzImage --initrd /host/initrd.zst --delay 15 \
+            --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'"
+        ),
+    )?;
+    fs::write(out.join("kexec.txt"), [kexec.stdout.clone(), kexec.stderr.clone()].concat())?;
+    ensure!(kexec.status.success(), "nix-dabei kexec failed: {}", String::from_utf8_lossy(&kexec.stderr));
+    // The SSH session that asked for the switch has returned before it: the rescue system still answers.
+    let still_there = ssh(share, port, "yes", "true")?;
+    ensure!(still_there.status.success(), "the kexec session returned only with the switch (it held the session)");
+    wait_for_file(&out.join("ramos-ready"), Duration::from_secs(180))?;
+    // The cloud image's key, carried without the command that refused root.
+    let cloud = ssh_with_key(share, "cloud_key", port, "yes", "true")?;
+    ensure!(
+        cloud.status.success(),
+        "the key from authorized_keys2 does not let root in after kexec ({}): {}",
+        cloud.status,
+        String::from_utf8_lossy(&cloud.stdout)
+    );
+    // The same host key (strict checking) and the carried authorized key let us in.
+    let address = ssh(share, port, "yes", "ip -4 -o address show")?;
+    ensure!(address.status.success(), "ssh into the RAM OS failed: {}", String::from_utf8_lossy(&address.stderr));
+    let addresses = String::from_utf8_lossy(&address.stdout);
+    ensure!(addresses.contains("10.0.2.15/24"), "the static address was not carried over: {addresses}");
+    let network = ssh(
+        share,
+        port,
+        "yes",
+        "/usr/sbin/ip -6 -o address show scope global; /usr/sbin/ip route show 192.0.2.0/24; \
+         /usr/sbin/ip route show 198.18.0.0/15; cat /etc/machine-id; cat /run/systemd/network/10-nix-dabei-*.network",
+    )?;
+    let network = String::from_utf8_lossy(&network.stdout).into_owned();
+    fs::write(out.join("network.txt"), &network)?;
+    for expected in [
+        "2001:db8:5::15/64",
+        "192.0.2.0/24 via 10.0.3.1",
+        "onlink",
+        "198.18.0.0/15 dev ",
+        "Destination=198.18.0.0/15\nScope=link",
+        "0123456789abcdef0123456789abcdef",
+        "Address=10.0.2.15/24",
+        "Address=2001:db8:5::15/64",
+        "Destination=192.0.2.0/24\nGateway=10.0.3.1\nGatewayOnLink=yes",
+    ] {
+        ensure!(network.contains(expected), "not carried over: {expected:?} in\n{network}");
+    }
+    let install = ssh(
+        share,
+        port,
+        "yes",
+        &format!(
+            "{GUEST_PATH} nix-dabei plan --preset mirror --encrypt --disk /dev/disk/by-id/virtio-x0 --disk \
+                /dev/disk/by-id/virtio-x1 -o /host/plan.toml >/dev/null && \
+             nix-dabei apply /host/plan.toml --yes-wipe-all --passphrase-file /host/passphrase --json && \
+             nix-dabei unmount /host/plan.toml --json"
+        ),
+    )?;
+    let events = String::from_utf8_lossy(&install.stdout).into_owned();
+    fs::write(out.join("install.jsonl"), &events)?;
+    ensure!(
+        install.status.success(),
+        "the install over SSH failed: {}\n{events}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let finished: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &Value| e["event"] == "finished")
+        .collect();
+    ensure!(
+        finished.len() == 2 && finished.iter().all(|e| e["ok"] == true),
+        "the install did not finish well: {events}"
+    );
+    let restore = read(&out.join("restore.txt"))?;
+    ensure!(
+        restore.contains("restored authorized_keys for root")
+            && restore.contains("restored host key ssh_host_ed25519_key")
+            && restore.contains("restored machine id")
+            && restore.contains("restored DNS servers 10.0.2.3"),
+        "{restore}"
+    );
+    let _ = ssh(share, port, "yes", "touch /host/out/installed");
+    Ok(())
+}
+
+/// Debian's Nix on the host, as root without its daemon: no build users, no binary cache, and builders
+/// that are the host's /bin/sh.
+const HOST_NIX_CONFIG: &str =
+    "build-users-group =\nsubstituters =\nsandbox = false\nexperimental-features = nix-command flakes";
+
+/// `nix-dabei remote` on the host, against the guest, with the test's key and known_hosts.
+fn remote_command(share: &Path, port: u16, extra: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(share.join("bin/nix-dabei"));
+    command
+        .args(["remote", "root@127.0.0.1", "-p", &port.to_string(), "-i"])
+        .arg(share.join("test_key"))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", share.join("known_hosts").display()))
+        .args(["-o", "StrictHostKeyChecking=accept-new", "--json", "--plan"])
+        .arg(share.join("plan.toml"))
+        .args(["--kexec-tarball"])
+        .arg(share.join("kexec.tar.gz"))
+        .args(["--passphrase-file"])
+        .arg(share.join("passphrase"))
+        .args(extra)
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+fn disk_digests(share: &Path, serials: &[&str]) -> Result<String> {
+    let machine = share.parent().context("machine folder")?;
+    let output = std::process::Command::new("sha256sum")
+        .args(serials.iter().map(|s| machine.join(format!("{s}.img"))))
+        .output()?;
+    ensure!(output.status.success(), "sha256sum failed");
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The host side of the remote scenario.
+fn drive_remote(share: &Path, port: u16) -> Result<()> {
+    let out = share.join("out");
+    fs::create_dir_all(&out)?;
+    let generated = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(share.join("test_key"))
+        .status()?;
+    ensure!(generated.success(), "ssh-keygen failed");
+    let binary = share.join("bin/nix-dabei");
+    // The plan is made on the workstation; its module goes into the flake before the install.
+    let plan = std::process::Command::new(&binary)
+        .args(["plan", "--preset", "mirror", "--encrypt", "--disk", "/dev/disk/by-id/virtio-x0", "--disk"])
+        .args(["/dev/disk/by-id/virtio-x1", "--offline-size", "3G", "--boot", "bios", "--flake", "path:/etc/nixos#vm"])
+        .arg("-o")
+        .arg(share.join("plan.toml"))
+        .output()?;
+    ensure!(plan.status.success(), "plan failed: {}", String::from_utf8_lossy(&plan.stderr));
+    let module = std::process::Command::new(&binary).arg("nixos-module").arg(share.join("plan.toml")).output()?;
+    ensure!(module.status.success(), "nixos-module failed");
+    fs::write(share.join("nix-dabei.nix"), &module.stdout)?;
+    // A kexec tarball as the flake's: kexec/{bzImage,initrd,nix-dabei,run}.
+    let kexec = share.join("tarball/kexec");
+    fs::create_dir_all(&kexec)?;
+    fs::copy(share.join("bzImage"), kexec.join("bzImage"))?;
+    fs::copy(share.join("initrd.zst"), kexec.join("initrd"))?;
+    fs::copy(&binary, kexec.join("nix-dabei"))?;
+    fs::write(
+        kexec.join("run"),
+        "#!/bin/sh\nset -eu\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\nexec \"$here/nix-dabei\" kexec --kernel \
+         \"$here/bzImage\" --initrd \"$here/initrd\" --delay 3 \
+         --append 'console=ttyS0 panic=-1 loglevel=4 cryptomgr.notests=1 nix_dabei_boot=2'\n",
+    )?;
+    std::os::unix::fs::PermissionsExt::set_mode(&mut fs::metadata(kexec.join("run"))?.permissions(), 0o755);
+    let packed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("chmod 755 tarball/kexec/run && tar -C tarball -cf - kexec | gzip -1 > kexec.tar.gz")
+        .current_dir(share)
+        .status()?;
+    ensure!(packed.success(), "cannot pack the kexec tarball");
+    wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
+    let disks = ["x0", "x1"];
+    let before = disk_digests(share, &disks)?;
+
+    // The flake on the far side, built there; and one here, built here (`--build-on local`): the stand-in
+    // configuration with a system of two store paths, built by this machine's Nix without nixpkgs.
+    let far_flake = ["--flake", "path:/etc/nixos#vm"];
+    let flake = share.join("flake");
+    fs::create_dir_all(&flake)?;
+    fs::write(flake.join("flake.nix"), include_str!("../../image/flake.nix"))?;
+    fs::copy(share.join("nix-dabei.nix"), flake.join("nix-dabei.nix"))?;
+    fs::copy(share.join("scenario/override.nix"), flake.join("override.nix"))?;
+    let local_flake = format!("path:{}#vm", flake.display());
+
+    // A dry run from the rescue system: the review, and nothing written.
+    let dry = remote_command(share, port, &[&far_flake[..], &["--dry-run"]].concat()).output()?;
+    let dry_events = String::from_utf8_lossy(&dry.stdout).into_owned();
+    fs::write(out.join("remote-dry-run.jsonl"), &dry_events)?;
+    ensure!(dry.status.success(), "the dry run failed: {}\n{dry_events}", String::from_utf8_lossy(&dry.stderr));
+    let events = json_lines(&dry_events);
+    let review = events.iter().find(|e| e["event"] == "reviewed").context("no review in the dry run")?;
+    ensure!(review["review"]["wipes"].as_array().map(Vec::len) == Some(2), "the review wipes two disks: {review}");
+    ensure!(!events.iter().any(|e| e["event"] == "phase-started" && e["phase"] == "apply"), "the dry run applied");
+    ensure!(disk_digests(share, &disks)? == before, "the dry run changed a disk");
+    let leftover = ssh(share, port, "yes", "test ! -e /run/nix-dabei/remote-dry-run")?;
+    ensure!(leftover.status.success(), "the dry run left its folder behind");
+
+    // The whole flow; after kexec the machine shows another host key, and the run stops there.
+    let refused = remote_command(share, port, &[&far_flake[..], &["--yes-wipe-all", "--boot-timeout", "300"]].concat())
+        .output()?;
+    let refused_events = String::from_utf8_lossy(&refused.stdout).into_owned();
+    fs::write(out.join("remote-wrong-key.jsonl"), &refused_events)?;
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    ensure!(!refused.status.success(), "a changed host key after kexec was accepted: {refused_events}");
+    ensure!(stderr.contains("host key changed"), "the refusal does not say why: {stderr}");
+    let kexec_failed = json_lines(&refused_events)
+        .into_iter()
+        .any(|e| e["event"] == "phase-failed" && e["phase"] == "kexec" && e["error"].to_string().contains("host key"));
+    ensure!(kexec_failed, "no phase-failed event for kexec: {refused_events}");
+    ensure!(out.join("ramos-wrong-key").exists(), "the RAM OS did not come up");
+    ensure!(disk_digests(share, &disks)? == before, "a disk was written before the host key was checked");
+    fs::write(out.join("right-key"), "")?;
+    wait_for_file(&out.join("ramos-ready"), Duration::from_secs(60))?;
+
+    // Again, with the carried key: killed (with its SSH connections) in the middle of apply ...
+    let mut first = remote_command(share, port, &[&far_flake[..], &["--yes-wipe-all"]].concat());
+    first.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut first, 0);
+    let mut child = first.spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut seen = String::new();
+    let mut in_apply = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        in_apply |= event["event"] == "phase-started" && event["phase"] == "apply";
+        if in_apply && event["event"] == "step-finished" {
+            break;
+        }
+    }
+    let group = child.id().to_string();
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+    let _ = child.wait();
+    fs::write(out.join("remote-killed.jsonl"), &seen)?;
+    ensure!(in_apply, "the run ended before apply: {seen}");
+
+    // ... and run once more: it reattaches to the apply still running there, checks and builds the system
+    // here, copies it into the target's store there, installs it and reboots.
+    let last = remote_command(share, port, &["--yes-wipe-all", "--post-install-check", "zpool list -H -o name,health"])
+        .args(["--flake", &local_flake, "--build-on", "local"])
+        .env("NIX_CONFIG", HOST_NIX_CONFIG)
+        .output()?;
+    let last_events = String::from_utf8_lossy(&last.stdout).into_owned();
+    fs::write(out.join("remote-resumed.jsonl"), &last_events)?;
+    fs::write(out.join("remote-resumed.stderr"), &last.stderr)?;
+    let _ = fs::write(out.join("done"), "");
+    ensure!(last.status.success(), "the resumed run failed: {}\n{last_events}", String::from_utf8_lossy(&last.stderr));
+    let events = json_lines(&last_events);
+    let skipped_plan = events.iter().find(|e| e["event"] == "phase-skipped" && e["phase"] == "plan");
+    ensure!(
+        skipped_plan.is_some_and(|e| e["reason"].as_str().is_some_and(|r| r.contains("reattaching"))),
+        "the second run did not reattach to the running apply: {last_events}"
+    );
+    for phase in ["apply", "install", "reboot"] {
+        ensure!(
+            events.iter().any(|e| e["event"] == "phase-finished" && e["phase"] == phase),
+            "phase {phase} did not finish: {last_events}"
+        );
+    }
+    let noted = |text: &str| {
+        events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains(text)))
+    };
+    ensure!(noted("against the plan here"), "the flake was not checked here: {last_events}");
+    ensure!(noted("-nixos-system-vm; copying"), "the system was not built here: {last_events}");
+    ensure!(
+        events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains("ONLINE"))),
+        "the post-install check did not see the pool: {last_events}"
+    );
+    ensure!(out.join("rebooted").exists(), "no reboot was asked for");
+    Ok(())
+}
