@@ -29,13 +29,6 @@
           build = installer.config.system.build;
           kernelImage = "${build.kernel}/${installer.config.system.boot.loader.kernelFile}";
           commandLine = build.ramOsCommandLine;
-        in
-        {
-          inherit nix-dabei;
-          default = nix-dabei;
-          kernel = build.kernel;
-          # The initrd with the Nix store inside: all the RAM OS there is.
-          initrd = build.netbootRamdisk;
           kexec-tarball = pkgs.callPackage ./nix/kexec-tarball.nix {
             inherit kernelImage commandLine;
             initrd = build.netbootRamdisk;
@@ -43,6 +36,20 @@
             # iproute2's iptables support does not link statically; `ip` needs none of it here.
             iproute2-static = pkgs.pkgsStatic.iproute2.override { iptables = null; };
             kexec-tools-static = pkgs.pkgsStatic.kexec-tools;
+          };
+        in
+        {
+          inherit nix-dabei kexec-tarball;
+          default = nix-dabei;
+          kernel = build.kernel;
+          # The initrd with the Nix store inside: all the RAM OS there is.
+          initrd = build.netbootRamdisk;
+          # The sizes against their budgets: `nix run .#ram-os-sizes`.
+          ram-os-sizes = pkgs.callPackage ./nix/ram-os-sizes.nix {
+            kexecTarball = kexec-tarball;
+            initrd = build.netbootRamdisk;
+            squashfs = build.squashfsStore;
+            inherit (build) toplevel;
           };
           runvm = pkgs.callPackage ./nix/runvm.nix {
             inherit kernelImage commandLine;
@@ -54,6 +61,10 @@
         runvm = {
           type = "app";
           program = "${self.packages.${system}.runvm}/bin/nix-dabei-runvm";
+        };
+        ram-os-sizes = {
+          type = "app";
+          program = "${self.packages.${system}.ram-os-sizes}/bin/nix-dabei-ram-os-sizes";
         };
       });
 

@@ -26,7 +26,9 @@ rustPlatform.buildRustPackage {
 
   nativeBuildInputs = [ pkg-config rustPlatform.bindgenHook ];
   buildInputs = [ util-linux cryptsetup udev ];
-  # A static build links libcryptsetup, libblkid and their dependencies statically too.
+  # A static build links libcryptsetup, libblkid and their dependencies statically too: each library
+  # and the nixpkgs attribute of its archive are in ./static-libraries.json (checked against Cargo.lock
+  # and pkg-config by nix-dabei/tests/nix_files.rs).
   env = lib.optionalAttrs stdenv.hostPlatform.isStatic { PKG_CONFIG_ALL_STATIC = "1"; };
 
   # The tests need root, loop devices and a VM; they run in this repository's CI instead.

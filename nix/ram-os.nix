@@ -4,6 +4,13 @@
 # `nixos-install` and Nix's sandboxed builds work: they call pivot_root, which the kernel refuses on the
 # initial ramfs; and only there are PATH, nix.conf and the CA certificates those need.
 #
+# Lean by construction: netboot.nix alone (not netboot-minimal.nix, whose netboot-base.nix brings
+# profiles/installation-device.nix: NetworkManager, ModemManager, documentation forced on, the nixpkgs
+# channel, profiles/base.nix's tools) and profiles/minimal.nix, with the choices nixos-images makes for
+# non-interactive installs (nix/noninteractive.nix there: no nixpkgs source in the closure, no base
+# profile) and nixpkgs' profiles/perlless.nix makes for activation without Perl. Why the store is a
+# squashfs and not plain files in the initrd: ARCHITECTURE.md, "The RAM OS's store".
+#
 # Booting needs `init=<toplevel>/init` on the kernel command line: initrd-find-nixos-closure, which
 # initrd.target requires, reads it (nixos/modules/system/boot/systemd/initrd.nix). The kexec tarball's
 # `run` and `nix run .#runvm` pass it; `system.build.ramOsCommandLine` is the whole line.
@@ -18,7 +25,8 @@ let
 in
 {
   imports = [
-    (modulesPath + "/installer/netboot/netboot-minimal.nix")
+    (modulesPath + "/installer/netboot/netboot.nix")
+    (modulesPath + "/profiles/minimal.nix")
     ./nix-dabei-module.nix
   ];
 
@@ -41,19 +49,56 @@ in
   config = {
     programs.nix-dabei.enable = true;
     system.nixos.variant_id = "installer";
+    # Stateless: nothing it keeps could depend on an older release's defaults.
+    system.stateVersion = lib.mkDefault lib.trivial.release;
 
     boot.initrd.systemd.enable = true;
+    # A failure in stage 1 gives a root shell on the console, not a locked one: the machine's console (a
+    # hoster's KVM or serial console) is the only way in then (nixos/modules/system/boot/systemd/
+    # initrd.nix, emergencyAccess; its default is false).
+    boot.initrd.systemd.emergencyAccess = true;
     boot.initrd.availableKernelModules = [ "virtio_pci" "virtio_blk" "virtio_scsi" "virtio_net" "nvme" "ahci" "sd_mod" ];
-    boot.supportedFilesystems = [ "zfs" "vfat" "ext4" "xfs" "btrfs" ];
+    boot.supportedFilesystems = [ "zfs" "vfat" "ext4" "xfs" "btrfs" "f2fs" ];
     boot.kernelParams = [
       "console=${serialConsole},115200"
       "console=tty1"
       "panic=30"
-      # Compressed swap in memory: small rescue machines have little to spare.
-      "zswap.enabled=1"
-      "zswap.compressor=zstd"
-      "zswap.max_pool_percent=40"
     ];
+    # Compressed swap in memory: small rescue machines have little to spare, and Nix evaluating a flake
+    # on the target is what needs it (zswap, set before, does nothing without a swap device to sit in
+    # front of; nixos/modules/config/zram.nix makes one with zram-generator).
+    zramSwap = {
+      enable = true;
+      algorithm = "zstd";
+      memoryPercent = 50;
+    };
+    # md arrays get their /dev/md/NAME links from mdadm's udev rules, which this installs with mdadm.conf
+    # (nixos/modules/tasks/swraid.nix; without MAILADDR or PROGRAM it warns on every build).
+    boot.swraid = {
+      enable = true;
+      mdadmConf = "MAILADDR root";
+    };
+
+    # Activation without Perl, as nixpkgs' profiles/perlless.nix chooses: /etc an overlay mounted in stage
+    # 1 (nixos/modules/system/etc/etc.nix mounts /sysroot/etc before initrd-fs.target, so the handover
+    # below, ordered after that target, writes into its upper layer) and users made by userborn instead of
+    # update-users-groups.pl; nothing here generates configurations (nixos-generate-config is Perl).
+    system.etc.overlay.enable = true;
+    system.etc.overlay.mutable = true;
+    services.userborn.enable = true;
+    # nixos/modules/installer/tools/tools.nix: each tool its own switch, on by default.
+    system.tools.nixos-generate-config.enable = false;
+    programs.less.lessopen = null;
+    # nixos/modules/virtualisation/nixos-containers.nix: on by default, for nixos-container.
+    boot.enableContainers = false;
+
+    # Nothing of the nixpkgs source tree: no channel (nixos/modules/config/nix-channel.nix) and, since
+    # nixpkgs' lib.nixosSystem sets nixpkgs.flake.source, neither its registry entry nor NIX_PATH, each of
+    # which makes the closure depend on the whole tree (nixos/modules/misc/nixpkgs-flake.nix). Systems are
+    # installed from the user's flake, which brings its own nixpkgs.
+    nix.channel.enable = false;
+    nixpkgs.flake.setFlakeRegistry = false;
+    nixpkgs.flake.setNixPath = false;
     boot.initrd.compressor = "zstd";
     networking.hostId = "8425e349";
     networking.hostName = "nix-dabei";
@@ -109,16 +154,25 @@ in
       };
     };
 
-    # DHCP on every wired interface (nixpkgs' 99-ethernet-default-dhcp unit), unless a carried unit,
-    # sorted first, matches the interface's MAC address.
+    # networkd and resolved are the only network stack: DHCP on every wired interface (nixpkgs'
+    # 99-ethernet-default-dhcp unit, which networking.useDHCP keeps: nixos/modules/tasks/network-interfaces-
+    # systemd.nix), unless a carried unit, sorted first, matches the interface's MAC address. No
+    # NetworkManager (it would fight networkd over the routes the handover restores) and no dhcpcd.
     networking.useNetworkd = true;
+    networking.useDHCP = true;
+    networking.dhcpcd.enable = false;
+    networking.networkmanager.enable = lib.mkForce false;
     services.resolved.enable = true;
+    # sshd is the only service listening, as nixos-images' kexec installer has it; the firewall's
+    # packages and rules are left out.
+    networking.firewall.enable = false;
 
     services.openssh = {
       enable = true;
       settings.PermitRootLogin = "prohibit-password";
       # Every type a rescue system may hand over, so that the client finds the key it pinned (NixOS's
-      # default has no ECDSA key; missing ones are generated).
+      # default, in nixos/modules/services/networking/ssh/sshd.nix, has no ECDSA key; missing ones are
+      # generated).
       hostKeys = [
         { type = "ed25519"; path = "/etc/ssh/ssh_host_ed25519_key"; }
         { type = "ecdsa"; path = "/etc/ssh/ssh_host_ecdsa_key"; }
@@ -138,11 +192,12 @@ in
 
     # Besides the programs nix-dabei runs (nix-dabei-module.nix installs the one list): tools for a
     # person at the console, and git, which Nix fetches git flakes with.
+    # gitMinimal: git without its Perl and Python scripts (pkgs/top-level/all-packages.nix).
     environment.systemPackages = with pkgs; [
       cryptsetup
       gptfdisk
       kexec-tools
-      git
+      gitMinimal
       rsync
     ];
 
@@ -165,6 +220,8 @@ in
       };
     };
 
+    # profiles/minimal.nix turns these off with mkDefault; nothing here turns them on again.
     documentation.enable = false;
+    documentation.man.enable = false;
   };
 }

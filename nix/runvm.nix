@@ -18,7 +18,7 @@ writeShellApplication {
   name = "nix-dabei-runvm";
   runtimeInputs = [ qemu ];
   text = ''
-    memory=1024 disks=2 size=20G port=2222 net=1
+    memory=1536 disks=2 size=20G port=2222 net=1
     while [ $# -gt 0 ]; do
       case "$1" in
         --memory) memory=$2; shift 2 ;;

@@ -86,3 +86,108 @@ fn the_package_source_holds_the_whole_workspace_and_its_lock() {
     let members = metadata["workspace_members"].as_array().map_or(0, Vec::len);
     assert_eq!(members, paths.len() - 2, "the workspace's members are the source's folders");
 }
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `rust-version` must be a Rust the locked nixpkgs has: Rust ships a stable release every six weeks
+/// since 1.0 (2015-05-15), and nixos-unstable takes each within weeks. So the locked nixpkgs (its
+/// `lastModified`) holds at least the release of 12 weeks before it; rust-version may be no newer.
+/// At today's lock (2026-06-16) that is 1.94 or newer, against rust-version 1.89.
+#[test]
+fn the_minimum_rust_is_one_the_locked_nixpkgs_builds_with() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml")).expect("toml");
+    let rust_version = manifest["workspace"]["package"]["rust-version"].as_str().expect("rust-version");
+    let minor: i64 = rust_version.split('.').nth(1).and_then(|m| m.parse().ok()).expect("1.N");
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("flake.lock")).expect("flake.lock")).expect("json");
+    let locked_at = lock["nodes"]["nixpkgs"]["locked"]["lastModified"].as_i64().expect("lastModified") / 86_400;
+    // 1.0 came out on a Friday; every release since on a Thursday, six weeks apart.
+    let release_of = |minor: i64| days_from_civil(2015, 5, 14) + minor * 42;
+    // The train's dates are exact for recent releases (1.89: 2025-08-07).
+    assert_eq!(release_of(89), days_from_civil(2025, 8, 7));
+    let in_nixpkgs = (0..).take_while(|m| release_of(*m) + 84 <= locked_at).last().expect("a release");
+    assert!(
+        minor <= in_nixpkgs,
+        "rust-version {rust_version} is newer than the 1.{in_nixpkgs} the locked nixpkgs is sure to have"
+    );
+}
+
+/// nix/static-libraries.json names every C library the static build links, with the nixpkgs attribute
+/// of its archive: every crate of nix-dabei's dependency graph that links a C library (Cargo's `links`,
+/// or a -sys crate with a build script) is there with its pkg-config module, and every library the static link line of those modules names
+/// (pkg-config --static, as the -sys crates ask for it in a static build) is listed.
+#[test]
+fn the_static_build_lists_every_c_library_it_links() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let listed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("nix/static-libraries.json")).expect("nix/static-libraries.json"),
+    )
+    .expect("json");
+    let metadata = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--offline", "--locked", "--format-version", "1"])
+        .args(["--filter-platform", "x86_64-unknown-linux-gnu", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata");
+    assert!(metadata.status.success(), "{}", String::from_utf8_lossy(&metadata.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata.stdout).expect("metadata");
+    // nix-dabei's normal dependencies, transitively.
+    let nodes = metadata["resolve"]["nodes"].as_array().expect("nodes");
+    let node = |id: &str| nodes.iter().find(|n| n["id"] == id).expect("a node");
+    let start = metadata["packages"].as_array().expect("packages").iter().find(|p| p["name"] == "nix-dabei");
+    let mut queue = vec![start.expect("nix-dabei")["id"].as_str().expect("id").to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(id) = queue.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        for dep in node(&id)["deps"].as_array().expect("deps") {
+            let normal = dep["dep_kinds"].as_array().expect("kinds").iter().any(|k| k["kind"].is_null());
+            if normal {
+                queue.push(dep["pkg"].as_str().expect("pkg").to_string());
+            }
+        }
+    }
+    let linking: Vec<&str> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| seen.contains(p["id"].as_str().unwrap_or_default()))
+        .filter(|p| {
+            // A C library's binding: `links`, or a -sys crate with a build script (which probes it).
+            let builds = p["targets"].as_array().is_some_and(|t| {
+                t.iter().any(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "custom-build")))
+            });
+            p["links"].is_string() || (p["name"].as_str().is_some_and(|n| n.ends_with("-sys")) && builds)
+        })
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    let crates = listed["crates"].as_object().expect("crates");
+    let mut names: Vec<&str> = crates.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut linking_sorted = linking.clone();
+    linking_sorted.sort_unstable();
+    assert_eq!(names, linking_sorted, "the crates that link C libraries");
+    let modules: Vec<&str> = crates.values().map(|m| m.as_str().expect("module")).collect();
+    let output = std::process::Command::new("pkg-config")
+        .args(["--static", "--libs"])
+        .args(&modules)
+        .output()
+        .expect("pkg-config (scripts/setup installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let libraries = listed["libraries"].as_object().expect("libraries");
+    for flag in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+        let library = flag.strip_prefix("-l").or_else(|| flag.strip_prefix("-")).unwrap_or(flag);
+        assert!(libraries.contains_key(library), "{flag} ({modules:?}) has no nixpkgs attribute in the list");
+    }
+}

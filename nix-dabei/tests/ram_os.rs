@@ -91,7 +91,7 @@ fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd()
     assert_eq!((facts["networkd"].clone(), facts["resolved"].clone()), (Value::Bool(true), Value::Bool(true)));
     assert_eq!(strings(&facts["nixSettings"]["experimental-features"]), ["nix-command", "flakes"]);
     let packages = strings(&facts["ramOsPackages"]);
-    for program in ["nixos-install-tools", "zfs-for-the-kernel", "cryptsetup", "util-linux", "git"] {
+    for program in ["nixos-install", "zfs-for-the-kernel", "cryptsetup", "util-linux", "gitMinimal"] {
         assert!(packages.contains(&program), "{program} is on the RAM OS's PATH: {packages:?}");
     }
     assert!(strings(&facts["tui"]["conflicts"]).contains(&"getty@tty1.service"));
@@ -99,6 +99,57 @@ fn the_ram_os_boots_into_a_normal_stage_2_and_restores_before_network_and_sshd()
     for service in [&facts["tui"], restore] {
         assert!(service["path"][0].as_str().is_some_and(|p| p.ends_with("-system-path")), "{service}");
     }
+}
+
+/// The RAM OS is built on netboot.nix and profiles/minimal.nix alone, with networkd and resolved as its
+/// network stack, zram swap, a console in stage 1, activation without Perl and no nixpkgs source: what
+/// nix/ram-os.nix says of each, and the classes the review found (NetworkManager from the installer
+/// profile, zswap without swap, a locked emergency shell, the channel).
+#[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
+fn the_ram_os_is_lean_networkd_only_and_has_a_console_when_stage_1_fails() {
+    let lean = &evaluate()["lean"];
+    // The stand-ins of tests/nix/modules record what was imported; a module without one (the installer
+    // profiles) fails the evaluation.
+    assert_eq!(strings(&lean["imported"]), ["installer/netboot/netboot.nix", "profiles/minimal.nix"]);
+    for (setting, expected) in [
+        ("networkmanager", false),
+        ("dhcpcd", false),
+        ("useDHCP", true),
+        ("firewall", false),
+        ("documentation", false),
+        ("channel", false),
+        ("flakeRegistry", false),
+        ("nixPath", false),
+        ("etcOverlay", true),
+        ("userborn", true),
+        ("generateConfig", false),
+        ("emergencyAccess", true),
+    ] {
+        assert_eq!(lean[setting], expected, "{setting}: {lean}");
+    }
+    assert_eq!(lean["zram"]["enable"], true, "{lean}");
+    assert_eq!(lean["zram"]["algorithm"], "zstd", "{lean}");
+    let params = strings(&evaluate()["kernelParams"]);
+    assert!(!params.iter().any(|p| p.starts_with("zswap.")), "zswap without a swap device: {params:?}");
+    assert_eq!(lean["swraid"]["enable"], true);
+    assert!(lean["swraid"]["mdadmConf"].as_str().is_some_and(|c| c.contains("MAILADDR")), "{lean}");
+    // Nothing with Perl in it is asked for by name: git without its scripts, nixos-install without
+    // nixos-generate-config (nixos-install-tools holds both).
+    let packages = strings(&evaluate()["ramOsPackages"]);
+    for perl in ["git", "nixos-install-tools", "perl"] {
+        assert!(!packages.contains(&perl), "{perl} in the RAM OS: {packages:?}");
+    }
+}
+
+/// `nix run .#ram-os-sizes` holds the kexec tarball to its budget of 150 MB and fails when it is over.
+#[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
+fn the_size_report_holds_the_tarball_to_its_budget() {
+    let script = evaluate()["sizesScript"].as_str().expect("script");
+    assert!(script.contains("-kexec-tarball/nix-dabei-kexec.tar.gz)\" 150\n"), "{script}");
+    assert!(script.contains("over=1") && script.trim_end().ends_with("exit \"$over\""), "{script}");
+    assert!(script.contains("-closure-info/store-paths"), "{script}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::steps::{CommandLine, Operation, OperationKind};
 /// The programs of the install: the flake's check and the install itself, and the initrd's host key.
 pub const PROGRAMS: &[Program] = &[
     Program::target("nix", "nix", "nix-bin", "checking the flake's configuration against the plan (nix eval)"),
-    Program::target("nixos-install", "nixos-install-tools", "", "installing NixOS"),
+    Program::target("nixos-install", "nixos-install", "", "installing NixOS"),
     Program::target("ssh-keygen", "openssh", "openssh-client", "the initrd's SSH host key for remote unlock"),
     Program::target("nix-instantiate", "nix", "nix-bin", "import-disko: evaluating a disko configuration"),
 ];

@@ -10,7 +10,7 @@ let
   # Every attribute the program list names (nix/programs.json), and those the RAM OS adds.
   programAttributes = map (program: program.nixpkgs) (lib.importJSON (repo + "/nix/programs.json"));
   pkgsFor = system: lib.genAttrs (lib.unique (programAttributes ++ [
-    "nix-dabei" "cryptsetup" "gptfdisk" "kexec-tools" "iproute2" "git" "rsync" "nixos-install-tools" "qemu"
+    "nix-dabei" "cryptsetup" "gptfdisk" "kexec-tools" "iproute2" "gitMinimal" "rsync" "qemu" "coreutils"
   ])) package // {
     stdenv.hostPlatform = { inherit system; isAarch64 = system == "aarch64-linux"; qemuArch = lib.head (lib.splitString "-" system); };
   };
@@ -61,6 +61,16 @@ let
     iproute2-static = package "iproute2-static";
     kexec-tools-static = package "kexec-tools-static";
   };
+  sizesScript = (import (repo + "/nix/ram-os-sizes.nix") {
+    writeShellApplication = args: args.text;
+    coreutils = package "coreutils";
+    findutils = package "findutils";
+    closureInfo = _: package "closure-info";
+    kexecTarball = package "kexec-tarball";
+    initrd = package "initrd";
+    squashfs = package "squashfs";
+    toplevel = package "toplevel";
+  });
   runvm = system: (import (repo + "/nix/runvm.nix") {
     inherit lib;
     stdenv = (pkgsFor system).stdenv;
@@ -87,10 +97,29 @@ in
   ramOsPackages = names ramOs.environment.systemPackages;
   ramOsMarker = ramOs.environment.etc."nix-dabei/ram-os".text;
   kernelParams = ramOs.boot.kernelParams;
+  # What keeps it lean (nix/ram-os.nix): the nixpkgs modules it imports, the network stack, the store
+  # and activation choices, and what they leave out.
+  lean = {
+    imported = builtins.attrNames ramOs.stub.imported;
+    networkmanager = ramOs.networking.networkmanager.enable;
+    dhcpcd = ramOs.networking.dhcpcd.enable;
+    useDHCP = ramOs.networking.useDHCP;
+    firewall = ramOs.networking.firewall.enable;
+    documentation = ramOs.documentation.enable;
+    channel = ramOs.nix.channel.enable;
+    flakeRegistry = ramOs.nixpkgs.flake.setFlakeRegistry;
+    nixPath = ramOs.nixpkgs.flake.setNixPath;
+    etcOverlay = ramOs.system.etc.overlay.enable;
+    userborn = ramOs.services.userborn.enable;
+    generateConfig = ramOs.system.tools.nixos-generate-config.enable;
+    zram = ramOs.zramSwap;
+    emergencyAccess = ramOs.boot.initrd.systemd.emergencyAccess;
+    swraid = ramOs.boot.swraid;
+  };
   importedEnabledByDefault = (evaluate [ flake.nixosModules.nix-dabei ]).programs.nix-dabei.enable;
   importedEnabled = names imported.environment.systemPackages;
   programs = lib.importJSON (repo + "/nix/programs.json");
-  inherit tarballScript;
+  inherit tarballScript sizesScript;
   runvmX86 = runvm "x86_64-linux";
   runvmAarch64 = runvm "aarch64-linux";
 }
