@@ -95,6 +95,8 @@ pub(crate) struct ModuleParts {
     pub lvm_thin: bool,
     /// `mdadm.conf` lines of the RAID arrays.
     pub md_arrays: Vec<String>,
+    /// The filesystem UUIDs of the btrfs of several devices that boot degraded.
+    pub btrfs_degraded: Vec<String>,
 }
 
 impl ModuleParts {
@@ -180,6 +182,7 @@ pub(crate) fn parts(plan: &Plan) -> (ModuleParts, Vec<String>) {
     for (name, filesystem) in &plan.bcachefs_filesystems {
         filesystem.nixos(&mut found, plan, name);
     }
+    mount_btrfs_of_several_devices_by_uuid(plan, &mut found);
     found.file_systems.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     (found, esp_devices)
 }
@@ -255,6 +258,10 @@ pub fn module(plan: &Plan) -> String {
             let _ = writeln!(out, "  services.lvm.boot.thin.enable = true;");
         }
     }
+    zfs_imports_after_their_containers(&mut out, plan, &found);
+    for uuid in &found.btrfs_degraded {
+        btrfs_degraded_boot(&mut out, uuid);
+    }
     for luks in &found.luks {
         let _ = writeln!(out, "  boot.initrd.luks.devices.{} = {{", nix_string(&luks.name));
         let _ = writeln!(out, "    device = {};", nix_string(&luks.device));
@@ -319,6 +326,134 @@ pub fn module(plan: &Plan) -> String {
     out
 }
 
+/// A btrfs over several devices is mounted by its filesystem UUID, which every member carries, rather
+/// than by the device it was made on: udev's by-uuid link (and systemd's device unit for it, which
+/// btrfs's udev rule holds back until every member was scanned) stands for the whole filesystem, where
+/// the first member's path is gone with its disk.
+fn mount_btrfs_of_several_devices_by_uuid(plan: &Plan, found: &mut ModuleParts) {
+    for (disk_name, disk) in &plan.disks {
+        for (part_name, part) in &disk.partitions {
+            let Some(content) = &part.content else { continue };
+            let Content::Btrfs(btrfs) = content.innermost() else { continue };
+            let owner = format!("{disk_name}/{part_name}");
+            if plan.btrfs_members(&owner).is_empty() {
+                continue;
+            }
+            let device = match content {
+                Content::Luks(luks) => format!("/dev/mapper/{}", luks.name),
+                _ => partition_path(plan, disk_name, part_name),
+            };
+            let uuid = plan.filesystem_uuid(&owner);
+            let by_uuid = format!("/dev/disk/by-uuid/{uuid}");
+            for fs in found.file_systems.iter_mut().filter(|fs| fs.fs_type == "btrfs" && fs.device == device) {
+                fs.device = by_uuid.clone();
+                if btrfs.degraded_boot {
+                    fs.options.push("degraded".to_string());
+                }
+            }
+            if btrfs.degraded_boot {
+                found.btrfs_degraded.push(uuid);
+            }
+        }
+    }
+}
+
+/// How long the initrd waits for every member of a btrfs that may boot degraded.
+const BTRFS_MEMBERS_WAIT_SECONDS: u32 = 30;
+
+/// A btrfs that boots with a member missing (`degraded_boot`). systemd's 64-btrfs.rules holds every member
+/// back from systemd (SYSTEMD_READY=0) until `btrfs ready` says all of them were seen, so the mount waits
+/// for a device that never comes and the boot ends in the emergency shell. This initrd service gives the
+/// members [`BTRFS_MEMBERS_WAIT_SECONDS`] from the first one's arrival to be complete, then overrides the rule for this filesystem (a
+/// rule under /run/udev/rules.d, read after 64-btrfs.rules) and has udev tell systemd again; the mount's
+/// `degraded` option lets btrfs mount without the missing member. A complete filesystem is never marked
+/// early, so it never mounts degraded by a race.
+fn btrfs_degraded_boot(out: &mut String, uuid: &str) {
+    let short: String = uuid.chars().take(8).collect();
+    let link = format!("/dev/disk/by-uuid/{uuid}");
+    let _ = writeln!(out, "  # Boots with a member of btrfs {short} missing, after waiting for it.");
+    let _ = writeln!(out, "  boot.initrd.systemd.services.\"nix-dabei-btrfs-degraded-{short}\" = {{");
+    let _ = writeln!(out, "    description = \"Let btrfs {short} mount degraded when a member is missing\";");
+    let _ = writeln!(out, "    wantedBy = [ \"initrd.target\" ];");
+    let _ = writeln!(out, "    after = [ \"systemd-udevd.service\" \"systemd-udev-trigger.service\" ];");
+    let _ = writeln!(out, "    unitConfig.DefaultDependencies = false;");
+    let _ = writeln!(out, "    serviceConfig.Type = \"oneshot\";");
+    let _ = writeln!(out, "    serviceConfig.TimeoutStartSec = \"infinity\";");
+    let _ = writeln!(out, "    script = ''");
+    let _ = writeln!(
+        out,
+        "      ready() {{ [ -e {link} ] && ! udevadm info --query=property {link} | grep -q '^SYSTEMD_READY=0$'; }}"
+    );
+    // The wait starts once a member is there: containers open only when their passphrase is typed.
+    let _ = writeln!(out, "      until [ -e {link} ]; do sleep 1; done");
+    let _ = writeln!(out, "      for i in $(seq {BTRFS_MEMBERS_WAIT_SECONDS}); do ready && exit 0; sleep 1; done");
+    let _ = writeln!(out, "      echo \"nix-dabei: btrfs {uuid} is missing a member: mounting it degraded\" >&2");
+    let _ = writeln!(out, "      mkdir -p /run/udev/rules.d");
+    let _ = writeln!(
+        out,
+        "      echo 'ENV{{ID_FS_UUID}}==\"{uuid}\", ENV{{SYSTEMD_READY}}=\"1\"' > /run/udev/rules.d/99-nix-dabei-btrfs-{short}.rules"
+    );
+    let _ = writeln!(out, "      udevadm control --reload");
+    let _ = writeln!(out, "      udevadm trigger --action=change --property-match=ID_FS_UUID={uuid}");
+    let _ = writeln!(out, "    '';");
+    let _ = writeln!(out, "  }};");
+}
+
+/// The mount points NixOS mounts in the initrd (nixos/lib/utils.nix, `pathsNeededForBoot`): a ZFS pool
+/// holding one of them is a root pool, imported in the initrd.
+const NEEDED_FOR_BOOT: [&str; 9] =
+    ["/", "/nix", "/nix/store", "/var", "/var/log", "/var/lib", "/var/lib/nixos", "/etc", "/usr"];
+
+/// A systemd unit name's instance part for `name` (systemd's unit_name_escape): `/` becomes `-`, and
+/// every byte that is not a letter, a digit, `:`, `_` or a `.` after the first becomes `\xNN`.
+pub fn systemd_escape(name: &str) -> String {
+    let mut out = String::new();
+    for (index, byte) in name.bytes().enumerate() {
+        match byte {
+            b'/' => out.push('-'),
+            b'.' if index > 0 => out.push('.'),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b':' | b'_' => out.push(byte as char),
+            other => {
+                let _ = write!(out, "\\x{other:02x}");
+            }
+        }
+    }
+    out
+}
+
+/// Orders the initrd's import of each root pool whose members are LUKS containers after the
+/// containers' unlock. nixpkgs' zfs.nix (nixos/modules/tasks/filesystems/zfs.nix, `createImportService`
+/// for the initrd's root pools) starts the import once udev settled and polls about 60 s for the pool's
+/// devices before one last import: a passphrase typed later, as remote unlock over SSH takes, left the
+/// pool unimported and the boot in the emergency shell (nixpkgs issue 250003 gives this ordering as the
+/// remedy; `cryptsetup.target` is not enough where the members are `nofail`). `after` waits for a
+/// missing disk's unit to give up without requiring it, so a degraded pool still imports.
+fn zfs_imports_after_their_containers(out: &mut String, plan: &Plan, found: &ModuleParts) {
+    let mut containers: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (_, content) in plan.contents() {
+        if let Content::Luks(luks) = content {
+            if let Content::Zfs(member) = &*luks.content {
+                let unit = format!("systemd-cryptsetup@{}.service", systemd_escape(&luks.name));
+                containers.entry(member.pool.as_str()).or_default().push(unit);
+            }
+        }
+    }
+    let root_pools: std::collections::BTreeSet<&str> = found
+        .file_systems
+        .iter()
+        .filter(|fs| fs.fs_type == "zfs" && NEEDED_FOR_BOOT.contains(&fs.mountpoint.as_str()))
+        .filter_map(|fs| fs.device.split('/').next())
+        .collect();
+    for (pool, units) in containers.into_iter().filter(|(pool, _)| root_pools.contains(pool)) {
+        let _ = writeln!(out, "  # Imported once every member's LUKS container is open (or its disk given up on).");
+        let service = format!("zfs-import-{pool}");
+        let _ = writeln!(out, "  boot.initrd.systemd.services.{} = {{", nix_string(&service));
+        let _ = writeln!(out, "    after = {};", nix_list(&units));
+        let _ = writeln!(out, "    wants = {};", nix_list(&units));
+        let _ = writeln!(out, "  }};");
+    }
+}
+
 /// GRUB on every boot path unless the configuration chose systemd-boot, which then gets its other ESPs
 /// kept in sync.
 fn boot_loader(out: &mut String, paths: &[BootPath], efi: bool) {
@@ -349,21 +484,66 @@ fn boot_loader(out: &mut String, paths: &[BootPath], efi: bool) {
     if efi && !others.is_empty() && paths[0].efi_mountpoint.is_none() {
         let first = &paths[0].path;
         let _ =
-            writeln!(out, "  # systemd-boot installs on {first} only: copy it to the other ESPs after each install.");
+            writeln!(out, "  # systemd-boot installs on {first} only: copy it to the other ESPs after each install,");
+        let _ = writeln!(out, "  # each only where it is mounted (a missing disk's is an empty directory on /).");
         let _ = writeln!(
             out,
             "  boot.loader.systemd-boot.extraInstallCommands = lib.mkIf config.boot.loader.systemd-boot.enable ''"
         );
         for other in others {
+            let (from, to) = (shell_word(first), shell_word(&other.path));
+            let _ = writeln!(out, "    if ${{pkgs.util-linux}}/bin/mountpoint -q {to}; then");
             let _ = writeln!(
                 out,
-                "    ${{pkgs.rsync}}/bin/rsync -a --delete --exclude=/loader/random-seed {}/ {}/",
-                shell_word(first),
-                shell_word(&other.path)
+                "      ${{pkgs.rsync}}/bin/rsync -a --delete --exclude=/loader/random-seed {from}/ {to}/"
             );
+            let _ = writeln!(out, "    else");
+            let _ = writeln!(
+                out,
+                "      echo \"nix-dabei: \"{to}\" is not mounted (is its disk missing?): its boot loader is not updated\" >&2"
+            );
+            let _ = writeln!(out, "    fi");
         }
         let _ = writeln!(out, "  '';");
     }
+    if paths.len() > 1 {
+        missing_esps(out, paths);
+    }
+}
+
+/// A mirror's ESPs are `nofail`: when a disk is gone, its ESP's mount point is an empty directory on the
+/// root filesystem. GRUB's install (install-grub.sh in nixos/modules/system/boot/loader/grub/grub.nix runs
+/// install-grub.pl for every `mirroredBoots` entry under `set -e`) would write the boot files there and
+/// then fail in grub-install, breaking every nixos-rebuild until the disk is replaced. At boot, each ESP
+/// mount point left unmounted gets an ESP that is mounted bound onto it, with a message, so that
+/// installing the boot loader keeps working (it installs into that ESP twice).
+fn missing_esps(out: &mut String, paths: &[BootPath]) {
+    let esps: Vec<String> = paths.iter().map(|p| shell_word(p.efi_mountpoint.as_deref().unwrap_or(&p.path))).collect();
+    let list = esps.join(" ");
+    let _ = writeln!(out, "  # Each ESP that did not mount (its disk is missing) gets a mounted one bound onto it.");
+    let _ = writeln!(out, "  systemd.services.nix-dabei-missing-esps = {{");
+    let _ = writeln!(out, "    description = \"Stand in a mounted ESP for each missing one\";");
+    let _ = writeln!(out, "    wantedBy = [ \"multi-user.target\" ];");
+    let _ = writeln!(out, "    after = [ \"local-fs.target\" ];");
+    let _ = writeln!(out, "    serviceConfig.Type = \"oneshot\";");
+    let _ = writeln!(out, "    script = ''");
+    let _ = writeln!(out, "      mounted=");
+    let _ = writeln!(out, "      for esp in {list}; do");
+    let _ = writeln!(out, "        if ${{pkgs.util-linux}}/bin/mountpoint -q \"$esp\"; then mounted=$esp; break; fi");
+    let _ = writeln!(out, "      done");
+    let _ = writeln!(out, "      if [ -z \"$mounted\" ]; then echo \"nix-dabei: no ESP is mounted\" >&2; exit 0; fi");
+    let _ = writeln!(out, "      for esp in {list}; do");
+    let _ = writeln!(out, "        if ! ${{pkgs.util-linux}}/bin/mountpoint -q \"$esp\"; then");
+    let _ = writeln!(
+        out,
+        "          echo \"nix-dabei: $esp is not mounted (is its disk missing?): $mounted is bound there until the disk is replaced (then unmount it)\" >&2"
+    );
+    let _ = writeln!(out, "          mkdir -p \"$esp\"");
+    let _ = writeln!(out, "          ${{pkgs.util-linux}}/bin/mount --bind \"$mounted\" \"$esp\"");
+    let _ = writeln!(out, "        fi");
+    let _ = writeln!(out, "      done");
+    let _ = writeln!(out, "    '';");
+    let _ = writeln!(out, "  }};");
 }
 
 /// A mountpoint as one word for the shell inside a Nix indented string: single-quoted, with the

@@ -39,6 +39,11 @@ const INTENDED: &[(&str, &str)] = &[
          mirroredBoots (BIOS disks included), or keeps the other ESPs in sync when the host uses systemd-boot",
     ),
     (
+        "btrfs of several devices by UUID",
+        "disko mounts a btrfs spanning several devices by the device it was made on, gone with that disk; \
+         nix-dabei by the filesystem UUID every member carries (the test maps it to that device)",
+    ),
+    (
         "ZFS settings",
         "disko leaves networking.hostId, boot.zfs.* and supportedFilesystems to the configuration; nix-dabei \
          created the pools under that host id and sets it",
@@ -149,7 +154,22 @@ fn strings(value: &Value) -> Vec<String> {
 
 /// Compares the two sides, allowing only [`INTENDED`]; returns every other difference.
 fn differences(plan: &Plan, evaluated: &Value) -> Vec<String> {
-    let names = partition_names(plan, &evaluated["partitionDevices"]);
+    let mut names = partition_names(plan, &evaluated["partitionDevices"]);
+    // A btrfs of several devices, mounted by its UUID: disko names the device it was made on.
+    for (disk_name, disk) in &plan.disks {
+        for (part_name, part) in &disk.partitions {
+            let owner = format!("{disk_name}/{part_name}");
+            let Some(content) = &part.content else { continue };
+            if !matches!(content.innermost(), layouts::Content::Btrfs(_)) || plan.btrfs_members(&owner).is_empty() {
+                continue;
+            }
+            let made_on = match content {
+                layouts::Content::Luks(luks) => format!("/dev/mapper/{}", luks.name),
+                _ => owner.clone(),
+            };
+            names.insert(format!("/dev/disk/by-uuid/{}", plan.filesystem_uuid(&owner)), made_on);
+        }
+    }
     let device = |value: &Value| {
         let text = value.as_str().unwrap_or_default();
         names.get(text).cloned().unwrap_or_else(|| text.to_string())
@@ -664,4 +684,113 @@ content.swap = { uuid = "5d0c4f2e-8a43-4b8e-9f0e-2b7d3c9a1e55" }
     ] {
         assert!(squeezed.contains(expected), "disko's _create lacks {expected:?}:\n{create}");
     }
+}
+
+/// ZFS on LUKS: the initrd imports the root pool only once every member's container is open, with and
+/// without remote unlock (nixpkgs' import service otherwise gives up on devices after about 60 s, before
+/// a passphrase typed over SSH arrives); a pool outside LUKS is left as nixpkgs has it.
+#[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
+fn zfs_on_luks_imports_only_after_every_member_is_unlocked() {
+    let mut plan = preset(PresetKind::Mirror, Encryption::Luks, BootMode::Uefi, 2);
+    for unlock in [false, true] {
+        if unlock {
+            plan.remote_unlock = Some(RemoteUnlock {
+                authorized_keys: vec![
+                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me".into(),
+                ],
+                port: 22,
+                network_kernel_modules: vec![],
+            });
+            plan.validate().expect("valid");
+        }
+        let ours = &evaluate(&plan, &format!("zfs-import-{unlock}"), Host::default(), false)["ours"];
+        let import = &ours["initrdServices"]["zfs-import-rpool"];
+        let units = ["systemd-cryptsetup@crypt0.service", "systemd-cryptsetup@crypt1.service"];
+        assert_eq!(strings(&import["after"]), units, "remote unlock {unlock}: {import}");
+        assert_eq!(strings(&import["wants"]), units, "remote unlock {unlock}: {import}");
+    }
+    let native = preset(PresetKind::Mirror, Encryption::ZfsNative, BootMode::Uefi, 2);
+    let ours = &evaluate(&native, "zfs-import-native", Host::default(), false)["ours"];
+    assert_eq!(ours["initrdServices"], serde_json::json!({}), "nothing to wait for outside LUKS");
+    // The container's name as systemd-cryptsetup's unit has it.
+    assert_eq!(layouts::nixos::systemd_escape("crypt-0.x"), "crypt\\x2d0.x");
+    assert_eq!(layouts::nixos::systemd_escape(".a/b"), "\\x2ea-b");
+}
+
+/// A mirror's missing disk: systemd-boot's copy to each other ESP runs only where that ESP is mounted
+/// (else it says so), and at boot each ESP that did not mount gets a mounted one bound onto it, so that
+/// GRUB's install for every `mirroredBoots` path keeps working; one ESP needs neither.
+#[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
+fn a_missing_esp_breaks_neither_the_copy_nor_the_boot_loader_install() {
+    let plan = preset(PresetKind::Mirror, Encryption::None, BootMode::Uefi, 2);
+    let ours = &evaluate(&plan, "missing-esp-sdboot", Host { systemd_boot: true, ..Host::default() }, false)["ours"];
+    let commands = ours["systemdBoot"]["extraInstallCommands"].as_str().expect("commands");
+    let guard = commands.find("mountpoint -q '/boot-1'").expect(commands);
+    let copy = commands.find("rsync").expect(commands);
+    assert!(guard < copy && commands.contains("is not mounted"), "{commands}");
+    for host in [Host::default(), Host { systemd_boot: true, ..Host::default() }] {
+        let ours = &evaluate(&plan, "missing-esp", host, false)["ours"];
+        let service = &ours["services"]["nix-dabei-missing-esps"];
+        let script = service["script"].as_str().expect("a service for missing ESPs");
+        assert!(script.contains("for esp in '/boot' '/boot-1'; do"), "{script}");
+        assert!(script.contains("/bin/mount --bind \"$mounted\" \"$esp\""), "{script}");
+        assert_eq!(strings(&service["wantedBy"]), ["multi-user.target"]);
+    }
+    let single = preset(PresetKind::Single, Encryption::None, BootMode::Uefi, 1);
+    let ours = &evaluate(&single, "one-esp", Host::default(), false)["ours"];
+    assert!(ours["services"].get("nix-dabei-missing-esps").is_none(), "{}", ours["services"]);
+}
+
+/// A btrfs across several devices is mounted by the UUID its mkfs step gives it (every member carries
+/// it), not by the first member's path; with `degraded_boot` its mounts get `degraded` and the initrd a
+/// service that lets the members that came mount once the wait for the rest is over.
+#[test]
+#[cfg_attr(
+    any(no_nix_sources, no_disko_examples),
+    ignore = "needs ../shared/nix-sources and ../shared/disko-examples beside the checkout (README)"
+)]
+fn btrfs_of_several_devices_is_mounted_by_uuid_and_boots_degraded_when_the_plan_says_so() {
+    let text = include_str!("../example-plans/btrfs-raid1-on-luks.toml");
+    let mut plan = Plan::from_toml(text).expect("example");
+    let steps = plan.compile(&layouts::CompileOptions::default()).expect("compiles");
+    let uuid = steps
+        .steps
+        .iter()
+        .find_map(|s| match &s.operation {
+            layouts::Operation::Mkfs(m) if m.format == layouts::Format::Btrfs => Some(m.blkid_uuid()),
+            _ => None,
+        })
+        .expect("a btrfs mkfs step");
+    let by_uuid = format!("/dev/disk/by-uuid/{uuid}");
+    let ours = &evaluate(&plan, "btrfs-uuid", Host::default(), false)["ours"];
+    for mountpoint in ["/", "/nix", "/home"] {
+        assert_eq!(ours["fileSystems"][mountpoint]["device"], by_uuid.as_str(), "{mountpoint}");
+        assert!(!strings(&ours["fileSystems"][mountpoint]["options"]).contains(&"degraded".to_string()));
+    }
+    assert_eq!(ours["initrdServices"], serde_json::json!({}), "no degraded boot unless the plan asks");
+
+    let Some(layouts::Content::Luks(luks)) = plan.disks["disk0"].partitions["crypt"].content.as_mut() else {
+        panic!("the example's first container")
+    };
+    let layouts::Content::Btrfs(btrfs) = luks.content.as_mut() else { panic!("its btrfs") };
+    btrfs.degraded_boot = true;
+    plan.validate().expect("a raid1 btrfs of two devices may boot degraded");
+    let ours = &evaluate(&plan, "btrfs-degraded", Host::default(), false)["ours"];
+    for mountpoint in ["/", "/nix", "/home"] {
+        assert!(strings(&ours["fileSystems"][mountpoint]["options"]).contains(&"degraded".to_string()));
+    }
+    let short = &uuid[..8];
+    let service = &ours["initrdServices"][format!("nix-dabei-btrfs-degraded-{short}")];
+    let script = service["script"].as_str().expect("the degraded boot's initrd service");
+    assert!(script.contains(&format!("until [ -e {by_uuid} ]")), "{script}");
+    assert!(script.contains(&format!("ENV{{ID_FS_UUID}}==\"{uuid}\", ENV{{SYSTEMD_READY}}=\"1\"")), "{script}");
+    assert_eq!(strings(&service["wantedBy"]), ["initrd.target"]);
 }

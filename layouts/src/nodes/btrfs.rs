@@ -51,7 +51,15 @@ pub struct Btrfs {
     /// Swap files in the top level, by name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub swap: IndexMap<String, SwapFile>,
+    /// For a btrfs of several devices with redundant data and metadata: the installed system boots with a
+    /// member missing (mounted `degraded` once the initrd stopped waiting for it), rather than stopping
+    /// in the emergency shell until the disk is back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub degraded_boot: bool,
 }
+
+/// The mkfs.btrfs profiles that keep every block on more than one device.
+const REDUNDANT_PROFILES: [&str; 6] = ["raid1", "raid1c3", "raid1c4", "raid10", "raid5", "raid6"];
 
 /// One subvolume.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -308,6 +316,48 @@ impl ContentNode for BtrfsMember {
 }
 
 impl Btrfs {
+    /// The profile mkfs.btrfs is given for data (`-d`) or metadata (`-m`), if any.
+    fn profile(&self, short: &str, long: &str) -> Option<&str> {
+        let mut options = self.mkfs_options.iter();
+        while let Some(option) = options.next() {
+            if option == short || option == long {
+                return options.next().map(String::as_str);
+            }
+            if let Some(value) = option.strip_prefix(&format!("{long}=")) {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// `degraded_boot` needs members (only a btrfs in a disk's partition has them) and profiles that keep
+    /// a second copy: mkfs.btrfs makes data `single` unless told otherwise, and metadata `raid1` on
+    /// several devices.
+    fn validate_degraded_boot(&self, check: &mut Checker, plan: &Plan, path: &FieldPath) {
+        let field = path.join("degraded_boot");
+        let owner = match path.segments() {
+            [disks, disk, partitions, part, ..] if disks == "disks" && partitions == "partitions" => {
+                Some(format!("{disk}/{part}"))
+            }
+            _ => None,
+        };
+        if owner.is_none_or(|owner| plan.btrfs_members(&owner).is_empty()) {
+            check.report(field, "a btrfs on one device cannot boot degraded: no partition is a btrfs_member of it");
+            return;
+        }
+        let redundant = |profile: Option<&str>| profile.is_some_and(|p| REDUNDANT_PROFILES.contains(&p));
+        if !redundant(self.profile("-d", "--data")) {
+            check.report(
+                field.clone(),
+                "needs mkfs_options with a redundant data profile (\"-d\", \"raid1\"; or raid1c3, raid1c4, raid10, \
+                 raid5, raid6): data in the default single profile is lost with a device",
+            );
+        }
+        if self.profile("-m", "--metadata").is_some_and(|p| !redundant(Some(p))) {
+            check.report(field, "needs a redundant metadata profile (\"-m\", \"raid1\"), not the one given");
+        }
+    }
+
     fn all_swap_files(&self) -> Vec<(Option<&str>, &str, &SwapFile)> {
         let top = self.swap.iter().map(|(name, file)| (None, name.as_str(), file));
         let inner = self
@@ -428,7 +478,7 @@ impl ContentNode for Btrfs {
         Some("TYPE=btrfs".to_string())
     }
 
-    fn validate(&self, check: &mut Checker, _plan: &Plan, path: &FieldPath, _inside_luks: bool) {
+    fn validate(&self, check: &mut Checker, plan: &Plan, path: &FieldPath, _inside_luks: bool) {
         let path = path.join("btrfs");
         if let Some(mountpoint) = &self.mountpoint {
             check.mountpoint(mountpoint, &path.join("mountpoint"));
@@ -445,6 +495,9 @@ impl ContentNode for Btrfs {
             check.report(path.join("mkfs_options").join(format!("[{index}]")), format!("{value}{message}"));
         }
         Btrfs::validate_swap(check, &self.swap, self.mountpoint.as_deref(), &path);
+        if self.degraded_boot {
+            self.validate_degraded_boot(check, plan, &path);
+        }
         check_subvolume_names(check, self.subvolumes.keys(), &path.join("subvolumes"));
         for (name, subvolume) in &self.subvolumes {
             let field = path.join("subvolumes").join(name.clone());
@@ -690,7 +743,15 @@ pub(crate) fn from_disko(r: &mut Reader, object: &Object, path: &FieldPath, _ins
             mkfs_options: extra,
         }));
     }
-    Some(Content::Btrfs(Btrfs { mountpoint, mount_options, label, mkfs_options: extra, subvolumes, swap }))
+    Some(Content::Btrfs(Btrfs {
+        mountpoint,
+        mount_options,
+        label,
+        mkfs_options: extra,
+        subvolumes,
+        swap,
+        degraded_boot: false,
+    }))
 }
 
 /// Links disko's multi-device btrfs: the devices its `extraArgs` name (`/dev/mapper/<luks name>`,
@@ -747,6 +808,7 @@ pub(crate) fn link_members_from_disko(
                     mkfs_options: std::mem::take(&mut fs.mkfs_options),
                     subvolumes: IndexMap::new(),
                     swap: IndexMap::new(),
+                    degraded_boot: false,
                 });
             }
         }

@@ -69,6 +69,7 @@ let
   };
   pkgs = {
     rsync = "/nix/store/rsync";
+    util-linux = "/nix/store/util-linux";
   };
   evaluate =
     modules:
@@ -84,6 +85,8 @@ let
     inherit (config.boot) zfs;
     grub = config.boot.loader.grub;
     systemdBoot = config.boot.loader.systemd-boot;
+    initrdServices = config.boot.initrd.systemd.services or { };
+    services = config.systemd.services or { };
     # nixos/modules/tasks/swraid.nix warns on every build, and mdmon crashes, where mdadm.conf has
     # neither MAILADDR nor PROGRAM: its own test of the text.
     swraidWarns =
