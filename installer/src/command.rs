@@ -1,8 +1,8 @@
 //! The one module that runs external programs. Every failure names the command line, its exit status
 //! and its stderr. Secrets go to a program's standard input, never to its arguments or environment.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
 
 /// A program that failed, or could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -24,10 +24,29 @@ pub enum CommandError {
         status: String,
         /// The exit code, when the program exited rather than being killed.
         code: Option<i32>,
-        /// What it printed on stderr, trimmed.
+        /// What it printed on stderr, trimmed (its end, where it printed much).
         stderr: String,
     },
+    /// The program printed more than nix-dabei reads, and was stopped.
+    #[error("`{command}` printed more than {} MiB, which is more than any answer nix-dabei reads; it was stopped", limit >> 20)]
+    TooMuchOutput {
+        /// The command line.
+        command: String,
+        /// The bytes read before it was stopped.
+        limit: u64,
+    },
 }
+
+/// The most of a program's standard output that is read whole: far more than any listing nix-dabei reads
+/// (a 60-disk pool's status is well under 1 MiB), far less than a program (or the far side of `remote`)
+/// printing without end would need to exhaust memory.
+const OUTPUT_LIMIT: u64 = 64 << 20;
+
+/// The longest line [`stream`] hands on; a longer one is cut there.
+const LINE_LIMIT: usize = 1 << 20;
+
+/// What is kept of a program's stderr for its error message: the end.
+const STDERR_KEPT: usize = 64 << 10;
 
 /// Programs given paths the user wrote, which may be relative to where nix-dabei was started (a flake
 /// `.#web1`, a key file, a kernel image): they run there.
@@ -87,21 +106,91 @@ pub fn run(program: &str, args: &[String], input: Option<&[u8]>) -> Result<Strin
         // A program that exits without reading its input closes the pipe; its status says why.
         let _ = stdin.write_all(input);
     }
-    let output = child.wait_with_output().map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
-    stdout_of(command, output)
+    drop(child.stdin.take());
+    stdout_of(command, child)
 }
 
-/// A finished program's standard output, or its failure.
-fn stdout_of(command: String, output: std::process::Output) -> Result<String, CommandError> {
-    if !output.status.success() {
+/// A started program's standard output once it ended (at most [`OUTPUT_LIMIT`] bytes: beyond, it is
+/// killed), or its failure with the end of its stderr.
+fn stdout_of(command: String, mut child: Child) -> Result<String, CommandError> {
+    let stderr = child.stderr.take();
+    let stderr_thread = std::thread::spawn(move || stderr.map(|pipe| read_end(pipe, STDERR_KEPT)).unwrap_or_default());
+    let mut stdout = Vec::new();
+    if let Some(pipe) = child.stdout.take() {
+        let _ = pipe.take(OUTPUT_LIMIT + 1).read_to_end(&mut stdout);
+    }
+    let too_much = stdout.len() as u64 > OUTPUT_LIMIT;
+    if too_much {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+    let stderr = stderr_thread.join().unwrap_or_default();
+    if too_much {
+        return Err(CommandError::TooMuchOutput { command, limit: OUTPUT_LIMIT });
+    }
+    if !status.success() {
         return Err(CommandError::Failed {
             command,
-            status: output.status.to_string(),
-            code: output.status.code(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            status: status.to_string(),
+            code: status.code(),
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// Everything `reader` gives, of which only the last `keep` bytes are kept.
+fn read_end(mut reader: impl Read, keep: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(read) = reader.read(&mut chunk) {
+        if read == 0 {
+            break;
+        }
+        kept.extend_from_slice(&chunk[..read]);
+        if kept.len() > 2 * keep {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
+    }
+    kept
+}
+
+/// Hands each line of `reader` to `on_line`, without its end of line; a line longer than [`LINE_LIMIT`]
+/// is cut there (and says so), so that no line, however long, is held whole.
+fn for_each_line(reader: impl Read, mut on_line: impl FnMut(String)) {
+    let mut reader = BufReader::new(reader);
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    loop {
+        let buffer = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(buffer) => buffer,
+        };
+        let (piece, ends) = match buffer.iter().position(|b| *b == b'\n') {
+            Some(at) => (&buffer[..at], Some(at + 1)),
+            None => (buffer, None),
+        };
+        let room = LINE_LIMIT.saturating_sub(line.len());
+        line.extend_from_slice(&piece[..piece.len().min(room)]);
+        cut |= piece.len() > room;
+        let used = ends.unwrap_or(buffer.len());
+        reader.consume(used);
+        if ends.is_some() {
+            let mut text = String::from_utf8_lossy(&line).into_owned();
+            if cut {
+                text.push_str(" [line cut at 1 MiB]");
+            }
+            on_line(text);
+            line.clear();
+            cut = false;
+        }
+    }
+    if !line.is_empty() {
+        on_line(String::from_utf8_lossy(&line).into_owned());
+    }
 }
 
 /// Runs a program with the contents of `file` on its standard input (streamed, not read into memory);
@@ -109,15 +198,15 @@ fn stdout_of(command: String, output: std::process::Output) -> Result<String, Co
 pub fn run_with_file_input(program: &str, args: &[String], file: &std::path::Path) -> Result<String, CommandError> {
     let command = command_line(program, args);
     let input = std::fs::File::open(file).map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
-    let output = Command::new(program)
+    let child = Command::new(program)
         .current_dir(working_directory(program))
         .args(args)
         .stdin(Stdio::from(input))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
-    stdout_of(command, output)
+    stdout_of(command, child)
 }
 
 /// Runs a program, handing each line it prints (stdout and stderr) to `on_line` as it comes.
@@ -145,32 +234,34 @@ pub fn stream_with_env(
     let stderr = child.stderr.take();
     let (sender, receiver) = std::sync::mpsc::channel::<String>();
     let err_sender = sender.clone();
+    // The last lines of stderr, for the error message.
     let stderr_thread = std::thread::spawn(move || {
-        let mut collected = String::new();
+        let mut last: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         if let Some(pipe) = stderr {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                collected.push_str(&line);
-                collected.push('\n');
+            for_each_line(pipe, |line| {
+                if last.len() == 20 {
+                    last.pop_front();
+                }
+                last.push_back(line.clone());
                 let _ = err_sender.send(line);
-            }
+            });
         }
-        collected
+        Vec::from(last)
     });
     if let Some(stdout) = child.stdout.take() {
         let out_sender = sender;
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for_each_line(stdout, |line| {
                 let _ = out_sender.send(line);
-            }
+            });
         });
     }
     for line in receiver {
         on_line(&line);
     }
-    let stderr_text = stderr_thread.join().unwrap_or_default();
+    let tail = stderr_thread.join().unwrap_or_default();
     let status = child.wait().map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
     if !status.success() {
-        let tail: Vec<&str> = stderr_text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
         let (status, code) = (status.to_string(), status.code());
         return Err(CommandError::Failed { command, status, code, stderr: tail.join("\n") });
     }
@@ -203,5 +294,32 @@ mod tests {
         let streamed = std::sync::Mutex::new(String::new());
         stream("pwd", &[], &mut |line| streamed.lock().expect("lock").push_str(line)).expect("pwd");
         assert_eq!(streamed.into_inner().expect("lock"), here);
+    }
+
+    /// A program that prints without end (or the far side of `remote` through ssh) is stopped at the
+    /// limit rather than read into memory; a stream's lines and a failure's stderr are bounded too.
+    #[test]
+    fn what_a_program_prints_is_read_up_to_a_limit() {
+        let sh = |script: &str| vec!["-c".to_string(), script.to_string()];
+        let endless = run("sh", &sh("yes 0123456789abcdef | head -c 80000000"), None);
+        assert!(matches!(endless, Err(CommandError::TooMuchOutput { limit: OUTPUT_LIMIT, .. })), "{endless:?}");
+        let failed = run("sh", &sh("yes 'an error line' | head -c 5000000 >&2; echo last >&2; exit 3"), None);
+        match failed {
+            Err(CommandError::Failed { stderr, code: Some(3), .. }) => {
+                assert!(stderr.len() <= STDERR_KEPT && stderr.ends_with("last"), "{} bytes", stderr.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut lines = Vec::new();
+        stream("sh", &sh("head -c 3000000 /dev/zero | tr '\\0' x; echo; echo after"), &mut |line| {
+            lines.push(line.len())
+        })
+        .expect("stream");
+        assert_eq!(lines, [LINE_LIMIT + " [line cut at 1 MiB]".len(), "after".len()]);
+        let failed = stream("sh", &sh("seq 1 100000 >&2; exit 1"), &mut |_| {});
+        match failed {
+            Err(CommandError::Failed { stderr, .. }) => assert_eq!(stderr.lines().count(), 20, "{stderr}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

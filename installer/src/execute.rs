@@ -137,6 +137,20 @@ pub enum InstallError {
         /// The kernel's name for it.
         device: String,
     },
+    /// A disk is named by a link whose partitions have no names of their own (a link of the user's under
+    /// /dev, say): after the wipe its partitions would never appear under the names the steps use.
+    #[error(
+        "disk {disk:?}: {device} is another name of {kernel}, and its partitions have none: name the disk \
+         {kernel} or by a /dev/disk/by-id/ (or by-path/) link; nothing was written"
+    )]
+    NotItsOwnName {
+        /// The disk of the plan.
+        disk: String,
+        /// The name the plan gives it.
+        device: String,
+        /// The kernel's name for it.
+        kernel: String,
+    },
     /// Disks that will be wiped were not confirmed.
     #[error("not confirmed: {}; nothing was written", .0.join(", "))]
     NotConfirmed(Vec<String>),
@@ -275,6 +289,19 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
                 first: first.clone(),
                 second: name.clone(),
                 device: disk.path.clone(),
+            });
+        }
+        // Partition names are derived from the disk's: udev links the partitions of by-id, by-path and
+        // by-diskseq links (60-persistent-storage.rules), the kernel names them after the disk; any
+        // other link (the plan refuses those outside /dev) has no partitions under its name.
+        let udev_named = ["/dev/disk/by-id/", "/dev/disk/by-path/", "/dev/disk/by-diskseq/"]
+            .iter()
+            .any(|prefix| planned.device.starts_with(prefix));
+        if !udev_named && planned.device != disk.path {
+            return Err(InstallError::NotItsOwnName {
+                disk: name.clone(),
+                device: planned.device.clone(),
+                kernel: disk.path.clone(),
             });
         }
         partitioner::check_identity(name, planned, disk)?;

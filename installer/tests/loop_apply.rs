@@ -237,11 +237,16 @@ fn one_disk_under_two_names_is_refused() {
     require_root();
     let _lock = serialize();
     let mut setup = Setup::new();
-    // The same loop device, spelled another way: it must not be wiped and partitioned twice at once.
-    let other_spelling = setup.disks[0].device.replace("/dev/", "/dev/./");
-    setup.plan.disks["b"].device = other_spelling;
+    // The same loop device under another name (a link beside it; the plan refuses "/dev/./loop0"): it
+    // must not be wiped and partitioned twice at once.
+    let other_name = format!("/dev/nix-dabei-test-same-{}", std::process::id());
+    let _ = std::fs::remove_file(&other_name);
+    std::os::unix::fs::symlink(&setup.disks[0].device, &other_name).expect("a link in /dev");
+    setup.plan.disks["b"].device = other_name.clone();
     setup.plan.disks["b"].size = setup.plan.disks["a"].size;
-    let error = setup.apply(&all(&setup)).expect_err("refused");
+    let result = setup.apply(&all(&setup));
+    let _ = std::fs::remove_file(&other_name);
+    let error = result.expect_err("refused");
     assert!(matches!(error, InstallError::SameDisk { .. }), "{error}");
     assert!(error.to_string().contains("\"a\" and \"b\""), "{error}");
     assert_eq!(run("wipefs", &[&setup.disks[0].device]).expect("wipefs").trim(), "", "the disk was written");
@@ -623,4 +628,48 @@ mountpoint = "/"
         assert!(text.contains("bcachefs (nixpkgs bcachefs-tools)"), "{text}");
     }
     assert_eq!(run("sha256sum", &[&device]).expect("sha256sum"), before, "the disk was written to");
+}
+
+/// A disk named by a link of the user's under /dev (which the plan allows, as it cannot tell it from the
+/// kernel's name) is refused before anything is written: its partitions would never appear under names
+/// made from the link's, and the run would wait for them after the wipe.
+#[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
+fn a_disk_named_by_a_link_of_its_own_is_refused_before_the_wipe() {
+    require_root();
+    let _lock = serialize();
+    let mut setup = Setup::new();
+    let link = format!("/dev/nix-dabei-test-link-{}", std::process::id());
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&setup.disks[0].device, &link).expect("a link in /dev");
+    setup.plan.disks["a"].device = link.clone();
+    let result = setup.apply(&all(&setup));
+    let _ = std::fs::remove_file(&link);
+    let error = result.expect_err("refused");
+    assert!(matches!(error, InstallError::NotItsOwnName { .. }), "{error}");
+    assert!(error.to_string().contains(&setup.disks[0].device), "the kernel's name is not given: {error}");
+    assert_eq!(run("wipefs", &[&setup.disks[0].device]).expect("wipefs").trim(), "", "the disk was written");
+}
+
+/// `unmount` undoes only the plan's own mounts: a filesystem of someone else's mounted at the plan's
+/// mountpoint is left mounted, and the teardown stops there naming it.
+#[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
+fn unmount_leaves_a_foreign_filesystem_at_the_plans_mountpoint_mounted() {
+    require_root();
+    let _lock = serialize();
+    let setup = Setup::new();
+    setup.apply(&all(&setup)).expect("apply");
+    setup.teardown_completely();
+    // Someone mounts their own filesystem where the plan's /srv was.
+    let srv = setup.target.join("srv");
+    std::fs::create_dir_all(&srv).expect("mountpoint");
+    run("mount", &["-t", "tmpfs", "someone-elses", &srv.to_string_lossy()]).expect("a foreign mount");
+    let result = installer::teardown(&RealSystem, &setup.plan, &setup.steps(), &setup.options, &|_: Event| {});
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let still = mounts.lines().any(|l| l.starts_with(&format!("someone-elses {} tmpfs", srv.display())));
+    let _ = run("umount", &[&srv.to_string_lossy()]);
+    let error = result.expect_err("the foreign mount stops the teardown").to_string();
+    assert!(still, "the foreign filesystem was unmounted: {mounts}");
+    assert!(error.contains("someone-elses") && error.contains("not what the plan mounted"), "{error}");
 }

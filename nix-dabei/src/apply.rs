@@ -274,6 +274,7 @@ fn review_json(plan: &Plan, preview: &Preview) -> serde_json::Value {
         .map(|wipe| remote::ReviewWipe { target: wipe.clone(), confirm: wipe.confirmation_word().to_string() })
         .collect();
     let review = remote::Review {
+        plan_id: plan.id(),
         host: plan.hostname.clone(),
         steps,
         wipes,

@@ -207,7 +207,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("nix-dabei: {}", describe(&error));
+            // Errors may quote what another program or the far side printed: shown, not obeyed.
+            eprintln!("nix-dabei: {}", ::remote::printable(&describe(&error)));
             ExitCode::FAILURE
         }
     }

@@ -200,9 +200,9 @@ fn confirm(wipes: &[&ReviewWipe], json: bool) -> Result<Vec<String>, RemoteError
     for wipe in wipes {
         eprint!(
             "Type {:?} to wipe disk {} ({}, {}) on the far side: ",
-            wipe.confirm,
-            wipe.target.disk,
-            wipe.target.kernel_path,
+            remote::printable_line(&wipe.confirm),
+            remote::printable_line(&wipe.target.disk),
+            remote::printable_line(&wipe.target.kernel_path),
             human(wipe.target.size)
         );
         let mut line = String::new();
@@ -242,8 +242,9 @@ impl Printer {
         Printer { json, job: std::sync::Mutex::new(None), spinner_target, spinner: std::sync::Mutex::new(None) }
     }
 
-    /// A line above the spinner, or plainly.
+    /// A line above the spinner, or plainly. Lines carry what the far side said: shown, not obeyed.
     fn say(&self, line: String) {
+        let line = remote::printable(&line);
         match self.spinner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
             Some(spinner) => spinner.println(line),
             None => println!("{line}"),
@@ -326,7 +327,7 @@ impl Printer {
     }
 
     fn far_event(&self, line: &str) {
-        let Ok(event) = serde_json::from_str::<Event>(line) else { return };
+        let Some(event) = far_event(line) else { return };
         let mut job = self.job.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Event::Started { steps, .. } = &event {
             // The job's own progress bar takes over from the phase's spinner.
@@ -343,8 +344,24 @@ impl Printer {
     }
 }
 
+/// An event the far side printed, with every string in it made printable.
+fn far_event(line: &str) -> Option<Event> {
+    let mut value: serde_json::Value = serde_json::from_str(line).ok()?;
+    remote::printable_json(&mut value);
+    serde_json::from_value(value).ok()
+}
+
 fn print_review(review: &Review) {
-    println!("   Steps (on the machine now):");
+    for line in review_lines(review) {
+        println!("{}", remote::printable(&line));
+    }
+}
+
+/// The review as shown: its plan's id (checked here against the plan sent) first, then every step and
+/// the disks to be wiped.
+fn review_lines(review: &Review) -> Vec<String> {
+    let mut lines = vec![format!("   Review of plan {} for host {}", review.plan_id, review.host)];
+    lines.push("   Steps (on the machine now):".into());
     for (index, step) in review.steps.iter().enumerate() {
         let state = match step.state.as_str() {
             "done" => "done    ",
@@ -353,15 +370,15 @@ fn print_review(review: &Review) {
             "change" => "change  ",
             _ => "to do   ",
         };
-        println!("   {:>3}. {state} {}", index + 1, step.description);
+        lines.push(format!("   {:>3}. {state} {}", index + 1, remote::printable_line(&step.description)));
         if step.state == "change" {
-            println!("                 {}", step.detail);
+            lines.push(format!("                 {}", remote::printable_line(&step.detail)));
         }
     }
     if !review.wipes.is_empty() {
-        println!("   These disks will be wiped, and everything on them lost:");
+        lines.push("   These disks will be wiped, and everything on them lost:".into());
         for wipe in &review.wipes {
-            println!(
+            lines.push(format!(
                 "     {} {} ({}) model {} serial {} size {}",
                 wipe.target.disk,
                 wipe.target.device,
@@ -369,9 +386,10 @@ fn print_review(review: &Review) {
                 wipe.target.model.as_deref().unwrap_or("-"),
                 wipe.target.serial.as_deref().unwrap_or("-"),
                 human(wipe.target.size)
-            );
+            ));
         }
     }
+    lines.iter().map(|line| remote::printable(line)).collect()
 }
 
 #[cfg(test)]
@@ -402,6 +420,51 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// What the far side says is shown as text: escape sequences in its OS name, disk models, plan,
+    /// review and job events neither clear nor retitle the screen nor reach the clipboard.
+    #[test]
+    fn the_far_sides_escape_sequences_are_shown_not_obeyed() {
+        let clear = "\u{1b}[2J\u{1b}[H";
+        let clipboard = "\u{1b}]52;c;cm0gLXJmIH4=\u{7}";
+        let term = indicatif::InMemoryTerm::new(20, 200);
+        let handle = term.clone();
+        let target: DrawTarget = Box::new(move || indicatif::ProgressDrawTarget::term_like(Box::new(handle.clone())));
+        let printer = Printer::with_target(false, Some(target));
+        printer.print(RemoteEvent::PhaseStarted { phase: Phase::Inspect });
+        printer.print(RemoteEvent::Note { phase: Phase::Inspect, text: format!("os Debian{clear}") });
+        printer.print(RemoteEvent::PlanMade { text: format!("hostname = \"web1{clipboard}\"") });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let screen = term.contents();
+        assert!(screen.contains("os Debian\\u{1b}[2J\\u{1b}[H"), "{screen}");
+        assert!(screen.contains("web1\\u{1b}]52;c;cm0gLXJmIH4=\\u{7}"), "{screen}");
+        printer.print(RemoteEvent::PhaseFinished { phase: Phase::Inspect, seconds: 1.0 });
+
+        let review = Review {
+            plan_id: "0123456789abcdef".into(),
+            host: "web1".into(),
+            steps: vec![remote::ReviewStep {
+                id: "wipe:disk0".into(),
+                description: format!("Wipe disk0{clear}\n   All done, nothing to wipe"),
+                state: "destroys".into(),
+                detail: String::new(),
+            }],
+            wipes: vec![],
+            needs_passphrase: false,
+            nothing_to_do: false,
+        };
+        let lines = review_lines(&review);
+        assert_eq!(lines[0], "   Review of plan 0123456789abcdef for host web1");
+        assert!(lines.iter().all(|l| !l.chars().any(char::is_control)), "{lines:?}");
+        assert_eq!(lines.len(), 3, "a description cannot add lines of its own: {lines:?}");
+        let event = far_event(&format!(
+            r#"{{"event":"step-finished","id":"mkfs:a","description":"Format{}","seconds":0.1}}"#,
+            clipboard.replace('\u{1b}', "\\u001b").replace('\u{7}', "\\u0007")
+        ))
+        .expect("an event");
+        let Event::StepFinished { description, .. } = event else { panic!("{event:?}") };
+        assert!(!description.chars().any(char::is_control), "{description:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod far;
 pub mod inspect;
 pub mod local;
 pub mod script;
+pub mod shown;
 pub mod tarball;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use far::{Far, HostKeys, Ssh};
 pub use inspect::{Inspection, Kexec};
+pub use shown::{printable, printable_json, printable_line};
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,9 @@ impl ReviewWipe {
 /// `nix-dabei apply --review-only --json` on the far side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
+    /// The id of the plan reviewed (`Plan::id`): checked against the id of the plan sent, computed here.
+    #[serde(default)]
+    pub plan_id: String,
     /// The plan's host name.
     pub host: String,
     /// Every step and its state.
@@ -545,9 +550,10 @@ impl Run<'_> {
 
     fn plan(&mut self) -> Result<Review, RemoteError> {
         let path = self.plan_path();
-        match &self.request.plan {
+        let text = match &self.request.plan {
             Some(PlanSource::File(text)) => {
                 self.far.run(&script::receive_file(&path), Some(text.as_bytes()))?;
+                text.clone()
             }
             Some(PlanSource::Preset(args)) => {
                 let mut words = vec!["plan".to_string()];
@@ -555,10 +561,16 @@ impl Run<'_> {
                 words.extend(["-o".to_string(), path.clone()]);
                 self.far.run(&script::nix_dabei("plan", &self.binary, &words), None)?;
                 let text = self.read_plan()?;
-                (self.emit)(RemoteEvent::PlanMade { text });
+                (self.emit)(RemoteEvent::PlanMade { text: text.clone() });
+                text
             }
             None => return Err(RemoteError::Refused("give --plan FILE or --preset".into())),
-        }
+        };
+        // The plan's identity, computed here from the text sent (or read back): the review shows it, and a
+        // review of anything else is refused.
+        let plan_id = layouts::Plan::from_toml(&text)
+            .map_err(|e| RemoteError::Refused(format!("the plan does not read here: {e}; nothing was written")))?
+            .id();
         let mut words = vec!["apply".to_string(), path, "--review-only".into(), "--json".into()];
         if let Some(flake) = &self.request.flake {
             words.extend(["--flake".to_string(), flake.clone()]);
@@ -572,6 +584,12 @@ impl Run<'_> {
             .lines()
             .find_map(|line| serde_json::from_str(line).ok())
             .ok_or_else(|| RemoteError::Far(format!("the review on the far side printed no review: {output}")))?;
+        if review.plan_id != plan_id {
+            return Err(RemoteError::Refused(format!(
+                "the far side reviewed the plan {}, not the one sent ({plan_id}); nothing was written",
+                shown::printable_line(&format!("{:?}", review.plan_id))
+            )));
+        }
         (self.emit)(RemoteEvent::Reviewed { review: review.clone() });
         let conflicts: Vec<String> = review
             .steps

@@ -129,3 +129,30 @@ fn a_system_built_here_needs_the_target_mounted_there_before_anything_is_built()
     let tags = far.tags();
     assert!(!tags.iter().any(|t| t == "copy-closure" || t.starts_with("start-job")), "{tags:?}");
 }
+
+/// The review is of the plan sent: its id is computed here from the plan's text, and a far side whose
+/// review names another plan is refused before anything is written.
+#[test]
+fn a_review_of_another_plan_is_refused() {
+    let far = SimFar { ram_os: RefCell::new(true), ..SimFar::default() };
+    let (result, events, _) = run(&far, &request());
+    result.expect("the run succeeds");
+    let sent = layouts::Plan::from_toml(common::PLAN).expect("plan").id();
+    let reviewed = events.iter().find_map(|e| match e {
+        RemoteEvent::Reviewed { review } => Some(review.plan_id.clone()),
+        _ => None,
+    });
+    assert_eq!(reviewed.as_deref(), Some(sent.as_str()));
+
+    let lying = SimFar {
+        ram_os: RefCell::new(true),
+        review_plan_id: Some("0123456789abcdef\u{1b}[2J".into()),
+        ..SimFar::default()
+    };
+    let (result, _, asked) = run(&lying, &request());
+    let error = result.expect_err("another plan's review").to_string();
+    assert!(error.contains("not the one sent") && error.contains(&sent), "{error}");
+    assert!(!error.contains('\u{1b}'), "the far side's text reaches the terminal raw: {error:?}");
+    assert!(asked.is_empty(), "nothing was asked");
+    assert!(!lying.tags().iter().any(|t| t.starts_with("start-job")), "nothing was applied");
+}

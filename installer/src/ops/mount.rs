@@ -32,9 +32,21 @@ impl Perform for Mount {
 }
 
 impl Perform for Unmount {
+    /// Only the plan's own mount is undone: a filesystem of someone else's mounted at the target (after
+    /// the plan's was unmounted, or over it) is left where it is, and the teardown stops there.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         match cx.system.mounted_at(&self.target) {
-            Ok(Some(_)) => Outlook::Todo { destroys: false },
+            Ok(Some(entry))
+                if self.sources.iter().any(|s| entry.source == *s || cx.system.same_device(&entry.source, s)) =>
+            {
+                Outlook::Todo { destroys: false }
+            }
+            Ok(Some(entry)) => Outlook::Conflict(format!(
+                "{} has {} mounted, not what the plan mounted there ({}): it is left mounted",
+                self.target,
+                entry.source,
+                self.sources.join(", ")
+            )),
             Ok(None) => Outlook::Done(format!("{} is not mounted", self.target)),
             Err(error) => Outlook::Conflict(format!("cannot read the mount table: {error}")),
         }

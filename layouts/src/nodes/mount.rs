@@ -39,16 +39,29 @@ impl OperationKind for Mount {
         Some((
             format!("unmount:{target}"),
             format!("Unmount {target}"),
-            Operation::Unmount(Unmount { target: target.clone() }),
+            Operation::Unmount(Unmount { target: target.clone(), sources: self.sources() }),
         ))
     }
 }
 
-/// Unmount.
+impl Mount {
+    /// What the kernel may name as mounted: the source, and for a btrfs of several devices each other
+    /// device its `device=` options name.
+    pub fn sources(&self) -> Vec<String> {
+        let others = self.options.iter().filter_map(|o| o.strip_prefix("device=")).map(str::to_string);
+        std::iter::once(self.source.clone()).chain(others).collect()
+    }
+}
+
+/// Unmount what the plan mounted, and nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unmount {
     /// The mount point.
     pub target: String,
+    /// What the plan mounted there ([`Mount::sources`]): something else mounted at the target is not
+    /// unmounted.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 impl OperationKind for Unmount {

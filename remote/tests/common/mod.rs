@@ -34,6 +34,8 @@ pub struct SimFar {
     pub store_root: Option<PathBuf>,
     /// Every closure copied: its path and size.
     pub copied: RefCell<Vec<(String, u64)>>,
+    /// The plan id its review claims, where it lies about which plan it reviewed.
+    pub review_plan_id: Option<String>,
 }
 
 impl SimFar {
@@ -42,9 +44,15 @@ impl SimFar {
     }
 }
 
-pub fn review_json() -> String {
+/// A plan the simulated far side receives and reviews.
+pub const PLAN: &str = "hostname = \"web1\"\n[disks.disk0]\ndevice = \"/dev/disk/by-id/virtio-x0\"\n\
+    size = 3221225472\n[disks.disk0.partitions.root]\nsize = \"rest\"\n\
+    content.filesystem = { format = \"ext4\", mountpoint = \"/\" }\n";
+
+/// The review of the plan with id `plan_id`, as `apply --review-only --json` prints it.
+pub fn review_json(plan_id: &str) -> String {
     serde_json::json!({
-        "event": "review", "host": "web1", "needs_passphrase": true, "nothing_to_do": false,
+        "event": "review", "plan_id": plan_id, "host": "web1", "needs_passphrase": true, "nothing_to_do": false,
         "steps": [{"id": "wipe:disk0", "description": "Wipe disk disk0", "state": "destroys", "detail": ""}],
         "wipes": [{"disk": "disk0", "device": "/dev/disk/by-id/virtio-x0", "kernel_path": "/dev/vda", "model": null,
                    "serial": "x0", "size": 3221225472u64, "confirm": "x0"}],
@@ -81,7 +89,15 @@ impl Far for SimFar {
                     None => format!("{name} none\n"),
                 })
                 .collect(),
-            "review" => format!("{}\n", review_json()),
+            "review" => {
+                // The plan it holds: the one received last, or the one it made.
+                let received =
+                    self.log.borrow().iter().rev().find(|(tag, _)| tag == "receive-file").map(|(_, b)| b.clone());
+                let text =
+                    received.map(|b| String::from_utf8_lossy(&b).into_owned()).or_else(|| self.plan_text.clone());
+                let id = text.and_then(|t| layouts::Plan::from_toml(&t).ok()).map(|p| p.id()).unwrap_or_default();
+                format!("{}\n", review_json(self.review_plan_id.as_deref().unwrap_or(&id)))
+            }
             "read-plan" => self.plan_text.clone().unwrap_or_else(|| "[disks.disk0]\n".into()),
             "mounted" => if self.target_unmounted { "not-mounted\n" } else { "mounted\n" }.into(),
             "boot-id" => format!("boot{boot}\n"),
@@ -163,7 +179,7 @@ impl Far for SimFar {
 pub fn request() -> Request {
     Request {
         phases: Phase::ALL.to_vec(),
-        plan: Some(PlanSource::File("[disks.disk0]\n".into())),
+        plan: Some(PlanSource::File(PLAN.into())),
         flake: Some("github:me/machines#web1".into()),
         kexec_tarball: Some(tarball().to_path_buf()),
         binary: None,

@@ -414,6 +414,18 @@ impl GptPartition {
     }
 }
 
+/// Whether a disk's device path is one whose partitions are named after it: the kernel's name directly
+/// under /dev, or a udev link in /dev/disk/by-id, by-path or by-diskseq (each `-partN` beside it). A link
+/// elsewhere (`/tmp/disk`, `/dev/mapper/x`) would be wiped and then waited on for partitions that never
+/// appear under its name.
+fn names_its_partitions(device: &str) -> bool {
+    let plain = |name: &str| !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+    ["/dev/disk/by-id/", "/dev/disk/by-path/", "/dev/disk/by-diskseq/"]
+        .iter()
+        .any(|prefix| device.strip_prefix(prefix).is_some_and(plain))
+        || device.strip_prefix("/dev/").is_some_and(plain)
+}
+
 /// Checks that no two disks of the plan name the same device, serial or WWN.
 pub(crate) fn validate_identities(check: &mut Checker, plan: &Plan) {
     let mut devices: HashMap<&str, &str> = HashMap::new();
@@ -453,6 +465,15 @@ impl Disk {
         }
         if !self.device.starts_with('/') || self.device.chars().any(char::is_control) {
             check.report(path.join("device"), format!("{} is not an absolute device path", shown(&self.device)));
+        } else if !names_its_partitions(&self.device) {
+            check.report(
+                path.join("device"),
+                format!(
+                    "{}: the partitions' names are made from the disk's, which works for the kernel's name \
+                     (/dev/sda, /dev/nvme0n1) and udev's /dev/disk/by-id/, by-path/ and by-diskseq/ links only",
+                    shown(&self.device)
+                ),
+            );
         }
         if self.logical_sector_size != 512 && self.logical_sector_size != 4096 {
             check.report(
