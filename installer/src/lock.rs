@@ -1,7 +1,8 @@
 //! Exclusive holds for the length of a run: one run per disk, and one per state directory. A second run
 //! is refused, naming the process that holds what it needs.
 //!
-//! The holds are BSD locks on files under /run/lock/nix-dabei (one per disk, by device number) and in
+//! The holds are BSD locks on files under /run/lock/nix-dabei (one per disk, by what its bytes are:
+//! `DiskInfo::storage`, so that two names of one disk share a lock) and in
 //! the state directory, not on the disks themselves: udev does not process a disk's events while it is
 //! locked, and the executor waits for udev's links after writing a partition table.
 

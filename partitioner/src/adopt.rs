@@ -53,6 +53,9 @@ pub fn read_back(disk: &DiskInfo) -> Result<ReadBack, ReadBackError> {
     let sector = u64::from(disk.logical_sector_size);
     let state = read_table_state(&device, sector)?;
     let inconsistent = |why: String| ReadBackError::Inconsistent { device: device.clone(), why };
+    if let Some(why) = state.unreadable.first() {
+        return Err(inconsistent(format!("{why}: it cannot be read back (wiping the disk replaces it)")));
+    }
     let (entries, table, signature) = match (&state.primary, &state.backup, &state.mbr) {
         (Some(primary), Some(backup), _) if primary == backup => (primary.clone(), TableFormat::Gpt, None),
         (Some(_), Some(_), _) => {

@@ -111,6 +111,31 @@ pub struct DiskInfo {
 }
 
 impl DiskInfo {
+    /// What the disk's bytes are, whatever its name: for a loop device, its backing file (`file-DEV-INODE`)
+    /// or block device (`block-MAJOR-MINOR`, the same as that device's own); for any other disk its device
+    /// number. Two disks with one storage are one disk: the in-use checks and the per-disk lock go by it.
+    pub fn storage(&self) -> String {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let backing = self
+            .backing_file
+            .as_deref()
+            .filter(|path| !path.ends_with(" (deleted)"))
+            .and_then(|path| fs::metadata(path).ok());
+        match backing {
+            Some(meta) if meta.file_type().is_block_device() => {
+                let rdev = meta.rdev();
+                format!("block-{}-{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+            }
+            Some(meta) => format!("file-{}-{}", meta.dev(), meta.ino()),
+            None => format!("block-{}-{}", self.devno.major, self.devno.minor),
+        }
+    }
+
+    /// The storage of each partition, for a loop device over one of them.
+    fn partition_storages(&self) -> Vec<String> {
+        self.partitions.iter().map(|p| format!("block-{}-{}", p.devno.major, p.devno.minor)).collect()
+    }
+
     /// The best path to record in a plan: a by-id link when there is one (serial-based ones first, then
     /// WWN-based ones), else a by-path link, else the kernel name.
     pub fn preferred_path(&self) -> &str {
@@ -408,7 +433,32 @@ pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
             disks.push(disk);
         }
     }
+    mark_aliases(&mut disks);
     Ok(disks)
+}
+
+/// A disk in use makes every other name of its storage ([`DiskInfo::storage`]) in use too: a second loop
+/// device over the file of a mounted one, a loop device over a disk (or one of its partitions) in use,
+/// and that disk while such a loop device is.
+fn mark_aliases(disks: &mut [DiskInfo]) {
+    let storages: Vec<String> = disks.iter().map(DiskInfo::storage).collect();
+    let partition_storages: Vec<Vec<String>> = disks.iter().map(DiskInfo::partition_storages).collect();
+    let own: Vec<Vec<String>> = disks.iter().map(|d| d.in_use.iter().map(ToString::to_string).collect()).collect();
+    for this in 0..disks.len() {
+        for other in (0..disks.len()).filter(|other| *other != this && !own[*other].is_empty()) {
+            let same = storages[this] == storages[other]
+                || partition_storages[other].contains(&storages[this])
+                || partition_storages[this].contains(&storages[other]);
+            if same {
+                let alias = InUse::SameStorage {
+                    device: disks[this].path.clone(),
+                    other: disks[other].path.clone(),
+                    reasons: own[other].clone(),
+                };
+                disks[this].in_use.push(alias);
+            }
+        }
+    }
 }
 
 fn describe(

@@ -10,6 +10,7 @@ pub mod adopt;
 pub mod discover;
 pub mod error;
 pub mod fat;
+pub mod gpt_read;
 pub mod hardware;
 mod ioctl;
 pub mod mbr;

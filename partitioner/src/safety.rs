@@ -45,6 +45,16 @@ pub enum InUse {
         /// The filesystem's UUID.
         filesystem: String,
     },
+    /// It is another name of storage that is in use under its other name: a loop device over the same
+    /// file as one in use, over a disk in use (or one of its partitions), or such a disk.
+    SameStorage {
+        /// The device.
+        device: String,
+        /// The other name.
+        other: String,
+        /// Why the other name is in use.
+        reasons: Vec<String>,
+    },
     /// It is read-only.
     ReadOnly,
     /// It holds the running system.
@@ -65,6 +75,9 @@ impl fmt::Display for InUse {
             InUse::ImportedPool { device, pool } => write!(f, "{device} belongs to the imported ZFS pool {pool}"),
             InUse::BtrfsDevice { device, filesystem } => {
                 write!(f, "{device} is a device of the mounted btrfs {filesystem}")
+            }
+            InUse::SameStorage { device, other, reasons } => {
+                write!(f, "{device} is {other} under another name, and {}", reasons.join("; "))
             }
             InUse::ReadOnly => write!(f, "the disk is read-only"),
             InUse::RunningSystem { device, what } => write!(f, "{device} holds the running system ({what})"),

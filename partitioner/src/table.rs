@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gptman::{GPTHeader, GPTPartitionEntry, GPT};
+use gptman::{GPTPartitionEntry, GPT};
 use layouts::gpt::MsdosTable;
 use layouts::steps::GptPartition;
 
@@ -211,29 +211,11 @@ pub fn device_geometry(device: &str) -> Result<(u64, u32), DiskError> {
     Ok((size, ioctl::logical_sector_size(&file).unwrap_or(512)))
 }
 
-/// Reads the GPT of a device; `None` when it has none.
+/// Reads the GPT of a device (its primary copy, else its backup); `None` when it has none.
 pub fn read_partition_table(device: &str) -> Result<Option<Vec<TableEntry>>, DiskError> {
-    let file = File::open(device).map_err(|e| DiskError::device(device, "open", e))?;
-    let Ok(gpt) = GPT::find_from(&mut WindowReader::new(file)) else { return Ok(None) };
-    Ok(Some(
-        gpt.iter().filter(|(_, entry)| entry.is_used()).map(|(number, entry)| TableEntry::of(number, entry)).collect(),
-    ))
-}
-
-impl TableEntry {
-    /// Entry `number` of a GPT as read.
-    fn of(number: u32, entry: &GPTPartitionEntry) -> Self {
-        TableEntry {
-            number,
-            name: entry.partition_name.as_str().to_string(),
-            type_guid: guid_text(&entry.partition_type_guid),
-            uuid: guid_text(&entry.unique_partition_guid),
-            first_lba: entry.starting_lba,
-            last_lba: entry.ending_lba,
-            bootable: false,
-            attributes: (0..64).filter(|bit| entry.attribute_bits & (1u64 << bit) != 0).collect(),
-        }
-    }
+    let (_, sector) = device_geometry(device)?;
+    let state = read_table_state(device, u64::from(sector))?;
+    Ok(state.primary.or(state.backup))
 }
 
 /// A disk's partition table as it stands: each GPT copy read on its own, the protective MBR, and the
@@ -252,6 +234,9 @@ pub struct TableState {
     /// The partitions the kernel knows now, as (number, first byte, bytes); `None` for a device that is
     /// not a block device (an image file).
     pub kernel: Option<Vec<KernelPartition>>,
+    /// Why a GPT copy with the right checksums could not be read (it declares entries of another size,
+    /// or an entry array outside the disk): such a copy counts as missing, and says why.
+    pub unreadable: Vec<String>,
 }
 
 /// A partition as the kernel knows it.
@@ -272,30 +257,26 @@ impl TableState {
     }
 }
 
-/// Reads one GPT copy whose header is at `lba`: `None` when it is absent or damaged (a bad signature or
-/// checksum), an error only when the device cannot be read.
+/// Reads one GPT copy whose header is at `lba`, defensively ([`crate::gpt_read`]): `None` when it is
+/// absent, damaged (a bad signature or checksum) or declares what cannot be read (which goes into
+/// `unreadable`, with the reason); an error only when the device cannot be read.
 fn read_copy(
     file: &mut (impl Read + Seek),
     device: &str,
     sector: u64,
     lba: u64,
+    disk_sectors: u64,
+    unreadable: &mut Vec<String>,
 ) -> Result<Option<Vec<TableEntry>>, DiskError> {
-    file.seek(SeekFrom::Start(lba * sector)).map_err(|e| DiskError::device(device, "seek", e))?;
-    let header = match GPTHeader::read_from(file) {
-        Ok(header) => header,
-        Err(gptman::Error::Io(error)) => return Err(DiskError::device(device, "read a GPT header", error)),
-        Err(_) => return Ok(None),
-    };
-    if header.primary_lba != lba {
-        return Ok(None);
+    match crate::gpt_read::read_copy(file, sector, lba, disk_sectors) {
+        Ok(crate::gpt_read::GptCopy::Read(entries)) => Ok(Some(entries)),
+        Ok(crate::gpt_read::GptCopy::Absent) => Ok(None),
+        Ok(crate::gpt_read::GptCopy::Unreadable(why)) => {
+            unreadable.push(why);
+            Ok(None)
+        }
+        Err(error) => Err(DiskError::device(device, "read a GPT copy", error)),
     }
-    let entries = match header.read_partitions(file, sector) {
-        Ok(entries) => entries,
-        Err(gptman::Error::Io(error)) => return Err(DiskError::device(device, "read the GPT entries", error)),
-        Err(_) => return Ok(None),
-    };
-    let used = entries.iter().enumerate().filter(|(_, entry)| entry.is_used());
-    Ok(Some(used.map(|(index, entry)| TableEntry::of(index as u32 + 1, entry)).collect()))
 }
 
 /// Reads the state of a disk's table with `sector`-byte sectors. Errors only when the device cannot be
@@ -307,8 +288,9 @@ pub fn read_table_state(device: &str, sector: u64) -> Result<TableState, DiskErr
         .map_err(|e| DiskError::device(device, "read size", e))?;
     let last = (size / sector).checked_sub(1).ok_or_else(|| table_error(device, "the disk is empty".to_string()))?;
     let mut window = WindowReader::new(file);
-    let primary = read_copy(&mut window, device, sector, 1)?;
-    let backup = read_copy(&mut window, device, sector, last)?;
+    let mut unreadable = Vec::new();
+    let primary = read_copy(&mut window, device, sector, 1, last + 1, &mut unreadable)?;
+    let backup = read_copy(&mut window, device, sector, last, last + 1, &mut unreadable)?;
     let mut file = window.file;
     let mut mbr = [0u8; 512];
     file.seek(SeekFrom::Start(0)).map_err(|e| DiskError::device(device, "seek", e))?;
@@ -320,7 +302,7 @@ pub fn read_table_state(device: &str, sector: u64) -> Result<TableState, DiskErr
         &fs::metadata(device).map_err(|e| DiskError::device(device, "stat", e))?.file_type(),
     );
     let kernel = if is_block { Some(kernel_partition_extents(device)?) } else { None };
-    Ok(TableState { primary, backup, protective_mbr, mbr, kernel })
+    Ok(TableState { primary, backup, protective_mbr, mbr, kernel, unreadable })
 }
 
 /// The partitions the kernel knows for a disk, from sysfs (start and size count 512-byte units there).

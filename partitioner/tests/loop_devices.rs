@@ -391,3 +391,78 @@ fn fat_free_space_is_what_fsck_fat_counts() {
     let error = partitioner::fat::fat_space(&blank.device).expect_err("not a FAT");
     assert!(error.to_string().contains("not a FAT filesystem"), "{error}");
 }
+
+/// A disk whose backup GPT header declares entries it cannot hold (with valid checksums, as the
+/// adversarial tests crafted it): reading its table, reading it back and discovery finish without a
+/// panic; the copy counts as missing and says why; wiping the disk removes both copies, and a new table
+/// reads back whole.
+#[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
+fn a_crafted_backup_gpt_header_is_refused_with_its_reason_and_wiped() {
+    require_root();
+    let _lock = serialize();
+    let disk = LoopDisk::new(64 << 20, 512).expect("loop device");
+    run("sgdisk", &["-n1:0:+8M", "-n2:0:0", &disk.device]).expect("sgdisk");
+    let last = (64u64 << 20) / 512 - 1;
+    for (count, size, reason) in [(0xFFFF_FFFFu32, 128u32, "4294967295 entries"), (64, 100, "entries of 100 bytes")] {
+        let mut image = std::fs::read(&disk.device).expect("the disk");
+        let header = (last * 512) as usize;
+        image[header + 80..header + 84].copy_from_slice(&count.to_le_bytes());
+        image[header + 84..header + 88].copy_from_slice(&size.to_le_bytes());
+        partitioner::gpt_read::seal_header(&mut image, 512, last);
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&disk.device).expect("open");
+        file.seek(SeekFrom::Start(last * 512)).expect("seek");
+        file.write_all(&image[header..header + 512]).expect("write the crafted header");
+        file.sync_all().expect("sync");
+        drop(file);
+
+        let state = partitioner::read_table_state(&disk.device, 512).expect("no panic, no error");
+        assert!(state.primary.is_some() && state.backup.is_none(), "{state:?}");
+        assert!(state.unreadable.iter().any(|why| why.contains(reason)), "{:?}", state.unreadable);
+        let found = this_disk(&disk.device);
+        match partitioner::adopt::read_back(&found) {
+            Err(error) => assert!(error.to_string().contains(reason), "{error}"),
+            Ok(read) => panic!("read back: {read:?}"),
+        }
+    }
+    wipe_disk(&this_disk(&disk.device), false, &[]).expect("wipe");
+    let state = partitioner::read_table_state(&disk.device, 512).expect("read");
+    assert!(state.is_blank() && state.unreadable.is_empty(), "{state:?}");
+}
+
+/// One disk under two names: a second loop device over the file of a mounted one is in use, naming the
+/// other and why (it was applied to, destroying the mounted filesystem); so is a loop device over a
+/// partition that is mounted; and both names share one storage, which the per-disk lock goes by.
+#[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
+fn a_second_name_of_a_disk_in_use_is_in_use() {
+    require_root();
+    let _lock = serialize();
+    let disk = LoopDisk::new(256 << 20, 512).expect("loop device");
+    run("mkfs.ext4", &["-q", &disk.device]).expect("mkfs");
+    let mounted = testkit::loopdev::Mounted::new(&disk.device).expect("mount");
+    let file = disk.file().to_string_lossy().into_owned();
+    let second = run("losetup", &["--find", "--show", &file]).expect("a second loop device").trim().to_string();
+    let found = this_disk(&second);
+    let first = this_disk(&disk.device);
+    let _ = run("losetup", &["-d", &second]);
+    drop(mounted);
+    assert_eq!(found.storage(), first.storage(), "one storage");
+    let refused = ensure_free(&found).expect_err("in use under its other name").to_string();
+    assert!(refused.contains(&disk.device) && refused.contains("is mounted at"), "{refused}");
+    assert!(found.in_use.iter().any(|r| matches!(r, InUse::SameStorage { .. })), "{:?}", found.in_use);
+
+    // A loop device over a mounted partition of another disk.
+    let other = LoopDisk::new(256 << 20, 512).expect("loop device");
+    run("sgdisk", &["-n1:0:+64M", &other.device]).expect("sgdisk");
+    run("partx", &["-a", &other.device]).expect("partx");
+    run("mkfs.ext4", &["-q", &other.partition(1)]).expect("mkfs");
+    let mounted = testkit::loopdev::Mounted::new(&other.partition(1)).expect("mount");
+    let over = run("losetup", &["--find", "--show", &other.partition(1)]).expect("a loop over it").trim().to_string();
+    let found = this_disk(&over);
+    let _ = run("losetup", &["-d", &over]);
+    drop(mounted);
+    let refused = ensure_free(&found).expect_err("in use through the partition").to_string();
+    assert!(refused.contains(&other.partition(1)) || refused.contains(&other.device), "{refused}");
+}

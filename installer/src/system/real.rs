@@ -92,7 +92,8 @@ impl System for RealSystem {
     }
 
     fn lock_disk(&self, disk: &DiskInfo) -> Result<Hold, LockError> {
-        let path = Path::new(DISK_LOCK_DIR).join(format!("disk-{}-{}.lock", disk.devno.major, disk.devno.minor));
+        // By what its bytes are, not its name: two loop devices over one file are one disk.
+        let path = Path::new(DISK_LOCK_DIR).join(format!("disk-{}.lock", disk.storage()));
         lock::exclusive(&path, &format!("disk {}", disk.path))
     }
 

@@ -1138,6 +1138,7 @@ impl System for SimSystem {
                 backup: None,
                 mbr: Some(mbr),
                 kernel: Some(kernel),
+                unreadable: Vec::new(),
             });
         }
         Ok(TableState {
@@ -1146,6 +1147,7 @@ impl System for SimSystem {
             backup: table,
             mbr: None,
             kernel: Some(kernel),
+            unreadable: Vec::new(),
         })
     }
 
