@@ -28,7 +28,10 @@ pub enum CommandError {
         stderr: String,
     },
     /// The program printed more than nix-dabei reads, and was stopped.
-    #[error("`{command}` printed more than {} MiB, which is more than any answer nix-dabei reads; it was stopped", limit >> 20)]
+    #[error(
+        "`{command}` printed more than {} MiB, which is more than any answer nix-dabei reads; it was stopped",
+        limit >> 20
+    )]
     TooMuchOutput {
         /// The command line.
         command: String,

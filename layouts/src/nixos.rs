@@ -364,10 +364,10 @@ const BTRFS_MEMBERS_WAIT_SECONDS: u32 = 30;
 /// A btrfs that boots with a member missing (`degraded_boot`). systemd's 64-btrfs.rules holds every member
 /// back from systemd (SYSTEMD_READY=0) until `btrfs ready` says all of them were seen, so the mount waits
 /// for a device that never comes and the boot ends in the emergency shell. This initrd service gives the
-/// members [`BTRFS_MEMBERS_WAIT_SECONDS`] from the first one's arrival to be complete, then overrides the rule for this filesystem (a
-/// rule under /run/udev/rules.d, read after 64-btrfs.rules) and has udev tell systemd again; the mount's
-/// `degraded` option lets btrfs mount without the missing member. A complete filesystem is never marked
-/// early, so it never mounts degraded by a race.
+/// members [`BTRFS_MEMBERS_WAIT_SECONDS`] from the first one's arrival to be complete, then overrides
+/// the rule for this filesystem (a rule under /run/udev/rules.d, read after 64-btrfs.rules) and has udev
+/// tell systemd again; the mount's `degraded` option lets btrfs mount without the missing member. A
+/// complete filesystem is never marked early, so it never mounts degraded by a race.
 fn btrfs_degraded_boot(out: &mut String, uuid: &str) {
     let short: String = uuid.chars().take(8).collect();
     let link = format!("/dev/disk/by-uuid/{uuid}");
@@ -389,10 +389,8 @@ fn btrfs_degraded_boot(out: &mut String, uuid: &str) {
     let _ = writeln!(out, "      for i in $(seq {BTRFS_MEMBERS_WAIT_SECONDS}); do ready && exit 0; sleep 1; done");
     let _ = writeln!(out, "      echo \"nix-dabei: btrfs {uuid} is missing a member: mounting it degraded\" >&2");
     let _ = writeln!(out, "      mkdir -p /run/udev/rules.d");
-    let _ = writeln!(
-        out,
-        "      echo 'ENV{{ID_FS_UUID}}==\"{uuid}\", ENV{{SYSTEMD_READY}}=\"1\"' > /run/udev/rules.d/99-nix-dabei-btrfs-{short}.rules"
-    );
+    let rule = format!("ENV{{ID_FS_UUID}}==\"{uuid}\", ENV{{SYSTEMD_READY}}=\"1\"");
+    let _ = writeln!(out, "      echo '{rule}' > /run/udev/rules.d/99-nix-dabei-btrfs-{short}.rules");
     let _ = writeln!(out, "      udevadm control --reload");
     let _ = writeln!(out, "      udevadm trigger --action=change --property-match=ID_FS_UUID={uuid}");
     let _ = writeln!(out, "    '';");
@@ -498,10 +496,9 @@ fn boot_loader(out: &mut String, paths: &[BootPath], efi: bool) {
                 "      ${{pkgs.rsync}}/bin/rsync -a --delete --exclude=/loader/random-seed {from}/ {to}/"
             );
             let _ = writeln!(out, "    else");
-            let _ = writeln!(
-                out,
-                "      echo \"nix-dabei: \"{to}\" is not mounted (is its disk missing?): its boot loader is not updated\" >&2"
-            );
+            let message =
+                format!("nix-dabei: \"{to}\" is not mounted (is its disk missing?): its boot loader is not updated");
+            let _ = writeln!(out, "      echo \"{message}\" >&2");
             let _ = writeln!(out, "    fi");
         }
         let _ = writeln!(out, "  '';");
@@ -534,10 +531,9 @@ fn missing_esps(out: &mut String, paths: &[BootPath]) {
     let _ = writeln!(out, "      if [ -z \"$mounted\" ]; then echo \"nix-dabei: no ESP is mounted\" >&2; exit 0; fi");
     let _ = writeln!(out, "      for esp in {list}; do");
     let _ = writeln!(out, "        if ! ${{pkgs.util-linux}}/bin/mountpoint -q \"$esp\"; then");
-    let _ = writeln!(
-        out,
-        "          echo \"nix-dabei: $esp is not mounted (is its disk missing?): $mounted is bound there until the disk is replaced (then unmount it)\" >&2"
-    );
+    let message = "nix-dabei: $esp is not mounted (is its disk missing?): $mounted is bound there until the disk is \
+                   replaced (then unmount it)";
+    let _ = writeln!(out, "          echo \"{message}\" >&2");
     let _ = writeln!(out, "          mkdir -p \"$esp\"");
     let _ = writeln!(out, "          ${{pkgs.util-linux}}/bin/mount --bind \"$mounted\" \"$esp\"");
     let _ = writeln!(out, "        fi");

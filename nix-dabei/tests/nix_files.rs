@@ -124,7 +124,8 @@ fn the_minimum_rust_is_one_the_locked_nixpkgs_builds_with() {
 
 /// nix/static-libraries.json names every C library the static build links, with the nixpkgs attribute
 /// of its archive: every crate of nix-dabei's dependency graph that links a C library (Cargo's `links`,
-/// or a -sys crate with a build script) is there with its pkg-config module, and every library the static link line of those modules names
+/// or a -sys crate with a build script) is there with its pkg-config module, and every library the static
+/// link line of those modules names
 /// (pkg-config --static, as the -sys crates ask for it in a static build) is listed.
 #[test]
 fn the_static_build_lists_every_c_library_it_links() {

@@ -354,16 +354,24 @@ pub fn announce_partitions(
     let resized = |k: &KernelPartition| {
         partitions.iter().find(|p| (p.number, p.extent.first_lba * sector) == (k.number, k.start))
     };
-    for old in kernel.iter().filter(|k| !unchanged(k)) {
-        if let Some(partition) = resized(old) {
-            let (number, start, length) = place(partition);
-            ioctl::resize_partition(file, number, start, length)
-                .map_err(|e| DiskError::device(device, format!("tell the kernel partition {number}'s new size"), e))?;
-            continue;
-        }
+    // The kernel refuses a partition that would overlap another it has (EBUSY): old partitions go first,
+    // then those that shrink, then those that grow into the room made, then the new ones.
+    let changed: Vec<&KernelPartition> = kernel.iter().filter(|k| !unchanged(k)).collect();
+    for old in changed.iter().filter(|k| resized(k).is_none()) {
         ioctl::delete_partition(file, old.number).map_err(|e| {
             DiskError::device(device, format!("remove old partition {} from the kernel", old.number), e)
         })?;
+    }
+    let mut resizes: Vec<(u32, u64, u64, bool)> = changed
+        .iter()
+        .filter_map(|old| resized(old).map(|p| (old, place(p))))
+        .map(|(old, (number, start, length))| (number, start, length, length > old.size))
+        .collect();
+    // Shrinking (false) before growing (true).
+    resizes.sort_by_key(|(_, _, _, grows)| *grows);
+    for (number, start, length, _) in resizes {
+        ioctl::resize_partition(file, number, start, length)
+            .map_err(|e| DiskError::device(device, format!("tell the kernel partition {number}'s new size"), e))?;
     }
     for partition in partitions {
         let (number, start, length) = place(partition);
