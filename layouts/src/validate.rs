@@ -119,7 +119,21 @@ impl Checker {
         }
     }
 
-    /// Checks a mountpoint and claims it: no two things mount at the same place.
+    /// Checks the values of the mount options of a filesystem of type `fs_type` that take one of a few
+    /// values (ext4's `data=`, btrfs's `compress=`, vfat's `umask=`, ...): the kernel refuses a wrong one
+    /// only at the mount, after the filesystem was made. Options it does not know are left to the kernel.
+    pub(crate) fn mount_option_values(&mut self, fs_type: &str, options: &[String], path: &FieldPath) {
+        for (index, option) in options.iter().enumerate() {
+            let Some((key, value)) = option.split_once('=') else { continue };
+            if let Some(expected) = mount_value_problem(fs_type, key, value) {
+                self.report(
+                    path.join(format!("[{index}]")),
+                    format!("{} for {fs_type}: {key}= {expected}", shown(option)),
+                );
+            }
+        }
+    }
+
     /// Checks options passed through to `program`: each one of `allowed` (a prefix where it ends in `=`),
     /// with no path and no whitespace in it (one argument, naming nothing outside the plan).
     pub(crate) fn passed_options(&mut self, options: &[String], allowed: &[&str], program: &str, path: &FieldPath) {
@@ -133,6 +147,7 @@ impl Checker {
         }
     }
 
+    /// Checks a mountpoint and claims it: no two things mount at the same place.
     pub(crate) fn mountpoint(&mut self, mountpoint: &str, path: &FieldPath) {
         match normalize_mountpoint(mountpoint) {
             Err(reason) => self.report(path.clone(), format!("{} {reason}", shown(mountpoint))),
@@ -167,6 +182,46 @@ impl Checker {
             self.report(path, format!("partition label {label:?} is used twice (also by {first})"));
         }
     }
+}
+
+/// What a mount option's value must be, where it is not that (the values are the kernel's, as
+/// Documentation/filesystems/{ext4,btrfs,vfat,xfs}.rst of Linux 6.x list them).
+fn mount_value_problem(fs_type: &str, key: &str, value: &str) -> Option<&'static str> {
+    let one_of = |allowed: &[&str]| !allowed.contains(&value);
+    let number = |max: u64| !value.parse::<u64>().is_ok_and(|n| n <= max);
+    let octal = || !(value.len() <= 4 && u32::from_str_radix(value, 8).is_ok_and(|n| n <= 0o777));
+    let compression = || {
+        let (algorithm, level) = value.split_once(':').unwrap_or((value, ""));
+        let levels = match algorithm {
+            "zlib" => 9,
+            "zstd" => 15,
+            "lzo" | "no" | "none" => 0,
+            _ => return true,
+        };
+        !(level.is_empty() || (levels > 0 && level.parse::<u32>().is_ok_and(|l| (1..=levels).contains(&l))))
+    };
+    let (wrong, expected) = match (fs_type, key) {
+        ("ext4" | "ext3" | "ext2", "data") => {
+            (one_of(&["journal", "ordered", "writeback"]), "journal, ordered or writeback")
+        }
+        ("ext4" | "ext3" | "ext2" | "vfat", "errors") => {
+            (one_of(&["continue", "remount-ro", "panic"]), "continue, remount-ro or panic")
+        }
+        ("ext4" | "btrfs" | "f2fs", "commit") => (number(86_400), "a number of seconds"),
+        ("ext4", "journal_ioprio") => (number(7), "0 to 7"),
+        ("btrfs", "compress" | "compress-force") => (compression(), "zlib[:1-9], lzo, zstd[:1-15] or no"),
+        ("btrfs", "space_cache") => (one_of(&["v1", "v2"]), "v1 or v2"),
+        ("btrfs", "discard") => (one_of(&["sync", "async"]), "sync or async"),
+        ("vfat", "umask" | "fmask" | "dmask") => (octal(), "an octal mode such as 0077"),
+        ("vfat", "shortname") => (one_of(&["lower", "win95", "winnt", "mixed"]), "lower, win95, winnt or mixed"),
+        ("xfs", "logbufs") => (!value.parse::<u32>().is_ok_and(|n| (2..=8).contains(&n)), "2 to 8"),
+        ("tmpfs", "mode") => (octal(), "an octal mode such as 755"),
+        ("tmpfs", "huge") => {
+            (one_of(&["never", "always", "within_size", "advise"]), "never, always, within_size or advise")
+        }
+        _ => (false, ""),
+    };
+    wrong.then_some(expected)
 }
 
 /// A flake reference handed to `nixos-install --flake`: not empty, not read as an option, one word.

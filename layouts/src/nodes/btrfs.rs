@@ -484,6 +484,7 @@ impl ContentNode for Btrfs {
             check.mountpoint(mountpoint, &path.join("mountpoint"));
         }
         check.mount_options(&self.mount_options, &path.join("mount_options"));
+        check.mount_option_values("btrfs", &self.mount_options, &path.join("mount_options"));
         if let Some(label) = &self.label {
             if label.is_empty() || label.len() > Format::Btrfs.max_label_bytes() || label.chars().any(char::is_control)
             {
@@ -508,6 +509,7 @@ impl ContentNode for Btrfs {
                 check.mountpoint(mountpoint, &field.join("mountpoint"));
             }
             check.mount_options(&subvolume.mount_options, &field.join("mount_options"));
+            check.mount_option_values("btrfs", &subvolume.mount_options, &field.join("mount_options"));
             if subvolume.mount_options.iter().any(|o| o.starts_with("subvol=") || o.starts_with("subvolid=")) {
                 check.report(field.join("mount_options"), "names its subvolume itself: nix-dabei adds subvol=");
             }

@@ -569,6 +569,7 @@ impl ContentNode for Filesystem {
             check.mountpoint(mountpoint, &path.join("mountpoint"));
         }
         check.mount_options(&self.mount_options, &path.join("mount_options"));
+        check.mount_option_values(self.format.fs_type(), &self.mount_options, &path.join("mount_options"));
         if let Some(label) = &self.label {
             let limit = self.format.max_label_bytes();
             if label.is_empty() || label.len() > limit || label.chars().any(char::is_control) {

@@ -25,6 +25,7 @@ pub mod mount;
 pub mod nodev;
 pub mod swap;
 pub mod zfs;
+pub(crate) mod zfs_properties;
 
 use serde::{Deserialize, Serialize};
 

@@ -82,10 +82,17 @@ pub fn normalize_mountpoint(mountpoint: &str) -> Result<String, &'static str> {
     if mountpoint.chars().any(char::is_control) {
         return Err("contains control characters");
     }
+    // PATH_MAX and NAME_MAX: the kernel refuses longer paths and names when mounting.
+    if mountpoint.len() > 4095 {
+        return Err("is longer than the 4095 bytes a path may have");
+    }
     let mut parts = Vec::new();
     for part in mountpoint.split('/').filter(|p| !p.is_empty()) {
         if part == "." || part == ".." {
             return Err("must not contain \".\" or \"..\"");
+        }
+        if part.len() > 255 {
+            return Err("has a name longer than the 255 bytes a file name may have");
         }
         parts.push(part);
     }

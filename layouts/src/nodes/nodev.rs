@@ -52,6 +52,7 @@ impl Nodev {
         let at = if self.mountpoint.is_some() { path.join("mountpoint") } else { path.clone() };
         check.mountpoint(self.mountpoint(key), &at);
         check.mount_options(&self.mount_options, &path.join("mount_options"));
+        check.mount_option_values(&self.fs_type, &self.mount_options, &path.join("mount_options"));
         if self.mount_options.iter().any(|o| o == "bind" || o == "rbind") {
             check.report(path.join("mount_options"), "bind mounts are not supported");
         }

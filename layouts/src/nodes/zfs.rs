@@ -641,6 +641,9 @@ fn valid_pool_name(name: &str) -> bool {
         && !RESERVED_POOL_NAMES.contains(&name)
 }
 
+/// The longest name of a dataset, pool included (ZFS_MAX_DATASET_NAME_LEN is 256 with its NUL).
+const MAX_DATASET_NAME: usize = 255;
+
 fn valid_dataset_name(name: &str) -> bool {
     name.split('/').all(valid_zfs_component) && name.len() < 200
 }
@@ -693,11 +696,8 @@ impl Pool {
         } else {
             self.validate_topology(check, plan, name, path, &members);
         }
-        for (key, value) in &self.options {
-            if key == "ashift" && !matches!(value.parse::<u32>(), Ok(9..=16)) {
-                check.report(path.join("options").join("ashift"), format!("{value:?} is not an ashift (9 to 16)"));
-            }
-        }
+        super::zfs_properties::check_pool_options(check, &self.options, &path.join("options"));
+        super::zfs_properties::check_dataset_properties(check, &self.root_fs_options, &path.join("root_fs_options"));
         if self.mountpoint.is_some() && self.root_fs_options.contains_key("mountpoint") {
             check.report(path.join("mountpoint"), "give the mountpoint either here or in root_fs_options, not both");
         }
@@ -708,6 +708,14 @@ impl Pool {
         validate_identity(check, self.keep, self.guid.as_deref(), path, "pool");
         for (dataset_name, dataset) in &self.datasets {
             let ds_path = path.join("datasets").join(dataset_name.clone());
+            let full = name.len() + 1 + dataset_name.len();
+            if valid_pool_name(name) && valid_dataset_name(dataset_name) && full > MAX_DATASET_NAME {
+                let message = format!(
+                    "{} is {full} bytes long, and ZFS names are at most {MAX_DATASET_NAME}",
+                    crate::error::shown(&format!("{name}/{dataset_name}"))
+                );
+                check.report(ds_path.clone(), message);
+            }
             if !valid_dataset_name(dataset_name) {
                 let message = format!(
                     "{dataset_name:?} is not a dataset name (components of letters, digits, '_', '-', '.', ':' \
@@ -1004,6 +1012,7 @@ impl Dataset {
                 }
             }
         }
+        super::zfs_properties::check_dataset_properties(check, &self.properties, &ds_path.join("properties"));
         validate_encryption(check, &self.properties, inherited, &ds_path.join("properties"));
         validate_identity(check, self.keep, self.guid.as_deref(), ds_path, "dataset");
     }
