@@ -68,6 +68,36 @@ impl std::fmt::Debug for OpenContainers<'_> {
     }
 }
 
+impl OpenContainers<'_> {
+    /// Closes every container, waiting a little for the kernel to let go of one that was just read
+    /// (udev may still be looking at what it held); one that stays held is an error naming it, so that a
+    /// probe never reports success with its mappings left behind.
+    pub fn close(mut self) -> Result<(), AdoptError> {
+        let containers = std::mem::take(&mut self.containers);
+        for container in &containers {
+            let mut tries = 0;
+            loop {
+                match self.system.luks_close(&container.mapping) {
+                    Ok(()) => break,
+                    Err(error) if tries >= 10 => {
+                        return Err(AdoptError::Unreadable(format!(
+                            "cannot close the container {} it opened to read ({error}): something still holds it \
+                             (`dmsetup info {}` names it); close it by hand",
+                            container.mapping, container.mapping
+                        )))
+                    }
+                    Err(_) => {
+                        tries += 1;
+                        self.system.settle();
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for OpenContainers<'_> {
     fn drop(&mut self) {
         for container in &self.containers {
@@ -226,7 +256,7 @@ pub fn read_volume_groups(
             names.join(", ")
         ));
     }
-    drop(open);
+    open.close()?;
     Ok(lines)
 }
 

@@ -577,3 +577,89 @@ fn df_size(mountpoint: &str) -> u64 {
     let out = run("df", &["-B1", "--output=size", mountpoint]).expect("df");
     out.lines().last().and_then(|l| l.trim().parse().ok()).expect("a size")
 }
+
+/// Installing alongside keeps what it keeps exactly: a kept partition's name that no text can hold (an
+/// unpaired UTF-16 surrogate, read as U+FFFD) goes back byte for byte, and a hybrid MBR (a protective
+/// entry beside one for partition 1, which sgdisk -h makes) stays as it was; the result is found done.
+#[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
+fn installing_alongside_keeps_odd_names_and_a_hybrid_mbr_byte_for_byte() {
+    use std::io::{Read, Seek, SeekFrom};
+    require_root();
+    let _lock = serialize();
+    let disk = foreign_disk(512);
+    let sectors = (256u64 << 20) / 512;
+    // "da", an unpaired high surrogate, "t".
+    let mut odd = [0u8; 72];
+    odd[..8].copy_from_slice(&[0x64, 0, 0x61, 0, 0x00, 0xD8, 0x74, 0]);
+    {
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&disk.device).expect("open");
+        partitioner::gpt_read::write_raw_names(&mut file, 512, sectors, &[(1, odd)]).expect("an odd name");
+        file.sync_all().expect("sync");
+    }
+    run("sgdisk", &["-h", "1", &disk.device]).expect("a hybrid MBR");
+    let sector0 = |device: &str| {
+        let mut bytes = vec![0u8; 512];
+        let mut file = std::fs::File::open(device).expect("open");
+        file.seek(SeekFrom::Start(0)).expect("seek");
+        file.read_exact(&mut bytes).expect("read");
+        bytes
+    };
+    let mbr_before = sector0(&disk.device);
+    assert!(partitioner::gpt_read::is_hybrid_mbr(&mbr_before), "sgdisk made no hybrid MBR");
+
+    let mut plan = plan_of(&disk);
+    assert_eq!(
+        plan.disks["disk0"].partitions.values().next().and_then(|p| p.label.clone()).as_deref(),
+        Some("da\u{fffd}t")
+    );
+    let addition = Plan::from_toml(
+        "hostname = \"adopt\"\n[disks.d]\ndevice = \"/dev/null\"\nsize = 1073741824\n\
+         [disks.d.partitions.root]\nsize = \"rest\"\n\
+         [disks.d.partitions.root.content.filesystem]\nformat = \"ext4\"\nmountpoint = \"/\"\n",
+    )
+    .expect("a partition");
+    plan.disks["disk0"].partitions.shift_insert(3, "root".to_string(), addition.disks["d"].partitions["root"].clone());
+    plan.validate().unwrap_or_else(|e| panic!("{e}\n{}", plan.to_toml()));
+    apply(&plan, &[]).expect("install alongside");
+
+    let mut file = std::fs::File::open(&disk.device).expect("open");
+    let names = partitioner::gpt_read::raw_names(&mut file, 512, sectors).expect("names");
+    assert_eq!(names.iter().find(|n| n.number == 1).map(|n| n.bytes), Some(odd), "the kept name was rewritten");
+    assert_eq!(sector0(&disk.device), mbr_before, "the hybrid MBR was replaced");
+    assert_eq!(apply(&plan_of(&disk), &[]).expect("apply again").applied, 1, "only swap is turned on");
+}
+
+/// An ESP that holds no filesystem yet is read back as it is (kept, no content), not refused; the plan
+/// read back is found done, and one that gives it a FAT (no longer kept: made where it is) formats it
+/// while the other partition stays byte for byte.
+#[test]
+#[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
+fn an_esp_without_a_filesystem_is_read_back_and_may_be_formatted() {
+    require_root();
+    let _lock = serialize();
+    let disk = LoopDisk::new(256 << 20, 512).expect("loop device");
+    run("sgdisk", &["-n1:0:+64M", "-t1:EF00", "-n2:0:+64M", "-t2:8300", &disk.device]).expect("sgdisk");
+    run("partx", &["-a", &disk.device]).expect("partx");
+    run("mkfs.ext4", &["-q", &disk.partition(2)]).expect("mkfs.ext4");
+    let mut plan = plan_of(&disk);
+    let esp = plan.disks["disk0"].partitions.values().next().cloned().expect("the ESP");
+    assert!(esp.keep && esp.content.is_none() && esp.is_esp(), "{esp:?}");
+    assert_found_done(&plan, 512);
+    let fat = Plan::from_toml(
+        "hostname = \"adopt\"\n[disks.d]\ndevice = \"/dev/null\"\nsize = 1073741824\n\
+         [disks.d.partitions.esp]\nsize = \"64M\"\ntype = \"esp\"\n\
+         [disks.d.partitions.esp.content.filesystem]\nformat = \"vfat\"\n",
+    )
+    .expect("an ESP");
+    // Formatting it is making it anew where it is: no longer kept, at its place and number.
+    let first = plan.disks["disk0"].partitions.values_mut().next().expect("the ESP");
+    first.keep = false;
+    first.content = fat.disks["d"].partitions["esp"].content.clone();
+    plan.validate().unwrap_or_else(|e| panic!("{e}\n{}", plan.to_toml()));
+    let before = sums(&disk, &[2]);
+    apply(&plan, &[]).expect("format the ESP");
+    let kind = run("blkid", &["-o", "value", "-s", "TYPE", &disk.partition(1)]).expect("blkid");
+    assert_eq!(kind.trim(), "vfat");
+    assert_eq!(sums(&disk, &[2]), before, "the other partition changed");
+}

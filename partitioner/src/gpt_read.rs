@@ -5,7 +5,7 @@
 //! array outside the disk or larger than [`ARRAY_LIMIT`]. Nothing here allocates more than the disk's
 //! array can hold, and nothing panics on any input (`fuzz/fuzz_targets/gpt_image.rs`).
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::table::{guid_text, TableEntry};
 
@@ -128,6 +128,118 @@ pub fn read_copy(source: &mut (impl Read + Seek), sector: u64, lba: u64, disk_se
         });
     }
     Ok(GptCopy::Read(entries))
+}
+
+/// A used entry's identity and its name exactly as the disk holds it (72 bytes of UTF-16LE, which may
+/// hold what no Rust string can, such as an unpaired surrogate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawName {
+    /// The entry's number, from 1.
+    pub number: u32,
+    /// Its partition UUID, as [`TableEntry::uuid`] writes it.
+    pub uuid: String,
+    /// First and last sector.
+    pub extent: (u64, u64),
+    /// The name field.
+    pub bytes: [u8; 72],
+}
+
+/// A GPT copy's header sector, where its entry array lies, its entry size, and the array.
+struct RawCopy {
+    header: Vec<u8>,
+    array_lba: u64,
+    entry_size: u64,
+    array: Vec<u8>,
+}
+
+/// The header at `lba` and its entry array, when it reads ([`read_copy`] says `Read`).
+fn header_and_array(
+    source: &mut (impl Read + Seek),
+    sector: u64,
+    lba: u64,
+    disk_sectors: u64,
+) -> io::Result<Option<RawCopy>> {
+    if !matches!(read_copy(source, sector, lba, disk_sectors)?, GptCopy::Read(_)) {
+        return Ok(None);
+    }
+    let mut header = vec![0u8; sector as usize];
+    read_at(source, lba * sector, &mut header)?;
+    let (array_lba, count, entry_size) =
+        (u64_at(&header, 72), u64::from(u32_at(&header, 80)), u64::from(u32_at(&header, 84)));
+    let mut array = vec![0u8; (count * entry_size) as usize];
+    read_at(source, array_lba * sector, &mut array)?;
+    Ok(Some(RawCopy { header, array_lba, entry_size, array }))
+}
+
+/// The names of the used entries of the primary copy (else the backup), byte for byte.
+pub fn raw_names(source: &mut (impl Read + Seek), sector: u64, disk_sectors: u64) -> io::Result<Vec<RawName>> {
+    for lba in [1, disk_sectors.saturating_sub(1)] {
+        let Some(RawCopy { entry_size, array, .. }) = header_and_array(source, sector, lba, disk_sectors)? else {
+            continue;
+        };
+        let mut names = Vec::new();
+        for (index, raw) in array.chunks_exact(entry_size as usize).enumerate() {
+            if raw[0..16] == [0u8; 16] {
+                continue;
+            }
+            let mut unique = [0u8; 16];
+            unique.copy_from_slice(&raw[16..32]);
+            let mut bytes = [0u8; 72];
+            bytes.copy_from_slice(&raw[56..128]);
+            names.push(RawName {
+                number: index as u32 + 1,
+                uuid: guid_text(&unique),
+                extent: (u64_at(raw, 32), u64_at(raw, 40)),
+                bytes,
+            });
+        }
+        return Ok(names);
+    }
+    Ok(Vec::new())
+}
+
+/// Writes each name into its entry of both GPT copies and seals both headers again: a kept partition's
+/// name goes back byte for byte, where writing it as text would have replaced what text cannot hold.
+pub fn write_raw_names(
+    device: &mut (impl Read + Write + Seek),
+    sector: u64,
+    disk_sectors: u64,
+    names: &[(u32, [u8; 72])],
+) -> io::Result<()> {
+    for lba in [1, disk_sectors.saturating_sub(1)] {
+        let Some(RawCopy { mut header, array_lba, entry_size, mut array }) =
+            header_and_array(device, sector, lba, disk_sectors)?
+        else {
+            continue;
+        };
+        for (number, bytes) in names {
+            let at = (u64::from(number.saturating_sub(1)) * entry_size) as usize + 56;
+            if let Some(field) = array.get_mut(at..at + 72) {
+                field.copy_from_slice(bytes);
+            }
+        }
+        header[88..92].copy_from_slice(&crc32(&array).to_le_bytes());
+        let header_size = u32_at(&header, 12) as usize;
+        header[16..20].fill(0);
+        let crc = crc32(&header[..header_size]);
+        header[16..20].copy_from_slice(&crc.to_le_bytes());
+        device.seek(SeekFrom::Start(array_lba * sector))?;
+        device.write_all(&array)?;
+        device.seek(SeekFrom::Start(lba * sector))?;
+        device.write_all(&header)?;
+    }
+    Ok(())
+}
+
+/// Whether a disk's first sector holds a hybrid MBR: a GPT's protective entry (0xEE) beside entries of
+/// other types, which some systems boot from. Writing a new GPT keeps it rather than replacing it with
+/// a plain protective MBR.
+pub fn is_hybrid_mbr(sector0: &[u8]) -> bool {
+    if sector0.len() < 512 || sector0[510] != 0x55 || sector0[511] != 0xAA {
+        return false;
+    }
+    let types: Vec<u8> = (0..4).map(|i| sector0[446 + i * 16 + 4]).collect();
+    types.contains(&0xEE) && types.iter().any(|t| *t != 0 && *t != 0xEE)
 }
 
 /// Both copies of a disk image in memory (for the fuzzer, and tests): the primary at sector 1, the

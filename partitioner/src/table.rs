@@ -173,6 +173,15 @@ pub fn write_partition_table(
         announce_partitions(device, &file, sector, partitions)?;
         return wait_for_nodes(device, partitions.iter().map(|p| p.device.as_str()), PARTITION_WAIT);
     }
+    // What a kept partition must keep, read before anything is written: its name byte for byte, and a
+    // hybrid MBR (a protective entry beside others, which some systems boot from).
+    let disk_sectors = size / sector;
+    let old_names = crate::gpt_read::raw_names(&mut file, sector, disk_sectors)
+        .map_err(|e| DiskError::device(device, "read the GPT's names", e))?;
+    let mut sector0 = vec![0u8; 512];
+    file.seek(SeekFrom::Start(0)).map_err(|e| DiskError::device(device, "seek", e))?;
+    file.read_exact(&mut sector0).map_err(|e| DiskError::device(device, "read the MBR", e))?;
+    let hybrid = crate::gpt_read::is_hybrid_mbr(&sector0);
     let mut gpt = GPT::new_from(&mut file, sector, random_guid()).map_err(|e| table_error(device, e.to_string()))?;
     gpt.align = (1 << 20) / sector;
     for partition in partitions {
@@ -196,7 +205,28 @@ pub fn write_partition_table(
         };
     }
     gpt.write_into(&mut file).map_err(|e| table_error(device, e.to_string()))?;
-    GPT::write_protective_mbr_into(&mut file, sector).map_err(|e| table_error(device, e.to_string()))?;
+    // A kept entry (same number, UUID and place, and the name the plan has is how it reads) gets its old
+    // name's bytes back: gptman writes names as text, which loses an unpaired UTF-16 surrogate.
+    let kept: Vec<(u32, [u8; 72])> = partitions
+        .iter()
+        .filter_map(|p| {
+            let old = old_names.iter().find(|o| {
+                o.number == p.number
+                    && o.uuid.eq_ignore_ascii_case(&p.uuid)
+                    && o.extent == (p.extent.first_lba, p.extent.last_lba)
+            })?;
+            let units: Vec<u16> = old.bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = units.into_iter().take_while(|u| *u != 0).collect();
+            (String::from_utf16_lossy(&units) == p.name).then_some((p.number, old.bytes))
+        })
+        .collect();
+    if !kept.is_empty() {
+        crate::gpt_read::write_raw_names(&mut file, sector, disk_sectors, &kept)
+            .map_err(|e| DiskError::device(device, "write kept partitions' names", e))?;
+    }
+    if !hybrid {
+        GPT::write_protective_mbr_into(&mut file, sector).map_err(|e| table_error(device, e.to_string()))?;
+    }
     file.sync_all().map_err(|e| DiskError::device(device, "flush", e))?;
     announce_partitions(device, &file, sector, partitions)?;
     wait_for_nodes(device, partitions.iter().map(|p| p.device.as_str()), PARTITION_WAIT)
@@ -295,8 +325,9 @@ pub fn read_table_state(device: &str, sector: u64) -> Result<TableState, DiskErr
     let mut mbr = [0u8; 512];
     file.seek(SeekFrom::Start(0)).map_err(|e| DiskError::device(device, "seek", e))?;
     file.read_exact(&mut mbr).map_err(|e| DiskError::device(device, "read the MBR", e))?;
-    // The boot signature, and the first MBR partition of type 0xEE (GPT protective).
-    let protective_mbr = mbr[510] == 0x55 && mbr[511] == 0xAA && mbr[446 + 4] == 0xEE;
+    // The boot signature, and an MBR partition of type 0xEE (GPT protective; the first one, or one of a
+    // hybrid MBR's).
+    let protective_mbr = mbr[510] == 0x55 && mbr[511] == 0xAA && (0..4).any(|i| mbr[446 + i * 16 + 4] == 0xEE);
     let mbr = crate::mbr::read_mbr(&mut file, device, sector)?;
     let is_block = std::os::unix::fs::FileTypeExt::is_block_device(
         &fs::metadata(device).map_err(|e| DiskError::device(device, "stat", e))?.file_type(),

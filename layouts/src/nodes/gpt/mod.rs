@@ -976,7 +976,9 @@ impl Partition {
                             .is_some_and(|r| r.level == 1 && r.metadata == "1.0" && is_vfat(r.content.as_ref())),
                         _ => false,
                     };
-                    if !is_vfat(self.content.as_ref()) && !mirrored {
+                    // A kept ESP read back without a filesystem is described as it is: a plan may format it.
+                    let kept_blank = self.keep && self.content.is_none();
+                    if !is_vfat(self.content.as_ref()) && !mirrored && !kept_blank {
                         check.report(
                             path.join("content"),
                             "an EFI system partition must hold a vfat filesystem (or be a member of a RAID 1 array \
@@ -1181,7 +1183,7 @@ impl Partition {
         }
         let vfat = matches!(&self.content, Some(super::Content::Filesystem(fs))
             if fs.format == super::filesystem::Format::Vfat);
-        if self.is_esp() && !vfat {
+        if self.is_esp() && !vfat && !(self.keep && self.content.is_none()) {
             check.report(path.join("content"), "an EFI system partition must hold a vfat filesystem");
         }
     }
