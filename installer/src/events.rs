@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 /// One thing that happened during an install.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
-#[non_exhaustive]
 pub enum Event {
     /// The run starts.
     Started {

@@ -77,7 +77,6 @@ impl Secrets {
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StepError {
     /// A program failed.
     #[error(transparent)]
@@ -112,7 +111,6 @@ pub enum StepError {
 
 /// Why a run was refused or stopped.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum InstallError {
     /// A disk is missing, not the planned one, or in use.
     #[error(transparent)]
@@ -889,9 +887,6 @@ fn changes_only_the_kernel(operation: &Operation) -> bool {
         | Operation::InitrdHostKey(_)
         | Operation::NixosInstall(_)
         | Operation::ZpoolExport(_) => false,
-        // Operation is #[non_exhaustive] for other crates; within the workspace every kind is named above.
-        #[allow(unreachable_patterns)]
-        _ => false,
     }
 }
 

@@ -11,7 +11,6 @@ use crate::system::System;
 
 /// Why the configuration could not be checked, or does not fit.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum FlakeCheckError {
     /// `nix` is not installed.
     #[error(

@@ -18,7 +18,6 @@ pub const DISK_LOCK_DIR: &str = "/run/lock/nix-dabei";
 
 /// Why a hold could not be taken.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum LockError {
     /// Another run holds it.
     #[error("{what} is in use by another nix-dabei run (PID {holder}); let it finish, or stop it, and run again")]

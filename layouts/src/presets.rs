@@ -125,7 +125,6 @@ impl PresetOptions {
 
 /// Answers a preset cannot build a plan from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum PresetError {
     /// No such preset.
     #[error("{0:?} is not a preset (single, mirror or ext4)")]

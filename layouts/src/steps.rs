@@ -114,7 +114,6 @@ pub trait OperationKind: fmt::Debug + Send + Sync {
 /// [`Operation::kind`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
-#[non_exhaustive]
 pub enum Operation {
     /// Remove every signature from a disk and from its current partitions.
     Wipe(Wipe),

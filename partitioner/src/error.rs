@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 /// Something went wrong on a disk.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum DiskError {
     /// A file under /sys, /proc or /dev could not be read.
     #[error("{}: {source}", path.display())]

@@ -10,7 +10,6 @@ use crate::error::DiskError;
 /// A reason a disk must not be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
-#[non_exhaustive]
 pub enum InUse {
     /// The disk or one of its partitions is mounted.
     Mounted {

@@ -485,8 +485,6 @@ fn engine_event(model: &mut Model, event: installer::Event) {
         }
         Event::StepFailed { description, error, .. } => run.log.push(format!("! {description}: {error}")),
         Event::Finished { .. } => run.current = None,
-        // Events of a newer engine: nothing to show for them.
-        _ => {}
     }
     let excess = run.log.len().saturating_sub(500);
     run.log.drain(..excess);

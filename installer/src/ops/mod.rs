@@ -117,7 +117,6 @@ pub(crate) fn of(operation: &Operation) -> Option<&dyn Perform> {
         Operation::Swapoff(op) => op,
         Operation::ZpoolExport(op) => op,
         Operation::LuksClose(op) => op,
-        _ => return None,
     })
 }
 

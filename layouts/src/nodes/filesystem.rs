@@ -33,7 +33,6 @@ pub const PROGRAMS: &[Program] = &[
 /// A filesystem format nix-dabei can create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum Format {
     /// FAT32, for EFI system partitions.
     Vfat,
@@ -301,7 +300,6 @@ impl Format {
 /// How to tell a filesystem that was in use (and may fail a read-only check after a crash) from one
 /// whose making was cut short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum UsedMarker {
     /// A bit of the byte at this offset is set once mounted.
     ByteBit {

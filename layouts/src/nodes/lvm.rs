@@ -71,7 +71,6 @@ pub struct VolumeGroup {
 
 /// What kind of logical volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum LvType {
     /// A thin pool, from which thin volumes take space as they are written.
     #[serde(rename = "thin-pool")]
@@ -156,7 +155,6 @@ impl LvType {
 
 /// What a percentage of a logical volume's size is taken of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Share {
     /// The volume group's free space when the volume is created.
     Free,
@@ -168,7 +166,6 @@ pub enum Share {
 
 /// The size of a logical volume: bytes, or a percentage (`100%FREE`, `50%VG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum LvSize {
     /// Exactly this many bytes (rounded up to the extent size by LVM).
     Bytes(u64),

@@ -106,7 +106,6 @@ pub(crate) const DISKO_CONTENT: &[(&str, DiskoContentReader)] = &[
 /// What a partition, a LUKS container or a ZFS volume holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum Content {
     /// A filesystem.
     Filesystem(filesystem::Filesystem),

@@ -42,7 +42,6 @@ pub struct ZfsMember {
 /// How the devices of one vdev are combined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum VdevMode {
     /// Plain devices, striped (no redundancy).
     #[default]
@@ -162,7 +161,6 @@ fn validate_identity(check: &mut Checker, keep: bool, guid: Option<&str>, path: 
 /// What a dataset is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum DatasetKind {
     /// A ZFS filesystem.
     #[default]
