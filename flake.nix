@@ -75,9 +75,16 @@
 
       nixosConfigurations.installer = installerFor "x86_64-linux";
 
+      # The package, the tarball and the RAM OS build; on x86_64, the installed system of each layout family
+      # boots from its disks (nix/tests/boot.nix; Nix and KVM only).
       checks = forAllSystems (system: pkgs: {
         inherit (self.packages.${system}) nix-dabei kexec-tarball;
         toplevel = (installerFor system).config.system.build.toplevel;
-      });
+      } // nixpkgs.lib.optionalAttrs (system == "x86_64-linux") (import ./nix/tests/boot.nix {
+        inherit pkgs;
+        inherit (nixpkgs) lib;
+        inherit (nixpkgs.lib) nixosSystem;
+        nixDabeiModule = self.nixosModules.nix-dabei;
+      }));
     };
 }

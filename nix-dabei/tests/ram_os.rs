@@ -240,3 +240,54 @@ fn the_flake_is_locked() {
     assert!(rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()), "{rev}");
     assert!(input["locked"]["narHash"].as_str().expect("narHash").starts_with("sha256-"));
 }
+
+/// The flake's boot tests (nix/tests/boot.nix), as far as they evaluate without nixpkgs: one per layout
+/// family, each installing with `nix-dabei install --system` on the plan's disks in a 512 MiB installer,
+/// then booting a second machine from those disks alone and checking what it mounted (ZFS on LUKS with
+/// the passphrase typed after 75 s; the native mirror again with one disk pulled). Running them is Nix
+/// and KVM only.
+#[test]
+#[cfg_attr(no_nix_sources, ignore = "needs ../shared/nix-sources beside the checkout (README)")]
+fn the_flake_checks_boot_the_installed_system_of_each_layout_family() {
+    let facts = evaluate();
+    let tests = facts["bootTests"].as_object().expect("boot tests");
+    let mut names: Vec<&str> = tests.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["boot-ext4-bios", "boot-zfs-native-mirror", "boot-zfs-on-luks"]);
+    for (name, test) in tests {
+        let family = name.trim_start_matches("boot-");
+        let script = test["testScript"].as_str().expect("a test script");
+        for needed in [
+            "nix-dabei install {plan}",
+            "--disks-only",
+            "--system /nix/store/",
+            "copy --no-check-sigs --to 'local?root=/mnt'",
+            "create_machine(start_command=",
+            "booted.wait_for_unit(\"multi-user.target\")",
+            "readlink -f /run/current-system",
+        ] {
+            assert!(script.contains(needed), "{name}: no {needed:?} in\n{script}");
+        }
+        let installer = &test["installer"];
+        assert_eq!(installer["memory"], 512, "{name}");
+        assert!(installer["plan"].as_str().is_some_and(|p| p.ends_with(&format!("/nix/tests/plans/{family}.toml"))));
+        assert!(strings(&installer["packages"]).iter().any(|p| p.starts_with("nix-dabei")), "{name}: {installer}");
+        let plan_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../nix/tests/plans/{family}.toml"));
+        let plan = layouts::Plan::from_toml(&std::fs::read_to_string(&plan_path).expect("plan")).expect("valid");
+        assert_eq!(installer["disks"].as_u64(), Some(plan.disks.len() as u64), "{name}: a disk image per disk");
+        // The module committed beside the plan is the one nix-dabei writes for it.
+        let module = std::fs::read_to_string(plan_path.with_extension("nix")).expect("module");
+        let written = layouts::nixos::module(&plan);
+        assert_eq!(module, written, "{family}.nix is not `nix-dabei nixos-module {family}.toml`");
+        let system = &facts["bootSystems"][family];
+        assert!(strings(&system["mounts"]).contains(&"/"), "{family}: {system}");
+        let imported = strings(&system["imported"]);
+        assert!(
+            imported.contains(&"testing/test-instrumentation.nix") && imported.contains(&"profiles/qemu-guest.nix")
+        );
+    }
+    let luks = tests["boot-zfs-on-luks"]["testScript"].as_str().expect("script");
+    assert!(luks.contains("time.sleep(75)") && luks.contains("send_console"), "{luks}");
+    let native = tests["boot-zfs-native-mirror"]["testScript"].as_str().expect("script");
+    assert!(native.contains("grep -qx DEGRADED") && native.contains("/boot-1/EFI/BOOT/BOOTX64.EFI"), "{native}");
+}

@@ -13,6 +13,11 @@ let
     "nix-dabei" "cryptsetup" "gptfdisk" "kexec-tools" "iproute2" "gitMinimal" "rsync" "qemu" "coreutils"
   ])) package // {
     stdenv.hostPlatform = { inherit system; isAarch64 = system == "aarch64-linux"; qemuArch = lib.head (lib.splitString "-" system); };
+    # What nix/tests/boot.nix takes from nixpkgs: a NixOS test is the arguments it was given.
+    testers.runNixOSTest = args: args;
+    closureInfo = _: package "closure-info";
+    OVMF = { firmware = "/nix/store/00000000000000000000000000000000-OVMF/FV/OVMF_CODE.fd"; variables = "/nix/store/00000000000000000000000000000000-OVMF/FV/OVMF_VARS.fd"; };
+    qemu_test = package "qemu-test";
   };
   pkgs = pkgsFor "x86_64-linux";
   # Whatever nixpkgs' own modules would declare.
@@ -40,7 +45,8 @@ let
   # The flake's outputs with a stand-in nixpkgs input: only what needs no package set is read.
   flake = (import (repo + "/flake.nix")).outputs { self = flake; nixpkgs = stubNixpkgs; };
   stubNixpkgs = {
-    inherit lib;
+    # nixpkgs' flake adds nixosSystem to its lib; here it evaluates the modules with the stand-ins.
+    lib = lib // { nixosSystem = args: { config = evaluate args.modules; }; };
     legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: pkgsFor system // {
       callPackage = _: _: package "nix-dabei-from-the-flake-${system}";
     });
@@ -71,6 +77,24 @@ let
     squashfs = package "squashfs";
     toplevel = package "toplevel";
   });
+  # The boot tests of the flake's checks (nix/tests/boot.nix), as far as they evaluate without nixpkgs.
+  bootTests = lib.mapAttrs (name: test: {
+    inherit (test) name testScript;
+    installer = let node = evaluate [ test.nodes.installer ]; in {
+      disks = builtins.length node.virtualisation.emptyDiskImages;
+      memory = node.virtualisation.memorySize;
+      plan = toString node.environment.etc."nix-dabei-test/plan.toml".source;
+      packages = names node.environment.systemPackages;
+    };
+  }) (lib.filterAttrs (name: _: lib.hasPrefix "boot-" name) flake.checks.x86_64-linux);
+  bootSystems = lib.genAttrs [ "ext4-bios" "zfs-native-mirror" "zfs-on-luks" ] (name:
+    let installed = evaluate [
+      (repo + "/nix/tests/plans/${name}.nix")
+      ({ modulesPath, ... }: {
+        imports = [ (modulesPath + "/testing/test-instrumentation.nix") (modulesPath + "/profiles/qemu-guest.nix") ];
+      })
+    ];
+    in { mounts = builtins.attrNames installed.fileSystems; imported = builtins.attrNames installed.stub.imported; });
   runvm = system: (import (repo + "/nix/runvm.nix") {
     inherit lib;
     stdenv = (pkgsFor system).stdenv;
@@ -119,7 +143,7 @@ in
   importedEnabledByDefault = (evaluate [ flake.nixosModules.nix-dabei ]).programs.nix-dabei.enable;
   importedEnabled = names imported.environment.systemPackages;
   programs = lib.importJSON (repo + "/nix/programs.json");
-  inherit tarballScript sizesScript;
+  inherit tarballScript sizesScript bootTests bootSystems;
   runvmX86 = runvm "x86_64-linux";
   runvmAarch64 = runvm "aarch64-linux";
 }

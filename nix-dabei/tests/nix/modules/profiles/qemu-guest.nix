@@ -1,0 +1,2 @@
+# Stands in for nixpkgs' module of the same path (see ../installer/netboot/netboot.nix).
+{ ... }: { stub.imported."profiles/qemu-guest.nix" = true; }
