@@ -21,11 +21,9 @@ pub fn run(args: DisksArgs) -> Result<()> {
     }
     println!("{:<40} {:<20} {:<20} {:>10}  USE", "PATH", "MODEL", "SERIAL", "SIZE");
     for disk in &disks {
-        let usage = if disk.in_use.is_empty() {
-            "free".to_string()
-        } else {
-            disk.in_use.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-        };
+        let mut reasons: Vec<String> = disk.in_use.iter().map(ToString::to_string).collect();
+        reasons.extend(disk.table_problems.iter().map(|why| format!("table unreadable: {why}")));
+        let usage = if reasons.is_empty() { "free".to_string() } else { reasons.join("; ") };
         println!(
             "{:<40} {:<20} {:<20} {:>10}  {usage}",
             disk.preferred_path(),

@@ -108,6 +108,10 @@ pub struct DiskInfo {
     pub devno: DevNo,
     /// Every reason it must not be written; empty when it is free to use.
     pub in_use: Vec<InUse>,
+    /// Why its partition table cannot be read (a GPT header that declares what no table has, or the
+    /// device failing to read): such a disk is listed, and replaced only by a confirmed wipe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_problems: Vec<String>,
 }
 
 impl DiskInfo {
@@ -513,6 +517,17 @@ fn describe(
         signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
     let mut stable_paths = links.get(name).cloned().unwrap_or_default();
     stable_paths.sort();
+    let logical_sector_size = read_number(&queue.join("logical_block_size")).unwrap_or(512);
+    // Read as nix-dabei reads tables before writing them (crate::gpt_read), so that a crafted header shows
+    // here with its reason rather than at the first step.
+    let table_problems = if Path::new(&path).exists() {
+        match crate::table::read_table_state(&path, logical_sector_size) {
+            Ok(state) => state.unreadable,
+            Err(error) => vec![format!("its partition table cannot be read: {error}")],
+        }
+    } else {
+        Vec::new()
+    };
     let mut disk = DiskInfo {
         name: name.to_string(),
         path,
@@ -521,7 +536,7 @@ fn describe(
         serial,
         wwn,
         size,
-        logical_sector_size: read_number(&queue.join("logical_block_size")).unwrap_or(512) as u32,
+        logical_sector_size: logical_sector_size as u32,
         physical_sector_size: read_number(&queue.join("physical_block_size")).unwrap_or(512) as u32,
         rotational: read_number(&queue.join("rotational")) == Some(1),
         removable: read_number(&dir.join("removable")) == Some(1),
@@ -541,6 +556,7 @@ fn describe(
         swap: usage.swaps.contains(&devno),
         devno,
         in_use: Vec::new(),
+        table_problems,
     };
     disk.in_use = safety::reasons(&disk, usage);
     Some(disk)

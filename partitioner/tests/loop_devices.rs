@@ -394,8 +394,8 @@ fn fat_free_space_is_what_fsck_fat_counts() {
 
 /// A disk whose backup GPT header declares entries it cannot hold (with valid checksums, as the
 /// adversarial tests crafted it): reading its table, reading it back and discovery finish without a
-/// panic; the copy counts as missing and says why; wiping the disk removes both copies, and a new table
-/// reads back whole.
+/// panic; the copy counts as missing and says why, and discovery lists the disk with the reason;
+/// wiping the disk removes both copies, and a new table reads back whole.
 #[test]
 #[cfg_attr(no_root_tests, ignore = "needs root for loop devices (not root, or NIX_DABEI_SKIP_ROOT_TESTS)")]
 fn a_crafted_backup_gpt_header_is_refused_with_its_reason_and_wiped() {
@@ -421,6 +421,8 @@ fn a_crafted_backup_gpt_header_is_refused_with_its_reason_and_wiped() {
         assert!(state.primary.is_some() && state.backup.is_none(), "{state:?}");
         assert!(state.unreadable.iter().any(|why| why.contains(reason)), "{:?}", state.unreadable);
         let found = this_disk(&disk.device);
+        let listed = found.table_problems.iter().any(|why| why.contains(reason));
+        assert!(listed, "discovery does not say why: {:?}", found.table_problems);
         match partitioner::adopt::read_back(&found) {
             Err(error) => assert!(error.to_string().contains(reason), "{error}"),
             Ok(read) => panic!("read back: {read:?}"),

@@ -31,6 +31,7 @@ fn disk(name: &str, size_gib: u64, rotational: bool, transport: &str, model: &st
         swap: false,
         devno: DevNo { major: 259, minor: 0 },
         in_use: vec![],
+        table_problems: vec![],
     }
 }
 

@@ -171,6 +171,7 @@ impl SimSystem {
             swap: false,
             devno: DevNo { major: 254, minor: 0 },
             in_use: vec![],
+            table_problems: vec![],
         }
     }
 
