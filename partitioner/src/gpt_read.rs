@@ -60,28 +60,62 @@ fn read_at(source: &mut (impl Read + Seek), offset: u64, buffer: &mut [u8]) -> i
     Ok(true)
 }
 
-/// Reads the GPT copy whose header is at `lba` of a device of `disk_sectors` sectors of `sector` bytes.
-/// Errors only when the device cannot be read.
-pub fn read_copy(source: &mut (impl Read + Seek), sector: u64, lba: u64, disk_sectors: u64) -> io::Result<GptCopy> {
+/// A GPT copy's header sector, where its entry array lies, its entry size, and the array.
+struct RawCopy {
+    header: Vec<u8>,
+    array_lba: u64,
+    entry_size: u64,
+    array: Vec<u8>,
+}
+
+impl RawCopy {
+    /// Each used entry (its type GUID not zero) with its number, from 1.
+    fn used_entries(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        let entries = self.array.chunks_exact(self.entry_size as usize).enumerate();
+        entries.filter(|(_, raw)| raw[0..16] != [0u8; 16]).map(|(index, raw)| (index as u32 + 1, raw))
+    }
+}
+
+/// A GPT name field (UTF-16LE up to the first NUL) as text; what text cannot hold reads as U+FFFD.
+pub fn name_text(field: &[u8]) -> String {
+    let units: Vec<u16> =
+        field.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|unit| *unit != 0).collect();
+    String::from_utf16_lossy(&units)
+}
+
+fn guid_at(raw: &[u8], at: usize) -> String {
+    let mut guid = [0u8; 16];
+    guid.copy_from_slice(&raw[at..at + 16]);
+    guid_text(&guid)
+}
+
+/// The header at `lba` and its entry array, checked before anything is trusted: `Err` with the copy's
+/// state where it is absent, damaged or unreadable.
+fn read_raw(
+    source: &mut (impl Read + Seek),
+    sector: u64,
+    lba: u64,
+    disk_sectors: u64,
+) -> io::Result<Result<RawCopy, GptCopy>> {
     if !(512..=65536).contains(&sector) || lba >= disk_sectors {
-        return Ok(GptCopy::Absent);
+        return Ok(Err(GptCopy::Absent));
     }
     let mut header = vec![0u8; sector as usize];
     if !read_at(source, lba * sector, &mut header)? || &header[0..8] != b"EFI PART" {
-        return Ok(GptCopy::Absent);
+        return Ok(Err(GptCopy::Absent));
     }
     let header_size = u32_at(&header, 12) as usize;
     if !(92..=header.len()).contains(&header_size) {
-        return Ok(GptCopy::Absent);
+        return Ok(Err(GptCopy::Absent));
     }
     let mut checked = header[..header_size].to_vec();
     checked[16..20].fill(0);
     if crc32(&checked) != u32_at(&header, 16) || u64_at(&header, 24) != lba {
-        return Ok(GptCopy::Absent);
+        return Ok(Err(GptCopy::Absent));
     }
     let (array_lba, count, entry_size) =
         (u64_at(&header, 72), u64::from(u32_at(&header, 80)), u64::from(u32_at(&header, 84)));
-    let unreadable = |why: String| Ok(GptCopy::Unreadable(format!("the GPT header at sector {lba} {why}")));
+    let unreadable = |why: String| Ok(Err(GptCopy::Unreadable(format!("the GPT header at sector {lba} {why}"))));
     if entry_size < 128 || !entry_size.is_power_of_two() || entry_size > sector {
         return unreadable(format!(
             "declares entries of {entry_size} bytes (a GPT's are 128 bytes, or 128 × 2ⁿ up to the sector size)"
@@ -102,32 +136,32 @@ pub fn read_copy(source: &mut (impl Read + Seek), sector: u64, lba: u64, disk_se
         return unreadable("has an entry array past the disk's end".to_string());
     }
     if crc32(&array) != u32_at(&header, 88) {
-        return Ok(GptCopy::Absent);
+        return Ok(Err(GptCopy::Absent));
     }
-    let mut entries = Vec::new();
-    for (index, raw) in array.chunks_exact(entry_size as usize).enumerate() {
-        let mut type_guid = [0u8; 16];
-        type_guid.copy_from_slice(&raw[0..16]);
-        if type_guid == [0u8; 16] {
-            continue;
-        }
-        let mut unique = [0u8; 16];
-        unique.copy_from_slice(&raw[16..32]);
-        let name: Vec<u16> =
-            raw[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|c| *c != 0).collect();
+    Ok(Ok(RawCopy { header, array_lba, entry_size, array }))
+}
+
+/// Reads the GPT copy whose header is at `lba` of a device of `disk_sectors` sectors of `sector` bytes.
+/// Errors only when the device cannot be read.
+pub fn read_copy(source: &mut (impl Read + Seek), sector: u64, lba: u64, disk_sectors: u64) -> io::Result<GptCopy> {
+    let copy = match read_raw(source, sector, lba, disk_sectors)? {
+        Ok(copy) => copy,
+        Err(state) => return Ok(state),
+    };
+    let entries = copy.used_entries().map(|(number, raw)| {
         let attribute_bits = u64_at(raw, 48);
-        entries.push(TableEntry {
-            number: index as u32 + 1,
-            name: String::from_utf16_lossy(&name),
-            type_guid: guid_text(&type_guid),
-            uuid: guid_text(&unique),
+        TableEntry {
+            number,
+            name: name_text(&raw[56..128]),
+            type_guid: guid_at(raw, 0),
+            uuid: guid_at(raw, 16),
             first_lba: u64_at(raw, 32),
             last_lba: u64_at(raw, 40),
             bootable: false,
             attributes: (0..64).filter(|bit| attribute_bits & (1u64 << bit) != 0).collect(),
-        });
-    }
-    Ok(GptCopy::Read(entries))
+        }
+    });
+    Ok(GptCopy::Read(entries.collect()))
 }
 
 /// A used entry's identity and its name exactly as the disk holds it (72 bytes of UTF-16LE, which may
@@ -144,56 +178,16 @@ pub struct RawName {
     pub bytes: [u8; 72],
 }
 
-/// A GPT copy's header sector, where its entry array lies, its entry size, and the array.
-struct RawCopy {
-    header: Vec<u8>,
-    array_lba: u64,
-    entry_size: u64,
-    array: Vec<u8>,
-}
-
-/// The header at `lba` and its entry array, when it reads ([`read_copy`] says `Read`).
-fn header_and_array(
-    source: &mut (impl Read + Seek),
-    sector: u64,
-    lba: u64,
-    disk_sectors: u64,
-) -> io::Result<Option<RawCopy>> {
-    if !matches!(read_copy(source, sector, lba, disk_sectors)?, GptCopy::Read(_)) {
-        return Ok(None);
-    }
-    let mut header = vec![0u8; sector as usize];
-    read_at(source, lba * sector, &mut header)?;
-    let (array_lba, count, entry_size) =
-        (u64_at(&header, 72), u64::from(u32_at(&header, 80)), u64::from(u32_at(&header, 84)));
-    let mut array = vec![0u8; (count * entry_size) as usize];
-    read_at(source, array_lba * sector, &mut array)?;
-    Ok(Some(RawCopy { header, array_lba, entry_size, array }))
-}
-
 /// The names of the used entries of the primary copy (else the backup), byte for byte.
 pub fn raw_names(source: &mut (impl Read + Seek), sector: u64, disk_sectors: u64) -> io::Result<Vec<RawName>> {
     for lba in [1, disk_sectors.saturating_sub(1)] {
-        let Some(RawCopy { entry_size, array, .. }) = header_and_array(source, sector, lba, disk_sectors)? else {
-            continue;
-        };
-        let mut names = Vec::new();
-        for (index, raw) in array.chunks_exact(entry_size as usize).enumerate() {
-            if raw[0..16] == [0u8; 16] {
-                continue;
-            }
-            let mut unique = [0u8; 16];
-            unique.copy_from_slice(&raw[16..32]);
+        let Ok(copy) = read_raw(source, sector, lba, disk_sectors)? else { continue };
+        let names = copy.used_entries().map(|(number, raw)| {
             let mut bytes = [0u8; 72];
             bytes.copy_from_slice(&raw[56..128]);
-            names.push(RawName {
-                number: index as u32 + 1,
-                uuid: guid_text(&unique),
-                extent: (u64_at(raw, 32), u64_at(raw, 40)),
-                bytes,
-            });
-        }
-        return Ok(names);
+            RawName { number, uuid: guid_at(raw, 16), extent: (u64_at(raw, 32), u64_at(raw, 40)), bytes }
+        });
+        return Ok(names.collect());
     }
     Ok(Vec::new())
 }
@@ -207,8 +201,7 @@ pub fn write_raw_names(
     names: &[(u32, [u8; 72])],
 ) -> io::Result<()> {
     for lba in [1, disk_sectors.saturating_sub(1)] {
-        let Some(RawCopy { mut header, array_lba, entry_size, mut array }) =
-            header_and_array(device, sector, lba, disk_sectors)?
+        let Ok(RawCopy { mut header, array_lba, entry_size, mut array }) = read_raw(device, sector, lba, disk_sectors)?
         else {
             continue;
         };

@@ -215,9 +215,7 @@ pub fn write_partition_table(
                     && o.uuid.eq_ignore_ascii_case(&p.uuid)
                     && o.extent == (p.extent.first_lba, p.extent.last_lba)
             })?;
-            let units: Vec<u16> = old.bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-            let units: Vec<u16> = units.into_iter().take_while(|u| *u != 0).collect();
-            (String::from_utf16_lossy(&units) == p.name).then_some((p.number, old.bytes))
+            (crate::gpt_read::name_text(&old.bytes) == p.name).then_some((p.number, old.bytes))
         })
         .collect();
     if !kept.is_empty() {
