@@ -85,6 +85,7 @@
         inherit (nixpkgs) lib;
         inherit (nixpkgs.lib) nixosSystem;
         nixDabeiModule = self.nixosModules.nix-dabei;
+        kexecTarball = self.packages.${system}.kexec-tarball;
       }));
     };
 }

@@ -275,4 +275,50 @@ mod tests {
             assert!(cli.command.expect("a command").holds_secrets(), "{args:?}");
         }
     }
+
+    /// Every `nix-dabei` command line in the flake's NixOS tests (nix/tests/boot.nix) parses with this
+    /// binary's arguments: a test that runs only where Nix and KVM are would otherwise first fail there
+    /// (`install --system` without `--skip-flake-check` did). Nix's and Python's interpolations stand for
+    /// a value of the kind the test gives.
+    #[test]
+    fn the_flake_tests_command_lines_parse() {
+        let text = include_str!("../../nix/tests/boot.nix");
+        let mut seen = 0;
+        for line in text.lines() {
+            // A command the test script runs: the machine's `succeed("…")` or a string on its own line.
+            let Some(start) = ["(f\"nix-dabei ", "(\"nix-dabei ", "    \"nix-dabei "]
+                .iter()
+                .find_map(|opening| line.find(opening).map(|at| at + opening.find('"').unwrap_or(0)))
+            else {
+                continue;
+            };
+            // The command up to its closing quote; a line continued with `+ "..."` is joined.
+            let mut command = String::new();
+            let mut rest = &line[start..];
+            let mut following = text.lines().skip_while(|l| *l != line).skip(1);
+            loop {
+                let body = rest.trim_start_matches('f').trim_start_matches('"');
+                let end = body.find('"').unwrap_or(body.len());
+                command.push_str(&body[..end]);
+                match following.next().map(str::trim) {
+                    Some(next) if next.starts_with("+ \"") || next.starts_with("+ f\"") => rest = &next[2..],
+                    _ => break,
+                }
+            }
+            let command = command.split(['|', '>']).next().unwrap_or_default();
+            let mut words = vec!["nix-dabei".to_string()];
+            for word in command.split_whitespace().skip(1) {
+                words.extend(match word {
+                    "${wipe}" => vec!["--yes-wipe".to_string(), "/dev/vdb".to_string()],
+                    "{key}" => vec!["--passphrase-file".to_string(), "/etc/passphrase".to_string()],
+                    "{plan}" => vec!["/etc/plan.toml".to_string()],
+                    other if other.contains("${") || other.contains('{') => vec!["/nix/store/x".to_string()],
+                    other => vec![other.trim_matches('\'').to_string()],
+                });
+            }
+            Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{words:?} (boot.nix: {line:?}): {e}"));
+            seen += 1;
+        }
+        assert!(seen >= 6, "found {seen} command lines in nix/tests/boot.nix");
+    }
 }

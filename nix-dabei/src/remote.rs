@@ -56,6 +56,11 @@ pub struct RemoteArgs {
     /// there and nixos-install --system installs it).
     #[arg(long, value_enum, value_name = "WHERE", default_value_t = BuildOn::Remote, requires = "flake")]
     pub build_on: BuildOn,
+    /// A system already built here from the flake (`nix build .#nixosConfigurations.HOST.config.system.
+    /// build.toplevel`): copied into the target's store and installed as it is, as with `--build-on local`
+    /// but without building. The flake only names it, so the check before install is the builder's.
+    #[arg(long, value_name = "STORE-PATH", requires = "flake", requires = "skip_flake_check")]
+    pub system: Option<String>,
     /// The kexec tarball (`nix build .#kexec-tarball`), for a machine that does not run the RAM OS yet.
     #[arg(long, value_name = "FILE")]
     pub kexec_tarball: Option<PathBuf>,
@@ -78,6 +83,10 @@ pub struct RemoteArgs {
     /// Install without first checking the flake's configuration against the plan.
     #[arg(long)]
     pub skip_flake_check: bool,
+    /// With `--build-on local`: copy every store path from here, rather than let the far side fetch from
+    /// its binary caches what they have (for a far side that cannot reach them).
+    #[arg(long)]
+    pub no_substitute_on_destination: bool,
     /// A command to run on the installed system once it answers SSH after the reboot.
     #[arg(long, value_name = "COMMAND")]
     pub post_install_check: Option<String>,
@@ -176,7 +185,9 @@ pub fn run(args: RemoteArgs) -> Result<()> {
         yes_wipe_all: args.yes_wipe_all,
         passphrase,
         skip_flake_check: args.skip_flake_check,
-        build_on_local: args.build_on == BuildOn::Local,
+        build_on_local: args.build_on == BuildOn::Local || args.system.is_some(),
+        system: args.system.clone(),
+        substitute_on_destination: !args.no_substitute_on_destination,
         post_install_check: args.post_install_check.clone(),
         boot_limit: Duration::from_secs(args.boot_timeout),
     };

@@ -37,12 +37,13 @@ pub trait Far {
     fn await_new_boot(&self, old_boot_id: &str, keys: HostKeys, limit: Duration) -> Result<(), RemoteError>;
     /// Copies `path` and everything it refers to from this machine's Nix store into the far side's store
     /// under `root` (`nix copy`), handing over each line nix prints; `bytes`, the closure's size, is
-    /// counted as uploaded.
+    /// counted as uploaded. With `substitute`, the far side first fetches what its binary caches have.
     fn copy_closure(
         &self,
         path: &str,
         bytes: u64,
         root: &str,
+        substitute: bool,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<(), RemoteError>;
     /// Bytes sent so far (uploads, plans, passphrases, store paths).
@@ -240,6 +241,7 @@ impl Far for Ssh {
         path: &str,
         bytes: u64,
         root: &str,
+        substitute: bool,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<(), RemoteError> {
         // nix runs ssh itself, with NIX_SSHOPTS split at spaces. It rides on the multiplexed connection,
@@ -259,14 +261,7 @@ impl Far for Ssh {
             )));
         }
         let sshopts = options.iter().map(|o| format!("-o {o}")).collect::<Vec<_>>().join(" ");
-        // A store URL's settings are percent-decoded: the far side's nix-store serves the store under
-        // `root` (`--store local?root=ROOT`), where nixos-install --system looks for the system.
-        let store =
-            format!("ssh://{}?remote-store={}", self.destination, percent_encoded(&format!("local?root={root}")));
-        let args: Vec<String> =
-            ["--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", &store, path]
-                .map(String::from)
-                .to_vec();
+        let args = copy_arguments(&self.destination, root, path, substitute);
         self.uploaded.fetch_add(bytes, Ordering::Relaxed);
         command::stream_with_env("nix", &args, &[("NIX_SSHOPTS", &sshopts)], on_line).map_err(|error| match error {
             CommandError::Spawn { .. } => RemoteError::Local(format!("--build-on local needs Nix here: {error}")),
@@ -277,6 +272,24 @@ impl Far for Ssh {
     fn uploaded_bytes(&self) -> u64 {
         self.uploaded.load(Ordering::Relaxed)
     }
+}
+
+/// `nix copy`'s arguments for putting `path`'s closure into the store under `root` on `destination`.
+fn copy_arguments(destination: &str, root: &str, path: &str, substitute: bool) -> Vec<String> {
+    // A store URL's settings are percent-decoded: the far side's nix-store serves the store under
+    // `root` (`--store local?root=ROOT`), where nixos-install --system looks for the system.
+    let store = format!("ssh://{destination}?remote-store={}", percent_encoded(&format!("local?root={root}")));
+    let mut args: Vec<String> =
+        ["--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", &store, path]
+            .map(String::from)
+            .to_vec();
+    // As nixos-anywhere does by default (its `--no-substitute-on-destination` turns it off): the far
+    // side's `nix-store --serve` substitutes the paths it is asked about from its own caches first, so
+    // that a slow uplink carries only what no cache has.
+    if substitute {
+        args.push("--substitute-on-destination".into());
+    }
+    args
 }
 
 /// The options that check the host key against our own known_hosts file `known` only, under
@@ -311,6 +324,23 @@ impl Drop for Ssh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closure_goes_into_the_target_store_and_the_far_side_substitutes_unless_told_not_to() {
+        let args = copy_arguments("root@host", "/mnt", "/nix/store/x-system", true);
+        assert_eq!(
+            args[3..],
+            [
+                "--no-check-sigs",
+                "--to",
+                "ssh://root@host?remote-store=local%3Froot%3D%2Fmnt",
+                "/nix/store/x-system",
+                "--substitute-on-destination"
+            ]
+        );
+        let args = copy_arguments("root@host", "/mnt", "/nix/store/x-system", false);
+        assert!(!args.iter().any(|a| a.contains("substitute")), "{args:?}");
+    }
 
     #[test]
     fn our_options_come_before_the_users_so_that_they_hold() {

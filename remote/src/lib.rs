@@ -140,6 +140,12 @@ pub struct Request {
     /// Evaluate, check and build the flake's system here and copy it into the target's store (`nix
     /// copy`), rather than have the far side build it.
     pub build_on_local: bool,
+    /// With `build_on_local`: a system built here already (a store path), copied and installed as it
+    /// is instead of building the flake.
+    pub system: Option<String>,
+    /// With `build_on_local`: the far side fetches from its binary caches the store paths they have, and
+    /// only the rest is uploaded (`nix copy --substitute-on-destination`).
+    pub substitute_on_destination: bool,
     /// A command to run on the installed system once it answers after the reboot.
     pub post_install_check: Option<String>,
     /// How long a kexec or a reboot may take.
@@ -647,14 +653,20 @@ impl Run<'_> {
             )));
         }
         self.check_here(Phase::Install, flake)?;
-        let hostname = self.far_plan()?.hostname;
         let emit = self.emit;
-        let system = local::build_system(flake, &hostname, &mut |line| {
-            emit(RemoteEvent::Note { phase: Phase::Install, text: line.to_string() })
-        })?;
+        let system = match &self.request.system {
+            Some(system) => system.clone(),
+            None => {
+                let hostname = self.far_plan()?.hostname;
+                local::build_system(flake, &hostname, &mut |line| {
+                    emit(RemoteEvent::Note { phase: Phase::Install, text: line.to_string() })
+                })?
+            }
+        };
         let bytes = local::closure_bytes(&system)?;
         self.note(Phase::Install, format!("built {system}; copying {bytes} bytes into the far side's {root}"));
-        self.far.copy_closure(&system, bytes, root, &mut |line| {
+        let substitute = self.request.substitute_on_destination;
+        self.far.copy_closure(&system, bytes, root, substitute, &mut |line| {
             emit(RemoteEvent::Note { phase: Phase::Install, text: line.to_string() })
         })?;
         Ok(system)

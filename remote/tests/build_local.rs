@@ -77,7 +77,7 @@ fn the_system_is_checked_and_built_here_and_its_closure_copied_there() {
     let error = result.expect_err("a configuration without the plan's filesystems").to_string();
     assert!(error.contains("does not fit the plan") && error.contains("Nothing was written"), "{error}");
     let tags = far.tags();
-    assert!(!tags.iter().any(|t| t.starts_with("start-job") || t == "copy-closure"), "{tags:?}");
+    assert!(!tags.iter().any(|t| t.starts_with("start-job") || t.starts_with("copy-closure")), "{tags:?}");
     let review = far.scripts.borrow().iter().find(|s| remote::script::tag(s) == "review").cloned().expect("review");
     assert!(review.contains("'--skip-flake-check'"), "the far side cannot see a local flake: {review}");
 
@@ -86,6 +86,8 @@ fn the_system_is_checked_and_built_here_and_its_closure_copied_there() {
         SimFar { ram_os: true.into(), plan_text: Some(text), store_root: Some(store.clone()), ..SimFar::default() };
     let (result, _, _) = run(&far, &Request { skip_flake_check: true, ..request });
     result.expect("the run");
+    // The far side fetches from its caches what they have (none here: the copy brings everything).
+    assert!(far.tags().iter().any(|t| t == "copy-closure substituting"), "{:?}", far.tags());
     let copied = far.copied.borrow().clone();
     assert_eq!(copied.len(), 1, "{copied:?}");
     let (system, bytes) = &copied[0];
@@ -98,5 +100,28 @@ fn the_system_is_checked_and_built_here_and_its_closure_copied_there() {
     let install = install.expect("the install job");
     assert!(install.contains(&format!("'--system' '{system}'")), "{install}");
     assert!(install.contains(&format!("'--flake' '{flake}'")), "{install}");
+
+    // Built already (`--system`): copied and installed as it is; the flake is not built again (it is
+    // gone here).
+    std::fs::remove_dir_all(dir.join("flake")).expect("flake removed");
+    let store = dir.join("far-target-2");
+    let text = plan_text(&flake);
+    let far = SimFar {
+        ram_os: true.into(),
+        plan_text: Some(text.clone()),
+        store_root: Some(store.clone()),
+        ..SimFar::default()
+    };
+    let built = Request {
+        system: Some(system.clone()),
+        skip_flake_check: true,
+        plan: Some(PlanSource::File(text)),
+        ..common::request()
+    };
+    let (result, _, _) = run(&far, &Request { build_on_local: true, flake: Some(flake.clone()), ..built });
+    result.expect("the run with a built system");
+    assert!(valid_in(&store, system), "{system} is not in the far side's target store");
+    let install = far.scripts.borrow().iter().find(|s| remote::script::tag(s) == "start-job install").cloned();
+    assert!(install.expect("the install job").contains(&format!("'--system' '{system}'")));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -162,7 +162,9 @@ install -m 0755 "$here/nixos-install" "$root/usr/local/bin/nixos-install"
 # Debian's nix evaluates flakes without inputs: the check before install runs against this stand-in flake.
 mkdir -p "$root/etc/nixos" "$root/nix/store" "$root/etc/nix"
 install -m 0644 "$here/flake.nix" "$root/etc/nixos/flake.nix"
-printf 'build-users-group =\nexperimental-features = nix-command flakes\n' > "$root/etc/nix/nix.conf"
+# No binary cache is reachable from the test VM: `nix copy --substitute-on-destination` (remote
+# --build-on local) must not wait on one.
+printf 'build-users-group =\nsubstituters =\nexperimental-features = nix-command flakes\n' > "$root/etc/nix/nix.conf"
 echo "$kver" > "$root/etc/nix-dabei-vm-kernel"
 
 (cd "$root" && find . -print0 | sort -z | cpio --null -o -H newc --quiet) > "$out.tmp/initrd.img"

@@ -18,6 +18,8 @@ let
     closureInfo = _: package "closure-info";
     OVMF = { firmware = "/nix/store/00000000000000000000000000000000-OVMF/FV/OVMF_CODE.fd"; variables = "/nix/store/00000000000000000000000000000000-OVMF/FV/OVMF_VARS.fd"; };
     qemu_test = package "qemu-test";
+    # The few nixpkgs files the boot tests import (nixos/tests/ssh-keys.nix), as stand-ins.
+    path = ./nixpkgs;
   };
   pkgs = pkgsFor "x86_64-linux";
   # Whatever nixpkgs' own modules would declare.
@@ -80,14 +82,21 @@ let
   # The boot tests of the flake's checks (nix/tests/boot.nix), as far as they evaluate without nixpkgs.
   bootTests = lib.mapAttrs (name: test: {
     inherit (test) name testScript;
-    installer = let node = evaluate [ test.nodes.installer ]; in {
-      disks = builtins.length node.virtualisation.emptyDiskImages;
-      memory = node.virtualisation.memorySize;
-      plan = toString node.environment.etc."nix-dabei-test/plan.toml".source;
-      packages = names node.environment.systemPackages;
-    };
+    nodes = lib.mapAttrs (node: module: let config = evaluate [ module ]; in {
+      disks = builtins.length (config.virtualisation.emptyDiskImages or [ ]);
+      memory = config.virtualisation.memorySize or null;
+      plan = let etc = config.environment.etc or { }; in
+        if etc ? "nix-dabei-test/plan.toml" then toString etc."nix-dabei-test/plan.toml".source else null;
+      packages = names config.environment.systemPackages;
+      etc = builtins.attrNames (config.environment.etc or { });
+      authorizedKeys = config.users.users.root.openssh.authorizedKeys.keys or [ ];
+      additionalPaths = map toString (config.virtualisation.additionalPaths or [ ]);
+    }) test.nodes;
   }) (lib.filterAttrs (name: _: lib.hasPrefix "boot-" name) flake.checks.x86_64-linux);
-  bootSystems = lib.genAttrs [ "ext4-bios" "zfs-native-mirror" "zfs-on-luks" ] (name:
+  # Each plan's module of nix/tests/plans, as the installed systems of the boot tests import it.
+  testPlans = map (file: lib.removeSuffix ".nix" file)
+    (builtins.filter (lib.hasSuffix ".nix") (builtins.attrNames (builtins.readDir (repo + "/nix/tests/plans"))));
+  bootSystems = lib.genAttrs testPlans (name:
     let installed = evaluate [
       (repo + "/nix/tests/plans/${name}.nix")
       ({ modulesPath, ... }: {

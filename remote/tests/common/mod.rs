@@ -151,16 +151,19 @@ impl Far for SimFar {
         path: &str,
         bytes: u64,
         root: &str,
+        substitute: bool,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<(), RemoteError> {
         assert_eq!(root, "/mnt", "the far side's nix-dabei mounts the target there");
-        self.log.borrow_mut().push(("copy-closure".into(), Vec::new()));
+        let tag = if substitute { "copy-closure substituting" } else { "copy-closure" };
+        self.log.borrow_mut().push((tag.into(), Vec::new()));
         self.copied.borrow_mut().push((path.to_string(), bytes));
         if let Some(store) = &self.store_root {
             let output = std::process::Command::new("nix")
                 .args(["--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to"])
                 .arg(format!("local?root={}", store.display()))
                 .arg(path)
+                .args(substitute.then_some("--substitute-on-destination"))
                 .output()
                 .map_err(|e| RemoteError::Local(e.to_string()))?;
             String::from_utf8_lossy(&output.stderr).lines().for_each(&mut *on_line);
@@ -189,6 +192,8 @@ pub fn request() -> Request {
         passphrase: Some(installer::Secret::new(PASSPHRASE.as_bytes().to_vec())),
         skip_flake_check: false,
         build_on_local: false,
+        system: None,
+        substitute_on_destination: true,
         post_install_check: Some("nixos-version".into()),
         boot_limit: Duration::from_secs(1),
     }
