@@ -79,6 +79,12 @@ pub trait OperationKind: fmt::Debug + Send + Sync {
         None
     }
 
+    /// Every program run the operation makes, in order: its [`OperationKind::command`] and, for the
+    /// few operations one run cannot finish (exFAT's serial and label), the runs that follow it.
+    fn commands(&self) -> Vec<CommandLine> {
+        self.command().into_iter().collect()
+    }
+
     /// The programs that probing and performing the operation run besides its
     /// [`OperationKind::command`]: filesystem checks, reports read back, growing. Each is declared in
     /// [`crate::programs`]; the preview refuses a plan whose programs the machine lacks.
@@ -93,13 +99,15 @@ pub trait OperationKind: fmt::Debug + Send + Sync {
         false
     }
 
-    /// The line people review. Operations that run a program print their [`OperationKind::command`];
-    /// the others say what they do in the same style.
+    /// The line people review. Operations that run programs print their [`OperationKind::commands`],
+    /// joined by `&&`; the others say what they do in the same style.
     fn review(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.command() {
-            Some(command) => write!(f, "{command}"),
-            None => write!(f, "{self:?}"),
+        let commands = self.commands();
+        if commands.is_empty() {
+            return write!(f, "{self:?}");
         }
+        let lines: Vec<String> = commands.iter().map(ToString::to_string).collect();
+        write!(f, "{}", lines.join(" && "))
     }
 
     /// The operation that undoes what this one leaves active (unmount for a mount, export for a pool),
@@ -232,14 +240,20 @@ impl Operation {
         self.kind().command()
     }
 
-    /// Every program probing and performing the operation runs: its command's and the others
+    /// Every program run performing the operation makes, in order ([`OperationKind::commands`]).
+    pub fn commands(&self) -> Vec<CommandLine> {
+        self.kind().commands()
+    }
+
+    /// Every program probing and performing the operation runs: its commands' and the others
     /// ([`OperationKind::other_programs`]), each once. udev's `udevadm settle` is not among them: it
     /// runs only where udev does.
     pub fn programs(&self) -> Vec<String> {
-        let mut programs: Vec<String> = self.command().map(|c| c.program).into_iter().collect();
-        for program in self.kind().other_programs() {
-            if !programs.iter().any(|p| p == program) {
-                programs.push(program.to_string());
+        let mut programs: Vec<String> = Vec::new();
+        let runs = self.commands().into_iter().map(|c| c.program);
+        for program in runs.chain(self.kind().other_programs().into_iter().map(String::from)) {
+            if !programs.contains(&program) {
+                programs.push(program);
             }
         }
         programs

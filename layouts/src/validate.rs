@@ -204,7 +204,7 @@ fn mount_value_problem(fs_type: &str, key: &str, value: &str) -> Option<&'static
         ("ext4" | "ext3" | "ext2", "data") => {
             (one_of(&["journal", "ordered", "writeback"]), "journal, ordered or writeback")
         }
-        ("ext4" | "ext3" | "ext2" | "vfat", "errors") => {
+        ("ext4" | "ext3" | "ext2" | "vfat" | "exfat", "errors") => {
             (one_of(&["continue", "remount-ro", "panic"]), "continue, remount-ro or panic")
         }
         ("ext4" | "btrfs" | "f2fs", "commit") => (number(86_400), "a number of seconds"),
@@ -212,7 +212,7 @@ fn mount_value_problem(fs_type: &str, key: &str, value: &str) -> Option<&'static
         ("btrfs", "compress" | "compress-force") => (compression(), "zlib[:1-9], lzo, zstd[:1-15] or no"),
         ("btrfs", "space_cache") => (one_of(&["v1", "v2"]), "v1 or v2"),
         ("btrfs", "discard") => (one_of(&["sync", "async"]), "sync or async"),
-        ("vfat", "umask" | "fmask" | "dmask") => (octal(), "an octal mode such as 0077"),
+        ("vfat" | "exfat", "umask" | "fmask" | "dmask") => (octal(), "an octal mode such as 0077"),
         ("vfat", "shortname") => (one_of(&["lower", "win95", "winnt", "mixed"]), "lower, win95, winnt or mixed"),
         ("xfs", "logbufs") => (!value.parse::<u32>().is_ok_and(|n| (2..=8).contains(&n)), "2 to 8"),
         ("tmpfs", "mode") => (octal(), "an octal mode such as 755"),

@@ -202,14 +202,8 @@ pub fn describe(signatures: &[Signature]) -> (Option<Content>, Option<String>) {
             }
         };
     };
-    let format = match signature.kind.as_str() {
-        "vfat" => Some(Format::Vfat),
-        "ext4" => Some(Format::Ext4),
-        "xfs" => Some(Format::Xfs),
-        "btrfs" => Some(Format::Btrfs),
-        "f2fs" => Some(Format::F2fs),
-        _ => None,
-    };
+    // The filesystem types the plan model knows, by the name blkid gives them.
+    let format = Format::ALL.into_iter().find(|f| f.fs_type() == signature.kind);
     let Some(uuid) = signature.uuid.clone() else {
         return (None, Some(format!("it holds {} without a UUID", signature.kind)));
     };

@@ -4,6 +4,7 @@ use layouts::nodes::filesystem::UsedMarker;
 use layouts::nodes::mount::Mount;
 use layouts::size::human;
 use layouts::steps::{GrowFs, Mkfs};
+use layouts::Format;
 
 use super::{blank_or, io, run_own_command, Perform, PrivateMount, ProbeContext, RunContext};
 use crate::command::CommandError;
@@ -16,6 +17,11 @@ impl Perform for Mkfs {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let device = &self.device;
         let found = blank_or(cx, device, self.format.fs_type(), Some(&self.blkid_uuid()));
+        if self.format == Format::Exfat {
+            if let Some(outlook) = exfat_unfinished(self, cx, &found) {
+                return outlook;
+            }
+        }
         if !matches!(found, Outlook::Done(_)) {
             return found;
         }
@@ -68,8 +74,26 @@ impl Perform for Mkfs {
     }
 
     fn perform(&self, cx: &RunContext<'_>) -> Result<(), StepError> {
-        run_own_command(cx)
+        run_own_command(cx)?;
+        for command in self.follow_up() {
+            cx.system.run(&command, None)?;
+        }
+        Ok(())
     }
+}
+
+/// exFAT is made in three runs (mkfs.exfat cannot set a serial: [`Mkfs::follow_up`]); a cut between
+/// them leaves this plan's exFAT unfinished, with mkfs's serial or without the plan's label, and it is made
+/// again. The marker label ([`Mkfs::exfat_marker`], derived from the plan's serial) tells it from
+/// anyone else's exFAT, which stays a conflict. `None` when what [`blank_or`] found stands.
+fn exfat_unfinished(op: &Mkfs, cx: &ProbeContext<'_>, found: &Outlook) -> Option<Outlook> {
+    if !matches!(found, Outlook::Conflict(_) | Outlook::Done(_)) {
+        return None;
+    }
+    let signatures = cx.system.signatures(&op.device).ok()?;
+    let exfat = signatures.iter().find(|s| s.kind == "exfat")?;
+    let marked = exfat.label.as_deref() == Some(op.exfat_marker().as_str());
+    marked.then_some(Outlook::Todo { destroys: true })
 }
 
 /// How much larger the partition is than the filesystem on it, when by more than the filesystem's slack.

@@ -458,6 +458,28 @@ impl State {
         self.btrfs.remove(device);
     }
 
+    /// tune.exfat: `-I 0xSERIAL` (blkid then reads `SERI-AL..`) or `-L LABEL` (empty: none), on the last
+    /// argument's exFAT.
+    fn tune_exfat(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
+        let device = self.canonical(args.last().copied().unwrap_or_default());
+        let Some(exfat) = self.signatures.get_mut(&device).and_then(|s| s.iter_mut().find(|s| s.kind == "exfat"))
+        else {
+            return Err(failed(line, format!("{device}: no exFAT there")));
+        };
+        match args {
+            ["-I", serial, _] => {
+                let hex = serial.trim_start_matches("0x").to_ascii_uppercase();
+                if hex.len() != 8 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(failed(line, format!("invalid serial {serial}")));
+                }
+                exfat.uuid = Some(format!("{}-{}", &hex[..4], &hex[4..]));
+            }
+            ["-L", label, _] => exfat.label = (!label.is_empty()).then(|| label.to_string()),
+            _ => return Err(failed(line, format!("the simulated tune.exfat cannot do {line}"))),
+        }
+        Ok(String::new())
+    }
+
     /// The btrfs device and the path inside its top level that a path under a btrfs mount names.
     fn btrfs_path(&self, path: &str) -> Option<(String, String)> {
         let mount = self
@@ -643,7 +665,7 @@ impl State {
                 | ("btrfs", Some(&"subvolume"), Some(&"show"))
                 | ("pvs" | "lvs", _, _)
                 | ("mdadm", Some(&"--detail"), _)
-                | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs", _, _)
+                | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "fsck.exfat", _, _)
         );
         if writes {
             self.change().map_err(|e| failed(line, e.to_string()))?;
@@ -673,7 +695,8 @@ impl State {
                 Ok(String::new())
             }
             "btrfs" if matches!(args.first(), Some(&"subvolume" | &"filesystem")) => self.btrfs(line, &args),
-            "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "btrfs" => {
+            "tune.exfat" => self.tune_exfat(line, &args),
+            "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "fsck.exfat" | "btrfs" => {
                 let device = self.canonical(args.last().copied().unwrap_or_default());
                 let made = self.signatures.get(&device).is_some_and(|s| !s.is_empty());
                 if made && !self.damaged.contains(&device) {

@@ -1,4 +1,4 @@
-//! Filesystems (vfat, ext4, xfs, btrfs) on a partition, a LUKS container or a ZFS volume.
+//! Filesystems (vfat, ext4, xfs, btrfs, f2fs, exfat) on a partition, a LUKS container or a ZFS volume.
 
 use std::fmt;
 
@@ -28,6 +28,9 @@ pub const PROGRAMS: &[Program] = &[
     Program::target("mkfs.btrfs", "btrfs-progs", "btrfs-progs", "making btrfs"),
     Program::target("mkfs.f2fs", "f2fs-tools", "f2fs-tools", "making F2FS"),
     Program::target("fsck.f2fs", "f2fs-tools", "f2fs-tools", "checking an F2FS is whole (read-only)"),
+    Program::target("mkfs.exfat", "exfatprogs", "exfatprogs", "making exFAT (data shared with other systems)"),
+    Program::target("tune.exfat", "exfatprogs", "exfatprogs", "giving an exFAT the plan's serial and label"),
+    Program::target("fsck.exfat", "exfatprogs", "exfatprogs", "checking an exFAT is whole (read-only)"),
 ];
 
 /// A filesystem format nix-dabei can create.
@@ -44,11 +47,16 @@ pub enum Format {
     Btrfs,
     /// F2FS, for flash storage.
     F2fs,
+    /// exFAT, for data that other systems read too (it keeps no owners, permissions or links: never
+    /// where the system lives). The installed system needs nothing more than its `fileSystems` entry:
+    /// nixpkgs' `tasks/filesystems.nix` adds every entry's `fsType` to `boot.supportedFilesystems`, and
+    /// `tasks/filesystems/exfat.nix` then installs exfatprogs (the kernel's own driver since 5.7).
+    Exfat,
 }
 
 impl Format {
     /// Every format, in the order plans document them.
-    pub const ALL: [Format; 5] = [Format::Vfat, Format::Ext4, Format::Xfs, Format::Btrfs, Format::F2fs];
+    pub const ALL: [Format; 6] = [Format::Vfat, Format::Ext4, Format::Xfs, Format::Btrfs, Format::F2fs, Format::Exfat];
 
     /// The name `mount -t` and `fileSystems.*.fsType` use.
     pub fn fs_type(self) -> &'static str {
@@ -58,6 +66,7 @@ impl Format {
             Format::Xfs => "xfs",
             Format::Btrfs => "btrfs",
             Format::F2fs => "f2fs",
+            Format::Exfat => "exfat",
         }
     }
 
@@ -70,6 +79,8 @@ impl Format {
             Format::Xfs => ("mkfs.xfs", &["-f", "-q"]),
             Format::Btrfs => ("mkfs.btrfs", &["-f", "-q"]),
             Format::F2fs => ("mkfs.f2fs", &["-f", "-q"]),
+            // It asks nothing, whatever the device held.
+            Format::Exfat => ("mkfs.exfat", &[]),
         }
     }
 
@@ -82,6 +93,8 @@ impl Format {
             Format::Btrfs => 255,
             // mkfs.f2fs keeps up to 512 UTF-16 units; a byte limit that any UTF-8 label within it meets.
             Format::F2fs => 512,
+            // 11 UTF-16 units; a byte limit that any UTF-8 label within it meets.
+            Format::Exfat => 11,
         }
     }
 
@@ -178,6 +191,9 @@ impl Format {
                 ("-f", false),
                 ("-q", false),
             ],
+            // Cluster size, boundary alignment, the bitmap's place and a full format; the label is the
+            // plan's field.
+            Format::Exfat => &[("-c", true), ("-b", true), ("--pack-bitmap", false), ("-f", false)],
         }
     }
 
@@ -203,7 +219,7 @@ impl Format {
                 ("-E", "device", ELSEWHERE),
                 ("-O", "journal_dev", "makes the device another filesystem's external journal"),
             ],
-            Format::Vfat | Format::Btrfs | Format::F2fs => &[],
+            Format::Vfat | Format::Btrfs | Format::F2fs | Format::Exfat => &[],
         }
     }
 
@@ -272,15 +288,19 @@ impl Format {
     }
 
     /// The mkfs arguments that give the filesystem `uuid` (for vfat, a volume id: its first 8 hex digits).
-    pub fn uuid_args(self, uuid: &str) -> [String; 2] {
+    /// None for exFAT, whose mkfs cannot set a serial: [`Mkfs::follow_up`] sets it.
+    pub fn uuid_args(self, uuid: &str) -> Vec<String> {
         match self {
-            Format::Vfat => {
-                let id: String = uuid.chars().filter(char::is_ascii_hexdigit).take(8).collect();
-                ["-i".to_string(), id.to_ascii_uppercase()]
-            }
-            Format::Ext4 | Format::Btrfs | Format::F2fs => ["-U".to_string(), uuid.to_string()],
-            Format::Xfs => ["-m".to_string(), format!("uuid={uuid}")],
+            Format::Vfat => vec!["-i".to_string(), volume_id(uuid)],
+            Format::Ext4 | Format::Btrfs | Format::F2fs => vec!["-U".to_string(), uuid.to_string()],
+            Format::Xfs => vec!["-m".to_string(), format!("uuid={uuid}")],
+            Format::Exfat => Vec::new(),
         }
+    }
+
+    /// Whether the filesystem's UUID is a FAT-style volume id (`ABCD-1234`), not a UUID.
+    pub fn has_volume_id(self) -> bool {
+        matches!(self, Format::Vfat | Format::Exfat)
     }
 
     /// The UUID that `uuid_args` sets, read from a pair of mkfs arguments (vfat: as `ABCD-1234`).
@@ -295,6 +315,11 @@ impl Format {
             _ => None,
         }
     }
+}
+
+/// A FAT volume id (vfat, exfat) from a plan's UUID: its first 8 hex digits, upper case.
+fn volume_id(uuid: &str) -> String {
+    uuid.chars().filter(char::is_ascii_hexdigit).take(8).collect::<String>().to_ascii_uppercase()
 }
 
 /// How to tell a filesystem that was in use (and may fail a read-only check after a crash) from one
@@ -364,12 +389,30 @@ pub struct Mkfs {
 impl Mkfs {
     /// The UUID blkid reports for the filesystem once made (`ABCD-1234` for vfat's volume id).
     pub fn blkid_uuid(&self) -> String {
+        if self.format.has_volume_id() {
+            let id = volume_id(&self.uuid);
+            format!("{}-{}", &id[..4], &id[4..])
+        } else {
+            self.uuid.to_ascii_lowercase()
+        }
+    }
+
+    /// The label mkfs.exfat gives an exFAT before its serial is set: derived from the plan's serial, it
+    /// tells this plan's exFAT that a cut left with mkfs's own serial from anyone else's (which is never
+    /// made again).
+    pub fn exfat_marker(&self) -> String {
+        format!("ND{}", volume_id(&self.uuid))
+    }
+
+    /// The programs that finish what [`OperationKind::command`] made, in order: for exFAT, the plan's
+    /// serial, then its label (none when the plan has none, which removes the marker).
+    pub fn follow_up(&self) -> Vec<CommandLine> {
         match self.format {
-            Format::Vfat => {
-                let [_, id] = self.format.uuid_args(&self.uuid);
-                format!("{}-{}", &id[..4], &id[4..])
-            }
-            _ => self.uuid.to_ascii_lowercase(),
+            Format::Exfat => vec![
+                CommandLine::new("tune.exfat", ["-I", &format!("0x{}", volume_id(&self.uuid)), &self.device]),
+                CommandLine::new("tune.exfat", ["-L", self.label.as_deref().unwrap_or(""), &self.device]),
+            ],
+            _ => Vec::new(),
         }
     }
 
@@ -395,6 +438,8 @@ impl Mkfs {
             Format::Btrfs => UsedMarker::None,
             // mkfs.f2fs writes the superblock blkid reads last, after the checkpoint it needs to mount.
             Format::F2fs => UsedMarker::None,
+            // exFAT's VolumeFlags (offset 106): bit 1, VolumeDirty, is set while mounted.
+            Format::Exfat => UsedMarker::ByteBit { offset: 106, bit: 1 },
         }
     }
 
@@ -409,6 +454,7 @@ impl Mkfs {
             Format::Xfs => CommandLine::new("xfs_db", ["-r", "-c", "sb 0", "-c", "print inprogress", device]),
             Format::Btrfs => CommandLine::new("btrfs", ["check", "--readonly", device]),
             Format::F2fs => CommandLine::new("fsck.f2fs", ["--dry-run", device]),
+            Format::Exfat => CommandLine::new("fsck.exfat", ["-n", device]),
         }
     }
 }
@@ -416,13 +462,19 @@ impl Mkfs {
 impl OperationKind for Mkfs {
     /// The read-only check that tells a whole filesystem from one a cut left.
     fn other_programs(&self) -> Vec<&'static str> {
-        vec![match self.format {
-            Format::Vfat => "fsck.vfat",
-            Format::Ext4 => "e2fsck",
-            Format::Xfs => "xfs_db",
-            Format::Btrfs => "btrfs",
-            Format::F2fs => "fsck.f2fs",
-        }]
+        match self.format {
+            Format::Vfat => vec!["fsck.vfat"],
+            Format::Ext4 => vec!["e2fsck"],
+            Format::Xfs => vec!["xfs_db"],
+            Format::Btrfs => vec!["btrfs"],
+            Format::F2fs => vec!["fsck.f2fs"],
+            Format::Exfat => vec!["fsck.exfat"],
+        }
+    }
+
+    /// mkfs, then what finishes it ([`Mkfs::follow_up`]).
+    fn commands(&self) -> Vec<CommandLine> {
+        self.command().into_iter().chain(self.follow_up()).collect()
     }
 
     fn destroys_data(&self) -> bool {
@@ -433,7 +485,9 @@ impl OperationKind for Mkfs {
         let (program, unattended) = self.format.mkfs();
         let mut args: Vec<String> = unattended.iter().map(|s| s.to_string()).collect();
         args.extend(self.format.uuid_args(&self.uuid));
-        if let Some(label) = &self.label {
+        if self.format == Format::Exfat {
+            args.extend(["-L".to_string(), self.exfat_marker()]);
+        } else if let Some(label) = &self.label {
             args.extend([self.format.label_flag().to_string(), label.clone()]);
         }
         args.extend(self.options.iter().cloned());
@@ -566,6 +620,18 @@ impl ContentNode for Filesystem {
         if let Some(mountpoint) = &self.mountpoint {
             check.mountpoint(mountpoint, &path.join("mountpoint"));
         }
+        if let (Format::Exfat, Some(mountpoint)) = (self.format, &self.mountpoint) {
+            if let Some(needs) = needs_unix_semantics(&crate::nodes::mount::normal(mountpoint)) {
+                check.report(
+                    path.join("mountpoint"),
+                    format!(
+                        "exFAT keeps no owners, permissions or symbolic links, which {needs}: give {} another \
+                         format, and exFAT to data shared with other systems",
+                        shown(mountpoint)
+                    ),
+                );
+            }
+        }
         check.mount_options(&self.mount_options, &path.join("mount_options"));
         check.mount_option_values(self.format.fs_type(), &self.mount_options, &path.join("mount_options"));
         if let Some(label) = &self.label {
@@ -579,9 +645,9 @@ impl ContentNode for Filesystem {
         if let Some(uuid) = &self.uuid {
             let volume_id = uuid.len() == 9
                 && uuid.char_indices().all(|(i, c)| if i == 4 { c == '-' } else { c.is_ascii_hexdigit() });
-            let fits = if self.format == Format::Vfat { volume_id } else { crate::gpt::is_guid(uuid) };
+            let fits = if self.format.has_volume_id() { volume_id } else { crate::gpt::is_guid(uuid) };
             if !fits {
-                let wanted = if self.format == Format::Vfat { "a FAT volume id (ABCD-1234)" } else { "a UUID" };
+                let wanted = if self.format.has_volume_id() { "a FAT volume id (ABCD-1234)" } else { "a UUID" };
                 check.report(path.join("uuid"), format!("{} is not {wanted}", shown(uuid)));
             }
         }
@@ -592,7 +658,7 @@ impl ContentNode for Filesystem {
     }
 
     fn compile(&self, build: &mut Builder<'_>, site: &Site<'_>) {
-        let article = if self.format == Format::Ext4 { "an" } else { "a" };
+        let article = if matches!(self.format, Format::Ext4 | Format::Exfat) { "an" } else { "a" };
         let mkfs = build.push(
             format!("mkfs:{}", site.owner),
             format!("Make {article} {} filesystem on {}", self.format.fs_type(), site.owner),
@@ -656,7 +722,8 @@ impl ContentNode for Filesystem {
             w.list("mountOptions", &self.mount_options);
         }
         // A filesystem that is already there (read back by probe) keeps its UUID: disko's mkfs gets the
-        // flag that sets it, and import reads it back from there.
+        // flag that sets it, and import reads it back from there (not for exFAT, whose mkfs has none:
+        // disko makes one with a serial of its own).
         let mut extra: Vec<String> = self.uuid.iter().flat_map(|uuid| self.format.uuid_args(uuid)).collect();
         if let Some(label) = &self.label {
             extra.push(self.format.label_flag().to_string());
@@ -675,9 +742,29 @@ impl ContentNode for Filesystem {
         let boot = normal.as_deref().is_some_and(|m| ["/boot", "/efi", "/boot/efi"].contains(&m));
         if self.format == Format::Vfat && boot {
             "esp"
+        } else if self.format == Format::Exfat {
+            // What other systems look for on a data partition.
+            "microsoft-basic-data"
         } else {
             "linux"
         }
+    }
+}
+
+/// What needs owners, permissions and symbolic links at `mountpoint` (a normal path), where NixOS keeps
+/// the system, its boot files, its state or its users' homes.
+fn needs_unix_semantics(mountpoint: &str) -> Option<&'static str> {
+    let at_or_under = |top: &str| mountpoint == top || mountpoint.starts_with(&format!("{top}/"));
+    if mountpoint == "/" || at_or_under("/nix") || at_or_under("/etc") || at_or_under("/usr") {
+        Some("the system needs")
+    } else if at_or_under("/boot") || at_or_under("/efi") {
+        Some("the boot loader's files need (an ESP is vfat)")
+    } else if at_or_under("/var") || mountpoint == "/tmp" {
+        Some("the system's state needs")
+    } else if mountpoint == "/home" || mountpoint == "/root" {
+        Some("users' homes need")
+    } else {
+        None
     }
 }
 
