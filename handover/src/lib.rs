@@ -2,7 +2,7 @@
 //! authorized keys, the SSH host keys, addresses, routes, DNS servers), pack it as a cpio appended to
 //! the RAM OS initrd, load it, and switch a moment later, detached. In the RAM OS, restore it.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 use std::fs;
 use std::io::Write;

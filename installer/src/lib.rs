@@ -8,7 +8,7 @@
 //! tests and dry runs. LUKS goes through libcryptsetup, ZFS through a typed wrapper over `zpool`/`zfs`;
 //! [`command`] is the only module that runs programs.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod adopt;
 pub mod command;

@@ -24,7 +24,7 @@
 //! Every kind of storage is one module under [`nodes`] with the same interface; see that module for
 //! what a new node type provides.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod alongside;
 pub mod boot;

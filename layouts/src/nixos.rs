@@ -339,9 +339,10 @@ fn mount_btrfs_of_several_devices_by_uuid(plan: &Plan, found: &mut ModuleParts) 
             if plan.btrfs_members(&owner).is_empty() {
                 continue;
             }
-            let device = match content {
-                Content::Luks(luks) => format!("/dev/mapper/{}", luks.name),
-                _ => partition_path(plan, disk_name, part_name),
+            let device = if let Content::Luks(luks) = content {
+                format!("/dev/mapper/{}", luks.name)
+            } else {
+                partition_path(plan, disk_name, part_name)
             };
             let uuid = plan.filesystem_uuid(&owner);
             let by_uuid = format!("/dev/disk/by-uuid/{uuid}");

@@ -4,7 +4,7 @@
 //! It works from sysfs, /proc and libblkid alone, adds udev's properties when udevd runs, and talks to
 //! the kernel through ioctls. It runs no external programs.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod adopt;
 pub mod discover;

@@ -5,7 +5,7 @@
 //! message and returns commands, [`view::view`] draws it. Only [`runtime`] touches the terminal or the
 //! machine.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod app;
 pub mod runtime;

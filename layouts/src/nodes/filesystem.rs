@@ -283,7 +283,7 @@ impl Format {
         match self {
             Format::Vfat => "-n",
             Format::F2fs => "-l",
-            _ => "-L",
+            Format::Ext4 | Format::Xfs | Format::Btrfs | Format::Exfat => "-L",
         }
     }
 
@@ -412,7 +412,7 @@ impl Mkfs {
                 CommandLine::new("tune.exfat", ["-I", &format!("0x{}", volume_id(&self.uuid)), &self.device]),
                 CommandLine::new("tune.exfat", ["-L", self.label.as_deref().unwrap_or(""), &self.device]),
             ],
-            _ => Vec::new(),
+            Format::Vfat | Format::Ext4 | Format::Xfs | Format::Btrfs | Format::F2fs => Vec::new(),
         }
     }
 
@@ -420,7 +420,7 @@ impl Mkfs {
     pub fn check_passes(&self, output: &str) -> bool {
         match self.format {
             Format::Xfs => output.lines().any(|line| line.trim() == "inprogress = 0"),
-            _ => true,
+            Format::Vfat | Format::Ext4 | Format::Btrfs | Format::F2fs | Format::Exfat => true,
         }
     }
 
@@ -513,7 +513,10 @@ pub struct GrowFs {
 impl GrowFs {
     /// Whether nix-dabei grows filesystems of this format.
     pub fn grows(format: Format) -> bool {
-        matches!(format, Format::Ext4 | Format::Xfs | Format::Btrfs)
+        match format {
+            Format::Ext4 | Format::Xfs | Format::Btrfs => true,
+            Format::Vfat | Format::F2fs | Format::Exfat => false,
+        }
     }
 
     /// Where xfs and btrfs are mounted, privately, while they grow.
@@ -531,10 +534,12 @@ impl GrowFs {
                 vec![CommandLine::new("e2fsck", ["-f", "-p", device]), CommandLine::new("resize2fs", [device])]
             }
             Format::Xfs => vec![CommandLine::new("xfs_growfs", [self.private_mountpoint()])],
-            _ => vec![CommandLine::new(
+            Format::Btrfs => vec![CommandLine::new(
                 "btrfs",
                 ["filesystem".to_string(), "resize".to_string(), "max".to_string(), self.private_mountpoint()],
             )],
+            // Never compiled ([`GrowFs::grows`]).
+            Format::Vfat | Format::F2fs | Format::Exfat => Vec::new(),
         }
     }
 
@@ -543,7 +548,8 @@ impl GrowFs {
         match self.format {
             Format::Ext4 => (1024, 0x158),
             Format::Xfs => (0, 16),
-            _ => (0x10000, 0x78),
+            Format::Btrfs => (0x10000, 0x78),
+            Format::Vfat | Format::F2fs | Format::Exfat => (0, 0),
         }
     }
 
@@ -572,11 +578,12 @@ impl GrowFs {
                 let blocks = u64::from_be_bytes(sb.get(8..16)?.try_into().ok()?);
                 Some((blocks.checked_mul(block)?, 1 << 20))
             }
-            _ => {
+            Format::Btrfs => {
                 (sb.get(0x40..0x48)? == b"_BHRfS_M").then_some(())?;
                 let total = u64::from_le_bytes(sb.get(0x70..0x78)?.try_into().ok()?);
                 Some((total, 1 << 20))
             }
+            Format::Vfat | Format::F2fs | Format::Exfat => None,
         }
     }
 }
@@ -587,7 +594,8 @@ impl OperationKind for GrowFs {
         match self.format {
             Format::Ext4 => vec!["e2fsck", "resize2fs"],
             Format::Xfs => vec!["xfs_growfs"],
-            _ => vec!["btrfs"],
+            Format::Btrfs => vec!["btrfs"],
+            Format::Vfat | Format::F2fs | Format::Exfat => Vec::new(),
         }
     }
 
