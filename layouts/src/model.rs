@@ -98,12 +98,12 @@ impl Plan {
     /// pools' volumes, and inside LUKS containers (after the container). Plan-wide questions about
     /// contents ask this one walk, so that no kind of container is passed over.
     pub fn contents(&self) -> Vec<(String, &Content)> {
+        // A container first, then what it holds ([`Content::children`]).
         fn with_inner<'a>(found: &mut Vec<(String, &'a Content)>, path: String, content: &'a Content) {
-            if let Content::Luks(luks) = content {
-                found.push((path.clone(), content));
-                with_inner(found, format!("{path}.luks.content"), &luks.content);
-            } else {
-                found.push((path, content));
+            let children = content.children();
+            found.push((path.clone(), content));
+            for (below, child) in children {
+                with_inner(found, format!("{path}.{below}"), child);
             }
         }
         let mut found = Vec::new();

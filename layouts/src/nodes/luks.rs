@@ -222,6 +222,10 @@ impl ContentNode for Luks {
         "luks"
     }
 
+    fn children(&self) -> Vec<(&'static str, &Content)> {
+        vec![("luks.content", &self.content)]
+    }
+
     fn blkid_signature(&self) -> Option<String> {
         Some("TYPE=crypto_LUKS".to_string())
     }

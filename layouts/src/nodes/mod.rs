@@ -86,6 +86,12 @@ pub(crate) trait ContentNode {
     fn needs_passphrase(&self) -> bool {
         false
     }
+    /// The contents this one holds, each with its field path below this content's (`luks.content`): the
+    /// walk over the plan ([`crate::Plan::contents`]) descends through them, so a new container type is
+    /// walked once it says what it holds.
+    fn children(&self) -> Vec<(&'static str, &Content)> {
+        Vec::new()
+    }
 }
 
 /// A function that reads one disko content type; `inside_luks` is set within a LUKS container.
@@ -162,12 +168,17 @@ impl Content {
         self.node().needs_passphrase()
     }
 
-    /// The content inside any LUKS containers.
+    /// The content inside any containers (LUKS): the one that holds no other.
     pub fn innermost(&self) -> &Content {
-        match self {
-            Content::Luks(luks) => luks.content.innermost(),
-            other => other,
+        match self.node().children().first() {
+            Some((_, inner)) => inner.innermost(),
+            None => self,
         }
+    }
+
+    /// What this content holds ([`ContentNode::children`]), with each one's path below it.
+    pub fn children(&self) -> Vec<(&'static str, &Content)> {
+        self.node().children()
     }
 
     /// The GPT partition type for this content when the plan names none.
