@@ -1,6 +1,7 @@
 //! The build script of the crates whose tests need what a machine may not have: reference material
 //! beside the checkout (`../shared/disko-examples`: disko's example configurations as JSON;
-//! `../shared/nix-sources`: nixpkgs' lib and disko's source) and root, for loop devices. Where one is
+//! `../shared/nix-sources`: nixpkgs' lib and disko's source; `../shared/reference`: the Hetzner Cloud API's
+//! OpenAPI description) and root, for loop devices. Where one is
 //! missing, the tests that need it are marked ignored with the reason (a `cfg` they test), so that the
 //! test runner counts them as skipped instead of failing or passing; `.ci/run` fails on any skip.
 
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    for (folder, missing) in [("disko-examples", "no_disko_examples"), ("nix-sources", "no_nix_sources")] {
+    for (folder, missing) in
+        [("disko-examples", "no_disko_examples"), ("nix-sources", "no_nix_sources"), ("reference", "no_reference")]
+    {
         println!("cargo::rustc-check-cfg=cfg({missing})");
         match here.ancestors().map(|dir| dir.join("shared").join(folder)).find(|dir| dir.is_dir()) {
             Some(found) => println!("cargo::rerun-if-changed={}", found.display()),

@@ -3,6 +3,7 @@
 mod apply;
 mod disko;
 mod disks;
+mod hetzner;
 mod kexec;
 mod plan;
 mod probe;
@@ -49,6 +50,9 @@ enum Command {
     /// From a workstation: install a machine reached by SSH in one command (connect, inspect, kexec into
     /// the RAM OS, plan, apply, install, reboot), resuming a run a dropped connection interrupted.
     Remote(Box<remote::RemoteArgs>),
+    /// From a workstation: make a Hetzner Cloud server (or put a dedicated one into rescue) and install it
+    /// as `remote` does, in one command.
+    Hetzner(hetzner::HetznerArgs),
     /// The interactive installer for a console (also what `nix-dabei` alone starts on a terminal).
     Tui(TuiArgs),
     /// List the external programs nix-dabei runs, with the nixpkgs attribute and Debian package of each.
@@ -70,7 +74,8 @@ impl Command {
             | Command::Probe(_)
             | Command::Kexec(_)
             | Command::RestoreNetwork(_)
-            | Command::Remote(_) => true,
+            | Command::Remote(_)
+            | Command::Hetzner(_) => true,
             Command::Plan(_)
             | Command::Disks(_)
             | Command::ImportDisko(_)
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
         Command::Programs(args) => print_programs(args),
         Command::Unmount(args) => apply::unmount(args),
         Command::Remote(args) => remote::run(*args),
+        Command::Hetzner(args) => hetzner::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

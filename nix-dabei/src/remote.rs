@@ -13,7 +13,6 @@ use remote::{Phase, PlanSource, RemoteError, RemoteEvent, Request, Review, Revie
 
 use crate::apply::{read_passphrase, KeyArgs};
 
-/// Arguments of `nix-dabei remote`.
 /// Where the system is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BuildOn {
@@ -23,10 +22,19 @@ pub enum BuildOn {
     Local,
 }
 
+/// Arguments of `nix-dabei remote`.
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
     /// The machine: user@host, or a host name from ~/.ssh/config.
     pub destination: String,
+    #[command(flatten)]
+    pub install: InstallArgs,
+}
+
+/// What is installed and how: everything of `nix-dabei remote` but the machine (`nix-dabei hetzner`
+/// takes the same).
+#[derive(Debug, Args)]
+pub struct InstallArgs {
     /// A plan file; its disks are matched to the machine's by identity there.
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub plan: Option<PathBuf>,
@@ -112,7 +120,7 @@ pub struct RemoteArgs {
     pub json: bool,
 }
 
-impl RemoteArgs {
+impl InstallArgs {
     fn ssh_options(&self) -> Vec<String> {
         let mut options = Vec::new();
         for identity in &self.identity {
@@ -128,6 +136,20 @@ impl RemoteArgs {
             options.extend(["-o".to_string(), option.clone()]);
         }
         options
+    }
+
+    /// Refuses what the remote phases would refuse, before anything is made or paid for (`nix-dabei
+    /// hetzner`): a bad plan file, or phases that need a layout without one.
+    pub fn check(&self) -> Result<()> {
+        let phases = match &self.phases {
+            Some(list) => Phase::parse_list(list)?,
+            None => Phase::ALL.to_vec(),
+        };
+        let wants_disks = phases.iter().any(|p| matches!(p, Phase::Plan | Phase::Apply | Phase::Install));
+        if wants_disks && self.plan_source()?.is_none() {
+            bail!("give the layout: --plan FILE, or --preset with --disk-select or --disk");
+        }
+        Ok(())
     }
 
     fn plan_source(&self) -> Result<Option<(PlanSource, bool)>> {
@@ -163,6 +185,11 @@ impl RemoteArgs {
 
 /// Runs `nix-dabei remote`.
 pub fn run(args: RemoteArgs) -> Result<()> {
+    run_on(&args.destination, &args.install, Vec::new())
+}
+
+/// Runs the remote phases on `destination`, with `extra_ssh_options` before the user's own.
+pub fn run_on(destination: &str, args: &InstallArgs, extra_ssh_options: Vec<String>) -> Result<()> {
     let phases = match &args.phases {
         Some(list) => Phase::parse_list(list)?,
         None => Phase::ALL.to_vec(),
@@ -191,7 +218,9 @@ pub fn run(args: RemoteArgs) -> Result<()> {
         post_install_check: args.post_install_check.clone(),
         boot_limit: Duration::from_secs(args.boot_timeout),
     };
-    let far = remote::Ssh::new(&args.destination, args.ssh_options())?;
+    let mut ssh_options = extra_ssh_options;
+    ssh_options.extend(args.ssh_options());
+    let far = remote::Ssh::new(destination, ssh_options)?;
     let printer = Printer::new(args.json);
     let confirm = |wipes: &[&ReviewWipe]| confirm(wipes, args.json);
     remote::run(&far, &request, &confirm, &|event| printer.print(event))?;
@@ -422,7 +451,7 @@ mod tests {
         }
         let parsed =
             <Command as clap::Parser>::try_parse_from(["remote", "root@host", "--plan", &file.to_string_lossy()]);
-        let source = parsed.expect("arguments").remote.plan_source().expect("read");
+        let source = parsed.expect("arguments").remote.install.plan_source().expect("read");
         let _ = std::fs::remove_file(&file);
         match source {
             Some((PlanSource::File(text), needs_passphrase)) => {

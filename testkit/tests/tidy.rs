@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 /// The crates that ship in the binary; test harnesses (vm-tests, testkit) may do what they like.
-const SHIPPED: &[&str] = &["layouts", "partitioner", "installer", "handover", "tui", "remote", "nix-dabei"];
+const SHIPPED: &[&str] = &["layouts", "partitioner", "installer", "handover", "tui", "remote", "hetzner", "nix-dabei"];
 
 /// The one module allowed to start programs.
 const COMMAND_MODULE: &str = "installer/src/command.rs";
@@ -303,8 +303,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("installer", &["layouts", "partitioner"]),
     ("handover", &["layouts", "installer"]),
     ("remote", &["layouts", "installer"]),
+    ("hetzner", &["installer"]),
     ("tui", &["layouts", "partitioner", "installer"]),
-    ("nix-dabei", &["layouts", "partitioner", "installer", "handover", "tui", "remote"]),
+    ("nix-dabei", &["layouts", "partitioner", "installer", "handover", "tui", "remote", "hetzner"]),
 ];
 
 /// A crate's `[dependencies]`, by name, read from its manifest.

@@ -1,79 +1,9 @@
 #!/bin/sh
-# The one machine of the scenario: the rescue system (boot 1), kexec'd by `nix-dabei remote` into the RAM
-# OS (boot 2), which installs and reboots into the installed system (boot 3, the machine started again).
+# The one machine of the scenario (lib/remote-machine.sh): root's key is the test's from the start, and
+# the RAM OS first shows a host key other than the carried one.
 # shellcheck source=SCRIPTDIR/../lib/common.sh
 . /host/lib/common.sh
-iface=$(network_interface)
-network() {
-    ip link set dev "$iface" up
-    ip address add 10.0.2.15/24 dev "$iface" 2>/dev/null || true
-    ip route add default via 10.0.2.2 dev "$iface" 2>/dev/null || true
-}
-ssh_with() { # host key file (OpenSSH format)
-    mkdir -p /etc/dropbear
-    dropbearconvert openssh dropbear "$1" /etc/dropbear/host_key 2>/dev/null
-    dropbear -r /etc/dropbear/host_key -p 22
-}
-wait_for() { # file, seconds
-    i=0
-    until [ -f "$1" ]; do i=$((i + 1)); [ $i -lt "$2" ] || exit 1; sleep 1; done
-}
-# The user's flake holds the layout's module, as committed before installing.
-cp /host/nix-dabei.nix /etc/nixos/nix-dabei.nix
-case "$NIX_DABEI_BOOT" in
-1)
-    say "rescue system on $iface"
-    network
-    mkdir -p /root/.ssh /etc/ssh
-    cp /host/test_key.pub /root/.ssh/authorized_keys
-    ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
-    # nix-dabei is not on the rescue system's PATH: remote brings its own.
-    export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    ssh_with /etc/ssh/ssh_host_ed25519_key
-    touch /host/out/rescue-ready
-    # nix-dabei remote kexecs from here; this boot ends with the switch.
-    sleep 900
-    exit 1
-    ;;
-2)
-    say "RAM OS after kexec"
-    mkdir -p /etc/nix-dabei
-    echo "nix-dabei RAM OS (test image)" > /etc/nix-dabei/ram-os
-    nix-dabei restore-network /etc/nix-dabei/kexec > /host/out/restore.txt 2>&1
-    grep -E '^MemAvailable:' /proc/meminfo > /host/out/meminfo-ramos.txt
-    # The RAM OS's own nix-dabei, on the PATH SSH sessions get (with the test's weak key derivation).
-    printf '#!/bin/sh\nexport NIX_DABEI_WEAK_KDF=1\nexec /host/bin/nix-dabei "$@"\n' > /usr/local/bin/nix-dabei
-    # Rebooting (systemd's way, as in the RAM OS) ends this machine; the harness starts boot 3 as the
-    # installed system.
-    # shellcheck disable=SC2016 # "$1" is the shim's own argument.
-    printf '#!/bin/sh\n[ "$1" = reboot ] || exit 1\ntouch /host/out/rebooted\n%s\n' \
-        'echo 0 > /host/exit-code; sync; poweroff -f' > /usr/local/bin/systemctl
-    chmod +x /usr/local/bin/nix-dabei /usr/local/bin/systemctl
-    network
-    # First another host key than the one carried over: remote must refuse it.
-    ssh-keygen -q -t ed25519 -N '' -f /tmp/other_host_key
-    ssh_with /tmp/other_host_key
-    touch /host/out/ramos-wrong-key
-    wait_for /host/out/right-key 600
-    kill "$(pidof dropbear)"; sleep 1
-    ssh_with /etc/ssh/ssh_host_ed25519_key
-    touch /host/out/ramos-ready
-    sleep 1500
-    exit 1
-    ;;
-*)
-    say "the installed system"
-    nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount.jsonl
-    cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt
-    generation=$(readlink /mnt/nix/var/nix/profiles/system)
-    system=$(readlink "/mnt/nix/var/nix/profiles/$generation")
-    [ -e "/mnt$system" ] && echo "$system" > /host/out/system-profile.txt
-    zpool status -j --json-int > /host/out/zpool-status.json
-    network
-    ssh-keygen -q -t ed25519 -N '' -f /tmp/installed_host_key
-    mkdir -p /root/.ssh && cp /host/test_key.pub /root/.ssh/authorized_keys
-    ssh_with /tmp/installed_host_key
-    wait_for /host/out/done 600
-    nix-dabei unmount /host/plan.toml --json > /host/out/unmount.jsonl
-    ;;
-esac
+# shellcheck disable=SC2034 # read by the sourced script
+root_key=/host/test_key.pub wrong_key_first=1
+# shellcheck source=SCRIPTDIR/../lib/remote-machine.sh
+. /host/lib/remote-machine.sh

@@ -19,6 +19,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("power-cuts", verify_power_cuts),
     ("resume", verify_resume),
     ("remote", verify_remote),
+    ("hetzner", verify_hetzner),
     ("alongside", verify_alongside),
     ("grow", verify_grow),
     ("btrfs-tmpfs", verify_btrfs_tmpfs),
@@ -750,6 +751,20 @@ fn verify_remote(share: &Path) -> Result<()> {
     let system = system.trim();
     ensure!(system.starts_with("/nix/store/") && system.ends_with("-nixos-system-vm"), "the profile: {system}");
     ensure!(standin.contains(&format!("flake=system:{system}")), "the install did not get the built system: {standin}");
+    let status = read_json(&out.join("zpool-status.json"))?;
+    let pool = status["pools"].as_object().and_then(|p| p.keys().next().cloned()).context("no pool")?;
+    ensure!(vdev_shape(&status, &pool)? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");
+    let mount = read(&out.join("mount.jsonl"))?;
+    ensure!(mount.contains(r#""event":"finished","ok":true"#), "the installed system did not mount: {mount}");
+    Ok(())
+}
+
+/// The installed system of the hetzner scenario: the flake installed by the far side's nixos-install, the
+/// plan's mirror, mounted again.
+fn verify_hetzner(share: &Path) -> Result<()> {
+    let out = share.join("out");
+    let standin = read(&out.join("standin.txt"))?;
+    ensure!(standin.contains("flake=path:/etc/nixos#vm"), "the install did not get the flake: {standin}");
     let status = read_json(&out.join("zpool-status.json"))?;
     let pool = status["pools"].as_object().and_then(|p| p.keys().next().cloned()).context("no pool")?;
     ensure!(vdev_shape(&status, &pool)? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");

@@ -16,6 +16,7 @@ pub fn by_name(name: &str) -> Option<Driver> {
     match name {
         "kexec" => Some(drive_kexec),
         "remote" => Some(drive_remote),
+        "hetzner" => Some(drive_hetzner),
         _ => None,
     }
 }
@@ -242,6 +243,15 @@ fn json_lines(text: &str) -> Vec<Value> {
 /// The host side of the remote scenario.
 fn drive_remote(share: &Path, port: u16) -> Result<()> {
     let out = share.join("out");
+    prepare_workstation(share)?;
+    wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
+    remote_flow(share, port, &out)
+}
+
+/// What the workstation holds before a remote install: the test's key, the plan (an encrypted mirror of
+/// the two disks) and its module for the flake, and a kexec tarball laid out as the flake's.
+fn prepare_workstation(share: &Path) -> Result<()> {
+    let out = share.join("out");
     fs::create_dir_all(&out)?;
     let generated = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -279,7 +289,11 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
         .current_dir(share)
         .status()?;
     ensure!(packed.success(), "cannot pack the kexec tarball");
-    wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// The remote scenario's runs against the rescue system that answers on `port`.
+fn remote_flow(share: &Path, port: u16, out: &Path) -> Result<()> {
     let disks = ["x0", "x1"];
     let before = disk_digests(share, &disks)?;
 
@@ -380,5 +394,139 @@ fn drive_remote(share: &Path, port: u16) -> Result<()> {
         "the post-install check did not see the pool: {last_events}"
     );
     ensure!(out.join("rebooted").exists(), "no reboot was asked for");
+    Ok(())
+}
+
+/// `nix-dabei hetzner cloud create` as the README has it, against the stand-in of the Cloud API on this
+/// host, with the test's key; the server is the guest, reached through the forwarded `port`.
+fn hetzner_command(share: &Path, api: &str, port: u16, extra: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(share.join("bin/nix-dabei"));
+    command
+        .args(["hetzner", "cloud", "create", "web1", "--type", "cx22", "--location", "fsn1", "--ssh-key"])
+        .arg(share.join("test_key.pub"))
+        .args(["--api-url", api, "--yes", "--json", "-p", &port.to_string(), "--plan"])
+        .arg(share.join("plan.toml"))
+        .arg("--kexec-tarball")
+        .arg(share.join("kexec.tar.gz"))
+        .arg("--passphrase-file")
+        .arg(share.join("passphrase"))
+        .args(["--flake", "path:/etc/nixos#vm", "--yes-wipe-all", "--boot-timeout", "300"])
+        .args(extra)
+        .env("HCLOUD_TOKEN", testkit::hetzner::TOKEN)
+        .env("XDG_CACHE_HOME", share.join("cache"))
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// The host side of the hetzner scenario: the stand-in's one server is the guest, which boots (its
+/// rescue system) once the API has the key, with that key; the command is killed with its connections in
+/// the middle of apply and run again, which finds its server and finishes the install.
+fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
+    let out = share.join("out");
+    prepare_workstation(share)?;
+    let fingerprint = |line: &str| hetzner::PublicKey::parse(line).map(|k| k.fingerprint).unwrap_or_default();
+    let standin = testkit::hetzner::StandIn::start(fingerprint);
+    standin.state().server_ip = Some("127.0.0.1".into());
+    standin.state().hold_actions = true;
+    let state = standin.state.clone();
+    let machine_out = out.clone();
+    // "Creating" the server: the key the API was given becomes the guest's root key, and the actions
+    // finish once the guest answers.
+    let booting = std::thread::spawn(move || -> Result<()> {
+        let started = std::time::Instant::now();
+        let key = loop {
+            let key = state.lock().ok().and_then(|s| {
+                let made = !s.servers.is_empty();
+                s.ssh_keys.first().filter(|_| made).and_then(|k| k["public_key"].as_str().map(str::to_string))
+            });
+            if let Some(key) = key {
+                break key;
+            }
+            ensure!(started.elapsed() < Duration::from_secs(300), "no server was made");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        fs::write(machine_out.join("created"), format!("{key}\n"))?;
+        wait_for_file(&machine_out.join("rescue-ready"), Duration::from_secs(120))?;
+        if let Ok(mut state) = state.lock() {
+            state.hold_actions = false;
+        }
+        Ok(())
+    });
+    let started = std::time::Instant::now();
+    let mut first = hetzner_command(share, &standin.cloud_url, port, &[]);
+    first.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut first, 0);
+    let mut child = first.spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut seen = String::new();
+    let mut phases = Vec::new();
+    let mut in_apply = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        let name = event["event"].as_str().unwrap_or_default();
+        if name.starts_with("hetzner-") || name == "phase-finished" {
+            let what = event["phase"].as_str().unwrap_or(name);
+            phases.push(format!("{:6.1} s  {what}", started.elapsed().as_secs_f64()));
+        }
+        in_apply |= event["event"] == "phase-started" && event["phase"] == "apply";
+        if in_apply && event["event"] == "step-finished" {
+            break;
+        }
+    }
+    let group = child.id().to_string();
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+    let _ = child.wait();
+    fs::write(out.join("hetzner-killed.jsonl"), &seen)?;
+    booting.join().map_err(|_| anyhow::anyhow!("the booting thread panicked"))??;
+    ensure!(in_apply, "the run ended before apply: {seen}");
+    let events = json_lines(&seen);
+    ensure!(events.iter().any(|e| e["event"] == "hetzner-offer"), "no offer was shown: {seen}");
+    ensure!(events.iter().any(|e| e["event"] == "hetzner-server-created"), "no server was made: {seen}");
+    let made = standin.state().received.len();
+    phases.push(format!("{:6.1} s  killed during apply ({made} requests so far)", started.elapsed().as_secs_f64()));
+
+    // Again: the same command finds its server, reattaches to the apply running there and finishes.
+    let again = started.elapsed();
+    let last =
+        hetzner_command(share, &standin.cloud_url, port, &["--post-install-check", "zpool list -H -o name,health"])
+            .output()?;
+    let last_events = String::from_utf8_lossy(&last.stdout).into_owned();
+    fs::write(out.join("hetzner-resumed.jsonl"), &last_events)?;
+    fs::write(out.join("hetzner-resumed.stderr"), &last.stderr)?;
+    let _ = fs::write(out.join("done"), "");
+    ensure!(last.status.success(), "the second run failed: {}\n{last_events}", String::from_utf8_lossy(&last.stderr));
+    let events = json_lines(&last_events);
+    ensure!(
+        events.iter().any(|e| e["event"] == "hetzner-server-found"),
+        "the server was not found again: {last_events}"
+    );
+    ensure!(!events.iter().any(|e| e["event"] == "hetzner-server-created"), "a second server was made: {last_events}");
+    let servers = standin.state().servers.len();
+    ensure!(servers == 1, "{servers} servers were made");
+    for phase in ["apply", "install", "reboot"] {
+        ensure!(
+            events.iter().any(|e| e["event"] == "phase-finished" && e["phase"] == phase),
+            "phase {phase} did not finish: {last_events}"
+        );
+    }
+    ensure!(
+        events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains("ONLINE"))),
+        "the post-install check did not see the pool: {last_events}"
+    );
+    let phases_seen: Vec<&str> =
+        events.iter().filter(|e| e["event"] == "phase-finished").filter_map(|e| e["phase"].as_str()).collect();
+    phases.push(format!(
+        "{:6.1} s  second run done after {:.1} s: server found, {}",
+        started.elapsed().as_secs_f64(),
+        (started.elapsed() - again).as_secs_f64(),
+        phases_seen.join(", ")
+    ));
+    let state = standin.state();
+    let uploaded: usize = state.received.iter().filter_map(|r| r.body.as_ref()).map(|b| b.to_string().len()).sum();
+    phases.push(format!("{} requests to the API, {uploaded} bytes of request bodies", state.received.len()));
+    fs::write(out.join("hetzner-phases.txt"), phases.join("\n") + "\n")?;
     Ok(())
 }
