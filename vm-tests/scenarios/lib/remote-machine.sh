@@ -71,9 +71,11 @@ case "$NIX_DABEI_BOOT" in
     say "the installed system"
     nix-dabei mount /host/plan.toml --passphrase-file /host/passphrase --json > /host/out/mount.jsonl
     cp /mnt/var/log/nix-dabei-install-standin /host/out/standin.txt
-    generation=$(readlink /mnt/nix/var/nix/profiles/system)
-    system=$(readlink "/mnt/nix/var/nix/profiles/$generation")
-    [ -e "/mnt$system" ] && echo "$system" > /host/out/system-profile.txt
+    # A system built on the host and installed with --system has a profile; a flake built there need not.
+    if generation=$(readlink /mnt/nix/var/nix/profiles/system); then
+        system=$(readlink "/mnt/nix/var/nix/profiles/$generation")
+        [ -e "/mnt$system" ] && echo "$system" > /host/out/system-profile.txt
+    fi
     zpool status -j --json-int > /host/out/zpool-status.json
     network
     ssh-keygen -q -t ed25519 -N '' -f /tmp/installed_host_key
