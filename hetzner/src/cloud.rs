@@ -246,7 +246,8 @@ pub struct CreateRequest {
     pub image: String,
     /// The key root logs in with.
     pub key: PublicKey,
-    /// Boot the rescue system before installing (the RAM OS is kexec'd from it).
+    /// Boot the rescue system before installing (the RAM OS is kexec'd from it); only when the run makes
+    /// the server.
     pub rescue: bool,
     /// Show what would be made, make nothing.
     pub dry_run: bool,
@@ -537,27 +538,24 @@ pub fn provision(
     for action in std::iter::once(&created.action).chain(&created.next_actions) {
         cloud.wait(action, request, events).map_err(half_made)?;
     }
-    let mut provisioned = bring_up(cloud, created.server, request, Some(key_id), events).map_err(half_made)?;
+    let rescue_key = request.rescue.then_some(key_id);
+    let mut provisioned = bring_up(cloud, created.server, request, rescue_key, events).map_err(half_made)?;
     provisioned.created = true;
     Ok(Some(provisioned))
 }
 
-/// The server running (started if off), in rescue where asked, with its address.
+/// The server running (started if off), with its address; booted into rescue with `rescue_key` when given.
+/// Only the run that made the server puts it into rescue: a server found again may be in the middle of an
+/// install (the RAM OS, kexec'd from rescue), which a reset would cut short; it is only started if off.
 fn bring_up(
     cloud: &Cloud,
     server: Server,
     request: &CreateRequest,
-    key_id: Option<u64>,
+    rescue_key: Option<u64>,
     events: &dyn Fn(CloudEvent),
 ) -> Result<Provisioned, HetznerError> {
     let mut server = server;
-    if request.rescue && !server.rescue_enabled {
-        let key_id = match key_id {
-            Some(id) => id,
-            None => cloud.key_by_fingerprint(&request.key.fingerprint)?.map(|k| k.id).ok_or_else(|| {
-                HetznerError::Input(format!("the project no longer holds the key {}", request.key.fingerprint))
-            })?,
-        };
+    if let Some(key_id) = rescue_key {
         let body = EnableRescue { kind: "linux64", ssh_keys: vec![key_id] };
         let rescue: OneAction = cloud.post(&format!("/servers/{}/actions/enable_rescue", server.id), &body)?;
         cloud.wait(&rescue.action, request, events)?;

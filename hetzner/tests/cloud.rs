@@ -103,6 +103,11 @@ fn rescue_is_enabled_with_the_key_and_the_server_reset() {
     assert_eq!(rescue.body.as_ref().map(|b| b["ssh_keys"][0].clone()), Some(key_id));
     assert!(received.iter().any(|r| r.path == format!("/servers/{id}/actions/reset")), "no reset");
     assert_eq!(standin.state().servers[0]["rescue_enabled"], true);
+    // Found again (the install under way in the RAM OS): never reset.
+    let before = posts(&standin).len();
+    let (found, _) = provision(&cloud, &asked);
+    assert!(!found.expect("found").expect("found").created);
+    assert_eq!(posts(&standin).len(), before, "a server found again was reset: {:?}", posts(&standin));
 }
 
 #[test]

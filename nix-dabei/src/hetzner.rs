@@ -64,7 +64,8 @@ pub struct CloudCreateArgs {
     /// The image it first boots (the RAM OS is kexec'd from it; any stock image will do).
     #[arg(long, default_value = "debian-12")]
     pub image: String,
-    /// Boot Hetzner's rescue system first and kexec from there.
+    /// Boot Hetzner's rescue system first and kexec from there (when this run makes the server; one found
+    /// again is never reset, it may be in the middle of an install).
     #[arg(long)]
     pub rescue: bool,
     /// The public key root logs in with (the private key beside it, without .pub, is used to connect).
@@ -193,7 +194,7 @@ fn cloud_create(args: CloudCreateArgs) -> Result<()> {
         return Ok(());
     };
     let mut options = identity_options(&args.ssh_key, &args.install);
-    options.extend(host_key_options(&format!("cloud-{}", server.id), server.created || args.rescue)?);
+    options.extend(host_key_options(&format!("cloud-{}", server.id), server.created)?);
     let port = args.install.port.unwrap_or(22);
     wait_for_ssh(&server.address, port, Duration::from_secs(args.install.boot_timeout), json)?;
     crate::remote::run_on(&format!("root@{}", ssh_host(&server.address)), &args.install, options)

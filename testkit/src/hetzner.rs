@@ -43,6 +43,11 @@ pub struct State {
     pub server_ip: Option<String>,
     /// Show every action as running until this is false again (a VM playing the server is booting).
     pub hold_actions: bool,
+    /// A reset sets [`State::hold_actions`] (the VM playing the server reboots into rescue) and counts
+    /// here.
+    pub hold_on_reset: bool,
+    /// Resets asked for (Cloud).
+    pub cloud_resets: u32,
     /// Fail the next action with this command (`create_server`, `enable_rescue`, ...).
     pub failing: Option<String>,
     /// Robot: the dedicated servers (number to its JSON).
@@ -435,7 +440,11 @@ fn server_action(state: &mut State, id: &str, action: &str, body: &Value) -> Ans
             state.servers[index]["rescue_enabled"] = json!(true);
             "enable_rescue"
         }
-        "reset" => "reset_server",
+        "reset" => {
+            state.cloud_resets += 1;
+            state.hold_actions |= state.hold_on_reset;
+            "reset_server"
+        }
         "poweron" => {
             state.servers[index]["status"] = json!("running");
             "start_server"

@@ -5,7 +5,9 @@
 #   root_key         the file root's authorized key is read from in boot 1 (waited for: it may appear late)
 #   wrong_key_first  1: the RAM OS first shows another host key than the one carried over, until the host
 #                    writes out/right-key
-: "${root_key:?}" "${wrong_key_first:?}"
+#   reset_to_rescue  1: once the host writes out/reset (the API's reset), the first system "reboots"
+#                    into a rescue system with a new host key, and says so with out/rescue-reset-ready
+: "${root_key:?}" "${wrong_key_first:?}" "${reset_to_rescue:=0}"
 iface=$(network_interface)
 network() {
     ip link set dev "$iface" up
@@ -35,6 +37,15 @@ case "$NIX_DABEI_BOOT" in
     export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     ssh_with /etc/ssh/ssh_host_ed25519_key
     touch /host/out/rescue-ready
+    if [ "$reset_to_rescue" = 1 ]; then
+        wait_for /host/out/reset 300
+        kill "$(pidof dropbear)"; sleep 1
+        rm -f /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub
+        ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+        ssh_with /etc/ssh/ssh_host_ed25519_key
+        say "rescue system after the reset, with a new host key"
+        touch /host/out/rescue-reset-ready
+    fi
     # nix-dabei remote kexecs from here; this boot ends with the switch.
     sleep 900
     exit 1

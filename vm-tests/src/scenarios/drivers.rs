@@ -404,7 +404,7 @@ fn hetzner_command(share: &Path, api: &str, port: u16, extra: &[&str]) -> std::p
     command
         .args(["hetzner", "cloud", "create", "web1", "--type", "cx22", "--location", "fsn1", "--ssh-key"])
         .arg(share.join("test_key.pub"))
-        .args(["--api-url", api, "--yes", "--json", "-p", &port.to_string(), "--plan"])
+        .args(["--api-url", api, "--rescue", "--yes", "--json", "-p", &port.to_string(), "--plan"])
         .arg(share.join("plan.toml"))
         .arg("--kexec-tarball")
         .arg(share.join("kexec.tar.gz"))
@@ -428,6 +428,7 @@ fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
     let standin = testkit::hetzner::StandIn::start(fingerprint);
     standin.state().server_ip = Some("127.0.0.1".into());
     standin.state().hold_actions = true;
+    standin.state().hold_on_reset = true;
     let state = standin.state.clone();
     let machine_out = out.clone();
     // "Creating" the server: the key the API was given becomes the guest's root key, and the actions
@@ -447,6 +448,16 @@ fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
         };
         fs::write(machine_out.join("created"), format!("{key}\n"))?;
         wait_for_file(&machine_out.join("rescue-ready"), Duration::from_secs(120))?;
+        if let Ok(mut state) = state.lock() {
+            state.hold_actions = false;
+        }
+        // --rescue: the reset holds the actions again until the machine is in its rescue system.
+        while state.lock().map(|s| s.cloud_resets == 0).unwrap_or(false) {
+            ensure!(started.elapsed() < Duration::from_secs(300), "no reset was asked for");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        fs::write(machine_out.join("reset"), "")?;
+        wait_for_file(&machine_out.join("rescue-reset-ready"), Duration::from_secs(120))?;
         if let Ok(mut state) = state.lock() {
             state.hold_actions = false;
         }
@@ -506,6 +517,8 @@ fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
     ensure!(!events.iter().any(|e| e["event"] == "hetzner-server-created"), "a second server was made: {last_events}");
     let servers = standin.state().servers.len();
     ensure!(servers == 1, "{servers} servers were made");
+    let resets = standin.state().cloud_resets;
+    ensure!(resets == 1, "{resets} resets: the server found again was reset");
     for phase in ["apply", "install", "reboot"] {
         ensure!(
             events.iter().any(|e| e["event"] == "phase-finished" && e["phase"] == phase),
