@@ -562,6 +562,8 @@ impl Run<'_> {
                 text.clone()
             }
             Some(PlanSource::Preset(args)) => {
+                // After a kexec the RAM OS's /run is new: the run's folder is made again for the plan.
+                self.far.run(&script::make_dir(self.dir), None)?;
                 let mut words = vec!["plan".to_string()];
                 words.extend(args.iter().cloned());
                 words.extend(["-o".to_string(), path.clone()]);

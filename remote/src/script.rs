@@ -102,6 +102,11 @@ pub fn receive_file(path: &str) -> String {
     )
 }
 
+/// Makes a folder readable by root alone (the run's folder, which a kexec leaves behind with the old /run).
+pub fn make_dir(path: &str) -> String {
+    format!("# nix-dabei-remote: make-dir\nset -e; umask 077; mkdir -p {}\n", quote(path))
+}
+
 /// Removes files and folders.
 pub fn remove(paths: &[&str]) -> String {
     let words: Vec<String> = paths.iter().map(|p| quote(p)).collect();

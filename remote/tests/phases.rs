@@ -6,7 +6,7 @@ mod common;
 use std::cell::RefCell;
 
 use common::*;
-use remote::{Phase, RemoteError, RemoteEvent, Request};
+use remote::{Phase, PlanSource, RemoteError, RemoteEvent, Request};
 
 #[test]
 fn the_binary_is_read_out_of_the_kexec_tarball() {
@@ -66,6 +66,22 @@ fn from_a_rescue_system_the_ram_os_is_booted_first_and_the_host_key_checked() {
     });
     assert!(failed.is_some_and(|(phase, error)| phase == Phase::Kexec && error.contains("host key")), "{events:?}");
     assert!(matches!(events.last(), Some(RemoteEvent::RemoteFinished { ok: false, .. })));
+}
+
+/// A preset planned on the far side after the kexec: the RAM OS's /run is new, so the run's folder is made
+/// again before `plan -o` writes into it (found by the hetzner VM scenario: the plan phase failed).
+#[test]
+fn a_preset_is_planned_in_the_ram_os_after_kexec() {
+    let far = SimFar { plan_text: Some(PLAN.into()), ..SimFar::default() };
+    let words = ["--preset", "ext4", "--disk-select", "largest:1"].map(String::from).to_vec();
+    let request = Request { plan: Some(PlanSource::Preset(words)), ..request() };
+    let (result, events, _) = run(&far, &request);
+    result.expect("planned after the kexec");
+    assert_eq!(started(&events), ["connect", "inspect", "kexec", "plan", "apply", "install", "reboot"]);
+    let tags = far.tags();
+    let kexec = tags.iter().position(|t| t == "kexec").expect("a kexec");
+    let made = tags.iter().rposition(|t| t == "make-dir").expect("the folder made");
+    assert!(kexec < made && made < tags.iter().position(|t| t == "plan").expect("plan"), "{tags:?}");
 }
 
 #[test]

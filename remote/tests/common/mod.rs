@@ -36,6 +36,9 @@ pub struct SimFar {
     pub copied: RefCell<Vec<(String, u64)>>,
     /// The plan id its review claims, where it lies about which plan it reviewed.
     pub review_plan_id: Option<String>,
+    /// Whether the run's folder (/run/nix-dabei/remote) exists there: made by the scripts that write into
+    /// it, gone after a kexec (the RAM OS's /run is new). `plan -o` into it fails without it.
+    pub run_dir: RefCell<bool>,
 }
 
 impl SimFar {
@@ -67,6 +70,12 @@ impl Far for SimFar {
         self.scripts.borrow_mut().push(script.to_string());
         let ram_os = *self.ram_os.borrow();
         let boot = *self.boots.borrow();
+        if ["make-dir", "receive-file", "receive-binary", "receive-tarball"].contains(&tag.as_str()) {
+            *self.run_dir.borrow_mut() = true;
+        }
+        if tag == "plan" && !*self.run_dir.borrow() {
+            return Err(RemoteError::Far("cannot write /run/nix-dabei/remote/plan.toml: No such file".into()));
+        }
         Ok(match tag.as_str() {
             "connect" => format!("host-key ssh-ed25519 AAAAC3 root@rescue\nboot-id boot{boot}\n"),
             "inspect" => format!(
@@ -141,6 +150,7 @@ impl Far for SimFar {
             return Err(RemoteError::HostKeyChanged("Host key verification failed.".into()));
         }
         *self.boots.borrow_mut() += 1;
+        *self.run_dir.borrow_mut() = false;
         let kexec = std::mem::take(&mut *self.kexec_pending.borrow_mut());
         *self.ram_os.borrow_mut() = kexec;
         Ok(())

@@ -243,14 +243,15 @@ fn json_lines(text: &str) -> Vec<Value> {
 /// The host side of the remote scenario.
 fn drive_remote(share: &Path, port: u16) -> Result<()> {
     let out = share.join("out");
-    prepare_workstation(share)?;
+    prepare_workstation(share, "bios")?;
     wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
     remote_flow(share, port, &out)
 }
 
 /// What the workstation holds before a remote install: the test's key, the plan (an encrypted mirror of
-/// the two disks) and its module for the flake, and a kexec tarball laid out as the flake's.
-fn prepare_workstation(share: &Path) -> Result<()> {
+/// the two disks, booting with `boot`) and its module for the flake, and a kexec tarball laid out as the
+/// flake's.
+fn prepare_workstation(share: &Path, boot: &str) -> Result<()> {
     let out = share.join("out");
     fs::create_dir_all(&out)?;
     let generated = std::process::Command::new("ssh-keygen")
@@ -262,7 +263,7 @@ fn prepare_workstation(share: &Path) -> Result<()> {
     // The plan is made on the workstation; its module goes into the flake before the install.
     let plan = std::process::Command::new(&binary)
         .args(["plan", "--preset", "mirror", "--encrypt", "--disk", "/dev/disk/by-id/virtio-x0", "--disk"])
-        .args(["/dev/disk/by-id/virtio-x1", "--offline-size", "3G", "--boot", "bios", "--flake", "path:/etc/nixos#vm"])
+        .args(["/dev/disk/by-id/virtio-x1", "--offline-size", "3G", "--boot", boot, "--flake", "path:/etc/nixos#vm"])
         .arg("-o")
         .arg(share.join("plan.toml"))
         .output()?;
@@ -423,7 +424,10 @@ fn hetzner_command(share: &Path, api: &str, port: u16, extra: &[&str]) -> std::p
 /// the middle of apply and run again, which finds its server and finishes the install.
 fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
     let out = share.join("out");
-    prepare_workstation(share)?;
+    // The plan is made here, so that its module is in the flake before the install (a preset planned by
+    // rules there adds what only that machine shows, such as the initrd's disk drivers, which the flake
+    // check then finds missing from the flake: as it must).
+    prepare_workstation(share, "bios")?;
     let fingerprint = |line: &str| hetzner::PublicKey::parse(line).map(|k| k.fingerprint).unwrap_or_default();
     let standin = testkit::hetzner::StandIn::start(fingerprint);
     standin.state().server_ip = Some("127.0.0.1".into());
