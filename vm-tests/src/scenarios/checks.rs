@@ -751,12 +751,7 @@ fn verify_remote(share: &Path) -> Result<()> {
     let system = system.trim();
     ensure!(system.starts_with("/nix/store/") && system.ends_with("-nixos-system-vm"), "the profile: {system}");
     ensure!(standin.contains(&format!("flake=system:{system}")), "the install did not get the built system: {standin}");
-    let status = read_json(&out.join("zpool-status.json"))?;
-    let pool = status["pools"].as_object().and_then(|p| p.keys().next().cloned()).context("no pool")?;
-    ensure!(vdev_shape(&status, &pool)? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");
-    let mount = read(&out.join("mount.jsonl"))?;
-    ensure!(mount.contains(r#""event":"finished","ok":true"#), "the installed system did not mount: {mount}");
-    Ok(())
+    installed_mirror_mounted(&out)
 }
 
 /// The installed system of the hetzner scenario: the flake installed by the far side's nixos-install, the
@@ -765,6 +760,11 @@ fn verify_hetzner(share: &Path) -> Result<()> {
     let out = share.join("out");
     let standin = read(&out.join("standin.txt"))?;
     ensure!(standin.contains("flake=path:/etc/nixos#vm"), "the install did not get the flake: {standin}");
+    installed_mirror_mounted(&out)
+}
+
+/// The remote and hetzner scenarios' installed system: a two-way ZFS mirror that the third boot mounted.
+fn installed_mirror_mounted(out: &Path) -> Result<()> {
     let status = read_json(&out.join("zpool-status.json"))?;
     let pool = status["pools"].as_object().and_then(|p| p.keys().next().cloned()).context("no pool")?;
     ensure!(vdev_shape(&status, &pool)? == [("mirror".to_string(), 2)], "not a two-way mirror: {status}");

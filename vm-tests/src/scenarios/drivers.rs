@@ -339,26 +339,8 @@ fn remote_flow(share: &Path, port: u16, out: &Path) -> Result<()> {
     wait_for_file(&out.join("ramos-ready"), Duration::from_secs(60))?;
 
     // Again, with the carried key: killed (with its SSH connections) in the middle of apply ...
-    let mut first = remote_command(share, port, &[&far_flake[..], &["--yes-wipe-all"]].concat());
-    first.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut first, 0);
-    let mut child = first.spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut seen = String::new();
-    let mut in_apply = false;
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-        let line = line?;
-        seen.push_str(&line);
-        seen.push('\n');
-        let event: Value = serde_json::from_str(&line).unwrap_or_default();
-        in_apply |= event["event"] == "phase-started" && event["phase"] == "apply";
-        if in_apply && event["event"] == "step-finished" {
-            break;
-        }
-    }
-    let group = child.id().to_string();
-    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
-    let _ = child.wait();
+    let first = remote_command(share, port, &[&far_flake[..], &["--yes-wipe-all"]].concat());
+    let (seen, in_apply) = kill_during_apply(first, |_| {})?;
     fs::write(out.join("remote-killed.jsonl"), &seen)?;
     ensure!(in_apply, "the run ended before apply: {seen}");
 
@@ -396,6 +378,33 @@ fn remote_flow(share: &Path, port: u16, out: &Path) -> Result<()> {
     );
     ensure!(out.join("rebooted").exists(), "no reboot was asked for");
     Ok(())
+}
+
+/// Runs `command` (JSON events on its standard output) until apply has finished its first step, then kills
+/// it with its SSH connections (its process group). Returns what it printed and whether apply started;
+/// `on_event` sees each event as it comes.
+fn kill_during_apply(mut command: std::process::Command, mut on_event: impl FnMut(&Value)) -> Result<(String, bool)> {
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut seen = String::new();
+    let mut in_apply = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        on_event(&event);
+        in_apply |= event["event"] == "phase-started" && event["phase"] == "apply";
+        if in_apply && event["event"] == "step-finished" {
+            break;
+        }
+    }
+    let group = child.id().to_string();
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+    let _ = child.wait();
+    Ok((seen, in_apply))
 }
 
 /// `nix-dabei hetzner cloud create` as the README has it, against the stand-in of the Cloud API on this
@@ -468,32 +477,15 @@ fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
         Ok(())
     });
     let started = std::time::Instant::now();
-    let mut first = hetzner_command(share, &standin.cloud_url, port, &[]);
-    first.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut first, 0);
-    let mut child = first.spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut seen = String::new();
+    let first = hetzner_command(share, &standin.cloud_url, port, &[]);
     let mut phases = Vec::new();
-    let mut in_apply = false;
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-        let line = line?;
-        seen.push_str(&line);
-        seen.push('\n');
-        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+    let (seen, in_apply) = kill_during_apply(first, |event| {
         let name = event["event"].as_str().unwrap_or_default();
         if name.starts_with("hetzner-") || name == "phase-finished" {
             let what = event["phase"].as_str().unwrap_or(name);
             phases.push(format!("{:6.1} s  {what}", started.elapsed().as_secs_f64()));
         }
-        in_apply |= event["event"] == "phase-started" && event["phase"] == "apply";
-        if in_apply && event["event"] == "step-finished" {
-            break;
-        }
-    }
-    let group = child.id().to_string();
-    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
-    let _ = child.wait();
+    })?;
     fs::write(out.join("hetzner-killed.jsonl"), &seen)?;
     booting.join().map_err(|_| anyhow::anyhow!("the booting thread panicked"))??;
     ensure!(in_apply, "the run ended before apply: {seen}");
