@@ -97,8 +97,7 @@ impl Server {
         if let Some(v4) = &self.public_net.ipv4 {
             return Some(v4.ip.clone());
         }
-        let network = self.public_net.ipv6.as_ref()?.ip.split('/').next()?.to_string();
-        Some(format!("{network}1"))
+        Some(crate::first_address(&self.public_net.ipv6.as_ref()?.ip))
     }
 }
 

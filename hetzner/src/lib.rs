@@ -15,6 +15,12 @@ pub mod robot;
 pub use http::{ApiError, Client, Credentials};
 pub use key::PublicKey;
 
+/// The first address of an IPv6 network as both APIs write it (`2a01:4f8:1:2::/64` or `2a01:4f8:1:2::`):
+/// the one Hetzner's images and rescue systems configure, and SSH reaches.
+pub(crate) fn first_address(network: &str) -> String {
+    format!("{}1", network.split('/').next().unwrap_or_default())
+}
+
 /// What went wrong talking to Hetzner.
 #[derive(Debug, thiserror::Error)]
 pub enum HetznerError {

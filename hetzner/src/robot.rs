@@ -83,7 +83,7 @@ pub fn rescue(
         from(&format!("GET /server/{number}"), robot.send("GET", &format!("/server/{number}"), None)?)?;
     let address = match (&server.server.server_ip, &server.server.server_ipv6_net) {
         (Some(v4), _) => v4.clone(),
-        (None, Some(net)) => format!("{}1", net.split('/').next().unwrap_or_default()),
+        (None, Some(net)) => crate::first_address(net),
         (None, None) => return Err(HetznerError::Input(format!("server {number} has no address"))),
     };
     if dry_run {
