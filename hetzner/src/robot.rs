@@ -70,25 +70,20 @@ pub enum RobotEvent {
     Reset,
 }
 
-/// Activates the Linux rescue system of server `number` with `key`, resets it by hardware, and returns its
-/// address (IPv4, else the first of its IPv6 network). In a dry run it only reads the server.
-pub fn rescue(
-    robot: &Client,
-    number: u64,
-    key: &PublicKey,
-    dry_run: bool,
-    events: &dyn Fn(RobotEvent),
-) -> Result<String, HetznerError> {
+/// The address of server `number`: IPv4, else the first of its IPv6 network. Only reads.
+pub fn address(robot: &Client, number: u64) -> Result<String, HetznerError> {
     let server: OneServer =
         from(&format!("GET /server/{number}"), robot.send("GET", &format!("/server/{number}"), None)?)?;
-    let address = match (&server.server.server_ip, &server.server.server_ipv6_net) {
-        (Some(v4), _) => v4.clone(),
-        (None, Some(net)) => crate::first_address(net),
-        (None, None) => return Err(HetznerError::Input(format!("server {number} has no address"))),
-    };
-    if dry_run {
-        return Ok(address);
+    match (&server.server.server_ip, &server.server.server_ipv6_net) {
+        (Some(v4), _) => Ok(v4.clone()),
+        (None, Some(net)) => Ok(crate::first_address(net)),
+        (None, None) => Err(HetznerError::Input(format!("server {number} has no address"))),
     }
+}
+
+/// Activates the Linux rescue system of server `number` with `key` (stored in Robot first where it is
+/// not) and resets the server by hardware: whatever runs there now is cut off.
+pub fn rescue(robot: &Client, number: u64, key: &PublicKey, events: &dyn Fn(RobotEvent)) -> Result<(), HetznerError> {
     let keys: Vec<KeyEntry> = match robot.send("GET", "/key", None) {
         Ok(value) => from("GET /key", value)?,
         // Robot answers 404 NOT_FOUND when the account holds no key.
@@ -118,7 +113,7 @@ pub fn rescue(
     let form = vec![("type".to_string(), "hw".to_string())];
     robot.send("POST", &format!("/reset/{number}"), Some(Body::Form(form)))?;
     events(RobotEvent::Reset);
-    Ok(address)
+    Ok(())
 }
 
 fn from<T: serde::de::DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T, HetznerError> {

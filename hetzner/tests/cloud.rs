@@ -217,8 +217,10 @@ fn robot_activates_rescue_with_the_key_and_resets_by_hardware() {
         Client::new(&standin.robot_url, credentials).expect("a client").with_sleep(|_| {})
     };
     let key = PublicKey::parse(KEY).expect("a key");
-    let address = hetzner::robot::rescue(&robot(ROBOT_PASSWORD), 1234567, &key, false, &|_| {}).expect("rescue");
+    let address = hetzner::robot::address(&robot(ROBOT_PASSWORD), 1234567).expect("the address");
     assert_eq!(address, "198.51.100.7");
+    assert!(standin.state().resets.is_empty(), "reading the address reset the server");
+    hetzner::robot::rescue(&robot(ROBOT_PASSWORD), 1234567, &key, &|_| {}).expect("rescue");
     {
         let state = standin.state();
         assert_eq!(state.rescue.get(&1234567), Some(&vec![key.fingerprint.clone()]));
@@ -226,15 +228,14 @@ fn robot_activates_rescue_with_the_key_and_resets_by_hardware() {
         assert_eq!(state.robot_keys.len(), 1);
     }
     // Again: the key is Robot's already.
-    hetzner::robot::rescue(&robot(ROBOT_PASSWORD), 1234567, &key, false, &|_| {}).expect("rescue again");
+    hetzner::robot::rescue(&robot(ROBOT_PASSWORD), 1234567, &key, &|_| {}).expect("rescue again");
     assert_eq!(standin.state().robot_keys.len(), 1);
-    // A dry run only reads; a wrong password is Robot's 401.
-    let before = standin.state().resets.len();
-    hetzner::robot::rescue(&robot(ROBOT_PASSWORD), 1234567, &key, true, &|_| {}).expect("dry run");
-    assert_eq!(standin.state().resets.len(), before);
-    let message = hetzner::robot::rescue(&robot("wrong"), 1234567, &key, false, &|_| {}).expect_err("401").to_string();
+    // A wrong password is Robot's 401; an unknown server its 404.
+    let message = hetzner::robot::address(&robot("wrong"), 1234567).expect_err("401").to_string();
     assert!(message.contains("401") && !message.contains("wrong"), "{message}");
-    let message = hetzner::robot::rescue(&robot(ROBOT_PASSWORD), 7, &key, false, &|_| {}).expect_err("404").to_string();
+    let message = hetzner::robot::rescue(&robot("wrong"), 1234567, &key, &|_| {}).expect_err("401").to_string();
+    assert!(message.contains("401") && !message.contains("wrong"), "{message}");
+    let message = hetzner::robot::rescue(&robot(ROBOT_PASSWORD), 7, &key, &|_| {}).expect_err("404").to_string();
     assert!(message.contains("SERVER_NOT_FOUND"), "{message}");
 }
 
@@ -359,8 +360,30 @@ fn problems_of(spec: &Value, received: &Received) -> Vec<String> {
     problems
 }
 
+/// The problems of the stand-in's answer to `received` against the description's response for its status
+/// (`200`, or the class `4xx`): the tests' API answers only what Hetzner's may.
+fn answer_problems_of(spec: &Value, received: &Received) -> Vec<String> {
+    let Some((status, body)) = &received.answer else { return vec![format!("{}: no answer", received.path)] };
+    let path = received.path.split_once('?').map_or(received.path.as_str(), |(p, _)| p);
+    let Some((name, item)) = template(spec, path) else { return Vec::new() };
+    let at = format!("{} {name} answer {status}", received.method);
+    let responses = &item[received.method.to_ascii_lowercase()]["responses"];
+    let described = [status.to_string(), format!("{}xx", status / 100)]
+        .into_iter()
+        .find_map(|key| responses.get(&key).filter(|r| !r.is_null()));
+    let Some(response) = described else { return vec![format!("{at}: the status is not described")] };
+    let schema = &response["content"]["application/json"]["schema"];
+    if schema.is_null() {
+        return if body.is_null() { Vec::new() } else { vec![format!("{at}: has a body the API does not")] };
+    }
+    let mut problems = Vec::new();
+    check(spec, schema, body, &at, &mut problems);
+    problems
+}
+
 /// Every request the code sends, over every flow above (made, found, rescue, dry run, refusals), fits the
-/// Cloud API's description: path, method, query parameters and body.
+/// Cloud API's description: path, method, query parameters and body; and every answer of the stand-in
+/// fits the description's response for its status.
 #[test]
 #[cfg_attr(no_reference, ignore = "needs ../shared/reference beside the checkout (README)")]
 fn every_request_sent_fits_the_cloud_apis_description() {
@@ -374,7 +397,14 @@ fn every_request_sent_fits_the_cloud_apis_description() {
     rescued.rescue = true;
     provision(&cloud, &rescued).0.expect("made");
     provision(&cloud, &rescued).0.expect("found");
+    let mut rescued_too = request("web3");
+    rescued_too.rescue = true;
+    // Refused and held back: the API's error answers (401, 429 rate_limit_exceeded, 423 locked).
+    provision(&cloud_of(&standin, "not-the-token"), &request("web9")).0.expect_err("401");
+    standin.state().rate_limited = 1;
     provision(&cloud, &request("web2")).0.expect("made with the project's key");
+    standin.state().locked = 1;
+    provision(&cloud, &rescued_too).0.expect("made and rescued after the lock");
     let received: Vec<Received> = standin.state().received.iter().filter(|r| r.api == "cloud").cloned().collect();
     let mut endpoints: Vec<String> =
         received.iter().map(|r| format!("{} {}", r.method, r.path.split('?').next().unwrap_or_default())).collect();
@@ -383,6 +413,11 @@ fn every_request_sent_fits_the_cloud_apis_description() {
     assert!(endpoints.len() >= 9, "{endpoints:?}");
     let problems: Vec<String> = received.iter().flat_map(|r| problems_of(&spec, r)).collect();
     assert!(problems.is_empty(), "requests the description does not allow:\n{}", problems.join("\n"));
+    // The stand-in's answers are the API's as described too, or the tests would prove little.
+    let statuses: Vec<u16> = received.iter().filter_map(|r| r.answer.as_ref().map(|(status, _)| *status)).collect();
+    assert!([401, 423, 429].iter().all(|s| statuses.contains(s)), "{statuses:?}");
+    let problems: Vec<String> = received.iter().flat_map(|r| answer_problems_of(&spec, r)).collect();
+    assert!(problems.is_empty(), "answers the description does not allow:\n{}", problems.join("\n"));
 
     // And the check can fail: a body with a field the API does not have, or of the wrong type.
     let mut odd = received.iter().find(|r| r.path == "/servers" && r.method == "POST").expect("a create").clone();

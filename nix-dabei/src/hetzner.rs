@@ -220,18 +220,58 @@ fn robot_install(args: RobotInstallArgs) -> Result<()> {
     };
     let client = Client::new(&args.robot_url, credentials)?;
     let json = args.install.json;
-    let address = robot::rescue(&client, args.number, &key, args.install.dry_run, &|event| print_robot(&event, json))?;
+    let address = robot::address(&client, args.number)?;
     if args.install.dry_run {
         say(json, "hetzner-dry-run", &format!("dry run: server {} ({address}) was not reset", args.number));
         return Ok(());
     }
+    let destination = format!("root@{}", ssh_host(&address));
+    let server = format!("robot-{}", args.number);
     let mut options = identity_options(&args.ssh_key, &args.install);
-    options.extend(host_key_options(&format!("robot-{}", args.number), true)?);
-    // The reset takes the old system down before rescue answers: wait for it to go first.
-    std::thread::sleep(Duration::from_secs(20));
     let port = args.install.port.unwrap_or(22);
-    wait_for_ssh(&address, port, Duration::from_secs(args.install.boot_timeout), json)?;
-    crate::remote::run_on(&format!("root@{}", ssh_host(&address)), &args.install, options)
+    if runs_the_ram_os_of_an_earlier_run(&destination, &server, &options, &args.install)? {
+        // A reset now would cut off the install an earlier run left there; the remote phases continue it.
+        say(
+            json,
+            "hetzner-server-found",
+            &format!(
+                "server {} runs the RAM OS of an earlier run (with the host key kept then): no rescue, no reset",
+                args.number
+            ),
+        );
+        options.extend(host_key_options(&server, false)?);
+    } else {
+        robot::rescue(&client, args.number, &key, &|event| print_robot(&event, json))?;
+        options.extend(host_key_options(&server, true)?);
+        // The reset takes the old system down before rescue answers: wait for it to go first.
+        std::thread::sleep(Duration::from_secs(20));
+        wait_for_ssh(&address, port, Duration::from_secs(args.install.boot_timeout), json)?;
+    }
+    crate::remote::run_on(&destination, &args.install, options)
+}
+
+/// Whether the server answers, with the host key an earlier run of this command kept for it, from
+/// nix-dabei's RAM OS (which that run kexec'd). Anything else (no key kept, no answer, another key,
+/// another system) is no: the server is then put into rescue.
+fn runs_the_ram_os_of_an_earlier_run(
+    destination: &str,
+    server: &str,
+    identity: &[String],
+    install: &InstallArgs,
+) -> Result<bool> {
+    let kept = host_key_options(server, false)?;
+    let known = kept.iter().find_map(|o| o.strip_prefix("UserKnownHostsFile=")).map(PathBuf::from);
+    if !known.is_some_and(|file| std::fs::metadata(file).is_ok_and(|m| m.len() > 0)) {
+        return Ok(false);
+    }
+    let mut options = identity.to_vec();
+    options.extend(install.port.map(|port| ["-p".to_string(), port.to_string()]).into_iter().flatten());
+    options
+        .extend(kept.into_iter().map(|o| o.replace("StrictHostKeyChecking=accept-new", "StrictHostKeyChecking=yes")));
+    options.extend(["-o".to_string(), "ConnectTimeout=10".to_string()]);
+    let far = remote::Ssh::new(destination, options)?;
+    let answer = remote::Far::run(&far, "test -f /etc/nix-dabei/ram-os && echo ram-os\n", None);
+    Ok(answer.is_ok_and(|text| text.trim() == "ram-os"))
 }
 
 /// An address as ssh takes it after `root@` (IPv6 without brackets).
@@ -239,16 +279,21 @@ fn ssh_host(address: &str) -> &str {
     address.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// Waits until SSH's port of `address` takes a connection.
+/// Whether an SSH server answers at `address` with its banner: a port that takes the connection only (a
+/// forwarding in front of a machine still booting) is not enough.
+fn ssh_banner(address: &std::net::SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(address, Duration::from_secs(5)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut start = [0u8; 4];
+    std::io::Read::read_exact(&mut stream, &mut start).is_ok() && &start == b"SSH-"
+}
+
+/// Waits until SSH answers at `address` and `port`.
 fn wait_for_ssh(address: &str, port: u16, limit: Duration, json: bool) -> Result<()> {
     let started = Instant::now();
     let target = if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
     loop {
-        let reachable = target
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok());
+        let reachable = target.to_socket_addrs().ok().and_then(|mut a| a.next()).is_some_and(|a| ssh_banner(&a));
         if reachable {
             say(json, "hetzner-ssh", &format!("{address} answers SSH after {:.0} s", started.elapsed().as_secs_f64()));
             return Ok(());

@@ -56,6 +56,16 @@ pub struct InstallArgs {
     /// With --preset: the host name.
     #[arg(long, requires = "preset")]
     pub hostname: Option<String>,
+    /// With --preset: write the plan made on the machine to FILE here (to keep it, and to mount the
+    /// installed system with it later).
+    #[arg(long, value_name = "FILE", requires = "preset")]
+    pub plan_out: Option<PathBuf>,
+    /// With --preset: write the NixOS module of the plan made on the machine to FILE here, such as
+    /// into the flake. Written before the flake is checked: a flake here (`--build-on local`) that
+    /// imports it is checked and built with it in the same run; one fetched there needs it committed
+    /// first (a `--dry-run` writes it too).
+    #[arg(long, value_name = "FILE", requires = "preset")]
+    pub module_out: Option<PathBuf>,
     /// The flake to install, such as github:me/machines#web1 (as the machine that builds it sees it).
     #[arg(long, value_name = "REF")]
     pub flake: Option<String>,
@@ -217,6 +227,8 @@ pub fn run_on(destination: &str, args: &InstallArgs, extra_ssh_options: Vec<Stri
         substitute_on_destination: !args.no_substitute_on_destination,
         post_install_check: args.post_install_check.clone(),
         boot_limit: Duration::from_secs(args.boot_timeout),
+        plan_out: args.plan_out.clone(),
+        module_out: args.module_out.clone(),
     };
     let mut ssh_options = extra_ssh_options;
     ssh_options.extend(args.ssh_options());

@@ -150,6 +150,13 @@ pub struct Request {
     pub post_install_check: Option<String>,
     /// How long a kexec or a reboot may take.
     pub boot_limit: Duration,
+    /// Where to write, on this machine, the plan the far side made from a preset (to keep it, and to
+    /// mount the installed system with it later).
+    pub plan_out: Option<PathBuf>,
+    /// Where to write, on this machine, the NixOS module of the plan the far side made (into the
+    /// flake): written before the flake is checked, so that a flake here (`build_on_local`) that
+    /// imports it fits the plan in the same run, as the module of a plan file would.
+    pub module_out: Option<PathBuf>,
 }
 
 /// A step of the review, as the far side sees it.
@@ -570,6 +577,7 @@ impl Run<'_> {
                 self.far.run(&script::nix_dabei("plan", &self.binary, &words), None)?;
                 let text = self.read_plan()?;
                 (self.emit)(RemoteEvent::PlanMade { text: text.clone() });
+                self.save_plan(&text)?;
                 text
             }
             None => return Err(RemoteError::Refused("give --plan FILE or --preset".into())),
@@ -615,6 +623,25 @@ impl Run<'_> {
             self.check_here(Phase::Plan, flake)?;
         }
         Ok(review)
+    }
+
+    /// Writes the plan made there, and its NixOS module, where the request asks (`plan_out`,
+    /// `module_out`).
+    fn save_plan(&mut self, text: &str) -> Result<(), RemoteError> {
+        let write = |path: &PathBuf, contents: &str| {
+            std::fs::write(path, contents).map_err(|e| RemoteError::Local(format!("{}: {e}", path.display())))
+        };
+        if let Some(path) = &self.request.plan_out {
+            write(path, text)?;
+            self.note(Phase::Plan, format!("the plan made there is written to {}", path.display()));
+        }
+        if let Some(path) = &self.request.module_out {
+            let plan = layouts::Plan::from_toml(text)
+                .map_err(|e| RemoteError::Far(format!("the plan made there does not read here: {e}")))?;
+            write(path, &layouts::nixos::module(&plan))?;
+            self.note(Phase::Plan, format!("its NixOS module is written to {}", path.display()));
+        }
+        Ok(())
     }
 
     /// The plan as the far side holds it.

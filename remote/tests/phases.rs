@@ -85,6 +85,39 @@ fn a_preset_is_planned_in_the_ram_os_after_kexec() {
 }
 
 #[test]
+fn the_plan_made_there_and_its_module_are_written_here_before_the_review_is_acted_on() {
+    let dir = std::env::temp_dir().join(format!("nix-dabei-plan-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("folder");
+    let (plan_out, module_out) = (dir.join("web1.toml"), dir.join("disks.nix"));
+    let far = SimFar { plan_text: Some(PLAN.into()), ..SimFar::default() };
+    let words = ["--preset", "ext4", "--disk-select", "largest:1"].map(String::from).to_vec();
+    // A dry run writes them too: the way to get the module into the flake before the install.
+    let request = Request {
+        plan: Some(PlanSource::Preset(words)),
+        dry_run: true,
+        passphrase: None,
+        plan_out: Some(plan_out.clone()),
+        module_out: Some(module_out.clone()),
+        ..request()
+    };
+    let (result, events, _) = run(&far, &request);
+    result.expect("the dry run succeeds");
+    assert_eq!(std::fs::read_to_string(&plan_out).expect("the plan"), PLAN);
+    let plan = layouts::Plan::from_toml(PLAN).expect("the plan reads");
+    assert_eq!(std::fs::read_to_string(&module_out).expect("the module"), layouts::nixos::module(&plan));
+    let noted = |text: &str| events.iter().any(|e| matches!(e, RemoteEvent::Note { text: t, .. } if t.contains(text)));
+    assert!(noted("disks.nix") && noted("web1.toml"), "{events:?}");
+    // Where it cannot be written, the run stops before anything is written there.
+    let request = Request { module_out: Some(dir.join("no/such/folder/disks.nix")), dry_run: false, ..request };
+    let far = SimFar { plan_text: Some(PLAN.into()), ram_os: RefCell::new(true), ..SimFar::default() };
+    let (result, _, _) = run(&far, &request);
+    let error = result.expect_err("no folder");
+    assert!(error.to_string().contains("no/such/folder/disks.nix"), "{error}");
+    assert!(!far.tags().iter().any(|t| t.starts_with("start-job")), "{:?}", far.tags());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_dry_run_reviews_and_writes_nothing() {
     let far = SimFar::default();
     let request = Request { dry_run: true, passphrase: None, ..request() };

@@ -21,6 +21,9 @@ pub struct Received {
     pub api: &'static str,
     /// The JSON body (Cloud) or the form as pairs (Robot, as a JSON object of arrays).
     pub body: Option<Value>,
+    /// What the stand-in answered: the status and the JSON body (for checking it against the API's
+    /// description).
+    pub answer: Option<(u16, Value)>,
 }
 
 /// What the stand-in holds; tests read and change it between requests.
@@ -148,14 +151,30 @@ impl StandIn {
     }
 }
 
+/// A server as the API shows one (every property its description requires): of type cx22 in fsn1,
+/// booted from debian-12's image.
 fn server_json(id: u64, name: &str, labels: BTreeMap<String, String>) -> Value {
+    let server_type = server_types().into_iter().next().unwrap_or_default();
+    let location = location_json(1, "fsn1");
     json!({
         "id": id, "name": name, "status": "running", "labels": labels, "rescue_enabled": false,
+        "created": "2026-12-07T00:00:00Z", "locked": false, "backup_window": null, "iso": null,
+        "image": null, "included_traffic": 21990232555520u64, "ingoing_traffic": 0, "outgoing_traffic": 0,
+        "primary_disk_size": 40, "private_net": [], "protection": {"delete": false, "rebuild": false},
+        "server_type": server_type, "location": location.clone(),
+        "datacenter": {"id": 1, "name": "fsn1-dc14", "description": "Falkenstein 1 DC14", "location": location,
+            "server_types": {"available": [22], "available_for_migration": [22], "supported": [22, 45]}},
         "public_net": {
+            "floating_ips": [],
             "ipv4": {"id": id, "ip": format!("192.0.2.{}", id % 250), "blocked": false, "dns_ptr": "x"},
             "ipv6": {"id": id, "ip": format!("2001:db8:{id}::/64"), "blocked": false, "dns_ptr": []},
         },
     })
+}
+
+fn location_json(id: usize, name: &str) -> Value {
+    json!({"id": id, "name": name, "city": "x", "country": "DE", "description": name,
+        "latitude": 0.0, "longitude": 0.0, "network_zone": "eu-central"})
 }
 
 struct Answer {
@@ -196,7 +215,17 @@ fn serve(stream: TcpStream, state: &Mutex<State>, fingerprint: Fingerprint) {
         return;
     }
     let answer = match state.lock() {
-        Ok(mut state) => route(&mut state, &method, &target, &headers, &body, fingerprint),
+        Ok(mut state) => {
+            let before = state.received.len();
+            let answer = route(&mut state, &method, &target, &headers, &body, fingerprint);
+            // Only a request that was recorded (under /v1 or /robot) has its answer recorded.
+            if state.received.len() > before {
+                if let Some(received) = state.received.last_mut() {
+                    received.answer = Some((answer.status, answer.body.clone()));
+                }
+            }
+            answer
+        }
         Err(_) => error(500, "stand_in", "its state is poisoned"),
     };
     let text = answer.body.to_string();
@@ -258,7 +287,13 @@ fn route(
     if let Some(rest) = path.strip_prefix("/robot") {
         let form = pairs(&String::from_utf8_lossy(body));
         let recorded = (!body.is_empty()).then(|| json!(form));
-        state.received.push(Received { method: method.into(), path: rest.to_string(), api: "robot", body: recorded });
+        state.received.push(Received {
+            method: method.into(),
+            path: rest.to_string(),
+            api: "robot",
+            body: recorded,
+            answer: None,
+        });
         let expected = format!("Basic {}", basic(&format!("{ROBOT_USER}:{ROBOT_PASSWORD}")));
         if auth != expected {
             return robot_error(401, "UNAUTHORIZED", "Unauthorized");
@@ -272,6 +307,7 @@ fn route(
         path: target.strip_prefix("/v1").unwrap_or(target).to_string(),
         api: "cloud",
         body: json_body.clone(),
+        answer: None,
     });
     if auth != format!("Bearer {TOKEN}") {
         return error(401, "unauthorized", "unable to authenticate");
@@ -352,14 +388,21 @@ fn route(
                 .iter()
                 .enumerate()
                 .filter(|(_, l)| first("name").is_none_or(|n| n == **l))
-                .map(|(i, l)| {
-                    json!({"id": i + 1, "name": l, "city": "x", "country": "DE", "description": l,
-                    "latitude": 0.0, "longitude": 0.0, "network_zone": "eu-central"})
-                })
+                .map(|(i, l)| location_json(i + 1, l))
                 .collect();
             answer(200, json!({"locations": locations, "meta": meta(locations.len())}))
         }
-        ("GET", ["pricing"]) => answer(200, json!({"pricing": {"currency": "EUR", "vat_rate": "19.00"}})),
+        ("GET", ["pricing"]) => {
+            let gross_net = |net: &str| json!({"net": net, "gross": net});
+            answer(
+                200,
+                json!({"pricing": {"currency": "EUR", "vat_rate": "19.00",
+                    "floating_ip": {"price_monthly": gross_net("3.0000")}, "floating_ips": [], "primary_ips": [],
+                    "image": {"price_per_gb_month": gross_net("0.0100")},
+                    "volume": {"price_per_gb_month": gross_net("0.0440")},
+                    "server_backup": {"percentage": "20.00"}, "load_balancer_types": [], "server_types": []}}),
+            )
+        }
         _ => error(404, "not_found", "the stand-in does not serve this"),
     }
 }
@@ -452,7 +495,11 @@ fn server_action(state: &mut State, id: &str, action: &str, body: &Value) -> Ans
         _ => return error(404, "not_found", "the stand-in does not serve this action"),
     };
     let action = state.action(command, server_id, 1);
-    answer(201, json!({"action": action, "root_password": null}))
+    // Only enabling rescue answers with a root password (the API's, unused: the key logs in).
+    match command {
+        "enable_rescue" => answer(201, json!({"action": action, "root_password": "zCWbFhnu950dT23DBE8k"})),
+        _ => answer(201, json!({"action": action})),
+    }
 }
 
 fn robot_error(status: u16, code: &str, message: &str) -> Answer {

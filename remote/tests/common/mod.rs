@@ -206,6 +206,8 @@ pub fn request() -> Request {
         substitute_on_destination: true,
         post_install_check: Some("nixos-version".into()),
         boot_limit: Duration::from_secs(1),
+        plan_out: None,
+        module_out: None,
     }
 }
 

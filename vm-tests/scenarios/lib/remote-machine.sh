@@ -23,8 +23,9 @@ wait_for() { # file, seconds
     i=0
     until [ -f "$1" ]; do i=$((i + 1)); [ $i -lt "$2" ] || exit 1; sleep 1; done
 }
-# The user's flake holds the layout's module, as committed before installing.
-cp /host/nix-dabei.nix /etc/nixos/nix-dabei.nix
+# The user's flake holds the layout's module, as committed before installing (where the host made the
+# plan; a plan made here by rules has its module written into the host's flake instead).
+if [ -f /host/nix-dabei.nix ]; then cp /host/nix-dabei.nix /etc/nixos/nix-dabei.nix; fi
 case "$NIX_DABEI_BOOT" in
 1)
     say "rescue system on $iface"

@@ -19,7 +19,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("power-cuts", verify_power_cuts),
     ("resume", verify_resume),
     ("remote", verify_remote),
-    ("hetzner", verify_hetzner),
+    ("built-there", verify_built_there),
     ("alongside", verify_alongside),
     ("grow", verify_grow),
     ("btrfs-tmpfs", verify_btrfs_tmpfs),
@@ -743,6 +743,8 @@ fn verify_power_cuts(share: &Path) -> Result<()> {
     verify_layout(share)
 }
 
+/// The remote and hetzner scenarios' install: the system built on the host from its flake, copied
+/// into the target's store and installed as it is.
 fn verify_remote(share: &Path) -> Result<()> {
     let out = share.join("out");
     // The system built on the host, copied into the target's store, is what the profile holds.
@@ -754,9 +756,8 @@ fn verify_remote(share: &Path) -> Result<()> {
     installed_mirror_mounted(&out)
 }
 
-/// The installed system of the hetzner scenario: the flake installed by the far side's nixos-install, the
-/// plan's mirror, mounted again.
-fn verify_hetzner(share: &Path) -> Result<()> {
+/// The hetzner-robot scenario's install: the flake installed by the far side's nixos-install.
+fn verify_built_there(share: &Path) -> Result<()> {
     let out = share.join("out");
     let standin = read(&out.join("standin.txt"))?;
     ensure!(standin.contains("flake=path:/etc/nixos#vm"), "the install did not get the flake: {standin}");

@@ -17,6 +17,7 @@ pub fn by_name(name: &str) -> Option<Driver> {
         "kexec" => Some(drive_kexec),
         "remote" => Some(drive_remote),
         "hetzner" => Some(drive_hetzner),
+        "hetzner-robot" => Some(drive_hetzner_robot),
         _ => None,
     }
 }
@@ -243,15 +244,15 @@ fn json_lines(text: &str) -> Vec<Value> {
 /// The host side of the remote scenario.
 fn drive_remote(share: &Path, port: u16) -> Result<()> {
     let out = share.join("out");
-    prepare_workstation(share, "bios")?;
+    prepare_workstation(share, Some("bios"))?;
     wait_for_file(&out.join("rescue-ready"), Duration::from_secs(120))?;
     remote_flow(share, port, &out)
 }
 
-/// What the workstation holds before a remote install: the test's key, the plan (an encrypted mirror of
-/// the two disks, booting with `boot`) and its module for the flake, and a kexec tarball laid out as the
-/// flake's.
-fn prepare_workstation(share: &Path, boot: &str) -> Result<()> {
+/// What the workstation holds before a remote install: the test's key and a kexec tarball laid out as
+/// the flake's; with `planned_here` (the boot mode), also the plan (an encrypted mirror of the two disks)
+/// and its module for the flake.
+fn prepare_workstation(share: &Path, planned_here: Option<&str>) -> Result<()> {
     let out = share.join("out");
     fs::create_dir_all(&out)?;
     let generated = std::process::Command::new("ssh-keygen")
@@ -260,17 +261,19 @@ fn prepare_workstation(share: &Path, boot: &str) -> Result<()> {
         .status()?;
     ensure!(generated.success(), "ssh-keygen failed");
     let binary = share.join("bin/nix-dabei");
-    // The plan is made on the workstation; its module goes into the flake before the install.
-    let plan = std::process::Command::new(&binary)
-        .args(["plan", "--preset", "mirror", "--encrypt", "--disk", "/dev/disk/by-id/virtio-x0", "--disk"])
-        .args(["/dev/disk/by-id/virtio-x1", "--offline-size", "3G", "--boot", boot, "--flake", "path:/etc/nixos#vm"])
-        .arg("-o")
-        .arg(share.join("plan.toml"))
-        .output()?;
-    ensure!(plan.status.success(), "plan failed: {}", String::from_utf8_lossy(&plan.stderr));
-    let module = std::process::Command::new(&binary).arg("nixos-module").arg(share.join("plan.toml")).output()?;
-    ensure!(module.status.success(), "nixos-module failed");
-    fs::write(share.join("nix-dabei.nix"), &module.stdout)?;
+    if let Some(boot) = planned_here {
+        // The plan is made on the workstation; its module goes into the flake before the install.
+        let plan = std::process::Command::new(&binary)
+            .args(["plan", "--preset", "mirror", "--encrypt", "--disk", "/dev/disk/by-id/virtio-x0", "--disk"])
+            .args(["/dev/disk/by-id/virtio-x1", "--offline-size", "3G", "--boot", boot])
+            .args(["--flake", "path:/etc/nixos#vm", "-o"])
+            .arg(share.join("plan.toml"))
+            .output()?;
+        ensure!(plan.status.success(), "plan failed: {}", String::from_utf8_lossy(&plan.stderr));
+        let module = std::process::Command::new(&binary).arg("nixos-module").arg(share.join("plan.toml")).output()?;
+        ensure!(module.status.success(), "nixos-module failed");
+        fs::write(share.join("nix-dabei.nix"), &module.stdout)?;
+    }
     // A kexec tarball as the flake's: kexec/{bzImage,initrd,nix-dabei,run}.
     let kexec = share.join("tarball/kexec");
     fs::create_dir_all(&kexec)?;
@@ -304,8 +307,8 @@ fn remote_flow(share: &Path, port: u16, out: &Path) -> Result<()> {
     let flake = share.join("flake");
     fs::create_dir_all(&flake)?;
     fs::write(flake.join("flake.nix"), include_str!("../../image/flake.nix"))?;
+    fs::copy(share.join("lib/built-here.nix"), flake.join("override.nix"))?;
     fs::copy(share.join("nix-dabei.nix"), flake.join("nix-dabei.nix"))?;
-    fs::copy(share.join("scenario/override.nix"), flake.join("override.nix"))?;
     let local_flake = format!("path:{}#vm", flake.display());
 
     // A dry run from the rescue system: the review, and nothing written.
@@ -408,21 +411,29 @@ fn kill_during_apply(mut command: std::process::Command, mut on_event: impl FnMu
 }
 
 /// `nix-dabei hetzner cloud create` as the README has it, against the stand-in of the Cloud API on this
-/// host, with the test's key; the server is the guest, reached through the forwarded `port`.
+/// host, with the test's key; the server is the guest, reached through the forwarded `port`. The plan is
+/// made there by rules (an encrypted mirror of the two largest disks); the plan and its module come back
+/// here, the module into the flake here, which this host's Nix checks and builds (`--build-on local`).
 fn hetzner_command(share: &Path, api: &str, port: u16, extra: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(share.join("bin/nix-dabei"));
+    let flake = share.join("flake");
     command
         .args(["hetzner", "cloud", "create", "web1", "--type", "cx22", "--location", "fsn1", "--ssh-key"])
         .arg(share.join("test_key.pub"))
-        .args(["--api-url", api, "--rescue", "--yes", "--json", "-p", &port.to_string(), "--plan"])
+        .args(["--api-url", api, "--rescue", "--yes", "--json", "-p", &port.to_string()])
+        .args(["--preset", "mirror", "--encrypt", "--disk-select", "largest:2", "--plan-out"])
         .arg(share.join("plan.toml"))
+        .arg("--module-out")
+        .arg(flake.join("nix-dabei.nix"))
         .arg("--kexec-tarball")
         .arg(share.join("kexec.tar.gz"))
         .arg("--passphrase-file")
         .arg(share.join("passphrase"))
-        .args(["--flake", "path:/etc/nixos#vm", "--yes-wipe-all", "--boot-timeout", "300"])
+        .args(["--flake", &format!("path:{}#vm", flake.display()), "--build-on", "local"])
+        .args(["--yes-wipe-all", "--boot-timeout", "300"])
         .args(extra)
         .env("HCLOUD_TOKEN", testkit::hetzner::TOKEN)
+        .env("NIX_CONFIG", HOST_NIX_CONFIG)
         .env("XDG_CACHE_HOME", share.join("cache"))
         .stdin(std::process::Stdio::null());
     command
@@ -433,10 +444,13 @@ fn hetzner_command(share: &Path, api: &str, port: u16, extra: &[&str]) -> std::p
 /// the middle of apply and run again, which finds its server and finishes the install.
 fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
     let out = share.join("out");
-    // The plan is made here, so that its module is in the flake before the install (a preset planned by
-    // rules there adds what only that machine shows, such as the initrd's disk drivers, which the flake
-    // check then finds missing from the flake: as it must).
-    prepare_workstation(share, "bios")?;
+    // No plan here: it is made there by rules, and its module written into this flake (which imports it)
+    // before the flake is checked.
+    prepare_workstation(share, None)?;
+    let flake = share.join("flake");
+    fs::create_dir_all(&flake)?;
+    fs::write(flake.join("flake.nix"), include_str!("../../image/flake.nix"))?;
+    fs::copy(share.join("lib/built-here.nix"), flake.join("override.nix"))?;
     let fingerprint = |line: &str| hetzner::PublicKey::parse(line).map(|k| k.fingerprint).unwrap_or_default();
     let standin = testkit::hetzner::StandIn::start(fingerprint);
     standin.state().server_ip = Some("127.0.0.1".into());
@@ -448,18 +462,11 @@ fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
     // finish once the guest answers.
     let booting = std::thread::spawn(move || -> Result<()> {
         let started = std::time::Instant::now();
-        let key = loop {
-            let key = state.lock().ok().and_then(|s| {
-                let made = !s.servers.is_empty();
-                s.ssh_keys.first().filter(|_| made).and_then(|k| k["public_key"].as_str().map(str::to_string))
-            });
-            if let Some(key) = key {
-                break key;
-            }
-            ensure!(started.elapsed() < Duration::from_secs(300), "no server was made");
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        fs::write(machine_out.join("created"), format!("{key}\n"))?;
+        // The key the API was given, once the server is made.
+        give_the_guest_its_key(&state, &machine_out, "no server was made", |s| {
+            let made = !s.servers.is_empty();
+            s.ssh_keys.first().filter(|_| made).and_then(|k| k["public_key"].as_str().map(str::to_string))
+        })?;
         wait_for_file(&machine_out.join("rescue-ready"), Duration::from_secs(120))?;
         if let Ok(mut state) = state.lock() {
             state.hold_actions = false;
@@ -479,52 +486,43 @@ fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
     let started = std::time::Instant::now();
     let first = hetzner_command(share, &standin.cloud_url, port, &[]);
     let mut phases = Vec::new();
-    let (seen, in_apply) = kill_during_apply(first, |event| {
-        let name = event["event"].as_str().unwrap_or_default();
-        if name.starts_with("hetzner-") || name == "phase-finished" {
-            let what = event["phase"].as_str().unwrap_or(name);
-            phases.push(format!("{:6.1} s  {what}", started.elapsed().as_secs_f64()));
-        }
-    })?;
+    let (seen, in_apply) = kill_during_apply(first, |event| mark_phase(event, started, &mut phases))?;
     fs::write(out.join("hetzner-killed.jsonl"), &seen)?;
     booting.join().map_err(|_| anyhow::anyhow!("the booting thread panicked"))??;
     ensure!(in_apply, "the run ended before apply: {seen}");
     let events = json_lines(&seen);
     ensure!(events.iter().any(|e| e["event"] == "hetzner-offer"), "no offer was shown: {seen}");
     ensure!(events.iter().any(|e| e["event"] == "hetzner-server-created"), "no server was made: {seen}");
+    let made_there = events.iter().find(|e| e["event"] == "plan-made").context("no plan was made there")?;
+    let plan_text = read(&share.join("plan.toml"))?;
+    ensure!(made_there["text"] == plan_text.as_str(), "the plan written here is not the one made there");
+    let plan = layouts::Plan::from_toml(&plan_text)?;
+    ensure!(
+        read(&flake.join("nix-dabei.nix"))? == layouts::nixos::module(&plan),
+        "the flake's module is not the plan's"
+    );
+    let serials: Vec<String> =
+        plan.disks.values().filter_map(|d| d.device.strip_prefix("/dev/disk/by-id/")).map(String::from).collect();
+    ensure!(serials == ["virtio-x0", "virtio-x1"], "the rules chose other disks: {serials:?}");
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains("against the plan here"))),
+        "the flake was not checked here: {seen}"
+    );
     let made = standin.state().received.len();
     phases.push(format!("{:6.1} s  killed during apply ({made} requests so far)", started.elapsed().as_secs_f64()));
 
     // Again: the same command finds its server, reattaches to the apply running there and finishes.
     let again = started.elapsed();
-    let last =
-        hetzner_command(share, &standin.cloud_url, port, &["--post-install-check", "zpool list -H -o name,health"])
-            .output()?;
-    let last_events = String::from_utf8_lossy(&last.stdout).into_owned();
-    fs::write(out.join("hetzner-resumed.jsonl"), &last_events)?;
-    fs::write(out.join("hetzner-resumed.stderr"), &last.stderr)?;
-    let _ = fs::write(out.join("done"), "");
-    ensure!(last.status.success(), "the second run failed: {}\n{last_events}", String::from_utf8_lossy(&last.stderr));
-    let events = json_lines(&last_events);
-    ensure!(
-        events.iter().any(|e| e["event"] == "hetzner-server-found"),
-        "the server was not found again: {last_events}"
-    );
+    let check = ["--post-install-check", "zpool list -H -o name,health"];
+    let (events, last_events) =
+        finish_after_kill(&out, "hetzner", hetzner_command(share, &standin.cloud_url, port, &check))?;
     ensure!(!events.iter().any(|e| e["event"] == "hetzner-server-created"), "a second server was made: {last_events}");
     let servers = standin.state().servers.len();
     ensure!(servers == 1, "{servers} servers were made");
     let resets = standin.state().cloud_resets;
     ensure!(resets == 1, "{resets} resets: the server found again was reset");
-    for phase in ["apply", "install", "reboot"] {
-        ensure!(
-            events.iter().any(|e| e["event"] == "phase-finished" && e["phase"] == phase),
-            "phase {phase} did not finish: {last_events}"
-        );
-    }
-    ensure!(
-        events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains("ONLINE"))),
-        "the post-install check did not see the pool: {last_events}"
-    );
     let phases_seen: Vec<&str> =
         events.iter().filter(|e| e["event"] == "phase-finished").filter_map(|e| e["phase"].as_str()).collect();
     phases.push(format!(
@@ -537,5 +535,139 @@ fn drive_hetzner(share: &Path, port: u16) -> Result<()> {
     let uploaded: usize = state.received.iter().filter_map(|r| r.body.as_ref()).map(|b| b.to_string().len()).sum();
     phases.push(format!("{} requests to the API, {uploaded} bytes of request bodies", state.received.len()));
     fs::write(out.join("hetzner-phases.txt"), phases.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// Waits (up to 300 s) until `key` finds in the stand-in's state the key root logs in with, and gives it to
+/// the guest, whose first boot waits for it (`out/created`); `never` says what did not happen otherwise.
+fn give_the_guest_its_key(
+    state: &std::sync::Mutex<testkit::hetzner::State>,
+    out: &Path,
+    never: &str,
+    key: impl Fn(&testkit::hetzner::State) -> Option<String>,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(key) = state.lock().ok().and_then(|s| key(&s)) {
+            fs::write(out.join("created"), format!("{key}\n"))?;
+            return Ok(());
+        }
+        ensure!(started.elapsed() < Duration::from_secs(300), "{never}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Marks, in a hetzner scenario's figures, when the command's own events and each finished phase came.
+fn mark_phase(event: &Value, started: std::time::Instant, phases: &mut Vec<String>) {
+    let name = event["event"].as_str().unwrap_or_default();
+    if name.starts_with("hetzner-") || name == "phase-finished" {
+        let what = event["phase"].as_str().unwrap_or(name);
+        phases.push(format!("{:6.1} s  {what}", started.elapsed().as_secs_f64()));
+    }
+}
+
+/// The second run of a hetzner scenario, after the first was killed during apply: its output kept as
+/// `NAME-resumed.*`, the guest told it may end. It must have found its server again and finished apply,
+/// install and reboot, with the post-install check seeing the pool. Returns its events and their text.
+fn finish_after_kill(out: &Path, name: &str, mut command: std::process::Command) -> Result<(Vec<Value>, String)> {
+    let last = command.output()?;
+    let text = String::from_utf8_lossy(&last.stdout).into_owned();
+    fs::write(out.join(format!("{name}-resumed.jsonl")), &text)?;
+    fs::write(out.join(format!("{name}-resumed.stderr")), &last.stderr)?;
+    let _ = fs::write(out.join("done"), "");
+    ensure!(last.status.success(), "the second run failed: {}\n{text}", String::from_utf8_lossy(&last.stderr));
+    let events = json_lines(&text);
+    ensure!(events.iter().any(|e| e["event"] == "hetzner-server-found"), "the server was not found again: {text}");
+    for phase in ["apply", "install", "reboot"] {
+        ensure!(
+            events.iter().any(|e| e["event"] == "phase-finished" && e["phase"] == phase),
+            "phase {phase} did not finish: {text}"
+        );
+    }
+    ensure!(
+        events.iter().any(|e| e["event"] == "note" && e["text"].as_str().is_some_and(|t| t.contains("ONLINE"))),
+        "the post-install check did not see the pool: {text}"
+    );
+    Ok((events, text))
+}
+
+/// The stand-in Robot's number for the guest.
+const ROBOT_SERVER: u64 = 2_345_678;
+
+/// `nix-dabei hetzner robot install` as the README has it, against the stand-in Robot on this host, with
+/// the test's key and a plan file made here; the flake is the far side's, built there.
+fn robot_command(share: &Path, robot: &str, port: u16, extra: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(share.join("bin/nix-dabei"));
+    command
+        .args(["hetzner", "robot", "install", &ROBOT_SERVER.to_string(), "--ssh-key"])
+        .arg(share.join("test_key.pub"))
+        .args(["--robot-url", robot, "--json", "-p", &port.to_string(), "--plan"])
+        .arg(share.join("plan.toml"))
+        .arg("--kexec-tarball")
+        .arg(share.join("kexec.tar.gz"))
+        .arg("--passphrase-file")
+        .arg(share.join("passphrase"))
+        .args(["--flake", "path:/etc/nixos#vm", "--yes-wipe-all", "--boot-timeout", "300"])
+        .args(extra)
+        .env("HROBOT_USER", testkit::hetzner::ROBOT_USER)
+        .env("HROBOT_PASSWORD", testkit::hetzner::ROBOT_PASSWORD)
+        .env("XDG_CACHE_HOME", share.join("cache"))
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// The host side of the hetzner-robot scenario: the stand-in Robot's dedicated server is the guest, which
+/// comes up in its rescue system once Robot has its rescue activated and a reset asked for, with the key
+/// rescue was given; the command is killed with its connections in the middle of apply and run again,
+/// which finds the server in the first run's RAM OS (no second reset) and finishes the install.
+fn drive_hetzner_robot(share: &Path, port: u16) -> Result<()> {
+    let out = share.join("out");
+    prepare_workstation(share, Some("bios"))?;
+    let fingerprint = |line: &str| hetzner::PublicKey::parse(line).map(|k| k.fingerprint).unwrap_or_default();
+    let standin = testkit::hetzner::StandIn::start(fingerprint);
+    standin.add_dedicated(ROBOT_SERVER, "127.0.0.1");
+    let state = standin.state.clone();
+    let machine_out = out.clone();
+    // The reset "reboots" the server into rescue with the keys rescue was activated with.
+    let booting = std::thread::spawn(move || -> Result<()> {
+        give_the_guest_its_key(&state, &machine_out, "no rescue and reset were asked for", |s| {
+            let given = s.rescue.get(&ROBOT_SERVER).filter(|_| s.resets.contains(&ROBOT_SERVER))?.first()?.clone();
+            s.robot_keys.iter().find(|k| k["fingerprint"] == given.as_str())?["data"].as_str().map(str::to_string)
+        })?;
+        Ok(())
+    });
+    let started = std::time::Instant::now();
+    let mut phases = Vec::new();
+    let first = robot_command(share, &standin.robot_url, port, &[]);
+    let (seen, in_apply) = kill_during_apply(first, |event| mark_phase(event, started, &mut phases))?;
+    fs::write(out.join("robot-killed.jsonl"), &seen)?;
+    booting.join().map_err(|_| anyhow::anyhow!("the booting thread panicked"))??;
+    ensure!(in_apply, "the run ended before apply: {seen}");
+    {
+        let state = standin.state();
+        ensure!(state.resets == [ROBOT_SERVER], "resets: {:?}", state.resets);
+        ensure!(state.robot_keys.len() == 1, "the key was not stored once: {:?}", state.robot_keys);
+    }
+    let made = standin.state().received.len();
+    phases.push(format!("{:6.1} s  killed during apply ({made} requests so far)", started.elapsed().as_secs_f64()));
+
+    let again = started.elapsed();
+    let check = ["--post-install-check", "zpool list -H -o name,health"];
+    let (events, last_events) =
+        finish_after_kill(&out, "robot", robot_command(share, &standin.robot_url, port, &check))?;
+    let resets = standin.state().resets.len();
+    ensure!(resets == 1, "{resets} resets: the server in the middle of its install was reset");
+    let skipped_plan = events.iter().find(|e| e["event"] == "phase-skipped" && e["phase"] == "plan");
+    ensure!(
+        skipped_plan.is_some_and(|e| e["reason"].as_str().is_some_and(|r| r.contains("reattaching"))),
+        "the second run did not reattach to the running apply: {last_events}"
+    );
+    phases.push(format!(
+        "{:6.1} s  second run done after {:.1} s",
+        started.elapsed().as_secs_f64(),
+        (started.elapsed() - again).as_secs_f64()
+    ));
+    phases.push(format!("{} requests to Robot", standin.state().received.len()));
+    fs::write(out.join("robot-phases.txt"), phases.join("\n") + "\n")?;
     Ok(())
 }

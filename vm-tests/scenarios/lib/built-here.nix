@@ -1,5 +1,5 @@
-# The remote scenario's flake, built on the workstation (--build-on local): the stand-in flake's system
-# made a store path whose closure the install copies to the target.
+# The flake of the remote and hetzner scenarios built on the workstation (--build-on local), as its
+# override.nix: the stand-in flake's system made a store path whose closure the install copies to the target.
 {
   host = { };
   change = config: config // {
