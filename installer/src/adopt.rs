@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::secret::Secret;
 use crate::system::System;
+use crate::tools::mdadm::{self, ArrayDetail};
 use crate::zfs::{Zfs, ZfsError};
 
 /// Where a pool read back is imported: nothing is mounted there, but ZFS shows mountpoints under it.
@@ -459,9 +460,8 @@ fn running_array(system: &dyn System, name: &str, uuid: &str) -> Option<String> 
     if !system.exists(&device) {
         return None;
     }
-    let detail = system.run(&CommandLine::new("mdadm", ["--detail", "--export", &device]), None).ok()?;
-    let running = detail.lines().find_map(|l| l.strip_prefix("MD_UUID="))?;
-    running.eq_ignore_ascii_case(uuid).then_some(device)
+    let detail = system.run(&mdadm::detail_command(&device), None).ok()?;
+    ArrayDetail::parse(&detail).ok().filter(|d| d.is(uuid)).map(|_| device)
 }
 
 /// An assembled array's level, superblock format and content (or why it has none described), checking
@@ -473,22 +473,14 @@ fn read_array(
     devices: &[String],
 ) -> Result<(u8, String, Option<Content>, Option<String>), AdoptError> {
     let unreadable = |why: String| AdoptError::Unreadable(format!("array {name}: {why}"));
-    let detail = system
-        .run(&CommandLine::new("mdadm", ["--detail", "--export", device]), None)
-        .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
-    let value = |key: &str| detail.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_string);
-    let level = value("MD_LEVEL").unwrap_or_default();
+    let detail =
+        system.run(&mdadm::detail_command(device), None).map_err(|e| unreadable(format!("cannot read it: {e}")))?;
+    let ArrayDetail { level, devices: expected, metadata, members, .. } =
+        ArrayDetail::parse(&detail).map_err(|e| unreadable(e.to_string()))?;
     let level: u8 = level
         .strip_prefix("raid")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| unreadable(format!("level {level:?} is not one a plan describes")))?;
-    let metadata = value("MD_METADATA").ok_or_else(|| unreadable("mdadm shows no superblock format".into()))?;
-    let members: Vec<String> = detail
-        .lines()
-        .filter(|l| l.starts_with("MD_DEVICE_") && l.contains("_DEV="))
-        .filter_map(|l| l.split_once('=').map(|(_, dev)| dev.to_string()))
-        .collect();
-    let expected = value("MD_DEVICES").and_then(|n| n.parse::<usize>().ok()).unwrap_or_default();
     let outside = members.iter().find(|m| !devices.iter().any(|d| system.same_device(d, m)));
     if let Some(member) = outside {
         return Err(unreadable(format!("{member} is a member, but not a partition of the disks read")));

@@ -22,6 +22,7 @@ mod ops;
 pub mod reports;
 pub mod secret;
 pub mod system;
+pub mod tools;
 pub mod zfs;
 
 pub use events::Event;

@@ -7,6 +7,7 @@ use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
 use crate::system::System;
+use crate::tools::mdadm::ArrayDetail;
 
 impl Perform for MdCreate {
     /// Done when every member carries this plan's array (its UUID is derived from the plan); to do when
@@ -43,17 +44,14 @@ impl Perform for MdAssemble {
             return Outlook::Todo { destroys: false };
         }
         match cx.system.run(&self.detail_command(), None) {
-            Ok(detail) => {
-                let running = detail.lines().find_map(|l| l.strip_prefix("MD_UUID=")).unwrap_or_default();
-                if running.eq_ignore_ascii_case(&self.uuid) {
-                    Outlook::Done(format!("{device} is running"))
-                } else {
-                    Outlook::Conflict(format!(
-                        "{device} is another array (UUID {running}, the plan's is {})",
-                        self.uuid
-                    ))
-                }
-            }
+            Ok(text) => match ArrayDetail::parse(&text) {
+                Ok(detail) if detail.is(&self.uuid) => Outlook::Done(format!("{device} is running")),
+                Ok(detail) => Outlook::Conflict(format!(
+                    "{device} is another array (UUID {}, the plan's is {})",
+                    detail.uuid, self.uuid
+                )),
+                Err(error) => Outlook::Conflict(format!("cannot read {device}: {error}")),
+            },
             // The node is there but the array is not running (stopped, or assembly failed part way).
             Err(CommandError::Failed { .. }) => Outlook::Todo { destroys: false },
             Err(error) => Outlook::Conflict(format!("cannot read {device}: {error}")),

@@ -21,6 +21,7 @@ use crate::command::CommandError;
 use crate::lock::{Hold, LockError};
 use crate::luks::{LuksError, LuksHeader};
 use crate::secret::Secret;
+use crate::tools::mdadm::ArrayDetail;
 
 #[derive(Debug, Default)]
 struct SimDataset {
@@ -77,8 +78,8 @@ struct State {
     btrfs: HashMap<String, SimBtrfs>,
     /// The subvolume mounted at each btrfs mount target ("" for the top level).
     btrfs_mounted_subvolume: BTreeMap<String, String>,
-    /// RAID arrays: name -> (UUID in mdadm's form, members, running).
-    md_arrays: BTreeMap<String, (String, Vec<String>, bool)>,
+    /// RAID arrays: name -> (what `mdadm --detail --export` shows, running).
+    md_arrays: BTreeMap<String, (ArrayDetail, bool)>,
     /// LVM volume groups: name -> physical volume devices (canonical).
     volume_groups: BTreeMap<String, Vec<String>>,
     /// LVM logical volumes: (group, volume) -> active.
@@ -205,7 +206,7 @@ impl SimSystem {
         state.mounts.clear();
         state.read_only_mounts.clear();
         state.logical_volumes.values_mut().for_each(|active| *active = false);
-        state.md_arrays.values_mut().for_each(|(_, _, running)| *running = false);
+        state.md_arrays.values_mut().for_each(|(_, running)| *running = false);
         state.private_dirs.clear();
         state.swaps.clear();
         state.host_id = None;
@@ -333,7 +334,7 @@ impl State {
     /// (the simulation does not tell levels apart).
     fn array_size(&self, canonical: &str) -> Option<u64> {
         let name = canonical.strip_prefix("/dev/md/")?;
-        let (_, members, running) = self.md_arrays.get(name)?;
+        let (ArrayDetail { members, .. }, running) = self.md_arrays.get(name)?;
         if !*running {
             return None;
         }
@@ -367,7 +368,7 @@ impl State {
                 && self.pools.values().any(|p| p.datasets.get(name).is_some_and(|d| d.volume));
         }
         if let Some(name) = canonical.strip_prefix("/dev/md/") {
-            return self.md_arrays.get(name).is_some_and(|(_, _, running)| *running);
+            return self.md_arrays.get(name).is_some_and(|(_, running)| *running);
         }
         if let Some((group, volume)) = canonical.strip_prefix("/dev/").and_then(|rest| rest.split_once('/')) {
             if let Some(active) = self.logical_volumes.get(&(group.to_string(), volume.to_string())) {
@@ -514,18 +515,26 @@ impl State {
                 for member in &members {
                     self.set_signature(member, "linux_raid_member", Some(format!("any:{name}")), dashed.clone());
                 }
-                self.md_arrays.insert(name, (uuid, members, true));
+                let option = |key: &str| args.iter().find_map(|a| a.strip_prefix(key)).unwrap_or_default().to_string();
+                let detail = ArrayDetail {
+                    level: format!("raid{}", option("--level=")),
+                    devices: members.len(),
+                    metadata: option("--metadata="),
+                    uuid,
+                    members,
+                };
+                self.md_arrays.insert(name, (detail, true));
                 Ok(String::new())
             }
             Some("--assemble") => match self.md_arrays.get_mut(&name) {
-                Some((known, _, running)) if *known == uuid => {
+                Some((known, running)) if known.uuid == uuid => {
                     *running = true;
                     Ok(String::new())
                 }
                 _ => Err(failed(line, format!("/dev/md/{name}: no devices found for this array"))),
             },
             Some("--stop") => match self.md_arrays.get_mut(&name) {
-                Some((_, _, running)) if *running => {
+                Some((_, running)) if *running => {
                     *running = false;
                     Ok(String::new())
                 }
@@ -534,7 +543,7 @@ impl State {
             _ => {
                 let name = args.last().and_then(|a| a.strip_prefix("/dev/md/")).unwrap_or_default();
                 match self.md_arrays.get(name) {
-                    Some((uuid, _, true)) => Ok(format!("MD_LEVEL=raid1\nMD_UUID={uuid}\n")),
+                    Some((detail, true)) => Ok(detail.export(name)),
                     _ => Err(failed(line, format!("cannot open /dev/md/{name}"))),
                 }
             }
