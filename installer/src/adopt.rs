@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::secret::Secret;
 use crate::system::System;
-use crate::tools::mdadm::{self, ArrayDetail};
+use crate::tools::mdadm::ArrayDetail;
 use crate::zfs::{Zfs, ZfsError};
 
 /// Where a pool read back is imported: nothing is mounted there, but ZFS shows mountpoints under it.
@@ -460,7 +460,7 @@ fn running_array(system: &dyn System, name: &str, uuid: &str) -> Option<String> 
     if !system.exists(&device) {
         return None;
     }
-    let detail = system.run(&mdadm::detail_command(&device), None).ok()?;
+    let detail = system.run(&layouts::nodes::mdadm::detail_command(&device), None).ok()?;
     ArrayDetail::parse(&detail).ok().filter(|d| d.is(uuid)).map(|_| device)
 }
 
@@ -473,8 +473,9 @@ fn read_array(
     devices: &[String],
 ) -> Result<(u8, String, Option<Content>, Option<String>), AdoptError> {
     let unreadable = |why: String| AdoptError::Unreadable(format!("array {name}: {why}"));
-    let detail =
-        system.run(&mdadm::detail_command(device), None).map_err(|e| unreadable(format!("cannot read it: {e}")))?;
+    let detail = system
+        .run(&layouts::nodes::mdadm::detail_command(device), None)
+        .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
     let ArrayDetail { level, devices: expected, metadata, members, .. } =
         ArrayDetail::parse(&detail).map_err(|e| unreadable(e.to_string()))?;
     let level: u8 = level

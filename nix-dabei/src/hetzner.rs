@@ -132,11 +132,7 @@ fn identity_options(public: &Path, install: &InstallArgs) -> Vec<String> {
 /// same keys. A run that made the server or put it into rescue starts the file afresh: its keys are new.
 /// (The remote phases pin the keys they connect with for the rest of the run, as `remote` does.)
 fn host_key_options(server: &str, fresh: bool) -> Result<Vec<String>> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
-    let folder = cache.join("nix-dabei/hetzner");
-    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
-    let file = folder.join(format!("{server}.known_hosts"));
+    let file = known_hosts_file(server)?;
     if fresh {
         let _ = std::fs::remove_file(&file);
     }
@@ -146,6 +142,15 @@ fn host_key_options(server: &str, fresh: bool) -> Result<Vec<String>> {
         "-o".into(),
         format!("UserKnownHostsFile={}", file.display()),
     ])
+}
+
+/// The file of a server's host keys, kept between runs (its folder made where missing).
+fn known_hosts_file(server: &str) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
+    let folder = cache.join("nix-dabei/hetzner");
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    Ok(folder.join(format!("{server}.known_hosts")))
 }
 
 fn secret_from(file: Option<&Path>, variable: &str, what: &str) -> Result<Secret> {
@@ -259,15 +264,14 @@ fn runs_the_ram_os_of_an_earlier_run(
     identity: &[String],
     install: &InstallArgs,
 ) -> Result<bool> {
-    let kept = host_key_options(server, false)?;
-    let known = kept.iter().find_map(|o| o.strip_prefix("UserKnownHostsFile=")).map(PathBuf::from);
-    if !known.is_some_and(|file| std::fs::metadata(file).is_ok_and(|m| m.len() > 0)) {
+    let kept = known_hosts_file(server)?;
+    if !std::fs::metadata(&kept).is_ok_and(|m| m.len() > 0) {
         return Ok(false);
     }
     let mut options = identity.to_vec();
     options.extend(install.port.map(|port| ["-p".to_string(), port.to_string()]).into_iter().flatten());
-    options
-        .extend(kept.into_iter().map(|o| o.replace("StrictHostKeyChecking=accept-new", "StrictHostKeyChecking=yes")));
+    options.extend(["-o".to_string(), "StrictHostKeyChecking=yes".to_string(), "-o".to_string()]);
+    options.push(format!("UserKnownHostsFile={}", kept.display()));
     options.extend(["-o".to_string(), "ConnectTimeout=10".to_string()]);
     let far = remote::Ssh::new(destination, options)?;
     let answer = remote::Far::run(&far, "test -f /etc/nix-dabei/ram-os && echo ram-os\n", None);

@@ -1,7 +1,5 @@
-//! `mdadm --detail --export`: what an assembled array reports, read into one typed value that the
+//! `mdadm --detail --export` (`layouts::nodes::mdadm::detail_command`): what an assembled array reports, read into one typed value that the
 //! operations, adopt and the simulator share (the simulator prints it with [`ArrayDetail::export`]).
-
-use layouts::CommandLine;
 
 use super::ToolOutputError;
 
@@ -22,11 +20,6 @@ pub struct ArrayDetail {
 }
 
 const TOOL: &str = "mdadm --detail --export";
-
-/// The command that prints the detail of the array at `device`.
-pub fn detail_command(device: &str) -> CommandLine {
-    CommandLine::new("mdadm", ["--detail", "--export", device])
-}
 
 impl ArrayDetail {
     /// Reads mdadm's output; a field missing or not of its form is an error naming it, never a default.

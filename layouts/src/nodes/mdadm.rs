@@ -227,8 +227,14 @@ impl MdAssemble {
 
     /// The command reading what the running array is.
     pub fn detail_command(&self) -> CommandLine {
-        CommandLine::new("mdadm", ["--detail".to_string(), "--export".to_string(), self.device()])
+        detail_command(&self.device())
     }
+}
+
+/// The command that prints what the array at `device` is (`mdadm --detail --export`), read by
+/// the executor's mdadm adapter.
+pub fn detail_command(device: &str) -> CommandLine {
+    CommandLine::new("mdadm", ["--detail", "--export", device])
 }
 
 impl OperationKind for MdAssemble {
