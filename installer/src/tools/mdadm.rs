@@ -1,5 +1,6 @@
-//! `mdadm --detail --export` (`layouts::nodes::mdadm::detail_command`): what an assembled array reports, read into one typed value that the
-//! operations, adopt and the simulator share (the simulator prints it with [`ArrayDetail::export`]).
+//! `mdadm --detail --export` (`layouts::nodes::mdadm::detail_command`): what an assembled array
+//! reports, read into one typed value that the operations, adopt and the simulator share (the
+//! simulator prints it with [`ArrayDetail::export`]).
 
 use super::ToolOutputError;
 
