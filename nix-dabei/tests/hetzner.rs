@@ -113,3 +113,41 @@ fn bad_input_is_refused_in_plain_words_before_anything_is_made() {
     assert_eq!(standin.state().received.len(), before, "the API was asked before the plan was read");
     assert!(made(&standin).is_empty());
 }
+
+/// `robot install` with `--credentials-file` (user:password, as for the token file): Robot takes them, the
+/// password never shows, and a dry run reads the server only (no key stored, no rescue, no reset).
+#[test]
+fn robot_takes_its_credentials_from_a_file_and_a_dry_run_resets_nothing() {
+    let standin = StandIn::start(fingerprint);
+    standin.add_dedicated(1234567, "198.51.100.7");
+    let files = Files::new("robot");
+    let credentials = files.dir.join("robot");
+    let password = testkit::hetzner::ROBOT_PASSWORD;
+    std::fs::write(&credentials, format!("{}:{password}\n", testkit::hetzner::ROBOT_USER)).expect("credentials");
+    let robot = |file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_nix-dabei"))
+            .args(["hetzner", "robot", "install", "1234567", "--ssh-key"])
+            .arg(files.dir.join("id_ed25519.pub"))
+            .arg("--credentials-file")
+            .arg(file)
+            .args(["--robot-url", &standin.robot_url, "--preset", "mirror", "--disk-select", "largest:2", "--dry-run"])
+            .env_remove("HROBOT_USER")
+            .env_remove("HROBOT_PASSWORD")
+            .stdin(Stdio::null())
+            .output()
+            .expect("nix-dabei runs")
+    };
+    let output = robot(&credentials);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("198.51.100.7") && stdout.contains("was not reset"), "{stdout}");
+    let state = standin.state();
+    assert_eq!(state.received.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/server/1234567"]);
+    assert!(state.resets.is_empty() && state.rescue.is_empty() && state.robot_keys.is_empty());
+    drop(state);
+    // Wrong ones are Robot's 401, without the password.
+    std::fs::write(&credentials, format!("{}:not-{password}\n", testkit::hetzner::ROBOT_USER)).expect("credentials");
+    let output = robot(&credentials);
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success() && all.contains("401") && !all.contains(password), "{all}");
+}
