@@ -17,12 +17,13 @@ use layouts::nodes::lvm::{LogicalVolume, LvSize, LvType, LvmPv, VolumeGroup};
 use layouts::nodes::mdadm::{MdMember, Raid};
 use layouts::nodes::zfs::{Dataset, DatasetKind, Pool, Vdev, VdevMode, ZfsMember};
 use layouts::{CommandLine, Content, Plan, Size};
-use serde_json::Value;
 
 use crate::secret::Secret;
 use crate::system::System;
+use crate::tools::lvm::{self, PhysicalVolume};
 use crate::tools::mdadm::ArrayDetail;
-use crate::zfs::{Zfs, ZfsError};
+use crate::tools::zfs::{Property, VdevStatus, Zfs, ZfsError};
+use crate::tools::ToolOutputError;
 
 /// Where a pool read back is imported: nothing is mounted there, but ZFS shows mountpoints under it.
 const PROBE_ROOT: &str = "/run/nix-dabei/probe";
@@ -209,26 +210,29 @@ pub fn read_volume_groups(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let pvs = lvm_report(system, "pvs", "pv", "pv_name,pv_uuid,vg_name,vg_uuid", None)?;
+    let pvs = read_lvm(system, &lvm::physical_volumes_command(), lvm::parse_physical_volumes)?;
     let candidate_of =
-        |row: &Value| candidates.iter().find(|(device, _, _)| system.same_device(device, text(row, "pv_name")));
+        |pv: &PhysicalVolume| candidates.iter().find(|(device, _, _)| system.same_device(device, &pv.device));
     // A group with a physical volume among the candidates is read: every one of its volumes must be one.
     let mut groups: BTreeMap<String, (String, Vec<(String, String)>)> = BTreeMap::new();
-    for row in pvs.iter().filter(|row| candidate_of(row).is_some() && !text(row, "vg_name").is_empty()) {
-        groups
-            .entry(text(row, "vg_name").to_string())
-            .or_insert_with(|| (text(row, "vg_uuid").to_string(), Vec::new()));
+    for pv in pvs.iter().filter(|pv| candidate_of(pv).is_some()) {
+        if let Some(group) = &pv.group {
+            let uuid = pv.group_uuid.clone().ok_or_else(|| {
+                AdoptError::Unreadable(format!("pvs shows volume group {group} of {} without its UUID", pv.device))
+            })?;
+            groups.entry(group.clone()).or_insert_with(|| (uuid, Vec::new()));
+        }
     }
-    let read: Vec<&Value> = pvs.iter().filter(|row| groups.contains_key(text(row, "vg_name"))).collect();
-    for row in read {
-        let (group, pv_name) = (text(row, "vg_name"), text(row, "pv_name"));
-        let Some((_, reference, _)) = candidate_of(row) else {
+    for pv in &pvs {
+        let Some(group) = pv.group.as_deref().filter(|g| groups.contains_key(*g)) else { continue };
+        let Some((_, reference, _)) = candidate_of(pv) else {
             return Err(AdoptError::Unreadable(format!(
-                "volume group {group} has physical volume {pv_name}, which is not on the disks read: name its disk too"
+                "volume group {group} has physical volume {}, which is not on the disks read: name its disk too",
+                pv.device
             )));
         };
         if let Some(entry) = groups.get_mut(group) {
-            entry.1.push((reference.clone(), text(row, "pv_uuid").to_string()));
+            entry.1.push((reference.clone(), pv.uuid.clone()));
         }
     }
     let mut lines = Vec::new();
@@ -261,43 +265,25 @@ pub fn read_volume_groups(
     Ok(lines)
 }
 
-/// A string field of a report row.
-fn text<'a>(row: &'a Value, name: &str) -> &'a str {
-    row[name].as_str().unwrap_or_default()
-}
-
-/// The rows of an LVM report in JSON, sizes in bytes.
-fn lvm_report(
+/// One of LVM's reports, through its adapter.
+fn read_lvm<T>(
     system: &dyn System,
-    program: &str,
-    kind: &str,
-    fields: &str,
-    group: Option<&str>,
-) -> Result<Vec<Value>, AdoptError> {
-    let mut args: Vec<String> = ["--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields]
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    args.extend(group.map(str::to_string));
-    let line = CommandLine { program: program.into(), args };
-    let output =
-        system.run(&line, None).map_err(|e| AdoptError::Unreadable(format!("cannot read LVM's {kind}s: {e}")))?;
-    let value: Value = serde_json::from_str(&output)
-        .map_err(|e| AdoptError::Unreadable(format!("`{line}` printed no JSON report: {e}")))?;
-    let rows = value["report"].as_array().and_then(|r| r.first()).and_then(|r| r[kind].as_array()).cloned();
-    rows.ok_or_else(|| AdoptError::Unreadable(format!("`{line}` printed no {kind} list")))
+    line: &CommandLine,
+    parse: fn(&str) -> Result<T, ToolOutputError>,
+) -> Result<T, AdoptError> {
+    let output = system.run(line, None).map_err(|e| AdoptError::Unreadable(format!("cannot read LVM: {e}")))?;
+    parse(&output).map_err(|e| AdoptError::Unreadable(e.to_string()))
 }
 
 /// A group's logical volumes as kept volumes of a plan, with what they hold (activating the group to read
 /// that, and deactivating it again, where its volumes are not active).
 fn read_volumes(system: &dyn System, group: &str) -> Result<IndexMap<String, LogicalVolume>, AdoptError> {
     let unreadable = |why: String| AdoptError::Unreadable(format!("volume group {group}: {why}"));
-    let rows = lvm_report(system, "lvs", "lv", "lv_name,lv_uuid,lv_size,segtype,pool_lv", Some(group))?;
+    let rows = read_lvm(system, &lvm::logical_volumes_command(), lvm::parse_logical_volumes)?;
     let mut volumes = IndexMap::new();
-    for row in &rows {
-        let name = text(row, "lv_name").to_string();
-        let segment = text(row, "segtype");
-        let kind = match segment {
+    for row in rows.into_iter().filter(|lv| lv.group == group) {
+        let name = row.name;
+        let kind = match row.segment_type.as_str() {
             "linear" => None,
             "thin-pool" => Some(LvType::ThinPool),
             "thin" => Some(LvType::Thin),
@@ -310,10 +296,15 @@ fn read_volumes(system: &dyn System, group: &str) -> Result<IndexMap<String, Log
             "mirror" => Some(LvType::Mirror),
             other => return Err(unreadable(format!("{name} is a {other} volume, which plans do not describe"))),
         };
-        let bytes = text(row, "lv_size").parse::<u64>().map_err(|_| unreadable(format!("{name} shows no size")))?;
-        let pool = Some(text(row, "pool_lv").to_string()).filter(|p| !p.is_empty() && kind == Some(LvType::Thin));
-        let uuid = Some(text(row, "lv_uuid").to_string());
-        let volume = LogicalVolume { size: LvSize::Bytes(bytes), kind, pool, content: None, uuid, keep: true };
+        let pool = row.pool.filter(|_| kind == Some(LvType::Thin));
+        let volume = LogicalVolume {
+            size: LvSize::Bytes(row.size),
+            kind,
+            pool,
+            content: None,
+            uuid: Some(row.uuid),
+            keep: true,
+        };
         volumes.insert(name, volume);
     }
     let devices: Vec<String> = volumes
@@ -517,7 +508,10 @@ pub fn read_pools(system: &dyn System, plan: &mut Plan) -> Result<Vec<String>, A
             .map_err(|e| AdoptError::Unreadable(format!("cannot read what {} holds: {e}", candidate.device)))?;
         for signature in signatures {
             let Some(name) = signature.zfs_pool() else { continue };
-            let guid = signature.uuid.clone().unwrap_or_default();
+            // blkid reads the pool's GUID from the label as its UUID; a label without one is unreadable.
+            let guid = signature.uuid.clone().ok_or_else(|| {
+                AdoptError::Unreadable(format!("{}: the ZFS label of pool {name} shows no GUID", candidate.device))
+            })?;
             let entry = labelled.entry(name.to_string()).or_insert_with(|| (guid.clone(), Vec::new()));
             if entry.0 != guid {
                 return Err(AdoptError::Unreadable(format!(
@@ -574,15 +568,10 @@ fn read_pool(
 ) -> Result<(Pool, Vec<String>, String), AdoptError> {
     let unreadable = |why: String| AdoptError::Unreadable(format!("pool {name}: {why}"));
     let status = zfs.status(name)?;
-    let tree = &status["pools"][name];
-    let guid = match &tree["pool_guid"] {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return Err(unreadable("zpool status shows no GUID".into())),
-    };
+    let guid = status.pool_guid.clone();
     let mut members = Vec::new();
-    let mut member_of = |leaf: &Value| -> Result<String, AdoptError> {
-        let path = leaf["path"].as_str().ok_or_else(|| unreadable(format!("{} has no device path", leaf["name"])))?;
+    let mut member_of = |leaf: &VdevStatus| -> Result<String, AdoptError> {
+        let path = leaf.path.as_deref().ok_or_else(|| unreadable(format!("{} has no device path", leaf.name)))?;
         let found = candidates.iter().find(|c| system.same_device(&c.device, path));
         let found = found.ok_or_else(|| {
             unreadable(format!("{path} is a member, but not a partition of the disks read (name its disk too)"))
@@ -590,13 +579,12 @@ fn read_pool(
         members.push(found.reference.clone());
         Ok(found.reference.clone())
     };
-    let mut vdevs_of = |class: &Value| -> Result<Vec<Vdev>, AdoptError> {
+    let mut vdevs_of = |class: &mut dyn Iterator<Item = &VdevStatus>| -> Result<Vec<Vdev>, AdoptError> {
         let mut vdevs: Vec<Vdev> = Vec::new();
         let mut striped = Vec::new();
-        for vdev in class.as_object().map(|o| o.values().collect::<Vec<_>>()).unwrap_or_default() {
-            let kind = vdev["vdev_type"].as_str().unwrap_or_default();
-            let vdev_name = vdev["name"].as_str().unwrap_or_default();
-            let mode = match kind {
+        for vdev in class {
+            let vdev_name = vdev.name.as_str();
+            let mode = match vdev.vdev_type.as_str() {
                 "disk" | "file" => {
                     striped.push(member_of(vdev)?);
                     continue;
@@ -609,8 +597,7 @@ fn read_pool(
                     return Err(unreadable(format!("its vdev {vdev_name} is a {other}, which plans do not describe")))
                 }
             };
-            let leaves = vdev["vdevs"].as_object().map(|o| o.values().collect::<Vec<_>>()).unwrap_or_default();
-            let members = leaves.into_iter().map(&mut member_of).collect::<Result<Vec<_>, _>>()?;
+            let members = vdev.vdevs.values().map(&mut member_of).collect::<Result<Vec<_>, _>>()?;
             vdevs.push(Vdev { mode, members });
         }
         if !striped.is_empty() {
@@ -618,35 +605,35 @@ fn read_pool(
         }
         Ok(vdevs)
     };
-    let data = vdevs_of(&tree["vdevs"][name]["vdevs"])?;
-    let log = vdevs_of(&tree["logs"])?;
-    let special = vdevs_of(&tree["special"])?;
-    let dedup = vdevs_of(&tree["dedup"])?;
-    let mut leaves = |class: &Value| -> Result<Vec<String>, AdoptError> {
-        let list = class.as_object().map(|o| o.values().collect::<Vec<_>>()).unwrap_or_default();
-        list.into_iter().map(&mut member_of).collect()
-    };
-    let cache = leaves(&tree["l2cache"])?;
-    let spare = leaves(&tree["spares"])?;
+    let data = vdevs_of(&mut status.data())?;
+    let log = vdevs_of(&mut status.logs.values())?;
+    let special = vdevs_of(&mut status.special.values())?;
+    let dedup = vdevs_of(&mut status.dedup.values())?;
+    let cache = status.l2cache.values().map(&mut member_of).collect::<Result<Vec<_>, _>>()?;
+    let spare = status.spares.values().map(&mut member_of).collect::<Result<Vec<_>, _>>()?;
     let mut pool = Pool { cache, spare, log, special, dedup, ..Pool::default() };
     // One data vdev and nothing else: the pool's mode says it.
     match (data.as_slice(), pool.log.is_empty() && pool.special.is_empty() && pool.dedup.is_empty()) {
         ([only], true) if pool.cache.is_empty() && pool.spare.is_empty() => pool.mode = only.mode,
         _ => pool.vdevs = data,
     }
-    let pool_properties = zfs.pool_properties(name)?;
-    let pool_properties = &pool_properties["pools"][name]["properties"];
-    pool.options = set_here(pool_properties)
+    let pool_listing = zfs.pool_properties(name)?;
+    let pool_properties = pool_listing
+        .pools
+        .get(name)
+        .ok_or_else(|| unreadable("zpool get shows no properties of it".into()))?
+        .properties
+        .clone();
+    pool.options = set_here(&pool_properties)
         .into_iter()
         // Features a new pool enables anyway are no part of how it was made.
         .filter(|(key, _)| !IMPORT_PROPERTIES.contains(&key.as_str()) && !key.starts_with("feature@"))
         .collect();
-    let altroot = pool_properties["altroot"]["value"].as_str().filter(|root| root.starts_with('/')).map(str::to_string);
+    let altroot = pool_properties.get("altroot").map(|p| p.value.clone()).filter(|root| root.starts_with('/'));
     let listing = zfs.all_properties(name)?;
-    let entries = listing["datasets"].as_object().cloned().unwrap_or_default();
     let mut datasets = IndexMap::new();
-    for (full, entry) in &entries {
-        let mut properties = set_here(&entry["properties"]);
+    for (full, entry) in &listing.datasets {
+        let mut properties = set_here(&entry.properties);
         // ZFS shows mountpoints under the import's altroot.
         if let (Some(root), Some(mountpoint)) = (&altroot, properties.get_mut("mountpoint")) {
             if let Some(rest) = mountpoint.strip_prefix(root.trim_end_matches('/')) {
@@ -654,7 +641,7 @@ fn read_pool(
             }
         }
         // An encryption root's settings show as fixed, not set: they are what it was made with.
-        let shown = |key: &str| entry["properties"][key]["value"].as_str().map(str::to_string);
+        let shown = |key: &str| entry.properties.get(key).map(|p| p.value.clone());
         if shown("encryptionroot").as_deref() == Some(full.as_str()) {
             for key in ["encryption", "keyformat", "keylocation", "pbkdf2iters"] {
                 match shown(key) {
@@ -670,7 +657,7 @@ fn read_pool(
             continue;
         }
         let Some(relative) = full.strip_prefix(&format!("{name}/")) else { continue };
-        let volume = entry["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("volume"));
+        let volume = entry.kind.eq_ignore_ascii_case("volume");
         let size = if volume {
             properties.remove("volsize");
             let bytes = shown("volsize").and_then(|v| v.parse::<u64>().ok());
@@ -688,17 +675,6 @@ fn read_pool(
 }
 
 /// The properties a `-j` listing shows as set on the dataset or pool itself (source `LOCAL`).
-fn set_here(properties: &Value) -> BTreeMap<String, String> {
-    let Some(map) = properties.as_object() else { return BTreeMap::new() };
-    map.iter()
-        .filter(|(_, p)| p["source"]["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("local")))
-        .filter_map(|(key, p)| {
-            let value = match &p["value"] {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return None,
-            };
-            Some((key.clone(), value))
-        })
-        .collect()
+fn set_here(properties: &BTreeMap<String, Property>) -> BTreeMap<String, String> {
+    properties.iter().filter(|(_, p)| p.is_local()).map(|(key, p)| (key.clone(), p.value.clone())).collect()
 }

@@ -20,7 +20,7 @@ use crate::ops::{self, ProbeContext, RunContext};
 use crate::reports::Reports;
 use crate::secret::Secret;
 use crate::system::System;
-use crate::zfs::{Zfs, ZfsError};
+use crate::tools::zfs::{Zfs, ZfsError};
 
 /// What to do with the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,6 @@ pub mod reports;
 pub mod secret;
 pub mod system;
 pub mod tools;
-pub mod zfs;
 
 pub use events::Event;
 pub use execute::{

@@ -22,6 +22,8 @@ programs=(
     /usr/bin/nix
     # disko's scripts, for the benchmark: bash, and partprobe after each partition.
     /usr/bin/bash /usr/sbin/partprobe
+    # Where the benchmark's mount spends its time: strace of one untimed run.
+    /usr/bin/strace
 )
 # Every program of the machine being installed that the one program list names (nix/programs.json, as
 # `nix-dabei programs --json` prints it), as this machine has it (scripts/setup installs their Debian

@@ -47,6 +47,14 @@ const LAYOUTS: [Layout; 4] = [
     Layout { name: "lvm-single", disks: 1, secrets: Secrets::None, mirror: false },
 ];
 
+/// The layouts to run: all, or those named in `NIX_DABEI_BENCH_LAYOUTS` (comma-separated), for measuring
+/// one change on the layouts it concerns.
+fn layouts() -> Vec<&'static Layout> {
+    let chosen = std::env::var("NIX_DABEI_BENCH_LAYOUTS").unwrap_or_default();
+    let chosen: Vec<&str> = chosen.split(',').map(str::trim).filter(|name| !name.is_empty()).collect();
+    LAYOUTS.iter().filter(|layout| chosen.is_empty() || chosen.contains(&layout.name)).collect()
+}
+
 /// The benchmark as a scenario of the harness: one boot per layout, figures printed by its check.
 pub fn scenario() -> Scenario {
     Scenario {
@@ -54,8 +62,8 @@ pub fn scenario() -> Scenario {
         folder: None,
         copy: Vec::new(),
         disks: vec![DiskSpec::virtio("b0", 3 * GIB), DiskSpec::virtio("b1", 3 * GIB)],
-        boots: LAYOUTS
-            .iter()
+        boots: layouts()
+            .into_iter()
             .map(|layout| BootScript {
                 source: format!("vm-tests/src/bench.rs for {}", layout.name),
                 script: format!(". /host/lib/common.sh\n{}", guest_script(layout)),
@@ -103,7 +111,7 @@ fn prepare(share: &Path) -> Result<()> {
     }
     let plans = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
     let binary = share.join("bin/nix-dabei");
-    for layout in &LAYOUTS {
+    for layout in layouts() {
         let folder = share.join("bench").join(layout.name);
         fs::create_dir_all(&folder)?;
         fs::copy(plans.join(format!("{}.toml", layout.name)), folder.join("plan.toml"))?;
@@ -224,12 +232,74 @@ one() {{ # side run [script]
 for run in $(seq 1 {runs}); do
     if [ $((run % 2)) = 1 ]; then one disko $run; one nix-dabei $run; else one nix-dabei $run; one disko $run; fi
 done
-{production}clean
+{production}# Where mount's time goes: one more mount, untimed, under strace (every program it starts, and when
+# each ends), after the same clean start as the timed runs.
+clean
+run=traced
+create_nix_dabei
+unmount_nix_dabei
+sync
+echo 3 > /proc/sys/vm/drop_caches
+strace -f -ttt -e trace=execve -e signal=none -o "$out/strace-mount.txt" \
+    nix-dabei mount "$B/plan.toml" --passphrase-file /host/passphrase --json > "$out/mount-traced.jsonl"
+unmount_nix_dabei
+clean
 "#,
         name = layout.name,
         disks = disks.join(" "),
         runs = RUNS,
     )
+}
+
+/// The programs the traced mount started (strace -f -ttt -e trace=execve), each with how long it ran,
+/// and the whole run: where mount's time goes.
+fn traced_programs(out: &Path) -> Result<Option<String>> {
+    let Ok(text) = fs::read_to_string(out.join("strace-mount.txt")) else { return Ok(None) };
+    // pid -> (program, started, ended)
+    let mut runs: BTreeMap<u32, (String, f64, Option<f64>)> = BTreeMap::new();
+    let mut order = Vec::new();
+    for line in text.lines() {
+        let mut words = line.splitn(3, ' ');
+        let (Some(pid), Some(time), Some(rest)) = (words.next(), words.next(), words.next()) else { continue };
+        let (Ok(pid), Ok(time)) = (pid.parse::<u32>(), time.parse::<f64>()) else { continue };
+        // A call another thread interrupts shows in two parts: "execve(... <unfinished ...>", then
+        // "<... execve resumed>) = 0".
+        fn program(call: &str) -> &str {
+            call.split('"').next().unwrap_or_default().rsplit('/').next().unwrap_or_default()
+        }
+        if let Some(call) = rest.strip_prefix("execve(\"") {
+            if rest.ends_with("= 0") || rest.ends_with("<unfinished ...>") {
+                let started = runs.get(&pid).map_or(time, |run| run.1);
+                runs.insert(pid, (program(call).to_string(), started, None));
+                if !order.contains(&pid) {
+                    order.push(pid);
+                }
+            }
+        } else if rest.starts_with("<... execve resumed>") && !rest.ends_with("= 0") {
+            runs.remove(&pid);
+        } else if rest.starts_with("+++ exited") || rest.starts_with("+++ killed") {
+            if let Some(run) = runs.get_mut(&pid) {
+                run.2 = Some(time);
+            }
+        }
+    }
+    let Some((_, (_, first, Some(last)))) = runs.iter().find(|(_, run)| run.0 == "nix-dabei") else {
+        return Ok(None);
+    };
+    let whole = last - first;
+    let children: Vec<String> = order
+        .iter()
+        .filter_map(|pid| runs.get(pid))
+        .filter(|run| run.0 != "nix-dabei")
+        .map(|(program, started, ended)| match ended {
+            Some(ended) => format!("{program} {:.3} s", ended - started),
+            None => format!("{program} (no end)"),
+        })
+        .collect();
+    Ok(Some(format!(
+        "mount under strace (slower than untraced): {whole:.3} s; programs it started, in order: {}",
+        if children.is_empty() { "none".to_string() } else { children.join(", ") }
+    )))
 }
 
 /// Median, minimum and maximum.
@@ -304,7 +374,7 @@ fn print_figures(share: &Path) -> Result<()> {
          then one run each with production settings (cryptsetup's argon2id benchmark to 2 s, up to 1 GiB \
          and 4 threads; ZFS's default pbkdf2iters=350000)"
     );
-    for layout in &LAYOUTS {
+    for layout in layouts() {
         let out = share.join("out").join(layout.name);
         check_same_result(&out).with_context(|| format!("layout {}", layout.name))?;
         let (times, peak) = read_times(&out)?;
@@ -338,6 +408,9 @@ fn print_figures(share: &Path) -> Result<()> {
             ", with libcryptsetup's argon2id working memory"
         };
         println!("bench:   peak RSS of nix-dabei apply {:.1} MiB{kdf} (target < 20 MiB)", peak as f64 / 1024.0);
+        if let Some(spans) = traced_programs(&out)? {
+            println!("bench:   {spans}");
+        }
         let production = |side: &str, phase: &str| times.get(&(side.into(), phase.into(), "production".into()));
         if let (Some(dc), Some(oc), Some(dm), Some(om)) = (
             production("disko", "create"),

@@ -2,27 +2,27 @@
 //! in JSON.
 
 use layouts::steps::{LvCreate, PvCreate, VgActivate, VgCreate, VgDeactivate};
-use serde_json::Value;
 
 use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
 use crate::execute::{Outlook, StepError};
-use layouts::steps::CommandLine;
+use crate::tools::lvm::{self, LogicalVolume, PhysicalVolume};
 
-/// One row of `pvs` or `lvs`.
-type Row = serde_json::Map<String, Value>;
-
-/// Rows of an LVM report (`--reportformat json`): `{"report": [{"pv": [{...}, ...]}]}`.
-fn report(cx: &ProbeContext<'_>, program: &str, kind: &str, fields: &str) -> Result<Vec<Row>, String> {
-    let line = CommandLine::new(program, ["--reportformat", "json", "-o", fields]);
-    let output = cx.reports.run(cx.system, &line).map_err(|e| format!("cannot read LVM's {kind}s: {e}"))?;
-    let value: Value = serde_json::from_str(&output).map_err(|e| format!("`{line}` printed no JSON report: {e}"))?;
-    let rows = value["report"].as_array().and_then(|r| r.first()).and_then(|r| r[kind].as_array());
-    let rows = rows.ok_or_else(|| format!("`{line}` printed no {kind} list"))?;
-    Ok(rows.iter().filter_map(|r| r.as_object().cloned()).collect())
+/// Every physical volume, as `pvs` reports it (once between writes).
+fn physical_volumes(cx: &ProbeContext<'_>) -> Result<Vec<PhysicalVolume>, String> {
+    let output = cx
+        .reports
+        .run(cx.system, &lvm::physical_volumes_command())
+        .map_err(|e| format!("cannot read LVM's physical volumes: {e}"))?;
+    lvm::parse_physical_volumes(&output).map_err(|e| e.to_string())
 }
 
-fn field<'a>(row: &'a Row, name: &str) -> &'a str {
-    row.get(name).and_then(Value::as_str).unwrap_or_default()
+/// Every logical volume, as `lvs` reports it (once between writes).
+fn logical_volumes(cx: &ProbeContext<'_>) -> Result<Vec<LogicalVolume>, String> {
+    let output = cx
+        .reports
+        .run(cx.system, &lvm::logical_volumes_command())
+        .map_err(|e| format!("cannot read LVM's logical volumes: {e}"))?;
+    lvm::parse_logical_volumes(&output).map_err(|e| e.to_string())
 }
 
 impl Perform for PvCreate {
@@ -40,31 +40,35 @@ impl Perform for PvCreate {
 /// listing serves both); a conflict when another group holds one of them, or the name belongs to a group
 /// of other volumes, or a kept group has another UUID.
 fn look(op: &VgCreate, cx: &ProbeContext<'_>) -> Outlook {
-    let pvs = match report(cx, "pvs", "pv", "pv_name,pv_uuid,vg_name,vg_uuid") {
+    let pvs = match physical_volumes(cx) {
         Ok(pvs) => pvs,
         Err(why) => return Outlook::Conflict(why),
     };
-    let ours = |row: &Row| op.uuids.iter().any(|u| u.eq_ignore_ascii_case(field(row, "pv_uuid")));
-    for row in &pvs {
-        let (group, name) = (field(row, "vg_name"), field(row, "pv_name"));
-        if ours(row) && !group.is_empty() && group != op.name {
-            return Outlook::Conflict(format!("{name} belongs to volume group {group}, not {}", op.name));
-        }
-        if !ours(row) && group == op.name {
-            return Outlook::Conflict(format!(
-                "a volume group {} already exists with {name}, which is not the plan's: rename or remove it",
-                op.name
-            ));
+    let ours = |pv: &PhysicalVolume| op.uuids.iter().any(|u| u.eq_ignore_ascii_case(&pv.uuid));
+    let in_group = |pv: &PhysicalVolume| pv.group.as_deref() == Some(op.name.as_str());
+    for pv in &pvs {
+        let name = &pv.device;
+        match &pv.group {
+            Some(group) if ours(pv) && *group != op.name => {
+                return Outlook::Conflict(format!("{name} belongs to volume group {group}, not {}", op.name));
+            }
+            Some(_) if !ours(pv) && in_group(pv) => {
+                return Outlook::Conflict(format!(
+                    "a volume group {} already exists with {name}, which is not the plan's: rename or remove it",
+                    op.name
+                ));
+            }
+            _ => {}
         }
     }
-    let members: Vec<&Row> = pvs.iter().filter(|r| ours(r) && field(r, "vg_name") == op.name).collect();
+    let members: Vec<&PhysicalVolume> = pvs.iter().filter(|pv| ours(pv) && in_group(pv)).collect();
     if members.len() != op.uuids.len() {
         // A kept group's volumes may not be visible yet (in containers opened by earlier steps): to do, and
         // performing it is refused.
         return Outlook::Todo { destroys: false };
     }
     // A kept group may only be found, with its UUID.
-    let found = members.first().map(|row| field(row, "vg_uuid"));
+    let found = members.first().and_then(|pv| pv.group_uuid.as_deref());
     match (&op.uuid, found) {
         (Some(uuid), found) if !found.is_some_and(|f| f.eq_ignore_ascii_case(uuid)) => Outlook::Conflict(format!(
             "volume group {} has UUID {}, not the kept group's {uuid}",
@@ -105,17 +109,16 @@ impl Perform for LvCreate {
     /// Done when the group (the plan's own, as the step before checked) has the volume; a kept volume
     /// must be there with its UUID (another is a conflict), and is never made.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
-        let lvs = match report(cx, "lvs", "lv", "lv_name,vg_name,lv_uuid") {
+        let lvs = match logical_volumes(cx) {
             Ok(lvs) => lvs,
             Err(why) => return Outlook::Conflict(why),
         };
-        let found = lvs.iter().find(|r| field(r, "vg_name") == self.group && field(r, "lv_name") == self.name);
+        let found = lvs.iter().find(|lv| lv.group == self.group && lv.name == self.name);
         let volume = format!("{}/{}", self.group, self.name);
         match (found, &self.uuid) {
-            (Some(row), Some(uuid)) if !field(row, "lv_uuid").eq_ignore_ascii_case(uuid) => Outlook::Conflict(format!(
-                "logical volume {volume} has UUID {}, not the kept volume's {uuid}",
-                field(row, "lv_uuid")
-            )),
+            (Some(lv), Some(uuid)) if !lv.uuid.eq_ignore_ascii_case(uuid) => {
+                Outlook::Conflict(format!("logical volume {volume} has UUID {}, not the kept volume's {uuid}", lv.uuid))
+            }
             (Some(_), _) => Outlook::Done(format!("logical volume {volume} exists")),
             // Its group may not be visible yet (in containers opened by earlier steps); performing is refused.
             (None, _) => Outlook::Todo { destroys: false },

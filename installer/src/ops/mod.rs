@@ -25,7 +25,7 @@ use crate::execute::{Options, Outlook, Secrets, StepError};
 use crate::journal::Journal;
 use crate::reports::Reports;
 use crate::system::System;
-use crate::zfs::Zfs;
+use crate::tools::zfs::Zfs;
 
 /// What a probe may look at.
 #[derive(Clone, Copy)]

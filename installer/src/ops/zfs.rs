@@ -7,7 +7,7 @@ use layouts::OperationKind;
 use super::{io, run_own_command, Perform, ProbeContext, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
-use crate::zfs::ZfsError;
+use crate::tools::zfs::ZfsError;
 
 /// Partition numbers a GPT holds (its 128 entries).
 const MAX_PARTITION_NUMBER: u32 = 128;
@@ -305,7 +305,7 @@ fn in_place(op: &ZpoolCreate, cx: &ProbeContext<'_>, anew: &dyn Fn(&str) -> bool
 fn growth_of_imported(
     op: &ZpoolCreate,
     system: &dyn crate::system::System,
-    zfs: &crate::zfs::Zfs<'_>,
+    zfs: &crate::tools::zfs::Zfs<'_>,
 ) -> Result<Vec<layouts::CommandLine>, String> {
     let members =
         zfs.pool_members(&op.pool).map_err(|e| format!("cannot read the members of pool {}: {e}", op.pool))?;

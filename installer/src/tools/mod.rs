@@ -1,8 +1,10 @@
 //! Adapters of the external tools whose output the executor reads: each turns what its tool prints into
 //! typed values that the operations, adopt and the simulator share, and a changed shape into a
-//! [`ToolOutputError`] naming the tool and the field, never into empty data. (ZFS's is [`crate::zfs`].)
+//! [`ToolOutputError`] naming the tool and the field, never into empty data.
 
+pub mod lvm;
 pub mod mdadm;
+pub mod zfs;
 
 /// A tool printed something not of the shape its adapter reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,4 +28,25 @@ impl ToolOutputError {
     pub fn missing(tool: &'static str, field: &str) -> ToolOutputError {
         ToolOutputError { tool, field: field.to_string(), problem: format!("no {field}") }
     }
+}
+
+/// Reads a tool's JSON into its shape; what does not fit is an error naming the tool and the field (its
+/// path, such as `report[0].pv[1].pv_uuid`), and `what` says what the output should have been.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    tool: &'static str,
+    text: &str,
+    what: &str,
+) -> Result<T, ToolOutputError> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        // serde names a missing field only in its message: "missing field `pv_uuid` at line 3 column 9".
+        let field = match inner.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')) {
+            Some((missing, _)) if path == "." => missing.to_string(),
+            Some((missing, _)) => format!("{path}.{missing}"),
+            None => path,
+        };
+        ToolOutputError::new(tool, &field, format!("{what} ({inner})"))
+    })
 }

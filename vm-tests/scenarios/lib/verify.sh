@@ -22,6 +22,12 @@ verify_mounted() {
     if zpool list -H -o name | grep -q .; then
         zpool status -j --json-int > /host/out/zpool-status.json
         zfs get -j -p -o name,property,value mountpoint,encryption,keystatus,compression > /host/out/zfs-get.json
+        # What the executor's ZFS adapter reads, as it asks it: kept as its fixtures (installer/tests/fixtures).
+        for pool in $(zpool list -H -o name); do
+            zfs get -j -r -p -t filesystem,volume -o name,property,value,source all "$pool" \
+                > "/host/out/zfs-get-all-$pool.json"
+            zpool get -j -p all "$pool" > "/host/out/zpool-get-all-$pool.json"
+        done
     fi
     cp /run/nix-dabei/journal.json /host/out/journal-boot2.json
 }

@@ -10,6 +10,10 @@
 verify_mounted
 lvs --reportformat json -o lv_name,segtype,pool_lv,lv_active,lv_uuid,vg_uuid main > /host/out/lvs.json
 pvs --reportformat json -o pv_name,vg_name > /host/out/pvs.json
+# What the executor's LVM adapter reads, as it asks it: kept as its fixtures (installer/tests/fixtures).
+pvs --reportformat json --units b --nosuffix -o pv_name,pv_uuid,vg_name,vg_uuid > /host/out/lvm-pvs.json
+lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_uuid,lv_size,segtype,pool_lv \
+  > /host/out/lvm-lvs.json
 /usr/sbin/cryptsetup open --test-passphrase --key-file /host/extra.key /dev/disk/by-id/virtio-v1-part3
 /usr/sbin/cryptsetup luksDump /dev/disk/by-id/virtio-v1-part3 > /host/out/luks-dump-v1.txt
 unmount_after_verify

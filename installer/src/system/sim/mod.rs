@@ -14,7 +14,6 @@ use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
 use partitioner::discover::DevNo;
 use partitioner::table::TableEntry;
 use partitioner::{DiskError, DiskInfo, InUse, KernelPartition, PartitionInfo, Signature, TableState};
-use serde_json::{json, Map, Value};
 
 use super::{MountEntry, System};
 use crate::command::CommandError;
@@ -22,38 +21,15 @@ use crate::lock::{Hold, LockError};
 use crate::luks::{LuksError, LuksHeader};
 use crate::secret::Secret;
 use crate::tools::mdadm::ArrayDetail;
+use btrfs::SimBtrfs;
+use lvm::{SimGroup, SimVolume};
+use zfs::{SimDataset, SimPool};
 
-#[derive(Debug, Default)]
-struct SimDataset {
-    volume: bool,
-    encryption_root: Option<String>,
-    keylocation: String,
-    /// Properties given at creation or set since, as ZFS shows them.
-    properties: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default)]
-struct SimPool {
-    /// The pool's GUID, new with every `zpool create`.
-    guid: u64,
-    /// Member devices, canonical.
-    members: Vec<String>,
-    imported: bool,
-    exported_cleanly: bool,
-    /// The host id of the system that last imported it.
-    host_id: Option<u32>,
-    datasets: BTreeMap<String, SimDataset>,
-    /// Encryption roots whose key is loaded.
-    unlocked: BTreeSet<String>,
-    key: Vec<u8>,
-}
-
-/// What a btrfs holds: subvolume paths and files (path inside the top level -> contents).
-#[derive(Debug, Default)]
-struct SimBtrfs {
-    subvolumes: BTreeSet<String>,
-    files: BTreeMap<String, Vec<u8>>,
-}
+mod btrfs;
+mod lvm;
+mod mdadm;
+mod mkfs;
+mod zfs;
 
 #[derive(Debug, Default)]
 struct State {
@@ -80,10 +56,10 @@ struct State {
     btrfs_mounted_subvolume: BTreeMap<String, String>,
     /// RAID arrays: name -> (what `mdadm --detail --export` shows, running).
     md_arrays: BTreeMap<String, (ArrayDetail, bool)>,
-    /// LVM volume groups: name -> physical volume devices (canonical).
-    volume_groups: BTreeMap<String, Vec<String>>,
-    /// LVM logical volumes: (group, volume) -> active.
-    logical_volumes: BTreeMap<(String, String), bool>,
+    /// LVM volume groups by name.
+    volume_groups: BTreeMap<String, SimGroup>,
+    /// LVM logical volumes by (group, volume).
+    logical_volumes: BTreeMap<(String, String), SimVolume>,
     /// Targets mounted read-only: mounting and unmounting them writes nothing, so they are no change.
     read_only_mounts: BTreeSet<String>,
     /// Folders made with `create_private_dir` (under /run: gone at a reboot).
@@ -205,7 +181,7 @@ impl SimSystem {
         state.power_cut_at = None;
         state.mounts.clear();
         state.read_only_mounts.clear();
-        state.logical_volumes.values_mut().for_each(|active| *active = false);
+        state.logical_volumes.values_mut().for_each(|volume| volume.active = false);
         state.md_arrays.values_mut().for_each(|(_, running)| *running = false);
         state.private_dirs.clear();
         state.swaps.clear();
@@ -228,7 +204,11 @@ impl SimSystem {
         let device = state.canonical(device);
         let uuid = state.uuid();
         state.set_signature(&device, "zfs_member", Some(name.to_string()), uuid);
-        let mut pool = SimPool { members: vec![device], imported, exported_cleanly: true, ..SimPool::default() };
+        state.next_uuid += 1;
+        let guid = 0x5157_0000_0000_0000 | state.next_uuid;
+        let tree = zfs::vdev_tree(name, guid, std::slice::from_ref(&device));
+        let mut pool =
+            SimPool { guid, members: vec![device], tree, imported, exported_cleanly: true, ..SimPool::default() };
         pool.datasets.insert(name.to_string(), SimDataset::default());
         state.pools.insert(name.to_string(), pool);
     }
@@ -371,8 +351,8 @@ impl State {
             return self.md_arrays.get(name).is_some_and(|(_, running)| *running);
         }
         if let Some((group, volume)) = canonical.strip_prefix("/dev/").and_then(|rest| rest.split_once('/')) {
-            if let Some(active) = self.logical_volumes.get(&(group.to_string(), volume.to_string())) {
-                return *active;
+            if let Some(lv) = self.logical_volumes.get(&(group.to_string(), volume.to_string())) {
+                return lv.active;
             }
         }
         if let Some((device, inner)) = self.btrfs_path(path) {
@@ -459,209 +439,6 @@ impl State {
         self.btrfs.remove(device);
     }
 
-    /// tune.exfat: `-I 0xSERIAL` (blkid then reads `SERI-AL..`) or `-L LABEL` (empty: none), on the last
-    /// argument's exFAT.
-    fn tune_exfat(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
-        let device = self.canonical(args.last().copied().unwrap_or_default());
-        let Some(exfat) = self.signatures.get_mut(&device).and_then(|s| s.iter_mut().find(|s| s.kind == "exfat"))
-        else {
-            return Err(failed(line, format!("{device}: no exFAT there")));
-        };
-        match args {
-            ["-I", serial, _] => {
-                let hex = serial.trim_start_matches("0x").to_ascii_uppercase();
-                if hex.len() != 8 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(failed(line, format!("invalid serial {serial}")));
-                }
-                exfat.uuid = Some(format!("{}-{}", &hex[..4], &hex[4..]));
-            }
-            ["-L", label, _] => exfat.label = (!label.is_empty()).then(|| label.to_string()),
-            _ => return Err(failed(line, format!("the simulated tune.exfat cannot do {line}"))),
-        }
-        Ok(String::new())
-    }
-
-    /// The btrfs device and the path inside its top level that a path under a btrfs mount names.
-    fn btrfs_path(&self, path: &str) -> Option<(String, String)> {
-        let mount = self
-            .mounts
-            .iter()
-            .rev()
-            .filter(|m| m.fs_type == "btrfs")
-            .filter(|m| path == m.target || path.strip_prefix(&m.target).is_some_and(|rest| rest.starts_with('/')))
-            .max_by_key(|m| m.target.len())?;
-        let rest = path[mount.target.len()..].trim_matches('/');
-        let subvolume = self.btrfs_mounted_subvolume.get(&mount.target).cloned().unwrap_or_default();
-        let inner = [subvolume.trim_matches('/'), rest].iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>();
-        Some((mount.source.clone(), inner.join("/")))
-    }
-
-    /// mdadm, as far as the executor uses it.
-    fn mdadm(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
-        let name = args.get(1).and_then(|a| a.strip_prefix("/dev/md/")).unwrap_or_default().to_string();
-        let uuid = args.iter().find_map(|a| a.strip_prefix("--uuid=")).unwrap_or_default().to_string();
-        let members: Vec<String> =
-            args.iter().skip(2).filter(|a| !a.starts_with('-')).map(|d| self.canonical(d)).collect();
-        match args.first().copied() {
-            Some("--create") => {
-                if let Some(missing) = members.iter().find(|d| !self.exists(d)) {
-                    return Err(failed(line, format!("cannot open {missing}: No such file or directory")));
-                }
-                let dashed = layouts::nodes::mdadm::blkid_form(&uuid);
-                // A new array holds nothing: no table, no signatures, on it or on its partitions.
-                let array = format!("/dev/md/{name}");
-                self.tables.remove(&array);
-                self.signatures.retain(|device, _| device != &array && !device.starts_with(&array));
-                for member in &members {
-                    self.set_signature(member, "linux_raid_member", Some(format!("any:{name}")), dashed.clone());
-                }
-                let option = |key: &str| args.iter().find_map(|a| a.strip_prefix(key)).unwrap_or_default().to_string();
-                let detail = ArrayDetail {
-                    level: format!("raid{}", option("--level=")),
-                    devices: members.len(),
-                    metadata: option("--metadata="),
-                    uuid,
-                    members,
-                };
-                self.md_arrays.insert(name, (detail, true));
-                Ok(String::new())
-            }
-            Some("--assemble") => match self.md_arrays.get_mut(&name) {
-                Some((known, running)) if known.uuid == uuid => {
-                    *running = true;
-                    Ok(String::new())
-                }
-                _ => Err(failed(line, format!("/dev/md/{name}: no devices found for this array"))),
-            },
-            Some("--stop") => match self.md_arrays.get_mut(&name) {
-                Some((_, running)) if *running => {
-                    *running = false;
-                    Ok(String::new())
-                }
-                _ => Err(failed(line, format!("error opening /dev/md/{name}: No such file or directory"))),
-            },
-            _ => {
-                let name = args.last().and_then(|a| a.strip_prefix("/dev/md/")).unwrap_or_default();
-                match self.md_arrays.get(name) {
-                    Some((detail, true)) => Ok(detail.export(name)),
-                    _ => Err(failed(line, format!("cannot open /dev/md/{name}"))),
-                }
-            }
-        }
-    }
-
-    /// LVM's programs, as far as the executor uses them.
-    fn lvm(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
-        let last = args.last().copied().unwrap_or_default();
-        match line.program.as_str() {
-            "pvcreate" => {
-                let device = self.canonical(last);
-                let uuid = args.windows(2).find(|w| w[0] == "--uuid").map(|w| w[1].to_string()).unwrap_or_default();
-                if !self.exists(&device) {
-                    return Err(failed(line, format!("No device found for {device}")));
-                }
-                self.set_signature(&device, "LVM2_member", None, uuid);
-                Ok(String::new())
-            }
-            "vgcreate" => {
-                let name = args.iter().find(|a| !a.starts_with('-')).copied().unwrap_or_default().to_string();
-                let devices: Vec<String> =
-                    args.iter().skip_while(|a| **a != name).skip(1).map(|d| self.canonical(d)).collect();
-                if self.volume_groups.contains_key(&name) {
-                    return Err(failed(line, format!("A volume group called {name} already exists.")));
-                }
-                let is_pv = |s: &State, d: &String| {
-                    s.signatures.get(d).is_some_and(|s| s.iter().any(|s| s.kind == "LVM2_member"))
-                };
-                if let Some(device) = devices.iter().find(|d| !is_pv(self, d)) {
-                    return Err(failed(line, format!("{device} is not a physical volume")));
-                }
-                self.volume_groups.insert(name, devices);
-                Ok(String::new())
-            }
-            "lvcreate" => {
-                let name = args.windows(2).find(|w| w[0] == "--name").map(|w| w[1].to_string()).unwrap_or_default();
-                let key = (last.to_string(), name);
-                if !self.volume_groups.contains_key(last) {
-                    return Err(failed(line, format!("Volume group \"{last}\" not found")));
-                }
-                if self.logical_volumes.contains_key(&key) {
-                    return Err(failed(line, format!("Logical Volume \"{}\" already exists", key.1)));
-                }
-                self.logical_volumes.insert(key, true);
-                Ok(String::new())
-            }
-            "vgchange" => {
-                let active = args.windows(2).any(|w| w[0] == "--activate" && w[1] == "y");
-                if !self.volume_groups.contains_key(last) {
-                    return Err(failed(line, format!("Volume group \"{last}\" not found")));
-                }
-                for ((group, _), state) in self.logical_volumes.iter_mut() {
-                    if group == last {
-                        *state = active;
-                    }
-                }
-                Ok(String::new())
-            }
-            "pvs" => {
-                let rows: Vec<serde_json::Value> = self
-                    .signatures
-                    .iter()
-                    .filter_map(|(device, s)| s.iter().find(|s| s.kind == "LVM2_member").map(|s| (device, s)))
-                    .map(|(device, s)| {
-                        let group = self.volume_groups.iter().find(|(_, pvs)| pvs.contains(device)).map(|(g, _)| g);
-                        let group = group.cloned().unwrap_or_default();
-                        serde_json::json!({ "pv_name": device, "pv_uuid": s.uuid, "vg_name": group })
-                    })
-                    .collect();
-                Ok(serde_json::json!({ "report": [{ "pv": rows }] }).to_string())
-            }
-            _ => {
-                let rows: Vec<serde_json::Value> = self
-                    .logical_volumes
-                    .keys()
-                    .map(|(group, name)| serde_json::json!({ "lv_name": name, "vg_name": group }))
-                    .collect();
-                Ok(serde_json::json!({ "report": [{ "lv": rows }] }).to_string())
-            }
-        }
-    }
-
-    /// `btrfs subvolume show|create PATH` and `btrfs filesystem mkswapfile --size N PATH`.
-    fn btrfs(&mut self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
-        let path = args.last().copied().unwrap_or_default();
-        let Some((device, inner)) = self.btrfs_path(path) else {
-            return Err(failed(line, format!("ERROR: not a btrfs filesystem: {path}")));
-        };
-        let parent = inner.rsplit_once('/').map_or("", |(parent, _)| parent).to_string();
-        let tree = self.btrfs.entry(device).or_default();
-        let parent_there = parent.is_empty() || tree.subvolumes.contains(&parent);
-        match args {
-            ["subvolume", "show", ..] if tree.subvolumes.contains(&inner) => Ok(format!("{inner}\n")),
-            ["subvolume", "show", ..] => Err(failed(line, format!("ERROR: cannot find {path}"))),
-            ["subvolume", "create", ..] if tree.subvolumes.contains(&inner) || tree.files.contains_key(&inner) => {
-                Err(failed(line, format!("ERROR: target path already exists: {path}")))
-            }
-            ["subvolume", "create", ..] if !parent_there => {
-                Err(failed(line, format!("ERROR: cannot access {parent}: No such file or directory")))
-            }
-            ["subvolume", "create", ..] => {
-                tree.subvolumes.insert(inner);
-                Ok(format!("Create subvolume '{path}'\n"))
-            }
-            ["filesystem", "mkswapfile", "--size", size, _] if parent_there && !tree.files.contains_key(&inner) => {
-                let size: usize = size.parse().map_err(|_| failed(line, format!("bad size {size}")))?;
-                let mut bytes = vec![0; size.min(4096)];
-                if bytes.len() == 4096 {
-                    bytes[4086..].copy_from_slice(b"SWAPSPACE2");
-                }
-                tree.files.insert(inner, bytes);
-                Ok(String::new())
-            }
-            _ => Err(failed(line, format!("the simulated btrfs cannot do {line}"))),
-        }
-    }
-
     /// Runs a program as the machine would; `Ok` holds its standard output.
     fn run(&mut self, line: &CommandLine, input: Option<&Secret>) -> Result<String, CommandError> {
         self.commands.push(line.clone());
@@ -680,40 +457,10 @@ impl State {
             self.change().map_err(|e| failed(line, e.to_string()))?;
         }
         match line.program.as_str() {
-            program if program.starts_with("mkfs.") || program == "mkswap" => {
-                let device = self.canonical(args.last().copied().unwrap_or_default());
-                if !self.exists(&device) {
-                    return Err(failed(line, format!("{device}: No such file or directory")));
-                }
-                // mkfs.btrfs takes every device of the filesystem at the end; all get its signature.
-                let devices: Vec<String> =
-                    args.iter().rev().map(|a| self.canonical(a)).take_while(|d| self.exists(d)).collect();
-                let label = args.windows(2).find(|w| w[0] == "-L" || w[0] == "-n").map(|w| w[1].to_string());
-                let kind = program.strip_prefix("mkfs.").unwrap_or("swap");
-                let given = args.windows(2).find_map(|w| match w[0] {
-                    "-U" => Some(w[1].to_string()),
-                    "-m" => w[1].strip_prefix("uuid=").map(str::to_string),
-                    "-i" => Some(format!("{}-{}", &w[1][..4.min(w[1].len())], &w[1][4.min(w[1].len())..])),
-                    _ => None,
-                });
-                let uuid = given.unwrap_or_else(|| self.uuid());
-                for device in devices {
-                    self.set_signature(&device, kind, label.clone(), uuid.clone());
-                    self.damaged.remove(&device);
-                }
-                Ok(String::new())
-            }
+            program if program.starts_with("mkfs.") || program == "mkswap" => self.mkfs(line, &args),
             "btrfs" if matches!(args.first(), Some(&"subvolume" | &"filesystem")) => self.btrfs(line, &args),
             "tune.exfat" => self.tune_exfat(line, &args),
-            "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "fsck.exfat" | "btrfs" => {
-                let device = self.canonical(args.last().copied().unwrap_or_default());
-                let made = self.signatures.get(&device).is_some_and(|s| !s.is_empty());
-                if made && !self.damaged.contains(&device) {
-                    Ok(if line.program == "xfs_db" { "inprogress = 0\n".into() } else { String::new() })
-                } else {
-                    Err(failed(line, format!("{device}: the filesystem is not whole")))
-                }
-            }
+            "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "fsck.exfat" | "btrfs" => self.check(line, &args),
             "swapon" | "swapoff" => {
                 let device = self.canonical(args.last().copied().unwrap_or_default());
                 if line.program == "swapoff" {
@@ -751,310 +498,6 @@ impl State {
                 Ok("simulated: the system would be built and installed here\n".into())
             }
             other => Err(CommandError::Spawn { command: line.to_string(), source: not_found(other) }),
-        }
-    }
-
-    fn zpool(&mut self, line: &CommandLine, args: &[&str], input: Option<&Secret>) -> Result<String, CommandError> {
-        match args.first().copied() {
-            Some("list") => {
-                let pools: Map<String, Value> = self
-                    .pools
-                    .iter()
-                    .filter(|(_, p)| p.imported)
-                    .map(|(n, p)| (n.clone(), json!({ "name": n, "pool_guid": p.guid.to_string() })))
-                    .collect();
-                Ok(if pools.is_empty() { String::new() } else { json!({ "pools": pools }).to_string() })
-            }
-            Some("create") => {
-                let mut root_options = BTreeMap::new();
-                let mut words = args[1..].iter();
-                let mut name = None;
-                while let Some(word) = words.next() {
-                    match *word {
-                        "-f" => {}
-                        "-o" | "-R" => {
-                            words.next();
-                        }
-                        "-O" => {
-                            if let Some((k, v)) = words.next().and_then(|kv| kv.split_once('=')) {
-                                root_options.insert(k.to_string(), v.to_string());
-                            }
-                        }
-                        pool => {
-                            name = Some(pool.to_string());
-                            break;
-                        }
-                    }
-                }
-                let name = name.ok_or_else(|| failed(line, "missing pool name"))?;
-                let keywords = ["mirror", "raidz1", "raidz2", "raidz3", "log", "special", "dedup", "cache", "spare"];
-                let members: Vec<String> = words.filter(|w| !keywords.contains(w)).map(|w| self.canonical(w)).collect();
-                if self.pools.get(&name).is_some_and(|p| p.imported) {
-                    return Err(failed(line, format!("cannot create '{name}': pool already exists")));
-                }
-                if let Some(missing) = members.iter().find(|m| !self.exists(m)) {
-                    return Err(failed(line, format!("cannot open '{missing}': no such device")));
-                }
-                let encrypted = root_options.get("encryption").is_some_and(|e| e != "off");
-                let keylocation = root_options.get("keylocation").cloned().unwrap_or_else(|| "prompt".into());
-                let key = input.map(|k| k.expose().to_vec()).unwrap_or_default();
-                if encrypted && keylocation == "prompt" && key.is_empty() {
-                    return Err(failed(line, "no key given on standard input"));
-                }
-                self.next_uuid += 1;
-                let guid = 0x5157_0000_0000_0000 | self.next_uuid;
-                let host_id = self.host_id;
-                let mut pool =
-                    SimPool { guid, members: members.clone(), imported: true, key, host_id, ..SimPool::default() };
-                let root = SimDataset {
-                    volume: false,
-                    encryption_root: encrypted.then(|| name.clone()),
-                    keylocation,
-                    properties: root_options.clone(),
-                };
-                pool.datasets.insert(name.clone(), root);
-                if encrypted {
-                    pool.unlocked.insert(name.clone());
-                }
-                for member in &members {
-                    let uuid = self.uuid();
-                    self.set_signature(member, "zfs_member", Some(name.clone()), uuid);
-                }
-                self.pools.insert(name, pool);
-                Ok(String::new())
-            }
-            Some("import") => {
-                let force = args.contains(&"-f");
-                let name = args.last().copied().unwrap_or_default().to_string();
-                let host_id = self.host_id;
-                let searched: Vec<String> =
-                    args.windows(2).filter(|w| w[0] == "-d").map(|w| self.canonical(w[1])).collect();
-                let pool = self
-                    .pools
-                    .get_mut(&name)
-                    .ok_or_else(|| failed(line, format!("cannot import '{name}': no such pool available")))?;
-                if pool.imported {
-                    return Err(failed(line, format!("cannot import '{name}': a pool with that name already exists")));
-                }
-                // With -d, only the devices named are searched.
-                if !searched.is_empty() && !pool.members.iter().all(|m| searched.contains(m)) {
-                    return Err(failed(line, format!("cannot import '{name}': no such pool available")));
-                }
-                // ZFS imports a pool that was not exported only on the host that last used it, or forced.
-                if !pool.exported_cleanly && pool.host_id != host_id && !force {
-                    return Err(failed(
-                        line,
-                        format!(
-                            "cannot import '{name}': pool was previously in use from \
-                        another system. The pool can be imported, use 'zpool import -f' to import the pool."
-                        ),
-                    ));
-                }
-                pool.imported = true;
-                pool.exported_cleanly = false;
-                pool.host_id = host_id;
-                Ok(String::new())
-            }
-            // `zpool attach [-f] [-o P=V] POOL EXISTING NEW` and `zpool add [-f] [-o P=V] POOL [CLASS] DEVICES`.
-            Some(verb @ ("attach" | "add")) => {
-                let mut words = args[1..].iter().copied().peekable();
-                while let Some(&word) = words.peek() {
-                    match word {
-                        "-f" => {}
-                        "-o" => {
-                            words.next();
-                        }
-                        _ => break,
-                    }
-                    words.next();
-                }
-                let name = words.next().ok_or_else(|| failed(line, "missing pool name"))?.to_string();
-                let keywords = ["mirror", "raidz1", "raidz2", "raidz3", "log", "special", "dedup", "cache", "spare"];
-                let mut devices: Vec<String> =
-                    words.filter(|w| !keywords.contains(w)).map(|w| self.canonical(w)).collect();
-                let pool = self
-                    .pools
-                    .get(&name)
-                    .filter(|p| p.imported)
-                    .ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
-                if verb == "attach" {
-                    let existing = devices.first().cloned().unwrap_or_default();
-                    if devices.len() != 2 || !pool.members.contains(&existing) {
-                        return Err(failed(line, format!("cannot attach to {existing}: no such device in pool")));
-                    }
-                    devices.remove(0);
-                }
-                if let Some(missing) = devices.iter().find(|m| !self.exists(m)) {
-                    return Err(failed(line, format!("cannot open '{missing}': no such device")));
-                }
-                if let Some(taken) = devices.iter().find(|d| self.pools.values().any(|p| p.members.contains(d))) {
-                    return Err(failed(line, format!("{taken} is part of a pool")));
-                }
-                for device in &devices {
-                    let uuid = self.uuid();
-                    self.set_signature(device, "zfs_member", Some(name.clone()), uuid);
-                }
-                self.pools.get_mut(&name).expect("checked").members.extend(devices);
-                Ok(String::new())
-            }
-            Some("get") => {
-                let name = args.last().copied().unwrap_or_default();
-                let pool = self
-                    .pools
-                    .get(name)
-                    .filter(|p| p.imported)
-                    .ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
-                Ok(format!("{}\n", pool.guid))
-            }
-            Some("status") => {
-                let name = args.last().copied().unwrap_or_default();
-                let no_pool = || failed(line, format!("cannot open '{name}': no such pool"));
-                let pool = self.pools.get(name).filter(|p| p.imported).ok_or_else(no_pool)?;
-                let leaves: Map<String, Value> = pool
-                    .members
-                    .iter()
-                    .map(|m| (m.rsplit('/').next().unwrap_or(m).to_string(), json!({ "vdev_type": "disk", "path": m })))
-                    .collect();
-                let root = json!({ "name": name, "vdev_type": "root", "vdevs": leaves });
-                Ok(json!({ "pools": { name: { "name": name, "state": "ONLINE", "vdevs": { name: root } } } })
-                    .to_string())
-            }
-            Some("export") => {
-                let name = args.last().copied().unwrap_or_default().to_string();
-                let busy = self.mounts.iter().any(|m| m.source == name || m.source.starts_with(&format!("{name}/")));
-                let pool = self
-                    .pools
-                    .get_mut(&name)
-                    .filter(|p| p.imported)
-                    .ok_or_else(|| failed(line, format!("cannot open '{name}': no such pool")))?;
-                if busy {
-                    return Err(failed(line, format!("cannot export '{name}': pool is busy")));
-                }
-                pool.imported = false;
-                pool.exported_cleanly = true;
-                pool.unlocked.clear();
-                Ok(String::new())
-            }
-            _ => Err(failed(line, "not simulated")),
-        }
-    }
-
-    fn zfs(&mut self, line: &CommandLine, args: &[&str], input: Option<&Secret>) -> Result<String, CommandError> {
-        let name = args.last().copied().unwrap_or_default().to_string();
-        let pool_name = name.split('/').next().unwrap_or_default().to_string();
-        let missing = || failed(line, format!("cannot open '{name}': dataset does not exist"));
-        match args.first().copied() {
-            Some("get") if args.contains(&"-r") => {
-                let pool = self.pools.get(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
-                let datasets: Map<String, Value> = pool
-                    .datasets
-                    .iter()
-                    .map(|(ds, d)| {
-                        let root = d.encryption_root.clone().unwrap_or_else(|| "-".into());
-                        let status = match &d.encryption_root {
-                            None => "-",
-                            Some(root) if pool.unlocked.contains(root) => "available",
-                            Some(_) => "unavailable",
-                        };
-                        let mut properties = json!({
-                            "encryptionroot": { "value": root },
-                            "keystatus": { "value": status },
-                            "keylocation": { "value": d.keylocation },
-                        });
-                        // Its own properties over those it inherits, as ZFS shows every property.
-                        let mut lineage: Vec<&str> =
-                            ds.match_indices('/').map(|(i, _)| &ds[..i]).chain([ds.as_str()]).collect();
-                        lineage.retain(|name| pool.datasets.contains_key(*name));
-                        for name in lineage {
-                            for (key, value) in &pool.datasets[name].properties {
-                                properties[key.as_str()] = json!({ "value": value });
-                            }
-                        }
-                        (
-                            ds.clone(),
-                            json!({ "type": if d.volume { "VOLUME" } else { "FILESYSTEM" }, "properties": properties }),
-                        )
-                    })
-                    .collect();
-                Ok(json!({ "datasets": datasets }).to_string())
-            }
-            Some("get") => {
-                let pool = self.pools.get(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
-                let dataset = pool.datasets.get(&name).ok_or_else(missing)?;
-                let kind = if dataset.volume { "volume" } else { "filesystem" };
-                let entry = json!({ "type": kind.to_uppercase(), "properties": { "type": { "value": kind } } });
-                Ok(json!({ "datasets": { name.clone(): entry } }).to_string())
-            }
-            Some("create") => {
-                let mut properties = BTreeMap::new();
-                let mut volume = false;
-                let mut words = args[1..args.len() - 1].iter();
-                while let Some(word) = words.next() {
-                    match *word {
-                        "-V" => {
-                            volume = true;
-                            words.next();
-                        }
-                        "-o" => {
-                            if let Some((k, v)) = words.next().and_then(|kv| kv.split_once('=')) {
-                                properties.insert(k.to_string(), v.to_string());
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                let parent =
-                    name.rsplit_once('/').map(|(p, _)| p.to_string()).ok_or_else(|| failed(line, "no parent"))?;
-                let pool = self.pools.get_mut(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
-                let inherited = pool
-                    .datasets
-                    .get(&parent)
-                    .ok_or_else(|| failed(line, format!("cannot create '{name}': parent does not exist")))?;
-                if pool.datasets.contains_key(&name) {
-                    return Err(failed(line, format!("cannot create '{name}': dataset already exists")));
-                }
-                let encrypted = properties.get("encryption").is_some_and(|e| e != "off");
-                let keylocation = properties.get("keylocation").cloned().unwrap_or_else(|| "prompt".into());
-                let dataset = if encrypted {
-                    if keylocation == "prompt" && input.is_none() {
-                        return Err(failed(line, "no key given on standard input"));
-                    }
-                    pool.unlocked.insert(name.clone());
-                    SimDataset { volume, encryption_root: Some(name.clone()), keylocation, properties }
-                } else {
-                    if inherited.encryption_root.as_ref().is_some_and(|root| !pool.unlocked.contains(root)) {
-                        return Err(failed(line, format!("cannot create '{name}': encryption key not loaded")));
-                    }
-                    SimDataset {
-                        volume,
-                        encryption_root: inherited.encryption_root.clone(),
-                        keylocation: inherited.keylocation.clone(),
-                        properties,
-                    }
-                };
-                pool.datasets.insert(name, dataset);
-                Ok(String::new())
-            }
-            Some("set") => {
-                let pool = self.pools.get_mut(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
-                let dataset = pool.datasets.get_mut(&name).ok_or_else(missing)?;
-                for assignment in &args[1..args.len() - 1] {
-                    let (key, value) = assignment.split_once('=').ok_or_else(|| failed(line, "bad property"))?;
-                    dataset.properties.insert(key.to_string(), value.to_string());
-                }
-                Ok(String::new())
-            }
-            Some("load-key") => {
-                let pool = self.pools.get_mut(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
-                let key = input.map(|k| k.expose().to_vec()).unwrap_or_default();
-                let file_key = pool.datasets.get(&name).is_some_and(|d| d.keylocation.starts_with("file://"));
-                if !file_key && key != pool.key {
-                    return Err(failed(line, "Key load error: Incorrect key provided"));
-                }
-                pool.unlocked.insert(name);
-                Ok(String::new())
-            }
-            _ => Err(failed(line, "not simulated")),
         }
     }
 }
