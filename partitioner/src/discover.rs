@@ -493,6 +493,8 @@ fn describe(
     let model = udev.as_ref().and_then(|u| u.model.clone()).or_else(|| read_trimmed(&device_dir.join("model")));
     let path = roots.dev.join(name).to_string_lossy().into_owned();
     let mut partitions = Vec::new();
+    // A device whose signatures cannot be read is in use by that reason, never blank.
+    let mut unreadable = Vec::new();
     for part in &part_names {
         let part_dir = dir.join(part);
         let Some(part_devno) = read_trimmed(&part_dir.join("dev")).and_then(|d| DevNo::parse(&d)) else { continue };
@@ -503,7 +505,7 @@ fn describe(
             start: read_number(&part_dir.join("start")).unwrap_or(0) * 512,
             size: read_number(&part_dir.join("size")).unwrap_or(0) * 512,
             label: udev.as_ref().and_then(|u| u.part_names.get(part).cloned()),
-            signatures: probe_signatures(Path::new(&part_path)).unwrap_or_default(),
+            signatures: signatures_or_unreadable(&part_path, &mut unreadable),
             holders: holder_names(roots, &part_dir.join("holders")),
             mountpoints: usage.mounts.get(&part_devno).cloned().unwrap_or_default(),
             swap: usage.swaps.contains(&part_devno),
@@ -512,7 +514,7 @@ fn describe(
         });
     }
     partitions.sort_by_key(|p| p.number);
-    let signatures = probe_signatures(Path::new(&path)).unwrap_or_default();
+    let signatures = signatures_or_unreadable(&path, &mut unreadable);
     let partition_table =
         signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
     let mut stable_paths = links.get(name).cloned().unwrap_or_default();
@@ -559,7 +561,16 @@ fn describe(
         table_problems,
     };
     disk.in_use = safety::reasons(&disk, usage);
+    disk.in_use.extend(unreadable);
     Some(disk)
+}
+
+/// The signatures on a device; when they cannot be read, none, with the reason kept in `unreadable`.
+fn signatures_or_unreadable(device: &str, unreadable: &mut Vec<InUse>) -> Vec<Signature> {
+    probe_signatures(Path::new(device)).unwrap_or_else(|error| {
+        unreadable.push(InUse::Unreadable { device: device.to_string(), why: error.to_string() });
+        Vec::new()
+    })
 }
 
 /// Finds the disk a path names (a kernel name or any link to it). Partitions are refused.
@@ -586,6 +597,40 @@ pub fn find_disk<'a>(disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A disk whose signatures (or a partition's) cannot be read is in use for that reason: it is never
+    /// listed as blank, so no rule chooses it and nothing wipes it.
+    #[test]
+    fn a_disk_that_cannot_be_read_is_never_blank() {
+        let root = std::env::temp_dir().join(format!("nix-dabei-unreadable-{}", std::process::id()));
+        let roots = SystemRoots { sys: root.join("sys"), proc: "/proc".into(), dev: root.join("dev") };
+        let disk = roots.sys.join("block/vdz");
+        fs::create_dir_all(disk.join("vdz1")).expect("sysfs");
+        fs::create_dir_all(disk.join("queue")).expect("queue");
+        fs::write(disk.join("size"), "2097152\n").expect("size");
+        fs::write(disk.join("dev"), "252:0\n").expect("dev");
+        fs::write(disk.join("vdz1/partition"), "1\n").expect("partition");
+        fs::write(disk.join("vdz1/dev"), "252:1\n").expect("dev");
+        fs::write(disk.join("vdz1/size"), "2048\n").expect("size");
+        // The device nodes are missing: blkid cannot open them.
+        fs::create_dir_all(&roots.dev).expect("dev");
+        let disks = discover_in(&roots).expect("discovery itself works");
+        let _ = fs::remove_dir_all(&root);
+        let found = disks.iter().find(|d| d.name == "vdz").expect("the disk is listed");
+        let unreadable: Vec<&str> = found
+            .in_use
+            .iter()
+            .filter_map(|reason| match reason {
+                InUse::Unreadable { device, .. } => Some(device.as_str()),
+                _ => None,
+            })
+            .collect();
+        let (disk, partition) = (roots.dev.join("vdz"), roots.dev.join("vdz1"));
+        assert_eq!(unreadable, [partition.to_string_lossy(), disk.to_string_lossy()], "{:?}", found.in_use);
+        assert!(crate::safety::ensure_free(found).is_err(), "wiping it is refused");
+        let chosen = crate::select::select("largest:1", &disks);
+        assert!(chosen.map_or(true, |c| c.iter().all(|d| d.name != "vdz")), "no rule chooses it");
+    }
 
     #[test]
     fn holders_are_named_as_people_know_them() {

@@ -54,6 +54,13 @@ pub enum InUse {
         /// Why the other name is in use.
         reasons: Vec<String>,
     },
+    /// What it (or one of its partitions) holds could not be read: it is never taken for blank.
+    Unreadable {
+        /// The device.
+        device: String,
+        /// Why.
+        why: String,
+    },
     /// It is read-only.
     ReadOnly,
     /// It holds the running system.
@@ -78,6 +85,7 @@ impl fmt::Display for InUse {
             InUse::SameStorage { device, other, reasons } => {
                 write!(f, "{device} is {other} under another name, and {}", reasons.join("; "))
             }
+            InUse::Unreadable { device, why } => write!(f, "what {device} holds cannot be read ({why})"),
             InUse::ReadOnly => write!(f, "the disk is read-only"),
             InUse::RunningSystem { device, what } => write!(f, "{device} holds the running system ({what})"),
         }
