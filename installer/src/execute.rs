@@ -277,7 +277,8 @@ fn missing_programs(system: &dyn System, steps: &Steps) -> Vec<String> {
 /// Checks the plan's disks (present, the same identity, free when they will be wiped) and that this
 /// machine has the programs the steps run, and probes every step. Writes nothing.
 pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview, InstallError> {
-    let disks = system.discover()?;
+    let devices: Vec<String> = plan.disks.values().map(|disk| disk.device.clone()).collect();
+    let disks = system.discover_for(&devices)?;
     let mut found: HashMap<String, DiskInfo> = HashMap::new();
     for (name, planned) in &plan.disks {
         let disk = system.find_disk(&disks, &planned.device)?;

@@ -1,11 +1,15 @@
-//! What read-only report programs (`pvs`, `lvs`) printed, kept until something is written: the probes of
-//! one run ask them the same question once per volume, and LVM's tools scan every device each time they
-//! run, a good part of a second on a small machine.
+//! What read-only report programs (`pvs`, `lvs`) printed, and the partition tables read, kept until
+//! something is written: the probes of one run ask them the same question once per volume, and LVM's
+//! tools scan every device each time they run, a good part of a second on a small machine. A disk's table
+//! is read by the probe of its wipe and again by that of its partition table (both copies, and the
+//! kernel's partitions): once is enough.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use layouts::CommandLine;
+
+use partitioner::{DiskError, TableState};
 
 use crate::command::CommandError;
 use crate::system::System;
@@ -15,6 +19,7 @@ use crate::system::System;
 #[derive(Debug, Default)]
 pub struct Reports {
     seen: Mutex<HashMap<String, String>>,
+    tables: Mutex<HashMap<(String, u64), TableState>>,
 }
 
 impl Reports {
@@ -30,12 +35,29 @@ impl Reports {
         Ok(output)
     }
 
+    /// The partition table of `device` as it stands (`System::read_table_state`): read now, or as it
+    /// was since the last write. Failures are not kept.
+    pub fn table_state(&self, system: &dyn System, device: &str, sector: u64) -> Result<TableState, DiskError> {
+        let key = (device.to_string(), sector);
+        if let Some(state) = lock(&self.tables).get(&key) {
+            return Ok(state.clone());
+        }
+        let state = system.read_table_state(device, sector)?;
+        lock(&self.tables).insert(key, state.clone());
+        Ok(state)
+    }
+
     /// Drops everything kept.
     pub fn forget(&self) {
         self.seen().clear();
+        lock(&self.tables).clear();
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.seen)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

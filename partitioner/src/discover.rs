@@ -416,6 +416,28 @@ pub fn discover() -> Result<Vec<DiskInfo>, DiskError> {
 
 /// [`discover`] with other roots for /sys, /proc and /dev.
 pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
+    discover_some(roots, None)
+}
+
+/// [`discover`] for a run of a plan: the disks `devices` name (any path to a disk) described in full, every
+/// other disk only as far as it bears on whether those are in use (its size, partitions, mounts, swap,
+/// holders and the storage behind it), without probing its contents, asking udev or reading its partition
+/// table. A run needs nothing else of them, and on a machine with more disks than the plan's those reads
+/// were most of the time `nix-dabei mount` took (`vm-tests bench`).
+pub fn discover_for(devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
+    discover_some(&SystemRoots::default(), Some(devices))
+}
+
+fn discover_some(roots: &SystemRoots, only: Option<&[String]>) -> Result<Vec<DiskInfo>, DiskError> {
+    // The kernel names of the disks described in full; a path that does not resolve names none (finding
+    // its disk fails later with the reason).
+    let full: Option<Vec<String>> = only.map(|devices| {
+        devices
+            .iter()
+            .filter_map(|device| fs::canonicalize(device).ok())
+            .filter_map(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
+            .collect()
+    });
     let usage = Usage::read(roots)?;
     let links = stable_links(roots);
     let block = roots.sys.join("block");
@@ -433,7 +455,8 @@ pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
         if size == 0 {
             continue; // detached loop devices, empty card readers
         }
-        if let Some(disk) = describe(roots, &usage, &links, &name, &dir, size) {
+        let in_full = full.as_ref().is_none_or(|names| names.contains(&name));
+        if let Some(disk) = describe(roots, &usage, &links, &name, &dir, size, in_full) {
             disks.push(disk);
         }
     }
@@ -472,12 +495,13 @@ fn describe(
     name: &str,
     dir: &Path,
     size: u64,
+    in_full: bool,
 ) -> Option<DiskInfo> {
     let devno = DevNo::parse(&read_trimmed(&dir.join("dev"))?)?;
     let queue = dir.join("queue");
     let part_names: Vec<String> =
         list_names(dir).into_iter().filter(|p| dir.join(p).join("partition").exists()).collect();
-    let udev = udev_facts(name, &part_names);
+    let udev = if in_full { udev_facts(name, &part_names) } else { None };
     let device_dir = dir.join("device");
     let serial = udev
         .as_ref()
@@ -505,7 +529,7 @@ fn describe(
             start: read_number(&part_dir.join("start")).unwrap_or(0) * 512,
             size: read_number(&part_dir.join("size")).unwrap_or(0) * 512,
             label: udev.as_ref().and_then(|u| u.part_names.get(part).cloned()),
-            signatures: signatures_or_unreadable(&part_path, &mut unreadable),
+            signatures: if in_full { signatures_or_unreadable(&part_path, &mut unreadable) } else { Vec::new() },
             holders: holder_names(roots, &part_dir.join("holders")),
             mountpoints: usage.mounts.get(&part_devno).cloned().unwrap_or_default(),
             swap: usage.swaps.contains(&part_devno),
@@ -514,7 +538,7 @@ fn describe(
         });
     }
     partitions.sort_by_key(|p| p.number);
-    let signatures = signatures_or_unreadable(&path, &mut unreadable);
+    let signatures = if in_full { signatures_or_unreadable(&path, &mut unreadable) } else { Vec::new() };
     let partition_table =
         signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
     let mut stable_paths = links.get(name).cloned().unwrap_or_default();
@@ -522,7 +546,7 @@ fn describe(
     let logical_sector_size = read_number(&queue.join("logical_block_size")).unwrap_or(512);
     // Read as nix-dabei reads tables before writing them (crate::gpt_read), so that a crafted header shows
     // here with its reason rather than at the first step.
-    let table_problems = if Path::new(&path).exists() {
+    let table_problems = if in_full && Path::new(&path).exists() {
         match crate::table::read_table_state(&path, logical_sector_size) {
             Ok(state) => state.unreadable,
             Err(error) => vec![format!("its partition table cannot be read: {error}")],
@@ -630,6 +654,33 @@ mod tests {
         assert!(crate::safety::ensure_free(found).is_err(), "wiping it is refused");
         let chosen = crate::select::select("largest:1", &disks);
         assert!(chosen.map_or(true, |c| c.iter().all(|d| d.name != "vdz")), "no rule chooses it");
+    }
+
+    /// A run of a plan reads the contents of the plan's disks only: another disk is listed with its size
+    /// and uses, unprobed.
+    #[test]
+    fn a_run_probes_only_the_plans_disks() {
+        let root = std::env::temp_dir().join(format!("nix-dabei-only-{}", std::process::id()));
+        let roots = SystemRoots { sys: root.join("sys"), proc: "/proc".into(), dev: root.join("dev") };
+        for (name, minor) in [("vdy", 16), ("vdz", 0)] {
+            let disk = roots.sys.join("block").join(name);
+            fs::create_dir_all(disk.join("queue")).expect("sysfs");
+            fs::write(disk.join("size"), "2097152\n").expect("size");
+            fs::write(disk.join("dev"), format!("252:{minor}\n")).expect("dev");
+        }
+        // vdy's node is there (an empty file); vdz's is missing, so probing it fails.
+        fs::create_dir_all(&roots.dev).expect("dev");
+        fs::write(roots.dev.join("vdy"), "").expect("node");
+        let plan_disk = roots.dev.join("vdy").to_string_lossy().into_owned();
+        let some = discover_some(&roots, Some(&[plan_disk])).expect("discovery for a plan");
+        let all = discover_in(&roots).expect("discovery of everything");
+        let _ = fs::remove_dir_all(&root);
+        let unreadable = |disks: &[DiskInfo]| {
+            disks.iter().any(|d| d.name == "vdz" && d.in_use.iter().any(|r| matches!(r, InUse::Unreadable { .. })))
+        };
+        assert!(unreadable(&all), "in full, vdz is probed and found unreadable");
+        assert!(!unreadable(&some), "for a plan of vdy, vdz is not probed");
+        assert_eq!(some.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["vdy", "vdz"], "both are listed");
     }
 
     #[test]

@@ -72,8 +72,8 @@ pub enum DiskError {
         /// Every reason, for people.
         reasons: Vec<String>,
     },
-    /// Partition device nodes did not appear.
-    #[error("{device}: partition devices did not appear within {seconds} s: {}", missing.join(", "))]
+    /// Device nodes (of partitions, of logical volumes) did not appear.
+    #[error("{device}: device nodes did not appear within {seconds} s: {}", missing.join(", "))]
     PartitionsMissing {
         /// The disk.
         device: String,

@@ -19,7 +19,7 @@ pub mod safety;
 pub mod select;
 pub mod table;
 
-pub use discover::{discover, find_disk, DiskInfo, PartitionInfo};
+pub use discover::{discover, discover_for, find_disk, DiskInfo, PartitionInfo};
 pub use error::DiskError;
 pub use probe::{probe_signatures, wipe_device, wipe_ranges, Signature};
 pub use safety::{check_identity, ensure_free, InUse};

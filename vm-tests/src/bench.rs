@@ -259,8 +259,11 @@ fn traced_programs(out: &Path) -> Result<Option<String>> {
     let mut runs: BTreeMap<u32, (String, f64, Option<f64>)> = BTreeMap::new();
     let mut order = Vec::new();
     for line in text.lines() {
-        let mut words = line.splitn(3, ' ');
-        let (Some(pid), Some(time), Some(rest)) = (words.next(), words.next(), words.next()) else { continue };
+        // "PID  SECONDS.MICROS CALL...", the process id padded with spaces.
+        let mut words = line.split_whitespace();
+        let (Some(pid), Some(time)) = (words.next(), words.next()) else { continue };
+        let rest = words.collect::<Vec<_>>().join(" ");
+        let rest = rest.as_str();
         let (Ok(pid), Ok(time)) = (pid.parse::<u32>(), time.parse::<f64>()) else { continue };
         // A call another thread interrupts shows in two parts: "execve(... <unfinished ...>", then
         // "<... execve resumed>) = 0".

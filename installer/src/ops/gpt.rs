@@ -63,7 +63,7 @@ impl Perform for PartitionTable {
     /// step is to do without destroying: the table is written again, identically, and the kernel told.
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         let sector = u64::from(self.logical_sector_size);
-        let state = match cx.system.read_table_state(&self.device, sector) {
+        let state = match cx.reports.table_state(cx.system, &self.device, sector) {
             Ok(state) => state,
             Err(error) => {
                 return Outlook::Conflict(format!("cannot read the partition table of {}: {error}", self.device))

@@ -28,6 +28,12 @@ pub use sim::SimSystem;
 pub trait System: fmt::Debug + Send + Sync {
     /// Every whole disk, with its partitions, signatures and the reasons it is in use.
     fn discover(&self) -> Result<Vec<DiskInfo>, DiskError>;
+    /// [`System::discover`] for a run of a plan whose disks `devices` name: those in full, the others only
+    /// as far as they bear on whether those are in use (`partitioner::discover_for`).
+    fn discover_for(&self, devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
+        let _ = devices;
+        self.discover()
+    }
     /// The disk among `disks` that `path` names (a kernel name or any link to it).
     fn find_disk<'a>(&self, disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError>;
     /// The kernel name of the whole disk that holds `device` (the disk itself for a disk), when it is one.

@@ -25,6 +25,10 @@ impl System for RealSystem {
         partitioner::discover()
     }
 
+    fn discover_for(&self, devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
+        partitioner::discover_for(devices)
+    }
+
     fn find_disk<'a>(&self, disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError> {
         partitioner::find_disk(disks, path)
     }
