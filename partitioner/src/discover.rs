@@ -419,10 +419,10 @@ pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
     discover_some(roots, None)
 }
 
-/// [`discover`] for a run of a plan: the disks `devices` name (any path to a disk) described in full, every
-/// other disk only as far as it bears on whether those are in use (its size, partitions, mounts, swap,
-/// holders and the storage behind it), without probing its contents, asking udev or reading its partition
-/// table. A run needs nothing else of them, and on a machine with more disks than the plan's those reads
+/// [`discover`] for a run of a plan: the disks `devices` name (any path to a disk) and every loop device
+/// described in full, every other disk only as far as it bears on whether those are in use (its size,
+/// partitions, mounts, swap, holders and the storage behind it), without probing its contents, asking
+/// udev or reading its partition table. A run needs nothing else of them, and on a machine with more disks than the plan's those reads
 /// were most of the time `nix-dabei mount` took (`vm-tests bench`).
 pub fn discover_for(devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
     discover_some(&SystemRoots::default(), Some(devices))
@@ -455,7 +455,9 @@ fn discover_some(roots: &SystemRoots, only: Option<&[String]>) -> Result<Vec<Dis
         if size == 0 {
             continue; // detached loop devices, empty card readers
         }
-        let in_full = full.as_ref().is_none_or(|names| names.contains(&name));
+        // Loop devices are read in full whatever the plan: one over the same storage as a plan's disk
+        // makes that disk in use by its own uses (`mark_aliases`), an imported pool on it among them.
+        let in_full = full.as_ref().is_none_or(|names| names.contains(&name)) || name.starts_with("loop");
         if let Some(disk) = describe(roots, &usage, &links, &name, &dir, size, in_full) {
             disks.push(disk);
         }
@@ -662,25 +664,28 @@ mod tests {
     fn a_run_probes_only_the_plans_disks() {
         let root = std::env::temp_dir().join(format!("nix-dabei-only-{}", std::process::id()));
         let roots = SystemRoots { sys: root.join("sys"), proc: "/proc".into(), dev: root.join("dev") };
-        for (name, minor) in [("vdy", 16), ("vdz", 0)] {
+        for (name, minor) in [("loop9", 32), ("vdy", 16), ("vdz", 0)] {
             let disk = roots.sys.join("block").join(name);
             fs::create_dir_all(disk.join("queue")).expect("sysfs");
             fs::write(disk.join("size"), "2097152\n").expect("size");
             fs::write(disk.join("dev"), format!("252:{minor}\n")).expect("dev");
         }
-        // vdy's node is there (an empty file); vdz's is missing, so probing it fails.
+        // vdy's node is there (an empty file); vdz's and loop9's are missing, so probing them fails.
         fs::create_dir_all(&roots.dev).expect("dev");
         fs::write(roots.dev.join("vdy"), "").expect("node");
         let plan_disk = roots.dev.join("vdy").to_string_lossy().into_owned();
         let some = discover_some(&roots, Some(&[plan_disk])).expect("discovery for a plan");
         let all = discover_in(&roots).expect("discovery of everything");
         let _ = fs::remove_dir_all(&root);
-        let unreadable = |disks: &[DiskInfo]| {
-            disks.iter().any(|d| d.name == "vdz" && d.in_use.iter().any(|r| matches!(r, InUse::Unreadable { .. })))
+        let unreadable = |disks: &[DiskInfo], name: &str| {
+            disks.iter().any(|d| d.name == name && d.in_use.iter().any(|r| matches!(r, InUse::Unreadable { .. })))
         };
-        assert!(unreadable(&all), "in full, vdz is probed and found unreadable");
-        assert!(!unreadable(&some), "for a plan of vdy, vdz is not probed");
-        assert_eq!(some.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["vdy", "vdz"], "both are listed");
+        assert!(unreadable(&all, "vdz"), "in full, vdz is probed and found unreadable");
+        assert!(!unreadable(&some, "vdz"), "for a plan of vdy, vdz is not probed");
+        // A loop device may be another name of a plan's disk, in use by what it holds: always read.
+        assert!(unreadable(&some, "loop9"), "a loop device is probed whatever the plan");
+        let names: Vec<&str> = some.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["loop9", "vdy", "vdz"], "all are listed");
     }
 
     #[test]
