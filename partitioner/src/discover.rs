@@ -422,8 +422,8 @@ pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
 /// [`discover`] for a run of a plan: the disks `devices` name (any path to a disk) and every loop device
 /// described in full, every other disk only as far as it bears on whether those are in use (its size,
 /// partitions, mounts, swap, holders and the storage behind it), without probing its contents, asking
-/// udev or reading its partition table. A run needs nothing else of them, and on a machine with more disks than the plan's those reads
-/// were most of the time `nix-dabei mount` took (`vm-tests bench`).
+/// udev or reading its partition table. A run needs nothing else of them, and on a machine with more
+/// disks than the plan's those reads were most of the time `nix-dabei mount` took (`vm-tests bench`).
 pub fn discover_for(devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
     discover_some(&SystemRoots::default(), Some(devices))
 }
