@@ -312,37 +312,56 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
     }
     let journal = Journal::load(&options.journal_dir, &plan_id(plan), &plan.hostname).map_err(InstallError::Journal)?;
     let (zfs, reports) = (Zfs::new(system), Reports::default());
+    // Steps are probed in waves: a step once every step it comes after has its outlook (which decides
+    // how it is probed), the steps of a wave at once. Probes only read, and the checks of different
+    // partitions (a filesystem check, a signature probe) then wait on the disk together.
+    let ids: HashSet<&str> = steps.steps.iter().map(|s| s.id.as_str()).collect();
     let mut outlooks: HashMap<String, Outlook> = HashMap::new();
-    let mut result = Vec::new();
-    for step in &steps.steps {
-        let pending_destruction =
-            step.after.iter().any(|dep| matches!(outlooks.get(dep), Some(Outlook::Todo { destroys: true })));
-        let cx =
-            ProbeContext { system, plan, steps: &steps.steps, journal: &journal, zfs: &zfs, reports: &reports, step };
-        let outlook = if pending_destruction {
-            // What comes after a step that destroys is not probed (the machine will differ by then),
-            // except for what no earlier step can change: names and places already taken by others, and
-            // a change in place that what stays tells of.
-            let op = ops::of(&step.operation);
-            let destroyed: Vec<&Step> = steps
-                .steps
-                .iter()
-                .filter(|s| {
-                    step.after.contains(&s.id) && matches!(outlooks.get(&s.id), Some(Outlook::Todo { destroys: true }))
-                })
-                .collect();
-            match op.and_then(|op| op.taken_by_others(&cx)) {
-                Some(why) => Outlook::Conflict(why),
-                None => op
-                    .and_then(|op| op.change_despite_destruction(&cx, &destroyed))
-                    .unwrap_or(Outlook::Todo { destroys: step.operation.destroys_data() }),
+    let mut waiting: Vec<&Step> = steps.steps.iter().collect();
+    while !waiting.is_empty() {
+        let known = |id: &String| outlooks.contains_key(id) || !ids.contains(id.as_str());
+        let (mut ready, mut rest): (Vec<&Step>, Vec<&Step>) =
+            waiting.iter().partition(|step| step.after.iter().all(known));
+        // The steps are in order, so a step's dependencies come before it; should they not, one at a time.
+        if ready.is_empty() {
+            (ready, rest) = (vec![waiting[0]], waiting[1..].to_vec());
+        }
+        for wave in ready.chunks(PROBES_AT_ONCE) {
+            let found: Vec<Outlook> = std::thread::scope(|scope| {
+                let probes: Vec<_> = wave
+                    .iter()
+                    .map(|&step| {
+                        let cx = ProbeContext {
+                            system,
+                            plan,
+                            steps: &steps.steps,
+                            journal: &journal,
+                            zfs: &zfs,
+                            reports: &reports,
+                            step,
+                        };
+                        let outlooks = &outlooks;
+                        scope.spawn(move || outlook_in_preview(&cx, outlooks))
+                    })
+                    .collect();
+                probes
+                    .into_iter()
+                    .map(|probe| {
+                        probe.join().unwrap_or_else(|_| Outlook::Conflict("internal error: the probe panicked".into()))
+                    })
+                    .collect()
+            });
+            for (step, outlook) in wave.iter().zip(found) {
+                outlooks.insert(step.id.clone(), outlook);
             }
-        } else {
-            probe(&cx)
-        };
-        outlooks.insert(step.id.clone(), outlook.clone());
-        result.push((step.clone(), outlook));
+        }
+        waiting = rest;
     }
+    let result: Vec<(Step, Outlook)> = steps
+        .steps
+        .iter()
+        .map(|step| (step.clone(), outlooks.remove(&step.id).unwrap_or(Outlook::Conflict("never probed".into()))))
+        .collect();
     let conflicts: Vec<String> = result
         .iter()
         .filter_map(|(step, outlook)| match (outlook, &step.keeps) {
@@ -381,6 +400,29 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
     ensure_inside_plan(system, &result, &found)?;
     let disks = plan.disks.keys().filter_map(|name| found.remove(name)).collect();
     Ok(Preview { steps: result, wipes, disks })
+}
+
+/// Probes of the preview running at once, at most.
+const PROBES_AT_ONCE: usize = 8;
+
+/// A step's outlook in the preview, given those of the steps before it.
+fn outlook_in_preview(cx: &ProbeContext<'_>, outlooks: &HashMap<String, Outlook>) -> Outlook {
+    let step = cx.step;
+    let destroys = |id: &String| matches!(outlooks.get(id), Some(Outlook::Todo { destroys: true }));
+    if !step.after.iter().any(destroys) {
+        return probe(cx);
+    }
+    // What comes after a step that destroys is not probed (the machine will differ by then), except for
+    // what no earlier step can change: names and places already taken by others, and a change in place
+    // that what stays tells of.
+    let op = ops::of(&step.operation);
+    let destroyed: Vec<&Step> = cx.steps.iter().filter(|s| step.after.contains(&s.id) && destroys(&s.id)).collect();
+    match op.and_then(|op| op.taken_by_others(cx)) {
+        Some(why) => Outlook::Conflict(why),
+        None => op
+            .and_then(|op| op.change_despite_destruction(cx, &destroyed))
+            .unwrap_or(Outlook::Todo { destroys: step.operation.destroys_data() }),
+    }
 }
 
 /// Refuses any step that would write a device which exists now and is not one of the plan's disks, a
@@ -570,7 +612,7 @@ impl Runner<'_> {
             if ready.is_empty() {
                 break;
             }
-            let batch = next_batch(&remaining, &ready);
+            let batch = next_batch(&remaining, &ready, self.options.mode);
             let outcomes: Vec<(usize, Result<Option<String>, StepError>, f64)> = std::thread::scope(|scope| {
                 let handles: Vec<_> = batch
                     .iter()
@@ -678,7 +720,8 @@ impl Runner<'_> {
             return Ok(Some(why.clone()));
         }
         let outlook = {
-            let journal = journal.lock().unwrap_or_else(|p| p.into_inner());
+            // A copy, so that the steps running together probe at once rather than one after another.
+            let journal = journal.lock().unwrap_or_else(|p| p.into_inner()).clone();
             probe(&ProbeContext {
                 system: self.system,
                 plan: self.plan,
@@ -740,19 +783,30 @@ fn ready_steps(remaining: &[&Step], in_run: &HashSet<&str>, finished: &dyn Fn(&s
 
 /// Which of the ready steps (indices into `remaining`, in plan order) run together next: the first, and
 /// each later one on another disk. A step on no single disk runs alone, and key derivations never run
-/// together (each may take half the machine's memory).
-fn next_batch(remaining: &[&Step], ready: &[usize]) -> Vec<usize> {
-    let first = ready[0];
+/// together (each may take half the machine's memory). In mount mode a step that makes something is
+/// never performed, only checked (its filesystem is there and whole, its volume exists): it only reads,
+/// and the ready checks run together (those of a volume group's filesystems, one after another, were a
+/// third of an LVM mount in `vm-tests bench`).
+fn next_batch(remaining: &[&Step], ready: &[usize], mode: Mode) -> Vec<usize> {
+    let checked_only = |i: usize| mode == Mode::Mount && remaining[i].operation.kind().creates();
+    // The checks go together, before what is performed: a step performed beside them would make them
+    // read ZFS's and LVM's state again (every write forgets what was read).
+    let (checks, performed): (Vec<usize>, Vec<usize>) = ready.iter().partition(|&&i| checked_only(i));
+    if !checks.is_empty() {
+        return checks;
+    }
+    let first = performed[0];
     let mut batch = vec![first];
-    let Some(disk) = &remaining[first].disk else { return batch };
-    let mut busy: HashSet<&String> = HashSet::from([disk]);
-    let mut deriving = remaining[first].operation.derives_key();
-    for &i in &ready[1..] {
-        let derives = remaining[i].operation.derives_key();
-        if let Some(other) = &remaining[i].disk {
-            if !(deriving && derives) && busy.insert(other) {
-                deriving |= derives;
-                batch.push(i);
+    if let Some(disk) = &remaining[first].disk {
+        let mut busy: HashSet<&String> = HashSet::from([disk]);
+        let mut deriving = remaining[first].operation.derives_key();
+        for &i in &performed[1..] {
+            let derives = remaining[i].operation.derives_key();
+            if let Some(other) = &remaining[i].disk {
+                if !(deriving && derives) && busy.insert(other) {
+                    deriving |= derives;
+                    batch.push(i);
+                }
             }
         }
     }
@@ -914,7 +968,7 @@ mod tests {
     }
 
     /// Runs the batching over a plan's steps as if each batch finished at once; returns the batches.
-    fn batches_of(steps: &[Step]) -> Vec<Vec<&Step>> {
+    fn batches_of(steps: &[Step], mode: Mode) -> Vec<Vec<&Step>> {
         let ids: HashSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
         let mut finished: HashSet<&str> = HashSet::new();
         let mut remaining: Vec<&Step> = steps.iter().collect();
@@ -922,7 +976,7 @@ mod tests {
         while !remaining.is_empty() {
             let ready = ready_steps(&remaining, &ids, &|id| finished.contains(id));
             assert!(!ready.is_empty(), "steps never became ready");
-            let batch = next_batch(&remaining, &ready);
+            let batch = next_batch(&remaining, &ready, mode);
             batches.push(batch.iter().map(|&i| remaining[i]).collect::<Vec<_>>());
             finished.extend(batch.iter().map(|&i| remaining[i].id.as_str()));
             let mut index = 0;
@@ -935,13 +989,39 @@ mod tests {
     }
 
     #[test]
+    fn when_mounting_the_checks_of_a_volume_groups_filesystems_run_together_and_what_is_performed_does_not() {
+        let plan = Plan::from_toml(include_str!("../../vm-tests/bench/lvm-single.toml")).expect("the bench's plan");
+        let steps = plan.compile(&CompileOptions::default()).expect("it compiles").steps;
+        let together = |mode: Mode| -> Vec<Vec<String>> {
+            batches_of(&steps, mode).iter().map(|b| b.iter().map(|s| s.id.clone()).collect()).collect()
+        };
+        let checks = ["mkfs:main/home", "mkfs:main/root", "mkswap:main/swap"];
+        let mount = together(Mode::Mount);
+        assert!(
+            mount.iter().any(|batch| checks.iter().all(|id| batch.iter().any(|b| b == id))),
+            "the volumes' checks in one batch: {mount:?}"
+        );
+        // What mount performs (activating the group, mounting) still runs one at a time.
+        for batch in &mount {
+            let performed: Vec<&String> =
+                batch.iter().filter(|id| !steps.iter().any(|s| &s.id == *id && s.operation.kind().creates())).collect();
+            assert!(performed.len() <= 1, "performed together: {batch:?}");
+        }
+        // Apply makes them: one at a time, as steps on no single disk.
+        let apply = together(Mode::Apply);
+        for batch in &apply {
+            assert!(checks.iter().filter(|id| batch.iter().any(|b| b == *id)).count() <= 1, "{apply:?}");
+        }
+    }
+
+    #[test]
     fn luks_key_derivations_on_a_mirror_run_one_at_a_time_while_the_disks_are_otherwise_worked_on_together() {
         let disks = ["disk0", "disk1"].map(|d| DiskFacts::offline(format!("/dev/disk/by-id/virtio-{d}"), 8 << 30));
         let mut options = PresetOptions::new(PresetKind::Mirror, disks.to_vec());
         options.encryption = Encryption::Luks;
         let plan = build(&options).expect("the LUKS mirror preset builds");
         let steps = plan.compile(&CompileOptions::default()).expect("it compiles").steps;
-        let batches = batches_of(&steps);
+        let batches = batches_of(&steps, Mode::Apply);
         let derivations = steps.iter().filter(|s| s.operation.derives_key()).count();
         assert_eq!(derivations, 4, "two LUKS formats and two opens: {steps:#?}");
         for batch in &batches {

@@ -5,7 +5,7 @@
 //! kernel's partitions): once is enough.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use layouts::CommandLine;
 
@@ -20,6 +20,9 @@ use crate::system::System;
 pub struct Reports {
     seen: Mutex<HashMap<String, String>>,
     tables: Mutex<HashMap<(String, u64), TableState>>,
+    /// One gate per question, held while it is answered: steps probed at once that ask the same one wait
+    /// for its answer instead of running the program again; different questions are answered at once.
+    gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Reports {
@@ -27,6 +30,11 @@ impl Reports {
     /// kept.
     pub fn run(&self, system: &dyn System, line: &CommandLine) -> Result<String, CommandError> {
         let key = line.to_string();
+        if let Some(output) = self.seen().get(&key) {
+            return Ok(output.clone());
+        }
+        let gate = self.gate(&key);
+        let _answering = lock(&gate);
         if let Some(output) = self.seen().get(&key) {
             return Ok(output.clone());
         }
@@ -42,6 +50,11 @@ impl Reports {
         if let Some(state) = lock(&self.tables).get(&key) {
             return Ok(state.clone());
         }
+        let gate = self.gate(&format!("table of {device} ({sector}-byte sectors)"));
+        let _answering = lock(&gate);
+        if let Some(state) = lock(&self.tables).get(&key) {
+            return Ok(state.clone());
+        }
         let state = system.read_table_state(device, sector)?;
         lock(&self.tables).insert(key, state.clone());
         Ok(state)
@@ -51,6 +64,10 @@ impl Reports {
     pub fn forget(&self) {
         self.seen().clear();
         lock(&self.tables).clear();
+    }
+
+    fn gate(&self, question: &str) -> Arc<Mutex<()>> {
+        lock(&self.gates).entry(question.to_string()).or_default().clone()
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {

@@ -518,6 +518,15 @@ fn describe(
         .or_else(|| read_trimmed(&dir.join("wwid")));
     let model = udev.as_ref().and_then(|u| u.model.clone()).or_else(|| read_trimmed(&device_dir.join("model")));
     let path = roots.dev.join(name).to_string_lossy().into_owned();
+    // What the disk and each partition hold, read at once: cold reads of the superblock areas wait on the
+    // disk, and one after another they were most of a disk's discovery (`vm-tests bench`).
+    let mut found = if in_full {
+        let mut devices = vec![path.clone()];
+        devices.extend(part_names.iter().map(|part| roots.dev.join(part).to_string_lossy().into_owned()));
+        probe_all(&devices)
+    } else {
+        HashMap::new()
+    };
     let mut partitions = Vec::new();
     // A device whose signatures cannot be read is in use by that reason, never blank.
     let mut unreadable = Vec::new();
@@ -531,7 +540,7 @@ fn describe(
             start: read_number(&part_dir.join("start")).unwrap_or(0) * 512,
             size: read_number(&part_dir.join("size")).unwrap_or(0) * 512,
             label: udev.as_ref().and_then(|u| u.part_names.get(part).cloned()),
-            signatures: if in_full { signatures_or_unreadable(&part_path, &mut unreadable) } else { Vec::new() },
+            signatures: signatures_or_unreadable(&part_path, found.remove(&part_path), &mut unreadable),
             holders: holder_names(roots, &part_dir.join("holders")),
             mountpoints: usage.mounts.get(&part_devno).cloned().unwrap_or_default(),
             swap: usage.swaps.contains(&part_devno),
@@ -540,7 +549,7 @@ fn describe(
         });
     }
     partitions.sort_by_key(|p| p.number);
-    let signatures = if in_full { signatures_or_unreadable(&path, &mut unreadable) } else { Vec::new() };
+    let signatures = signatures_or_unreadable(&path, found.remove(&path), &mut unreadable);
     let partition_table =
         signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
     let mut stable_paths = links.get(name).cloned().unwrap_or_default();
@@ -591,12 +600,41 @@ fn describe(
     Some(disk)
 }
 
-/// The signatures on a device; when they cannot be read, none, with the reason kept in `unreadable`.
-fn signatures_or_unreadable(device: &str, unreadable: &mut Vec<InUse>) -> Vec<Signature> {
-    probe_signatures(Path::new(device)).unwrap_or_else(|error| {
-        unreadable.push(InUse::Unreadable { device: device.to_string(), why: error.to_string() });
-        Vec::new()
+/// The signatures on each device, probed at once (one thread per device).
+fn probe_all(devices: &[String]) -> HashMap<String, Result<Vec<Signature>, DiskError>> {
+    std::thread::scope(|scope| {
+        let probes: Vec<_> =
+            devices.iter().map(|device| (device, scope.spawn(move || probe_signatures(Path::new(device))))).collect();
+        probes
+            .into_iter()
+            .map(|(device, probe)| {
+                let result = probe.join().unwrap_or_else(|_| {
+                    Err(DiskError::Read {
+                        path: device.into(),
+                        source: std::io::Error::other("the thread reading its signatures panicked"),
+                    })
+                });
+                (device.clone(), result)
+            })
+            .collect()
     })
+}
+
+/// The signatures probed on a device (none when it was not probed: a disk outside the plan); when they
+/// cannot be read, none, with the reason kept in `unreadable`.
+fn signatures_or_unreadable(
+    device: &str,
+    probed: Option<Result<Vec<Signature>, DiskError>>,
+    unreadable: &mut Vec<InUse>,
+) -> Vec<Signature> {
+    match probed {
+        None => Vec::new(),
+        Some(Ok(signatures)) => signatures,
+        Some(Err(error)) => {
+            unreadable.push(InUse::Unreadable { device: device.to_string(), why: error.to_string() });
+            Vec::new()
+        }
+    }
 }
 
 /// Finds the disk a path names (a kernel name or any link to it). Partitions are refused.

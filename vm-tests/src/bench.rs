@@ -16,8 +16,21 @@ use vm_tests::vm::DiskSpec;
 
 use crate::scenarios::{finished, BootScript, Scenario, GIB, PASSPHRASE};
 
-/// Timed runs of each side per layout.
-const RUNS: usize = 5;
+/// Timed runs of each side per layout: 5, or `NIX_DABEI_BENCH_RUNS` (fewer for a quick look at one change,
+/// whose medians are then not the benchmark's figures).
+fn runs() -> usize {
+    std::env::var("NIX_DABEI_BENCH_RUNS").ok().and_then(|runs| runs.parse().ok()).filter(|&runs| runs > 0).unwrap_or(5)
+}
+
+/// What strace records of the untimed mount: every program started (`execve`), or with
+/// `NIX_DABEI_BENCH_TRACE=all` every system call of every thread, with times, for finding where mount's
+/// own time goes (the file is left in the scenario's share, `out/<layout>/strace-mount.txt`).
+fn trace_filter() -> &'static str {
+    match std::env::var("NIX_DABEI_BENCH_TRACE").as_deref() {
+        Ok("all") => "",
+        _ => "-e trace=execve -e signal=none",
+    }
+}
 
 /// What disko's prompts read from standard input.
 #[derive(Clone, Copy, PartialEq)]
@@ -152,6 +165,39 @@ fn prepare(share: &Path) -> Result<()> {
     Ok(())
 }
 
+/// With `NIX_DABEI_BENCH_PARTS` set: after the traced mount, the parts of a mount timed on their own (each
+/// from a cold page cache, medians of 5), written as "part <name> <seconds>" into the layout's `parts` file:
+/// starting the program, compiling the plan, discovering the disks, the whole preview, and the check
+/// programs the probes run. The disks hold what the last apply made, unmounted.
+const PARTS: &str = r#"
+create_nix_dabei
+unmount_nix_dabei
+part() { # name command...
+    name=$1; shift
+    for i in 1 2 3 4 5; do
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        t0=$(now); "$@" > /dev/null 2>&1; t1=$(now)
+        echo "part $name $t0 $t1" >> "$out/parts"
+    done
+}
+: > "$out/parts"
+part version nix-dabei --version
+part plan nix-dabei plan "$B/plan.toml"
+part disks nix-dabei disks --json
+part review nix-dabei apply "$B/plan.toml" --review-only --json
+for d in $DISKS; do
+    for p in "$d"-part*; do
+        if [ "$(blkid -o value -s TYPE "$p")" = vfat ]; then part "fsck.vfat-${p##*/}" fsck.vfat -n "$p"; fi
+    done
+done
+if [ -n "$(pvs --noheadings 2>/dev/null)" ]; then
+    part pvs pvs --reportformat json -o pv_name,pv_uuid,vg_name,vg_uuid
+    part lvs lvs --reportformat json -o vg_name,lv_name,lv_uuid,lv_size,segtype,pool_lv
+fi
+mount_and_unmount() { mount_nix_dabei; unmount_nix_dabei; }
+part mount-and-unmount mount_and_unmount
+"#;
+
 /// The guest's part for one layout: the timed runs, then one run of each side with production key
 /// derivation. Times are read from /proc/uptime and written as "<side> <phase> <run> <start> <end>".
 fn guest_script(layout: &Layout) -> String {
@@ -240,14 +286,16 @@ create_nix_dabei
 unmount_nix_dabei
 sync
 echo 3 > /proc/sys/vm/drop_caches
-strace -f -ttt -e trace=execve -e signal=none -o "$out/strace-mount.txt" \
+strace -f -ttt {trace} -o "$out/strace-mount.txt" \
     nix-dabei mount "$B/plan.toml" --passphrase-file /host/passphrase --json > "$out/mount-traced.jsonl"
 unmount_nix_dabei
-clean
+{parts}clean
 "#,
         name = layout.name,
         disks = disks.join(" "),
-        runs = RUNS,
+        runs = runs(),
+        trace = trace_filter(),
+        parts = if std::env::var_os("NIX_DABEI_BENCH_PARTS").is_some() { PARTS } else { "" },
     )
 }
 
@@ -303,6 +351,24 @@ fn traced_programs(out: &Path) -> Result<Option<String>> {
         "mount under strace (slower than untraced): {whole:.3} s; programs it started, in order: {}",
         if children.is_empty() { "none".to_string() } else { children.join(", ") }
     )))
+}
+
+/// The parts of a mount timed on their own (`NIX_DABEI_BENCH_PARTS`), each as its median.
+fn parts(out: &Path) -> Result<Option<String>> {
+    let Ok(text) = fs::read_to_string(out.join("parts")) else { return Ok(None) };
+    let mut times: Vec<(String, Vec<f64>)> = Vec::new();
+    for line in text.lines() {
+        let ["part", name, start, end] = line.split_whitespace().collect::<Vec<_>>()[..] else {
+            bail!("unexpected line in {}: {line}", out.join("parts").display())
+        };
+        let seconds = end.parse::<f64>()? - start.parse::<f64>()?;
+        match times.iter_mut().find(|(known, _)| known == name) {
+            Some((_, values)) => values.push(seconds),
+            None => times.push((name.to_string(), vec![seconds])),
+        }
+    }
+    let listed: Vec<String> = times.iter().map(|(name, values)| format!("{name} {:.3} s", spread(values).0)).collect();
+    Ok(Some(format!("parts of a mount on their own (medians, cold cache): {}", listed.join(", "))))
 }
 
 /// Median, minimum and maximum.
@@ -370,8 +436,10 @@ fn check_same_result(out: &Path) -> Result<()> {
 }
 
 fn print_figures(share: &Path) -> Result<()> {
+    let runs = runs();
+    let cpus = vm_tests::vm::cpus_per_machine();
     println!(
-        "bench: each layout in one boot of a 2-core VM under TCG emulation (no KVM), {RUNS} runs of each side \
+        "bench: each layout in one boot of a {cpus}-CPU VM under TCG emulation (no KVM), {runs} runs of each side \
          alternating which goes first, disks wiped and page cache dropped before each run; both sides with \
          the same weak key derivation (LUKS2 argon2id 4 iterations, 8 MiB, 1 thread; ZFS pbkdf2iters=100000), \
          then one run each with production settings (cryptsetup's argon2id benchmark to 2 s, up to 1 GiB \
@@ -382,11 +450,11 @@ fn print_figures(share: &Path) -> Result<()> {
         check_same_result(&out).with_context(|| format!("layout {}", layout.name))?;
         let (times, peak) = read_times(&out)?;
         let series = |side: &str, phase: &str| -> Vec<f64> {
-            (1..=RUNS).filter_map(|run| times.get(&(side.into(), phase.into(), run.to_string())).copied()).collect()
+            (1..=runs).filter_map(|run| times.get(&(side.into(), phase.into(), run.to_string())).copied()).collect()
         };
         let (disko_create, ours_create) = (series("disko", "create"), series("nix-dabei", "create"));
         let (disko_mount, ours_mount) = (series("disko", "mount"), series("nix-dabei", "mount"));
-        ensure!(disko_create.len() == RUNS && ours_create.len() == RUNS, "{}: missing runs", layout.name);
+        ensure!(disko_create.len() == runs && ours_create.len() == runs, "{}: missing runs", layout.name);
         let both: Vec<f64> = disko_create.iter().zip(&disko_mount).map(|(c, m)| c + m).collect();
         let ratio = |ours: &[f64], theirs: &[f64]| spread(ours).0 / spread(theirs).0;
         let create_target = if layout.mirror { "target <= 0.8" } else { "no target" };
@@ -413,6 +481,9 @@ fn print_figures(share: &Path) -> Result<()> {
         println!("bench:   peak RSS of nix-dabei apply {:.1} MiB{kdf} (target < 20 MiB)", peak as f64 / 1024.0);
         if let Some(spans) = traced_programs(&out)? {
             println!("bench:   {spans}");
+        }
+        if let Some(parts) = parts(&out)? {
+            println!("bench:   {parts}");
         }
         let production = |side: &str, phase: &str| times.get(&(side.into(), phase.into(), "production".into()));
         if let (Some(dc), Some(oc), Some(dm), Some(om)) = (

@@ -321,6 +321,8 @@ fn json<T: serde::de::DeserializeOwned>(sys: &dyn System, line: CommandLine) -> 
 pub struct Zfs<'a> {
     system: &'a dyn System,
     seen: Mutex<Seen>,
+    /// Held while a listing is read, so that steps probed at once read it once, not once each.
+    reading: Mutex<()>,
 }
 
 impl std::fmt::Debug for Zfs<'_> {
@@ -356,7 +358,7 @@ impl Dataset {
 impl<'a> Zfs<'a> {
     /// A reader with nothing seen yet.
     pub fn new(system: &'a dyn System) -> Self {
-        Zfs { system, seen: Mutex::new(Seen::default()) }
+        Zfs { system, seen: Mutex::new(Seen::default()), reading: Mutex::new(()) }
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -369,6 +371,10 @@ impl<'a> Zfs<'a> {
     }
 
     fn pools(&self) -> Result<BTreeMap<String, Option<String>>, ZfsError> {
+        if let Some(pools) = &self.seen().pools {
+            return Ok(pools.clone());
+        }
+        let _one_reader = self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(pools) = &self.seen().pools {
             return Ok(pools.clone());
         }
@@ -406,6 +412,10 @@ impl<'a> Zfs<'a> {
 
     /// The filesystems and volumes of an imported pool, from one recursive listing.
     fn datasets(&self, pool: &str) -> Result<BTreeMap<String, Dataset>, ZfsError> {
+        if let Some(datasets) = self.seen().datasets.get(pool) {
+            return Ok(datasets.clone());
+        }
+        let _one_reader = self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(datasets) = self.seen().datasets.get(pool) {
             return Ok(datasets.clone());
         }
