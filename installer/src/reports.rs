@@ -64,6 +64,7 @@ impl Reports {
     pub fn forget(&self) {
         self.seen().clear();
         lock(&self.tables).clear();
+        lock(&self.gates).clear();
     }
 
     fn gate(&self, question: &str) -> Arc<Mutex<()>> {

@@ -520,20 +520,19 @@ fn describe(
     let path = roots.dev.join(name).to_string_lossy().into_owned();
     // What the disk and each partition hold, read at once: cold reads of the superblock areas wait on the
     // disk, and one after another they were most of a disk's discovery (`vm-tests bench`).
+    let part_paths: Vec<String> =
+        part_names.iter().map(|part| roots.dev.join(part).to_string_lossy().into_owned()).collect();
     let mut found = if in_full {
-        let mut devices = vec![path.clone()];
-        devices.extend(part_names.iter().map(|part| roots.dev.join(part).to_string_lossy().into_owned()));
-        probe_all(&devices)
+        probe_all(&[std::slice::from_ref(&path), part_paths.as_slice()].concat())
     } else {
         HashMap::new()
     };
     let mut partitions = Vec::new();
     // A device whose signatures cannot be read is in use by that reason, never blank.
     let mut unreadable = Vec::new();
-    for part in &part_names {
+    for (part, part_path) in part_names.iter().zip(part_paths) {
         let part_dir = dir.join(part);
         let Some(part_devno) = read_trimmed(&part_dir.join("dev")).and_then(|d| DevNo::parse(&d)) else { continue };
-        let part_path = roots.dev.join(part).to_string_lossy().into_owned();
         partitions.push(PartitionInfo {
             name: part.clone(),
             number: read_number(&part_dir.join("partition")).unwrap_or(0) as u32,
