@@ -278,7 +278,26 @@ fn missing_programs(system: &dyn System, steps: &Steps) -> Vec<String> {
 /// machine has the programs the steps run, and probes every step. Writes nothing.
 pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Options) -> Result<Preview, InstallError> {
     let devices: Vec<String> = plan.disks.values().map(|disk| disk.device.clone()).collect();
-    let disks = system.discover_for(&devices)?;
+    let missing = missing_programs(system, steps);
+    let journal = Journal::load(&options.journal_dir, &plan_id(plan), &plan.hostname);
+    // The steps are probed while the disks are discovered: both only read, and every probe's outlook
+    // waits for the disks' identities below (any write, and any outlook shown, comes after those).
+    // Discovery and the first probes wait on different partitions at once.
+    let reports = Reports::default();
+    let read_signatures = |device: &str| reports.signatures(system, device);
+    let (disks, mut outlooks) = std::thread::scope(|scope| {
+        let discovery = scope.spawn(|| system.discover_for(&devices, &read_signatures));
+        let outlooks = match &journal {
+            Ok(journal) if missing.is_empty() => probe_in_waves(system, plan, steps, journal, &reports),
+            _ => HashMap::new(),
+        };
+        let disks = discovery.join().unwrap_or_else(|_| {
+            let path = devices.join(", ").into();
+            Err(DiskError::Read { path, source: std::io::Error::other("internal error: discovery panicked") })
+        });
+        (disks, outlooks)
+    });
+    let disks = disks?;
     let mut found: HashMap<String, DiskInfo> = HashMap::new();
     for (name, planned) in &plan.disks {
         let disk = system.find_disk(&disks, &planned.device)?;
@@ -306,57 +325,10 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
         partitioner::check_identity(name, planned, disk)?;
         found.insert(name.clone(), disk.clone());
     }
-    let missing = missing_programs(system, steps);
     if !missing.is_empty() {
         return Err(InstallError::MissingPrograms(missing));
     }
-    let journal = Journal::load(&options.journal_dir, &plan_id(plan), &plan.hostname).map_err(InstallError::Journal)?;
-    let (zfs, reports) = (Zfs::new(system), Reports::default());
-    // Steps are probed in waves: a step once every step it comes after has its outlook (which decides
-    // how it is probed), the steps of a wave at once. Probes only read, and the checks of different
-    // partitions (a filesystem check, a signature probe) then wait on the disk together.
-    let ids: HashSet<&str> = steps.steps.iter().map(|s| s.id.as_str()).collect();
-    let mut outlooks: HashMap<String, Outlook> = HashMap::new();
-    let mut waiting: Vec<&Step> = steps.steps.iter().collect();
-    while !waiting.is_empty() {
-        let known = |id: &String| outlooks.contains_key(id) || !ids.contains(id.as_str());
-        let (mut ready, mut rest): (Vec<&Step>, Vec<&Step>) =
-            waiting.iter().partition(|step| step.after.iter().all(known));
-        // The steps are in order, so a step's dependencies come before it; should they not, one at a time.
-        if ready.is_empty() {
-            (ready, rest) = (vec![waiting[0]], waiting[1..].to_vec());
-        }
-        for wave in ready.chunks(PROBES_AT_ONCE) {
-            let found: Vec<Outlook> = std::thread::scope(|scope| {
-                let probes: Vec<_> = wave
-                    .iter()
-                    .map(|&step| {
-                        let cx = ProbeContext {
-                            system,
-                            plan,
-                            steps: &steps.steps,
-                            journal: &journal,
-                            zfs: &zfs,
-                            reports: &reports,
-                            step,
-                        };
-                        let outlooks = &outlooks;
-                        scope.spawn(move || outlook_in_preview(&cx, outlooks))
-                    })
-                    .collect();
-                probes
-                    .into_iter()
-                    .map(|probe| {
-                        probe.join().unwrap_or_else(|_| Outlook::Conflict("internal error: the probe panicked".into()))
-                    })
-                    .collect()
-            });
-            for (step, outlook) in wave.iter().zip(found) {
-                outlooks.insert(step.id.clone(), outlook);
-            }
-        }
-        waiting = rest;
-    }
+    journal.map_err(InstallError::Journal)?;
     let result: Vec<(Step, Outlook)> = steps
         .steps
         .iter()
@@ -404,6 +376,54 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
 
 /// Probes of the preview running at once, at most.
 const PROBES_AT_ONCE: usize = 8;
+
+/// Every step's outlook. Steps are probed in waves: a step once every step it comes after has its
+/// outlook (which decides how it is probed), the steps of a wave at once. Probes only read, and the
+/// checks of different partitions (a filesystem check, a signature probe) then wait on the disk together.
+fn probe_in_waves(
+    system: &dyn System,
+    plan: &Plan,
+    steps: &Steps,
+    journal: &Journal,
+    reports: &Reports,
+) -> HashMap<String, Outlook> {
+    let zfs = Zfs::new(system);
+    let ids: HashSet<&str> = steps.steps.iter().map(|s| s.id.as_str()).collect();
+    let mut outlooks: HashMap<String, Outlook> = HashMap::new();
+    let mut waiting: Vec<&Step> = steps.steps.iter().collect();
+    while !waiting.is_empty() {
+        let known = |id: &String| outlooks.contains_key(id) || !ids.contains(id.as_str());
+        let (mut ready, mut rest): (Vec<&Step>, Vec<&Step>) =
+            waiting.iter().partition(|step| step.after.iter().all(known));
+        // The steps are in order, so a step's dependencies come before it; should they not, one at a time.
+        if ready.is_empty() {
+            (ready, rest) = (vec![waiting[0]], waiting[1..].to_vec());
+        }
+        for wave in ready.chunks(PROBES_AT_ONCE) {
+            let found: Vec<Outlook> = std::thread::scope(|scope| {
+                let probes: Vec<_> = wave
+                    .iter()
+                    .map(|&step| {
+                        let cx = ProbeContext { system, plan, steps: &steps.steps, journal, zfs: &zfs, reports, step };
+                        let outlooks = &outlooks;
+                        scope.spawn(move || outlook_in_preview(&cx, outlooks))
+                    })
+                    .collect();
+                probes
+                    .into_iter()
+                    .map(|probe| {
+                        probe.join().unwrap_or_else(|_| Outlook::Conflict("internal error: the probe panicked".into()))
+                    })
+                    .collect()
+            });
+            for (step, outlook) in wave.iter().zip(found) {
+                outlooks.insert(step.id.clone(), outlook);
+            }
+        }
+        waiting = rest;
+    }
+    outlooks
+}
 
 /// A step's outlook in the preview, given those of the steps before it.
 fn outlook_in_preview(cx: &ProbeContext<'_>, outlooks: &HashMap<String, Outlook>) -> Outlook {

@@ -2,14 +2,15 @@
 //! something is written: the probes of one run ask them the same question once per volume, and LVM's
 //! tools scan every device each time they run, a good part of a second on a small machine. A disk's table
 //! is read by the probe of its wipe and again by that of its partition table (both copies, and the
-//! kernel's partitions): once is enough.
+//! kernel's partitions): once is enough. So are the signatures on a device: the preview's discovery reads
+//! those of every partition of the plan's disks, and the probes of the steps on them read them again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use layouts::CommandLine;
 
-use partitioner::{DiskError, TableState};
+use partitioner::{DiskError, Signature, TableState};
 
 use crate::command::CommandError;
 use crate::system::System;
@@ -20,6 +21,8 @@ use crate::system::System;
 pub struct Reports {
     seen: Mutex<HashMap<String, String>>,
     tables: Mutex<HashMap<(String, u64), TableState>>,
+    /// Signatures by the kernel name of their device.
+    signatures: Mutex<HashMap<String, Vec<Signature>>>,
     /// One gate per question, held while it is answered: steps probed at once that ask the same one wait
     /// for its answer instead of running the program again; different questions are answered at once.
     gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -60,10 +63,29 @@ impl Reports {
         Ok(state)
     }
 
+    /// The signatures on `device` (`System::signatures`): read now, or as they were since the last write.
+    /// A device is known by its kernel name, whatever link names it; one without (not there) is read
+    /// each time, as are failures.
+    pub fn signatures(&self, system: &dyn System, device: &str) -> Result<Vec<Signature>, DiskError> {
+        let Some(kernel) = system.kernel_name(device) else { return system.signatures(device) };
+        if let Some(found) = lock(&self.signatures).get(&kernel) {
+            return Ok(found.clone());
+        }
+        let gate = self.gate(&format!("signatures on {kernel}"));
+        let _answering = lock(&gate);
+        if let Some(found) = lock(&self.signatures).get(&kernel) {
+            return Ok(found.clone());
+        }
+        let found = system.signatures(device)?;
+        lock(&self.signatures).insert(kernel, found.clone());
+        Ok(found)
+    }
+
     /// Drops everything kept.
     pub fn forget(&self) {
         self.seen().clear();
         lock(&self.tables).clear();
+        lock(&self.signatures).clear();
         lock(&self.gates).clear();
     }
 

@@ -277,6 +277,7 @@ fn teardown_then_mount_brings_everything_back_without_writing() {
         assert!(system.mounts().is_empty(), "{name}: still mounted after teardown");
 
         let before = system.commands().len();
+        let reads_before = system.whole_reads().len();
         let report = apply(&system, &plan, Mode::Mount).unwrap_or_else(|e| panic!("{name}: mount: {e}"));
         assert!(report.applied > 0, "{name}");
         // The same mounts; siblings (/boot and /tmp under /) may come in another order, as mount checks
@@ -307,8 +308,11 @@ fn teardown_then_mount_brings_everything_back_without_writing() {
         // What the preview found done is not probed again before anything changed: one check each.
         let checks: Vec<String> = system.commands()[before..]
             .iter()
-            .filter(|c| ["fsck.vfat", "e2fsck", "xfs_db"].contains(&c.program.as_str()))
+            .filter(|c| {
+                ["e2fsck", "btrfs check", "fsck.f2fs", "fsck.exfat"].iter().any(|p| c.to_string().starts_with(p))
+            })
             .map(ToString::to_string)
+            .chain(system.whole_reads()[reads_before..].iter().map(|device| format!("read {device} whole")))
             .collect();
         let unique: std::collections::BTreeSet<&String> = checks.iter().collect();
         assert_eq!(checks.len(), unique.len(), "{name}: a filesystem checked twice by mount: {checks:?}");

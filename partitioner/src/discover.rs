@@ -416,7 +416,7 @@ pub fn discover() -> Result<Vec<DiskInfo>, DiskError> {
 
 /// [`discover`] with other roots for /sys, /proc and /dev.
 pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
-    discover_some(roots, None)
+    discover_some(roots, None, &read_signatures)
 }
 
 /// [`discover`] for a run of a plan: the disks `devices` name (any path to a disk) and every loop device
@@ -425,10 +425,28 @@ pub fn discover_in(roots: &SystemRoots) -> Result<Vec<DiskInfo>, DiskError> {
 /// udev or reading its partition table. A run needs nothing else of them, and on a machine with more
 /// disks than the plan's those reads were most of the time `nix-dabei mount` took (`vm-tests bench`).
 pub fn discover_for(devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
-    discover_some(&SystemRoots::default(), Some(devices))
+    discover_for_with(devices, &read_signatures)
 }
 
-fn discover_some(roots: &SystemRoots, only: Option<&[String]>) -> Result<Vec<DiskInfo>, DiskError> {
+/// How discovery reads the signatures on a device (a path under /dev).
+pub type SignatureReader<'a> = &'a (dyn Fn(&str) -> Result<Vec<Signature>, DiskError> + Sync);
+
+/// [`discover_for`], reading signatures with `signatures`: a caller that probes the same partitions
+/// while discovery runs (the executor's preview) passes one that keeps what was read, so that each is
+/// read once.
+pub fn discover_for_with(devices: &[String], signatures: SignatureReader<'_>) -> Result<Vec<DiskInfo>, DiskError> {
+    discover_some(&SystemRoots::default(), Some(devices), signatures)
+}
+
+fn read_signatures(device: &str) -> Result<Vec<Signature>, DiskError> {
+    probe_signatures(Path::new(device))
+}
+
+fn discover_some(
+    roots: &SystemRoots,
+    only: Option<&[String]>,
+    signatures: SignatureReader<'_>,
+) -> Result<Vec<DiskInfo>, DiskError> {
     // The kernel names of the disks described in full; a path that does not resolve names none (finding
     // its disk fails later with the reason).
     let full: Option<Vec<String>> = only.map(|devices| {
@@ -458,7 +476,8 @@ fn discover_some(roots: &SystemRoots, only: Option<&[String]>) -> Result<Vec<Dis
         // Loop devices are read in full whatever the plan: one over the same storage as a plan's disk
         // makes that disk in use by its own uses (`mark_aliases`), an imported pool on it among them.
         let in_full = full.as_ref().is_none_or(|names| names.contains(&name)) || name.starts_with("loop");
-        if let Some(disk) = describe(roots, &usage, &links, &name, &dir, size, in_full) {
+        let facts = Facts { roots, usage: &usage, links: &links, signatures };
+        if let Some(disk) = describe(&facts, &name, &dir, size, in_full) {
             disks.push(disk);
         }
     }
@@ -490,15 +509,16 @@ fn mark_aliases(disks: &mut [DiskInfo]) {
     }
 }
 
-fn describe(
-    roots: &SystemRoots,
-    usage: &Usage,
-    links: &HashMap<String, Vec<String>>,
-    name: &str,
-    dir: &Path,
-    size: u64,
-    in_full: bool,
-) -> Option<DiskInfo> {
+/// What every disk's description draws on.
+struct Facts<'a> {
+    roots: &'a SystemRoots,
+    usage: &'a Usage,
+    links: &'a HashMap<String, Vec<String>>,
+    signatures: SignatureReader<'a>,
+}
+
+fn describe(facts: &Facts<'_>, name: &str, dir: &Path, size: u64, in_full: bool) -> Option<DiskInfo> {
+    let Facts { roots, usage, links, signatures } = *facts;
     let devno = DevNo::parse(&read_trimmed(&dir.join("dev"))?)?;
     let queue = dir.join("queue");
     let part_names: Vec<String> =
@@ -523,7 +543,7 @@ fn describe(
     let part_paths: Vec<String> =
         part_names.iter().map(|part| roots.dev.join(part).to_string_lossy().into_owned()).collect();
     let mut found = if in_full {
-        probe_all(&[std::slice::from_ref(&path), part_paths.as_slice()].concat())
+        probe_all(&[std::slice::from_ref(&path), part_paths.as_slice()].concat(), signatures)
     } else {
         HashMap::new()
     };
@@ -600,10 +620,12 @@ fn describe(
 }
 
 /// The signatures on each device, probed at once (one thread per device).
-fn probe_all(devices: &[String]) -> HashMap<String, Result<Vec<Signature>, DiskError>> {
+fn probe_all(
+    devices: &[String],
+    signatures: SignatureReader<'_>,
+) -> HashMap<String, Result<Vec<Signature>, DiskError>> {
     std::thread::scope(|scope| {
-        let probes: Vec<_> =
-            devices.iter().map(|device| (device, scope.spawn(move || probe_signatures(Path::new(device))))).collect();
+        let probes: Vec<_> = devices.iter().map(|device| (device, scope.spawn(move || signatures(device)))).collect();
         probes
             .into_iter()
             .map(|(device, probe)| {
@@ -711,7 +733,7 @@ mod tests {
         fs::create_dir_all(&roots.dev).expect("dev");
         fs::write(roots.dev.join("vdy"), "").expect("node");
         let plan_disk = roots.dev.join("vdy").to_string_lossy().into_owned();
-        let some = discover_some(&roots, Some(&[plan_disk])).expect("discovery for a plan");
+        let some = discover_some(&roots, Some(&[plan_disk]), &read_signatures).expect("discovery for a plan");
         let all = discover_in(&roots).expect("discovery of everything");
         let _ = fs::remove_dir_all(&root);
         let unreadable = |disks: &[DiskInfo], name: &str| {

@@ -18,8 +18,9 @@ pub mod probe;
 pub mod safety;
 pub mod select;
 pub mod table;
+pub mod xfs;
 
-pub use discover::{discover, discover_for, find_disk, DiskInfo, PartitionInfo};
+pub use discover::{discover, discover_for, discover_for_with, find_disk, DiskInfo, PartitionInfo, SignatureReader};
 pub use error::DiskError;
 pub use probe::{probe_signatures, wipe_device, wipe_ranges, Signature};
 pub use safety::{check_identity, ensure_free, InUse};

@@ -167,7 +167,7 @@ fn prepare(share: &Path) -> Result<()> {
 
 /// With `NIX_DABEI_BENCH_PARTS` set: after the traced mount, the parts of a mount timed on their own (each
 /// from a cold page cache, medians of 5), written as "part <name> <seconds>" into the layout's `parts` file:
-/// starting the program, compiling the plan, discovering the disks, the whole preview, and the check
+/// starting the program, compiling the plan, discovering the disks, the whole preview, and LVM's report
 /// programs the probes run. The disks hold what the last apply made, unmounted.
 const PARTS: &str = r#"
 create_nix_dabei
@@ -185,11 +185,6 @@ part version nix-dabei --version
 part plan nix-dabei plan "$B/plan.toml"
 part disks nix-dabei disks --json
 part review nix-dabei apply "$B/plan.toml" --review-only --json
-for d in $DISKS; do
-    for p in "$d"-part*; do
-        if [ "$(blkid -o value -s TYPE "$p")" = vfat ]; then part "fsck.vfat-${p##*/}" fsck.vfat -n "$p"; fi
-    done
-done
 if [ -n "$(pvs --noheadings 2>/dev/null)" ]; then
     part pvs pvs --reportformat json -o pv_name,pv_uuid,vg_name,vg_uuid
     part lvs lvs --reportformat json -o vg_name,lv_name,lv_uuid,lv_size,segtype,pool_lv

@@ -1,6 +1,6 @@
 //! Making filesystems, and growing kept ones.
 
-use layouts::nodes::filesystem::UsedMarker;
+use layouts::nodes::filesystem::{UsedMarker, WholeCheck};
 use layouts::nodes::mount::Mount;
 use layouts::size::human;
 use layouts::steps::{GrowFs, Mkfs};
@@ -55,12 +55,19 @@ impl Perform for Mkfs {
             Ok(false) => {}
             Err(error) => return Outlook::Conflict(format!("cannot read {device}: {error}")),
         }
-        let check = self.check_command();
-        let failed_code = match cx.system.run(&check, None) {
-            Ok(output) if self.check_passes(&output) => {
-                return Outlook::Done(format!("{device} holds this plan's {fs_type}, whole (`{check}`)"))
+        let check = match self.whole_check() {
+            WholeCheck::Read => {
+                return match cx.system.filesystem_whole(self.format, device) {
+                    Ok(Ok(())) => Outlook::Done(format!("{device} holds this plan's {fs_type}, whole")),
+                    // Only a filesystem that never was mounted is half-made (the marker above), and made again.
+                    Ok(Err(_)) => Outlook::Todo { destroys: true },
+                    Err(error) => Outlook::Conflict(format!("cannot read the filesystem on {device}: {error}")),
+                };
             }
-            Ok(_) => None,
+            WholeCheck::Program(check) => check,
+        };
+        let failed_code = match cx.system.run(&check, None) {
+            Ok(_) => return Outlook::Done(format!("{device} holds this plan's {fs_type}, whole (`{check}`)")),
             Err(CommandError::Failed { code, .. }) => code,
             Err(error) => return Outlook::Conflict(format!("cannot check the filesystem on {device}: {error}")),
         };
@@ -90,7 +97,7 @@ fn exfat_unfinished(op: &Mkfs, cx: &ProbeContext<'_>, found: &Outlook) -> Option
     if !matches!(found, Outlook::Conflict(_) | Outlook::Done(_)) {
         return None;
     }
-    let signatures = cx.system.signatures(&op.device).ok()?;
+    let signatures = cx.signatures(&op.device).ok()?;
     let exfat = signatures.iter().find(|s| s.kind == "exfat")?;
     let marked = exfat.label.as_deref() == Some(op.exfat_marker().as_str());
     marked.then_some(Outlook::Todo { destroys: true })

@@ -43,6 +43,13 @@ pub(crate) struct ProbeContext<'a> {
     pub step: &'a Step,
 }
 
+impl ProbeContext<'_> {
+    /// The signatures on a device, as read since the last write ([`Reports::signatures`]).
+    pub fn signatures(&self, device: &str) -> Result<Vec<partitioner::Signature>, partitioner::DiskError> {
+        self.reports.signatures(self.system, device)
+    }
+}
+
 /// What performing a step may use.
 #[derive(Clone, Copy)]
 pub(crate) struct RunContext<'a> {
@@ -130,7 +137,7 @@ pub(crate) fn blank_or(cx: &ProbeContext<'_>, device: &str, wanted: &str, uuid: 
         // it can be destroyed now, and it is probed again, and refused unless found done, when it runs.
         return Outlook::Todo { destroys: cx.step.keeps.is_none() };
     }
-    let signatures = match system.signatures(device) {
+    let signatures = match cx.signatures(device) {
         Ok(signatures) => signatures,
         Err(error) => return Outlook::Conflict(format!("cannot read what {device} holds: {error}")),
     };

@@ -166,7 +166,7 @@ fn not_the_kept_pool(op: &ZpoolCreate, cx: &ProbeContext<'_>, guid: &str) -> Opt
             Ok(found) => Some(format!("the imported pool {pool} has GUID {found}, not the kept pool's {guid}")),
             Err(error) => Some(format!("cannot read the GUID of pool {pool}: {error}")),
         },
-        Ok(_) => op.devices().find_map(|device| match cx.system.signatures(device) {
+        Ok(_) => op.devices().find_map(|device| match cx.signatures(device) {
             Ok(signatures) => signatures
                 .into_iter()
                 .find(|s| s.zfs_pool() == Some(pool.as_str()) && s.uuid.as_deref() != Some(guid))
@@ -250,7 +250,7 @@ fn members_are<'a>(cx: &ProbeContext<'_>, members: &[String], planned: impl Iter
 /// What a device holds, as the probe compares it: `zfs:POOL` for a pool member, else the signature's kind;
 /// `None` for nothing, or a partition this plan makes first (it does not exist yet).
 fn label_of(cx: &ProbeContext<'_>, device: &str) -> Result<Option<String>, String> {
-    match cx.system.signatures(device) {
+    match cx.signatures(device) {
         Ok(signatures) => Ok(signatures.into_iter().next().map(|s| {
             if s.kind == "zfs_member" {
                 format!("zfs:{}", s.label.unwrap_or_default())

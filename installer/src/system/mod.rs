@@ -12,8 +12,9 @@ pub mod sim;
 use std::fmt;
 
 use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
+use layouts::Format;
 use partitioner::TableState;
-use partitioner::{DiskError, DiskInfo, Signature};
+use partitioner::{DiskError, DiskInfo, Signature, SignatureReader};
 
 use crate::command::CommandError;
 use crate::lock::{Hold, LockError};
@@ -29,9 +30,10 @@ pub trait System: fmt::Debug + Send + Sync {
     /// Every whole disk, with its partitions, signatures and the reasons it is in use.
     fn discover(&self) -> Result<Vec<DiskInfo>, DiskError>;
     /// [`System::discover`] for a run of a plan whose disks `devices` name: those in full, the others only
-    /// as far as they bear on whether those are in use (`partitioner::discover_for`).
-    fn discover_for(&self, devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
-        let _ = devices;
+    /// as far as they bear on whether those are in use (`partitioner::discover_for`). The signatures on
+    /// them are read with `signatures`, which may keep them for the probes that follow.
+    fn discover_for(&self, devices: &[String], signatures: SignatureReader<'_>) -> Result<Vec<DiskInfo>, DiskError> {
+        let _ = (devices, signatures);
         self.discover()
     }
     /// The disk among `disks` that `path` names (a kernel name or any link to it).
@@ -47,6 +49,10 @@ pub trait System: fmt::Debug + Send + Sync {
 
     /// Every signature on a device.
     fn signatures(&self, device: &str) -> Result<Vec<Signature>, DiskError>;
+    /// Whether the filesystem of `format` on `device` is whole, read without a program, for the formats
+    /// whose [`layouts::nodes::filesystem::WholeCheck`] says so: `Ok(Err(why))` when a cut left it
+    /// unfinished.
+    fn filesystem_whole(&self, format: Format, device: &str) -> std::io::Result<Result<(), String>>;
     /// Removes every signature from a disk, its current partitions and the `(offset, size)` byte ranges
     /// where the plan will put partitions (and discards, when asked and able).
     fn wipe_disk(&self, disk: &DiskInfo, discard: bool, planned: &[(u64, u64)]) -> Result<(), DiskError>;

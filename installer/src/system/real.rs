@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
+use layouts::Format;
 use partitioner::TableState;
-use partitioner::{DiskError, DiskInfo, Signature};
+use partitioner::{DiskError, DiskInfo, Signature, SignatureReader};
 
 use super::linux::{self, MountEntry};
 
@@ -25,8 +26,8 @@ impl System for RealSystem {
         partitioner::discover()
     }
 
-    fn discover_for(&self, devices: &[String]) -> Result<Vec<DiskInfo>, DiskError> {
-        partitioner::discover_for(devices)
+    fn discover_for(&self, devices: &[String], signatures: SignatureReader<'_>) -> Result<Vec<DiskInfo>, DiskError> {
+        partitioner::discover_for_with(devices, signatures)
     }
 
     fn find_disk<'a>(&self, disks: &'a [DiskInfo], path: &str) -> Result<&'a DiskInfo, DiskError> {
@@ -57,6 +58,16 @@ impl System for RealSystem {
 
     fn signatures(&self, device: &str) -> Result<Vec<Signature>, DiskError> {
         partitioner::probe_signatures(Path::new(device))
+    }
+
+    fn filesystem_whole(&self, format: Format, device: &str) -> std::io::Result<Result<(), String>> {
+        match format {
+            Format::Vfat => partitioner::fat::fat_whole(device),
+            Format::Xfs => partitioner::xfs::xfs_whole(device),
+            Format::Ext4 | Format::Btrfs | Format::F2fs | Format::Exfat => {
+                Err(std::io::Error::other(format!("{} is checked by its own program", format.fs_type())))
+            }
+        }
     }
 
     fn wipe_disk(&self, disk: &DiskInfo, discard: bool, planned: &[(u64, u64)]) -> Result<(), DiskError> {

@@ -9,15 +9,21 @@ use super::{failed, State};
 use crate::command::CommandError;
 
 impl State {
-    /// A filesystem's read-only check (`fsck.*`, `e2fsck`, `xfs_db`, `btrfs check`): passes when the
+    /// A filesystem's read-only check (`fsck.*`, `e2fsck`, `btrfs check`): passes when the
     /// filesystem was made and not damaged since.
     pub(super) fn check(&self, line: &CommandLine, args: &[&str]) -> Result<String, CommandError> {
-        let device = self.canonical(args.last().copied().unwrap_or_default());
+        self.whole(args.last().copied().unwrap_or_default()).map(|()| String::new()).map_err(|why| failed(line, why))
+    }
+
+    /// Whether the filesystem on `device` is whole: made, and not damaged since. It is read in-process
+    /// (`System::filesystem_whole`) or by a check program alike.
+    pub(super) fn whole(&self, device: &str) -> Result<(), String> {
+        let device = self.canonical(device);
         let made = self.signatures.get(&device).is_some_and(|s| !s.is_empty());
         if made && !self.damaged.contains(&device) {
-            Ok(if line.program == "xfs_db" { "inprogress = 0\n".into() } else { String::new() })
+            Ok(())
         } else {
-            Err(failed(line, format!("{device}: the filesystem is not whole")))
+            Err(format!("{device}: the filesystem is not whole"))
         }
     }
 

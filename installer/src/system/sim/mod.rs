@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use layouts::gpt::partition_device;
 use layouts::steps::{CommandLine, LuksFormat, LuksOpen, Mount, PartitionTable};
+use layouts::Format;
 use partitioner::discover::DevNo;
 use partitioner::table::TableEntry;
 use partitioner::{DiskError, DiskInfo, InUse, KernelPartition, PartitionInfo, Signature, TableState};
@@ -67,6 +68,8 @@ struct State {
     /// The running system's host id (lost at a reboot, as a RAM system's /etc/hostid is).
     host_id: Option<u32>,
     commands: Vec<CommandLine>,
+    /// Devices whose filesystem was read whole in-process (`System::filesystem_whole`), in order.
+    whole_reads: Vec<String>,
     changes: usize,
     power_cut_at: Option<usize>,
     powered_off: bool,
@@ -159,6 +162,12 @@ impl SimSystem {
     /// Every program run so far, queries included, in order.
     pub fn commands(&self) -> Vec<CommandLine> {
         self.lock().commands.clone()
+    }
+
+    /// Every device whose filesystem was read whole in-process so far, in order: the checks that run no
+    /// program.
+    pub fn whole_reads(&self) -> Vec<String> {
+        self.lock().whole_reads.clone()
     }
 
     /// How many changes (writes of any kind) were made so far.
@@ -451,7 +460,7 @@ impl State {
                 | ("btrfs", Some(&"subvolume"), Some(&"show"))
                 | ("pvs" | "lvs", _, _)
                 | ("mdadm", Some(&"--detail"), _)
-                | ("udevadm" | "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "fsck.exfat", _, _)
+                | ("udevadm" | "e2fsck" | "fsck.f2fs" | "fsck.exfat", _, _)
         );
         if writes {
             self.change().map_err(|e| failed(line, e.to_string()))?;
@@ -460,7 +469,7 @@ impl State {
             program if program.starts_with("mkfs.") || program == "mkswap" => self.mkfs(line, &args),
             "btrfs" if matches!(args.first(), Some(&"subvolume" | &"filesystem")) => self.btrfs(line, &args),
             "tune.exfat" => self.tune_exfat(line, &args),
-            "fsck.vfat" | "e2fsck" | "xfs_db" | "fsck.f2fs" | "fsck.exfat" | "btrfs" => self.check(line, &args),
+            "e2fsck" | "fsck.f2fs" | "fsck.exfat" | "btrfs" => self.check(line, &args),
             "swapon" | "swapoff" => {
                 let device = self.canonical(args.last().copied().unwrap_or_default());
                 if line.program == "swapoff" {
@@ -567,6 +576,16 @@ impl System for SimSystem {
 
     /// Signatures here live on partition nodes, not offsets: the planned ranges are modelled by clearing
     /// every partition number the disk could have, table or no table.
+    fn filesystem_whole(&self, _format: Format, device: &str) -> std::io::Result<Result<(), String>> {
+        let mut state = self.lock();
+        if !state.exists(device) {
+            return Err(not_found(device));
+        }
+        let canonical = state.canonical(device);
+        state.whole_reads.push(canonical);
+        Ok(state.whole(device))
+    }
+
     fn wipe_disk(&self, disk: &DiskInfo, _discard: bool, _planned: &[(u64, u64)]) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.change().map_err(|e| device_error(&disk.path, "wipe", e))?;
