@@ -16,7 +16,7 @@ use crate::command::CommandError;
 use crate::events::Event;
 use crate::journal::Journal;
 use crate::luks::LuksError;
-use crate::ops::{self, ProbeContext, RunContext};
+use crate::ops::{self, ProbeContext, ReadAhead, RunContext};
 use crate::reports::Reports;
 use crate::secret::Secret;
 use crate::system::System;
@@ -282,13 +282,23 @@ pub fn preview(system: &dyn System, plan: &Plan, steps: &Steps, options: &Option
     let journal = Journal::load(&options.journal_dir, &plan_id(plan), &plan.hostname);
     // The steps are probed while the disks are discovered: both only read, and every probe's outlook
     // waits for the disks' identities below (any write, and any outlook shown, comes after those).
-    // Discovery and the first probes wait on different partitions at once.
-    let reports = Reports::default();
+    // Discovery and the first probes wait on different partitions at once, and what later probes read
+    // whatever the machine holds (LVM's reports, ZFS's pools) is read meanwhile.
+    let (reports, zfs) = (Reports::default(), ops::zfs_for(system, &steps.steps));
     let read_signatures = |device: &str| reports.signatures(system, device);
+    let probing = journal.is_ok() && missing.is_empty();
     let (disks, mut outlooks) = std::thread::scope(|scope| {
         let discovery = scope.spawn(|| system.discover_for(&devices, &read_signatures));
+        if probing {
+            let ahead: HashSet<ReadAhead> =
+                steps.steps.iter().filter_map(|step| ops::of(&step.operation)?.reads_ahead()).collect();
+            for what in ahead {
+                let (reports, zfs) = (&reports, &zfs);
+                scope.spawn(move || what.read(system, reports, zfs));
+            }
+        }
         let outlooks = match &journal {
-            Ok(journal) if missing.is_empty() => probe_in_waves(system, plan, steps, journal, &reports),
+            Ok(journal) if probing => probe_in_waves(system, plan, steps, journal, &reports, &zfs),
             _ => HashMap::new(),
         };
         let disks = discovery.join().unwrap_or_else(|_| {
@@ -386,8 +396,8 @@ fn probe_in_waves(
     steps: &Steps,
     journal: &Journal,
     reports: &Reports,
+    zfs: &Zfs<'_>,
 ) -> HashMap<String, Outlook> {
-    let zfs = Zfs::new(system);
     let ids: HashSet<&str> = steps.steps.iter().map(|s| s.id.as_str()).collect();
     let mut outlooks: HashMap<String, Outlook> = HashMap::new();
     let mut waiting: Vec<&Step> = steps.steps.iter().collect();
@@ -404,7 +414,7 @@ fn probe_in_waves(
                 let probes: Vec<_> = wave
                     .iter()
                     .map(|&step| {
-                        let cx = ProbeContext { system, plan, steps: &steps.steps, journal, zfs: &zfs, reports, step };
+                        let cx = ProbeContext { system, plan, steps: &steps.steps, journal, zfs, reports, step };
                         let outlooks = &outlooks;
                         scope.spawn(move || outlook_in_preview(&cx, outlooks))
                     })
@@ -558,7 +568,7 @@ pub fn execute(
     // sharing a disk, is refused instead of writing the same disks at the same time.
     let _holds: Vec<_> = preview.disks.iter().map(|disk| system.lock_disk(disk)).collect::<Result<_, _>>()?;
     let steps: Vec<&Step> = preview.steps.iter().map(|(s, _)| s).filter(|s| runs_in(options.mode, s)).collect();
-    let all = preview.steps.iter().map(|(s, _)| s.clone()).collect();
+    let all: Vec<Step> = preview.steps.iter().map(|(s, _)| s.clone()).collect();
     let found_done = match options.mode {
         Mode::Mount => preview
             .steps
@@ -570,7 +580,7 @@ pub fn execute(
             .collect(),
         Mode::Apply => HashMap::new(),
     };
-    let zfs = Zfs::new(system);
+    let zfs = ops::zfs_for(system, &all);
     let changed = Default::default();
     let reports = Reports::default();
     let runner = Runner { system, plan, all, options, secrets, emit, found_done, changed, zfs, reports };
@@ -806,7 +816,7 @@ fn ready_steps(remaining: &[&Step], in_run: &HashSet<&str>, finished: &dyn Fn(&s
 /// together (each may take half the machine's memory). In mount mode a step that makes something is
 /// never performed, only checked (its filesystem is there and whole, its volume exists): it only reads,
 /// and the ready checks run together (those of a volume group's filesystems, one after another, were a
-/// third of an LVM mount in `vm-tests bench`).
+/// third of an LVM mount in `vm-tests bench`), as do the ready mounts and swaps.
 fn next_batch(remaining: &[&Step], ready: &[usize], mode: Mode) -> Vec<usize> {
     let checked_only = |i: usize| mode == Mode::Mount && remaining[i].operation.kind().creates();
     // The checks go together, before what is performed: a step performed beside them would make them
@@ -814,6 +824,12 @@ fn next_batch(remaining: &[&Step], ready: &[usize], mode: Mode) -> Vec<usize> {
     let (checks, performed): (Vec<usize>, Vec<usize>) = ready.iter().partition(|&&i| checked_only(i));
     if !checks.is_empty() {
         return checks;
+    }
+    // The mounts and swaps mount mode performs go together once ready: each has its own target, whose
+    // parent the steps it comes after mounted, and none writes to another's device.
+    let mounts = |i: usize| matches!(remaining[i].operation, Operation::Mount(_) | Operation::Swapon(_));
+    if mode == Mode::Mount && mounts(performed[0]) {
+        return performed.into_iter().filter(|&i| mounts(i)).collect();
     }
     let first = performed[0];
     let mut batch = vec![first];
@@ -989,9 +1005,9 @@ mod tests {
 
     /// Runs the batching over a plan's steps as if each batch finished at once; returns the batches.
     fn batches_of(steps: &[Step], mode: Mode) -> Vec<Vec<&Step>> {
-        let ids: HashSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        let mut remaining: Vec<&Step> = steps.iter().filter(|s| runs_in(mode, s)).collect();
+        let ids: HashSet<&str> = remaining.iter().map(|s| s.id.as_str()).collect();
         let mut finished: HashSet<&str> = HashSet::new();
-        let mut remaining: Vec<&Step> = steps.iter().collect();
         let mut batches = Vec::new();
         while !remaining.is_empty() {
             let ready = ready_steps(&remaining, &ids, &|id| finished.contains(id));
@@ -1009,7 +1025,7 @@ mod tests {
     }
 
     #[test]
-    fn when_mounting_the_checks_of_a_volume_groups_filesystems_run_together_and_what_is_performed_does_not() {
+    fn when_mounting_the_checks_of_a_volume_groups_filesystems_run_together_then_its_mounts_and_swap() {
         let plan = Plan::from_toml(include_str!("../../vm-tests/bench/lvm-single.toml")).expect("the bench's plan");
         let steps = plan.compile(&CompileOptions::default()).expect("it compiles").steps;
         let together = |mode: Mode| -> Vec<Vec<String>> {
@@ -1021,12 +1037,12 @@ mod tests {
             mount.iter().any(|batch| checks.iter().all(|id| batch.iter().any(|b| b == id))),
             "the volumes' checks in one batch: {mount:?}"
         );
-        // What mount performs (activating the group, mounting) still runs one at a time.
-        for batch in &mount {
-            let performed: Vec<&String> =
-                batch.iter().filter(|id| !steps.iter().any(|s| &s.id == *id && s.operation.kind().creates())).collect();
-            assert!(performed.len() <= 1, "performed together: {batch:?}");
-        }
+        // Activating the group runs alone; the swap goes on beside /, the mounts below / together after it.
+        let batch_of = |id: &str| mount.iter().position(|batch| batch.iter().any(|b| b == id)).expect(id);
+        assert_eq!(mount[batch_of("vg-activate:main")], ["vg-activate:main"], "{mount:?}");
+        assert_eq!(batch_of("swapon:main/swap"), batch_of("mount:/"), "{mount:?}");
+        assert_eq!(batch_of("mount:/boot"), batch_of("mount:/home"), "{mount:?}");
+        assert!(batch_of("mount:/") < batch_of("mount:/home"), "{mount:?}");
         // Apply makes them: one at a time, as steps on no single disk.
         let apply = together(Mode::Apply);
         for batch in &apply {

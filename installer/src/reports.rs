@@ -33,34 +33,16 @@ impl Reports {
     /// kept.
     pub fn run(&self, system: &dyn System, line: &CommandLine) -> Result<String, CommandError> {
         let key = line.to_string();
-        if let Some(output) = self.seen().get(&key) {
-            return Ok(output.clone());
-        }
-        let gate = self.gate(&key);
-        let _answering = lock(&gate);
-        if let Some(output) = self.seen().get(&key) {
-            return Ok(output.clone());
-        }
-        let output = system.run(line, None)?;
-        self.seen().insert(key, output.clone());
-        Ok(output)
+        self.remembered(&self.seen, key.clone(), &key, || system.run(line, None))
     }
 
     /// The partition table of `device` as it stands (`System::read_table_state`): read now, or as it
     /// was since the last write. Failures are not kept.
     pub fn table_state(&self, system: &dyn System, device: &str, sector: u64) -> Result<TableState, DiskError> {
-        let key = (device.to_string(), sector);
-        if let Some(state) = lock(&self.tables).get(&key) {
-            return Ok(state.clone());
-        }
-        let gate = self.gate(&format!("table of {device} ({sector}-byte sectors)"));
-        let _answering = lock(&gate);
-        if let Some(state) = lock(&self.tables).get(&key) {
-            return Ok(state.clone());
-        }
-        let state = system.read_table_state(device, sector)?;
-        lock(&self.tables).insert(key, state.clone());
-        Ok(state)
+        let question = format!("table of {device} ({sector}-byte sectors)");
+        self.remembered(&self.tables, (device.to_string(), sector), &question, || {
+            system.read_table_state(device, sector)
+        })
     }
 
     /// The signatures on `device` (`System::signatures`): read now, or as they were since the last write.
@@ -68,22 +50,40 @@ impl Reports {
     /// each time, as are failures.
     pub fn signatures(&self, system: &dyn System, device: &str) -> Result<Vec<Signature>, DiskError> {
         let Some(kernel) = system.kernel_name(device) else { return system.signatures(device) };
-        if let Some(found) = lock(&self.signatures).get(&kernel) {
-            return Ok(found.clone());
+        let question = format!("signatures on {kernel}");
+        self.remembered(&self.signatures, kernel, &question, || system.signatures(device))
+    }
+
+    /// The answer kept in `answers` under `key`, or `read`'s, kept: read once however many ask at once
+    /// (the first to ask holds the question's gate while it reads, the others wait and find it kept).
+    /// Failures are not kept.
+    fn remembered<K, V, E>(
+        &self,
+        answers: &Mutex<HashMap<K, V>>,
+        key: K,
+        question: &str,
+        read: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E>
+    where
+        K: std::hash::Hash + Eq,
+        V: Clone,
+    {
+        if let Some(answer) = lock(answers).get(&key) {
+            return Ok(answer.clone());
         }
-        let gate = self.gate(&format!("signatures on {kernel}"));
+        let gate = self.gate(question);
         let _answering = lock(&gate);
-        if let Some(found) = lock(&self.signatures).get(&kernel) {
-            return Ok(found.clone());
+        if let Some(answer) = lock(answers).get(&key) {
+            return Ok(answer.clone());
         }
-        let found = system.signatures(device)?;
-        lock(&self.signatures).insert(kernel, found.clone());
-        Ok(found)
+        let answer = read()?;
+        lock(answers).insert(key, answer.clone());
+        Ok(answer)
     }
 
     /// Drops everything kept.
     pub fn forget(&self) {
-        self.seen().clear();
+        lock(&self.seen).clear();
         lock(&self.tables).clear();
         lock(&self.signatures).clear();
         lock(&self.gates).clear();
@@ -91,10 +91,6 @@ impl Reports {
 
     fn gate(&self, question: &str) -> Arc<Mutex<()>> {
         lock(&self.gates).entry(question.to_string()).or_default().clone()
-    }
-
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        lock(&self.seen)
     }
 }
 

@@ -523,8 +523,30 @@ fn describe(facts: &Facts<'_>, name: &str, dir: &Path, size: u64, in_full: bool)
     let queue = dir.join("queue");
     let part_names: Vec<String> =
         list_names(dir).into_iter().filter(|p| dir.join(p).join("partition").exists()).collect();
-    let udev = if in_full { udev_facts(name, &part_names) } else { None };
     let device_dir = dir.join("device");
+    let path = roots.dev.join(name).to_string_lossy().into_owned();
+    // What the disk and each partition hold, read at once: cold reads of the superblock areas wait on the
+    // disk, and one after another they were most of a disk's discovery (`vm-tests bench`).
+    let part_paths: Vec<String> =
+        part_names.iter().map(|part| roots.dev.join(part).to_string_lossy().into_owned()).collect();
+    let logical_sector_size = read_number(&queue.join("logical_block_size")).unwrap_or(512);
+    // udev's facts and the partition table are read while the signatures are: each waits on something
+    // else (udev's database and sysfs, the table's sectors), and one after another they were a third of
+    // a disk's discovery (`vm-tests bench`).
+    let (udev, mut found, table_problems) = if in_full {
+        std::thread::scope(|scope| {
+            let udev = scope.spawn(|| udev_facts(name, &part_names));
+            let table = scope.spawn(|| table_problems(&path, logical_sector_size));
+            let found = probe_all(&[std::slice::from_ref(&path), part_paths.as_slice()].concat(), signatures);
+            // udev's facts are optional (without udevd there are none); a table that could not be read
+            // keeps the disk from being written.
+            let udev = udev.join().unwrap_or(None);
+            let table = table.join().unwrap_or_else(|_| vec!["its partition table could not be read".into()]);
+            (udev, found, table)
+        })
+    } else {
+        (None, HashMap::new(), Vec::new())
+    };
     let serial = udev
         .as_ref()
         .and_then(|u| u.serial.clone())
@@ -537,16 +559,6 @@ fn describe(facts: &Facts<'_>, name: &str, dir: &Path, size: u64, in_full: bool)
         .or_else(|| read_trimmed(&device_dir.join("wwid")))
         .or_else(|| read_trimmed(&dir.join("wwid")));
     let model = udev.as_ref().and_then(|u| u.model.clone()).or_else(|| read_trimmed(&device_dir.join("model")));
-    let path = roots.dev.join(name).to_string_lossy().into_owned();
-    // What the disk and each partition hold, read at once: cold reads of the superblock areas wait on the
-    // disk, and one after another they were most of a disk's discovery (`vm-tests bench`).
-    let part_paths: Vec<String> =
-        part_names.iter().map(|part| roots.dev.join(part).to_string_lossy().into_owned()).collect();
-    let mut found = if in_full {
-        probe_all(&[std::slice::from_ref(&path), part_paths.as_slice()].concat(), signatures)
-    } else {
-        HashMap::new()
-    };
     let mut partitions = Vec::new();
     // A device whose signatures cannot be read is in use by that reason, never blank.
     let mut unreadable = Vec::new();
@@ -573,17 +585,6 @@ fn describe(facts: &Facts<'_>, name: &str, dir: &Path, size: u64, in_full: bool)
         signatures.iter().find(|s| s.usage.as_deref() == Some("partition_table")).map(|s| s.kind.clone());
     let mut stable_paths = links.get(name).cloned().unwrap_or_default();
     stable_paths.sort();
-    let logical_sector_size = read_number(&queue.join("logical_block_size")).unwrap_or(512);
-    // Read as nix-dabei reads tables before writing them (crate::gpt_read), so that a crafted header shows
-    // here with its reason rather than at the first step.
-    let table_problems = if in_full && Path::new(&path).exists() {
-        match crate::table::read_table_state(&path, logical_sector_size) {
-            Ok(state) => state.unreadable,
-            Err(error) => vec![format!("its partition table cannot be read: {error}")],
-        }
-    } else {
-        Vec::new()
-    };
     let mut disk = DiskInfo {
         name: name.to_string(),
         path,
@@ -617,6 +618,18 @@ fn describe(facts: &Facts<'_>, name: &str, dir: &Path, size: u64, in_full: bool)
     disk.in_use = safety::reasons(&disk, usage);
     disk.in_use.extend(unreadable);
     Some(disk)
+}
+
+/// What is wrong with a disk's partition table, read as nix-dabei reads tables before writing them
+/// (crate::gpt_read), so that a crafted header shows here with its reason rather than at the first step.
+fn table_problems(path: &str, logical_sector_size: u64) -> Vec<String> {
+    if !Path::new(path).exists() {
+        return Vec::new();
+    }
+    match crate::table::read_table_state(path, logical_sector_size) {
+        Ok(state) => state.unreadable,
+        Err(error) => vec![format!("its partition table cannot be read: {error}")],
+    }
 }
 
 /// The signatures on each device, probed at once (one thread per device).

@@ -147,6 +147,21 @@ fn fat_whole_says_what_fsck_vfat_says_of_whole_and_cut_short_fats() {
     let fat2 = (u16_at(&path, 14) + u16_at(&path, 22)) * u16_at(&path, 11);
     overwrite(&path, fat2, &zeros);
     cases.push(("FAT16: second FAT's start lost".into(), path, false));
+    // One entry deep inside otherwise free stretches of the FAT (both copies) pointing past the last
+    // cluster: at the start of a FAT32 stretch, and a FAT12 entry across two bytes.
+    let path = image(dir, "fat32-far-entry", 128, &esp);
+    let r = regions(&path);
+    for fat in [r.fat, r.second_fat] {
+        overwrite(&path, fat + (2 + 256 * 3) * 4, &0x0FFF_FFF0u32.to_le_bytes());
+    }
+    cases.push(("FAT32: one entry far inside points outside".into(), path, false));
+    let path = image(dir, "fat12-far-entry", 4, &["-F", "12"]);
+    let (reserved, fat_sectors, sector) = (u16_at(&path, 14), u16_at(&path, 22), u16_at(&path, 11));
+    for fat in [reserved * sector, (reserved + fat_sectors) * sector] {
+        // Cluster 257 is odd: its 12 bits are the high nibble of byte 385 and all of byte 386.
+        overwrite(&path, fat + 257 * 3 / 2, &[0x00, 0xFF]);
+    }
+    cases.push(("FAT12: one entry far inside points outside".into(), path, false));
     let mut disagreements = Vec::new();
     for (case, path, whole) in &cases {
         let ours = fat_whole(path.to_str().expect("a UTF-8 path")).expect("readable");

@@ -3,27 +3,33 @@
 
 use layouts::steps::{LvCreate, PvCreate, VgActivate, VgCreate, VgDeactivate};
 
-use super::{blank_or, run_own_command, Perform, ProbeContext, RunContext};
+use super::{blank_or, run_own_command, Perform, ProbeContext, ReadAhead, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
+use crate::reports::Reports;
+use crate::system::System;
 use crate::tools::lvm::{self, LogicalVolume, PhysicalVolume};
 
 /// Every physical volume, as `pvs` reports it (once between writes).
 fn physical_volumes(cx: &ProbeContext<'_>) -> Result<Vec<PhysicalVolume>, String> {
-    let output = both_reports(cx).0.map_err(|e| format!("cannot read LVM's physical volumes: {e}"))?;
+    let output =
+        both_reports(cx.system, cx.reports).0.map_err(|e| format!("cannot read LVM's physical volumes: {e}"))?;
     lvm::parse_physical_volumes(&output).map_err(|e| e.to_string())
 }
 
 /// Every logical volume, as `lvs` reports it (once between writes).
 fn logical_volumes(cx: &ProbeContext<'_>) -> Result<Vec<LogicalVolume>, String> {
-    let output = both_reports(cx).1.map_err(|e| format!("cannot read LVM's logical volumes: {e}"))?;
+    let output =
+        both_reports(cx.system, cx.reports).1.map_err(|e| format!("cannot read LVM's logical volumes: {e}"))?;
     lvm::parse_logical_volumes(&output).map_err(|e| e.to_string())
 }
 
 /// What `pvs` and `lvs` print, run at once when neither is kept: each scans every device (0.13 s
 /// apiece in `vm-tests bench`), and the probes of a group are followed by those of its volumes.
-fn both_reports(cx: &ProbeContext<'_>) -> (Result<String, CommandError>, Result<String, CommandError>) {
-    let (system, reports) = (cx.system, cx.reports);
+pub(super) fn both_reports(
+    system: &dyn System,
+    reports: &Reports,
+) -> (Result<String, CommandError>, Result<String, CommandError>) {
     std::thread::scope(|scope| {
         let volumes = scope.spawn(|| reports.run(system, &lvm::logical_volumes_command()));
         let physical = reports.run(system, &lvm::physical_volumes_command());
@@ -99,6 +105,10 @@ fn kept_missing(what: &str, uuid: &str) -> StepError {
 impl Perform for VgCreate {
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         look(self, cx)
+    }
+
+    fn reads_ahead(&self) -> Option<ReadAhead> {
+        Some(ReadAhead::LvmReports)
     }
 
     /// A group of the name made of other volumes is in the way whatever is made first.

@@ -81,12 +81,50 @@ pub(crate) trait Perform {
         None
     }
 
+    /// What its probe reads whatever the machine holds: the preview reads it ahead, while the disks are
+    /// discovered, and keeps it for the probes that ask (until something is written).
+    fn reads_ahead(&self) -> Option<ReadAhead> {
+        None
+    }
+
     /// In a preview, for a step after one that destroys: the change in place this step will make, when
     /// what the destruction leaves alone already tells (a pool on a kept disk that a new disk's partition
     /// joins). At run time the step is probed again, as every step is.
     fn change_despite_destruction(&self, _cx: &ProbeContext<'_>, _destroyed: &[&Step]) -> Option<Outlook> {
         None
     }
+}
+
+/// A reading that probes of several steps share, slow enough to start early: LVM's reports scan every
+/// device (0.13 s apiece in `vm-tests bench`), and a group's probe otherwise waits for the probes before
+/// it; `zpool list` is a program's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ReadAhead {
+    /// `pvs` and `lvs`.
+    LvmReports,
+    /// The imported pools.
+    ZfsPools,
+}
+
+impl ReadAhead {
+    /// Reads it into `reports` or `zfs`. A failure is not kept: the probe that asks reads again and says
+    /// why.
+    pub(crate) fn read(self, system: &dyn System, reports: &Reports, zfs: &Zfs<'_>) {
+        match self {
+            ReadAhead::LvmReports => drop(lvm::both_reports(system, reports)),
+            ReadAhead::ZfsPools => drop(zfs.imported_pools()),
+        }
+    }
+}
+
+/// A ZFS reader for the probes of `steps`: it reads of each dataset what they compare (the properties
+/// the plan sets on its datasets), not every property ZFS has.
+pub(crate) fn zfs_for<'a>(system: &'a dyn System, steps: &[Step]) -> Zfs<'a> {
+    let planned = steps.iter().filter_map(|step| match &step.operation {
+        Operation::ZfsCreate(op) => Some(op.properties.keys().cloned()),
+        _ => None,
+    });
+    Zfs::asking(system, planned.flatten())
 }
 
 /// The executor's side of an operation: the registry, one line per operation type. `None` for an

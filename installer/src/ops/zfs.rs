@@ -4,7 +4,7 @@ use layouts::nodes::zfs::encrypted;
 use layouts::steps::{HostId, Step, ZfsCreate, ZpoolCreate, ZpoolExport};
 use layouts::OperationKind;
 
-use super::{io, run_own_command, Perform, ProbeContext, RunContext};
+use super::{io, run_own_command, Perform, ProbeContext, ReadAhead, RunContext};
 use crate::command::CommandError;
 use crate::execute::{Outlook, StepError};
 use crate::tools::zfs::ZfsError;
@@ -49,6 +49,10 @@ impl Perform for ZpoolCreate {
     /// Done when the pool is imported with its keys loaded; to do without destroying anything when every
     /// member already carries this pool's label (it only needs importing); a change when the pool holds
     /// some of the planned devices and the rest can join it in place ([`ZpoolCreate::growth`]).
+    fn reads_ahead(&self) -> Option<ReadAhead> {
+        Some(ReadAhead::ZfsPools)
+    }
+
     fn probe(&self, cx: &ProbeContext<'_>) -> Outlook {
         // A kept pool is the one of its GUID, or nothing of the plan's: never another of its name.
         if let Some(why) = self.guid.as_ref().and_then(|guid| not_the_kept_pool(self, cx, guid)) {

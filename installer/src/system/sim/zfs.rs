@@ -394,6 +394,8 @@ impl State {
             Some("get") if args.contains(&"-r") => {
                 let pool = self.pools.get(&pool_name).filter(|p| p.imported).ok_or_else(missing)?;
                 let with_source = args.iter().any(|a| a.ends_with(",source"));
+                // `all`, or the properties asked for by name.
+                let asked = args.get(args.len().saturating_sub(2)).copied().unwrap_or("all");
                 let property = |value: &str, kind: &str, data: &str| Property {
                     value: value.to_string(),
                     source: with_source.then(|| PropertySource { kind: kind.to_string(), data: data.to_string() }),
@@ -444,6 +446,14 @@ impl State {
                                 fixed("keystatus", "-");
                                 properties.insert("encryption".to_string(), property("off", "DEFAULT", "-"));
                                 properties.insert("keylocation".to_string(), property("none", "DEFAULT", "-"));
+                            }
+                        }
+                        // Asked by name: those (what is not set, ZFS shows as "-" from nowhere).
+                        if asked != "all" {
+                            let names: Vec<&str> = asked.split(',').collect();
+                            properties.retain(|key, _| names.contains(&key.as_str()));
+                            for name in names {
+                                properties.entry(name.to_string()).or_insert_with(|| property("-", "NONE", "-"));
                             }
                         }
                         let kind = if d.volume { "VOLUME" } else { "FILESYSTEM" }.to_string();
@@ -547,6 +557,13 @@ mod tests {
     /// steps, and the weak key derivation of the test builds), listed with the adapter's command.
     fn simulated_listing() -> DatasetListing {
         use crate::system::System;
+        let output = simulated_pool().run(&crate::tools::zfs::properties_command("rpool"), None).expect("zfs get");
+        DatasetListing::parse(&output).expect("the adapter reads the simulator")
+    }
+
+    /// That pool in the simulator.
+    fn simulated_pool() -> super::super::SimSystem {
+        use crate::system::System;
         let system = super::super::SimSystem::with_disks(vec![
             super::super::SimSystem::disk("vda", "virtio-n0", 3 << 30, "n0"),
             super::super::SimSystem::disk("vdb", "virtio-n1", 3 << 30, "n1"),
@@ -560,8 +577,36 @@ mod tests {
             let line = format!("create {options}-o mountpoint=legacy rpool/{dataset}");
             system.run(&CommandLine::new("zfs", line.split_whitespace()), None).expect("zfs create");
         }
-        let output = system.run(&crate::tools::zfs::properties_command("rpool"), None).expect("zfs get");
-        DatasetListing::parse(&output).expect("the adapter reads the simulator")
+        system
+    }
+
+    /// The probes' reader asks ZFS for the properties they compare by name; what it reads of those is
+    /// what a listing of every property shows, and a property not set (a user property, one of another
+    /// dataset type) is absent from both.
+    #[test]
+    fn asked_by_name_a_dataset_reads_as_in_the_listing_of_all() {
+        use crate::tools::zfs::Zfs;
+        let system = simulated_pool();
+        let asked = ["atime", "compression", "mountpoint", "org.example:unset", "volsize"];
+        let named = Zfs::asking(&system, asked.map(String::from));
+        let all = Zfs::new(&system);
+        let always = ["type", "guid", "encryptionroot", "keystatus", "keylocation"];
+        for dataset in ["rpool", "rpool/root", "rpool/nix"] {
+            let by_name = named.dataset(dataset).expect("read").expect("there");
+            let in_all = all.dataset(dataset).expect("read").expect("there");
+            assert_eq!(by_name.kind, in_all.kind, "{dataset}");
+            for key in asked.iter().chain(&always) {
+                assert_eq!(by_name.properties.get(*key), in_all.properties.get(*key), "{dataset} {key}");
+            }
+            assert!(by_name
+                .properties
+                .keys()
+                .all(|key| asked.contains(&key.as_str()) || always.contains(&key.as_str())));
+            assert!(
+                !by_name.properties.contains_key("org.example:unset") && !by_name.properties.contains_key("volsize")
+            );
+        }
+        assert_eq!(named.dataset("rpool/nix").expect("read").expect("there").properties["atime"], "off");
     }
 
     #[test]
