@@ -147,6 +147,10 @@ pub fn fat_space(device: &str) -> std::io::Result<FatSpace> {
 /// How many clusters' entries [`fat_whole`] looks at together to find them all free.
 const FREE_STRETCH: u64 = 256;
 
+/// Bytes of a FAT [`fat_whole`] reads at a time: a multiple of every entry's size (FAT12's pair of
+/// entries in 3 bytes, 2 and 4), so that no entry is split between two pieces.
+const FAT_PIECE: u64 = 3 << 18;
+
 /// Whether the FAT on `device` is whole: everything mkfs.fat writes is there and consistent, so that a
 /// run cut inside mkfs (whose writes reach the disk in any order until it syncs) is told from a finished
 /// one. `Ok(Err(why))` when it is not whole. Checked, in the order mkfs writes them:
@@ -158,6 +162,7 @@ const FREE_STRETCH: u64 = 256;
 /// - the root directory: in use in the FAT (FAT32), holding the boot sector's volume label when it
 ///   names one, and otherwise only free or plausible entries in its first sector.
 ///
+/// The FAT is read 768 KiB of each copy at a time, so a FAT of any size is checked in little memory.
 /// What it does not read, unlike `fsck.vfat -n`: the directory tree below the root and files' chains
 /// (which mkfs does not write).
 pub fn fat_whole(device: &str) -> std::io::Result<Result<(), String>> {
@@ -190,42 +195,60 @@ pub fn fat_whole(device: &str) -> std::io::Result<Result<(), String>> {
             }
         }
     }
-    let fat_bytes = g.fat_bytes();
-    let first = read_at(&mut file, g.reserved * g.sector_bytes, fat_bytes)?;
-    for copy in 1..g.fats {
-        let offset = (g.reserved + copy * g.fat_sectors) * g.sector_bytes;
-        if read_at(&mut file, offset, fat_bytes)? != first {
-            return Ok(Err(format!("FAT copy {} differs from the first", copy + 1)));
-        }
-    }
-    if first[0] != boot[21] {
-        return Ok(Err("the FAT does not begin with the media byte".into()));
-    }
     let bad = g.bad_cluster();
     let last = g.clusters + 1;
     let outside = |entry: u64| entry == 1 || (entry > last && entry < bad);
-    // Only entries in a stretch holding more than zero bytes are decoded: zero is a free entry, and a
-    // fresh ESP's FAT is almost all zero (decoding each entry of a 1 GiB ESP was nearly half of this
-    // check's time under emulation, `vm-tests bench`).
-    let mut cluster = 2;
-    while cluster <= last {
-        let end = (cluster + FREE_STRETCH).min(last + 1);
-        let bytes = (cluster * g.entry_bits / 8)..(end * g.entry_bits).div_ceil(8);
-        let free = usize::try_from(bytes.start)
-            .ok()
-            .zip(usize::try_from(bytes.end).ok())
-            .and_then(|(start, end)| first.get(start..end.min(first.len())))
-            .is_some_and(|stretch| stretch.iter().all(|&byte| byte == 0));
-        if !free {
-            if let Some(cluster) = (cluster..end).find(|&cluster| outside(g.entry(&first, cluster))) {
-                return Ok(Err(format!("FAT entry {cluster} points outside the volume")));
+    let root_cluster = if fat32 { u32_at(&boot, 44) } else { 0 };
+    let mut root_in_use = false;
+    // The FAT is read a piece at a time, every copy's piece beside the first's: a FAT32 data disk of
+    // terabytes has a FAT of hundreds of MiB.
+    let fat_bytes = g.fat_bytes();
+    let mut offset = 0;
+    while offset < fat_bytes {
+        let length = FAT_PIECE.min(fat_bytes - offset);
+        let piece = read_at(&mut file, g.reserved * g.sector_bytes + offset, length)?;
+        for copy in 1..g.fats {
+            let at = (g.reserved + copy * g.fat_sectors) * g.sector_bytes + offset;
+            if read_at(&mut file, at, length)? != piece {
+                return Ok(Err(format!("FAT copy {} differs from the first", copy + 1)));
             }
         }
-        cluster = end;
+        if offset == 0 && piece[0] != boot[21] {
+            return Ok(Err("the FAT does not begin with the media byte".into()));
+        }
+        // The clusters whose entries this piece holds; a piece starts at a whole entry (FAT12: a whole
+        // pair), so an entry's place in it is its cluster's less the piece's first.
+        let first_cluster = offset * 8 / g.entry_bits;
+        let end_cluster = ((offset + length) * 8 / g.entry_bits).min(last + 1);
+        let entry = |cluster: u64| g.entry(&piece, cluster - first_cluster);
+        // Only entries in a stretch holding more than zero bytes are decoded: zero is a free entry, and
+        // a fresh ESP's FAT is almost all zero (decoding each entry of a 1 GiB ESP was nearly half of
+        // this check's time under emulation, `vm-tests bench`).
+        let mut cluster = first_cluster.max(2);
+        while cluster < end_cluster {
+            let end = (cluster + FREE_STRETCH).min(end_cluster);
+            let (from, to) = (cluster - first_cluster, end - first_cluster);
+            let bytes = (from * g.entry_bits / 8)..(to * g.entry_bits).div_ceil(8);
+            let free = usize::try_from(bytes.start)
+                .ok()
+                .zip(usize::try_from(bytes.end).ok())
+                .and_then(|(start, end)| piece.get(start..end.min(piece.len())))
+                .is_some_and(|stretch| stretch.iter().all(|&byte| byte == 0));
+            if !free {
+                if let Some(cluster) = (cluster..end).find(|&cluster| outside(entry(cluster))) {
+                    return Ok(Err(format!("FAT entry {cluster} points outside the volume")));
+                }
+            }
+            cluster = end;
+        }
+        if (first_cluster..end_cluster).contains(&root_cluster) {
+            root_in_use = entry(root_cluster) != 0;
+        }
+        offset += length;
     }
     let (root_offset, root_length) = if fat32 {
-        let cluster = u32_at(&boot, 44);
-        if !(2..=last).contains(&cluster) || g.entry(&first, cluster) == 0 {
+        let cluster = root_cluster;
+        if !(2..=last).contains(&cluster) || !root_in_use {
             return Ok(Err(format!("the root directory's cluster {cluster} is not in use")));
         }
         let data_start = g.reserved + g.fats * g.fat_sectors + g.root_sectors;
