@@ -32,6 +32,15 @@ fn have(program: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether a program of `package` a test needs is missing (the test is then skipped, and says so).
+fn lacks(package: &str, programs: &[&str]) -> bool {
+    let missing = !programs.iter().all(|program| have(program));
+    if missing {
+        eprintln!("skipped: {package} is not installed");
+    }
+    missing
+}
+
 /// A FAT image of `mib` MiB made with `mkfs.fat` and the arguments given.
 fn image(dir: &Path, name: &str, mib: u64, args: &[&str]) -> PathBuf {
     let path = dir.join(name);
@@ -86,8 +95,7 @@ fn regions(path: &Path) -> Regions {
 
 #[test]
 fn fat_whole_says_what_fsck_vfat_says_of_whole_and_cut_short_fats() {
-    if !have("mkfs.fat") || !have("fsck.vfat") {
-        eprintln!("skipped: dosfstools is not installed");
+    if lacks("dosfstools", &["mkfs.fat", "fsck.vfat"]) {
         return;
     }
     let scratch = Scratch::new("fat-whole");
@@ -155,6 +163,17 @@ fn fat_whole_says_what_fsck_vfat_says_of_whole_and_cut_short_fats() {
         overwrite(&path, fat + (2 + 256 * 3) * 4, &0x0FFF_FFF0u32.to_le_bytes());
     }
     cases.push(("FAT32: one entry far inside points outside".into(), path, false));
+    // The same past the first 768 KiB of the FAT, which is read a piece at a time; and the second copy
+    // alone differing there.
+    let path = image(dir, "fat32-second-piece", 128, &esp);
+    let r = regions(&path);
+    for fat in [r.fat, r.second_fat] {
+        overwrite(&path, fat + 196_615 * 4, &0x0FFF_FFF0u32.to_le_bytes());
+    }
+    cases.push(("FAT32: an entry in the FAT's second piece points outside".into(), path, false));
+    let path = image(dir, "fat32-second-piece-copy", 128, &esp);
+    overwrite(&path, regions(&path).second_fat + 900_000, &[0x07]);
+    cases.push(("FAT32: the second copy differs in the FAT's second piece".into(), path, false));
     let path = image(dir, "fat12-far-entry", 4, &["-F", "12"]);
     let (reserved, fat_sectors, sector) = (u16_at(&path, 14), u16_at(&path, 22), u16_at(&path, 11));
     for fat in [reserved * sector, (reserved + fat_sectors) * sector] {
@@ -176,7 +195,7 @@ fn fat_whole_says_what_fsck_vfat_says_of_whole_and_cut_short_fats() {
 
 #[test]
 fn a_fat_larger_than_its_device_is_not_whole() {
-    if !have("mkfs.fat") {
+    if lacks("dosfstools", &["mkfs.fat"]) {
         return;
     }
     let scratch = Scratch::new("fat-cut");
@@ -187,8 +206,7 @@ fn a_fat_larger_than_its_device_is_not_whole() {
 
 #[test]
 fn xfs_whole_reads_the_in_progress_flag_that_xfs_db_prints() {
-    if !have("mkfs.xfs") || !have("xfs_db") {
-        eprintln!("skipped: xfsprogs is not installed");
+    if lacks("xfsprogs", &["mkfs.xfs", "xfs_db"]) {
         return;
     }
     let scratch = Scratch::new("xfs-whole");
